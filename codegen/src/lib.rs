@@ -1,0 +1,12 @@
+//! The code generator behind `cargo xtask gen`: the spec TOML schema, a C layout engine for
+//! x86_64, validation, and the emitters (Rust, C header, layout dump, kernel stub, ABI diff).
+//!
+//! It is a library so xtask, tests and the simulator read the spec the same way.
+
+pub mod diag;
+pub mod model;
+pub mod schema;
+pub mod types;
+
+pub use diag::{Diag, Diags};
+pub use model::Spec;
