@@ -58,7 +58,10 @@ impl Source {
     pub fn new(path: &Path, text: &str) -> Self {
         let mut line_starts = vec![0];
         line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-        Source { path: path.to_path_buf(), line_starts }
+        Source {
+            path: path.to_path_buf(),
+            line_starts,
+        }
     }
 
     /// 1-based line and column of a byte offset.
@@ -68,9 +71,20 @@ impl Source {
         (line.max(1), offset - start + 1)
     }
 
-    pub fn diag(&self, span: Range<usize>, key: impl Into<String>, message: impl Into<String>) -> Diag {
+    pub fn diag(
+        &self,
+        span: Range<usize>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Diag {
         let (line, column) = self.position(span.start);
-        Diag { file: self.path.clone(), line, column, key: key.into(), message: message.into() }
+        Diag {
+            file: self.path.clone(),
+            line,
+            column,
+            key: key.into(),
+            message: message.into(),
+        }
     }
 }
 

@@ -4,6 +4,9 @@
 //! It is a library so xtask, tests and the simulator read the spec the same way.
 
 pub mod diag;
+pub mod emit_c;
+pub mod emit_json;
+pub mod emit_rust;
 pub mod model;
 pub mod schema;
 pub mod types;

@@ -18,6 +18,8 @@ pub struct Spec {
     pub version: String,
     pub source: String,
     pub header: Option<String>,
+    /// The success status of control responses: (constant name, group, value).
+    pub status_ok: Option<(String, String, i128)>,
     pub typedefs: Vec<Typedef>,
     /// Structures and unions in the order the file declares them.
     pub types: Vec<TypeDef>,
@@ -271,7 +273,9 @@ impl Layouts<'_> {
             return Err(format!("unknown type `{n}`"));
         };
         if kind == StructKind::Opaque {
-            return Err(format!("`{n}` is opaque and can only be used behind a pointer"));
+            return Err(format!(
+                "`{n}` is opaque and can only be used behind a pointer"
+            ));
         }
         if !self.visiting.insert(n.to_string()) {
             return Err(format!("`{n}` contains itself"));
@@ -279,7 +283,8 @@ impl Layouts<'_> {
         let mut size = 0u64;
         let mut align = 1u64;
         for f in &decl.fields {
-            let ty = types::parse(f.get_ref().ty.get_ref()).map_err(|e| format!("in `{n}`: {e}"))?;
+            let ty =
+                types::parse(f.get_ref().ty.get_ref()).map_err(|e| format!("in `{n}`: {e}"))?;
             let (s, a) = self.of(&ty)?;
             align = align.max(a);
             if is_union {
@@ -333,7 +338,10 @@ pub fn parse(text: &str, display_path: &Path) -> Result<Spec, Diags> {
             message: e.message().trim().to_string(),
         }])
     })?;
-    let mut b = Builder { src: &src, diags: Vec::new() };
+    let mut b = Builder {
+        src: &src,
+        diags: Vec::new(),
+    };
     let spec = build(&mut b, &file, display_path);
     if b.diags.is_empty() {
         Ok(spec)
@@ -367,7 +375,12 @@ fn build(b: &mut Builder<'_>, file: &schema::File, path: &Path) -> Spec {
         match types::parse(t.ty.get_ref()) {
             Ok(ty) => {
                 typedef_map.insert(name.clone(), ty.clone());
-                typedefs.push(Typedef { name, ty, doc: t.doc.clone(), note: t.note.clone() });
+                typedefs.push(Typedef {
+                    name,
+                    ty,
+                    doc: t.doc.clone(),
+                    note: t.note.clone(),
+                });
             }
             Err(e) => b.err(t.ty.span(), format!("{key}, key type"), e),
         }
@@ -387,10 +400,18 @@ fn build(b: &mut Builder<'_>, file: &schema::File, path: &Path) -> Spec {
         let name = d.name.get_ref().clone();
         let what = if *is_union { "union" } else { "struct" };
         if !is_ident(&name) {
-            b.err(d.name.span(), format!("{what} {name}"), "not a valid C name");
+            b.err(
+                d.name.span(),
+                format!("{what} {name}"),
+                "not a valid C name",
+            );
         }
         if type_names.insert(name.clone(), d.name.span()).is_some() {
-            b.err(d.name.span(), format!("{what} {name}"), "name declared twice");
+            b.err(
+                d.name.span(),
+                format!("{what} {name}"),
+                "name declared twice",
+            );
         }
         decls.insert(name, (d, *is_union, d.kind.unwrap_or(abi.default_kind)));
     }
@@ -401,12 +422,25 @@ fn build(b: &mut Builder<'_>, file: &schema::File, path: &Path) -> Spec {
     let mut seen_const: HashSet<String> = HashSet::new();
     let mut group_names: HashSet<String> = HashSet::new();
     for g in &file.consts {
-        groups.push(build_group(b, g, &typedef_map, &mut const_names, &mut seen_const, &mut group_names));
+        groups.push(build_group(
+            b,
+            g,
+            &typedef_map,
+            &mut const_names,
+            &mut seen_const,
+            &mut group_names,
+        ));
     }
-    let group_by_name: HashMap<&str, &Group> = groups.iter().map(|g| (g.name.as_str(), g)).collect();
+    let group_by_name: HashMap<&str, &Group> =
+        groups.iter().map(|g| (g.name.as_str(), g)).collect();
 
     // --- layouts and fields
-    let mut layouts = Layouts { typedefs: &typedef_map, decls: &decls, done: HashMap::new(), visiting: HashSet::new() };
+    let mut layouts = Layouts {
+        typedefs: &typedef_map,
+        decls: &decls,
+        done: HashMap::new(),
+        visiting: HashSet::new(),
+    };
     let mut types_out = Vec::new();
     let mut rust_type_names: HashMap<String, String> = HashMap::new();
     for (s, is_union) in &decl_list {
@@ -416,17 +450,39 @@ fn build(b: &mut Builder<'_>, file: &schema::File, path: &Path) -> Spec {
         let kind = d.kind.unwrap_or(abi.default_kind);
         let rust = d.rust.clone().unwrap_or_else(|| camel(&name, strip));
         if !is_ident(&rust) {
-            b.err(d.name.span(), format!("{what} {name}, key rust"), format!("`{rust}` is not a Rust identifier"));
+            b.err(
+                d.name.span(),
+                format!("{what} {name}, key rust"),
+                format!("`{rust}` is not a Rust identifier"),
+            );
         }
         if let Some(other) = rust_type_names.insert(rust.clone(), name.clone()) {
-            b.err(d.name.span(), format!("{what} {name}"), format!("Rust name `{rust}` is also used by `{other}`"));
+            b.err(
+                d.name.span(),
+                format!("{what} {name}"),
+                format!("Rust name `{rust}` is also used by `{other}`"),
+            );
         }
-        check_feature(b, &d.feature, &const_names, d.name.span(), &format!("{what} {name}"));
+        check_feature(
+            b,
+            &d.feature,
+            &const_names,
+            d.name.span(),
+            &format!("{what} {name}"),
+        );
         if kind == StructKind::Opaque && !d.fields.is_empty() {
-            b.err(d.name.span(), format!("{what} {name}"), "an opaque type has no fields");
+            b.err(
+                d.name.span(),
+                format!("{what} {name}"),
+                "an opaque type has no fields",
+            );
         }
         if kind != StructKind::Opaque && d.fields.is_empty() {
-            b.err(d.name.span(), format!("{what} {name}"), "has no fields (C has no empty structs; use kind = \"opaque\")");
+            b.err(
+                d.name.span(),
+                format!("{what} {name}"),
+                "has no fields (C has no empty structs; use kind = \"opaque\")",
+            );
         }
         let mut fields = Vec::new();
         let mut field_names = HashSet::new();
@@ -469,12 +525,23 @@ fn build(b: &mut Builder<'_>, file: &schema::File, path: &Path) -> Spec {
             for (grp, keyname) in [(&fr.enum_group, "enum"), (&fr.bits, "bits")] {
                 if let Some(gname) = grp {
                     if !group_by_name.contains_key(gname.get_ref().as_str()) {
-                        b.err(gname.span(), format!("{key}, key {keyname}"), format!("no constant group named `{}`", gname.get_ref()));
+                        b.err(
+                            gname.span(),
+                            format!("{key}, key {keyname}"),
+                            format!("no constant group named `{}`", gname.get_ref()),
+                        );
                     }
                 }
             }
-            if fr.padding && !matches!(&ty, Ty::Array(e, _) if **e == Ty::Prim(Prim::U8)) && ty != Ty::Prim(Prim::U8) {
-                b.err(fr.ty.span(), format!("{key}, key type"), "a padding field must be `u8` or `[u8; N]`");
+            if fr.padding
+                && !matches!(&ty, Ty::Array(e, _) if **e == Ty::Prim(Prim::U8))
+                && ty != Ty::Prim(Prim::U8)
+            {
+                b.err(
+                    fr.ty.span(),
+                    format!("{key}, key type"),
+                    "a padding field must be `u8` or `[u8; N]`",
+                );
             }
             let foff = if *is_union {
                 0
@@ -526,11 +593,19 @@ fn build(b: &mut Builder<'_>, file: &schema::File, path: &Path) -> Spec {
         let mut driver_writes = Vec::new();
         if let Some(dw) = &d.driver_writes {
             if kind != StructKind::User {
-                b.err(dw.span(), format!("{what} {name}, key driver_writes"), "only `user` structures are written back to a caller");
+                b.err(
+                    dw.span(),
+                    format!("{what} {name}, key driver_writes"),
+                    "only `user` structures are written back to a caller",
+                );
             }
             for w in dw.get_ref() {
                 if !field_names.contains(w) {
-                    b.err(dw.span(), format!("{what} {name}, key driver_writes"), format!("no field named `{w}`"));
+                    b.err(
+                        dw.span(),
+                        format!("{what} {name}, key driver_writes"),
+                        format!("no field named `{w}`"),
+                    );
                 }
                 driver_writes.push(w.clone());
             }
@@ -552,7 +627,8 @@ fn build(b: &mut Builder<'_>, file: &schema::File, path: &Path) -> Spec {
             align,
         });
     }
-    let type_by_name: HashMap<&str, &TypeDef> = types_out.iter().map(|t| (t.name.as_str(), t)).collect();
+    let type_by_name: HashMap<&str, &TypeDef> =
+        types_out.iter().map(|t| (t.name.as_str(), t)).collect();
 
     // --- requests
     let mut requests = Vec::new();
@@ -561,7 +637,9 @@ fn build(b: &mut Builder<'_>, file: &schema::File, path: &Path) -> Spec {
         let rr = r.get_ref();
         let code = rr.code.get_ref().clone();
         let key = format!("request {code}");
-        let Some((group, value, rust)) = lookup_code(b, &rr.code, &groups, &key) else { continue };
+        let Some((group, value, rust)) = lookup_code(b, &rr.code, &groups, &key) else {
+            continue;
+        };
         if !rust_variants.insert(rust.clone()) {
             b.err(rr.code.span(), &key, "request described twice");
         }
@@ -570,11 +648,19 @@ fn build(b: &mut Builder<'_>, file: &schema::File, path: &Path) -> Spec {
             match type_by_name.get(s.get_ref().as_str()) {
                 Some(t) if t.kind == StructKind::Wire => true,
                 Some(_) => {
-                    b.err(s.span(), format!("{key}, key {k}"), "must be a wire structure");
+                    b.err(
+                        s.span(),
+                        format!("{key}, key {k}"),
+                        "must be a wire structure",
+                    );
                     false
                 }
                 None => {
-                    b.err(s.span(), format!("{key}, key {k}"), format!("no structure named `{}`", s.get_ref()));
+                    b.err(
+                        s.span(),
+                        format!("{key}, key {k}"),
+                        format!("no structure named `{}`", s.get_ref()),
+                    );
                     false
                 }
             }
@@ -601,7 +687,11 @@ fn build(b: &mut Builder<'_>, file: &schema::File, path: &Path) -> Spec {
                 None
             }
             (None, Some(c)) => {
-                b.err(c.span(), format!("{key}, key item_count"), "`item_count` without `items`");
+                b.err(
+                    c.span(),
+                    format!("{key}, key item_count"),
+                    "`item_count` without `items`",
+                );
                 None
             }
             (None, None) => None,
@@ -611,13 +701,25 @@ fn build(b: &mut Builder<'_>, file: &schema::File, path: &Path) -> Spec {
                     .get(rr.request.get_ref().as_str())
                     .is_some_and(|t| t.fields.iter().any(|f| &f.name == c.get_ref()));
                 if !has {
-                    b.err(c.span(), format!("{key}, key item_count"), format!("`{}` is neither \"argument\" nor a field of `{}`", c.get_ref(), rr.request.get_ref()));
+                    b.err(
+                        c.span(),
+                        format!("{key}, key item_count"),
+                        format!(
+                            "`{}` is neither \"argument\" nor a field of `{}`",
+                            c.get_ref(),
+                            rr.request.get_ref()
+                        ),
+                    );
                 }
                 Some(ItemCount::Field(c.get_ref().clone()))
             }
         };
         if items.is_some() && response_payload.is_some() {
-            b.err(rr.code.span(), &key, "a response has either items or a payload, not both");
+            b.err(
+                rr.code.span(),
+                &key,
+                "a response has either items or a payload, not both",
+            );
         }
         requests.push(Request {
             code,
@@ -644,7 +746,9 @@ fn build(b: &mut Builder<'_>, file: &schema::File, path: &Path) -> Spec {
         let er = e.get_ref();
         let code = er.code.get_ref().clone();
         let key = format!("event {code}");
-        let Some((group, value, rust)) = lookup_code(b, &er.code, &groups, &key) else { continue };
+        let Some((group, value, rust)) = lookup_code(b, &er.code, &groups, &key) else {
+            continue;
+        };
         if !event_variants.insert(rust.clone()) {
             b.err(er.code.span(), &key, "event described twice");
         }
@@ -652,17 +756,33 @@ fn build(b: &mut Builder<'_>, file: &schema::File, path: &Path) -> Spec {
         match type_by_name.get(er.layout.get_ref().as_str()) {
             Some(t) if t.kind == StructKind::Wire => {
                 if er.data.is_some() && !t.fields.iter().any(|f| f.name == "data") {
-                    b.err(er.layout.span(), format!("{key}, key data"), format!("`{}` has no `data` field to name", t.name));
+                    b.err(
+                        er.layout.span(),
+                        format!("{key}, key data"),
+                        format!("`{}` has no `data` field to name", t.name),
+                    );
                 }
                 if t.fields.first().map(|f| f.size) != Some(4) {
-                    b.err(er.layout.span(), format!("{key}, key struct"), "an event structure starts with its 4-byte code");
+                    b.err(
+                        er.layout.span(),
+                        format!("{key}, key struct"),
+                        "an event structure starts with its 4-byte code",
+                    );
                 }
             }
-            _ => b.err(er.layout.span(), format!("{key}, key struct"), format!("no wire structure named `{}`", er.layout.get_ref())),
+            _ => b.err(
+                er.layout.span(),
+                format!("{key}, key struct"),
+                format!("no wire structure named `{}`", er.layout.get_ref()),
+            ),
         }
         if let Some(d) = &er.data {
             if !is_ident(d) {
-                b.err(er.code.span(), format!("{key}, key data"), "not a valid name");
+                b.err(
+                    er.code.span(),
+                    format!("{key}, key data"),
+                    "not a valid name",
+                );
             }
         }
         events.push(Event {
@@ -686,7 +806,9 @@ fn build(b: &mut Builder<'_>, file: &schema::File, path: &Path) -> Spec {
         let ir = i.get_ref();
         let code = ir.code.get_ref().clone();
         let key = format!("ioctl {code}");
-        let Some((group, value, rust)) = lookup_code(b, &ir.code, &groups, &key) else { continue };
+        let Some((group, value, rust)) = lookup_code(b, &ir.code, &groups, &key) else {
+            continue;
+        };
         if !ioctl_variants.insert(rust.clone()) {
             b.err(ir.code.span(), &key, "opcode described twice");
         }
@@ -694,7 +816,9 @@ fn build(b: &mut Builder<'_>, file: &schema::File, path: &Path) -> Spec {
             None => None,
             Some(a) => match types::parse(a.get_ref()) {
                 Ok(t) => {
-                    if let Err(e) = check_type_use(&t, StructKind::User, &typedef_map, &decls).and_then(|_| layouts.of(&t).map(|_| ())) {
+                    if let Err(e) = check_type_use(&t, StructKind::User, &typedef_map, &decls)
+                        .and_then(|_| layouts.of(&t).map(|_| ()))
+                    {
                         b.err(a.span(), format!("{key}, key arg"), e);
                     }
                     Some(t)
@@ -706,9 +830,22 @@ fn build(b: &mut Builder<'_>, file: &schema::File, path: &Path) -> Spec {
             },
         };
         if (ir.direction == Direction::None) != ir.arg.is_none() {
-            b.err(ir.code.span(), &key, "`direction = \"none\"` exactly when there is no `arg`");
+            b.err(
+                ir.code.span(),
+                &key,
+                "`direction = \"none\"` exactly when there is no `arg`",
+            );
         }
-        ioctls.push(Ioctl { code, group, value, rust, arg, direction: ir.direction, doc: ir.doc.clone(), note: ir.note.clone() });
+        ioctls.push(Ioctl {
+            code,
+            group,
+            value,
+            rust,
+            arg,
+            direction: ir.direction,
+            doc: ir.doc.clone(),
+            note: ir.note.clone(),
+        });
     }
 
     // --- imports
@@ -728,7 +865,13 @@ fn build(b: &mut Builder<'_>, file: &schema::File, path: &Path) -> Spec {
             match types::parse(s.get_ref()) {
                 Ok(t) => {
                     let res = check_type_use(&t, StructKind::Kernel, &typedef_map, &decls)
-                        .and_then(|_| if allow_void && t == Ty::Void { Ok(()) } else { layouts.of(&t).map(|_| ()) });
+                        .and_then(|_| {
+                            if allow_void && t == Ty::Void {
+                                Ok(())
+                            } else {
+                                layouts.of(&t).map(|_| ())
+                            }
+                        });
                     if let Err(e) = res {
                         b.err(s.span(), format!("{key}, key {k}"), e);
                     }
@@ -740,26 +883,70 @@ fn build(b: &mut Builder<'_>, file: &schema::File, path: &Path) -> Spec {
                 }
             }
         };
-        let returns = ir.returns.as_ref().and_then(|r| ty_of(r, "returns", true)).filter(|t| *t != Ty::Void);
-        let args: Vec<(String, Ty)> = ir.args.iter().filter_map(|a| ty_of(&a.get_ref().ty, "args", false).map(|t| (a.get_ref().name.clone(), t))).collect();
+        let returns = ir
+            .returns
+            .as_ref()
+            .and_then(|r| ty_of(r, "returns", true))
+            .filter(|t| *t != Ty::Void);
+        let args: Vec<(String, Ty)> = ir
+            .args
+            .iter()
+            .filter_map(|a| {
+                ty_of(&a.get_ref().ty, "args", false).map(|t| (a.get_ref().name.clone(), t))
+            })
+            .collect();
         let ty = ir.ty.as_ref().and_then(|t| ty_of(t, "type", false));
         match ir.elf {
             ElfType::Func => {
                 if ir.ty.is_some() {
-                    b.err(ir.name.span(), &key, "a FUNC import has `returns` and `args`, not `type`");
+                    b.err(
+                        ir.name.span(),
+                        &key,
+                        "a FUNC import has `returns` and `args`, not `type`",
+                    );
                 }
             }
             ElfType::Object => {
                 if ir.ty.is_none() || ir.returns.is_some() || !ir.args.is_empty() || ir.variadic {
-                    b.err(ir.name.span(), &key, "an OBJECT import has a `type` and no `returns`, `args` or `variadic`");
+                    b.err(
+                        ir.name.span(),
+                        &key,
+                        "an OBJECT import has a `type` and no `returns`, `args` or `variadic`",
+                    );
                 }
             }
         }
-        imports.push(Import { name, elf: ir.elf, returns, args, variadic: ir.variadic, ty, only_in: ir.only_in, note: ir.note.clone(), doc: ir.doc.clone() });
+        imports.push(Import {
+            name,
+            elf: ir.elf,
+            returns,
+            args,
+            variadic: ir.variadic,
+            ty,
+            only_in: ir.only_in,
+            note: ir.note.clone(),
+            doc: ir.doc.clone(),
+        });
     }
 
+    let status_ok = match &abi.status_ok {
+        Some(s) => {
+            lookup_code(b, s, &groups, "abi.status_ok").map(|(g, v, _)| (s.get_ref().clone(), g, v))
+        }
+        None => {
+            if let Some(r) = file.request.first() {
+                b.err(
+                    r.span(),
+                    "request",
+                    "control requests need `abi.status_ok` to know which status means success",
+                );
+            }
+            None
+        }
+    };
     Spec {
         path: path.to_path_buf(),
+        status_ok,
         name: abi.name.get_ref().clone(),
         title: abi.title.clone(),
         version: abi.version.clone(),
@@ -775,25 +962,51 @@ fn build(b: &mut Builder<'_>, file: &schema::File, path: &Path) -> Spec {
     }
 }
 
-fn check_feature(b: &mut Builder<'_>, feature: &Option<String>, consts: &HashMap<String, (String, i128)>, span: Range<usize>, key: &str) {
+fn check_feature(
+    b: &mut Builder<'_>,
+    feature: &Option<String>,
+    consts: &HashMap<String, (String, i128)>,
+    span: Range<usize>,
+    key: &str,
+) {
     if let Some(f) = feature {
         if !consts.contains_key(f) {
-            b.err(span, format!("{key}, key feature"), format!("no constant named `{f}`"));
+            b.err(
+                span,
+                format!("{key}, key feature"),
+                format!("no constant named `{f}`"),
+            );
         }
     }
 }
 
-fn lookup_code(b: &mut Builder<'_>, code: &toml::Spanned<String>, groups: &[Group], key: &str) -> Option<(String, i128, String)> {
+fn lookup_code(
+    b: &mut Builder<'_>,
+    code: &toml::Spanned<String>,
+    groups: &[Group],
+    key: &str,
+) -> Option<(String, i128, String)> {
     for g in groups {
         if let Some(v) = g.values.iter().find(|v| &v.name == code.get_ref()) {
             if g.kind != ConstKind::Enum {
-                b.err(code.span(), format!("{key}, key code"), format!("`{}` is in group `{}`, which is not an enum", v.name, g.name));
+                b.err(
+                    code.span(),
+                    format!("{key}, key code"),
+                    format!(
+                        "`{}` is in group `{}`, which is not an enum",
+                        v.name, g.name
+                    ),
+                );
                 return None;
             }
             return Some((g.name.clone(), v.int().unwrap_or_default(), v.rust.clone()));
         }
     }
-    b.err(code.span(), format!("{key}, key code"), format!("no constant named `{}`", code.get_ref()));
+    b.err(
+        code.span(),
+        format!("{key}, key code"),
+        format!("no constant named `{}`", code.get_ref()),
+    );
     None
 }
 
@@ -808,7 +1021,10 @@ fn check_type_use(
         Ty::Void => Ok(()),
         Ty::Prim(p) => {
             if kind == StructKind::Wire && !p.is_wire() {
-                Err(format!("a wire structure uses only u8 and le16/le32/le64, not `{}`", p.name()))
+                Err(format!(
+                    "a wire structure uses only u8 and le16/le32/le64, not `{}`",
+                    p.name()
+                ))
             } else {
                 Ok(())
             }
@@ -816,11 +1032,15 @@ fn check_type_use(
         Ty::Array(e, _) => check_type_use(e, kind, typedefs, decls),
         Ty::Ptr(pk, inner) => {
             match (kind, pk) {
-                (StructKind::Wire, _) => return Err("a wire structure cannot hold a pointer".into()),
+                (StructKind::Wire, _) => {
+                    return Err("a wire structure cannot hold a pointer".into())
+                }
                 (StructKind::User, PtrKind::Mut | PtrKind::Const) => {
                     return Err("a user structure holds user pointers: write `user_ptr<T>`".into())
                 }
-                (StructKind::Kernel, PtrKind::User) => return Err("`user_ptr` belongs in user structures".into()),
+                (StructKind::Kernel, PtrKind::User) => {
+                    return Err("`user_ptr` belongs in user structures".into())
+                }
                 _ => {}
             }
             // Behind a pointer anything goes, as long as the name exists.
@@ -850,7 +1070,11 @@ fn check_type_use(
     }
 }
 
-fn check_names(ty: &Ty, typedefs: &HashMap<String, Ty>, decls: &HashMap<String, (&schema::Struct, bool, StructKind)>) -> Result<(), String> {
+fn check_names(
+    ty: &Ty,
+    typedefs: &HashMap<String, Ty>,
+    decls: &HashMap<String, (&schema::Struct, bool, StructKind)>,
+) -> Result<(), String> {
     match ty {
         Ty::Void | Ty::Prim(_) => Ok(()),
         Ty::Array(e, _) | Ty::Ptr(_, e) => check_names(e, typedefs, decls),
@@ -897,11 +1121,19 @@ fn build_group(
     }
     let rust = gr.rust.clone().unwrap_or_else(|| camel(&gname, &[]));
     if !is_ident(&rust) {
-        b.err(gr.name.span(), format!("{gkey}, key rust"), format!("`{rust}` is not a Rust identifier"));
+        b.err(
+            gr.name.span(),
+            format!("{gkey}, key rust"),
+            format!("`{rust}` is not a Rust identifier"),
+        );
     }
     let (c_type, prim) = match (&gr.ty, gr.kind) {
         (Some(t), ConstKind::Strings) => {
-            b.err(t.span(), format!("{gkey}, key type"), "a strings group has no value type");
+            b.err(
+                t.span(),
+                format!("{gkey}, key type"),
+                "a strings group has no value type",
+            );
             (None, None)
         }
         (None, ConstKind::Strings) => (None, None),
@@ -909,16 +1141,27 @@ fn build_group(
             b.err(gr.name.span(), &gkey, "a numeric group needs `type`");
             (None, None)
         }
-        (Some(t), _) => match types::parse(t.get_ref()).ok().and_then(|ty| resolve_prim(&ty, typedefs)) {
+        (Some(t), _) => match types::parse(t.get_ref())
+            .ok()
+            .and_then(|ty| resolve_prim(&ty, typedefs))
+        {
             Some(p) if p.is_integer() => (Some(t.get_ref().clone()), Some(p)),
             _ => {
-                b.err(t.span(), format!("{gkey}, key type"), format!("`{}` is not an integer type", t.get_ref()));
+                b.err(
+                    t.span(),
+                    format!("{gkey}, key type"),
+                    format!("`{}` is not an integer type", t.get_ref()),
+                );
                 (None, None)
             }
         },
     };
     // Default Rust names drop the words every value name in the group shares.
-    let names: Vec<&str> = gr.values.iter().map(|v| v.get_ref().name.get_ref().as_str()).collect();
+    let names: Vec<&str> = gr
+        .values
+        .iter()
+        .map(|v| v.get_ref().name.get_ref().as_str())
+        .collect();
     let common = common_word_prefix(&names);
     let mut values: Vec<Value> = Vec::new();
     let mut by_value: BTreeMap<i128, String> = BTreeMap::new();
@@ -936,14 +1179,22 @@ fn build_group(
         let val = match (vr.value.get_ref(), gr.kind) {
             (schema::Value::Str(s), ConstKind::Strings) => Val::Str(s.clone()),
             (schema::Value::Int(_), ConstKind::Strings) => {
-                b.err(vr.value.span(), format!("{key}, key value"), "a strings group holds strings");
+                b.err(
+                    vr.value.span(),
+                    format!("{key}, key value"),
+                    "a strings group holds strings",
+                );
                 continue;
             }
             (schema::Value::Int(i), _) => Val::Int(*i as i128),
             (schema::Value::Str(s), _) => match parse_int_text(s) {
                 Some(i) => Val::Int(i),
                 None => {
-                    b.err(vr.value.span(), format!("{key}, key value"), format!("`{s}` is not an integer"));
+                    b.err(
+                        vr.value.span(),
+                        format!("{key}, key value"),
+                        format!("`{s}` is not an integer"),
+                    );
                     continue;
                 }
             },
@@ -951,20 +1202,36 @@ fn build_group(
         if let (Val::Int(i), Some(p)) = (&val, prim) {
             let (lo, hi) = p.range().unwrap_or((i128::MIN, i128::MAX));
             if *i < lo || *i > hi {
-                b.err(vr.value.span(), format!("{key}, key value"), format!("{i} does not fit `{}`", p.name()));
+                b.err(
+                    vr.value.span(),
+                    format!("{key}, key value"),
+                    format!("{i} does not fit `{}`", p.name()),
+                );
             }
             match gr.kind {
                 ConstKind::Enum | ConstKind::Bit => {
                     if let Some(other) = by_value.insert(*i, name.clone()) {
-                        b.err(vr.value.span(), format!("{key}, key value"), format!("duplicate code {i:#x}: `{other}` has it too"));
+                        b.err(
+                            vr.value.span(),
+                            format!("{key}, key value"),
+                            format!("duplicate code {i:#x}: `{other}` has it too"),
+                        );
                     }
                     if gr.kind == ConstKind::Bit && !(0..64).contains(i) {
-                        b.err(vr.value.span(), format!("{key}, key value"), "a bit number is 0..=63");
+                        b.err(
+                            vr.value.span(),
+                            format!("{key}, key value"),
+                            "a bit number is 0..=63",
+                        );
                     }
                 }
                 ConstKind::Flags => {
                     if *i < 0 {
-                        b.err(vr.value.span(), format!("{key}, key value"), "a flag mask cannot be negative");
+                        b.err(
+                            vr.value.span(),
+                            format!("{key}, key value"),
+                            "a flag mask cannot be negative",
+                        );
                     } else if !vr.composite {
                         for other in values.iter().filter(|o| !o.composite) {
                             if let Some(o) = other.int() {
@@ -983,22 +1250,47 @@ fn build_group(
         } else if let Val::Str(_) = val {
             const_names.insert(name.clone(), (gname.clone(), 0));
         }
-        let vrust = vr.rust.clone().unwrap_or_else(|| camel(name.get(common..).unwrap_or(&name), &[]));
+        let vrust = vr
+            .rust
+            .clone()
+            .unwrap_or_else(|| camel(name.get(common..).unwrap_or(&name), &[]));
         if !is_ident(&vrust) {
-            b.err(vr.name.span(), format!("{key}, key rust"), format!("`{vrust}` is not a Rust identifier"));
+            b.err(
+                vr.name.span(),
+                format!("{key}, key rust"),
+                format!("`{vrust}` is not a Rust identifier"),
+            );
         }
         if !rust_names.insert(vrust.clone()) {
-            b.err(vr.name.span(), format!("{key}, key rust"), format!("Rust name `{vrust}` used twice in the group"));
+            b.err(
+                vr.name.span(),
+                format!("{key}, key rust"),
+                format!("Rust name `{vrust}` used twice in the group"),
+            );
         }
-        if vr.hz.is_some() && !matches!(gr.kind, ConstKind::Bit | ConstKind::Flags | ConstKind::Enum) {
-            b.err(vr.name.span(), format!("{key}, key hz"), "`hz` belongs to a rate group");
+        if vr.hz.is_some()
+            && !matches!(gr.kind, ConstKind::Bit | ConstKind::Flags | ConstKind::Enum)
+        {
+            b.err(
+                vr.name.span(),
+                format!("{key}, key hz"),
+                "`hz` belongs to a rate group",
+            );
         }
         if vr.phys_width.is_some() != vr.width.is_some() {
-            b.err(vr.name.span(), &key, "`width` and `phys_width` come together");
+            b.err(
+                vr.name.span(),
+                &key,
+                "`width` and `phys_width` come together",
+            );
         }
         if let (Some(w), Some(p)) = (vr.width, vr.phys_width) {
             if w > p {
-                b.err(vr.name.span(), &key, "a sample cannot be wider than its container");
+                b.err(
+                    vr.name.span(),
+                    &key,
+                    "a sample cannot be wider than its container",
+                );
             }
         }
         values.push(Value {
@@ -1036,7 +1328,10 @@ fn build_group(
 /// Length in bytes of the `_`-separated words all names share (never the whole of a name).
 fn common_word_prefix(names: &[&str]) -> usize {
     if names.len() < 2 {
-        return names.first().map(|n| n.rfind('_').map_or(0, |i| i + 1)).unwrap_or(0);
+        return names
+            .first()
+            .map(|n| n.rfind('_').map_or(0, |i| i + 1))
+            .unwrap_or(0);
     }
     let first = names[0];
     let mut best = 0;
@@ -1075,14 +1370,18 @@ impl Spec {
                 if let Some(t) = self.typedef_named(n) {
                     return self.layout_of(&t.ty);
                 }
-                self.type_named(n).filter(|t| t.kind != StructKind::Opaque).map(|t| (t.size, t.align))
+                self.type_named(n)
+                    .filter(|t| t.kind != StructKind::Opaque)
+                    .map(|t| (t.size, t.align))
             }
         }
     }
 
     /// Every integer constant, by C name.
     pub fn constants(&self) -> impl Iterator<Item = (&Group, &Value)> {
-        self.groups.iter().flat_map(|g| g.values.iter().map(move |v| (g, v)))
+        self.groups
+            .iter()
+            .flat_map(|g| g.values.iter().map(move |v| (g, v)))
     }
 }
 
@@ -1092,7 +1391,10 @@ mod tests {
 
     #[test]
     fn camel_case_names() {
-        assert_eq!(camel("virtio_snd_pcm_info", &["virtio_snd_".into()]), "PcmInfo");
+        assert_eq!(
+            camel("virtio_snd_pcm_info", &["virtio_snd_".into()]),
+            "PcmInfo"
+        );
         assert_eq!(camel("_multi_format", &[]), "MultiFormat");
         assert_eq!(camel("B_SR_44100", &[]), "BSr44100");
         assert_eq!(camel("44100", &[]), "V44100");
@@ -1100,14 +1402,20 @@ mod tests {
 
     #[test]
     fn common_prefix_is_whole_words() {
-        assert_eq!(common_word_prefix(&["VIRTIO_SND_S_OK", "VIRTIO_SND_S_BAD_MSG"]), "VIRTIO_SND_S_".len());
+        assert_eq!(
+            common_word_prefix(&["VIRTIO_SND_S_OK", "VIRTIO_SND_S_BAD_MSG"]),
+            "VIRTIO_SND_S_".len()
+        );
         assert_eq!(common_word_prefix(&["B_SR_8000", "B_SR_CVSR"]), 5);
         assert_eq!(common_word_prefix(&["A_B", "A_C", "X"]), 0);
     }
 
     #[test]
     fn parses_hex_strings() {
-        assert_eq!(parse_int_text("0xffffff0000000000"), Some(0xffffff0000000000));
+        assert_eq!(
+            parse_int_text("0xffffff0000000000"),
+            Some(0xffffff0000000000)
+        );
         assert_eq!(parse_int_text("-5"), Some(-5));
         assert_eq!(parse_int_text("x"), None);
     }

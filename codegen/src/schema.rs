@@ -41,6 +41,9 @@ pub struct Abi {
     pub strip_prefix: Vec<String>,
     #[serde(default)]
     pub header: Option<String>,
+    /// The status constant that means success in a control response.
+    #[serde(default)]
+    pub status_ok: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]

@@ -49,7 +49,11 @@ impl Prim {
     }
 
     pub fn name(self) -> &'static str {
-        Prim::ALL.iter().find(|(_, p)| *p == self).map(|(n, _)| *n).unwrap_or("?")
+        Prim::ALL
+            .iter()
+            .find(|(_, p)| *p == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("?")
     }
 
     /// Size in bytes; natural alignment equals the size for every primitive on x86_64.
@@ -72,7 +76,10 @@ impl Prim {
     }
 
     pub fn is_signed(self) -> bool {
-        matches!(self, Prim::I8 | Prim::I16 | Prim::I32 | Prim::I64 | Prim::Char)
+        matches!(
+            self,
+            Prim::I8 | Prim::I16 | Prim::I32 | Prim::I64 | Prim::Char
+        )
     }
 
     /// Value range of an integer primitive, for checking constants.
@@ -108,7 +115,11 @@ pub enum Ty {
     Named(String),
     Array(Box<Ty>, u64),
     Ptr(PtrKind, Box<Ty>),
-    Fn { args: Vec<Ty>, variadic: bool, ret: Option<Box<Ty>> },
+    Fn {
+        args: Vec<Ty>,
+        variadic: bool,
+        ret: Option<Box<Ty>>,
+    },
 }
 
 impl fmt::Display for Ty {
@@ -121,7 +132,11 @@ impl fmt::Display for Ty {
             Ty::Ptr(PtrKind::Mut, t) => write!(f, "ptr<{t}>"),
             Ty::Ptr(PtrKind::Const, t) => write!(f, "const_ptr<{t}>"),
             Ty::Ptr(PtrKind::User, t) => write!(f, "user_ptr<{t}>"),
-            Ty::Fn { args, variadic, ret } => {
+            Ty::Fn {
+                args,
+                variadic,
+                ret,
+            } => {
                 f.write_str("fn(")?;
                 for (i, a) in args.iter().enumerate() {
                     if i > 0 {
@@ -280,8 +295,16 @@ impl Parser {
                             self.expect(",")?;
                         }
                     }
-                    let ret = if self.eat("->") { Some(Box::new(self.ty()?)) } else { None };
-                    Ok(Ty::Fn { args, variadic, ret })
+                    let ret = if self.eat("->") {
+                        Some(Box::new(self.ty()?))
+                    } else {
+                        None
+                    };
+                    Ok(Ty::Fn {
+                        args,
+                        variadic,
+                        ret,
+                    })
                 }
                 _ => Ok(Prim::from_name(&id).map(Ty::Prim).unwrap_or(Ty::Named(id))),
             },
@@ -301,7 +324,10 @@ fn tok_text(t: &Tok) -> String {
 
 /// Parses one type spelling.
 pub fn parse(s: &str) -> Result<Ty, String> {
-    let mut p = Parser { toks: tokenize(s)?, pos: 0 };
+    let mut p = Parser {
+        toks: tokenize(s)?,
+        pos: 0,
+    };
     let t = p.ty()?;
     if let Some(extra) = p.peek() {
         return Err(format!("unexpected `{}` after the type", tok_text(extra)));
@@ -332,12 +358,25 @@ mod tests {
             let t = parse(s).unwrap_or_else(|e| panic!("{s}: {e}"));
             assert_eq!(t.to_string(), s, "display round trip");
         }
-        assert_eq!(parse("[u8;0x10]").unwrap(), Ty::Array(Box::new(Ty::Prim(Prim::U8)), 16));
+        assert_eq!(
+            parse("[u8;0x10]").unwrap(),
+            Ty::Array(Box::new(Ty::Prim(Prim::U8)), 16)
+        );
     }
 
     #[test]
     fn rejects_malformed() {
-        for s in ["", "[u8]", "[u8; 0]", "ptr<u8", "u8 u8", "fn(u8", "fn(..., u8)", "u8$", "[u8; x]"] {
+        for s in [
+            "",
+            "[u8]",
+            "[u8; 0]",
+            "ptr<u8",
+            "u8 u8",
+            "fn(u8",
+            "fn(..., u8)",
+            "u8$",
+            "[u8; x]",
+        ] {
             assert!(parse(s).is_err(), "{s} should not parse");
         }
     }

@@ -1,1 +1,133 @@
-fn main() {}
+//! `cargo xtask`: the developer front door (the cargo-xtask pattern).
+//!
+//! - `gen [--check] [--haiku PATH]`: regenerate everything derived from `spec/*.toml`
+//! - `layout --json`: every structure and constant, by C name
+//! - `spec-diff [REV | OLD.toml NEW.toml] [--deny-breaking]`: an ABI review
+//! - `test`: everything CI runs
+//! - `build-haiku`: the add-on (not yet)
+
+mod bindgen_check;
+mod gen;
+mod spec_diff;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "virtio_sound developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Regenerate spec/src/generated/ and spec/generated/ from spec/*.toml, after checking
+    /// the layouts with a C compiler and bindgen against the real headers.
+    Gen {
+        /// Do not write; fail and show the diff if a checked-in file is stale.
+        #[arg(long)]
+        check: bool,
+        /// A Haiku source tree: also cross-check hmulti_audio.h and the driver ABI headers.
+        #[arg(long, value_name = "PATH")]
+        haiku: Option<PathBuf>,
+    },
+    /// Print the layout of every structure and the value of every constant.
+    Layout {
+        /// JSON (the only format).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Review the ABI change between two versions of the spec.
+    SpecDiff {
+        /// A git revision to compare the working tree with (default HEAD), or two TOML files.
+        args: Vec<String>,
+        /// Exit non-zero if anything breaking changed.
+        #[arg(long)]
+        deny_breaking: bool,
+    },
+    /// Run everything CI runs: gen --check, fmt, clippy, the tests.
+    Test,
+    /// Build the Haiku add-on (not yet implemented).
+    BuildHaiku,
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Gen { check, haiku } => gen::run(check, haiku.as_deref()),
+        Cmd::Layout { json: _ } => gen::layout(),
+        Cmd::SpecDiff {
+            args,
+            deny_breaking,
+        } => spec_diff::run(&args, deny_breaking),
+        Cmd::Test => run_tests(),
+        Cmd::BuildHaiku => {
+            Err("build-haiku is not implemented yet (issue 4); nothing was built".into())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub type Result<T = (), E = Box<dyn std::error::Error>> = std::result::Result<T, E>;
+
+fn cargo() -> std::process::Command {
+    let mut c =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn step(name: &str, cmd: &mut std::process::Command) -> Result {
+    eprintln!("==> {name}");
+    let status = cmd
+        .status()
+        .map_err(|e| format!("{name}: cannot run: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{name} failed ({status})").into())
+    }
+}
+
+fn run_tests() -> Result {
+    gen::run(true, None)?;
+    step(
+        "cargo fmt --check",
+        cargo().args(["fmt", "--all", "--check"]),
+    )?;
+    step(
+        "cargo clippy",
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--quiet",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    step(
+        "cargo test",
+        cargo().args(["test", "--workspace", "--quiet"]),
+    )?;
+    eprintln!("==> all checks passed");
+    Ok(())
+}

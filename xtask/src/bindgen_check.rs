@@ -1,0 +1,360 @@
+//! Cross-checks of the spec against real C: the emitted headers compiled by the system C
+//! compiler (static assertions), and bindgen's view of the real headers compared with ours.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use codegen::model::Val;
+use codegen::Spec;
+
+use crate::Result;
+
+/// Compiles every emitted `.h` with `-fsyntax-only -Werror`: each `_Static_assert` is a layout
+/// fact the compiler must agree with.
+pub fn compile_headers(files: &BTreeMap<PathBuf, String>) -> Result {
+    let dir = tempfile::tempdir()?;
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    for (rel, text) in files
+        .iter()
+        .filter(|(p, _)| p.extension().is_some_and(|e| e == "h"))
+    {
+        let name = rel.file_name().ok_or("header without a name")?;
+        let path = dir.path().join(name);
+        std::fs::write(&path, text)?;
+        let out = Command::new(&cc)
+            .args(["-std=c11", "-fsyntax-only", "-Wall", "-Werror", "-x", "c"])
+            .arg(&path)
+            .output()
+            .map_err(|e| format!("cannot run the C compiler `{cc}`: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "the C compiler rejects the header generated for {}:\n{}",
+                rel.display(),
+                String::from_utf8_lossy(&out.stderr)
+            )
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// What bindgen says about a header: struct sizes, alignments, field offsets and constants.
+#[derive(Debug, Default)]
+pub struct HeaderFacts {
+    pub sizes: HashMap<String, u64>,
+    pub aligns: HashMap<String, u64>,
+    /// struct -> field -> offset, fields in header order.
+    pub offsets: HashMap<String, Vec<(String, u64)>>,
+    pub constants: HashMap<String, i128>,
+}
+
+/// Reads the numbers out of bindgen's layout assertions and constant items.
+pub fn facts_from_bindings(code: &str) -> Result<HeaderFacts> {
+    let mut facts = HeaderFacts::default();
+    // Layout tests look like: ["Size of NAME"][::std::mem::size_of::<NAME>() - 24usize];
+    // rustfmt may wrap an assertion over two lines, so scan the whole text.
+    for (start, _) in code.match_indices("[\"") {
+        let rest = &code[start + 2..];
+        let Some((label, tail)) = rest.split_once("\"]") else {
+            continue;
+        };
+        let Some(stmt) = tail.split("];").next() else {
+            continue;
+        };
+        let Some(num) = stmt
+            .rsplit_once(" - ")
+            .and_then(|(_, n)| n.split("usize").next())
+        else {
+            continue;
+        };
+        let Ok(n) = num.trim().parse::<u64>() else {
+            continue;
+        };
+        if let Some(name) = label.strip_prefix("Size of ") {
+            facts.sizes.insert(name.to_string(), n);
+        } else if let Some(name) = label.strip_prefix("Alignment of ") {
+            facts.aligns.insert(name.to_string(), n);
+        } else if let Some(path) = label.strip_prefix("Offset of field: ") {
+            if let Some((s, f)) = path.split_once("::") {
+                facts
+                    .offsets
+                    .entry(s.to_string())
+                    .or_default()
+                    .push((f.to_string(), n));
+            }
+        }
+    }
+    let file = syn::parse_file(code)?;
+    for item in file.items {
+        if let syn::Item::Const(c) = item {
+            if let Some(v) = int_expr(&c.expr) {
+                facts.constants.insert(c.ident.to_string(), v);
+            }
+        }
+    }
+    Ok(facts)
+}
+
+fn int_expr(e: &syn::Expr) -> Option<i128> {
+    match e {
+        syn::Expr::Lit(l) => match &l.lit {
+            syn::Lit::Int(i) => i.base10_parse::<i128>().ok(),
+            _ => None,
+        },
+        syn::Expr::Unary(u) if matches!(u.op, syn::UnOp::Neg(_)) => int_expr(&u.expr).map(|v| -v),
+        syn::Expr::Cast(c) => int_expr(&c.expr),
+        syn::Expr::Paren(p) => int_expr(&p.expr),
+        _ => None,
+    }
+}
+
+fn bindgen_facts(contents: &str, clang_args: &[String], allow: &str) -> Result<HeaderFacts> {
+    let bindings = bindgen::Builder::default()
+        .header_contents("xtask_check.h", contents)
+        .clang_args(clang_args)
+        .allowlist_file(allow)
+        .layout_tests(true)
+        .generate_comments(false)
+        .prepend_enum_name(false)
+        .default_enum_style(bindgen::EnumVariation::Consts)
+        .generate()
+        .map_err(|e| format!("bindgen could not read the header: {e}"))?;
+    facts_from_bindings(&bindings.to_string())
+}
+
+/// A field or structure is *gated* when it belongs to a newer spec version or a feature, so
+/// an older header may lack it.
+fn gated(since: &Option<String>, feature: &Option<String>) -> bool {
+    since.is_some() || feature.is_some()
+}
+
+/// Every difference between `spec` and what a header says. An older header may lack gated
+/// items (newer versions, feature-gated fields at the end of a structure).
+pub fn compare(spec: &Spec, facts: &HeaderFacts, header: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let file = spec.path.display();
+    for t in &spec.types {
+        let Some(&hsize) = facts.sizes.get(&t.name) else {
+            if !t.anonymous
+                && !gated(&t.since, &t.feature)
+                && t.kind != codegen::schema::StructKind::Opaque
+            {
+                out.push(format!("{file}: {} is not in {header}", t.name));
+            }
+            continue;
+        };
+        let hfields = facts.offsets.get(&t.name).cloned().unwrap_or_default();
+        let mut expected_size = t.size;
+        let mut first_missing: Option<u64> = None;
+        for f in &t.fields {
+            match hfields.iter().find(|(n, _)| *n == f.name) {
+                Some((_, off)) => {
+                    if first_missing.is_some() {
+                        out.push(format!(
+                            "{file}: {}.{} follows a field {header} lacks",
+                            t.name, f.name
+                        ));
+                    }
+                    if *off != f.offset {
+                        out.push(format!(
+                            "{file}: {}.{} is at offset {} in the spec but {} in {header}",
+                            t.name, f.name, f.offset, off
+                        ));
+                    }
+                }
+                None if f.padding => {}
+                None if gated(&f.since, &f.feature) && !t.is_union => {
+                    first_missing.get_or_insert(f.offset);
+                }
+                None => out.push(format!("{file}: {}.{} is not in {header}", t.name, f.name)),
+            }
+        }
+        for (hname, _) in &hfields {
+            if !t.fields.iter().any(|f| &f.name == hname) && !hname.starts_with("__bindgen") {
+                out.push(format!(
+                    "{file}: {header} has {}.{}, the spec does not",
+                    t.name, hname
+                ));
+            }
+        }
+        if let Some(off) = first_missing {
+            expected_size = off.div_ceil(t.align.max(1)) * t.align.max(1);
+        }
+        if hsize != expected_size {
+            out.push(format!(
+                "{file}: {} is {} bytes in the spec but {} in {header}",
+                t.name, expected_size, hsize
+            ));
+        }
+        if first_missing.is_none() {
+            if let Some(&ha) = facts.aligns.get(&t.name) {
+                if ha != t.align {
+                    out.push(format!(
+                        "{file}: {} has alignment {} in the spec but {} in {header}",
+                        t.name, t.align, ha
+                    ));
+                }
+            }
+        }
+    }
+    let ours: HashMap<&str, i128> = spec
+        .constants()
+        .filter_map(|(_, v)| match v.value {
+            Val::Int(i) => Some((v.name.as_str(), i)),
+            Val::Str(_) => None,
+        })
+        .collect();
+    let mut names: Vec<&String> = facts.constants.keys().collect();
+    names.sort();
+    for name in names {
+        let hv = facts.constants[name];
+        match ours.get(name.as_str()) {
+            Some(&v)
+                if v == hv
+                    || (v < 0 && hv == v + (1i128 << 32))
+                    || (v < 0 && hv == v + (1i128 << 64)) => {}
+            Some(&v) => out.push(format!(
+                "{file}: {name} is {v:#x} in the spec but {hv:#x} in {header}"
+            )),
+            None => out.push(format!(
+                "{file}: {header} defines {name} = {hv:#x}, the spec does not"
+            )),
+        }
+    }
+    out
+}
+
+/// The spec against a header under the system include path (Debian's linux-libc-dev).
+pub fn check_system_header(spec: &Spec) -> Result<Vec<String>> {
+    let Some(h) = &spec.header else {
+        return Ok(Vec::new());
+    };
+    let path = Path::new("/usr/include").join(h);
+    if !path.exists() {
+        return Err(format!(
+            "{} is missing: install Debian's linux-libc-dev (it provides {h}) for the bindgen cross-check",
+            path.display()
+        )
+        .into());
+    }
+    check_header_file(spec, &path)
+}
+
+/// The spec against one header file given by path.
+pub fn check_header_file(spec: &Spec, path: &Path) -> Result<Vec<String>> {
+    let contents = format!("#include \"{}\"\n", path.display());
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let facts = bindgen_facts(&contents, &[], &format!(".*{}", regex_escape(&name)))?;
+    Ok(compare(spec, &facts, &name))
+}
+
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                vec![c]
+            } else {
+                vec!['\\', c]
+            }
+        })
+        .collect()
+}
+
+/// The hmulti and driver ABI specs against a Haiku source tree's headers, compiled for the
+/// Haiku x86_64 target.
+pub fn check_haiku(specs: &[Spec], tree: &Path) -> Result<Vec<String>> {
+    let h = tree.join("headers");
+    if !h.join("private/audio/hmulti_audio.h").exists() {
+        return Err(format!(
+            "{} does not look like a Haiku source tree (no headers/private/audio/hmulti_audio.h)",
+            tree.display()
+        )
+        .into());
+    }
+    let mut args: Vec<String> = vec![
+        "--target=x86_64-unknown-haiku".into(),
+        "-D_KERNEL_MODE".into(),
+        "-x".into(),
+        "c++".into(),
+        "-std=c++14".into(),
+    ];
+    for d in [
+        "config",
+        "os",
+        "os/drivers",
+        "os/kernel",
+        "os/support",
+        "os/storage",
+        "os/app",
+        "os/media",
+        "posix",
+        "private/audio",
+        "private/virtio",
+        "private/kernel",
+        "private/system",
+        "private/system/arch/x86_64",
+        "private/kernel/arch/x86_64",
+        "private/shared",
+        "build/private/kernel",
+    ] {
+        args.push(format!("-I{}", h.join(d).display()));
+    }
+    let mut out = Vec::new();
+    for spec in specs {
+        let (includes, allow) = match spec.name.as_str() {
+            "hmulti_audio" => ("#include <hmulti_audio.h>\n", ".*hmulti_audio\\.h"),
+            "haiku_driver" => (
+                "#include <OS.h>\n#include <KernelExport.h>\n#include <module.h>\n#include <device_manager.h>\n#include <virtio.h>\n#include <drivers/driver_settings.h>\n",
+                ".*(module|device_manager|virtio|KernelExport|OS|Errors|driver_settings|TypeConstants)\\.h",
+            ),
+            _ => continue,
+        };
+        let facts = bindgen_facts(includes, &args, allow)?;
+        // Only what the spec describes is compared: the Haiku headers hold much more.
+        let mut filtered = HeaderFacts::default();
+        let names: std::collections::HashSet<&str> =
+            spec.constants().map(|(_, v)| v.name.as_str()).collect();
+        filtered.constants = facts
+            .constants
+            .into_iter()
+            .filter(|(k, _)| names.contains(k.as_str()))
+            .collect();
+        filtered.sizes = facts.sizes;
+        filtered.aligns = facts.aligns;
+        filtered.offsets = facts.offsets;
+        out.extend(compare(
+            spec,
+            &filtered,
+            &format!("{} (Haiku tree)", spec.name),
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_bindgen_layout_tests() {
+        let code = r#"
+pub const VIRTIO_SND_S_OK: _bindgen_ty_1 = 32768;
+pub const NEG: i32 = -5;
+const _: () = {
+    ["Size of virtio_snd_hdr"][::std::mem::size_of::<virtio_snd_hdr>() - 4usize];
+    ["Alignment of virtio_snd_hdr"][::std::mem::align_of::<virtio_snd_hdr>() - 4usize];
+    ["Offset of field: virtio_snd_hdr::code"][::std::mem::offset_of!(virtio_snd_hdr, code) - 0usize];
+};
+"#;
+        let f = facts_from_bindings(code).unwrap();
+        assert_eq!(f.sizes["virtio_snd_hdr"], 4);
+        assert_eq!(f.aligns["virtio_snd_hdr"], 4);
+        assert_eq!(f.offsets["virtio_snd_hdr"], vec![("code".to_string(), 0)]);
+        assert_eq!(f.constants["VIRTIO_SND_S_OK"], 32768);
+        assert_eq!(f.constants["NEG"], -5);
+    }
+}

@@ -1,0 +1,3 @@
+pub fn run(_a: &[String], _d: bool) -> crate::Result {
+    Err("not yet".into())
+}
