@@ -4,6 +4,7 @@
 //! It is a library so xtask, tests and the simulator read the spec the same way.
 
 pub mod diag;
+pub mod diff;
 pub mod emit_c;
 pub mod emit_json;
 pub mod emit_rust;
