@@ -12,12 +12,20 @@ fn spec(name: &str) -> Spec {
 }
 
 fn size(s: &Spec, name: &str) -> u64 {
-    s.type_named(name).unwrap_or_else(|| panic!("{name} missing")).size
+    s.type_named(name)
+        .unwrap_or_else(|| panic!("{name} missing"))
+        .size
 }
 
 fn offset(s: &Spec, name: &str, field: &str) -> u64 {
-    let t = s.type_named(name).unwrap_or_else(|| panic!("{name} missing"));
-    t.fields.iter().find(|f| f.name == field).unwrap_or_else(|| panic!("{name}.{field} missing")).offset
+    let t = s
+        .type_named(name)
+        .unwrap_or_else(|| panic!("{name} missing"));
+    t.fields
+        .iter()
+        .find(|f| f.name == field)
+        .unwrap_or_else(|| panic!("{name}.{field} missing"))
+        .offset
 }
 
 #[test]
@@ -121,7 +129,10 @@ fn haiku_driver_layouts() {
     ] {
         assert_eq!(size(&s, name), bytes, "size of {name}");
     }
-    assert_eq!(offset(&s, "virtio_device_interface", "negotiate_features"), 96);
+    assert_eq!(
+        offset(&s, "virtio_device_interface", "negotiate_features"),
+        96
+    );
     assert_eq!(offset(&s, "virtio_device_interface", "queue_dequeue"), 208);
     assert_eq!(offset(&s, "device_attr", "value"), 16);
     assert_eq!(offset(&s, "device_module_info", "control"), 96);
@@ -133,7 +144,10 @@ fn known_constants() {
     let h = spec("hmulti_audio");
     let k = spec("haiku_driver");
     let val = |s: &Spec, n: &str| {
-        s.constants().find(|(_, c)| c.name == n).and_then(|(_, c)| c.int()).unwrap_or_else(|| panic!("{n} missing"))
+        s.constants()
+            .find(|(_, c)| c.name == n)
+            .and_then(|(_, c)| c.int())
+            .unwrap_or_else(|| panic!("{n} missing"))
     };
     assert_eq!(val(&v, "VIRTIO_SND_R_PCM_SET_PARAMS"), 0x101);
     assert_eq!(val(&v, "VIRTIO_SND_R_CTL_TLV_COMMAND"), 0x306);

@@ -38,13 +38,19 @@ fn unknown_key() {
 
 #[test]
 fn unknown_key_in_a_field() {
-    let (line, msg) = error("\n[[struct]]\nname = \"a\"\nfields = [\n  { name = \"x\", typ = \"u8\" },\n]\n", "typ");
+    let (line, msg) = error(
+        "\n[[struct]]\nname = \"a\"\nfields = [\n  { name = \"x\", typ = \"u8\" },\n]\n",
+        "typ",
+    );
     assert_eq!(line, 11, "{msg}");
 }
 
 #[test]
 fn bad_type_name() {
-    let (line, msg) = error("\n[[struct]]\nname = \"a\"\nfields = [\n  { name = \"x\", type = \"le33\" },\n]\n", "le33");
+    let (line, msg) = error(
+        "\n[[struct]]\nname = \"a\"\nfields = [\n  { name = \"x\", type = \"le33\" },\n]\n",
+        "le33",
+    );
     assert_eq!(line, 11, "{msg}");
     assert!(msg.contains("struct a, field x, key type"), "{msg}");
 }
@@ -78,7 +84,10 @@ fn implicit_padding_is_fine_in_a_user_struct() {
 
 #[test]
 fn dangling_names() {
-    let (_, msg) = error("\n[[struct]]\nname = \"a\"\nfields = [ { name = \"x\", type = \"nope\" } ]\n", "nope");
+    let (_, msg) = error(
+        "\n[[struct]]\nname = \"a\"\nfields = [ { name = \"x\", type = \"nope\" } ]\n",
+        "nope",
+    );
     assert!(msg.contains("unknown type"), "{msg}");
     let (_, msg) = error("\n[[struct]]\nname = \"a\"\nfields = [ { name = \"x\", type = \"u8\", enum = \"ghost\" } ]\n", "ghost");
     assert!(msg.contains("key enum"), "{msg}");
@@ -119,7 +128,10 @@ fn duplicate_constant_names_and_out_of_range_values() {
 
 #[test]
 fn pointers_belong_to_the_right_kind() {
-    let (_, msg) = error("\n[[struct]]\nname = \"a\"\nfields = [ { name = \"p\", type = \"ptr<u8>\" } ]\n", "pointer");
+    let (_, msg) = error(
+        "\n[[struct]]\nname = \"a\"\nfields = [ { name = \"p\", type = \"ptr<u8>\" } ]\n",
+        "pointer",
+    );
     assert!(msg.contains("wire"), "{msg}");
     let (_, msg) = error(
         "\n[[struct]]\nname = \"a\"\nkind = \"user\"\nfields = [ { name = \"p\", type = \"ptr<u8>\" } ]\n",
@@ -139,7 +151,10 @@ fn requests_are_checked() {
 
 #[test]
 fn a_self_containing_struct_is_reported() {
-    let (_, msg) = error("\n[[struct]]\nname = \"a\"\nfields = [ { name = \"x\", type = \"a\" } ]\n", "contains itself");
+    let (_, msg) = error(
+        "\n[[struct]]\nname = \"a\"\nfields = [ { name = \"x\", type = \"a\" } ]\n",
+        "contains itself",
+    );
     assert!(msg.contains("struct a"), "{msg}");
 }
 

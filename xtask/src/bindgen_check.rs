@@ -358,3 +358,114 @@ const _: () = {
         assert_eq!(f.constants["NEG"], -5);
     }
 }
+
+#[cfg(test)]
+mod cross_check {
+    use super::*;
+    use crate::gen;
+
+    fn virtio_spec() -> Spec {
+        gen::load_all()
+            .unwrap()
+            .into_iter()
+            .find(|s| s.name == "virtio_snd")
+            .unwrap()
+    }
+
+    #[test]
+    fn the_real_virtio_snd_header_agrees() {
+        let spec = virtio_spec();
+        let found = check_system_header(&spec).unwrap();
+        assert!(found.is_empty(), "{found:#?}");
+    }
+
+    /// A copy of the real header with one field moved and one constant changed must be
+    /// reported on both counts, and nothing else.
+    #[test]
+    fn a_moved_field_and_a_changed_constant_are_reported() {
+        let real = std::fs::read_to_string("/usr/include/linux/virtio_snd.h").unwrap();
+        // Swap buffer_bytes and period_bytes in virtio_snd_pcm_set_params.
+        let start = real.find("struct virtio_snd_pcm_set_params {").unwrap();
+        let body_end = start + real[start..].find("};").unwrap();
+        let body = &real[start..body_end];
+        let b = body.find("__le32 buffer_bytes;").unwrap();
+        let p = body.find("__le32 period_bytes;").unwrap();
+        assert!(b < p);
+        let mut swapped = body.to_string();
+        swapped.replace_range(p..p + "__le32 period_bytes;".len(), "__le32 buffer_bytes;");
+        swapped.replace_range(b..b + "__le32 buffer_bytes;".len(), "__le32 period_bytes;");
+        let mut text = format!("{}{}{}", &real[..start], swapped, &real[body_end..]);
+        assert!(text.contains("VIRTIO_SND_S_OK = 0x8000"));
+        text = text.replacen("VIRTIO_SND_S_OK = 0x8000", "VIRTIO_SND_S_OK = 0x8010", 1);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("virtio_snd.h");
+        std::fs::write(&path, text).unwrap();
+        let found = check_header_file(&virtio_spec(), &path).unwrap();
+        let joined = found.join("\n");
+        assert!(
+            joined.contains(
+                "virtio_snd_pcm_set_params.buffer_bytes is at offset 8 in the spec but 12"
+            ),
+            "{joined}"
+        );
+        assert!(
+            joined.contains(
+                "virtio_snd_pcm_set_params.period_bytes is at offset 12 in the spec but 8"
+            ),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("VIRTIO_SND_S_OK is 0x8000 in the spec but 0x8010"),
+            "{joined}"
+        );
+        // The S_* codes after S_OK are implicit in the C enum, so they shift too.
+        assert!(
+            found
+                .iter()
+                .all(|l| l.contains("set_params") || l.contains("VIRTIO_SND_S_")),
+            "{joined}"
+        );
+    }
+
+    #[test]
+    fn a_header_field_the_spec_lacks_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("virtio_snd.h");
+        std::fs::write(
+            &path,
+            "#include <stdint.h>\nstruct virtio_snd_hdr { uint32_t code; uint32_t extra; };\nenum { VIRTIO_SND_NEW_THING = 7 };\n",
+        )
+        .unwrap();
+        let found = check_header_file(&virtio_spec(), &path).unwrap().join("\n");
+        assert!(
+            found.contains("has virtio_snd_hdr.extra, the spec does not"),
+            "{found}"
+        );
+        assert!(
+            found.contains("virtio_snd_hdr is 4 bytes in the spec but 8"),
+            "{found}"
+        );
+        assert!(
+            found.contains("defines VIRTIO_SND_NEW_THING = 0x7, the spec does not"),
+            "{found}"
+        );
+    }
+
+    #[test]
+    fn the_emitted_headers_compile_and_a_wrong_one_does_not() {
+        let specs = gen::load_all().unwrap();
+        let mut files = gen::outputs(&specs).unwrap();
+        compile_headers(&files).unwrap();
+        let h = files
+            .get_mut(std::path::Path::new("spec/generated/virtio_snd.h"))
+            .unwrap();
+        *h = h.replacen(
+            "_Static_assert(sizeof(virtio_snd_pcm_info) == 32",
+            "_Static_assert(sizeof(virtio_snd_pcm_info) == 33",
+            1,
+        );
+        let err = compile_headers(&files).unwrap_err().to_string();
+        assert!(err.contains("virtio_snd.h"), "{err}");
+    }
+}

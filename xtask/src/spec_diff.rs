@@ -23,7 +23,15 @@ fn git_show(rev: &str, rel: &str) -> Result<Option<String>> {
         return Ok(Some(String::from_utf8(out.stdout)?));
     }
     // A spec file that did not exist at that revision compares as absent.
-    let verify = Command::new("git").current_dir(root()).args(["rev-parse", "--verify", "--quiet", &format!("{rev}^{{commit}}")]).output()?;
+    let verify = Command::new("git")
+        .current_dir(root())
+        .args([
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            &format!("{rev}^{{commit}}"),
+        ])
+        .output()?;
     if verify.status.success() {
         Ok(None)
     } else {
@@ -35,14 +43,19 @@ fn git_show(rev: &str, rel: &str) -> Result<Option<String>> {
 pub fn against_revision(rev: &str) -> Result<Vec<(String, Vec<Change>)>> {
     let mut all = Vec::new();
     for rel in SPECS {
-        let new_text = std::fs::read_to_string(root().join(rel)).map_err(|e| format!("{rel}: {e}"))?;
+        let new_text =
+            std::fs::read_to_string(root().join(rel)).map_err(|e| format!("{rel}: {e}"))?;
         let new = model::parse(&new_text, Path::new(rel))?;
         let changes = match git_show(rev, rel)? {
             Some(old_text) => {
                 let old = model::parse(&old_text, Path::new(&format!("{rev}:{rel}")))?;
                 diff::diff(&old, &new)
             }
-            None => vec![Change { section: rel.to_string(), class: Class::Additive, text: format!("new spec file (absent at {rev})") }],
+            None => vec![Change {
+                section: rel.to_string(),
+                class: Class::Additive,
+                text: format!("new spec file (absent at {rev})"),
+            }],
         };
         all.push((rel.to_string(), changes));
     }
@@ -60,7 +73,10 @@ pub fn run(args: &[String], deny_breaking: bool) -> Result {
     let reviews: Vec<(String, Vec<Change>)> = match args {
         [] => against_revision("HEAD")?,
         [rev] => against_revision(rev)?,
-        [old, new] => vec![(format!("{old} -> {new}"), between_files(Path::new(old), Path::new(new))?)],
+        [old, new] => vec![(
+            format!("{old} -> {new}"),
+            between_files(Path::new(old), Path::new(new))?,
+        )],
         _ => return Err("spec-diff takes nothing, a git revision, or two TOML files".into()),
     };
     let mut all = Vec::new();
