@@ -81,6 +81,9 @@
 #define B_UINT32_TYPE 0x554c4e47 /* device_attr_type */
 #define B_UINT64_TYPE 0x554c4c47 /* device_attr_type */
 #define B_RAW_TYPE 0x52415754 /* device_attr_type */
+#define B_IO_MEMORY 0x1 /* io_resource_type */
+#define B_IO_PORT 0x2 /* io_resource_type */
+#define B_ISA_DMA_CHANNEL 0x3 /* io_resource_type */
 #define B_FIND_CHILD_ON_DEMAND 0x1 /* device_flags */
 #define B_FIND_MULTIPLE_CHILDREN 0x2 /* device_flags */
 #define B_KEEP_DRIVER_LOADED 0x4 /* device_flags */
@@ -257,6 +260,17 @@ typedef void (*virtio_intr_func)(void *);
 typedef status_t (*thread_func)(void *);
 typedef int32_t (*timer_hook)(timer *);
 typedef int32_t (*interrupt_handler)(void *);
+
+struct io_resource {
+    uint32_t type;
+    uint32_t base;
+    uint32_t length;
+};
+_Static_assert(sizeof(io_resource) == 12, "size of io_resource");
+_Static_assert(_Alignof(io_resource) == 4, "alignment of io_resource");
+_Static_assert(offsetof(io_resource, type) == 0, "offset of io_resource.type");
+_Static_assert(offsetof(io_resource, base) == 4, "offset of io_resource.base");
+_Static_assert(offsetof(io_resource, length) == 8, "offset of io_resource.length");
 
 struct module_info {
     const char *name;

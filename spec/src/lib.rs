@@ -14,14 +14,17 @@
 pub mod user;
 pub mod wire;
 
+#[rustfmt::skip]
 #[allow(non_camel_case_types, clippy::all)]
 #[path = "generated/virtio_snd.rs"]
 pub mod virtio_snd;
 
+#[rustfmt::skip]
 #[allow(non_camel_case_types, clippy::all)]
 #[path = "generated/hmulti_audio.rs"]
 pub mod hmulti_audio;
 
+#[rustfmt::skip]
 #[allow(non_camel_case_types, clippy::all)]
 #[path = "generated/haiku_driver.rs"]
 pub mod haiku_driver;

@@ -242,8 +242,10 @@ fn unknown_codes_are_named() {
 
 #[test]
 fn an_absurd_count_is_not_a_panic() {
-    let mut q = QueryInfo::default();
-    q.count = Le32::new(u32::MAX);
+    let q = QueryInfo {
+        count: Le32::new(u32::MAX),
+        ..Default::default()
+    };
     let req = ControlRequest::PcmInfo { request: q };
     // The response length saturates; a short reply is an error value.
     assert!(req.response_len() > 1 << 30);

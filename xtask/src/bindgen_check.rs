@@ -81,7 +81,7 @@ pub fn facts_from_bindings(code: &str) -> Result<HeaderFacts> {
                     .offsets
                     .entry(s.to_string())
                     .or_default()
-                    .push((f.to_string(), n));
+                    .push((c_field_name(f), n));
             }
         }
     }
@@ -94,6 +94,18 @@ pub fn facts_from_bindings(code: &str) -> Result<HeaderFacts> {
         }
     }
     Ok(facts)
+}
+
+fn is_anonymous(spec: &Spec, ty: &codegen::types::Ty) -> bool {
+    matches!(ty, codegen::types::Ty::Named(n) if spec.type_named(n).is_some_and(|t| t.anonymous))
+}
+
+/// bindgen appends `_` to C names that are Rust keywords (`type` becomes `type_`).
+fn c_field_name(f: &str) -> String {
+    match f.strip_suffix('_') {
+        Some(stem) if syn::parse_str::<syn::Ident>(stem).is_err() => stem.to_string(),
+        _ => f.to_string(),
+    }
 }
 
 fn int_expr(e: &syn::Expr) -> Option<i128> {
@@ -164,6 +176,11 @@ pub fn compare(spec: &Spec, facts: &HeaderFacts, header: &str) -> Vec<String> {
                     }
                 }
                 None if f.padding => {}
+                // C++ leaves a nested union unnamed; bindgen calls it __bindgen_anon_N.
+                None if is_anonymous(spec, &f.ty)
+                    && hfields
+                        .iter()
+                        .any(|(n, off)| n.starts_with("__bindgen_anon") && *off == f.offset) => {}
                 None if gated(&f.since, &f.feature) && !t.is_union => {
                     first_missing.get_or_insert(f.offset);
                 }
@@ -278,10 +295,15 @@ pub fn check_haiku(specs: &[Spec], tree: &Path) -> Result<Vec<String>> {
     let mut args: Vec<String> = vec![
         "--target=x86_64-unknown-haiku".into(),
         "-D_KERNEL_MODE".into(),
-        "-x".into(),
-        "c++".into(),
-        "-std=c++14".into(),
+        // Haiku's own headers replace the host's; the compiler's builtin headers (stddef.h,
+        // stdarg.h) still come from clang.
+        "-nostdlibinc".into(),
+        "-ffreestanding".into(),
     ];
+    if let Some(builtin) = clang_builtin_include() {
+        args.push(format!("-idirafter{}", builtin.display()));
+    }
+    args.push(format!("-I{}", h.display()));
     for d in [
         "config",
         "os",
@@ -303,6 +325,9 @@ pub fn check_haiku(specs: &[Spec], tree: &Path) -> Result<Vec<String>> {
     ] {
         args.push(format!("-I{}", h.join(d).display()));
     }
+    for d in ["/usr/include", "/usr/include/x86_64-linux-gnu"] {
+        args.push(format!("-idirafter{d}"));
+    }
     let mut out = Vec::new();
     for spec in specs {
         let (includes, allow) = match spec.name.as_str() {
@@ -313,7 +338,15 @@ pub fn check_haiku(specs: &[Spec], tree: &Path) -> Result<Vec<String>> {
             ),
             _ => continue,
         };
-        let facts = bindgen_facts(includes, &args, allow)?;
+        // hmulti_audio.h names its unions `u` only when compiled as C; the driver ABI headers
+        // are read as the C++ the kernel is written in.
+        let mut spec_args = args.clone();
+        if spec.name == "hmulti_audio" {
+            spec_args.extend(["-x".into(), "c".into(), "-std=gnu11".into()]);
+        } else {
+            spec_args.extend(["-x".into(), "c++".into(), "-std=c++14".into()]);
+        }
+        let facts = bindgen_facts(includes, &spec_args, allow)?;
         // Only what the spec describes is compared: the Haiku headers hold much more.
         let mut filtered = HeaderFacts::default();
         let names: std::collections::HashSet<&str> =
@@ -333,6 +366,25 @@ pub fn check_haiku(specs: &[Spec], tree: &Path) -> Result<Vec<String>> {
         ));
     }
     Ok(out)
+}
+
+/// The include directory of the compiler's builtin headers that libclang uses.
+fn clang_builtin_include() -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib")
+        .ok()?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("llvm-"))
+        .flat_map(|e| {
+            std::fs::read_dir(e.path().join("lib/clang"))
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .map(|e| e.path().join("include"))
+        .filter(|p| p.join("stddef.h").exists())
+        .collect();
+    found.sort();
+    found.pop()
 }
 
 #[cfg(test)]
@@ -467,5 +519,69 @@ mod cross_check {
         );
         let err = compile_headers(&files).unwrap_err().to_string();
         assert!(err.contains("virtio_snd.h"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod haiku_tree {
+    use super::*;
+    use crate::gen;
+
+    /// A made-up Haiku tree whose hmulti_audio.h has two fields swapped and a wrong opcode:
+    /// the `--haiku` path compiles it for the Haiku target and reports both.
+    #[test]
+    fn a_haiku_tree_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = dir.path().join("headers");
+        for sub in [
+            "private/audio",
+            "os/drivers",
+            "os/kernel",
+            "private/virtio",
+            "config",
+        ] {
+            std::fs::create_dir_all(h.join(sub)).unwrap();
+        }
+        std::fs::write(
+            h.join("private/audio/hmulti_audio.h"),
+            "#include <stdint.h>\n#define B_MULTI_GET_DESCRIPTION 8021\n\
+             typedef struct multi_channel_info { int32_t channel_id; int32_t kind; uint32_t connectors; uint32_t designations; uint32_t _reserved_[4]; } multi_channel_info;\n",
+        )
+        .unwrap();
+        for f in [
+            "os/kernel/OS.h",
+            "os/drivers/KernelExport.h",
+            "os/drivers/module.h",
+            "os/drivers/device_manager.h",
+            "private/virtio/virtio.h",
+            "os/drivers/driver_settings.h",
+        ] {
+            std::fs::write(h.join(f), "/* empty */\n").unwrap();
+        }
+        let specs = gen::load_all().unwrap();
+        let found = check_haiku(&specs, dir.path()).unwrap().join("\n");
+        assert!(
+            found.contains("multi_channel_info.designations is at offset 8 in the spec but 12"),
+            "{found}"
+        );
+        assert!(
+            found.contains("B_MULTI_GET_DESCRIPTION is 0x1f54 in the spec but 0x1f55"),
+            "{found}"
+        );
+        assert!(
+            found.contains("multi_description is not in hmulti_audio (Haiku tree)"),
+            "{found}"
+        );
+    }
+
+    #[test]
+    fn a_directory_that_is_not_a_haiku_tree_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let specs = gen::load_all().unwrap();
+        let err = check_haiku(&specs, dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("does not look like a Haiku source tree"),
+            "{err}"
+        );
     }
 }

@@ -8,10 +8,10 @@
     unused_imports,
     unused_variables
 )]
+use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligned};
+use zerocopy::little_endian::{U16 as Le16, U32 as Le32, U64 as Le64};
 use crate::user::{Constant, UnknownValue, UserPtr};
 use crate::wire::{DecodeError, EncodeError, IoctlError};
-use zerocopy::little_endian::{U16 as Le16, U32 as Le32, U64 as Le64};
-use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligned};
 /// `status_t`: Result code of almost every kernel call: B_OK (0) on success, a negative error code otherwise.
 pub type status_t = i32;
 /// `bigtime_t`: A time or duration in microseconds (system_time() counts from boot).
@@ -51,15 +51,19 @@ pub type virtio_callback_func = ::core::option::Option<
     unsafe extern "C" fn(*mut ::core::ffi::c_void, *mut ::core::ffi::c_void),
 >;
 /// `virtio_intr_func`: Configuration-change callback; receives the driver cookie given to setup_interrupt(). Runs in hard interrupt context.
-pub type virtio_intr_func = ::core::option::Option<unsafe extern "C" fn(*mut ::core::ffi::c_void)>;
+pub type virtio_intr_func = ::core::option::Option<
+    unsafe extern "C" fn(*mut ::core::ffi::c_void),
+>;
 /// `thread_func`: Entry point of a thread; its return value is what wait_for_thread() reports.
-pub type thread_func =
-    ::core::option::Option<unsafe extern "C" fn(*mut ::core::ffi::c_void) -> status_t>;
+pub type thread_func = ::core::option::Option<
+    unsafe extern "C" fn(*mut ::core::ffi::c_void) -> status_t,
+>;
 /// `timer_hook`: Callback of a kernel timer; runs in timer interrupt context and returns an interrupt handler code (B_HANDLED_INTERRUPT, B_INVOKE_SCHEDULER...).
 pub type timer_hook = ::core::option::Option<unsafe extern "C" fn(*mut Timer) -> i32>;
 /// `interrupt_handler`: An I/O interrupt handler; returns one of the interrupt handler codes.
-pub type interrupt_handler =
-    ::core::option::Option<unsafe extern "C" fn(*mut ::core::ffi::c_void) -> i32>;
+pub type interrupt_handler = ::core::option::Option<
+    unsafe extern "C" fn(*mut ::core::ffi::c_void) -> i32,
+>;
 /// `B_OK`: Success.
 pub const B_OK: i32 = 0;
 /// `B_NO_ERROR`: Alias of B_OK.
@@ -685,10 +689,11 @@ impl ModuleOps {
 impl TryFrom<i32> for ModuleOps {
     type Error = UnknownValue<i32>;
     fn try_from(v: i32) -> Result<Self, Self::Error> {
-        Self::from_raw(v).ok_or(UnknownValue {
-            group: "module_ops",
-            value: v,
-        })
+        Self::from_raw(v)
+            .ok_or(UnknownValue {
+                group: "module_ops",
+                value: v,
+            })
     }
 }
 impl From<ModuleOps> for i32 {
@@ -699,13 +704,15 @@ impl From<ModuleOps> for i32 {
 /// `B_KEEP_LOADED`: Keep the image loaded even when no one holds the module, so its statics survive.
 pub const B_KEEP_LOADED: u32 = 1;
 /// Constant group `module_flags`: Bits of module_info.flags.
-pub const MODULE_FLAGS: &[Constant<u32>] = &[Constant {
-    name: "B_KEEP_LOADED",
-    value: B_KEEP_LOADED,
-    hz: None,
-    width: None,
-    phys_width: None,
-}];
+pub const MODULE_FLAGS: &[Constant<u32>] = &[
+    Constant {
+        name: "B_KEEP_LOADED",
+        value: B_KEEP_LOADED,
+        hz: None,
+        width: None,
+        phys_width: None,
+    },
+];
 /// `B_STRING_TYPE`: 'CSTR': value.string.
 pub const B_STRING_TYPE: u32 = 0x43535452;
 /// `B_UINT8_TYPE`: 'UBYT': value.ui8.
@@ -787,14 +794,84 @@ impl DeviceAttrType {
 impl TryFrom<u32> for DeviceAttrType {
     type Error = UnknownValue<u32>;
     fn try_from(v: u32) -> Result<Self, Self::Error> {
-        Self::from_raw(v).ok_or(UnknownValue {
-            group: "device_attr_type",
-            value: v,
-        })
+        Self::from_raw(v)
+            .ok_or(UnknownValue {
+                group: "device_attr_type",
+                value: v,
+            })
     }
 }
 impl From<DeviceAttrType> for u32 {
     fn from(v: DeviceAttrType) -> u32 {
+        v as u32
+    }
+}
+/// `B_IO_MEMORY`: A range of physical memory (32-bit addresses only).
+pub const B_IO_MEMORY: u32 = 1;
+/// `B_IO_PORT`: A range of x86 I/O ports.
+pub const B_IO_PORT: u32 = 2;
+/// `B_ISA_DMA_CHANNEL`: One ISA DMA channel.
+pub const B_ISA_DMA_CHANNEL: u32 = 3;
+/// Constant group `io_resource_type`: Kinds of io_resource.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u32)]
+pub enum IoResourceType {
+    /// `B_IO_MEMORY`: A range of physical memory (32-bit addresses only).
+    IoMemory = 1,
+    /// `B_IO_PORT`: A range of x86 I/O ports.
+    IoPort = 2,
+    /// `B_ISA_DMA_CHANNEL`: One ISA DMA channel.
+    IsaDmaChannel = 3,
+}
+impl IoResourceType {
+    /// Every value, in declaration order.
+    pub const ALL: &'static [Self] = &[
+        Self::IoMemory,
+        Self::IoPort,
+        Self::IsaDmaChannel,
+    ];
+    /// The raw value.
+    pub const fn raw(self) -> u32 {
+        self as u32
+    }
+    /// The value for a raw number, if it is one of the group's.
+    pub const fn from_raw(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(Self::IoMemory),
+            2 => Some(Self::IoPort),
+            3 => Some(Self::IsaDmaChannel),
+            _ => None,
+        }
+    }
+    /// The C name of the value.
+    pub const fn c_name(self) -> &'static str {
+        match self {
+            Self::IoMemory => "B_IO_MEMORY",
+            Self::IoPort => "B_IO_PORT",
+            Self::IsaDmaChannel => "B_ISA_DMA_CHANNEL",
+        }
+    }
+    /// The spec version that introduced the value, if recorded.
+    pub const fn since(self) -> Option<&'static str> {
+        match self {
+            Self::IoMemory => None,
+            Self::IoPort => None,
+            Self::IsaDmaChannel => None,
+        }
+    }
+}
+impl TryFrom<u32> for IoResourceType {
+    type Error = UnknownValue<u32>;
+    fn try_from(v: u32) -> Result<Self, Self::Error> {
+        Self::from_raw(v)
+            .ok_or(UnknownValue {
+                group: "io_resource_type",
+                value: v,
+            })
+    }
+}
+impl From<IoResourceType> for u32 {
+    fn from(v: IoResourceType) -> u32 {
         v as u32
     }
 }
@@ -873,11 +950,9 @@ pub const B_SAFEMODE_DRIVER_SETTINGS: &::core::ffi::CStr = c"/safemode/";
 /// `B_SAFEMODE_SAFE_MODE`: Safe-mode key telling whether safe mode is on.
 pub const B_SAFEMODE_SAFE_MODE: &::core::ffi::CStr = c"safemode";
 /// `VIRTIO_SOUND_DRIVER_MODULE_NAME`: Our driver module (driver_module_info); the device manager only probes names ending in driver_v1.
-pub const VIRTIO_SOUND_DRIVER_MODULE_NAME: &::core::ffi::CStr =
-    c"drivers/audio/hmulti/virtio_sound/driver_v1";
+pub const VIRTIO_SOUND_DRIVER_MODULE_NAME: &::core::ffi::CStr = c"drivers/audio/hmulti/virtio_sound/driver_v1";
 /// `VIRTIO_SOUND_DEVICE_MODULE_NAME`: Our device module (device_module_info), named in publish_device().
-pub const VIRTIO_SOUND_DEVICE_MODULE_NAME: &::core::ffi::CStr =
-    c"drivers/audio/hmulti/virtio_sound/device_v1";
+pub const VIRTIO_SOUND_DEVICE_MODULE_NAME: &::core::ffi::CStr = c"drivers/audio/hmulti/virtio_sound/device_v1";
 /// `VIRTIO_SOUND_DEVICE_ID_GEN`: ID generator for create_id()/free_id(), numbering the published devices.
 pub const VIRTIO_SOUND_DEVICE_ID_GEN: &::core::ffi::CStr = c"virtio_sound/device_id";
 /// `VIRTIO_SOUND_PUBLISH_PATH_PREFIX`: devfs path (relative to /dev) to which the device number is appended; the multi_audio media add-on scans /dev/audio/hmulti.
@@ -1164,13 +1239,15 @@ pub const VIRTIO_CONFIG_STATUS: &[Constant<u8>] = &[
 /// `VIRTIO_VIRTQUEUES_MAX_COUNT`: Most queues alloc_queues() accepts for one device.
 pub const VIRTIO_VIRTQUEUES_MAX_COUNT: u64 = 8;
 /// Constant group `virtio_limits`: Limits of the Haiku virtio bus manager.
-pub const VIRTIO_LIMITS: &[Constant<u64>] = &[Constant {
-    name: "VIRTIO_VIRTQUEUES_MAX_COUNT",
-    value: VIRTIO_VIRTQUEUES_MAX_COUNT,
-    hz: None,
-    width: None,
-    phys_width: None,
-}];
+pub const VIRTIO_LIMITS: &[Constant<u64>] = &[
+    Constant {
+        name: "VIRTIO_VIRTQUEUES_MAX_COUNT",
+        value: VIRTIO_VIRTQUEUES_MAX_COUNT,
+        hz: None,
+        width: None,
+        phys_width: None,
+    },
+];
 /// `B_CAN_INTERRUPT`: A signal may break the wait (returns B_INTERRUPTED).
 pub const B_CAN_INTERRUPT: u32 = 1;
 /// `B_DO_NOT_RESCHEDULE`: release_sem_etc: do not switch to a woken thread now. Required when releasing from interrupt context.
@@ -1279,23 +1356,27 @@ pub const SEM_RELEASE_FLAGS: &[Constant<u32>] = &[
 /// `B_INFINITE_TIMEOUT`: Largest bigtime_t: wait forever.
 pub const B_INFINITE_TIMEOUT: i64 = 0x7fffffffffffffff;
 /// Constant group `timeouts`: Special timeout values.
-pub const TIMEOUTS: &[Constant<i64>] = &[Constant {
-    name: "B_INFINITE_TIMEOUT",
-    value: B_INFINITE_TIMEOUT,
-    hz: None,
-    width: None,
-    phys_width: None,
-}];
+pub const TIMEOUTS: &[Constant<i64>] = &[
+    Constant {
+        name: "B_INFINITE_TIMEOUT",
+        value: B_INFINITE_TIMEOUT,
+        hz: None,
+        width: None,
+        phys_width: None,
+    },
+];
 /// `B_SYSTEM_TIMEBASE`: Time since boot, as system_time() reports it.
 pub const B_SYSTEM_TIMEBASE: i32 = 0;
 /// Constant group `time_base`: Clock bases for snooze_until() and snooze_etc().
-pub const TIME_BASE: &[Constant<i32>] = &[Constant {
-    name: "B_SYSTEM_TIMEBASE",
-    value: B_SYSTEM_TIMEBASE,
-    hz: None,
-    width: None,
-    phys_width: None,
-}];
+pub const TIME_BASE: &[Constant<i32>] = &[
+    Constant {
+        name: "B_SYSTEM_TIMEBASE",
+        value: B_SYSTEM_TIMEBASE,
+        hz: None,
+        width: None,
+        phys_width: None,
+    },
+];
 /// `B_IDLE_PRIORITY`: Only the idle threads.
 pub const B_IDLE_PRIORITY: i32 = 0;
 /// `B_LOWEST_ACTIVE_PRIORITY`: Lowest priority for a working thread.
@@ -1478,10 +1559,11 @@ impl AreaLock {
 impl TryFrom<u32> for AreaLock {
     type Error = UnknownValue<u32>;
     fn try_from(v: u32) -> Result<Self, Self::Error> {
-        Self::from_raw(v).ok_or(UnknownValue {
-            group: "area_lock",
-            value: v,
-        })
+        Self::from_raw(v)
+            .ok_or(UnknownValue {
+                group: "area_lock",
+                value: v,
+            })
     }
 }
 impl From<AreaLock> for u32 {
@@ -1586,10 +1668,11 @@ impl AddressSpec {
 impl TryFrom<u32> for AddressSpec {
     type Error = UnknownValue<u32>;
     fn try_from(v: u32) -> Result<Self, Self::Error> {
-        Self::from_raw(v).ok_or(UnknownValue {
-            group: "address_spec",
-            value: v,
-        })
+        Self::from_raw(v)
+            .ok_or(UnknownValue {
+                group: "address_spec",
+                value: v,
+            })
     }
 }
 impl From<AddressSpec> for u32 {
@@ -1981,10 +2064,11 @@ impl InterruptResult {
 impl TryFrom<i32> for InterruptResult {
     type Error = UnknownValue<i32>;
     fn try_from(v: i32) -> Result<Self, Self::Error> {
-        Self::from_raw(v).ok_or(UnknownValue {
-            group: "interrupt_result",
-            value: v,
-        })
+        Self::from_raw(v)
+            .ok_or(UnknownValue {
+                group: "interrupt_result",
+                value: v,
+            })
     }
 }
 impl From<InterruptResult> for i32 {
@@ -1992,16 +2076,18 @@ impl From<InterruptResult> for i32 {
         v as i32
     }
 }
-/// `B_NO_ENABLE_COUNTER`: Do not count this handler when deciding whether to unmask the line.
+/// `B_NO_ENABLE_COUNTER`: Leave the line's enabled state alone: installing or removing this handler does not change the vector's enable count.
 pub const B_NO_ENABLE_COUNTER: u32 = 1;
 /// Constant group `interrupt_install_flags`: Flags of install_io_interrupt_handler().
-pub const INTERRUPT_INSTALL_FLAGS: &[Constant<u32>] = &[Constant {
-    name: "B_NO_ENABLE_COUNTER",
-    value: B_NO_ENABLE_COUNTER,
-    hz: None,
-    width: None,
-    phys_width: None,
-}];
+pub const INTERRUPT_INSTALL_FLAGS: &[Constant<u32>] = &[
+    Constant {
+        name: "B_NO_ENABLE_COUNTER",
+        value: B_NO_ENABLE_COUNTER,
+        hz: None,
+        width: None,
+        phys_width: None,
+    },
+];
 /// `B_ONE_SHOT_ABSOLUTE_TIMER`: Fire once at the absolute system time given as the period argument.
 pub const B_ONE_SHOT_ABSOLUTE_TIMER: i32 = 1;
 /// `B_ONE_SHOT_RELATIVE_TIMER`: Fire once after the given number of microseconds.
@@ -2059,10 +2145,11 @@ impl TimerMode {
 impl TryFrom<i32> for TimerMode {
     type Error = UnknownValue<i32>;
     fn try_from(v: i32) -> Result<Self, Self::Error> {
-        Self::from_raw(v).ok_or(UnknownValue {
-            group: "timer_mode",
-            value: v,
-        })
+        Self::from_raw(v)
+            .ok_or(UnknownValue {
+                group: "timer_mode",
+                value: v,
+            })
     }
 }
 impl From<TimerMode> for i32 {
@@ -2075,13 +2162,29 @@ impl From<TimerMode> for i32 {
 pub struct DeviceNode {
     _opaque: [u8; 0],
 }
-/// `struct io_resource` (0 bytes, align 1): An I/O resource a node may claim when it is registered (memory range, port range or ISA DMA channel).
-///
-/// Note: In C this is three uint32 fields (type, base, length; 12 bytes). The driver only ever passes NULL for it, so it is kept opaque here.
+/// `struct io_resource` (12 bytes, align 4): An I/O resource a node claims when it is registered (memory range, port range or ISA DMA channel); arrays of them end with a zero type. A virtio driver passes NULL instead. 12 bytes.
 #[repr(C)]
+#[derive(Clone, Copy, Debug)]
 pub struct IoResource {
-    _opaque: [u8; 0],
+    /// `type` at offset 0, 4 bytes: Kind of resource; 0 ends an array.
+    ///
+    /// Values: holds a [`IoResourceType`]
+    pub r#type: u32,
+    /// `base` at offset 4, 4 bytes: First physical address (memory), first port (ports) or channel number 0-7 (ISA DMA).
+    pub base: u32,
+    /// `length` at offset 8, 4 bytes: Size of the memory or port range; 1 for a DMA channel.
+    pub length: u32,
 }
+impl IoResource {
+    pub const C_NAME: &'static str = "io_resource";
+}
+const _: () = {
+    assert!(::core::mem::size_of::<IoResource>() == 12);
+    assert!(::core::mem::align_of::<IoResource>() == 4);
+    assert!(::core::mem::offset_of!(IoResource, r#type) == 0);
+    assert!(::core::mem::offset_of!(IoResource, base) == 4);
+    assert!(::core::mem::offset_of!(IoResource, length) == 8);
+};
 /// `struct io_request` (0 bytes, align 1): A block I/O request (the C++ IORequest class); passed to the device `io` hook, which this driver does not implement.
 #[repr(C)]
 pub struct IoRequest {
@@ -2213,7 +2316,9 @@ pub struct DeviceManagerInfo {
     /// `info` at offset 0, 24 bytes: Module header.
     pub info: ModuleInfo,
     /// `rescan_node` at offset 24, 8 bytes: Asks the manager to probe the node's children again.
-    pub rescan_node: ::core::option::Option<unsafe extern "C" fn(*mut DeviceNode) -> status_t>,
+    pub rescan_node: ::core::option::Option<
+        unsafe extern "C" fn(*mut DeviceNode) -> status_t,
+    >,
     /// `register_node` at offset 32, 8 bytes: Creates a child node of `parent` driven by the named module, with the given attribute array and optional I/O resources; the new node may be returned through the last argument (may be NULL).
     pub register_node: ::core::option::Option<
         unsafe extern "C" fn(
@@ -2225,7 +2330,9 @@ pub struct DeviceManagerInfo {
         ) -> status_t,
     >,
     /// `unregister_node` at offset 40, 8 bytes: Removes a node that this driver registered.
-    pub unregister_node: ::core::option::Option<unsafe extern "C" fn(*mut DeviceNode) -> status_t>,
+    pub unregister_node: ::core::option::Option<
+        unsafe extern "C" fn(*mut DeviceNode) -> status_t,
+    >,
     /// `get_driver` at offset 48, 8 bytes: Returns the driver module bound to a node and that driver's cookie; on the virtio device node this yields the virtio_device_interface and the virtio_device cookie.
     pub get_driver: ::core::option::Option<
         unsafe extern "C" fn(
@@ -2238,11 +2345,16 @@ pub struct DeviceManagerInfo {
     pub get_root_node: ::core::option::Option<unsafe extern "C" fn() -> *mut DeviceNode>,
     /// `get_next_child_node` at offset 64, 8 bytes: Iterates over the children of a node that match the given attributes.
     pub get_next_child_node: ::core::option::Option<
-        unsafe extern "C" fn(*mut DeviceNode, *const DeviceAttr, *mut *mut DeviceNode) -> status_t,
+        unsafe extern "C" fn(
+            *mut DeviceNode,
+            *const DeviceAttr,
+            *mut *mut DeviceNode,
+        ) -> status_t,
     >,
     /// `get_parent_node` at offset 72, 8 bytes: Returns the parent of a node with a new reference; release it with put_node().
-    pub get_parent_node:
-        ::core::option::Option<unsafe extern "C" fn(*mut DeviceNode) -> *mut DeviceNode>,
+    pub get_parent_node: ::core::option::Option<
+        unsafe extern "C" fn(*mut DeviceNode) -> *mut DeviceNode,
+    >,
     /// `put_node` at offset 80, 8 bytes: Drops a node reference obtained from get_parent_node(), get_root_node() or an iteration call.
     pub put_node: ::core::option::Option<unsafe extern "C" fn(*mut DeviceNode)>,
     /// `publish_device` at offset 88, 8 bytes: Creates a devfs entry (path relative to /dev) served by the named device module, which must be exported by the same image.
@@ -2258,10 +2370,13 @@ pub struct DeviceManagerInfo {
         unsafe extern "C" fn(*mut DeviceNode, *const ::core::ffi::c_char) -> status_t,
     >,
     /// `create_id` at offset 104, 8 bytes: Allocates the lowest free number from a named ID generator; negative on error.
-    pub create_id: ::core::option::Option<unsafe extern "C" fn(*const ::core::ffi::c_char) -> i32>,
+    pub create_id: ::core::option::Option<
+        unsafe extern "C" fn(*const ::core::ffi::c_char) -> i32,
+    >,
     /// `free_id` at offset 112, 8 bytes: Returns a number to a named ID generator.
-    pub free_id:
-        ::core::option::Option<unsafe extern "C" fn(*const ::core::ffi::c_char, u32) -> status_t>,
+    pub free_id: ::core::option::Option<
+        unsafe extern "C" fn(*const ::core::ffi::c_char, u32) -> status_t,
+    >,
     /// `get_attr_uint8` at offset 120, 8 bytes: Reads a uint8 attribute; the flag asks to search the ancestors as well.
     pub get_attr_uint8: ::core::option::Option<
         unsafe extern "C" fn(
@@ -2323,7 +2438,11 @@ pub struct DeviceManagerInfo {
     >,
     /// `find_child_node` at offset 176, 8 bytes: Finds a child of a node whose attributes match the given array.
     pub find_child_node: ::core::option::Option<
-        unsafe extern "C" fn(*mut DeviceNode, *const DeviceAttr, *mut *mut DeviceNode) -> status_t,
+        unsafe extern "C" fn(
+            *mut DeviceNode,
+            *const DeviceAttr,
+            *mut *mut DeviceNode,
+        ) -> status_t,
     >,
 }
 impl DeviceManagerInfo {
@@ -2361,28 +2480,41 @@ pub struct DriverModuleInfo {
     /// `info` at offset 0, 24 bytes: Module header.
     pub info: ModuleInfo,
     /// `supports_device` at offset 24, 8 bytes: Rates how well this driver fits a candidate parent node; 0 or negative means not at all, the highest positive score wins. Needed for probing.
-    pub supports_device: ::core::option::Option<unsafe extern "C" fn(*mut DeviceNode) -> f32>,
+    pub supports_device: ::core::option::Option<
+        unsafe extern "C" fn(*mut DeviceNode) -> f32,
+    >,
     /// `register_device` at offset 32, 8 bytes: Registers this driver's own node below the parent with register_node(). Needed for probing.
-    pub register_device: ::core::option::Option<unsafe extern "C" fn(*mut DeviceNode) -> status_t>,
+    pub register_device: ::core::option::Option<
+        unsafe extern "C" fn(*mut DeviceNode) -> status_t,
+    >,
     /// `init_driver` at offset 40, 8 bytes: Binds the driver to its own node and returns a driver cookie; optional.
     pub init_driver: ::core::option::Option<
         unsafe extern "C" fn(*mut DeviceNode, *mut *mut ::core::ffi::c_void) -> status_t,
     >,
     /// `uninit_driver` at offset 48, 8 bytes: Undoes init_driver when the node is no longer used; optional.
-    pub uninit_driver: ::core::option::Option<unsafe extern "C" fn(*mut ::core::ffi::c_void)>,
+    pub uninit_driver: ::core::option::Option<
+        unsafe extern "C" fn(*mut ::core::ffi::c_void),
+    >,
     /// `register_child_devices` at offset 56, 8 bytes: Publishes devfs entries or child nodes; called after init_driver; optional.
-    pub register_child_devices:
-        ::core::option::Option<unsafe extern "C" fn(*mut ::core::ffi::c_void) -> status_t>,
+    pub register_child_devices: ::core::option::Option<
+        unsafe extern "C" fn(*mut ::core::ffi::c_void) -> status_t,
+    >,
     /// `rescan_child_devices` at offset 64, 8 bytes: Re-evaluates the children on request; optional.
-    pub rescan_child_devices:
-        ::core::option::Option<unsafe extern "C" fn(*mut ::core::ffi::c_void) -> status_t>,
+    pub rescan_child_devices: ::core::option::Option<
+        unsafe extern "C" fn(*mut ::core::ffi::c_void) -> status_t,
+    >,
     /// `device_removed` at offset 72, 8 bytes: Tells the driver the hardware has gone away; optional.
-    pub device_removed: ::core::option::Option<unsafe extern "C" fn(*mut ::core::ffi::c_void)>,
+    pub device_removed: ::core::option::Option<
+        unsafe extern "C" fn(*mut ::core::ffi::c_void),
+    >,
     /// `suspend` at offset 80, 8 bytes: Power-management suspend to the given state; optional.
-    pub suspend:
-        ::core::option::Option<unsafe extern "C" fn(*mut ::core::ffi::c_void, i32) -> status_t>,
+    pub suspend: ::core::option::Option<
+        unsafe extern "C" fn(*mut ::core::ffi::c_void, i32) -> status_t,
+    >,
     /// `resume` at offset 88, 8 bytes: Power-management resume; optional.
-    pub resume: ::core::option::Option<unsafe extern "C" fn(*mut ::core::ffi::c_void) -> status_t>,
+    pub resume: ::core::option::Option<
+        unsafe extern "C" fn(*mut ::core::ffi::c_void) -> status_t,
+    >,
 }
 impl DriverModuleInfo {
     pub const C_NAME: &'static str = "driver_module_info";
@@ -2409,12 +2541,19 @@ pub struct DeviceModuleInfo {
     pub info: ModuleInfo,
     /// `init_device` at offset 24, 8 bytes: Called on the first open with the driver cookie; returns a device cookie. Optional (NULL-checked).
     pub init_device: ::core::option::Option<
-        unsafe extern "C" fn(*mut ::core::ffi::c_void, *mut *mut ::core::ffi::c_void) -> status_t,
+        unsafe extern "C" fn(
+            *mut ::core::ffi::c_void,
+            *mut *mut ::core::ffi::c_void,
+        ) -> status_t,
     >,
     /// `uninit_device` at offset 32, 8 bytes: Called after the last handle is freed, with the device cookie. Optional.
-    pub uninit_device: ::core::option::Option<unsafe extern "C" fn(*mut ::core::ffi::c_void)>,
+    pub uninit_device: ::core::option::Option<
+        unsafe extern "C" fn(*mut ::core::ffi::c_void),
+    >,
     /// `device_removed` at offset 40, 8 bytes: Tells the device its hardware disappeared. Optional.
-    pub device_removed: ::core::option::Option<unsafe extern "C" fn(*mut ::core::ffi::c_void)>,
+    pub device_removed: ::core::option::Option<
+        unsafe extern "C" fn(*mut ::core::ffi::c_void),
+    >,
     /// `open` at offset 48, 8 bytes: Opens a handle: device cookie, devfs path, open mode (C `int`), returns a per-handle cookie. Required: called without a NULL check.
     pub open: ::core::option::Option<
         unsafe extern "C" fn(
@@ -2425,9 +2564,13 @@ pub struct DeviceModuleInfo {
         ) -> status_t,
     >,
     /// `close` at offset 56, 8 bytes: First stage of closing a handle; blocked calls should be woken. Required.
-    pub close: ::core::option::Option<unsafe extern "C" fn(*mut ::core::ffi::c_void) -> status_t>,
+    pub close: ::core::option::Option<
+        unsafe extern "C" fn(*mut ::core::ffi::c_void) -> status_t,
+    >,
     /// `free` at offset 64, 8 bytes: Last stage of closing, after every call on the handle has returned; release the handle cookie here. Required.
-    pub free: ::core::option::Option<unsafe extern "C" fn(*mut ::core::ffi::c_void) -> status_t>,
+    pub free: ::core::option::Option<
+        unsafe extern "C" fn(*mut ::core::ffi::c_void) -> status_t,
+    >,
     /// `read` at offset 72, 8 bytes: Reads into a user buffer; the length is in/out. Optional.
     pub read: ::core::option::Option<
         unsafe extern "C" fn(
@@ -2502,18 +2645,32 @@ pub struct VirtioDeviceInterface {
             virtio_device,
             u64,
             *mut u64,
-            ::core::option::Option<unsafe extern "C" fn(u64) -> *const ::core::ffi::c_char>,
+            ::core::option::Option<
+                unsafe extern "C" fn(u64) -> *const ::core::ffi::c_char,
+            >,
         ) -> status_t,
     >,
     /// `clear_feature` at offset 104, 8 bytes: Drops a feature bit from the negotiated set.
-    pub clear_feature: ::core::option::Option<unsafe extern "C" fn(virtio_device, u64) -> status_t>,
+    pub clear_feature: ::core::option::Option<
+        unsafe extern "C" fn(virtio_device, u64) -> status_t,
+    >,
     /// `read_device_config` at offset 112, 8 bytes: Copies `size` bytes from the device-specific configuration space at the given offset.
     pub read_device_config: ::core::option::Option<
-        unsafe extern "C" fn(virtio_device, u8, *mut ::core::ffi::c_void, u64) -> status_t,
+        unsafe extern "C" fn(
+            virtio_device,
+            u8,
+            *mut ::core::ffi::c_void,
+            u64,
+        ) -> status_t,
     >,
     /// `write_device_config` at offset 120, 8 bytes: Copies bytes into the device-specific configuration space at the given offset.
     pub write_device_config: ::core::option::Option<
-        unsafe extern "C" fn(virtio_device, u8, *const ::core::ffi::c_void, u64) -> status_t,
+        unsafe extern "C" fn(
+            virtio_device,
+            u8,
+            *const ::core::ffi::c_void,
+            u64,
+        ) -> status_t,
     >,
     /// `alloc_queues` at offset 128, 8 bytes: Creates `count` (at most VIRTIO_VIRTQUEUES_MAX_COUNT) virtqueues and stores their cookies in the array; the optional last array asks for specific ring sizes (0 = device maximum).
     ///
@@ -2525,10 +2682,16 @@ pub struct VirtioDeviceInterface {
     pub free_queues: ::core::option::Option<unsafe extern "C" fn(virtio_device)>,
     /// `setup_interrupt` at offset 144, 8 bytes: Allocates interrupts for the queues made by alloc_queues (so call it after that), sets DRIVER_OK and enables queue interrupts. The config handler may be NULL; the cookie becomes the first argument of every queue callback.
     pub setup_interrupt: ::core::option::Option<
-        unsafe extern "C" fn(virtio_device, virtio_intr_func, *mut ::core::ffi::c_void) -> status_t,
+        unsafe extern "C" fn(
+            virtio_device,
+            virtio_intr_func,
+            *mut ::core::ffi::c_void,
+        ) -> status_t,
     >,
     /// `free_interrupts` at offset 152, 8 bytes: Disables queue interrupts and releases the interrupt vectors.
-    pub free_interrupts: ::core::option::Option<unsafe extern "C" fn(virtio_device) -> status_t>,
+    pub free_interrupts: ::core::option::Option<
+        unsafe extern "C" fn(virtio_device) -> status_t,
+    >,
     /// `queue_setup_interrupt` at offset 160, 8 bytes: Stores the completion callback of one queue and its second argument.
     pub queue_setup_interrupt: ::core::option::Option<
         unsafe extern "C" fn(
@@ -2557,14 +2720,22 @@ pub struct VirtioDeviceInterface {
         ) -> status_t,
     >,
     /// `queue_is_full` at offset 184, 8 bytes: True when no descriptor is free.
-    pub queue_is_full: ::core::option::Option<unsafe extern "C" fn(virtio_queue) -> bool>,
+    pub queue_is_full: ::core::option::Option<
+        unsafe extern "C" fn(virtio_queue) -> bool,
+    >,
     /// `queue_is_empty` at offset 192, 8 bytes: True when no request is outstanding.
-    pub queue_is_empty: ::core::option::Option<unsafe extern "C" fn(virtio_queue) -> bool>,
+    pub queue_is_empty: ::core::option::Option<
+        unsafe extern "C" fn(virtio_queue) -> bool,
+    >,
     /// `queue_size` at offset 200, 8 bytes: Number of descriptors in the ring.
     pub queue_size: ::core::option::Option<unsafe extern "C" fn(virtio_queue) -> u16>,
     /// `queue_dequeue` at offset 208, 8 bytes: Takes one completed request off the used ring: returns its cookie and the number of bytes the device wrote; false when nothing is left.
     pub queue_dequeue: ::core::option::Option<
-        unsafe extern "C" fn(virtio_queue, *mut *mut ::core::ffi::c_void, *mut u32) -> bool,
+        unsafe extern "C" fn(
+            virtio_queue,
+            *mut *mut ::core::ffi::c_void,
+            *mut u32,
+        ) -> bool,
     >,
 }
 impl VirtioDeviceInterface {
@@ -2582,7 +2753,9 @@ const _: () = {
     assert!(::core::mem::offset_of!(VirtioDeviceInterface, free_queues) == 136);
     assert!(::core::mem::offset_of!(VirtioDeviceInterface, setup_interrupt) == 144);
     assert!(::core::mem::offset_of!(VirtioDeviceInterface, free_interrupts) == 152);
-    assert!(::core::mem::offset_of!(VirtioDeviceInterface, queue_setup_interrupt) == 160,);
+    assert!(
+        ::core::mem::offset_of!(VirtioDeviceInterface, queue_setup_interrupt) == 160,
+    );
     assert!(::core::mem::offset_of!(VirtioDeviceInterface, queue_request) == 168);
     assert!(::core::mem::offset_of!(VirtioDeviceInterface, queue_request_v) == 176);
     assert!(::core::mem::offset_of!(VirtioDeviceInterface, queue_is_full) == 184);

@@ -8,10 +8,10 @@
     unused_imports,
     unused_variables
 )]
+use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligned};
+use zerocopy::little_endian::{U16 as Le16, U32 as Le32, U64 as Le64};
 use crate::user::{Constant, UnknownValue, UserPtr};
 use crate::wire::{DecodeError, EncodeError, IoctlError};
-use zerocopy::little_endian::{U16 as Le16, U32 as Le32, U64 as Le64};
-use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligned};
 /// `bigtime_t`: Haiku time value in microseconds; here always in the system_time() base (time since boot).
 pub type bigtime_t = i64;
 /// `B_AUDIO_DRIVER_BASE`: First opcode reserved for audio drivers (from Drivers.h).
@@ -38,13 +38,15 @@ pub const DRIVER_BASE: &[Constant<u32>] = &[
 /// `B_MULTI_CONTROL`: Open for control only (mixer and settings), without taking the data stream.
 pub const B_MULTI_CONTROL: i32 = 3;
 /// Constant group `open_mode`: Extra open() mode understood by hmulti drivers, beyond the read-only, write-only and read-write modes 0..2.
-pub const OPEN_MODE: &[Constant<i32>] = &[Constant {
-    name: "B_MULTI_CONTROL",
-    value: B_MULTI_CONTROL,
-    hz: None,
-    width: None,
-    phys_width: None,
-}];
+pub const OPEN_MODE: &[Constant<i32>] = &[
+    Constant {
+        name: "B_MULTI_CONTROL",
+        value: B_MULTI_CONTROL,
+        hz: None,
+        width: None,
+        phys_width: None,
+    },
+];
 /// `B_MULTI_GET_DESCRIPTION`: Describe the device: names, channels, rates, formats and capabilities.
 pub const B_MULTI_GET_DESCRIPTION: u32 = 0x1f54;
 /// `B_MULTI_GET_EVENT_INFO`: Report which events the device can queue and the queue state.
@@ -286,10 +288,11 @@ impl Opcode {
 impl TryFrom<u32> for Opcode {
     type Error = UnknownValue<u32>;
     fn try_from(v: u32) -> Result<Self, Self::Error> {
-        Self::from_raw(v).ok_or(UnknownValue {
-            group: "opcode",
-            value: v,
-        })
+        Self::from_raw(v)
+            .ok_or(UnknownValue {
+                group: "opcode",
+                value: v,
+            })
     }
 }
 impl From<Opcode> for u32 {
@@ -806,10 +809,11 @@ impl TimecodeKind {
 impl TryFrom<i32> for TimecodeKind {
     type Error = UnknownValue<i32>;
     fn try_from(v: i32) -> Result<Self, Self::Error> {
-        Self::from_raw(v).ok_or(UnknownValue {
-            group: "timecode_kind",
-            value: v,
-        })
+        Self::from_raw(v)
+            .ok_or(UnknownValue {
+                group: "timecode_kind",
+                value: v,
+            })
     }
 }
 impl From<TimecodeKind> for i32 {
@@ -1381,10 +1385,11 @@ impl ChannelKind {
 impl TryFrom<i32> for ChannelKind {
     type Error = UnknownValue<i32>;
     fn try_from(v: i32) -> Result<Self, Self::Error> {
-        Self::from_raw(v).ok_or(UnknownValue {
-            group: "channel_kind",
-            value: v,
-        })
+        Self::from_raw(v)
+            .ok_or(UnknownValue {
+                group: "channel_kind",
+                value: v,
+            })
     }
 }
 impl From<ChannelKind> for i32 {
@@ -1531,10 +1536,11 @@ impl TransportEvent {
 impl TryFrom<u32> for TransportEvent {
     type Error = UnknownValue<u32>;
     fn try_from(v: u32) -> Result<Self, Self::Error> {
-        Self::from_raw(v).ok_or(UnknownValue {
-            group: "transport_event",
-            value: v,
-        })
+        Self::from_raw(v)
+            .ok_or(UnknownValue {
+                group: "transport_event",
+                value: v,
+            })
     }
 }
 impl From<TransportEvent> for u32 {
@@ -1655,10 +1661,11 @@ impl DeviceEvent {
 impl TryFrom<u32> for DeviceEvent {
     type Error = UnknownValue<u32>;
     fn try_from(v: u32) -> Result<Self, Self::Error> {
-        Self::from_raw(v).ok_or(UnknownValue {
-            group: "device_event",
-            value: v,
-        })
+        Self::from_raw(v)
+            .ok_or(UnknownValue {
+                group: "device_event",
+                value: v,
+            })
     }
 }
 impl From<DeviceEvent> for u32 {
@@ -1747,10 +1754,11 @@ impl MixControlKind {
 impl TryFrom<u32> for MixControlKind {
     type Error = UnknownValue<u32>;
     fn try_from(v: u32) -> Result<Self, Self::Error> {
-        Self::from_raw(v).ok_or(UnknownValue {
-            group: "mix_control_kind",
-            value: v,
-        })
+        Self::from_raw(v)
+            .ok_or(UnknownValue {
+                group: "mix_control_kind",
+                value: v,
+            })
     }
 }
 impl From<MixControlKind> for u32 {
@@ -2068,10 +2076,11 @@ impl StrindId {
 impl TryFrom<i32> for StrindId {
     type Error = UnknownValue<i32>;
     fn try_from(v: i32) -> Result<Self, Self::Error> {
-        Self::from_raw(v).ok_or(UnknownValue {
-            group: "strind_id",
-            value: v,
-        })
+        Self::from_raw(v)
+            .ok_or(UnknownValue {
+                group: "strind_id",
+                value: v,
+            })
     }
 }
 impl From<StrindId> for i32 {
@@ -2183,10 +2192,11 @@ impl ExtensionCode {
 impl TryFrom<u32> for ExtensionCode {
     type Error = UnknownValue<u32>;
     fn try_from(v: u32) -> Result<Self, Self::Error> {
-        Self::from_raw(v).ok_or(UnknownValue {
-            group: "extension_code",
-            value: v,
-        })
+        Self::from_raw(v)
+            .ok_or(UnknownValue {
+                group: "extension_code",
+                value: v,
+            })
     }
 }
 impl From<ExtensionCode> for u32 {
@@ -2240,10 +2250,11 @@ impl NominalLevel {
 impl TryFrom<i32> for NominalLevel {
     type Error = UnknownValue<i32>;
     fn try_from(v: i32) -> Result<Self, Self::Error> {
-        Self::from_raw(v).ok_or(UnknownValue {
-            group: "nominal_level",
-            value: v,
-        })
+        Self::from_raw(v)
+            .ok_or(UnknownValue {
+                group: "nominal_level",
+                value: v,
+            })
     }
 }
 impl From<NominalLevel> for i32 {
@@ -2424,7 +2435,17 @@ const _: () = {
 };
 /// `struct multi_channel_info` (32 bytes, align 4): One entry of the channel list returned by B_MULTI_GET_DESCRIPTION. Order of entries: outputs, inputs, output buses, input buses, aux buses. 32 bytes.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
+)]
 pub struct MultiChannelInfo {
     /// `channel_id` at offset 0, 4 bytes: Id of the channel; for output and input channels it is also the index used in the buffer tables (inputs offset by the output count).
     ///
@@ -2480,7 +2501,17 @@ const _: () = {
 };
 /// `struct multi_get_event_info` (40 bytes, align 8): Argument of B_MULTI_GET_EVENT_INFO: event support and queue state. 40 bytes.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
+)]
 pub struct MultiGetEventInfo {
     /// `info_size` at offset 0, 8 bytes: Set by the caller to the size of this struct.
     pub info_size: u64,
@@ -2534,7 +2565,17 @@ const _: () = {
 };
 /// `struct multi_set_event_info` (40 bytes, align 8): Argument of B_MULTI_SET_EVENT_INFO: which events to queue and how to signal them. 40 bytes. Only read by the driver.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
+)]
 pub struct MultiSetEventInfo {
     /// `info_size` at offset 0, 8 bytes: Set by the caller to the size of this struct.
     pub info_size: u64,
@@ -2655,7 +2696,17 @@ const _: () = {
 /// `union multi_get_event_u` (400 bytes, align 4): Unnamed union holding the payload of multi_get_event. 400 bytes.
 #[repr(C)]
 #[repr(align(4))]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
+)]
 pub struct MultiGetEventU {
     pub raw: [u8; 400],
 }
@@ -2763,7 +2814,17 @@ const _: () = {
 };
 /// `struct multi_channel_enable` (40 bytes, align 8): Argument of B_MULTI_GET_ENABLED_CHANNELS and B_MULTI_SET_ENABLED_CHANNELS. 40 bytes. On GET the driver writes the enable bitmap through enable_bits and the three source fields; the client leaves lock_data, timecode_source and connectors uninitialised, so connectors must never be followed.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
+)]
 pub struct MultiChannelEnable {
     /// `info_size` at offset 0, 8 bytes: Set by the caller to the size of this struct.
     pub info_size: u64,
@@ -2847,8 +2908,11 @@ impl Default for MultiFormat {
 impl MultiFormat {
     /// The fields an ioctl handler writes back, as (name, offset, size); every other
     /// byte of the caller's structure must stay as the caller wrote it.
-    pub const DRIVER_WRITES: &'static [(&'static str, usize, usize)] =
-        &[("rate", 0, 4), ("cvsr", 4, 4), ("format", 8, 4)];
+    pub const DRIVER_WRITES: &'static [(&'static str, usize, usize)] = &[
+        ("rate", 0, 4),
+        ("cvsr", 4, 4),
+        ("format", 8, 4),
+    ];
 }
 impl MultiFormat {
     pub const C_NAME: &'static str = "_multi_format";
@@ -2924,7 +2988,17 @@ const _: () = {
 };
 /// `struct multi_channel_formats` (56 bytes, align 8): Argument of B_MULTI_GET_CHANNEL_FORMATS and B_MULTI_SET_CHANNEL_FORMATS: per-channel formats for a range of channels. 56 bytes. On GET the driver writes the format entries and latencies through the two pointers.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
+)]
 pub struct MultiChannelFormats {
     /// `info_size` at offset 0, 8 bytes: Set by the caller to the size of this struct.
     pub info_size: u64,
@@ -2957,8 +3031,10 @@ impl Default for MultiChannelFormats {
 impl MultiChannelFormats {
     /// The fields an ioctl handler writes back, as (name, offset, size); every other
     /// byte of the caller's structure must stay as the caller wrote it.
-    pub const DRIVER_WRITES: &'static [(&'static str, usize, usize)] =
-        &[("returned_channel_count", 16, 4), ("timecode_kind", 20, 4)];
+    pub const DRIVER_WRITES: &'static [(&'static str, usize, usize)] = &[
+        ("returned_channel_count", 16, 4),
+        ("timecode_kind", 20, 4),
+    ];
 }
 impl MultiChannelFormats {
     pub const C_NAME: &'static str = "multi_channel_formats";
@@ -2978,7 +3054,17 @@ const _: () = {
 /// `union multi_mix_value_u` (8 bytes, align 4): Unnamed union holding the value of one mixer control; the member used follows the control's kind. 8 bytes.
 #[repr(C)]
 #[repr(align(4))]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
+)]
 pub struct MultiMixValueU {
     pub raw: [u8; 8],
 }
@@ -3092,7 +3178,17 @@ const _: () = {
 };
 /// `struct multi_mix_value_info` (32 bytes, align 8): Argument of B_MULTI_GET_MIX and B_MULTI_SET_MIX. 32 bytes. The driver writes nothing at this level: GET_MIX stores values through the values pointer, and item_count is an input. The client leaves info_size and at_frame uninitialised.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
+)]
 pub struct MultiMixValueInfo {
     /// `info_size` at offset 0, 8 bytes: Size of this struct (not set by the multi_audio client).
     pub info_size: u64,
@@ -3149,7 +3245,17 @@ const _: () = {
 };
 /// `struct multi_mix_control_mux` (4 bytes, align 4): Unnamed struct in multi_mix_control's union (member mux): no MUX parameters are defined yet. 4 bytes.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
+)]
 pub struct MultiMixControlMux {
     /// `_reserved` at offset 0, 4 bytes: Reserved.
     pub _reserved: u32,
@@ -3169,7 +3275,17 @@ const _: () = {
 };
 /// `struct multi_mix_control_enable` (4 bytes, align 4): Unnamed struct in multi_mix_control's union (member enable): no ENABLE parameters are defined yet. 4 bytes.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
+)]
 pub struct MultiMixControlEnable {
     /// `_reserved` at offset 0, 4 bytes: Reserved.
     pub _reserved: u32,
@@ -3190,7 +3306,17 @@ const _: () = {
 /// `union multi_mix_control_u` (48 bytes, align 4): Unnamed union of multi_mix_control holding kind-specific parameters. 48 bytes.
 #[repr(C)]
 #[repr(align(4))]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
+)]
 pub struct MultiMixControlU {
     pub raw: [u8; 48],
 }
@@ -3337,7 +3463,17 @@ const _: () = {
 };
 /// `struct multi_mix_channel_info` (40 bytes, align 8): Argument of B_MULTI_LIST_MIX_CHANNELS: which controls act on which channels. 40 bytes. The driver writes control ids through controls and the largest per-channel count to actual_count. Never called by the multi_audio client.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
+)]
 pub struct MultiMixChannelInfo {
     /// `info_size` at offset 0, 8 bytes: Set by the caller to the size of this struct.
     pub info_size: u64,
@@ -3363,7 +3499,9 @@ impl Default for MultiMixChannelInfo {
 impl MultiMixChannelInfo {
     /// The fields an ioctl handler writes back, as (name, offset, size); every other
     /// byte of the caller's structure must stay as the caller wrote it.
-    pub const DRIVER_WRITES: &'static [(&'static str, usize, usize)] = &[("actual_count", 28, 4)];
+    pub const DRIVER_WRITES: &'static [(&'static str, usize, usize)] = &[
+        ("actual_count", 28, 4),
+    ];
 }
 impl MultiMixChannelInfo {
     pub const C_NAME: &'static str = "multi_mix_channel_info";
@@ -3380,7 +3518,17 @@ const _: () = {
 };
 /// `struct multi_mix_control_info` (24 bytes, align 8): Argument of B_MULTI_LIST_MIX_CONTROLS. 24 bytes. The caller gives the array capacity in control_count; the driver fills the array and replaces control_count with the number of valid entries. Failing this ioctl makes the client reject the device.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
+)]
 pub struct MultiMixControlInfo {
     /// `info_size` at offset 0, 8 bytes: Set by the caller to the size of this struct.
     pub info_size: u64,
@@ -3400,7 +3548,9 @@ impl Default for MultiMixControlInfo {
 impl MultiMixControlInfo {
     /// The fields an ioctl handler writes back, as (name, offset, size); every other
     /// byte of the caller's structure must stay as the caller wrote it.
-    pub const DRIVER_WRITES: &'static [(&'static str, usize, usize)] = &[("control_count", 8, 4)];
+    pub const DRIVER_WRITES: &'static [(&'static str, usize, usize)] = &[
+        ("control_count", 8, 4),
+    ];
 }
 impl MultiMixControlInfo {
     pub const C_NAME: &'static str = "multi_mix_control_info";
@@ -3414,7 +3564,17 @@ const _: () = {
 };
 /// `struct multi_mix_connection` (16 bytes, align 4): One routing edge between two mixer controls, an element of the array filled by B_MULTI_LIST_MIX_CONNECTIONS. 16 bytes.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
+)]
 pub struct MultiMixConnection {
     /// `from` at offset 0, 4 bytes: Id of the source control or channel.
     ///
@@ -3435,8 +3595,10 @@ impl Default for MultiMixConnection {
 impl MultiMixConnection {
     /// The fields an ioctl handler writes back, as (name, offset, size); every other
     /// byte of the caller's structure must stay as the caller wrote it.
-    pub const DRIVER_WRITES: &'static [(&'static str, usize, usize)] =
-        &[("from", 0, 4), ("to", 4, 4)];
+    pub const DRIVER_WRITES: &'static [(&'static str, usize, usize)] = &[
+        ("from", 0, 4),
+        ("to", 4, 4),
+    ];
 }
 impl MultiMixConnection {
     pub const C_NAME: &'static str = "multi_mix_connection";
@@ -3450,7 +3612,17 @@ const _: () = {
 };
 /// `struct multi_mix_connection_info` (24 bytes, align 8): Argument of B_MULTI_LIST_MIX_CONNECTIONS. 24 bytes. Never called by the multi_audio client.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
+)]
 pub struct MultiMixConnectionInfo {
     /// `info_size` at offset 0, 8 bytes: Size of this struct.
     pub info_size: u64,
@@ -3471,7 +3643,9 @@ impl Default for MultiMixConnectionInfo {
 impl MultiMixConnectionInfo {
     /// The fields an ioctl handler writes back, as (name, offset, size); every other
     /// byte of the caller's structure must stay as the caller wrote it.
-    pub const DRIVER_WRITES: &'static [(&'static str, usize, usize)] = &[("actual_count", 12, 4)];
+    pub const DRIVER_WRITES: &'static [(&'static str, usize, usize)] = &[
+        ("actual_count", 12, 4),
+    ];
 }
 impl MultiMixConnectionInfo {
     pub const C_NAME: &'static str = "multi_mix_connection_info";
@@ -3486,7 +3660,17 @@ const _: () = {
 };
 /// `struct buffer_desc` (24 bytes, align 8): Where one channel's samples live in one buffer. 24 bytes. The driver fills the caller's [buffer][channel] tables in B_MULTI_GET_BUFFERS.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
+)]
 pub struct BufferDesc {
     /// `base` at offset 0, 8 bytes: Address of this channel's first sample in this buffer. The driver hands out an address of its own buffer memory that the caller can access directly.
     ///
@@ -3507,8 +3691,10 @@ impl Default for BufferDesc {
 impl BufferDesc {
     /// The fields an ioctl handler writes back, as (name, offset, size); every other
     /// byte of the caller's structure must stay as the caller wrote it.
-    pub const DRIVER_WRITES: &'static [(&'static str, usize, usize)] =
-        &[("base", 0, 8), ("stride", 8, 8)];
+    pub const DRIVER_WRITES: &'static [(&'static str, usize, usize)] = &[
+        ("base", 0, 8),
+        ("stride", 8, 8),
+    ];
 }
 impl BufferDesc {
     pub const C_NAME: &'static str = "buffer_desc";
@@ -3522,7 +3708,17 @@ const _: () = {
 };
 /// `struct multi_buffer_list` (96 bytes, align 8): Argument of B_MULTI_GET_BUFFERS and B_MULTI_SET_BUFFERS: the buffer ring of each direction. 96 bytes. The driver reports the ring in the return_* fields and writes buffer_desc entries through the two table pointers; it never replaces the pointers. The client does not set flags.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
+)]
 pub struct MultiBufferList {
     /// `info_size` at offset 0, 8 bytes: Set by the caller to the size of this struct.
     pub info_size: u64,
@@ -3603,7 +3799,9 @@ const _: () = {
     assert!(::core::mem::offset_of!(MultiBufferList, flags) == 8);
     assert!(::core::mem::offset_of!(MultiBufferList, request_playback_buffers) == 12);
     assert!(::core::mem::offset_of!(MultiBufferList, request_playback_channels) == 16);
-    assert!(::core::mem::offset_of!(MultiBufferList, request_playback_buffer_size) == 20,);
+    assert!(
+        ::core::mem::offset_of!(MultiBufferList, request_playback_buffer_size) == 20,
+    );
     assert!(::core::mem::offset_of!(MultiBufferList, return_playback_buffers) == 24);
     assert!(::core::mem::offset_of!(MultiBufferList, return_playback_channels) == 28);
     assert!(::core::mem::offset_of!(MultiBufferList, return_playback_buffer_size) == 32);
@@ -3620,7 +3818,17 @@ const _: () = {
 };
 /// `struct multi_buffer_info` (112 bytes, align 8): Argument of B_MULTI_BUFFER_EXCHANGE: progress reported at a buffer boundary. 112 bytes. The client reuses one struct for every call, so fields keep their previous values between calls. flags is not listed as written: the client never reads it, and the record fields must be filled whenever inputs are announced.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
+)]
 pub struct MultiBufferInfo {
     /// `info_size` at offset 0, 8 bytes: Set by the caller to the size of this struct.
     pub info_size: u64,
@@ -3804,7 +4012,17 @@ const _: () = {
 };
 /// `struct multi_mode_list` (32 bytes, align 8): Argument of B_MULTI_LIST_MODES. 32 bytes. The driver fills the io_modes array and reports the counts.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
+)]
 pub struct MultiModeList {
     /// `info_size` at offset 0, 8 bytes: Set by the caller to the size of this struct.
     pub info_size: u64,
@@ -3830,8 +4048,10 @@ impl Default for MultiModeList {
 impl MultiModeList {
     /// The fields an ioctl handler writes back, as (name, offset, size); every other
     /// byte of the caller's structure must stay as the caller wrote it.
-    pub const DRIVER_WRITES: &'static [(&'static str, usize, usize)] =
-        &[("out_actual_count", 12, 4), ("out_current_mode", 16, 4)];
+    pub const DRIVER_WRITES: &'static [(&'static str, usize, usize)] = &[
+        ("out_actual_count", 12, 4),
+        ("out_current_mode", 16, 4),
+    ];
 }
 impl MultiModeList {
     pub const C_NAME: &'static str = "multi_mode_list";
@@ -3847,7 +4067,17 @@ const _: () = {
 };
 /// `struct multi_extension_info` (32 bytes, align 4): One supported extension, an element of the array filled by B_MULTI_LIST_EXTENSIONS. 32 bytes.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
+)]
 pub struct MultiExtensionInfo {
     /// `code` at offset 0, 4 bytes: The extension's code (a standard extension_code or a third-party code).
     ///
@@ -3872,8 +4102,11 @@ impl Default for MultiExtensionInfo {
 impl MultiExtensionInfo {
     /// The fields an ioctl handler writes back, as (name, offset, size); every other
     /// byte of the caller's structure must stay as the caller wrote it.
-    pub const DRIVER_WRITES: &'static [(&'static str, usize, usize)] =
-        &[("code", 0, 4), ("flags", 4, 4), ("name", 8, 24)];
+    pub const DRIVER_WRITES: &'static [(&'static str, usize, usize)] = &[
+        ("code", 0, 4),
+        ("flags", 4, 4),
+        ("name", 8, 24),
+    ];
 }
 impl MultiExtensionInfo {
     pub const C_NAME: &'static str = "multi_extension_info";
@@ -3887,7 +4120,17 @@ const _: () = {
 };
 /// `struct multi_extension_list` (24 bytes, align 8): Argument of B_MULTI_LIST_EXTENSIONS. 24 bytes.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
+)]
 pub struct MultiExtensionList {
     /// `info_size` at offset 0, 8 bytes: Set by the caller to the size of this struct.
     pub info_size: u64,
@@ -3908,7 +4151,9 @@ impl Default for MultiExtensionList {
 impl MultiExtensionList {
     /// The fields an ioctl handler writes back, as (name, offset, size); every other
     /// byte of the caller's structure must stay as the caller wrote it.
-    pub const DRIVER_WRITES: &'static [(&'static str, usize, usize)] = &[("actual_count", 12, 4)];
+    pub const DRIVER_WRITES: &'static [(&'static str, usize, usize)] = &[
+        ("actual_count", 12, 4),
+    ];
 }
 impl MultiExtensionList {
     pub const C_NAME: &'static str = "multi_extension_list";
@@ -3923,7 +4168,17 @@ const _: () = {
 };
 /// `struct multi_extension_cmd` (48 bytes, align 8): Argument of B_MULTI_GET_EXTENSION and B_MULTI_SET_EXTENSION. 48 bytes. The reply of GET goes into the out_data buffer (a multi_ex_* payload); nothing in this struct is written back, out_size included, since the header defines no way to report a shorter reply.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
+)]
 pub struct MultiExtensionCmd {
     /// `info_size` at offset 0, 8 bytes: Set by the caller to the size of this struct.
     pub info_size: u64,
@@ -3963,7 +4218,17 @@ const _: () = {
 };
 /// `struct multi_ex_clock_generation` (8 bytes, align 4): Payload of the B_MULTI_EX_CLOCK_GENERATION extension. 8 bytes.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
+)]
 pub struct MultiExClockGeneration {
     /// `channel` at offset 0, 4 bytes: Channel id the setting concerns, or -1 for all; chosen by the caller.
     pub channel: i32,
@@ -3982,7 +4247,9 @@ impl Default for MultiExClockGeneration {
 impl MultiExClockGeneration {
     /// The fields an ioctl handler writes back, as (name, offset, size); every other
     /// byte of the caller's structure must stay as the caller wrote it.
-    pub const DRIVER_WRITES: &'static [(&'static str, usize, usize)] = &[("clock", 4, 4)];
+    pub const DRIVER_WRITES: &'static [(&'static str, usize, usize)] = &[
+        ("clock", 4, 4),
+    ];
 }
 impl MultiExClockGeneration {
     pub const C_NAME: &'static str = "multi_ex_clock_generation";
@@ -3995,7 +4262,17 @@ const _: () = {
 };
 /// `struct multi_ex_digital_format` (8 bytes, align 4): Payload of the B_MULTI_EX_DIGITAL_FORMAT extension. 8 bytes.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
+)]
 pub struct MultiExDigitalFormat {
     /// `channel` at offset 0, 4 bytes: Channel id the setting concerns, or -1 for all; chosen by the caller.
     pub channel: i32,
@@ -4014,7 +4291,9 @@ impl Default for MultiExDigitalFormat {
 impl MultiExDigitalFormat {
     /// The fields an ioctl handler writes back, as (name, offset, size); every other
     /// byte of the caller's structure must stay as the caller wrote it.
-    pub const DRIVER_WRITES: &'static [(&'static str, usize, usize)] = &[("format", 4, 4)];
+    pub const DRIVER_WRITES: &'static [(&'static str, usize, usize)] = &[
+        ("format", 4, 4),
+    ];
 }
 impl MultiExDigitalFormat {
     pub const C_NAME: &'static str = "multi_ex_digital_format";
@@ -4027,7 +4306,17 @@ const _: () = {
 };
 /// `struct multi_ex_nominal_level` (8 bytes, align 4): Payload of the B_MULTI_EX_OUTPUT_NOMINAL and B_MULTI_EX_INPUT_NOMINAL extensions. 8 bytes.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
+)]
 pub struct MultiExNominalLevel {
     /// `channel` at offset 0, 4 bytes: Channel id the setting concerns, or -1 for all; chosen by the caller.
     pub channel: i32,
@@ -4046,7 +4335,9 @@ impl Default for MultiExNominalLevel {
 impl MultiExNominalLevel {
     /// The fields an ioctl handler writes back, as (name, offset, size); every other
     /// byte of the caller's structure must stay as the caller wrote it.
-    pub const DRIVER_WRITES: &'static [(&'static str, usize, usize)] = &[("level", 4, 4)];
+    pub const DRIVER_WRITES: &'static [(&'static str, usize, usize)] = &[
+        ("level", 4, 4),
+    ];
 }
 impl MultiExNominalLevel {
     pub const C_NAME: &'static str = "multi_ex_nominal_level";
@@ -4145,72 +4436,104 @@ impl MultiIoctl {
     pub fn decode(op: u32, buffer: u64, length: usize) -> Result<Self, IoctlError> {
         let code = Opcode::from_raw(op).ok_or(IoctlError::UnknownOpcode(op))?;
         match code {
-            Opcode::GetDescription => Ok(Self::GetDescription(user_arg::<MultiDescription>(
-                buffer, length,
-            )?)),
-            Opcode::GetEventInfo => Ok(Self::GetEventInfo(user_arg::<MultiGetEventInfo>(
-                buffer, length,
-            )?)),
-            Opcode::SetEventInfo => Ok(Self::SetEventInfo(user_arg::<MultiSetEventInfo>(
-                buffer, length,
-            )?)),
-            Opcode::GetEvent => Ok(Self::GetEvent(user_arg::<MultiGetEvent>(buffer, length)?)),
+            Opcode::GetDescription => {
+                Ok(Self::GetDescription(user_arg::<MultiDescription>(buffer, length)?))
+            }
+            Opcode::GetEventInfo => {
+                Ok(Self::GetEventInfo(user_arg::<MultiGetEventInfo>(buffer, length)?))
+            }
+            Opcode::SetEventInfo => {
+                Ok(Self::SetEventInfo(user_arg::<MultiSetEventInfo>(buffer, length)?))
+            }
+            Opcode::GetEvent => {
+                Ok(Self::GetEvent(user_arg::<MultiGetEvent>(buffer, length)?))
+            }
             Opcode::GetEnabledChannels => {
-                Ok(Self::GetEnabledChannels(user_arg::<MultiChannelEnable>(
-                    buffer, length,
-                )?))
+                Ok(
+                    Self::GetEnabledChannels(
+                        user_arg::<MultiChannelEnable>(buffer, length)?,
+                    ),
+                )
             }
             Opcode::SetEnabledChannels => {
-                Ok(Self::SetEnabledChannels(user_arg::<MultiChannelEnable>(
-                    buffer, length,
-                )?))
+                Ok(
+                    Self::SetEnabledChannels(
+                        user_arg::<MultiChannelEnable>(buffer, length)?,
+                    ),
+                )
             }
-            Opcode::GetGlobalFormat => Ok(Self::GetGlobalFormat(user_arg::<MultiFormatInfo>(
-                buffer, length,
-            )?)),
-            Opcode::SetGlobalFormat => Ok(Self::SetGlobalFormat(user_arg::<MultiFormatInfo>(
-                buffer, length,
-            )?)),
-            Opcode::GetChannelFormats => Ok(Self::GetChannelFormats(user_arg::<
-                MultiChannelFormats,
-            >(buffer, length)?)),
-            Opcode::SetChannelFormats => Ok(Self::SetChannelFormats(user_arg::<
-                MultiChannelFormats,
-            >(buffer, length)?)),
-            Opcode::GetMix => Ok(Self::GetMix(user_arg::<MultiMixValueInfo>(buffer, length)?)),
-            Opcode::SetMix => Ok(Self::SetMix(user_arg::<MultiMixValueInfo>(buffer, length)?)),
-            Opcode::ListMixChannels => Ok(Self::ListMixChannels(user_arg::<MultiMixChannelInfo>(
-                buffer, length,
-            )?)),
-            Opcode::ListMixControls => Ok(Self::ListMixControls(user_arg::<MultiMixControlInfo>(
-                buffer, length,
-            )?)),
+            Opcode::GetGlobalFormat => {
+                Ok(Self::GetGlobalFormat(user_arg::<MultiFormatInfo>(buffer, length)?))
+            }
+            Opcode::SetGlobalFormat => {
+                Ok(Self::SetGlobalFormat(user_arg::<MultiFormatInfo>(buffer, length)?))
+            }
+            Opcode::GetChannelFormats => {
+                Ok(
+                    Self::GetChannelFormats(
+                        user_arg::<MultiChannelFormats>(buffer, length)?,
+                    ),
+                )
+            }
+            Opcode::SetChannelFormats => {
+                Ok(
+                    Self::SetChannelFormats(
+                        user_arg::<MultiChannelFormats>(buffer, length)?,
+                    ),
+                )
+            }
+            Opcode::GetMix => {
+                Ok(Self::GetMix(user_arg::<MultiMixValueInfo>(buffer, length)?))
+            }
+            Opcode::SetMix => {
+                Ok(Self::SetMix(user_arg::<MultiMixValueInfo>(buffer, length)?))
+            }
+            Opcode::ListMixChannels => {
+                Ok(
+                    Self::ListMixChannels(
+                        user_arg::<MultiMixChannelInfo>(buffer, length)?,
+                    ),
+                )
+            }
+            Opcode::ListMixControls => {
+                Ok(
+                    Self::ListMixControls(
+                        user_arg::<MultiMixControlInfo>(buffer, length)?,
+                    ),
+                )
+            }
             Opcode::ListMixConnections => {
-                Ok(Self::ListMixConnections(
-                    user_arg::<MultiMixConnectionInfo>(buffer, length)?,
-                ))
+                Ok(
+                    Self::ListMixConnections(
+                        user_arg::<MultiMixConnectionInfo>(buffer, length)?,
+                    ),
+                )
             }
-            Opcode::GetBuffers => Ok(Self::GetBuffers(user_arg::<MultiBufferList>(
-                buffer, length,
-            )?)),
-            Opcode::SetBuffers => Ok(Self::SetBuffers(user_arg::<MultiBufferList>(
-                buffer, length,
-            )?)),
-            Opcode::SetStartTime => Ok(Self::SetStartTime(user_arg::<bigtime_t>(buffer, length)?)),
-            Opcode::BufferExchange => Ok(Self::BufferExchange(user_arg::<MultiBufferInfo>(
-                buffer, length,
-            )?)),
+            Opcode::GetBuffers => {
+                Ok(Self::GetBuffers(user_arg::<MultiBufferList>(buffer, length)?))
+            }
+            Opcode::SetBuffers => {
+                Ok(Self::SetBuffers(user_arg::<MultiBufferList>(buffer, length)?))
+            }
+            Opcode::SetStartTime => {
+                Ok(Self::SetStartTime(user_arg::<bigtime_t>(buffer, length)?))
+            }
+            Opcode::BufferExchange => {
+                Ok(Self::BufferExchange(user_arg::<MultiBufferInfo>(buffer, length)?))
+            }
             Opcode::BufferForceStop => Ok(Self::BufferForceStop),
-            Opcode::ListExtensions => Ok(Self::ListExtensions(user_arg::<MultiExtensionList>(
-                buffer, length,
-            )?)),
-            Opcode::GetExtension => Ok(Self::GetExtension(user_arg::<MultiExtensionCmd>(
-                buffer, length,
-            )?)),
-            Opcode::SetExtension => Ok(Self::SetExtension(user_arg::<MultiExtensionCmd>(
-                buffer, length,
-            )?)),
-            Opcode::ListModes => Ok(Self::ListModes(user_arg::<MultiModeList>(buffer, length)?)),
+            Opcode::ListExtensions => {
+                Ok(Self::ListExtensions(user_arg::<MultiExtensionList>(buffer, length)?))
+            }
+            Opcode::GetExtension => {
+                Ok(Self::GetExtension(user_arg::<MultiExtensionCmd>(buffer, length)?))
+            }
+            Opcode::SetExtension => {
+                Ok(Self::SetExtension(user_arg::<MultiExtensionCmd>(buffer, length)?))
+            }
+            Opcode::ListModes => {
+                Ok(Self::ListModes(user_arg::<MultiModeList>(buffer, length)?))
+            }
             Opcode::GetMode => Ok(Self::GetMode(user_arg::<i32>(buffer, length)?)),
             Opcode::SetMode => Ok(Self::SetMode(user_arg::<i32>(buffer, length)?)),
             #[allow(unreachable_patterns)]

@@ -1,0 +1,46 @@
+//! Conventions made into tests.
+
+use std::path::Path;
+use std::process::Command;
+
+/// Nothing committed names a path of the machine it was written on or a package registry.
+#[test]
+fn no_machine_paths_or_registry_hosts() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = Command::new("git")
+        .current_dir(&root)
+        .args(["ls-files", "-co", "--exclude-standard"])
+        .output()
+        .unwrap();
+    let files = String::from_utf8(out.stdout).unwrap();
+    let forbidden = [
+        ["/wo", "rk/"].concat(),
+        ["/ro", "ot/"].concat(),
+        ["/ho", "me/"].concat(),
+        ["crates", ".io"].concat(),
+        ["pypi", ".org"].concat(),
+        ["deb.", "debian.org"].concat(),
+        ["registry", ".npmjs"].concat(),
+    ];
+    let mut hits = Vec::new();
+    for f in files.lines() {
+        if f == "Cargo.lock" {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(root.join(f)) else {
+            continue;
+        };
+        for (i, line) in text.lines().enumerate() {
+            for bad in &forbidden {
+                if line.contains(bad.as_str()) {
+                    hits.push(format!("{f}:{}: {bad}", i + 1));
+                }
+            }
+        }
+    }
+    assert!(
+        hits.is_empty(),
+        "machine paths or registry hosts committed:\n{}",
+        hits.join("\n")
+    );
+}
