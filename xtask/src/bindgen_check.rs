@@ -10,20 +10,29 @@ use codegen::Spec;
 
 use crate::Result;
 
-/// Compiles every emitted `.h` with `-fsyntax-only -Werror`: each `_Static_assert` is a layout
-/// fact the compiler must agree with.
+/// Compiles every emitted `.h` and `.c` with `-fsyntax-only -Werror`: each `_Static_assert`
+/// is a layout fact the compiler must agree with. The kernel stub defines `malloc` and friends
+/// with dummy types, so it is compiled without the compiler's builtin declarations.
 pub fn compile_headers(files: &BTreeMap<PathBuf, String>) -> Result {
     let dir = tempfile::tempdir()?;
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     for (rel, text) in files
         .iter()
-        .filter(|(p, _)| p.extension().is_some_and(|e| e == "h"))
+        .filter(|(p, _)| p.extension().is_some_and(|e| e == "h" || e == "c"))
     {
         let name = rel.file_name().ok_or("header without a name")?;
         let path = dir.path().join(name);
         std::fs::write(&path, text)?;
         let out = Command::new(&cc)
-            .args(["-std=c11", "-fsyntax-only", "-Wall", "-Werror", "-x", "c"])
+            .args([
+                "-std=c11",
+                "-fsyntax-only",
+                "-fno-builtin",
+                "-Wall",
+                "-Werror",
+                "-x",
+                "c",
+            ])
             .arg(&path)
             .output()
             .map_err(|e| format!("cannot run the C compiler `{cc}`: {e}"))?;

@@ -16,7 +16,10 @@ pub const SPECS: [&str; 3] = [
 
 /// Loads every spec; all diagnostics of all files are reported together.
 pub fn load_all() -> Result<Vec<Spec>> {
-    let root = root();
+    load_all_in(&root())
+}
+
+fn load_all_in(root: &Path) -> Result<Vec<Spec>> {
     let mut specs = Vec::new();
     let mut errors = Vec::new();
     for rel in SPECS {
@@ -58,7 +61,12 @@ pub fn outputs(specs: &[Spec]) -> Result<BTreeMap<PathBuf, String>> {
 }
 
 pub fn run(check: bool, haiku: Option<&Path>) -> Result {
-    let specs = load_all()?;
+    run_in(&root(), check, haiku)
+}
+
+/// `gen` on the workspace at `root`.
+pub fn run_in(root: &Path, check: bool, haiku: Option<&Path>) -> Result {
+    let specs = load_all_in(root)?;
     let files = outputs(&specs)?;
     // A real C compiler confirms every size and offset of the emitted headers.
     crate::bindgen_check::compile_headers(&files)?;
@@ -81,7 +89,6 @@ pub fn run(check: bool, haiku: Option<&Path>) -> Result {
         )
         .into());
     }
-    let root = root();
     let mut stale = Vec::new();
     for (rel, contents) in &files {
         let path = root.join(rel);
@@ -128,4 +135,77 @@ pub fn layout() -> Result {
     let specs = load_all()?;
     println!("{:#}", emit_json::layout(&specs));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A copy of the workspace's spec inputs and generated outputs.
+    fn workspace_copy() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let files = outputs(&load_all().unwrap()).unwrap();
+        for rel in SPECS.iter().map(PathBuf::from).chain(files.keys().cloned()) {
+            let to = dir.path().join(&rel);
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(root().join(&rel), &to).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn output_is_reproducible() {
+        let specs = load_all().unwrap();
+        assert_eq!(
+            outputs(&specs).unwrap(),
+            outputs(&load_all().unwrap()).unwrap()
+        );
+    }
+
+    #[test]
+    fn check_fails_on_a_stale_file_and_gen_repairs_it() {
+        let dir = workspace_copy();
+        run_in(dir.path(), true, None).unwrap();
+        let stale = dir.path().join("spec/src/generated/virtio_snd.rs");
+        let good = std::fs::read_to_string(&stale).unwrap();
+        std::fs::write(
+            &stale,
+            good.replace("pub struct PcmInfo", "pub struct PcmInfoEdited"),
+        )
+        .unwrap();
+        let missing = dir.path().join("spec/generated/layout.json");
+        std::fs::remove_file(&missing).unwrap();
+        let err = run_in(dir.path(), true, None).unwrap_err().to_string();
+        assert!(
+            err.contains("spec/src/generated/virtio_snd.rs") && err.contains("layout.json"),
+            "{err}"
+        );
+        assert!(!missing.exists(), "--check must not write");
+        run_in(dir.path(), false, None).unwrap();
+        assert_eq!(std::fs::read_to_string(&stale).unwrap(), good);
+        run_in(dir.path(), true, None).unwrap();
+    }
+
+    #[test]
+    fn a_spec_error_writes_nothing() {
+        let dir = workspace_copy();
+        let toml = dir.path().join("spec/virtio_snd.toml");
+        let text = std::fs::read_to_string(&toml).unwrap();
+        std::fs::write(
+            &toml,
+            text.replacen("type = \"le64\"", "type = \"le65\"", 1),
+        )
+        .unwrap();
+        let before =
+            std::fs::read_to_string(dir.path().join("spec/src/generated/virtio_snd.rs")).unwrap();
+        let err = run_in(dir.path(), false, None).unwrap_err().to_string();
+        assert!(
+            err.contains("spec/virtio_snd.toml:") && err.contains("le65"),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("spec/src/generated/virtio_snd.rs")).unwrap(),
+            before
+        );
+    }
 }
