@@ -1,0 +1,173 @@
+//! The two seams the driver is written against: kernel services and a virtio device shaped
+//! like Haiku's `virtio_device_interface`. The Haiku add-on implements them over the real
+//! kernel; the simulator and the tests implement them over models.
+
+use alloc::sync::Arc;
+use core::fmt;
+use core::sync::atomic::AtomicI32;
+
+use spec::haiku_driver as hd;
+
+/// A Haiku `status_t`: `B_OK` or a negative error code.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Status(pub i32);
+
+impl Status {
+    pub const OK: Status = Status(hd::B_OK);
+    pub const ERROR: Status = Status(hd::B_ERROR);
+    pub const NO_MEMORY: Status = Status(hd::B_NO_MEMORY);
+    pub const IO_ERROR: Status = Status(hd::B_IO_ERROR);
+    pub const BAD_VALUE: Status = Status(hd::B_BAD_VALUE);
+    pub const TIMED_OUT: Status = Status(hd::B_TIMED_OUT);
+    pub const INTERRUPTED: Status = Status(hd::B_INTERRUPTED);
+    pub const NO_INIT: Status = Status(hd::B_NO_INIT);
+    pub const BUSY: Status = Status(hd::B_BUSY);
+    pub const BAD_DATA: Status = Status(hd::B_BAD_DATA);
+    pub const BAD_ADDRESS: Status = Status(hd::B_BAD_ADDRESS);
+    pub const BUFFER_OVERFLOW: Status = Status(hd::B_BUFFER_OVERFLOW);
+    pub const NOT_SUPPORTED: Status = Status(hd::B_NOT_SUPPORTED);
+    pub const DEV_INVALID_IOCTL: Status = Status(hd::B_DEV_INVALID_IOCTL);
+    pub const DEV_TIMEOUT: Status = Status(hd::B_DEV_TIMEOUT);
+    pub const DEV_NOT_READY: Status = Status(hd::B_DEV_NOT_READY);
+
+    pub fn is_ok(self) -> bool {
+        self.0 == hd::B_OK
+    }
+
+    /// `Ok(())` for `B_OK`, the status as an error otherwise.
+    pub fn to_result(self) -> Result<(), Status> {
+        if self.is_ok() {
+            Ok(())
+        } else {
+            Err(self)
+        }
+    }
+
+    fn name(self) -> Option<&'static str> {
+        hd::STATUS.iter().find(|c| c.value == self.0).map(|c| c.name)
+    }
+}
+
+impl fmt::Debug for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.name() {
+            Some(n) => f.write_str(n),
+            None => write!(f, "status {:#x}", self.0),
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Result of a kernel or driver operation.
+pub type KResult<T = ()> = Result<T, Status>;
+
+/// How loud a log line is; the add-on filters by the level in its settings file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Error = 0,
+    Warn = 1,
+    Info = 2,
+    Debug = 3,
+    Trace = 4,
+}
+
+/// A semaphore id (`sem_id`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SemId(pub i32);
+
+/// An area: physically contiguous memory with a kernel mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Area {
+    pub id: i32,
+    /// The kernel virtual address. For a user-visible area (the audio buffers) this is also
+    /// the address the ioctl caller uses, and the driver never dereferences it.
+    pub addr: u64,
+    /// The physical address of the first byte (the area is contiguous).
+    pub phys: u64,
+    pub size: usize,
+}
+
+/// One scatter-gather entry, as in Haiku's `physical_entry`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct PhysEntry {
+    pub address: u64,
+    pub size: u64,
+}
+
+/// The kernel services the driver uses.
+///
+/// # Implementation safety
+///
+/// - `create_area` returns memory that stays valid, physically contiguous and mapped at
+///   `addr` until `delete_area`; a kernel-only area (`user == false`) is never touched by
+///   anything but the driver and the device (by physical address).
+/// - `acquire_spinlock` / `release_spinlock` give mutual exclusion between CPUs on the lock
+///   word and are only called with interrupts disabled.
+/// - `user_memcpy_*` never fault: a bad user address is `Err(BAD_ADDRESS)`.
+pub unsafe trait Kernel: Send + Sync + 'static {
+    /// Microseconds since boot (`system_time()`), monotonic.
+    fn system_time(&self) -> i64;
+    fn snooze(&self, micros: i64);
+    fn log(&self, level: LogLevel, message: fmt::Arguments<'_>);
+
+    fn create_sem(&self, count: i32, name: &str) -> KResult<SemId>;
+    fn delete_sem(&self, sem: SemId);
+    /// Waits for one unit; a negative `timeout_micros` waits forever.
+    /// `Err(TIMED_OUT)` when the timeout passes.
+    fn acquire_sem(&self, sem: SemId, timeout_micros: i64) -> KResult;
+    /// Releases one unit. From an interrupt callback `from_interrupt` is true: the release
+    /// must not reschedule (`B_DO_NOT_RESCHEDULE`).
+    fn release_sem(&self, sem: SemId, from_interrupt: bool);
+
+    /// Disables interrupts on this CPU and returns the previous state.
+    fn disable_interrupts(&self) -> u64;
+    fn restore_interrupts(&self, state: u64);
+    fn acquire_spinlock(&self, lock: &AtomicI32);
+    fn release_spinlock(&self, lock: &AtomicI32);
+
+    /// A physically contiguous area of `size` bytes (a multiple of the page size), zeroed.
+    /// `user` makes it readable and writable by user space (the hmulti audio buffers).
+    fn create_area(&self, name: &str, size: usize, user: bool) -> KResult<Area>;
+    fn delete_area(&self, area: &Area);
+
+    /// Copies from the ioctl caller's memory.
+    fn copy_from_user(&self, dst: &mut [u8], src: u64) -> KResult;
+    /// Copies to the ioctl caller's memory.
+    fn copy_to_user(&self, dst: u64, src: &[u8]) -> KResult;
+}
+
+/// Called when a virtqueue has used buffers. It runs in interrupt context: it must not block
+/// or allocate.
+pub trait QueueHandler: Send + Sync {
+    fn queue_interrupt(&self, queue: u16);
+}
+
+/// The virtio bus as Haiku's `virtio_device_interface` offers it.
+///
+/// Queue calls are not synchronised by the bus: the driver serialises `queue_request` and
+/// `queue_dequeue` of one queue with a spinlock.
+pub trait VirtioDevice: Send + Sync + 'static {
+    /// Offers `supported` (device bits and VERSION_1); returns what was negotiated.
+    fn negotiate_features(&self, supported: u64) -> KResult<u64>;
+    fn read_device_config(&self, offset: u8, buf: &mut [u8]) -> KResult;
+    /// Allocates `count` virtqueues at their default sizes.
+    fn alloc_queues(&self, count: usize) -> KResult;
+    /// Installs the interrupt handler for every queue and sets DRIVER_OK.
+    fn setup_interrupts(&self, handler: Arc<dyn QueueHandler>) -> KResult;
+    /// Adds a chain: `entries[..readable]` device-readable, the rest device-writable.
+    /// `Err(BUSY)` when the ring is full. `cookie` comes back from `queue_dequeue`.
+    fn queue_request(&self, queue: u16, entries: &[PhysEntry], readable: usize, cookie: u64) -> KResult;
+    /// One used chain: its cookie and the number of bytes the device wrote.
+    fn queue_dequeue(&self, queue: u16) -> Option<(u64, u32)>;
+    fn queue_size(&self, queue: u16) -> u16;
+    /// Disables interrupts; no handler call runs after this returns.
+    fn free_interrupts(&self);
+    /// Destroys the queues and resets the device.
+    fn free_queues(&self);
+}

@@ -1,0 +1,114 @@
+//! Locks built from the kernel's spinlocks and semaphores (no mutexes: their symbols differ
+//! between Haiku R1/beta5 and nightly).
+
+use core::cell::UnsafeCell;
+use core::ops::{Deref, DerefMut};
+use core::sync::atomic::AtomicI32;
+
+use crate::platform::{KResult, Kernel, SemId};
+
+/// Data guarded by a spinlock taken with interrupts disabled, so the interrupt callback and
+/// ioctl threads can share it. Hold it briefly: never block or allocate under it.
+pub struct SpinLock<T> {
+    lock: AtomicI32,
+    data: UnsafeCell<T>,
+}
+
+// SAFETY: the lock gives exclusive access to `data` across threads, like a mutex.
+unsafe impl<T: Send> Sync for SpinLock<T> {}
+// SAFETY: moving the lock moves the data; no thread-bound state.
+unsafe impl<T: Send> Send for SpinLock<T> {}
+
+impl<T> SpinLock<T> {
+    pub const fn new(data: T) -> Self {
+        SpinLock { lock: AtomicI32::new(0), data: UnsafeCell::new(data) }
+    }
+
+    /// Disables interrupts, takes the lock, and gives access until the guard drops.
+    pub fn lock<'a, K: Kernel>(&'a self, kernel: &'a K) -> SpinGuard<'a, T, K> {
+        let state = kernel.disable_interrupts();
+        kernel.acquire_spinlock(&self.lock);
+        SpinGuard { lock: self, kernel, state }
+    }
+}
+
+/// Access to the data of a [`SpinLock`].
+pub struct SpinGuard<'a, T, K: Kernel> {
+    lock: &'a SpinLock<T>,
+    kernel: &'a K,
+    state: u64,
+}
+
+impl<T, K: Kernel> Deref for SpinGuard<'_, T, K> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the guard holds the spinlock, so no other reference to the data exists.
+        unsafe { &*self.lock.data.get() }
+    }
+}
+
+impl<T, K: Kernel> DerefMut for SpinGuard<'_, T, K> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`; `&mut self` makes this the only access through the guard.
+        unsafe { &mut *self.lock.data.get() }
+    }
+}
+
+impl<T, K: Kernel> Drop for SpinGuard<'_, T, K> {
+    fn drop(&mut self) {
+        self.kernel.release_spinlock(&self.lock.lock);
+        self.kernel.restore_interrupts(self.state);
+    }
+}
+
+/// A kernel semaphore owned by the driver; deleted on `destroy`.
+#[derive(Debug)]
+pub struct Semaphore {
+    id: SemId,
+}
+
+impl Semaphore {
+    pub fn new<K: Kernel>(kernel: &K, count: i32, name: &str) -> KResult<Self> {
+        Ok(Semaphore { id: kernel.create_sem(count, name)? })
+    }
+
+    pub fn id(&self) -> SemId {
+        self.id
+    }
+
+    pub fn acquire<K: Kernel>(&self, kernel: &K, timeout_micros: i64) -> KResult {
+        kernel.acquire_sem(self.id, timeout_micros)
+    }
+
+    pub fn release<K: Kernel>(&self, kernel: &K, from_interrupt: bool) {
+        kernel.release_sem(self.id, from_interrupt)
+    }
+
+    pub fn destroy<K: Kernel>(self, kernel: &K) {
+        kernel.delete_sem(self.id)
+    }
+}
+
+/// A sleeping lock made of a semaphore of count 1: serialises ioctls and control requests.
+#[derive(Debug)]
+pub struct SemLock {
+    sem: Semaphore,
+}
+
+impl SemLock {
+    pub fn new<K: Kernel>(kernel: &K, name: &str) -> KResult<Self> {
+        Ok(SemLock { sem: Semaphore::new(kernel, 1, name)? })
+    }
+
+    /// Runs `f` holding the lock; waits at most `timeout_micros` for it.
+    pub fn with<K: Kernel, R>(&self, kernel: &K, timeout_micros: i64, f: impl FnOnce() -> R) -> KResult<R> {
+        self.sem.acquire(kernel, timeout_micros)?;
+        let r = f();
+        self.sem.release(kernel, false);
+        Ok(r)
+    }
+
+    pub fn destroy<K: Kernel>(self, kernel: &K) {
+        self.sem.destroy(kernel)
+    }
+}
