@@ -42,7 +42,10 @@ impl DmaRegion {
     /// The physical entry for `len` bytes at `offset`.
     pub fn entry(&self, offset: usize, len: usize) -> KResult<PhysEntry> {
         self.check(offset, len)?;
-        Ok(PhysEntry { address: self.area.phys + offset as u64, size: len as u64 })
+        Ok(PhysEntry {
+            address: self.area.phys + offset as u64,
+            size: len as u64,
+        })
     }
 
     fn check(&self, offset: usize, len: usize) -> KResult {

@@ -13,5 +13,6 @@ pub mod dma;
 pub mod platform;
 pub mod sync;
 pub mod user;
+pub mod virtio;
 
 pub use platform::{Kernel, Status, VirtioDevice};

@@ -44,7 +44,10 @@ impl Status {
     }
 
     fn name(self) -> Option<&'static str> {
-        hd::STATUS.iter().find(|c| c.value == self.0).map(|c| c.name)
+        hd::STATUS
+            .iter()
+            .find(|c| c.value == self.0)
+            .map(|c| c.name)
     }
 }
 
@@ -162,7 +165,13 @@ pub trait VirtioDevice: Send + Sync + 'static {
     fn setup_interrupts(&self, handler: Arc<dyn QueueHandler>) -> KResult;
     /// Adds a chain: `entries[..readable]` device-readable, the rest device-writable.
     /// `Err(BUSY)` when the ring is full. `cookie` comes back from `queue_dequeue`.
-    fn queue_request(&self, queue: u16, entries: &[PhysEntry], readable: usize, cookie: u64) -> KResult;
+    fn queue_request(
+        &self,
+        queue: u16,
+        entries: &[PhysEntry],
+        readable: usize,
+        cookie: u64,
+    ) -> KResult;
     /// One used chain: its cookie and the number of bytes the device wrote.
     fn queue_dequeue(&self, queue: u16) -> Option<(u64, u32)>;
     fn queue_size(&self, queue: u16) -> u16;

@@ -21,14 +21,21 @@ unsafe impl<T: Send> Send for SpinLock<T> {}
 
 impl<T> SpinLock<T> {
     pub const fn new(data: T) -> Self {
-        SpinLock { lock: AtomicI32::new(0), data: UnsafeCell::new(data) }
+        SpinLock {
+            lock: AtomicI32::new(0),
+            data: UnsafeCell::new(data),
+        }
     }
 
     /// Disables interrupts, takes the lock, and gives access until the guard drops.
     pub fn lock<'a, K: Kernel>(&'a self, kernel: &'a K) -> SpinGuard<'a, T, K> {
         let state = kernel.disable_interrupts();
         kernel.acquire_spinlock(&self.lock);
-        SpinGuard { lock: self, kernel, state }
+        SpinGuard {
+            lock: self,
+            kernel,
+            state,
+        }
     }
 }
 
@@ -69,7 +76,9 @@ pub struct Semaphore {
 
 impl Semaphore {
     pub fn new<K: Kernel>(kernel: &K, count: i32, name: &str) -> KResult<Self> {
-        Ok(Semaphore { id: kernel.create_sem(count, name)? })
+        Ok(Semaphore {
+            id: kernel.create_sem(count, name)?,
+        })
     }
 
     pub fn id(&self) -> SemId {
@@ -97,11 +106,18 @@ pub struct SemLock {
 
 impl SemLock {
     pub fn new<K: Kernel>(kernel: &K, name: &str) -> KResult<Self> {
-        Ok(SemLock { sem: Semaphore::new(kernel, 1, name)? })
+        Ok(SemLock {
+            sem: Semaphore::new(kernel, 1, name)?,
+        })
     }
 
     /// Runs `f` holding the lock; waits at most `timeout_micros` for it.
-    pub fn with<K: Kernel, R>(&self, kernel: &K, timeout_micros: i64, f: impl FnOnce() -> R) -> KResult<R> {
+    pub fn with<K: Kernel, R>(
+        &self,
+        kernel: &K,
+        timeout_micros: i64,
+        f: impl FnOnce() -> R,
+    ) -> KResult<R> {
         self.sem.acquire(kernel, timeout_micros)?;
         let r = f();
         self.sem.release(kernel, false);
@@ -110,5 +126,107 @@ impl SemLock {
 
     pub fn destroy<K: Kernel>(self, kernel: &K) {
         self.sem.destroy(kernel)
+    }
+}
+
+/// A value filled in once, after its owner is already shared (the engine learns its streams
+/// from control requests whose completions arrive through the shared engine).
+pub struct Late<T> {
+    state: core::sync::atomic::AtomicU8,
+    value: UnsafeCell<core::mem::MaybeUninit<T>>,
+}
+
+const LATE_EMPTY: u8 = 0;
+const LATE_WRITING: u8 = 1;
+const LATE_READY: u8 = 2;
+
+// SAFETY: the value is written once, by the one thread that wins the EMPTY -> WRITING
+// transition, and only read after READY is published with Release/Acquire ordering.
+unsafe impl<T: Send + Sync> Sync for Late<T> {}
+// SAFETY: owning a Late is owning a T.
+unsafe impl<T: Send> Send for Late<T> {}
+
+impl<T> Default for Late<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> Late<T> {
+    pub const fn new() -> Self {
+        Late {
+            state: core::sync::atomic::AtomicU8::new(LATE_EMPTY),
+            value: UnsafeCell::new(core::mem::MaybeUninit::uninit()),
+        }
+    }
+
+    /// Stores the value; gives it back if one was already stored.
+    pub fn set(&self, v: T) -> Result<(), T> {
+        use core::sync::atomic::Ordering;
+        if self
+            .state
+            .compare_exchange(
+                LATE_EMPTY,
+                LATE_WRITING,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            return Err(v);
+        }
+        // SAFETY: winning the compare-exchange makes this thread the only writer, and no
+        // reader looks at the value before READY is stored below.
+        unsafe { (*self.value.get()).write(v) };
+        self.state.store(LATE_READY, Ordering::Release);
+        Ok(())
+    }
+
+    pub fn get(&self) -> Option<&T> {
+        if self.state.load(core::sync::atomic::Ordering::Acquire) == LATE_READY {
+            // SAFETY: READY is stored only after the value was fully written, and the value
+            // is never written again while `self` is borrowed.
+            Some(unsafe { (*self.value.get()).assume_init_ref() })
+        } else {
+            None
+        }
+    }
+
+    /// Takes the value out of an owned cell.
+    pub fn into_inner(self) -> Option<T> {
+        let me = core::mem::ManuallyDrop::new(self);
+        if me.state.load(core::sync::atomic::Ordering::Acquire) == LATE_READY {
+            // SAFETY: READY means initialised; `me` is never dropped, so the value is read
+            // out exactly once.
+            Some(unsafe { (*me.value.get()).assume_init_read() })
+        } else {
+            None
+        }
+    }
+}
+
+impl<T> Drop for Late<T> {
+    fn drop(&mut self) {
+        if *self.state.get_mut() == LATE_READY {
+            // SAFETY: READY means initialised, and `drop` runs once.
+            unsafe { self.value.get_mut().assume_init_drop() };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Late;
+
+    #[test]
+    fn late_is_set_once() {
+        let l = Late::new();
+        assert!(l.get().is_none());
+        assert!(l.set(alloc::vec![1, 2]).is_ok());
+        assert_eq!(l.set(alloc::vec![3]), Err(alloc::vec![3]));
+        assert_eq!(l.get(), Some(&alloc::vec![1, 2]));
+        assert_eq!(l.into_inner(), Some(alloc::vec![1, 2]));
+        let empty: Late<alloc::string::String> = Late::new();
+        assert!(empty.into_inner().is_none());
     }
 }

@@ -20,7 +20,11 @@ pub fn read<T: FromBytes + IntoBytes, K: Kernel>(kernel: &K, ptr: UserPtr<T>) ->
 }
 
 /// Writes a whole `T` to the caller.
-pub fn write<T: IntoBytes + Immutable, K: Kernel>(kernel: &K, ptr: UserPtr<T>, value: &T) -> KResult {
+pub fn write<T: IntoBytes + Immutable, K: Kernel>(
+    kernel: &K,
+    ptr: UserPtr<T>,
+    value: &T,
+) -> KResult {
     if ptr.is_null() || !ptr.is_user_range(size_of::<T>() as u64) {
         return Err(Status::BAD_ADDRESS);
     }
@@ -52,11 +56,20 @@ pub fn element<T>(base: UserPtr<T>, index: usize) -> KResult<UserPtr<T>> {
 }
 
 /// Reads element `index` of a caller array.
-pub fn read_at<T: FromBytes + IntoBytes, K: Kernel>(kernel: &K, base: UserPtr<T>, index: usize) -> KResult<T> {
+pub fn read_at<T: FromBytes + IntoBytes, K: Kernel>(
+    kernel: &K,
+    base: UserPtr<T>,
+    index: usize,
+) -> KResult<T> {
     read(kernel, element(base, index)?)
 }
 
 /// Writes element `index` of a caller array.
-pub fn write_at<T: IntoBytes + Immutable, K: Kernel>(kernel: &K, base: UserPtr<T>, index: usize, value: &T) -> KResult {
+pub fn write_at<T: IntoBytes + Immutable, K: Kernel>(
+    kernel: &K,
+    base: UserPtr<T>,
+    index: usize,
+    value: &T,
+) -> KResult {
     write(kernel, element(base, index)?, value)
 }

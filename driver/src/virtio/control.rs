@@ -1,0 +1,278 @@
+//! The control queue: one request at a time, each in its own DMA slot, completed by the
+//! interrupt callback and waited for on a semaphore with a timeout (no busy polling).
+//!
+//! A request the device never answers leaves its slot "abandoned" until the device hands it
+//! back; the next request uses another slot, and when every slot is stuck requests fail at
+//! once with `B_DEV_TIMEOUT` instead of hanging.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use spec::virtio_snd::{ControlRequest, ControlResponse, QueueIndex, StatusCode};
+use spec::DecodeError;
+
+use crate::dma::DmaRegion;
+use crate::platform::{KResult, Kernel, LogLevel, Status, VirtioDevice};
+use crate::sync::{SemLock, Semaphore, SpinLock};
+
+/// Slots that may be in flight (or abandoned) at once.
+pub const SLOTS: usize = 4;
+/// Bytes of one slot: the request part, then the reply part.
+const SLOT_SIZE: usize = 16 * 1024;
+/// Room for the device-readable part (header, a 512-byte value, or a small TLV).
+pub const REQUEST_MAX: usize = 2 * 1024;
+/// Room for the device-writable part: enough for 128 enum items of 64 bytes.
+pub const REPLY_MAX: usize = SLOT_SIZE - REQUEST_MAX;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slot {
+    Free,
+    InFlight(u32),
+    Done(u32, u32),
+    /// Timed out; freed when the device finally returns it.
+    Abandoned(u32),
+}
+
+/// The control channel of one device.
+pub struct ControlChannel {
+    region: DmaRegion,
+    slots: SpinLock<([Slot; SLOTS], u32)>,
+    done: Semaphore,
+    serial: SemLock,
+    timeout_micros: i64,
+}
+
+impl core::fmt::Debug for ControlChannel {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ControlChannel")
+            .field("timeout_micros", &self.timeout_micros)
+            .finish()
+    }
+}
+
+fn cookie(slot: usize, seq: u32) -> u64 {
+    ((seq as u64) << 8) | slot as u64
+}
+
+/// The Haiku status for a virtio status code.
+pub fn status_of(code: u32) -> Status {
+    match StatusCode::from_raw(code) {
+        Some(StatusCode::NotSupp) => Status::NOT_SUPPORTED,
+        Some(StatusCode::IoErr) => Status::IO_ERROR,
+        Some(StatusCode::BadMsg) => Status::BAD_VALUE,
+        _ => Status::BAD_DATA,
+    }
+}
+
+impl ControlChannel {
+    pub fn new<K: Kernel>(kernel: &K, timeout_micros: i64) -> KResult<Self> {
+        let region = DmaRegion::new(kernel, "virtio_sound control", SLOTS * SLOT_SIZE)?;
+        let done = match Semaphore::new(kernel, 0, "virtio_sound control done") {
+            Ok(s) => s,
+            Err(e) => {
+                region.free(kernel);
+                return Err(e);
+            }
+        };
+        let serial = match SemLock::new(kernel, "virtio_sound control lock") {
+            Ok(s) => s,
+            Err(e) => {
+                done.destroy(kernel);
+                region.free(kernel);
+                return Err(e);
+            }
+        };
+        Ok(ControlChannel {
+            region,
+            slots: SpinLock::new(([Slot::Free; SLOTS], 0)),
+            done,
+            serial,
+            timeout_micros,
+        })
+    }
+
+    /// Frees the channel. The device must be reset (queues freed) first, so no slot is still
+    /// in the device's hands.
+    pub fn destroy<K: Kernel>(self, kernel: &K) {
+        self.serial.destroy(kernel);
+        self.done.destroy(kernel);
+        self.region.free(kernel);
+    }
+
+    /// Interrupt side: record one completion. Returns whether it matched a request.
+    pub fn complete<K: Kernel>(&self, kernel: &K, cookie: u64, used_len: u32) -> bool {
+        let slot = (cookie & 0xff) as usize;
+        let seq = (cookie >> 8) as u32;
+        let mut g = self.slots.lock(kernel);
+        let matched = match g.0.get(slot).copied() {
+            Some(Slot::InFlight(s)) if s == seq => {
+                g.0[slot] = Slot::Done(seq, used_len);
+                true
+            }
+            Some(Slot::Abandoned(s)) if s == seq => {
+                g.0[slot] = Slot::Free;
+                false
+            }
+            _ => false,
+        };
+        drop(g);
+        if matched {
+            self.done.release(kernel, true);
+        }
+        matched
+    }
+
+    /// Sends `req`, waits for the answer, and hands the decoded response to `f`.
+    pub fn call<K: Kernel, V: VirtioDevice, R>(
+        &self,
+        kernel: &K,
+        dev: &V,
+        queue_lock: &SpinLock<()>,
+        req: &ControlRequest<'_>,
+        f: impl FnOnce(ControlResponse<'_>) -> R,
+    ) -> KResult<R> {
+        self.serial.with(kernel, self.timeout_micros * 4, || {
+            self.call_locked(kernel, dev, queue_lock, req, f)
+        })?
+    }
+
+    fn call_locked<K: Kernel, V: VirtioDevice, R>(
+        &self,
+        kernel: &K,
+        dev: &V,
+        queue_lock: &SpinLock<()>,
+        req: &ControlRequest<'_>,
+        f: impl FnOnce(ControlResponse<'_>) -> R,
+    ) -> KResult<R> {
+        let code = req.code();
+        let reply_len = req.response_len();
+        if req.encoded_len() > REQUEST_MAX || reply_len > REPLY_MAX {
+            kernel.log(
+                LogLevel::Error,
+                format_args!(
+                    "control {code:?}: message too large ({} + {reply_len} bytes)",
+                    req.encoded_len()
+                ),
+            );
+            return Err(Status::BAD_VALUE);
+        }
+        let (slot, seq) = {
+            let mut g = self.slots.lock(kernel);
+            let Some(slot) = g.0.iter().position(|s| *s == Slot::Free) else {
+                drop(g);
+                kernel.log(
+                    LogLevel::Error,
+                    format_args!("control {code:?}: every slot is held by an unanswered request"),
+                );
+                return Err(Status::DEV_TIMEOUT);
+            };
+            g.1 = g.1.wrapping_add(1) & 0x00ff_ffff;
+            let seq = g.1;
+            g.0[slot] = Slot::InFlight(seq);
+            (slot, seq)
+        };
+        let base = slot * SLOT_SIZE;
+        let used = self.send_and_wait(kernel, dev, queue_lock, req, base, slot, seq)?;
+        // The slot is ours again: copy the reply out and free it.
+        let mut reply = vec![0u8; (used as usize).min(reply_len)];
+        let read = self.region.read(base + REQUEST_MAX, &mut reply);
+        self.slots.lock(kernel).0[slot] = Slot::Free;
+        read?;
+        if used as usize > reply_len {
+            kernel.log(LogLevel::Error, format_args!("control {code:?}: device claims {used} bytes written, {reply_len} were offered"));
+            return Err(Status::BAD_DATA);
+        }
+        match req.decode_response(&reply) {
+            Ok(resp) => Ok(f(resp)),
+            Err(DecodeError::Status(s)) => {
+                kernel.log(
+                    LogLevel::Debug,
+                    format_args!("control {code:?}: device status {s:#x}"),
+                );
+                Err(status_of(s))
+            }
+            Err(e) => {
+                kernel.log(
+                    LogLevel::Error,
+                    format_args!("control {code:?}: malformed reply: {e}"),
+                );
+                Err(Status::BAD_DATA)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn send_and_wait<K: Kernel, V: VirtioDevice>(
+        &self,
+        kernel: &K,
+        dev: &V,
+        queue_lock: &SpinLock<()>,
+        req: &ControlRequest<'_>,
+        base: usize,
+        slot: usize,
+        seq: u32,
+    ) -> KResult<u32> {
+        let fail = |e: Status| {
+            self.slots.lock(kernel).0[slot] = Slot::Free;
+            Err(e)
+        };
+        let mut buf: Vec<u8> = vec![0u8; req.encoded_len()];
+        let n = match req.encode(&mut buf) {
+            Ok(n) => n,
+            Err(_) => return fail(Status::BAD_VALUE),
+        };
+        let reply_len = req.response_len();
+        if let Err(e) = self.region.write(base, &buf[..n]) {
+            return fail(e);
+        }
+        // Zero the reply area so a short answer cannot pass off stale bytes as fresh.
+        if let Err(e) = self.region.write(base + REQUEST_MAX, &vec![0u8; reply_len]) {
+            return fail(e);
+        }
+        let entries = match (
+            self.region.entry(base, n),
+            self.region.entry(base + REQUEST_MAX, reply_len),
+        ) {
+            (Ok(a), Ok(b)) => [a, b],
+            (Err(e), _) | (_, Err(e)) => return fail(e),
+        };
+        let queued = {
+            let _q = queue_lock.lock(kernel);
+            dev.queue_request(QueueIndex::Control as u16, &entries, 1, cookie(slot, seq))
+        };
+        if let Err(e) = queued {
+            return fail(e);
+        }
+        let deadline = kernel.system_time().saturating_add(self.timeout_micros);
+        loop {
+            if let Slot::Done(s, used) = self.slots.lock(kernel).0[slot] {
+                if s == seq {
+                    return Ok(used);
+                }
+            }
+            let left = deadline - kernel.system_time();
+            if left <= 0 {
+                let mut g = self.slots.lock(kernel);
+                if let Slot::Done(s, used) = g.0[slot] {
+                    if s == seq {
+                        return Ok(used);
+                    }
+                }
+                g.0[slot] = Slot::Abandoned(seq);
+                drop(g);
+                kernel.log(
+                    LogLevel::Error,
+                    format_args!(
+                        "control {:?}: no answer within {} ms",
+                        req.code(),
+                        self.timeout_micros / 1000
+                    ),
+                );
+                return Err(Status::DEV_TIMEOUT);
+            }
+            // A release left over from a late completion of an earlier request only makes
+            // this loop look again.
+            let _ = self.done.acquire(kernel, left);
+        }
+    }
+}

@@ -1,0 +1,516 @@
+//! One PCM stream: the spec's state machine, enforced before any request reaches the device,
+//! and the ring of periods on the tx or rx queue.
+//!
+//! The hmulti buffers of a stream are its periods, in order: period `p` lives in buffer
+//! `p % periods`. A period may be queued only once the client has been told the previous use
+//! of its buffer completed (so it has refilled it, or read it): `queued < reported + periods`.
+//! The interrupt callback timestamps completions; the ioctl thread reports them one by one.
+
+use spec::virtio_snd::{
+    ControlRequest, Direction, PcmFeature, PcmFormat, PcmHdr, PcmInfo, PcmRate, PcmSetParams,
+    QueueIndex, RequestCode,
+};
+use zerocopy::little_endian::U32 as Le32;
+
+use crate::dma::DmaRegion;
+use crate::platform::{KResult, Kernel, LogLevel, PhysEntry, Status, VirtioDevice};
+use crate::sync::{Semaphore, SpinLock};
+
+/// Most periods (hmulti buffers) per stream: the media add-on never asks for more than 32.
+pub const MAX_PERIODS: usize = 32;
+/// Bytes of per-period headers: the 4-byte xfer header at 0, the 8-byte status at 8.
+const HEADER_STRIDE: usize = 16;
+
+/// The states of the spec's PCM command lifecycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PcmState {
+    /// Nothing sent yet (the spec treats it like SET_PARAMETERS).
+    Initial,
+    ParamsSet,
+    Prepared,
+    Running,
+    Stopped,
+    Released,
+}
+
+impl PcmState {
+    /// Whether `op` may be sent in this state (virtio 1.3 §5.14.6.6.1).
+    pub fn allows(self, op: RequestCode) -> bool {
+        use PcmState::*;
+        match op {
+            RequestCode::PcmSetParams => matches!(self, Initial | ParamsSet | Prepared | Released),
+            RequestCode::PcmPrepare => matches!(self, ParamsSet | Prepared | Released),
+            RequestCode::PcmStart => matches!(self, Prepared | Stopped),
+            RequestCode::PcmStop => matches!(self, Running),
+            RequestCode::PcmRelease => matches!(self, Prepared | Stopped),
+            _ => false,
+        }
+    }
+
+    fn after(op: RequestCode) -> PcmState {
+        match op {
+            RequestCode::PcmSetParams => PcmState::ParamsSet,
+            RequestCode::PcmPrepare => PcmState::Prepared,
+            RequestCode::PcmStart => PcmState::Running,
+            RequestCode::PcmStop => PcmState::Stopped,
+            _ => PcmState::Released,
+        }
+    }
+}
+
+/// What a stream is configured with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PcmParams {
+    pub channels: u8,
+    pub format: PcmFormat,
+    pub rate: PcmRate,
+    /// Bytes of one period (one hmulti buffer).
+    pub period_bytes: u32,
+    /// Periods in the ring (hmulti buffers), 1..=MAX_PERIODS.
+    pub periods: u32,
+    /// Physical address of period 0; the periods follow back to back.
+    pub data_phys: u64,
+}
+
+impl PcmParams {
+    pub fn frame_bytes(&self) -> u32 {
+        self.channels as u32 * self.format.phys_width().unwrap_or(8).div_ceil(8)
+    }
+
+    pub fn period_frames(&self) -> u32 {
+        self.period_bytes / self.frame_bytes().max(1)
+    }
+
+    /// Microseconds one period lasts.
+    pub fn period_micros(&self) -> i64 {
+        let hz = self.rate.hz().unwrap_or(48000).max(1) as i64;
+        self.period_frames() as i64 * 1_000_000 / hz
+    }
+}
+
+/// One completed period, as reported to the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Completion {
+    /// Sequence number since the stream started.
+    pub seq: u64,
+    /// The buffer it used.
+    pub buffer: u32,
+    /// `system_time()` when the interrupt saw it.
+    pub time: i64,
+    /// Bytes of audio it carried (playback: the period; capture: what the device wrote).
+    pub bytes: u32,
+    /// Whether the device reported OK for it.
+    pub ok: bool,
+}
+
+#[derive(Debug)]
+struct Ring {
+    params: Option<PcmParams>,
+    /// Bumped on every start, so completions of an earlier run are recognised.
+    generation: u16,
+    queued: u64,
+    completed: u64,
+    reported: u64,
+    /// Periods after `completed` that came back early (bit 0 = completed + 1).
+    early: u64,
+    times: [i64; MAX_PERIODS],
+    used: [u32; MAX_PERIODS],
+}
+
+impl Ring {
+    const fn new() -> Self {
+        Ring {
+            params: None,
+            generation: 0,
+            queued: 0,
+            completed: 0,
+            reported: 0,
+            early: 0,
+            times: [0; MAX_PERIODS],
+            used: [0; MAX_PERIODS],
+        }
+    }
+}
+
+/// A PCM stream of the device.
+pub struct PcmStream {
+    pub id: u32,
+    pub info: PcmInfo,
+    headers: DmaRegion,
+    ring: SpinLock<Ring>,
+    state: SpinLock<PcmState>,
+    wake: Semaphore,
+}
+
+impl core::fmt::Debug for PcmStream {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PcmStream").field("id", &self.id).finish()
+    }
+}
+
+fn cookie(stream: u32, generation: u16, seq: u64) -> u64 {
+    ((stream as u64 & 0xffff) << 48) | ((generation as u64) << 32) | (seq & 0xffff_ffff)
+}
+
+/// The stream a tx/rx cookie belongs to.
+pub fn cookie_stream(cookie: u64) -> u32 {
+    (cookie >> 48) as u32
+}
+
+impl PcmStream {
+    pub fn new<K: Kernel>(kernel: &K, id: u32, info: PcmInfo) -> KResult<Self> {
+        let headers = DmaRegion::new(
+            kernel,
+            "virtio_sound pcm headers",
+            MAX_PERIODS * HEADER_STRIDE,
+        )?;
+        let wake = match Semaphore::new(kernel, 0, "virtio_sound period") {
+            Ok(s) => s,
+            Err(e) => {
+                headers.free(kernel);
+                return Err(e);
+            }
+        };
+        for i in 0..MAX_PERIODS {
+            if let Err(e) = headers.write(i * HEADER_STRIDE, &id.to_le_bytes()) {
+                wake.destroy(kernel);
+                headers.free(kernel);
+                return Err(e);
+            }
+        }
+        Ok(PcmStream {
+            id,
+            info,
+            headers,
+            ring: SpinLock::new(Ring::new()),
+            state: SpinLock::new(PcmState::Initial),
+            wake,
+        })
+    }
+
+    pub fn destroy<K: Kernel>(self, kernel: &K) {
+        self.wake.destroy(kernel);
+        self.headers.free(kernel);
+    }
+
+    pub fn is_output(&self) -> bool {
+        self.info.direction == Direction::Output as u8
+    }
+
+    pub fn state<K: Kernel>(&self, kernel: &K) -> PcmState {
+        *self.state.lock(kernel)
+    }
+
+    pub fn params<K: Kernel>(&self, kernel: &K) -> Option<PcmParams> {
+        self.ring.lock(kernel).params
+    }
+
+    /// Whether the device advertised this format, rate and channel count.
+    pub fn supports(&self, p: &PcmParams) -> bool {
+        self.info.formats.get() & p.format.mask() != 0
+            && self.info.rates.get() & p.rate.mask() != 0
+            && (self.info.channels_min..=self.info.channels_max).contains(&p.channels)
+            && p.channels > 0
+    }
+
+    /// Sends one lifecycle command, refusing what the state machine forbids.
+    pub fn command<K: Kernel, V: VirtioDevice>(
+        &self,
+        io: &Io<'_, K, V>,
+        op: RequestCode,
+    ) -> KResult {
+        let state = self.state(io.kernel);
+        if !state.allows(op) {
+            io.kernel.log(
+                LogLevel::Error,
+                format_args!(
+                    "stream {}: {op:?} is not allowed in state {state:?}",
+                    self.id
+                ),
+            );
+            return Err(Status::BAD_VALUE);
+        }
+        let hdr = PcmHdr {
+            stream_id: Le32::new(self.id),
+            ..Default::default()
+        };
+        let req = match op {
+            RequestCode::PcmPrepare => ControlRequest::PcmPrepare { request: hdr },
+            RequestCode::PcmStart => ControlRequest::PcmStart { request: hdr },
+            RequestCode::PcmStop => ControlRequest::PcmStop { request: hdr },
+            RequestCode::PcmRelease => ControlRequest::PcmRelease { request: hdr },
+            _ => return Err(Status::BAD_VALUE),
+        };
+        io.control(&req)?;
+        *self.state.lock(io.kernel) = PcmState::after(op);
+        Ok(())
+    }
+
+    /// SET_PARAMS for `p`, moving the stream to a state that allows it first.
+    pub fn set_params<K: Kernel, V: VirtioDevice>(
+        &self,
+        io: &Io<'_, K, V>,
+        p: PcmParams,
+    ) -> KResult {
+        if !self.supports(&p)
+            || p.periods == 0
+            || p.periods as usize > MAX_PERIODS
+            || p.period_bytes == 0
+            || !p.period_bytes.is_multiple_of(p.frame_bytes())
+        {
+            return Err(Status::BAD_VALUE);
+        }
+        let buffer_bytes = p
+            .period_bytes
+            .checked_mul(p.periods)
+            .ok_or(Status::BAD_VALUE)?;
+        self.halt(io, false)?;
+        if !self.state(io.kernel).allows(RequestCode::PcmSetParams) {
+            return Err(Status::BAD_VALUE);
+        }
+        let mut features = 0u32;
+        if self.info.features.get() & (1 << PcmFeature::EvtXruns as u32) != 0 {
+            features |= 1 << PcmFeature::EvtXruns as u32;
+        }
+        let request = PcmSetParams {
+            hdr: PcmHdr {
+                stream_id: Le32::new(self.id),
+                ..Default::default()
+            },
+            buffer_bytes: Le32::new(buffer_bytes),
+            period_bytes: Le32::new(p.period_bytes),
+            features: Le32::new(features),
+            channels: p.channels,
+            format: p.format as u8,
+            rate: p.rate as u8,
+            padding: 0,
+        };
+        io.control(&ControlRequest::PcmSetParams { request })?;
+        *self.state.lock(io.kernel) = PcmState::ParamsSet;
+        self.ring.lock(io.kernel).params = Some(p);
+        Ok(())
+    }
+
+    /// PREPARE, queue every period, START. The counters restart at zero.
+    pub fn start<K: Kernel, V: VirtioDevice>(&self, io: &Io<'_, K, V>) -> KResult {
+        if self.params(io.kernel).is_none() {
+            return Err(Status::NO_INIT);
+        }
+        if self.state(io.kernel) == PcmState::Running {
+            return Ok(());
+        }
+        if self.state(io.kernel) != PcmState::Stopped {
+            self.command(io, RequestCode::PcmPrepare)?;
+            let mut r = self.ring.lock(io.kernel);
+            r.generation = r.generation.wrapping_add(1);
+            r.queued = 0;
+            r.completed = 0;
+            r.reported = 0;
+            r.early = 0;
+        }
+        self.refill(io)?;
+        self.command(io, RequestCode::PcmStart)
+    }
+
+    /// Queues every period whose buffer the client has had back since its last use.
+    pub fn refill<K: Kernel, V: VirtioDevice>(&self, io: &Io<'_, K, V>) -> KResult {
+        loop {
+            let (p, seq, generation) = {
+                let r = self.ring.lock(io.kernel);
+                let Some(p) = r.params else {
+                    return Err(Status::NO_INIT);
+                };
+                if r.queued >= r.reported + p.periods as u64 {
+                    return Ok(());
+                }
+                (p, r.queued, r.generation)
+            };
+            let idx = (seq % p.periods as u64) as usize;
+            let hdr = self.headers.entry(idx * HEADER_STRIDE, 4)?;
+            let status = self.headers.entry(idx * HEADER_STRIDE + 8, 8)?;
+            self.headers.write(idx * HEADER_STRIDE + 8, &[0xff; 8])?;
+            let data = PhysEntry {
+                address: p.data_phys + idx as u64 * p.period_bytes as u64,
+                size: p.period_bytes as u64,
+            };
+            let (entries, readable, queue) = if self.is_output() {
+                ([hdr, data, status], 2, QueueIndex::Tx)
+            } else {
+                ([hdr, data, status], 1, QueueIndex::Rx)
+            };
+            // Count it before the device can complete it: the interrupt checks `queued`.
+            self.ring.lock(io.kernel).queued = seq + 1;
+            let r = {
+                let _q = io.queue_lock(queue).lock(io.kernel);
+                io.dev.queue_request(
+                    queue as u16,
+                    &entries,
+                    readable,
+                    cookie(self.id, generation, seq),
+                )
+            };
+            if let Err(e) = r {
+                self.ring.lock(io.kernel).queued = seq;
+                io.kernel.log(
+                    LogLevel::Error,
+                    format_args!("stream {}: cannot queue period {seq}: {e}", self.id),
+                );
+                return Err(e);
+            }
+        }
+    }
+
+    /// Interrupt side: one period came back.
+    pub fn complete<K: Kernel>(&self, kernel: &K, cookie: u64, used_len: u32, now: i64) {
+        let mut r = self.ring.lock(kernel);
+        let Some(p) = r.params else { return };
+        if (cookie >> 32) as u16 != r.generation {
+            return;
+        }
+        let low = cookie as u32;
+        let seq = r.completed + (low.wrapping_sub(r.completed as u32)) as u64;
+        if seq < r.completed || seq >= r.queued || seq - r.completed >= 64 {
+            return;
+        }
+        let idx = (seq % p.periods as u64) as usize;
+        r.times[idx] = now;
+        r.used[idx] = used_len;
+        r.early |= 1 << (seq - r.completed);
+        while r.early & 1 != 0 {
+            r.early >>= 1;
+            r.completed += 1;
+        }
+        drop(r);
+        self.wake.release(kernel, true);
+    }
+
+    /// Takes the next completion not yet reported, waiting at most `timeout_micros`.
+    pub fn next_completion<K: Kernel>(
+        &self,
+        kernel: &K,
+        timeout_micros: i64,
+    ) -> KResult<Completion> {
+        let deadline = kernel.system_time().saturating_add(timeout_micros);
+        loop {
+            if let Some(c) = self.take_completion(kernel) {
+                return Ok(c);
+            }
+            let left = deadline - kernel.system_time();
+            if left <= 0 {
+                return Err(Status::TIMED_OUT);
+            }
+            let _ = self.wake.acquire(kernel, left);
+        }
+    }
+
+    /// The next completion not yet reported, if one is there.
+    pub fn take_completion<K: Kernel>(&self, kernel: &K) -> Option<Completion> {
+        let mut r = self.ring.lock(kernel);
+        let p = r.params?;
+        if r.reported >= r.completed {
+            return None;
+        }
+        let seq = r.reported;
+        let idx = (seq % p.periods as u64) as usize;
+        r.reported += 1;
+        let (time, used) = (r.times[idx], r.used[idx]);
+        drop(r);
+        let mut status = [0u8; 8];
+        let ok = self
+            .headers
+            .read(idx * HEADER_STRIDE + 8, &mut status)
+            .is_ok()
+            && u32::from_le_bytes([status[0], status[1], status[2], status[3]])
+                == spec::virtio_snd::VIRTIO_SND_S_OK;
+        let bytes = if self.is_output() {
+            p.period_bytes
+        } else {
+            used.saturating_sub(8).min(p.period_bytes)
+        };
+        Some(Completion {
+            seq,
+            buffer: idx as u32,
+            time,
+            bytes,
+            ok,
+        })
+    }
+
+    /// Periods queued and not yet back.
+    pub fn in_flight<K: Kernel>(&self, kernel: &K) -> u64 {
+        let r = self.ring.lock(kernel);
+        r.queued - r.completed
+    }
+
+    /// Stops the stream and gets every buffer back: optionally lets queued playback finish
+    /// first (so the tail is heard), then STOP and RELEASE.
+    pub fn halt<K: Kernel, V: VirtioDevice>(&self, io: &Io<'_, K, V>, drain: bool) -> KResult {
+        let state = self.state(io.kernel);
+        if state == PcmState::Running {
+            if drain && self.is_output() {
+                if let Some(p) = self.params(io.kernel) {
+                    let wait = (self.in_flight(io.kernel) as i64 + 2) * p.period_micros() + 100_000;
+                    let deadline = io.kernel.system_time() + wait;
+                    while self.in_flight(io.kernel) > 0 && io.kernel.system_time() < deadline {
+                        let _ = self
+                            .wake
+                            .acquire(io.kernel, deadline - io.kernel.system_time());
+                    }
+                }
+            }
+            self.command(io, RequestCode::PcmStop)?;
+        }
+        if matches!(
+            self.state(io.kernel),
+            PcmState::Prepared | PcmState::Stopped
+        ) {
+            self.command(io, RequestCode::PcmRelease)?;
+        }
+        // RELEASE returns every pending buffer before it completes; a device that does not
+        // gets a grace period, after which the buffers are reported as still held.
+        let deadline = io.kernel.system_time() + 200_000;
+        while self.in_flight(io.kernel) > 0 && io.kernel.system_time() < deadline {
+            let _ = self
+                .wake
+                .acquire(io.kernel, deadline - io.kernel.system_time());
+        }
+        if self.in_flight(io.kernel) > 0 {
+            io.kernel.log(
+                LogLevel::Error,
+                format_args!(
+                    "stream {}: device kept {} buffers after RELEASE",
+                    self.id,
+                    self.in_flight(io.kernel)
+                ),
+            );
+            return Err(Status::DEV_TIMEOUT);
+        }
+        Ok(())
+    }
+}
+
+/// What a stream needs to talk to the device: the kernel, the device, the queue locks and the
+/// control channel.
+pub struct Io<'a, K: Kernel, V: VirtioDevice> {
+    pub kernel: &'a K,
+    pub dev: &'a V,
+    pub queue_locks: &'a [SpinLock<()>; 4],
+    pub control: &'a super::control::ControlChannel,
+}
+
+impl<K: Kernel, V: VirtioDevice> Io<'_, K, V> {
+    pub fn queue_lock(&self, q: QueueIndex) -> &SpinLock<()> {
+        &self.queue_locks[q as usize]
+    }
+
+    /// A control request whose answer carries nothing but the status.
+    pub fn control(&self, req: &ControlRequest<'_>) -> KResult {
+        self.control.call(
+            self.kernel,
+            self.dev,
+            self.queue_lock(QueueIndex::Control),
+            req,
+            |_| (),
+        )
+    }
+}
