@@ -617,7 +617,7 @@ fn emit_type(spec: &Spec, t: &TypeDef) -> TokenStream {
     } else {
         quote! {}
     };
-    let written = if t.driver_writes.is_empty() {
+    let written = if t.kind != StructKind::User {
         quote! {}
     } else {
         let spans: Vec<_> = t

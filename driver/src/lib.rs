@@ -10,6 +10,7 @@
 extern crate alloc;
 
 pub mod dma;
+pub mod hmulti;
 pub mod platform;
 pub mod sync;
 pub mod user;

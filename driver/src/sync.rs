@@ -19,6 +19,12 @@ unsafe impl<T: Send> Sync for SpinLock<T> {}
 // SAFETY: moving the lock moves the data; no thread-bound state.
 unsafe impl<T: Send> Send for SpinLock<T> {}
 
+impl<T> core::fmt::Debug for SpinLock<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("SpinLock")
+    }
+}
+
 impl<T> SpinLock<T> {
     pub const fn new(data: T) -> Self {
         SpinLock {
@@ -211,6 +217,75 @@ impl<T> Drop for Late<T> {
             // SAFETY: READY means initialised, and `drop` runs once.
             unsafe { self.value.get_mut().assume_init_drop() };
         }
+    }
+}
+
+/// Data guarded by a semaphore of count 1: a sleeping lock for ioctl-side state (never
+/// taken in an interrupt callback).
+pub struct SemMutex<T> {
+    sem: Semaphore,
+    data: UnsafeCell<T>,
+}
+
+// SAFETY: the semaphore admits one holder at a time, like a mutex.
+unsafe impl<T: Send> Sync for SemMutex<T> {}
+// SAFETY: owning the lock owns the data.
+unsafe impl<T: Send> Send for SemMutex<T> {}
+
+impl<T> core::fmt::Debug for SemMutex<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SemMutex").field("sem", &self.sem).finish()
+    }
+}
+
+impl<T> SemMutex<T> {
+    pub fn new<K: Kernel>(kernel: &K, name: &str, data: T) -> KResult<Self> {
+        Ok(SemMutex {
+            sem: Semaphore::new(kernel, 1, name)?,
+            data: UnsafeCell::new(data),
+        })
+    }
+
+    /// Waits at most `timeout_micros` for the lock.
+    pub fn lock<'a, K: Kernel>(
+        &'a self,
+        kernel: &'a K,
+        timeout_micros: i64,
+    ) -> KResult<SemGuard<'a, T, K>> {
+        self.sem.acquire(kernel, timeout_micros)?;
+        Ok(SemGuard { lock: self, kernel })
+    }
+
+    pub fn destroy<K: Kernel>(self, kernel: &K) -> T {
+        self.sem.destroy(kernel);
+        self.data.into_inner()
+    }
+}
+
+/// Access to the data of a [`SemMutex`].
+pub struct SemGuard<'a, T, K: Kernel> {
+    lock: &'a SemMutex<T>,
+    kernel: &'a K,
+}
+
+impl<T, K: Kernel> Deref for SemGuard<'_, T, K> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the guard holds the semaphore's only unit.
+        unsafe { &*self.lock.data.get() }
+    }
+}
+
+impl<T, K: Kernel> DerefMut for SemGuard<'_, T, K> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`, and `&mut self` is the only path to the data.
+        unsafe { &mut *self.lock.data.get() }
+    }
+}
+
+impl<T, K: Kernel> Drop for SemGuard<'_, T, K> {
+    fn drop(&mut self) {
+        self.lock.sem.release(self.kernel, false);
     }
 }
 

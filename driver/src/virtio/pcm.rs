@@ -101,6 +101,8 @@ pub struct Completion {
     pub bytes: u32,
     /// Whether the device reported OK for it.
     pub ok: bool,
+    /// The device's latency when it completed the period (`latency_bytes`), advisory.
+    pub latency_bytes: u32,
 }
 
 #[derive(Debug)]
@@ -427,12 +429,18 @@ impl PcmStream {
         } else {
             used.saturating_sub(8).min(p.period_bytes)
         };
+        let latency_bytes = if ok {
+            u32::from_le_bytes([status[4], status[5], status[6], status[7]])
+        } else {
+            0
+        };
         Some(Completion {
             seq,
             buffer: idx as u32,
             time,
             bytes,
             ok,
+            latency_bytes,
         })
     }
 

@@ -2595,6 +2595,11 @@ impl Default for MultiSetEventInfo {
     }
 }
 impl MultiSetEventInfo {
+    /// The fields an ioctl handler writes back, as (name, offset, size); every other
+    /// byte of the caller's structure must stay as the caller wrote it.
+    pub const DRIVER_WRITES: &'static [(&'static str, usize, usize)] = &[];
+}
+impl MultiSetEventInfo {
     pub const C_NAME: &'static str = "multi_set_event_info";
 }
 const _: () = {
@@ -2625,6 +2630,11 @@ impl Default for MultiGetEventTransport {
     fn default() -> Self {
         Self::new_zeroed()
     }
+}
+impl MultiGetEventTransport {
+    /// The fields an ioctl handler writes back, as (name, offset, size); every other
+    /// byte of the caller's structure must stay as the caller wrote it.
+    pub const DRIVER_WRITES: &'static [(&'static str, usize, usize)] = &[];
 }
 impl MultiGetEventTransport {
     pub const C_NAME: &'static str = "multi_get_event_transport";
@@ -3207,6 +3217,11 @@ impl Default for MultiMixValueInfo {
     }
 }
 impl MultiMixValueInfo {
+    /// The fields an ioctl handler writes back, as (name, offset, size); every other
+    /// byte of the caller's structure must stay as the caller wrote it.
+    pub const DRIVER_WRITES: &'static [(&'static str, usize, usize)] = &[];
+}
+impl MultiMixValueInfo {
     pub const C_NAME: &'static str = "multi_mix_value_info";
 }
 const _: () = {
@@ -3232,6 +3247,11 @@ impl Default for MultiMixControlGain {
     fn default() -> Self {
         Self::new_zeroed()
     }
+}
+impl MultiMixControlGain {
+    /// The fields an ioctl handler writes back, as (name, offset, size); every other
+    /// byte of the caller's structure must stay as the caller wrote it.
+    pub const DRIVER_WRITES: &'static [(&'static str, usize, usize)] = &[];
 }
 impl MultiMixControlGain {
     pub const C_NAME: &'static str = "multi_mix_control_gain";
@@ -3266,6 +3286,11 @@ impl Default for MultiMixControlMux {
     }
 }
 impl MultiMixControlMux {
+    /// The fields an ioctl handler writes back, as (name, offset, size); every other
+    /// byte of the caller's structure must stay as the caller wrote it.
+    pub const DRIVER_WRITES: &'static [(&'static str, usize, usize)] = &[];
+}
+impl MultiMixControlMux {
     pub const C_NAME: &'static str = "multi_mix_control_mux";
 }
 const _: () = {
@@ -3294,6 +3319,11 @@ impl Default for MultiMixControlEnable {
     fn default() -> Self {
         Self::new_zeroed()
     }
+}
+impl MultiMixControlEnable {
+    /// The fields an ioctl handler writes back, as (name, offset, size); every other
+    /// byte of the caller's structure must stay as the caller wrote it.
+    pub const DRIVER_WRITES: &'static [(&'static str, usize, usize)] = &[];
 }
 impl MultiMixControlEnable {
     pub const C_NAME: &'static str = "multi_mix_control_enable";
@@ -4201,6 +4231,11 @@ impl Default for MultiExtensionCmd {
     fn default() -> Self {
         Self::new_zeroed()
     }
+}
+impl MultiExtensionCmd {
+    /// The fields an ioctl handler writes back, as (name, offset, size); every other
+    /// byte of the caller's structure must stay as the caller wrote it.
+    pub const DRIVER_WRITES: &'static [(&'static str, usize, usize)] = &[];
 }
 impl MultiExtensionCmd {
     pub const C_NAME: &'static str = "multi_extension_cmd";

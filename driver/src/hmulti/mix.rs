@@ -1,0 +1,446 @@
+//! Mix controls: the device's control elements as the hmulti tree the media add-on turns into
+//! a parameter web. INTEGER elements become GAIN controls (in dB when a TLV dB scale says how),
+//! BOOLEAN ones ENABLE (shown as "Mute" for the MUTE role), ENUMERATED ones a MUX with one
+//! MUX_VALUE child per item. Elements group under "Output" or "Input" by their direction; a
+//! multi-channel element gives one control per channel, the later ones slaved to the first
+//! through `master`, which is how the media add-on pairs stereo gains.
+
+use alloc::vec::Vec;
+
+use spec::hmulti_audio as hm;
+use spec::virtio_snd::{self as vs, CtlType, CtlValue};
+use zerocopy::little_endian::U32 as Le32;
+
+use crate::platform::{KResult, Kernel, Status, VirtioDevice};
+use crate::sync::SpinLock;
+use crate::virtio::Engine;
+
+/// Control ids start above every channel id.
+const FIRST_ID: i32 = 1000;
+/// Most values one GET_MIX/SET_MIX may carry.
+pub const MAX_VALUES: i32 = 512;
+/// The media add-on's array holds 128 controls.
+const MAX_CONTROLS: usize = 128;
+
+/// A TLV dB scale: the value `min_raw` is `min_db`, each step adds `step_db`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DbScale {
+    pub min_raw: i32,
+    pub min_db: f32,
+    pub step_db: f32,
+}
+
+const TLV_CONTAINER: u32 = 0;
+const TLV_DB_SCALE: u32 = 1;
+const TLV_DB_MINMAX: u32 = 4;
+const TLV_DB_MINMAX_MUTE: u32 = 5;
+
+fn word(b: &[u8], i: usize) -> Option<u32> {
+    let s = b.get(i * 4..i * 4 + 4)?;
+    Some(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+/// The dB scale in a TLV blob (ALSA's encoding, which virtio carries), looking inside
+/// containers. Values are in hundredths of a dB.
+pub fn db_scale(tlv: &[u8], min_raw: i32, max_raw: i32) -> Option<DbScale> {
+    let (ty, len) = (word(tlv, 0)?, word(tlv, 1)? as usize);
+    let body = tlv.get(8..8 + len)?;
+    match ty {
+        TLV_DB_SCALE => {
+            let min = word(body, 0)? as i32;
+            let step = word(body, 1)? & 0xffff;
+            Some(DbScale {
+                min_raw,
+                min_db: min as f32 / 100.0,
+                step_db: step as f32 / 100.0,
+            })
+        }
+        TLV_DB_MINMAX | TLV_DB_MINMAX_MUTE => {
+            let (min, max) = (word(body, 0)? as i32, word(body, 1)? as i32);
+            let steps = (max_raw - min_raw).max(1) as f32;
+            Some(DbScale {
+                min_raw,
+                min_db: min as f32 / 100.0,
+                step_db: (max - min) as f32 / 100.0 / steps,
+            })
+        }
+        TLV_CONTAINER => {
+            let mut off = 0;
+            while off + 8 <= body.len() {
+                let inner_len = word(&body[off..], 1)? as usize;
+                let end = (off + 8 + inner_len).min(body.len());
+                if let Some(s) = db_scale(&body[off..end], min_raw, max_raw) {
+                    return Some(s);
+                }
+                off = end.div_ceil(4) * 4;
+            }
+            None
+        }
+        _ => None,
+    }
+}
+
+fn round(x: f32) -> i64 {
+    if x >= 0.0 {
+        (x + 0.5) as i64
+    } else {
+        (x - 0.5) as i64
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Binding {
+    /// Channel `channel` of INTEGER element `element`.
+    Gain {
+        element: u32,
+        channel: usize,
+        min: i32,
+        max: i32,
+        scale: Option<DbScale>,
+    },
+    Enable {
+        element: u32,
+    },
+    Mux {
+        element: u32,
+    },
+    /// Structure only (groups, mux items).
+    None,
+}
+
+/// The tree of one card's controls and what each is bound to.
+#[derive(Debug)]
+pub struct Mixer {
+    controls: Vec<hm::MultiMixControl>,
+    bindings: Vec<Binding>,
+    cache: SpinLock<Vec<Option<CtlValue>>>,
+}
+
+fn name48(s: &str) -> [u8; 48] {
+    let mut out = [0u8; 48];
+    for (o, b) in out.iter_mut().zip(s.bytes().take(47)) {
+        *o = b;
+    }
+    out
+}
+
+impl Mixer {
+    /// Builds the tree for the elements that belong to this card: those whose direction
+    /// matches one of its streams' (elements without a role go with output).
+    pub fn new<K: Kernel, V: VirtioDevice>(engine: &Engine<K, V>, streams: &[u32]) -> Self {
+        let mut controls = Vec::new();
+        let mut bindings = Vec::new();
+        let dirs: Vec<u8> = streams
+            .iter()
+            .filter_map(|s| engine.stream(*s))
+            .map(|s| s.info.direction)
+            .collect();
+        for (dir, string) in [
+            (vs::Direction::Output as u8, hm::S_OUTPUT),
+            (vs::Direction::Input as u8, hm::S_INPUT),
+        ] {
+            if !dirs.contains(&dir) {
+                continue;
+            }
+            let group_id = FIRST_ID + controls.len() as i32;
+            let mut group = hm::MultiMixControl {
+                id: group_id,
+                flags: hm::B_MULTI_MIX_GROUP,
+                string,
+                ..Default::default()
+            };
+            group.name = name48(if dir == 0 { "Output" } else { "Input" });
+            let group_at = controls.len();
+            controls.push(group);
+            bindings.push(Binding::None);
+            for c in engine.controls() {
+                let role = c.info.role.get();
+                let c_dir = if role == vs::VIRTIO_SND_CTL_ROLE_UNDEFINED {
+                    0
+                } else {
+                    (role & 1) as u8
+                };
+                let access = c.info.access.get();
+                let rw =
+                    (1 << vs::VIRTIO_SND_CTL_ACCESS_READ) | (1 << vs::VIRTIO_SND_CTL_ACCESS_WRITE);
+                if c_dir != dir
+                    || access & rw != rw
+                    || access & (1 << vs::VIRTIO_SND_CTL_ACCESS_INACTIVE) != 0
+                {
+                    continue;
+                }
+                let is_mute = role >> 1 == vs::VIRTIO_SND_CTL_ROLE_MUTE;
+                let count = (c.info.count.get() as usize).clamp(1, 8);
+                let next_id =
+                    |controls: &Vec<hm::MultiMixControl>| FIRST_ID + controls.len() as i32;
+                match c.kind() {
+                    Some(CtlType::Integer) => {
+                        let iv = c.info.value.integer();
+                        let (min, max) = (iv.min.get() as i32, iv.max.get() as i32);
+                        let scale = c.tlv.as_deref().and_then(|t| db_scale(t, min, max));
+                        let (lo, hi, gran) = match scale {
+                            Some(s) => (
+                                s.min_db,
+                                s.min_db + (max - min) as f32 * s.step_db,
+                                s.step_db * iv.step.get().max(1) as f32,
+                            ),
+                            None => (min as f32, max as f32, iv.step.get().max(1) as f32),
+                        };
+                        let first = next_id(&controls);
+                        for ch in 0..count {
+                            let mut g = hm::MultiMixControl {
+                                id: next_id(&controls),
+                                flags: hm::B_MULTI_MIX_GAIN,
+                                master: if ch == 0 { 0 } else { first },
+                                parent: group_id,
+                                ..Default::default()
+                            };
+                            g.u.set_gain(&hm::MultiMixControlGain {
+                                min_gain: lo,
+                                max_gain: hi,
+                                granularity: gran,
+                            });
+                            g.name = name48(&c.name);
+                            controls.push(g);
+                            bindings.push(Binding::Gain {
+                                element: c.id,
+                                channel: ch,
+                                min,
+                                max,
+                                scale,
+                            });
+                        }
+                    }
+                    Some(CtlType::Boolean) => {
+                        let e = hm::MultiMixControl {
+                            id: next_id(&controls),
+                            flags: hm::B_MULTI_MIX_ENABLE,
+                            parent: group_id,
+                            string: if is_mute { hm::S_MUTE } else { hm::S_null },
+                            name: name48(&c.name),
+                            ..Default::default()
+                        };
+                        controls.push(e);
+                        bindings.push(Binding::Enable { element: c.id });
+                    }
+                    Some(CtlType::Enumerated) if !c.items.is_empty() => {
+                        let mux_id = next_id(&controls);
+                        controls.push(hm::MultiMixControl {
+                            id: mux_id,
+                            flags: hm::B_MULTI_MIX_MUX,
+                            parent: group_id,
+                            name: name48(&c.name),
+                            ..Default::default()
+                        });
+                        bindings.push(Binding::Mux { element: c.id });
+                        for item in &c.items {
+                            controls.push(hm::MultiMixControl {
+                                id: next_id(&controls),
+                                flags: hm::B_MULTI_MIX_MUX_VALUE,
+                                parent: mux_id,
+                                name: name48(item),
+                                ..Default::default()
+                            });
+                            bindings.push(Binding::None);
+                        }
+                    }
+                    _ => {}
+                }
+                if controls.len() >= MAX_CONTROLS {
+                    break;
+                }
+            }
+            if controls.len() == group_at + 1 {
+                controls.pop();
+                bindings.pop();
+            }
+        }
+        controls.truncate(MAX_CONTROLS);
+        bindings.truncate(MAX_CONTROLS);
+        let n = engine.controls().len();
+        Mixer {
+            controls,
+            bindings,
+            cache: SpinLock::new(alloc::vec![None; n]),
+        }
+    }
+
+    pub fn controls(&self) -> &[hm::MultiMixControl] {
+        &self.controls
+    }
+
+    fn binding(&self, id: i32) -> KResult<Binding> {
+        let i = id
+            .checked_sub(FIRST_ID)
+            .filter(|i| *i >= 0)
+            .ok_or(Status::BAD_VALUE)? as usize;
+        self.bindings.get(i).copied().ok_or(Status::BAD_VALUE)
+    }
+
+    fn value<K: Kernel, V: VirtioDevice>(
+        &self,
+        engine: &Engine<K, V>,
+        element: u32,
+    ) -> KResult<CtlValue> {
+        let stale = engine
+            .controls()
+            .get(element as usize)
+            .is_none_or(|c| c.stale.load(core::sync::atomic::Ordering::Relaxed));
+        if !stale {
+            if let Some(Some(v)) = self.cache.lock(&*engine.kernel).get(element as usize) {
+                return Ok(*v);
+            }
+        }
+        let v = engine.read_control(element)?;
+        if let Some(slot) = self.cache.lock(&*engine.kernel).get_mut(element as usize) {
+            *slot = Some(v);
+        }
+        Ok(v)
+    }
+
+    fn store<K: Kernel, V: VirtioDevice>(
+        &self,
+        engine: &Engine<K, V>,
+        element: u32,
+        v: &CtlValue,
+    ) -> KResult {
+        engine.write_control(element, v)?;
+        if let Some(slot) = self.cache.lock(&*engine.kernel).get_mut(element as usize) {
+            *slot = Some(*v);
+        }
+        Ok(())
+    }
+
+    /// Fills `value.u` for `value.id`.
+    pub fn get<K: Kernel, V: VirtioDevice>(
+        &self,
+        engine: &Engine<K, V>,
+        value: &mut hm::MultiMixValue,
+    ) -> KResult {
+        match self.binding(value.id)? {
+            Binding::Gain {
+                element,
+                channel,
+                scale,
+                ..
+            } => {
+                let raw = self.value(engine, element)?.value.integer()[channel].get() as i32;
+                let gain = match scale {
+                    Some(s) => s.min_db + (raw - s.min_raw) as f32 * s.step_db,
+                    None => raw as f32,
+                };
+                value.u.set_gain(&gain);
+            }
+            Binding::Enable { element } => {
+                let on = self.value(engine, element)?.value.integer()[0].get() != 0;
+                value.u.set_enable(&(on as u8));
+            }
+            Binding::Mux { element } => {
+                let item = self.value(engine, element)?.value.enumerated()[0].get();
+                value.u.set_mux(&item);
+            }
+            Binding::None => return Err(Status::BAD_VALUE),
+        }
+        Ok(())
+    }
+
+    /// Applies `value.u` to `value.id`.
+    pub fn set<K: Kernel, V: VirtioDevice>(
+        &self,
+        engine: &Engine<K, V>,
+        value: &hm::MultiMixValue,
+    ) -> KResult {
+        match self.binding(value.id)? {
+            Binding::Gain {
+                element,
+                channel,
+                min,
+                max,
+                scale,
+            } => {
+                let gain = value.u.gain();
+                if !gain.is_finite() {
+                    return Err(Status::BAD_VALUE);
+                }
+                let raw = match scale {
+                    Some(s) if s.step_db != 0.0 => {
+                        s.min_raw as i64 + round((gain - s.min_db) / s.step_db)
+                    }
+                    _ => round(gain),
+                }
+                .clamp(min as i64, max as i64);
+                let mut v = self.value(engine, element)?;
+                let mut ints = v.value.integer();
+                ints[channel] = Le32::new(raw as i32 as u32);
+                v.value.set_integer(&ints);
+                self.store(engine, element, &v)
+            }
+            Binding::Enable { element } => {
+                let mut v = self.value(engine, element)?;
+                let mut ints = v.value.integer();
+                ints[0] = Le32::new((value.u.enable() != 0) as u32);
+                v.value.set_integer(&ints);
+                self.store(engine, element, &v)
+            }
+            Binding::Mux { element } => {
+                let items = engine
+                    .controls()
+                    .get(element as usize)
+                    .map_or(0, |c| c.items.len());
+                let item = value.u.mux();
+                if item as usize >= items {
+                    return Err(Status::BAD_VALUE);
+                }
+                let mut v = self.value(engine, element)?;
+                let mut e = v.value.enumerated();
+                e[0] = Le32::new(item);
+                v.value.set_enumerated(&e);
+                self.store(engine, element, &v)
+            }
+            Binding::None => Err(Status::BAD_VALUE),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tlv(ty: u32, words: &[u32]) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&ty.to_le_bytes());
+        v.extend_from_slice(&((words.len() * 4) as u32).to_le_bytes());
+        for w in words {
+            v.extend_from_slice(&w.to_le_bytes());
+        }
+        v
+    }
+
+    #[test]
+    fn db_scales() {
+        let s = db_scale(&tlv(TLV_DB_SCALE, &[(-6000i32) as u32, 50]), 0, 120).unwrap();
+        assert_eq!((s.min_db, s.step_db), (-60.0, 0.5));
+        let m = db_scale(&tlv(TLV_DB_MINMAX, &[(-4800i32) as u32, 0]), 0, 96).unwrap();
+        assert_eq!((m.min_db, m.step_db), (-48.0, 0.5));
+        let inner = tlv(TLV_DB_SCALE, &[(-1000i32) as u32, 100]);
+        let words: Vec<u32> = inner
+            .chunks(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let c = db_scale(&tlv(TLV_CONTAINER, &words), 0, 10).unwrap();
+        assert_eq!(c.min_db, -10.0);
+        assert!(db_scale(&[1, 2, 3], 0, 1).is_none());
+        assert!(
+            db_scale(&tlv(TLV_DB_SCALE, &[1]), 0, 1).is_none(),
+            "truncated body"
+        );
+        assert!(db_scale(&tlv(77, &[1, 2]), 0, 1).is_none());
+    }
+
+    #[test]
+    fn rounding() {
+        assert_eq!(round(1.5), 2);
+        assert_eq!(round(-1.5), -2);
+        assert_eq!(round(0.49), 0);
+    }
+}

@@ -1,0 +1,928 @@
+//! The hmulti ioctl table: one handler per opcode, each with its typed argument, over the
+//! virtio-snd engine. A [`Card`] is one published hmulti device: an output stream and/or an
+//! input stream of the virtio device.
+//!
+//! Stream-to-device mapping: card `n` pairs the device's `n`-th output stream with its `n`-th
+//! input stream (by stream id order); a device with more streams of one direction gets cards
+//! with only that direction. [`cards_for`] computes it.
+
+pub mod channels;
+pub mod format;
+pub mod mix;
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+
+use spec::hmulti_audio as hm;
+use spec::UserPtr;
+
+use crate::platform::{Area, KResult, Kernel, LogLevel, Status, VirtioDevice};
+use crate::sync::SemMutex;
+use crate::user;
+use crate::virtio::pcm::{PcmParams, MAX_PERIODS};
+use crate::virtio::Engine;
+use channels::Layout;
+
+/// How long an ioctl waits for the card's state lock before it gives up.
+const LOCK_TIMEOUT: i64 = 5_000_000;
+/// Most channels one direction publishes (the media add-on's arrays hold 32 in all).
+pub const MAX_CHANNELS: u8 = 16;
+
+/// Driver settings that shape the buffers (from the `virtio_sound` settings file).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// Frames per buffer; 0 picks about 10 ms at the current rate.
+    pub frames_per_buffer: u32,
+    /// Buffers per direction; 0 picks the default.
+    pub buffer_count: u32,
+    /// Highest rate to advertise, in Hz; `None` advertises everything.
+    pub max_rate: Option<u32>,
+}
+
+/// One direction of a card.
+#[derive(Clone, Debug)]
+pub struct Side {
+    pub stream: u32,
+    pub layout: Layout,
+    /// `B_SR_*` bits the stream supports.
+    pub rates: u32,
+    /// `B_FMT_*` bits the stream supports.
+    pub formats: u32,
+}
+
+/// The streams each card gets: `(output, input)` stream ids.
+pub fn cards_for<K: Kernel, V: VirtioDevice>(
+    engine: &Engine<K, V>,
+) -> Vec<(Option<u32>, Option<u32>)> {
+    let outs: Vec<u32> = engine
+        .streams()
+        .iter()
+        .filter(|s| s.is_output())
+        .map(|s| s.id)
+        .collect();
+    let ins: Vec<u32> = engine
+        .streams()
+        .iter()
+        .filter(|s| !s.is_output())
+        .map(|s| s.id)
+        .collect();
+    (0..outs.len().max(ins.len()))
+        .map(|i| (outs.get(i).copied(), ins.get(i).copied()))
+        .collect()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Region {
+    /// Offset of buffer 0 in the area.
+    offset: u64,
+    period_bytes: u32,
+    frame_bytes: u32,
+    sample_bytes: u32,
+}
+
+#[derive(Debug)]
+struct Buffers {
+    area: Area,
+    count: u32,
+    frames: u32,
+    out: Option<Region>,
+    inp: Option<Region>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Report {
+    cycle: i32,
+    time: i64,
+    frames: i64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// (`B_SR_*` bit, `B_FMT_*` bit) of each direction.
+    out_format: Option<(u32, u32)>,
+    in_format: Option<(u32, u32)>,
+    enabled: u64,
+    buffers: Option<Buffers>,
+    /// Buffers the client got but whose layout no longer matches the format.
+    stale: bool,
+    running: bool,
+    /// Frames of earlier runs, so the counts only grow across FORCE_STOP and format changes.
+    out_base: i64,
+    in_base: i64,
+    played: Report,
+    recorded: Report,
+    /// Exchanges that found the device starved.
+    starved: u32,
+}
+
+/// Counters a test or the simulator summary can read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub xruns: u32,
+    pub starved: u32,
+    pub running: bool,
+}
+
+/// One published hmulti device.
+pub struct Card<K: Kernel, V: VirtioDevice> {
+    engine: Arc<Engine<K, V>>,
+    kernel: Arc<K>,
+    pub output: Option<Side>,
+    pub input: Option<Side>,
+    settings: Settings,
+    state: SemMutex<State>,
+    mixer: mix::Mixer,
+}
+
+impl<K: Kernel, V: VirtioDevice> core::fmt::Debug for Card<K, V> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Card")
+            .field("output", &self.output)
+            .field("input", &self.input)
+            .finish()
+    }
+}
+
+fn name_bytes<const N: usize>(s: &str) -> [u8; N] {
+    let mut out = [0u8; N];
+    for (o, b) in out.iter_mut().zip(s.bytes().take(N - 1)) {
+        *o = b;
+    }
+    out
+}
+
+fn single_bit(v: u32) -> bool {
+    v != 0 && v & (v - 1) == 0
+}
+
+impl<K: Kernel, V: VirtioDevice> Card<K, V> {
+    /// A card over the given streams; picks the format the media add-on would.
+    pub fn new(
+        engine: Arc<Engine<K, V>>,
+        output: Option<u32>,
+        input: Option<u32>,
+        settings: Settings,
+    ) -> KResult<Self> {
+        let kernel = engine.kernel.clone();
+        let side = |id: Option<u32>| -> KResult<Option<Side>> {
+            let Some(id) = id else { return Ok(None) };
+            let s = engine.stream(id).ok_or(Status::BAD_VALUE)?;
+            let layout = channels::layout(&s.info, engine.chmaps(), MAX_CHANNELS);
+            let rates = format::rate_bits(s.info.rates.get(), settings.max_rate);
+            let formats = format::format_bits(s.info.formats.get());
+            if rates == 0 || formats == 0 || layout.channels() == 0 {
+                kernel.log(
+                    LogLevel::Warn,
+                    format_args!("stream {id}: no rate or format Haiku can use; not published"),
+                );
+                return Ok(None);
+            }
+            Ok(Some(Side {
+                stream: id,
+                layout,
+                rates,
+                formats,
+            }))
+        };
+        let output = side(output)?;
+        let input = side(input)?;
+        if output.is_none() && input.is_none() {
+            return Err(Status::NOT_SUPPORTED);
+        }
+        let pick = |s: &Option<Side>| {
+            s.as_ref()
+                .and_then(|s| Some((format::best_rate(s.rates)?, format::best_format(s.formats)?)))
+        };
+        let state = State {
+            out_format: pick(&output),
+            in_format: pick(&input),
+            enabled: u64::MAX,
+            ..Default::default()
+        };
+        let streams: Vec<u32> = output
+            .iter()
+            .chain(input.iter())
+            .map(|s| s.stream)
+            .collect();
+        let mixer = mix::Mixer::new(&engine, &streams);
+        let state = SemMutex::new(&*kernel, "virtio_sound card", state)?;
+        Ok(Card {
+            engine,
+            kernel,
+            output,
+            input,
+            settings,
+            state,
+            mixer,
+        })
+    }
+
+    pub fn kernel(&self) -> &K {
+        &self.kernel
+    }
+
+    pub fn engine(&self) -> &Arc<Engine<K, V>> {
+        &self.engine
+    }
+
+    fn out_channels(&self) -> usize {
+        self.output.as_ref().map_or(0, |s| s.layout.channels())
+    }
+
+    fn in_channels(&self) -> usize {
+        self.input.as_ref().map_or(0, |s| s.layout.channels())
+    }
+
+    pub fn stats(&self) -> Stats {
+        let xruns = self
+            .output
+            .iter()
+            .chain(self.input.iter())
+            .map(|s| self.engine.xruns(s.stream))
+            .sum();
+        match self.state.lock(&*self.kernel, LOCK_TIMEOUT) {
+            Ok(st) => Stats {
+                xruns,
+                starved: st.starved,
+                running: st.running,
+            },
+            Err(_) => Stats {
+                xruns,
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Stops the streams and frees the buffers: the last close.
+    pub fn shutdown(self) {
+        let k = self.kernel.clone();
+        let mut st = self.state.destroy(&*k);
+        for s in self.output.iter().chain(self.input.iter()) {
+            let _ = self.engine.halt_stream(s.stream, false);
+        }
+        if let Some(b) = st.buffers.take() {
+            k.delete_area(&b.area);
+        }
+    }
+
+    fn params_for(
+        side: &Side,
+        format: (u32, u32),
+        frames: u32,
+        count: u32,
+        data_phys: u64,
+    ) -> KResult<PcmParams> {
+        let rate = format::rate_of(format.0).ok_or(Status::BAD_VALUE)?;
+        let fmt = format::format_of(format.1).ok_or(Status::BAD_VALUE)?;
+        let channels = side.layout.channels() as u32;
+        let period_bytes = frames
+            .checked_mul(channels * format::sample_bytes(fmt))
+            .ok_or(Status::BAD_VALUE)?;
+        Ok(PcmParams {
+            channels: channels as u8,
+            format: fmt,
+            rate,
+            period_bytes,
+            periods: count,
+            data_phys,
+        })
+    }
+
+    fn region(side: &Side, format: (u32, u32), frames: u32, offset: u64) -> KResult<Region> {
+        let fmt = format::format_of(format.1).ok_or(Status::BAD_VALUE)?;
+        let sample_bytes = format::sample_bytes(fmt);
+        let frame_bytes = sample_bytes * side.layout.channels() as u32;
+        Ok(Region {
+            offset,
+            period_bytes: frames * frame_bytes,
+            frame_bytes,
+            sample_bytes,
+        })
+    }
+
+    /// Stops both streams; playback may finish what is queued first.
+    fn halt(&self, st: &mut State, drain: bool) -> KResult {
+        let mut result = Ok(());
+        if st.running {
+            for s in self.output.iter().chain(self.input.iter()) {
+                if let Err(e) = self.engine.halt_stream(s.stream, drain) {
+                    result = Err(e);
+                }
+            }
+            st.running = false;
+            st.out_base = st.played.frames;
+            st.in_base = st.recorded.frames;
+        }
+        result
+    }
+
+    /// Lays out `count` buffers of `frames` frames for both directions in one area, tells the
+    /// device, and keeps the area. The old area goes only after the device gave it back.
+    fn build_buffers(&self, st: &mut State, frames: u32, count: u32) -> KResult {
+        self.halt(st, false)?;
+        let mut size = 0u64;
+        let out = match (&self.output, st.out_format) {
+            (Some(s), Some(f)) => {
+                let r = Self::region(s, f, frames, 0)?;
+                size += r.period_bytes as u64 * count as u64;
+                Some(r)
+            }
+            _ => None,
+        };
+        let inp = match (&self.input, st.in_format) {
+            (Some(s), Some(f)) => {
+                let offset = size.div_ceil(128) * 128;
+                let r = Self::region(s, f, frames, offset)?;
+                size = offset + r.period_bytes as u64 * count as u64;
+                Some(r)
+            }
+            _ => None,
+        };
+        if size == 0 || size > 64 << 20 {
+            return Err(Status::BAD_VALUE);
+        }
+        let area = self.kernel.create_area(
+            "virtio_sound buffers",
+            (size as usize).div_ceil(4096) * 4096,
+            true,
+        )?;
+        let configure = || -> KResult {
+            if let (Some(s), Some(f), Some(r)) = (&self.output, st.out_format, out) {
+                self.engine.set_params(
+                    s.stream,
+                    Self::params_for(s, f, frames, count, area.phys + r.offset)?,
+                )?;
+            }
+            if let (Some(s), Some(f), Some(r)) = (&self.input, st.in_format, inp) {
+                self.engine.set_params(
+                    s.stream,
+                    Self::params_for(s, f, frames, count, area.phys + r.offset)?,
+                )?;
+            }
+            Ok(())
+        };
+        if let Err(e) = configure() {
+            self.kernel.delete_area(&area);
+            return Err(e);
+        }
+        if let Some(old) = st.buffers.replace(Buffers {
+            area,
+            count,
+            frames,
+            out,
+            inp,
+        }) {
+            self.kernel.delete_area(&old.area);
+        }
+        st.stale = false;
+        Ok(())
+    }
+
+    fn frames_for(&self, st: &State, requested: u32) -> u32 {
+        if (16..=65536).contains(&requested) {
+            return requested;
+        }
+        if self.settings.frames_per_buffer != 0 {
+            return self.settings.frames_per_buffer.clamp(16, 65536);
+        }
+        let bit = st
+            .out_format
+            .or(st.in_format)
+            .map_or(hm::B_SR_48000, |f| f.0);
+        format::default_frames(format::rate_of(bit).and_then(|r| r.hz()).unwrap_or(48000))
+    }
+
+    fn write_descs(
+        &self,
+        table: UserPtr<UserPtr<hm::BufferDesc>>,
+        b: &Buffers,
+        r: Region,
+        channels: usize,
+    ) -> KResult {
+        for i in 0..b.count as usize {
+            let descs: UserPtr<hm::BufferDesc> = user::read_at(&*self.kernel, table, i)?;
+            for c in 0..channels {
+                let base = b.area.addr
+                    + r.offset
+                    + i as u64 * r.period_bytes as u64
+                    + c as u64 * r.sample_bytes as u64;
+                let d = hm::BufferDesc {
+                    base: UserPtr::from_addr(base),
+                    stride: r.frame_bytes as u64,
+                    ..Default::default()
+                };
+                user::write_fields(
+                    &*self.kernel,
+                    user::element(descs, c)?,
+                    &d,
+                    hm::BufferDesc::DRIVER_WRITES,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn primary_stream(&self) -> Option<u32> {
+        self.output
+            .as_ref()
+            .or(self.input.as_ref())
+            .map(|s| s.stream)
+    }
+}
+
+#[macros::ioctl_table]
+impl<K: Kernel, V: VirtioDevice> Card<K, V> {
+    #[ioctl(GetDescription)]
+    fn get_description(&self, d: &mut hm::MultiDescription) -> KResult {
+        let (o, i) = (self.out_channels(), self.in_channels());
+        let mut list = Vec::with_capacity(2 * (o + i));
+        let designs = |s: &Option<Side>| {
+            s.as_ref()
+                .map(|s| s.layout.designations.clone())
+                .unwrap_or_default()
+        };
+        let (od, id) = (designs(&self.output), designs(&self.input));
+        for (n, d) in od.iter().enumerate() {
+            list.push(channels::channel_info(
+                n as i32,
+                hm::B_MULTI_OUTPUT_CHANNEL,
+                *d,
+                0,
+            ));
+        }
+        for (n, d) in id.iter().enumerate() {
+            list.push(channels::channel_info(
+                (o + n) as i32,
+                hm::B_MULTI_INPUT_CHANNEL,
+                *d,
+                0,
+            ));
+        }
+        for (n, d) in od.iter().enumerate() {
+            list.push(channels::channel_info(
+                (o + i + n) as i32,
+                hm::B_MULTI_OUTPUT_BUS,
+                *d,
+                hm::B_CHANNEL_MINI_JACK_STEREO,
+            ));
+        }
+        for (n, d) in id.iter().enumerate() {
+            list.push(channels::channel_info(
+                (2 * o + i + n) as i32,
+                hm::B_MULTI_INPUT_BUS,
+                *d,
+                hm::B_CHANNEL_MINI_JACK_STEREO,
+            ));
+        }
+        let room = d.request_channel_count.max(0) as usize;
+        if room > 0 && d.channels.is_null() {
+            return Err(Status::BAD_ADDRESS);
+        }
+        for (n, c) in list.iter().take(room).enumerate() {
+            user::write_fields(
+                &*self.kernel,
+                user::element(d.channels, n)?,
+                c,
+                hm::MultiChannelInfo::DRIVER_WRITES,
+            )?;
+        }
+        let st = self.state.lock(&*self.kernel, LOCK_TIMEOUT)?;
+        d.interface_version = hm::B_CURRENT_INTERFACE_VERSION;
+        d.interface_minimum = hm::B_MINIMUM_INTERFACE_VERSION;
+        d.friendly_name = name_bytes("Virtio Sound");
+        d.vendor_info = name_bytes("virtio-snd");
+        d.output_channel_count = o as i32;
+        d.input_channel_count = i as i32;
+        d.output_bus_channel_count = o as i32;
+        d.input_bus_channel_count = i as i32;
+        d.aux_bus_channel_count = 0;
+        d.output_rates = self.output.as_ref().map_or(0, |s| s.rates);
+        d.input_rates = self.input.as_ref().map_or(0, |s| s.rates);
+        d.min_cvsr_rate = 0.0;
+        d.max_cvsr_rate = 0.0;
+        d.output_formats = self.output.as_ref().map_or(0, |s| s.formats);
+        d.input_formats = self.input.as_ref().map_or(0, |s| s.formats);
+        d.lock_sources = hm::B_MULTI_LOCK_INTERNAL;
+        d.timecode_sources = 0;
+        d.interface_flags = (if o > 0 {
+            hm::B_MULTI_INTERFACE_PLAYBACK
+        } else {
+            0
+        }) | (if i > 0 {
+            hm::B_MULTI_INTERFACE_RECORD
+        } else {
+            0
+        });
+        let frames = self.frames_for(&st, 0) as i64;
+        let hz = st
+            .out_format
+            .or(st.in_format)
+            .and_then(|f| format::rate_of(f.0))
+            .and_then(|r| r.hz())
+            .unwrap_or(48000) as i64;
+        d.start_latency = frames * 1_000_000 / hz;
+        d.control_panel = [0; 64];
+        Ok(())
+    }
+
+    #[ioctl(GetEnabledChannels)]
+    fn get_enabled_channels(&self, e: &mut hm::MultiChannelEnable) -> KResult {
+        let n = self.out_channels() + self.in_channels();
+        let st = self.state.lock(&*self.kernel, LOCK_TIMEOUT)?;
+        let bits = st.enabled.to_le_bytes();
+        drop(st);
+        if n > 0 {
+            let bytes = n.div_ceil(8);
+            if e.enable_bits.is_null() || !e.enable_bits.is_user_range(bytes as u64) {
+                return Err(Status::BAD_ADDRESS);
+            }
+            let mut out = [0u8; 8];
+            out[..bytes].copy_from_slice(&bits[..bytes]);
+            if !n.is_multiple_of(8) {
+                out[bytes - 1] &= (1u8 << (n % 8)) - 1;
+            }
+            self.kernel
+                .copy_to_user(e.enable_bits.addr(), &out[..bytes])?;
+        }
+        e.lock_source = hm::B_MULTI_LOCK_INTERNAL;
+        e.lock_data = 0;
+        e.timecode_source = 0;
+        Ok(())
+    }
+
+    #[ioctl(SetEnabledChannels)]
+    fn set_enabled_channels(&self, e: &hm::MultiChannelEnable) -> KResult {
+        let n = self.out_channels() + self.in_channels();
+        let bytes = n.div_ceil(8);
+        let mut bits = [0u8; 8];
+        if bytes > 0 {
+            if e.enable_bits.is_null() || !e.enable_bits.is_user_range(bytes as u64) {
+                return Err(Status::BAD_ADDRESS);
+            }
+            self.kernel
+                .copy_from_user(&mut bits[..bytes], e.enable_bits.addr())?;
+        }
+        // Every channel is carried in the interleaved stream either way; the bits are kept
+        // so GET_ENABLED_CHANNELS answers what was set.
+        let mut st = self.state.lock(&*self.kernel, LOCK_TIMEOUT)?;
+        st.enabled = u64::from_le_bytes(bits);
+        Ok(())
+    }
+
+    #[ioctl(GetGlobalFormat)]
+    fn get_global_format(&self, f: &mut hm::MultiFormatInfo) -> KResult {
+        let st = self.state.lock(&*self.kernel, LOCK_TIMEOUT)?;
+        let fill = |fmt: Option<(u32, u32)>| hm::MultiFormat {
+            rate: fmt.map_or(0, |f| f.0),
+            cvsr: 0.0,
+            format: fmt.map_or(0, |f| f.1),
+            ..Default::default()
+        };
+        f.output = fill(st.out_format);
+        f.input = fill(st.in_format);
+        let latency = |fmt: Option<(u32, u32)>| -> i64 {
+            let Some((rate, _)) = fmt else { return 0 };
+            let hz = format::rate_of(rate).and_then(|r| r.hz()).unwrap_or(48000) as i64;
+            let (frames, count) = st
+                .buffers
+                .as_ref()
+                .map_or((self.frames_for(&st, 0), format::DEFAULT_BUFFERS), |b| {
+                    (b.frames, b.count)
+                });
+            frames as i64 * count as i64 * 1_000_000 / hz
+        };
+        f.output_latency = latency(st.out_format);
+        f.input_latency = latency(st.in_format);
+        f.timecode_kind = 0;
+        Ok(())
+    }
+
+    #[ioctl(SetGlobalFormat)]
+    fn set_global_format(&self, f: &hm::MultiFormatInfo) -> KResult {
+        let check = |side: &Option<Side>, fmt: &hm::MultiFormat| -> KResult<Option<(u32, u32)>> {
+            let Some(s) = side else { return Ok(None) };
+            if !single_bit(fmt.rate)
+                || s.rates & fmt.rate == 0
+                || !single_bit(fmt.format)
+                || s.formats & fmt.format == 0
+            {
+                return Err(Status::BAD_VALUE);
+            }
+            Ok(Some((fmt.rate, fmt.format)))
+        };
+        let out = check(&self.output, &f.output)?;
+        let inp = check(&self.input, &f.input)?;
+        let mut st = self.state.lock(&*self.kernel, LOCK_TIMEOUT)?;
+        if out == st.out_format && inp == st.in_format {
+            return Ok(());
+        }
+        // A new format while streaming: stop, and keep the buffers until the client asks
+        // for new ones (it does, right after).
+        let halted = self.halt(&mut st, false);
+        st.out_format = out;
+        st.in_format = inp;
+        if st.buffers.is_some() {
+            st.stale = true;
+        }
+        halted
+    }
+
+    #[ioctl(GetBuffers)]
+    fn get_buffers(&self, l: &mut hm::MultiBufferList) -> KResult {
+        let mut st = self.state.lock(&*self.kernel, LOCK_TIMEOUT)?;
+        let requested = if self.output.is_some() {
+            l.request_playback_buffer_size
+        } else {
+            l.request_record_buffer_size
+        };
+        let frames = self.frames_for(&st, requested);
+        let room = |n: i32| n.clamp(0, MAX_PERIODS as i32) as u32;
+        let mut count = if self.settings.buffer_count != 0 {
+            self.settings.buffer_count.clamp(2, MAX_PERIODS as u32)
+        } else {
+            format::DEFAULT_BUFFERS
+        };
+        if self.output.is_some() {
+            count = count.min(room(l.request_playback_buffers));
+            if (l.request_playback_channels.max(0) as usize) < self.out_channels() {
+                return Err(Status::BAD_VALUE);
+            }
+        }
+        if self.input.is_some() {
+            count = count.min(room(l.request_record_buffers));
+            if (l.request_record_channels.max(0) as usize) < self.in_channels() {
+                return Err(Status::BAD_VALUE);
+            }
+        }
+        if count < 2 {
+            return Err(Status::BAD_VALUE);
+        }
+        self.build_buffers(&mut st, frames, count)?;
+        let Some(b) = st.buffers.as_ref() else {
+            return Err(Status::ERROR);
+        };
+        if let Some(r) = b.out {
+            self.write_descs(l.playback_buffers, b, r, self.out_channels())?;
+        }
+        if let Some(r) = b.inp {
+            self.write_descs(l.record_buffers, b, r, self.in_channels())?;
+        }
+        l.return_playback_buffers = if b.out.is_some() { b.count as i32 } else { 0 };
+        l.return_playback_channels = self.out_channels() as i32;
+        l.return_playback_buffer_size = if b.out.is_some() { b.frames } else { 0 };
+        l.return_record_buffers = if b.inp.is_some() { b.count as i32 } else { 0 };
+        l.return_record_channels = self.in_channels() as i32;
+        l.return_record_buffer_size = if b.inp.is_some() { b.frames } else { 0 };
+        Ok(())
+    }
+
+    #[ioctl(BufferExchange)]
+    fn buffer_exchange(&self, info: &mut hm::MultiBufferInfo) -> KResult {
+        let k = &*self.kernel;
+        let mut st = self.state.lock(k, LOCK_TIMEOUT)?;
+        let Some(b) = st.buffers.as_ref() else {
+            drop(st);
+            // The client ignores errors and would spin: never fail fast.
+            k.snooze(10_000);
+            return Err(Status::NO_INIT);
+        };
+        let (count, frames) = (b.count, b.frames as i64);
+        let period = {
+            let hz = st
+                .out_format
+                .or(st.in_format)
+                .and_then(|f| format::rate_of(f.0))
+                .and_then(|r| r.hz())
+                .unwrap_or(48000) as i64;
+            frames * 1_000_000 / hz
+        };
+        if st.stale {
+            // New format, old buffers: lay them out again in place if they fit.
+            let fits = {
+                let need = |s: &Option<Side>, f: Option<(u32, u32)>| -> u64 {
+                    match (s, f) {
+                        (Some(s), Some(f)) => Self::region(s, f, frames as u32, 0)
+                            .map_or(u64::MAX, |r| r.period_bytes as u64 * count as u64 + 128),
+                        _ => 0,
+                    }
+                };
+                need(&self.output, st.out_format).saturating_add(need(&self.input, st.in_format))
+                    <= b.area.size as u64
+            };
+            let rebuilt = if fits {
+                self.relayout(&mut st)
+            } else {
+                Err(Status::NO_INIT)
+            };
+            if let Err(e) = rebuilt {
+                drop(st);
+                k.snooze(period.clamp(1_000, 100_000));
+                return Err(e);
+            }
+        }
+        let result = if !st.running {
+            let mut r = Ok(());
+            for s in self.output.iter().chain(self.input.iter()) {
+                if let Err(e) = self.engine.start_stream(s.stream) {
+                    r = Err(e);
+                    break;
+                }
+            }
+            if r.is_ok() {
+                st.running = true;
+            }
+            r
+        } else {
+            let mut r = Ok(());
+            for s in self.output.iter().chain(self.input.iter()) {
+                if self
+                    .engine
+                    .stream(s.stream)
+                    .is_some_and(|p| p.in_flight(k) == 0)
+                {
+                    st.starved += 1;
+                }
+                if let Err(e) = self.engine.refill(s.stream) {
+                    r = Err(e);
+                }
+            }
+            r
+        };
+        if let Err(e) = result {
+            let _ = self.halt(&mut st, false);
+            drop(st);
+            k.snooze(period.clamp(1_000, 100_000));
+            return Err(e);
+        }
+        let Some(primary) = self.primary_stream() else {
+            return Err(Status::NO_INIT);
+        };
+        let stream = self.engine.stream(primary).ok_or(Status::NO_INIT)?;
+        let timeout = (4 * period).max(50_000);
+        let c = stream.next_completion(k, timeout)?;
+        let hz_of = |f: Option<(u32, u32)>| {
+            f.and_then(|f| format::rate_of(f.0))
+                .and_then(|r| r.hz())
+                .unwrap_or(48000) as i64
+        };
+        if self.output.is_some() {
+            let fb = b_frame_bytes(&st, true);
+            let latency = if fb > 0 {
+                c.latency_bytes as i64 / fb as i64 * 1_000_000 / hz_of(st.out_format)
+            } else {
+                0
+            };
+            let time = (c.time + latency).max(st.played.time + 1);
+            st.played = Report {
+                cycle: ((c.buffer + 1) % count) as i32,
+                time,
+                frames: st.out_base + (c.seq as i64 + 1) * frames,
+            };
+        }
+        if let Some(inp) = &self.input {
+            let rc = if self.output.is_none() {
+                Some(c)
+            } else {
+                self.engine
+                    .stream(inp.stream)
+                    .and_then(|s| s.take_completion(k))
+            };
+            if let Some(rc) = rc {
+                st.recorded = Report {
+                    cycle: rc.buffer as i32,
+                    time: rc.time.max(st.recorded.time + 1),
+                    frames: st.in_base + (rc.seq as i64 + 1) * frames,
+                };
+            }
+        }
+        if self.output.is_some() {
+            info.played_real_time = st.played.time;
+            info.played_frames_count = st.played.frames;
+            info.playback_buffer_cycle = st.played.cycle;
+        }
+        if self.input.is_some() {
+            info.recorded_real_time = st.recorded.time;
+            info.recorded_frames_count = st.recorded.frames;
+            info.record_buffer_cycle = st.recorded.cycle;
+        }
+        Ok(())
+    }
+
+    #[ioctl(BufferForceStop)]
+    fn buffer_force_stop(&self) -> KResult {
+        let mut st = self.state.lock(&*self.kernel, LOCK_TIMEOUT)?;
+        // Let what the client already handed over play out, then stop; the buffers stay.
+        self.halt(&mut st, true)
+    }
+
+    #[ioctl(ListMixControls)]
+    fn list_mix_controls(&self, m: &mut hm::MultiMixControlInfo) -> KResult {
+        let controls = self.mixer.controls();
+        if m.control_count < 0 || (m.control_count as usize) < controls.len() {
+            return Err(Status::BAD_VALUE);
+        }
+        if !controls.is_empty() && m.controls.is_null() {
+            return Err(Status::BAD_ADDRESS);
+        }
+        for (i, c) in controls.iter().enumerate() {
+            user::write_at(&*self.kernel, m.controls, i, c)?;
+        }
+        m.control_count = controls.len() as i32;
+        Ok(())
+    }
+
+    #[ioctl(GetMix)]
+    fn get_mix(&self, v: &hm::MultiMixValueInfo) -> KResult {
+        if !(0..=mix::MAX_VALUES).contains(&v.item_count) {
+            return Err(Status::BAD_VALUE);
+        }
+        for i in 0..v.item_count as usize {
+            let p = user::element(v.values, i)?;
+            let mut value: hm::MultiMixValue = user::read(&*self.kernel, p)?;
+            self.mixer.get(&self.engine, &mut value)?;
+            user::write_fields(&*self.kernel, p, &value, hm::MultiMixValue::DRIVER_WRITES)?;
+        }
+        Ok(())
+    }
+
+    #[ioctl(SetMix)]
+    fn set_mix(&self, v: &hm::MultiMixValueInfo) -> KResult {
+        if !(0..=mix::MAX_VALUES).contains(&v.item_count) {
+            return Err(Status::BAD_VALUE);
+        }
+        for i in 0..v.item_count as usize {
+            let value: hm::MultiMixValue = user::read_at(&*self.kernel, v.values, i)?;
+            self.mixer.set(&self.engine, &value)?;
+        }
+        Ok(())
+    }
+
+    #[ioctl(ListMixChannels)]
+    fn list_mix_channels(&self, m: &mut hm::MultiMixChannelInfo) -> KResult {
+        // Controls are not tied to channels here; the client never asks.
+        m.actual_count = 0;
+        Ok(())
+    }
+
+    #[ioctl(ListMixConnections)]
+    fn list_mix_connections(&self, m: &mut hm::MultiMixConnectionInfo) -> KResult {
+        m.actual_count = 0;
+        Ok(())
+    }
+}
+
+fn b_frame_bytes(st: &State, output: bool) -> u32 {
+    st.buffers
+        .as_ref()
+        .and_then(|b| if output { b.out } else { b.inp })
+        .map_or(0, |r| r.frame_bytes)
+}
+
+impl<K: Kernel, V: VirtioDevice> Card<K, V> {
+    /// Applies the current format to the existing buffers (same area, same frames and count).
+    fn relayout(&self, st: &mut State) -> KResult {
+        let Some(b) = st.buffers.take() else {
+            return Err(Status::NO_INIT);
+        };
+        let (frames, count, area) = (b.frames, b.count, b.area);
+        let mut size = 0u64;
+        let out = match (&self.output, st.out_format) {
+            (Some(s), Some(f)) => {
+                let r = Self::region(s, f, frames, 0)?;
+                size += r.period_bytes as u64 * count as u64;
+                Some(r)
+            }
+            _ => None,
+        };
+        let inp = match (&self.input, st.in_format) {
+            (Some(s), Some(f)) => Some(Self::region(s, f, frames, size.div_ceil(128) * 128)?),
+            _ => None,
+        };
+        let configure = || -> KResult {
+            if let (Some(s), Some(f), Some(r)) = (&self.output, st.out_format, out) {
+                self.engine.set_params(
+                    s.stream,
+                    Self::params_for(s, f, frames, count, area.phys + r.offset)?,
+                )?;
+            }
+            if let (Some(s), Some(f), Some(r)) = (&self.input, st.in_format, inp) {
+                self.engine.set_params(
+                    s.stream,
+                    Self::params_for(s, f, frames, count, area.phys + r.offset)?,
+                )?;
+            }
+            Ok(())
+        };
+        let r = configure();
+        st.buffers = Some(Buffers {
+            area,
+            count,
+            frames,
+            out,
+            inp,
+        });
+        r?;
+        st.stale = false;
+        Ok(())
+    }
+}
