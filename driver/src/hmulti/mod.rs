@@ -197,6 +197,9 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
             out_format: pick(&output),
             in_format: pick(&input),
             enabled: u64::MAX,
+            // No buffer is ready yet: -1 is outside every ring, so the client reads nothing.
+            played: Report { cycle: -1, ..Default::default() },
+            recorded: Report { cycle: -1, ..Default::default() },
             ..Default::default()
         };
         let streams: Vec<u32> = output
@@ -312,6 +315,7 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
             st.running = false;
             st.out_base = st.played.frames;
             st.in_base = st.recorded.frames;
+            st.recorded.cycle = -1;
         }
         result
     }
@@ -811,7 +815,13 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
     #[ioctl(BufferForceStop)]
     fn buffer_force_stop(&self) -> KResult {
         let mut st = self.state.lock(&*self.kernel, LOCK_TIMEOUT)?;
-        // Let what the client already handed over play out, then stop; the buffers stay.
+        // The client filled one more buffer after its last exchange: queue it, let all it
+        // handed over play out, then stop. The buffers stay for the next exchange.
+        if st.running {
+            if let Some(o) = &self.output {
+                let _ = self.engine.refill(o.stream);
+            }
+        }
         self.halt(&mut st, true)
     }
 

@@ -302,6 +302,12 @@ impl PcmStream {
             return Ok(());
         }
         if self.state(io.kernel) != PcmState::Stopped {
+            if self.state(io.kernel) == PcmState::Released {
+                // Some devices forget the parameters with the resources: send them again.
+                if let Some(p) = self.params(io.kernel) {
+                    self.set_params(io, p)?;
+                }
+            }
             self.command(io, RequestCode::PcmPrepare)?;
             let mut r = self.ring.lock(io.kernel);
             r.generation = r.generation.wrapping_add(1);

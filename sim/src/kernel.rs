@@ -1,0 +1,819 @@
+//! `SimKernel`: the Haiku kernel services the driver uses, with every misuse written down.
+//!
+//! The driver core only sees the [`driver::Kernel`] trait. This implementation behaves like
+//! Haiku where the driver can observe it (status codes, zeroed contiguous areas, semaphore
+//! counts, `user_memcpy` refusing bad addresses) and adds the checks a KDEBUG kernel would do
+//! and a few it cannot: blocking or allocating with interrupts disabled, spinlocks taken with
+//! interrupts on or released twice, waits that can never end, leaked areas and semaphores.
+//! Misuse never panics (the driver would not get to show its next bug); it is recorded, and
+//! [`SimKernel::check_clean`] reports it together with leaks.
+//!
+//! Time comes from [`crate::clock`]: waiting is what moves it.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, ThreadId};
+
+use driver::platform::{Area, KResult, Kernel, LogLevel, SemId, Status};
+use spec::haiku_driver as hd;
+
+use crate::clock::{Clock, SimThread, WaitOutcome, DEFAULT_START};
+use crate::memory::{Access, AreaInfo, Memory, PhysMemory, DEFAULT_MEMORY_SIZE, PAGE_SIZE};
+use crate::report::{echo_enabled, lock, FailureLog};
+use crate::user::UserSpace;
+
+/// How a kernel is built.
+#[derive(Clone, Debug)]
+pub struct KernelConfig {
+    /// `system_time()` at boot, in µs.
+    pub start_time: i64,
+    /// Size of the physical memory arena behind all areas.
+    pub memory_size: usize,
+    /// Print log lines and failures to stderr as they happen (default: `SIM_LOG` is set).
+    pub echo: bool,
+}
+
+impl Default for KernelConfig {
+    fn default() -> Self {
+        KernelConfig {
+            start_time: DEFAULT_START,
+            memory_size: DEFAULT_MEMORY_SIZE,
+            echo: echo_enabled(),
+        }
+    }
+}
+
+/// One captured `dprintf`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogRecord {
+    pub time: i64,
+    pub level: LogLevel,
+    pub message: String,
+}
+
+/// A semaphore as the tests see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SemInfo {
+    pub id: i32,
+    pub name: String,
+    pub count: i32,
+}
+
+struct SemRecord {
+    name: String,
+    count: i32,
+}
+
+struct SemTable {
+    sems: HashMap<i32, SemRecord>,
+    next_id: i32,
+}
+
+/// What one simulated CPU (host thread) is doing.
+#[derive(Default)]
+struct CpuState {
+    interrupts_disabled: bool,
+    /// Nesting depth of interrupt handlers running on this thread.
+    in_interrupt: u32,
+    /// Addresses of the spinlocks this thread holds.
+    spinlocks: Vec<usize>,
+    /// Consecutive endless waits; a driver that retries one in a loop would hang the test.
+    endless_waits: u32,
+}
+
+/// Allocation failures a test asked for.
+#[derive(Default)]
+struct Faults {
+    area_after: Option<u32>,
+    sem_after: Option<u32>,
+}
+
+struct Inner {
+    clock: Clock,
+    memory: Arc<Memory>,
+    user: Mutex<UserSpace>,
+    sems: Mutex<SemTable>,
+    cpus: Mutex<HashMap<ThreadId, CpuState>>,
+    log: Mutex<Vec<LogRecord>>,
+    failures: FailureLog,
+    echo: bool,
+    faults: Mutex<Faults>,
+}
+
+/// The simulated kernel. Cheap to clone: clones are handles to one kernel, so a test keeps
+/// one while the driver owns another.
+#[derive(Clone)]
+pub struct SimKernel {
+    inner: Arc<Inner>,
+}
+
+impl Default for SimKernel {
+    fn default() -> Self {
+        SimKernel::new()
+    }
+}
+
+/// How many endless waits in a row one thread may hit before the simulator gives up on it.
+const ENDLESS_WAIT_LIMIT: u32 = 1000;
+
+impl SimKernel {
+    /// A kernel with the default configuration; the calling thread is its first CPU.
+    pub fn new() -> Self {
+        SimKernel::with_config(KernelConfig::default())
+    }
+
+    pub fn with_config(config: KernelConfig) -> Self {
+        let failures = FailureLog::new();
+        let clock = Clock::with_failures(config.start_time, failures.clone());
+        SimKernel {
+            inner: Arc::new(Inner {
+                clock,
+                memory: Memory::new(config.memory_size, failures.clone()),
+                user: Mutex::new(UserSpace::new()),
+                sems: Mutex::new(SemTable {
+                    sems: HashMap::new(),
+                    next_id: 1,
+                }),
+                cpus: Mutex::new(HashMap::new()),
+                log: Mutex::new(Vec::new()),
+                failures,
+                echo: config.echo,
+                faults: Mutex::new(Faults::default()),
+            }),
+        }
+    }
+
+    /// The clock shared with device models.
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
+    }
+
+    /// The device's view of the areas, by physical address.
+    pub fn phys_memory(&self) -> PhysMemory {
+        PhysMemory::new(self.inner.memory.clone())
+    }
+
+    /// Records a failure (used by device models too, so one list tells the whole story).
+    pub fn record_failure(&self, message: impl Into<String>) {
+        self.inner.failures.record(message);
+    }
+
+    /// Every failure recorded so far.
+    pub fn failures(&self) -> Vec<String> {
+        self.inner.failures.snapshot()
+    }
+
+    /// Removes and returns the recorded failures (after provoking one on purpose).
+    pub fn take_failures(&self) -> Vec<String> {
+        self.inner.failures.take()
+    }
+
+    /// Starts a thread that takes part in the simulation (see [`crate::clock`]).
+    pub fn spawn<F, T>(&self, name: &str, f: F) -> SimThread<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.inner.clock.spawn(name, f)
+    }
+
+    /// Runs `f` as a virtio interrupt handler on this thread: interrupts disabled, blocking
+    /// and allocating forbidden. Checks that the handler left no spinlock held and did not
+    /// turn interrupts back on.
+    pub fn run_in_interrupt<R>(&self, f: impl FnOnce() -> R) -> R {
+        let (saved_disabled, held_before) = self.with_cpu(|c| {
+            let saved = c.interrupts_disabled;
+            c.interrupts_disabled = true;
+            c.in_interrupt += 1;
+            (saved, c.spinlocks.len())
+        });
+        let r = f();
+        let problems = self.with_cpu(|c| {
+            let mut p = Vec::new();
+            if c.spinlocks.len() > held_before {
+                p.push(format!(
+                    "interrupt handler returned holding {} spinlock(s)",
+                    c.spinlocks.len() - held_before
+                ));
+            }
+            if !c.interrupts_disabled {
+                p.push("interrupt handler returned with interrupts enabled".to_owned());
+            }
+            c.in_interrupt -= 1;
+            c.interrupts_disabled = saved_disabled;
+            p
+        });
+        for p in problems {
+            self.record_failure(p);
+        }
+        r
+    }
+
+    fn with_cpu<R>(&self, f: impl FnOnce(&mut CpuState) -> R) -> R {
+        let mut cpus = lock(&self.inner.cpus);
+        f(cpus.entry(thread::current().id()).or_default())
+    }
+
+    fn interrupts_disabled(&self) -> bool {
+        self.with_cpu(|c| c.interrupts_disabled)
+    }
+
+    /// Records `what` as a misuse if interrupts are disabled on this thread.
+    fn forbid_in_interrupt(&self, what: &str) -> bool {
+        let (disabled, in_irq) = self.with_cpu(|c| (c.interrupts_disabled, c.in_interrupt > 0));
+        if disabled {
+            let ctx = if in_irq {
+                "in an interrupt handler"
+            } else {
+                "with interrupts disabled"
+            };
+            self.record_failure(format!("{what} {ctx}"));
+        }
+        disabled
+    }
+
+    // ---- logging ----
+
+    /// Every captured log line, as "LEVEL: message".
+    pub fn log_lines(&self) -> Vec<String> {
+        lock(&self.inner.log)
+            .iter()
+            .map(|r| format!("{:?}: {}", r.level, r.message))
+            .collect()
+    }
+
+    pub fn log_records(&self) -> Vec<LogRecord> {
+        lock(&self.inner.log).clone()
+    }
+
+    /// Whether any captured log message contains `needle`.
+    pub fn log_contains(&self, needle: &str) -> bool {
+        lock(&self.inner.log)
+            .iter()
+            .any(|r| r.message.contains(needle))
+    }
+
+    // ---- areas ----
+
+    /// The live areas.
+    pub fn areas(&self) -> Vec<AreaInfo> {
+        self.inner.memory.live()
+    }
+
+    /// Writes into a user-visible area by the address the driver reported (the client filling
+    /// a playback buffer).
+    pub fn area_user_write(&self, addr: u64, bytes: &[u8]) -> KResult {
+        self.inner
+            .memory
+            .host_access(addr, bytes.len(), true, Access::Write(bytes))
+    }
+
+    /// Reads from a user-visible area by the address the driver reported (the client reading
+    /// a capture buffer).
+    pub fn area_user_read(&self, addr: u64, out: &mut [u8]) -> KResult {
+        self.inner
+            .memory
+            .host_access(addr, out.len(), true, Access::Read(out))
+    }
+
+    /// Makes the `n`th next `create_area` fail with `B_NO_MEMORY` (0 = the very next one).
+    pub fn fail_create_area_after(&self, n: u32) {
+        lock(&self.inner.faults).area_after = Some(n);
+    }
+
+    /// Makes the `n`th next `create_sem` fail with `B_NO_MORE_SEMS` (0 = the very next one).
+    pub fn fail_create_sem_after(&self, n: u32) {
+        lock(&self.inner.faults).sem_after = Some(n);
+    }
+
+    // ---- semaphores ----
+
+    pub fn sems(&self) -> Vec<SemInfo> {
+        let mut v: Vec<SemInfo> = lock(&self.inner.sems)
+            .sems
+            .iter()
+            .map(|(&id, s)| SemInfo {
+                id,
+                name: s.name.clone(),
+                count: s.count,
+            })
+            .collect();
+        v.sort_by_key(|s| s.id);
+        v
+    }
+
+    /// The count of a live semaphore.
+    pub fn sem_count(&self, sem: SemId) -> Option<i32> {
+        lock(&self.inner.sems).sems.get(&sem.0).map(|s| s.count)
+    }
+
+    fn try_take(&self, sem: SemId) -> Option<KResult> {
+        let mut t = lock(&self.inner.sems);
+        match t.sems.get_mut(&sem.0) {
+            None => Some(Err(Status(hd::B_BAD_SEM_ID))),
+            Some(s) if s.count > 0 => {
+                s.count -= 1;
+                Some(Ok(()))
+            }
+            Some(_) => None,
+        }
+    }
+
+    fn sem_name(&self, sem: SemId) -> String {
+        lock(&self.inner.sems)
+            .sems
+            .get(&sem.0)
+            .map_or_else(|| format!("#{}", sem.0), |s| format!("{:?}", s.name))
+    }
+
+    // ---- user memory (the client's side) ----
+
+    /// Maps `len` zeroed bytes of client memory and returns its user address.
+    pub fn user_alloc(&self, len: usize) -> u64 {
+        lock(&self.inner.user).alloc(len)
+    }
+
+    /// Maps `len` bytes at exactly `addr` (boundary tests); `Err` if not possible.
+    pub fn user_map_at(&self, addr: u64, len: usize) -> Result<(), String> {
+        lock(&self.inner.user).map_at(addr, len)
+    }
+
+    /// Unmaps the mapping that starts at `addr`.
+    pub fn user_free(&self, addr: u64) {
+        if !lock(&self.inner.user).free(addr) {
+            panic!("user_free({addr:#x}): no mapping starts there");
+        }
+    }
+
+    /// Unmaps all client memory.
+    pub fn user_free_all(&self) {
+        lock(&self.inner.user).clear();
+    }
+
+    /// The client writes its own memory. Panics on an address the test did not map: that is
+    /// a bug in the test, not in the driver.
+    pub fn user_write(&self, addr: u64, bytes: &[u8]) {
+        if let Err(e) = lock(&self.inner.user).write(addr, bytes) {
+            panic!("user_write({addr:#x}, {} bytes): {e:?}", bytes.len());
+        }
+    }
+
+    /// The client reads its own memory (panics like [`SimKernel::user_write`]).
+    pub fn user_read(&self, addr: u64, len: usize) -> Vec<u8> {
+        let mut v = vec![0; len];
+        if let Err(e) = lock(&self.inner.user).read(addr, &mut v) {
+            panic!("user_read({addr:#x}, {len} bytes): {e:?}");
+        }
+        v
+    }
+
+    /// Writes a plain-bytes value into client memory.
+    pub fn user_write_value<T: zerocopy::IntoBytes + zerocopy::Immutable>(&self, addr: u64, v: &T) {
+        self.user_write(addr, v.as_bytes());
+    }
+
+    /// Reads a plain-bytes value from client memory.
+    pub fn user_read_value<T: zerocopy::FromBytes>(&self, addr: u64) -> T {
+        let bytes = self.user_read(addr, std::mem::size_of::<T>());
+        T::read_from_bytes(&bytes).unwrap_or_else(|_| unreachable!("sized read"))
+    }
+
+    // ---- the end of a test ----
+
+    /// `Ok` if nothing the driver made is still alive and nothing was misused; otherwise one
+    /// line per leak or failure.
+    pub fn check_clean(&self) -> Result<(), Vec<String>> {
+        let mut problems = Vec::new();
+        for a in self.areas() {
+            problems.push(format!(
+                "area {} {:?} ({} bytes{}) is still alive",
+                a.id,
+                a.name,
+                a.size,
+                if a.user { ", user" } else { "" }
+            ));
+        }
+        for s in self.sems() {
+            problems.push(format!("semaphore {} {:?} is still alive", s.id, s.name));
+        }
+        for (addr, len) in lock(&self.inner.user).live() {
+            problems.push(format!(
+                "user mapping {addr:#x} ({len} bytes) is still mapped (the test's own; user_free it)"
+            ));
+        }
+        problems.extend(self.failures());
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// Panics with the report of [`SimKernel::check_clean`] unless it is clean.
+    pub fn assert_clean(&self) {
+        if let Err(p) = self.check_clean() {
+            panic!("the simulated kernel is not clean:\n  {}", p.join("\n  "));
+        }
+    }
+
+    fn wait_ended_forever(&self, what: String) -> Status {
+        self.record_failure(format!(
+            "{what} would block forever: no device event is pending and no simulated thread \
+             is running that could end it"
+        ));
+        let n = self.with_cpu(|c| {
+            c.endless_waits += 1;
+            c.endless_waits
+        });
+        if n >= ENDLESS_WAIT_LIMIT {
+            panic!("{what}: {n} endless waits in a row on this thread; the driver retries a wait that can never end");
+        }
+        Status(hd::B_BAD_SEM_ID)
+    }
+}
+
+impl fmt::Debug for SimKernel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimKernel")
+            .field("now", &self.inner.clock.now())
+            .field("areas", &self.areas().len())
+            .field("sems", &self.sems().len())
+            .finish()
+    }
+}
+
+// SAFETY: the implementation upholds the trait's contract:
+// - `create_area` carves the area from the arena in `memory`, which is never moved, is zeroed
+//   on creation, and is freed only when no area is live (even after the kernel is dropped), so
+//   `addr .. addr + size` stays valid until `delete_area`; the device model reaches it only by
+//   physical address, under the area table lock.
+// - `acquire_spinlock`/`release_spinlock` are a real test-and-set lock on the caller's atomic
+//   with acquire/release ordering, so they give mutual exclusion across threads.
+// - `copy_from_user`/`copy_to_user` never touch host memory at the user address: user memory
+//   is a table of host buffers, and an address outside it is `Err(BAD_ADDRESS)`.
+unsafe impl Kernel for SimKernel {
+    fn system_time(&self) -> i64 {
+        self.inner.clock.now()
+    }
+
+    fn snooze(&self, micros: i64) {
+        if self.forbid_in_interrupt("snooze") {
+            return;
+        }
+        if micros <= 0 {
+            return;
+        }
+        let clock = &self.inner.clock;
+        let deadline = clock.now().saturating_add(micros);
+        let _ = clock.wait(Some(deadline), || None::<()>);
+    }
+
+    fn log(&self, level: LogLevel, message: fmt::Arguments<'_>) {
+        let record = LogRecord {
+            time: self.inner.clock.now(),
+            level,
+            message: message.to_string(),
+        };
+        if self.inner.echo {
+            eprintln!("[{:>12} µs] {:?}: {}", record.time, level, record.message);
+        }
+        lock(&self.inner.log).push(record);
+    }
+
+    fn create_sem(&self, count: i32, name: &str) -> KResult<SemId> {
+        self.forbid_in_interrupt("create_sem (allocates)");
+        if count < 0 {
+            return Err(Status::BAD_VALUE);
+        }
+        {
+            let mut f = lock(&self.inner.faults);
+            match f.sem_after {
+                Some(0) => {
+                    f.sem_after = None;
+                    return Err(Status(hd::B_NO_MORE_SEMS));
+                }
+                Some(n) => f.sem_after = Some(n - 1),
+                None => {}
+            }
+        }
+        let mut t = lock(&self.inner.sems);
+        let id = t.next_id;
+        t.next_id += 1;
+        t.sems.insert(
+            id,
+            SemRecord {
+                name: name.to_owned(),
+                count,
+            },
+        );
+        Ok(SemId(id))
+    }
+
+    fn delete_sem(&self, sem: SemId) {
+        self.forbid_in_interrupt("delete_sem");
+        let existed = lock(&self.inner.sems).sems.remove(&sem.0).is_some();
+        if !existed {
+            self.record_failure(format!(
+                "delete_sem({}) of a semaphore that does not exist (deleted twice?)",
+                sem.0
+            ));
+        }
+        // Waiters on it wake up and get B_BAD_SEM_ID.
+        self.inner.clock.notify();
+    }
+
+    fn acquire_sem(&self, sem: SemId, timeout_micros: i64) -> KResult {
+        if self.interrupts_disabled() {
+            let what = format!("acquire_sem({})", self.sem_name(sem));
+            self.forbid_in_interrupt(&what);
+            // Never block here: take it if it is free, as a KDEBUG-less kernel might get away
+            // with, and otherwise fail instead of deadlocking the simulation.
+            return self.try_take(sem).unwrap_or(Err(Status(hd::B_WOULD_BLOCK)));
+        }
+        if timeout_micros == 0 {
+            if let Some(r) = self.try_take(sem) {
+                return r;
+            }
+            // A poll that fails still costs a little time, so a polling loop terminates.
+            self.inner.clock.advance_by(1);
+            return Err(Status(hd::B_WOULD_BLOCK));
+        }
+        let clock = &self.inner.clock;
+        let deadline = if timeout_micros < 0 || timeout_micros == hd::B_INFINITE_TIMEOUT {
+            None
+        } else {
+            clock.now().checked_add(timeout_micros)
+        };
+        let r = match clock.wait(deadline, || self.try_take(sem)) {
+            WaitOutcome::Ready(r) => r,
+            WaitOutcome::TimedOut => Err(Status::TIMED_OUT),
+            WaitOutcome::Forever => {
+                return Err(self.wait_ended_forever(format!("acquire_sem({})", self.sem_name(sem))))
+            }
+        };
+        self.with_cpu(|c| c.endless_waits = 0);
+        r
+    }
+
+    fn release_sem(&self, sem: SemId, from_interrupt: bool) {
+        if !from_interrupt && self.interrupts_disabled() {
+            self.forbid_in_interrupt(&format!(
+                "release_sem({}) without B_DO_NOT_RESCHEDULE",
+                self.sem_name(sem)
+            ));
+        }
+        let released = {
+            let mut t = lock(&self.inner.sems);
+            match t.sems.get_mut(&sem.0) {
+                Some(s) => {
+                    s.count = s.count.saturating_add(1);
+                    true
+                }
+                None => false,
+            }
+        };
+        if released {
+            self.inner.clock.notify();
+        } else {
+            self.record_failure(format!(
+                "release_sem({}) of a semaphore that does not exist",
+                sem.0
+            ));
+        }
+    }
+
+    fn disable_interrupts(&self) -> u64 {
+        self.with_cpu(|c| {
+            let was_enabled = !c.interrupts_disabled;
+            c.interrupts_disabled = true;
+            u64::from(was_enabled)
+        })
+    }
+
+    fn restore_interrupts(&self, state: u64) {
+        let problems = self.with_cpu(|c| {
+            let mut p = Vec::new();
+            if state > 1 {
+                p.push(format!(
+                    "restore_interrupts({state}) with a state disable_interrupts never returned"
+                ));
+            }
+            let enable = state != 0;
+            if enable && !c.spinlocks.is_empty() {
+                p.push(format!(
+                    "interrupts re-enabled while holding {} spinlock(s)",
+                    c.spinlocks.len()
+                ));
+            }
+            if enable && c.in_interrupt > 0 {
+                p.push("interrupts enabled inside an interrupt handler".to_owned());
+            }
+            c.interrupts_disabled = !enable;
+            p
+        });
+        for p in problems {
+            self.record_failure(p);
+        }
+    }
+
+    fn acquire_spinlock(&self, lock_word: &AtomicI32) {
+        let addr = lock_word as *const AtomicI32 as usize;
+        let (enabled, recursive) =
+            self.with_cpu(|c| (!c.interrupts_disabled, c.spinlocks.contains(&addr)));
+        if enabled {
+            self.record_failure(format!(
+                "acquire_spinlock({addr:#x}) with interrupts enabled"
+            ));
+        }
+        if recursive {
+            // A real CPU would spin forever here.
+            self.record_failure(format!(
+                "acquire_spinlock({addr:#x}) of a spinlock this CPU already holds (deadlock)"
+            ));
+            return;
+        }
+        let mut spins = 0u64;
+        while lock_word
+            .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            spins += 1;
+            if spins == 50_000_000 {
+                self.record_failure(format!(
+                    "acquire_spinlock({addr:#x}) spun for a very long time: is it held across a wait?"
+                ));
+            }
+            std::hint::spin_loop();
+            if spins % 1024 == 0 {
+                thread::yield_now();
+            }
+        }
+        self.with_cpu(|c| c.spinlocks.push(addr));
+    }
+
+    fn release_spinlock(&self, lock_word: &AtomicI32) {
+        let addr = lock_word as *const AtomicI32 as usize;
+        let held_here = self.with_cpu(|c| match c.spinlocks.iter().rposition(|&a| a == addr) {
+            Some(i) => {
+                c.spinlocks.remove(i);
+                true
+            }
+            None => false,
+        });
+        if !held_here {
+            let what = if lock_word.load(Ordering::Relaxed) == 0 {
+                "that is not held (released twice?)"
+            } else {
+                "held by another CPU"
+            };
+            self.record_failure(format!("release_spinlock({addr:#x}) of a spinlock {what}"));
+            return;
+        }
+        lock_word.store(0, Ordering::Release);
+    }
+
+    fn create_area(&self, name: &str, size: usize, user: bool) -> KResult<Area> {
+        self.forbid_in_interrupt(&format!("create_area({name:?}) (allocates)"));
+        {
+            let mut f = lock(&self.inner.faults);
+            match f.area_after {
+                Some(0) => {
+                    f.area_after = None;
+                    return Err(Status::NO_MEMORY);
+                }
+                Some(n) => f.area_after = Some(n - 1),
+                None => {}
+            }
+        }
+        if size == 0 || size % PAGE_SIZE != 0 {
+            self.log(
+                LogLevel::Warn,
+                format_args!("[sim] create_area({name:?}, {size}): size is not a page multiple"),
+            );
+            return Err(Status::BAD_VALUE);
+        }
+        self.inner.memory.create(name, size, user)
+    }
+
+    fn delete_area(&self, area: &Area) {
+        self.forbid_in_interrupt(&format!("delete_area({})", area.id));
+        if let Err(e) = self.inner.memory.delete(area) {
+            self.record_failure(e);
+        }
+    }
+
+    fn copy_from_user(&self, dst: &mut [u8], src: u64) -> KResult {
+        self.forbid_in_interrupt("user_memcpy");
+        lock(&self.inner.user).read(src, dst)
+    }
+
+    fn copy_to_user(&self, dst: u64, src: &[u8]) -> KResult {
+        self.forbid_in_interrupt("user_memcpy");
+        lock(&self.inner.user).write(dst, src)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn semaphores_count_and_time_out_in_simulated_time() {
+        let k = SimKernel::new();
+        let s = k.create_sem(1, "s").unwrap();
+        let t0 = k.system_time();
+        assert_eq!(k.acquire_sem(s, -1), Ok(()));
+        assert_eq!(k.acquire_sem(s, 1000), Err(Status::TIMED_OUT));
+        assert_eq!(k.system_time(), t0 + 1000);
+        assert_eq!(k.acquire_sem(s, 0), Err(Status(hd::B_WOULD_BLOCK)));
+        k.release_sem(s, false);
+        assert_eq!(k.acquire_sem(s, 0), Ok(()));
+        k.delete_sem(s);
+        assert_eq!(k.acquire_sem(s, 10), Err(Status(hd::B_BAD_SEM_ID)));
+        k.assert_clean();
+    }
+
+    #[test]
+    fn an_endless_wait_fails_instead_of_hanging() {
+        let k = SimKernel::new();
+        let s = k.create_sem(0, "never").unwrap();
+        assert!(k.acquire_sem(s, -1).is_err());
+        let f = k.take_failures();
+        assert!(f[0].contains("would block forever"), "{f:?}");
+        k.delete_sem(s);
+        k.assert_clean();
+    }
+
+    #[test]
+    fn misuse_is_recorded() {
+        let k = SimKernel::new();
+        let word = AtomicI32::new(0);
+        k.acquire_spinlock(&word); // interrupts still enabled
+        k.release_spinlock(&word);
+        k.release_spinlock(&word); // twice
+        let st = k.disable_interrupts();
+        let s = k.create_sem(0, "x").unwrap(); // allocating with interrupts off
+        assert!(k.acquire_sem(s, 100).is_err()); // blocking with interrupts off
+        k.release_sem(s, false); // may reschedule with interrupts off
+        k.restore_interrupts(st);
+        k.delete_sem(s);
+        k.delete_sem(s); // twice
+        let f = k.take_failures();
+        assert_eq!(f.len(), 6, "{f:#?}");
+        k.assert_clean();
+    }
+
+    #[test]
+    fn a_well_behaved_lock_sequence_is_clean() {
+        let k = SimKernel::new();
+        let word = AtomicI32::new(0);
+        let st = k.disable_interrupts();
+        k.acquire_spinlock(&word);
+        k.release_spinlock(&word);
+        k.restore_interrupts(st);
+        k.run_in_interrupt(|| {
+            let st = k.disable_interrupts();
+            assert_eq!(st, 0);
+            k.acquire_spinlock(&word);
+            k.release_spinlock(&word);
+            k.restore_interrupts(st);
+        });
+        k.assert_clean();
+    }
+
+    #[test]
+    fn areas_leak_and_user_copies_are_checked() {
+        let k = SimKernel::new();
+        let a = k.create_area("buf", 8192, true).unwrap();
+        assert!(k.create_area("odd", 100, false).is_err());
+        k.area_user_write(a.addr + 8190, &[1, 2]).unwrap();
+        assert!(k.area_user_write(a.addr + 8191, &[1, 2]).is_err());
+        let mut two = [0u8; 2];
+        k.phys_memory().read(a.phys + 8190, &mut two).unwrap();
+        assert_eq!(two, [1, 2]);
+        let u = k.user_alloc(16);
+        k.user_write(u, b"abcd");
+        let mut got = [0u8; 4];
+        k.copy_from_user(&mut got, u).unwrap();
+        assert_eq!(&got, b"abcd");
+        assert_eq!(k.copy_to_user(0, b"x"), Err(Status::BAD_ADDRESS));
+        assert_eq!(k.copy_to_user(a.addr, b"x"), Err(Status::BAD_ADDRESS));
+        let report = k.check_clean().unwrap_err();
+        assert_eq!(report.len(), 2, "{report:#?}");
+        k.delete_area(&a);
+        k.user_free(u);
+        k.fail_create_area_after(0);
+        assert_eq!(k.create_area("x", 4096, false), Err(Status::NO_MEMORY));
+        k.assert_clean();
+    }
+
+    #[test]
+    fn logs_are_captured() {
+        let k = SimKernel::new();
+        k.log(LogLevel::Info, format_args!("hello {}", 42));
+        assert!(k.log_contains("hello 42"));
+        assert_eq!(k.log_lines(), vec!["Info: hello 42".to_owned()]);
+    }
+}

@@ -1,0 +1,296 @@
+//! What the simulated device has: streams, jacks, channel maps, control elements.
+//!
+//! The default is QEMU's `virtio-sound-pci` as the reference notes describe it (two streams,
+//! seven formats, fourteen rates, one or two channels, no jacks, chmaps or controls, queues of
+//! 64), because that is the device the driver must work with first. Everything else a host
+//! might offer (crosvm's many streams, vhost-device-sound's controls, 12/24 kHz from virtio
+//! 1.4, a device that lies in its config space) is a field away.
+
+use spec::virtio_snd::{
+    CtlType, CtlValue, Direction, PcmFeature, PcmFormat, PcmRate, VIRTIO_SND_CTL_ACCESS_READ,
+    VIRTIO_SND_CTL_ACCESS_TLV_READ, VIRTIO_SND_CTL_ACCESS_WRITE,
+};
+use zerocopy::little_endian::{U32 as Le32, U64 as Le64};
+use zerocopy::FromZeros;
+
+/// QEMU's formats: S8, U8, S16, U16, S32, U32, FLOAT.
+pub const QEMU_FORMATS: u64 = PcmFormat::S8.mask()
+    | PcmFormat::U8.mask()
+    | PcmFormat::S16.mask()
+    | PcmFormat::U16.mask()
+    | PcmFormat::S32.mask()
+    | PcmFormat::U32.mask()
+    | PcmFormat::Float.mask();
+
+/// QEMU's rates: the fourteen virtio 1.2 rates, 5512 to 384000 Hz (not 12000/24000).
+pub const QEMU_RATES: u64 = 0x3FFF;
+
+/// One PCM stream as PCM_INFO describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamConfig {
+    pub hda_fn_nid: u32,
+    /// Feature bits (`1 << PcmFeature`) the stream offers.
+    pub features: u32,
+    /// Format bits (`1 << PcmFormat`).
+    pub formats: u64,
+    /// Rate bits (`1 << PcmRate`).
+    pub rates: u64,
+    pub direction: Direction,
+    pub channels_min: u8,
+    pub channels_max: u8,
+}
+
+impl StreamConfig {
+    /// A QEMU-like stream of the given direction.
+    pub fn qemu(direction: Direction) -> Self {
+        StreamConfig {
+            hda_fn_nid: 0,
+            features: 0,
+            formats: QEMU_FORMATS,
+            rates: QEMU_RATES,
+            direction,
+            channels_min: 1,
+            channels_max: 2,
+        }
+    }
+
+    pub fn output() -> Self {
+        Self::qemu(Direction::Output)
+    }
+
+    pub fn input() -> Self {
+        Self::qemu(Direction::Input)
+    }
+
+    pub fn with_formats(mut self, formats: &[PcmFormat]) -> Self {
+        self.formats = formats.iter().fold(0, |m, f| m | f.mask());
+        self
+    }
+
+    pub fn with_rates(mut self, rates: &[PcmRate]) -> Self {
+        self.rates = rates.iter().fold(0, |m, r| m | r.mask());
+        self
+    }
+
+    pub fn with_channels(mut self, min: u8, max: u8) -> Self {
+        self.channels_min = min;
+        self.channels_max = max;
+        self
+    }
+
+    pub fn with_features(mut self, features: &[PcmFeature]) -> Self {
+        self.features = features.iter().fold(0, |m, f| m | f.mask() as u32);
+        self
+    }
+}
+
+/// One jack as JACK_INFO describes it.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct JackConfig {
+    pub hda_fn_nid: u32,
+    /// Feature bits (`1 << JackFeature`); REMAP makes JACK_REMAP legal for this jack.
+    pub features: u32,
+    pub hda_reg_defconf: u32,
+    pub hda_reg_caps: u32,
+    pub connected: bool,
+}
+
+/// One channel map as CHMAP_INFO describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChmapConfig {
+    pub hda_fn_nid: u32,
+    pub direction: Direction,
+    /// `ChmapPosition` values, at most 18.
+    pub positions: Vec<u8>,
+}
+
+/// The range part of a control element's description.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CtlRange {
+    /// BOOLEAN, BYTES, IEC958 and ENUMERATED elements (the item names are separate).
+    None,
+    Integer {
+        min: i32,
+        max: i32,
+        step: i32,
+    },
+    Integer64 {
+        min: i64,
+        max: i64,
+        step: i64,
+    },
+}
+
+/// One control element (virtio 1.3, VIRTIO_SND_F_CTLS).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControlConfig {
+    pub hda_fn_nid: u32,
+    /// The raw `role` field: 0 for UNDEFINED, otherwise `(CtlRole << 1) | direction`.
+    pub role: u32,
+    pub ctl_type: CtlType,
+    /// Access bits (`1 << CtlAccess`).
+    pub access: u32,
+    /// Number of members of the value.
+    pub count: u32,
+    pub index: u32,
+    /// At most 43 ASCII bytes (the wire field is 44 with its NUL).
+    pub name: String,
+    pub range: CtlRange,
+    /// Option names of an ENUMERATED element (at most 63 bytes each).
+    pub enum_items: Vec<String>,
+    /// The full TLV blob (type, length, value) served by CTL_TLV_READ.
+    pub tlv: Vec<u8>,
+    /// Current value, as CTL_READ returns it.
+    pub value: CtlValue,
+}
+
+impl ControlConfig {
+    /// A readable, writable INTEGER element with `count` members all at `initial`.
+    pub fn integer(name: &str, role: u32, count: u32, min: i32, max: i32, initial: i32) -> Self {
+        let mut value = CtlValue::new_zeroed();
+        let mut ints = [Le32::new(0); 128];
+        for v in ints.iter_mut().take(count as usize) {
+            *v = Le32::new(initial as u32);
+        }
+        value.value.set_integer(&ints);
+        ControlConfig {
+            hda_fn_nid: 0,
+            role,
+            ctl_type: CtlType::Integer,
+            access: rw_access(),
+            count,
+            index: 0,
+            name: name.to_owned(),
+            range: CtlRange::Integer { min, max, step: 1 },
+            enum_items: Vec::new(),
+            tlv: Vec::new(),
+            value,
+        }
+    }
+
+    /// A readable, writable INTEGER64 element.
+    pub fn integer64(name: &str, count: u32, min: i64, max: i64, initial: i64) -> Self {
+        let mut value = CtlValue::new_zeroed();
+        let mut ints = [Le64::new(0); 64];
+        for v in ints.iter_mut().take(count as usize) {
+            *v = Le64::new(initial as u64);
+        }
+        value.value.set_integer64(&ints);
+        ControlConfig {
+            ctl_type: CtlType::Integer64,
+            range: CtlRange::Integer64 { min, max, step: 1 },
+            value,
+            ..Self::integer(name, 0, count, 0, 0, 0)
+        }
+    }
+
+    /// A readable, writable BOOLEAN element (a mute switch).
+    pub fn boolean(name: &str, role: u32, count: u32, initial: bool) -> Self {
+        ControlConfig {
+            ctl_type: CtlType::Boolean,
+            range: CtlRange::None,
+            ..Self::integer(name, role, count, 0, 1, i32::from(initial))
+        }
+    }
+
+    /// A readable, writable ENUMERATED element with one member.
+    pub fn enumerated(name: &str, items: &[&str], initial: u32) -> Self {
+        ControlConfig {
+            ctl_type: CtlType::Enumerated,
+            range: CtlRange::None,
+            enum_items: items.iter().map(|s| (*s).to_owned()).collect(),
+            ..Self::integer(name, 0, 1, 0, 0, initial as i32)
+        }
+    }
+
+    /// Adds a TLV blob (type, then the value bytes) readable with CTL_TLV_READ.
+    pub fn with_tlv(mut self, tlv_type: u32, value: &[u8]) -> Self {
+        let mut blob = Vec::with_capacity(8 + value.len());
+        blob.extend_from_slice(&tlv_type.to_le_bytes());
+        blob.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        blob.extend_from_slice(value);
+        self.tlv = blob;
+        self.access |= 1 << VIRTIO_SND_CTL_ACCESS_TLV_READ;
+        self
+    }
+
+    pub fn with_access(mut self, access: u32) -> Self {
+        self.access = access;
+        self
+    }
+}
+
+/// READ | WRITE.
+pub fn rw_access() -> u32 {
+    (1 << VIRTIO_SND_CTL_ACCESS_READ) | (1 << VIRTIO_SND_CTL_ACCESS_WRITE)
+}
+
+/// The whole device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelConfig {
+    pub streams: Vec<StreamConfig>,
+    pub jacks: Vec<JackConfig>,
+    pub chmaps: Vec<ChmapConfig>,
+    pub controls: Vec<ControlConfig>,
+    /// Offer VIRTIO_SND_F_CTLS (virtio 1.3 control elements).
+    pub offer_ctls: bool,
+    /// Bytes of device config space: 16 (QEMU, with `controls`) or 12 (virtio 1.2 layout).
+    pub config_size: u8,
+    /// Size of each of the four virtqueues.
+    pub queue_size: u16,
+    /// Count descriptors (one per entry) against the queue size instead of chains (as when
+    /// indirect descriptors are negotiated).
+    pub count_descriptors: bool,
+    /// Time from queueing a control request to its completion, in µs.
+    pub control_latency: i64,
+    /// Counts to put in config space instead of the real list lengths `[jacks, streams,
+    /// chmaps, controls]`: a device that advertises what it cannot describe.
+    pub advertised_counts: Option<[u32; 4]>,
+    /// Send a CTL_NOTIFY (value) event after a successful CTL_WRITE.
+    pub notify_on_ctl_write: bool,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            streams: vec![StreamConfig::output(), StreamConfig::input()],
+            jacks: Vec::new(),
+            chmaps: Vec::new(),
+            controls: Vec::new(),
+            offer_ctls: false,
+            config_size: 16,
+            queue_size: 64,
+            count_descriptors: false,
+            control_latency: 50,
+            advertised_counts: None,
+            notify_on_ctl_write: false,
+        }
+    }
+}
+
+impl ModelConfig {
+    /// The counts config space reports.
+    pub fn counts(&self) -> [u32; 4] {
+        self.advertised_counts.unwrap_or([
+            self.jacks.len() as u32,
+            self.streams.len() as u32,
+            self.chmaps.len() as u32,
+            self.controls.len() as u32,
+        ])
+    }
+}
+
+/// Bits of one frame (all channels) in `format`, or `None` for a format the model cannot
+/// size. IMA ADPCM's 4-bit samples make this bits rather than bytes.
+pub fn frame_bits(format: u8, channels: u8) -> Option<u64> {
+    let width = PcmFormat::from_raw(format)?.phys_width()?;
+    let bits = u64::from(width) * u64::from(channels);
+    (bits > 0).then_some(bits)
+}
+
+/// Bytes of one sample of `format` (at least 1), for the capture pattern.
+pub fn sample_bytes(format: u8) -> usize {
+    PcmFormat::from_raw(format)
+        .and_then(PcmFormat::phys_width)
+        .map_or(1, |w| (w as usize / 8).max(1))
+}

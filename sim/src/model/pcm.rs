@@ -1,0 +1,284 @@
+//! PCM streams: the spec's state machine and real-time consumption on the simulated clock.
+//!
+//! The model is the ground truth the driver's timing is judged against, so a period's
+//! completion time is computed, not sampled: a stream consumes frames at exactly its rate from
+//! the moment it starts or from the moment a late buffer arrives, whichever is later, and a
+//! buffer completes when its last frame has been consumed. Times are kept as a base instant
+//! plus a frame count, so rounding never accumulates over a long stream.
+
+use std::collections::VecDeque;
+
+use driver::platform::PhysEntry;
+use spec::virtio_snd::{PcmRate, PcmSetParams};
+
+use super::config::{frame_bits, sample_bytes, StreamConfig};
+use super::fault::Fault;
+
+/// Where a stream is in the spec's PCM command lifecycle (virtio §5.14.6.6.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PcmState {
+    /// Never configured since reset.
+    Initial,
+    SetParams,
+    Prepared,
+    Started,
+    Stopped,
+    Released,
+}
+
+impl PcmState {
+    /// States a request may be sent in, exactly as the spec's table (and vhost-device-sound)
+    /// has them; `None` for requests that do not change stream state.
+    pub fn allowed_before(request: u32) -> &'static [PcmState] {
+        use spec::virtio_snd as s;
+        use PcmState::*;
+        match request {
+            s::VIRTIO_SND_R_PCM_SET_PARAMS => &[Initial, SetParams, Prepared, Released],
+            s::VIRTIO_SND_R_PCM_PREPARE => &[SetParams, Prepared, Released],
+            s::VIRTIO_SND_R_PCM_START => &[Prepared, Stopped],
+            s::VIRTIO_SND_R_PCM_STOP => &[Started],
+            s::VIRTIO_SND_R_PCM_RELEASE => &[Prepared, Stopped],
+            _ => &[],
+        }
+    }
+}
+
+/// The parameters of a SET_PARAMS, as the stream uses them after PREPARE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamParams {
+    pub buffer_bytes: u32,
+    pub period_bytes: u32,
+    /// Feature bits the driver selected.
+    pub features: u32,
+    pub channels: u8,
+    /// `PcmFormat` value.
+    pub format: u8,
+    /// `PcmRate` value.
+    pub rate: u8,
+}
+
+impl StreamParams {
+    pub(crate) fn from_wire(p: &PcmSetParams) -> Self {
+        StreamParams {
+            buffer_bytes: p.buffer_bytes.get(),
+            period_bytes: p.period_bytes.get(),
+            features: p.features.get(),
+            channels: p.channels,
+            format: p.format,
+            rate: p.rate,
+        }
+    }
+
+    /// Frames per second.
+    pub fn rate_hz(&self) -> u32 {
+        PcmRate::from_raw(self.rate)
+            .and_then(PcmRate::hz)
+            .unwrap_or(48_000)
+    }
+
+    /// Bits per frame (all channels).
+    pub fn frame_bits(&self) -> Option<u64> {
+        frame_bits(self.format, self.channels)
+    }
+
+    /// Bytes per frame, for byte-sized formats.
+    pub fn frame_bytes(&self) -> Option<usize> {
+        self.frame_bits()
+            .filter(|b| b % 8 == 0)
+            .map(|b| (b / 8) as usize)
+    }
+
+    /// Whole frames in `bytes`, and whether bytes were left over.
+    pub(crate) fn frames_in(&self, bytes: usize) -> (u64, bool) {
+        match self.frame_bits() {
+            Some(fb) => {
+                let bits = bytes as u64 * 8;
+                (bits / fb, bits % fb != 0)
+            }
+            None => (0, bytes != 0),
+        }
+    }
+
+    /// µs taken by `frames` at this rate, rounded up (a frame is done when it is done).
+    pub fn micros_for(&self, frames: u64) -> i64 {
+        let rate = u128::from(self.rate_hz().max(1));
+        let us = (u128::from(frames) * 1_000_000).div_ceil(rate);
+        i64::try_from(us).unwrap_or(i64::MAX)
+    }
+}
+
+/// One completed period as the device saw it: the ground truth for timing tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeriodRecord {
+    /// Simulated µs at which its last frame was consumed (tx) or captured (rx).
+    pub time: i64,
+    pub frames: u64,
+    pub bytes: usize,
+}
+
+/// A tx or rx buffer the device holds.
+pub(crate) struct IoBuf {
+    pub cookie: u64,
+    pub weight: usize,
+    pub frames: u64,
+    /// Tx: the PCM bytes, copied when the chain was queued.
+    pub data: Vec<u8>,
+    /// The device-writable entries (tx: the status; rx: the frames then the status).
+    pub writable: Vec<PhysEntry>,
+    /// Rx: bytes of frame space before the status.
+    pub capacity: usize,
+    pub fault: Option<Fault>,
+}
+
+/// Frames consumed since `base` (µs); the next buffer ends `micros_for(frames + its frames)`
+/// after `base`.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Timeline {
+    pub base: i64,
+    pub frames: u64,
+}
+
+pub(crate) struct Stream {
+    pub id: u32,
+    pub cfg: StreamConfig,
+    pub state: PcmState,
+    pub set_params: Option<StreamParams>,
+    pub prepared: Option<StreamParams>,
+    pub io: VecDeque<IoBuf>,
+    pub running: bool,
+    pub line: Timeline,
+    /// When to check whether the stream ran dry (1 µs after its last buffer completed, so a
+    /// driver refilling from that completion's interrupt is in time).
+    pub dry_check: Option<i64>,
+    pub xrun_times: Vec<i64>,
+    pub played: Vec<u8>,
+    pub recorded: Vec<u8>,
+    pub periods: Vec<PeriodRecord>,
+    /// Bytes captured so far (the capture pattern's position).
+    pub capture_pos: u64,
+}
+
+impl Stream {
+    pub fn new(id: u32, cfg: StreamConfig) -> Self {
+        Stream {
+            id,
+            cfg,
+            state: PcmState::Initial,
+            set_params: None,
+            prepared: None,
+            io: VecDeque::new(),
+            running: false,
+            line: Timeline::default(),
+            dry_check: None,
+            xrun_times: Vec::new(),
+            played: Vec::new(),
+            recorded: Vec::new(),
+            periods: Vec::new(),
+            capture_pos: 0,
+        }
+    }
+
+    /// Back to the state after a device reset; the ground-truth records stay for the test.
+    pub fn reset(&mut self) {
+        self.state = PcmState::Initial;
+        self.set_params = None;
+        self.prepared = None;
+        self.io.clear();
+        self.running = false;
+        self.dry_check = None;
+    }
+
+    fn params(&self) -> StreamParams {
+        self.prepared.unwrap_or(StreamParams {
+            buffer_bytes: 0,
+            period_bytes: 0,
+            features: 0,
+            channels: 2,
+            format: spec::virtio_snd::VIRTIO_SND_PCM_FMT_S16,
+            rate: spec::virtio_snd::VIRTIO_SND_PCM_RATE_48000,
+        })
+    }
+
+    /// When the head buffer's last frame is consumed, if the stream is running.
+    pub fn head_due(&self) -> Option<i64> {
+        if !self.running {
+            return None;
+        }
+        let head = self.io.front()?;
+        let p = self.params();
+        Some(
+            self.line
+                .base
+                .saturating_add(p.micros_for(self.line.frames + head.frames)),
+        )
+    }
+
+    /// The instant the frames consumed so far were done.
+    fn line_end(&self) -> i64 {
+        self.line
+            .base
+            .saturating_add(self.params().micros_for(self.line.frames))
+    }
+
+    pub fn start(&mut self, now: i64) {
+        self.running = true;
+        self.line = Timeline {
+            base: now,
+            frames: 0,
+        };
+        self.dry_check = self.io.is_empty().then_some(now + 1);
+    }
+
+    /// Stops consuming. A partly consumed head buffer starts over at the next START (its
+    /// bytes are only recorded as played when it completes, so nothing is counted twice).
+    pub fn stop(&mut self) {
+        self.running = false;
+        self.dry_check = None;
+    }
+
+    /// A buffer arrived at `now`. If it finds the stream running and dry, consumption
+    /// restarts from now: the gap is the underrun.
+    pub fn push(&mut self, buf: IoBuf, now: i64) {
+        if self.running && self.io.is_empty() && now > self.line_end() {
+            self.line = Timeline {
+                base: now,
+                frames: 0,
+            };
+        }
+        self.io.push_back(buf);
+        self.dry_check = None;
+    }
+
+    /// Takes the head buffer, which completed at `at`.
+    pub fn complete_head(&mut self, at: i64) -> Option<IoBuf> {
+        let buf = self.io.pop_front()?;
+        self.line.frames += buf.frames;
+        if self.io.is_empty() && self.running {
+            self.dry_check = Some(at + 1);
+        }
+        Some(buf)
+    }
+
+    /// The capture signal for bytes `offset .. offset + len` of this stream's capture, in
+    /// the current format: sample `k` (counting every channel) is `k + 0x100 * stream id`,
+    /// little-endian, truncated to the sample width.
+    pub fn pattern(&self, offset: u64, len: usize) -> Vec<u8> {
+        capture_pattern(self.id, sample_bytes(self.params().format), offset, len)
+    }
+}
+
+/// See [`Stream::pattern`].
+pub fn capture_pattern(stream: u32, sample_bytes: usize, offset: u64, len: usize) -> Vec<u8> {
+    let sb = sample_bytes.max(1) as u64;
+    (offset..offset + len as u64)
+        .map(|j| {
+            let k = j / sb + 0x100 * u64::from(stream);
+            let shift = 8 * (j % sb);
+            if shift >= 64 {
+                0
+            } else {
+                (k >> shift) as u8
+            }
+        })
+        .collect()
+}
