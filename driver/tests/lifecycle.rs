@@ -34,22 +34,37 @@ fn force_stop_then_resume_with_the_same_buffers() {
     let a = stream(&card, &mut c, &input, 10);
     let t1 = c.info.played_real_time;
     let f1 = c.info.played_frames_count;
-    card.dispatch(hm::B_MULTI_BUFFER_FORCE_STOP, 0, 1).expect("FORCE_STOP");
+    card.dispatch(hm::B_MULTI_BUFFER_FORCE_STOP, 0, 1)
+        .expect("FORCE_STOP");
     // The media add-on writes zeros into the playback buffers after FORCE_STOP.
     for b in 0..n {
         c.fill(&card, b, &vec![0u8; pb]);
     }
     let played_before = rig.model.played(0);
-    assert_eq!(played_before.len(), n * pb + a, "everything handed over before FORCE_STOP was played");
+    assert_eq!(
+        played_before.len(),
+        n * pb + a,
+        "everything handed over before FORCE_STOP was played"
+    );
     assert!(played_before[n * pb..] == input[..a]);
     // Resume without GET_BUFFERS: the same buffers, counts keep growing.
     let b = stream(&card, &mut c, &input[a..], 10);
-    assert!(c.info.played_real_time > t1 && c.info.played_frames_count > f1, "time and frames only grow");
-    card.dispatch(hm::B_MULTI_BUFFER_FORCE_STOP, 0, 1).expect("FORCE_STOP");
+    assert!(
+        c.info.played_real_time > t1 && c.info.played_frames_count > f1,
+        "time and frames only grow"
+    );
+    card.dispatch(hm::B_MULTI_BUFFER_FORCE_STOP, 0, 1)
+        .expect("FORCE_STOP");
     let played = rig.model.played(0);
     let second = &played[played_before.len()..];
-    assert!(second[..n * pb].iter().all(|&x| x == 0), "the zeros written after FORCE_STOP play first");
-    assert!(second[n * pb..] == input[a..a + b], "resumed audio is bit-exact");
+    assert!(
+        second[..n * pb].iter().all(|&x| x == 0),
+        "the zeros written after FORCE_STOP play first"
+    );
+    assert!(
+        second[n * pb..] == input[a..a + b],
+        "resumed audio is bit-exact"
+    );
     rig.finish(Some(card));
 }
 
@@ -71,19 +86,26 @@ fn format_change_while_running() {
     c.get_buffers(&card);
     let mut g = f;
     ioctl(&card, hm::B_MULTI_GET_GLOBAL_FORMAT, &mut g).expect("GET_GLOBAL_FORMAT");
-    assert_eq!((g.output.rate, g.output.format), (hm::B_SR_96000, hm::B_FMT_32BIT));
+    assert_eq!(
+        (g.output.rate, g.output.format),
+        (hm::B_SR_96000, hm::B_FMT_32BIT)
+    );
     let played_at_change = rig.model.played(0).len();
     let n = c.list.return_playback_buffers as usize;
     let pb = c.play_bytes();
     let used = stream(&card, &mut c, &input, 8);
     assert!(c.info.played_frames_count > frames_before && c.info.played_real_time > time_before);
-    card.dispatch(hm::B_MULTI_BUFFER_FORCE_STOP, 0, 1).expect("FORCE_STOP");
+    card.dispatch(hm::B_MULTI_BUFFER_FORCE_STOP, 0, 1)
+        .expect("FORCE_STOP");
     let params = rig.model.stream_params(0).expect("configured");
     assert_eq!(params.rate_hz(), 96000);
     let played = rig.model.played(0);
     let after = &played[played_at_change..];
     assert_eq!(after.len(), n * pb + used);
-    assert!(after[n * pb..] == input[..used], "audio after the change is bit-exact");
+    assert!(
+        after[n * pb..] == input[..used],
+        "audio after the change is bit-exact"
+    );
     // An unsupported format is refused and changes nothing.
     let mut bad = f;
     bad.output.rate = hm::B_SR_96000 | hm::B_SR_48000;
@@ -100,7 +122,8 @@ fn a_hundred_open_close_cycles_leave_nothing() {
     let kernel = std::sync::Arc::new(sim::SimKernel::new());
     let model = std::sync::Arc::new(sim::SndModel::new(&kernel, ModelConfig::default()));
     for i in 0..100 {
-        let engine = Engine::start(kernel.clone(), model.clone(), Options::default()).expect("start");
+        let engine =
+            Engine::start(kernel.clone(), model.clone(), Options::default()).expect("start");
         let (o, inp) = cards_for(&engine)[0];
         let card = Card::new(engine.clone(), o, inp, Settings::default()).expect("card");
         let mut c = Client::init(&card, None, Some(hm::B_FMT_16BIT));
@@ -125,7 +148,12 @@ fn exchange_before_get_buffers_is_slow_not_fast() {
     let k = card.kernel();
     let info = user_value(k, &garbage::<hm::MultiBufferInfo>());
     let t0 = driver::Kernel::system_time(k);
-    assert!(card.dispatch(hm::B_MULTI_BUFFER_EXCHANGE, info, 112).is_err());
-    assert!(driver::Kernel::system_time(k) - t0 >= 5_000, "a failing exchange must not return at once");
+    assert!(card
+        .dispatch(hm::B_MULTI_BUFFER_EXCHANGE, info, 112)
+        .is_err());
+    assert!(
+        driver::Kernel::system_time(k) - t0 >= 5_000,
+        "a failing exchange must not return at once"
+    );
     rig.finish(Some(card));
 }

@@ -11,11 +11,24 @@ use spec::virtio_snd::{PcmFormat, PcmRate};
 
 fn config(channels: u8) -> ModelConfig {
     let all_rates: Vec<PcmRate> = PcmRate::ALL.to_vec();
-    let formats = [PcmFormat::S8, PcmFormat::U8, PcmFormat::S16, PcmFormat::S32, PcmFormat::Float, PcmFormat::Float64];
+    let formats = [
+        PcmFormat::S8,
+        PcmFormat::U8,
+        PcmFormat::S16,
+        PcmFormat::S32,
+        PcmFormat::Float,
+        PcmFormat::Float64,
+    ];
     ModelConfig {
         streams: vec![
-            StreamConfig::output().with_channels(channels, channels).with_rates(&all_rates).with_formats(&formats),
-            StreamConfig::input().with_channels(channels, channels).with_rates(&all_rates).with_formats(&formats),
+            StreamConfig::output()
+                .with_channels(channels, channels)
+                .with_rates(&all_rates)
+                .with_formats(&formats),
+            StreamConfig::input()
+                .with_channels(channels, channels)
+                .with_rates(&all_rates)
+                .with_formats(&formats),
         ],
         ..ModelConfig::default()
     }
@@ -45,18 +58,43 @@ fn play(channels: u8, rate: u32, format: u32, periods: usize) {
         }
         last_rec_cycle = rc;
     }
-    card.dispatch(hm::B_MULTI_BUFFER_FORCE_STOP, 0, 1).expect("FORCE_STOP");
+    card.dispatch(hm::B_MULTI_BUFFER_FORCE_STOP, 0, 1)
+        .expect("FORCE_STOP");
     let played = rig.model.played(0);
-    assert_eq!(played.len(), n * pb + input.len(), "{channels} ch, rate bit {rate:#x}, format {format:#x}: played length");
-    assert!(played[..n * pb].iter().all(|&b| b == 0), "the initial buffers are the zeroed area");
-    assert!(played[n * pb..] == input[..], "{channels} ch, rate bit {rate:#x}, format {format:#x}: not bit-exact");
+    assert_eq!(
+        played.len(),
+        n * pb + input.len(),
+        "{channels} ch, rate bit {rate:#x}, format {format:#x}: played length"
+    );
+    assert!(
+        played[..n * pb].iter().all(|&b| b == 0),
+        "the initial buffers are the zeroed area"
+    );
+    assert!(
+        played[n * pb..] == input[..],
+        "{channels} ch, rate bit {rate:#x}, format {format:#x}: not bit-exact"
+    );
     // Recording: what the client read is what the device produced, in order, no gap.
     let produced = rig.model.recorded(1);
-    assert!(recorded.len() >= pb * (periods - 2), "recorded only {} bytes", recorded.len());
+    assert!(
+        recorded.len() >= pb * (periods - 2),
+        "recorded only {} bytes",
+        recorded.len()
+    );
     assert!(produced.len() >= recorded.len());
     if produced[..recorded.len()] != recorded[..] {
-        let at = produced.iter().zip(&recorded).position(|(a, b)| a != b).unwrap_or(0);
-        panic!("recording differs at byte {at} of {} (period {} bytes); produced {:?} got {:?}", recorded.len(), pb, &produced[at..at + 8], &recorded[at..at + 8]);
+        let at = produced
+            .iter()
+            .zip(&recorded)
+            .position(|(a, b)| a != b)
+            .unwrap_or(0);
+        panic!(
+            "recording differs at byte {at} of {} (period {} bytes); produced {:?} got {:?}",
+            recorded.len(),
+            pb,
+            &produced[at..at + 8],
+            &recorded[at..at + 8]
+        );
     }
     assert_eq!(card.stats().xruns, 0);
     assert_eq!(card.stats().starved, 0);
@@ -65,7 +103,14 @@ fn play(channels: u8, rate: u32, format: u32, periods: usize) {
 
 #[test]
 fn every_rate_s16_stereo() {
-    for rate in [hm::B_SR_8000, hm::B_SR_44100, hm::B_SR_48000, hm::B_SR_96000, hm::B_SR_192000, hm::B_SR_384000] {
+    for rate in [
+        hm::B_SR_8000,
+        hm::B_SR_44100,
+        hm::B_SR_48000,
+        hm::B_SR_96000,
+        hm::B_SR_192000,
+        hm::B_SR_384000,
+    ] {
         play(2, rate, hm::B_FMT_16BIT, 12);
     }
 }
@@ -73,7 +118,12 @@ fn every_rate_s16_stereo() {
 #[test]
 fn formats_and_channel_counts() {
     for channels in [1u8, 2, 6, 8] {
-        for format in [hm::B_FMT_16BIT, hm::B_FMT_32BIT, hm::B_FMT_FLOAT, hm::B_FMT_8BIT_U] {
+        for format in [
+            hm::B_FMT_16BIT,
+            hm::B_FMT_32BIT,
+            hm::B_FMT_FLOAT,
+            hm::B_FMT_8BIT_U,
+        ] {
             play(channels, hm::B_SR_48000, format, 8);
         }
     }

@@ -20,7 +20,9 @@ use driver::platform::{Area, KResult, Kernel, LogLevel, SemId, Status};
 use spec::haiku_driver as hd;
 
 use crate::clock::{Clock, SimThread, WaitOutcome, DEFAULT_START};
-use crate::memory::{Access, AreaInfo, Memory, PhysMemory, DEFAULT_MEMORY_SIZE, PAGE_SIZE};
+use crate::memory::{
+    count_irq_allocs, Access, AreaInfo, Memory, PhysMemory, SimCode, DEFAULT_MEMORY_SIZE, PAGE_SIZE,
+};
 use crate::report::{echo_enabled, lock, FailureLog};
 use crate::user::UserSpace;
 
@@ -189,9 +191,14 @@ impl SimKernel {
             c.in_interrupt += 1;
             (saved, c.spinlocks.len())
         });
-        let r = f();
+        let (r, allocs) = count_irq_allocs(f);
         let problems = self.with_cpu(|c| {
             let mut p = Vec::new();
+            if allocs > 0 {
+                p.push(format!(
+                    "interrupt handler allocated or freed heap memory {allocs} time(s)"
+                ));
+            }
             if c.spinlocks.len() > held_before {
                 p.push(format!(
                     "interrupt handler returned holding {} spinlock(s)",
@@ -459,6 +466,7 @@ unsafe impl Kernel for SimKernel {
     }
 
     fn snooze(&self, micros: i64) {
+        let _sim = SimCode::enter();
         if self.forbid_in_interrupt("snooze") {
             return;
         }
@@ -471,6 +479,7 @@ unsafe impl Kernel for SimKernel {
     }
 
     fn log(&self, level: LogLevel, message: fmt::Arguments<'_>) {
+        let _sim = SimCode::enter();
         let record = LogRecord {
             time: self.inner.clock.now(),
             level,
@@ -483,6 +492,7 @@ unsafe impl Kernel for SimKernel {
     }
 
     fn create_sem(&self, count: i32, name: &str) -> KResult<SemId> {
+        let _sim = SimCode::enter();
         self.forbid_in_interrupt("create_sem (allocates)");
         if count < 0 {
             return Err(Status::BAD_VALUE);
@@ -512,6 +522,7 @@ unsafe impl Kernel for SimKernel {
     }
 
     fn delete_sem(&self, sem: SemId) {
+        let _sim = SimCode::enter();
         self.forbid_in_interrupt("delete_sem");
         let existed = lock(&self.inner.sems).sems.remove(&sem.0).is_some();
         if !existed {
@@ -525,6 +536,7 @@ unsafe impl Kernel for SimKernel {
     }
 
     fn acquire_sem(&self, sem: SemId, timeout_micros: i64) -> KResult {
+        let _sim = SimCode::enter();
         if self.interrupts_disabled() {
             let what = format!("acquire_sem({})", self.sem_name(sem));
             self.forbid_in_interrupt(&what);
@@ -558,6 +570,7 @@ unsafe impl Kernel for SimKernel {
     }
 
     fn release_sem(&self, sem: SemId, from_interrupt: bool) {
+        let _sim = SimCode::enter();
         if !from_interrupt && self.interrupts_disabled() {
             self.forbid_in_interrupt(&format!(
                 "release_sem({}) without B_DO_NOT_RESCHEDULE",
@@ -585,6 +598,7 @@ unsafe impl Kernel for SimKernel {
     }
 
     fn disable_interrupts(&self) -> u64 {
+        let _sim = SimCode::enter();
         self.with_cpu(|c| {
             let was_enabled = !c.interrupts_disabled;
             c.interrupts_disabled = true;
@@ -593,6 +607,7 @@ unsafe impl Kernel for SimKernel {
     }
 
     fn restore_interrupts(&self, state: u64) {
+        let _sim = SimCode::enter();
         let problems = self.with_cpu(|c| {
             let mut p = Vec::new();
             if state > 1 {
@@ -619,6 +634,7 @@ unsafe impl Kernel for SimKernel {
     }
 
     fn acquire_spinlock(&self, lock_word: &AtomicI32) {
+        let _sim = SimCode::enter();
         let addr = lock_word as *const AtomicI32 as usize;
         let (enabled, recursive) =
             self.with_cpu(|c| (!c.interrupts_disabled, c.spinlocks.contains(&addr)));
@@ -654,6 +670,7 @@ unsafe impl Kernel for SimKernel {
     }
 
     fn release_spinlock(&self, lock_word: &AtomicI32) {
+        let _sim = SimCode::enter();
         let addr = lock_word as *const AtomicI32 as usize;
         let held_here = self.with_cpu(|c| match c.spinlocks.iter().rposition(|&a| a == addr) {
             Some(i) => {
@@ -675,6 +692,7 @@ unsafe impl Kernel for SimKernel {
     }
 
     fn create_area(&self, name: &str, size: usize, user: bool) -> KResult<Area> {
+        let _sim = SimCode::enter();
         self.forbid_in_interrupt(&format!("create_area({name:?}) (allocates)"));
         {
             let mut f = lock(&self.inner.faults);
@@ -698,6 +716,7 @@ unsafe impl Kernel for SimKernel {
     }
 
     fn delete_area(&self, area: &Area) {
+        let _sim = SimCode::enter();
         self.forbid_in_interrupt(&format!("delete_area({})", area.id));
         if let Err(e) = self.inner.memory.delete(area) {
             self.record_failure(e);
@@ -705,11 +724,13 @@ unsafe impl Kernel for SimKernel {
     }
 
     fn copy_from_user(&self, dst: &mut [u8], src: u64) -> KResult {
+        let _sim = SimCode::enter();
         self.forbid_in_interrupt("user_memcpy");
         lock(&self.inner.user).read(src, dst)
     }
 
     fn copy_to_user(&self, dst: u64, src: &[u8]) -> KResult {
+        let _sim = SimCode::enter();
         self.forbid_in_interrupt("user_memcpy");
         lock(&self.inner.user).write(dst, src)
     }

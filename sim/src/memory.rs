@@ -10,7 +10,8 @@
 //!
 //! This is the only module of the crate with `unsafe` code.
 
-use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::alloc::{alloc_zeroed, dealloc, GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
@@ -403,6 +404,94 @@ impl PhysMemory {
         self.read(phys, &mut v)?;
         Ok(v)
     }
+}
+
+// ---- heap allocations in interrupt context ----
+//
+// Haiku forbids malloc in an interrupt handler, and the driver's Rust code could allocate
+// there without calling any kernel function (a `Vec::push`, a `format!`). A test binary that
+// installs [`CheckingAllocator`] as its global allocator lets the kernel count those: every
+// allocation made while a virtio interrupt handler runs, outside the simulator's own code, is
+// reported after the handler returns.
+
+thread_local! {
+    /// Interrupt handlers running on this thread.
+    static IRQ_DEPTH: Cell<u32> = const { Cell::new(0) };
+    /// Simulator calls on the stack (their own allocations are not the driver's).
+    static SIM_DEPTH: Cell<u32> = const { Cell::new(0) };
+    /// Allocations counted so far on this thread.
+    static IRQ_ALLOCS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn note_alloc() {
+    // `try_with`: the allocator may run while thread-locals are being torn down.
+    let counting = IRQ_DEPTH.try_with(|d| d.get() > 0).unwrap_or(false)
+        && SIM_DEPTH.try_with(|d| d.get() == 0).unwrap_or(false);
+    if counting {
+        let _ = IRQ_ALLOCS.try_with(|c| c.set(c.get() + 1));
+    }
+}
+
+/// The system allocator, counting driver allocations in interrupt context. Install it in a
+/// test binary with `#[global_allocator] static A: sim::memory::CheckingAllocator =
+/// sim::memory::CheckingAllocator;` to have the kernel report them.
+pub struct CheckingAllocator;
+
+// SAFETY: every method forwards to `System` with the caller's arguments unchanged, so it
+// upholds `GlobalAlloc`'s contract exactly as `System` does; the counting touches only
+// const-initialised thread-locals, which never allocate.
+unsafe impl GlobalAlloc for CheckingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note_alloc();
+        // SAFETY: forwarded unchanged; the caller upholds `alloc`'s contract.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note_alloc();
+        // SAFETY: forwarded unchanged; the caller upholds `alloc_zeroed`'s contract.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        note_alloc();
+        // SAFETY: forwarded unchanged; `ptr` came from this allocator, which is `System`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note_alloc();
+        // SAFETY: forwarded unchanged; `ptr` came from this allocator, which is `System`.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+/// Marks simulator code on the stack: its allocations are not counted.
+pub(crate) struct SimCode(());
+
+impl SimCode {
+    pub(crate) fn enter() -> SimCode {
+        SIM_DEPTH.with(|d| d.set(d.get() + 1));
+        SimCode(())
+    }
+}
+
+impl Drop for SimCode {
+    fn drop(&mut self) {
+        SIM_DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
+    }
+}
+
+/// Runs `f` (the driver's interrupt handler) counting its heap allocations and frees; the
+/// simulator code the handler calls into is excluded by its own `SimCode` guards.
+pub(crate) fn count_irq_allocs<R>(f: impl FnOnce() -> R) -> (R, u64) {
+    let before = IRQ_ALLOCS.with(Cell::get);
+    let saved_sim = SIM_DEPTH.with(|d| d.replace(0));
+    IRQ_DEPTH.with(|d| d.set(d.get() + 1));
+    let r = f();
+    IRQ_DEPTH.with(|d| d.set(d.get() - 1));
+    SIM_DEPTH.with(|d| d.set(saved_sim));
+    (r, IRQ_ALLOCS.with(Cell::get) - before)
 }
 
 #[cfg(test)]

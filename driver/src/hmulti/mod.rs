@@ -198,8 +198,14 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
             in_format: pick(&input),
             enabled: u64::MAX,
             // No buffer is ready yet: -1 is outside every ring, so the client reads nothing.
-            played: Report { cycle: -1, ..Default::default() },
-            recorded: Report { cycle: -1, ..Default::default() },
+            played: Report {
+                cycle: -1,
+                ..Default::default()
+            },
+            recorded: Report {
+                cycle: -1,
+                ..Default::default()
+            },
             ..Default::default()
         };
         let streams: Vec<u32> = output
@@ -665,12 +671,26 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
         let Some(b) = st.buffers.as_ref() else {
             return Err(Status::ERROR);
         };
-        if let Some(r) = b.out {
-            self.write_descs(l.playback_buffers, b, r, self.out_channels())?;
+        let written = b
+            .out
+            .map_or(Ok(()), |r| {
+                self.write_descs(l.playback_buffers, b, r, self.out_channels())
+            })
+            .and_then(|_| {
+                b.inp.map_or(Ok(()), |r| {
+                    self.write_descs(l.record_buffers, b, r, self.in_channels())
+                })
+            });
+        if let Err(e) = written {
+            // The client cannot know these buffers: drop them rather than stream into them.
+            if let Some(b) = st.buffers.take() {
+                self.kernel.delete_area(&b.area);
+            }
+            return Err(e);
         }
-        if let Some(r) = b.inp {
-            self.write_descs(l.record_buffers, b, r, self.in_channels())?;
-        }
+        let Some(b) = st.buffers.as_ref() else {
+            return Err(Status::ERROR);
+        };
         l.return_playback_buffers = if b.out.is_some() { b.count as i32 } else { 0 };
         l.return_playback_channels = self.out_channels() as i32;
         l.return_playback_buffer_size = if b.out.is_some() { b.frames } else { 0 };

@@ -28,7 +28,11 @@ impl Rig {
     pub fn new(config: ModelConfig) -> Rig {
         let kernel = Arc::new(SimKernel::new());
         let model = Arc::new(SndModel::new(&kernel, config));
-        Rig { kernel, model, engine: None }
+        Rig {
+            kernel,
+            model,
+            engine: None,
+        }
     }
 
     pub fn start(&mut self) -> Result<Arc<Engine<SimKernel, SndModel>>, Status> {
@@ -72,7 +76,11 @@ pub fn user_value<T: IntoBytes + Immutable>(k: &SimKernel, v: &T) -> u64 {
 }
 
 /// Runs one ioctl with `arg` in user memory and reads it back.
-pub fn ioctl<T: IntoBytes + FromBytes + Immutable>(card: &TestCard, op: u32, arg: &mut T) -> Result<(), Status> {
+pub fn ioctl<T: IntoBytes + FromBytes + Immutable>(
+    card: &TestCard,
+    op: u32,
+    arg: &mut T,
+) -> Result<(), Status> {
     let k = card.kernel();
     let addr = user_value(k, arg);
     let r = card.dispatch(op, addr, core::mem::size_of::<T>());
@@ -112,12 +120,22 @@ impl Client {
         desc.request_channel_count = 32;
         desc.channels = UserPtr::from_addr(chan_addr);
         ioctl(card, hm::B_MULTI_GET_DESCRIPTION, &mut desc).expect("GET_DESCRIPTION");
-        assert_eq!(desc.channels.addr(), chan_addr, "the channel pointer must survive");
+        assert_eq!(
+            desc.channels.addr(),
+            chan_addr,
+            "the channel pointer must survive"
+        );
         assert_eq!(desc.request_channel_count, 32);
         let total = (2 * (desc.output_channel_count + desc.input_channel_count)) as usize;
-        let channels: Vec<hm::MultiChannelInfo> = (0..32).map(|i| k.user_read_value(chan_addr + i * 32)).collect();
+        let channels: Vec<hm::MultiChannelInfo> = (0..32)
+            .map(|i| k.user_read_value(chan_addr + i * 32))
+            .collect();
         for (i, c) in channels.iter().enumerate().skip(total) {
-            assert_eq!(c.as_bytes(), &[GARBAGE; 32], "channel {i} is past the list and must be untouched");
+            assert_eq!(
+                c.as_bytes(),
+                &[GARBAGE; 32],
+                "channel {i} is past the list and must be untouched"
+            );
         }
         // 2. GET_ENABLED_CHANNELS with a 4-byte enable word; connectors left as garbage.
         let bits_addr = k.user_alloc(4);
@@ -133,8 +151,17 @@ impl Client {
         // 4. SET_GLOBAL_FORMAT: highest rate, best integer format (or what the test wants).
         let mut f: hm::MultiFormatInfo = garbage();
         f.info_size = core::mem::size_of::<hm::MultiFormatInfo>() as u64;
-        let pick_rate = |mask: u32| rate.filter(|r| mask & r != 0).or_else(|| driver::hmulti::format::best_rate(mask)).unwrap_or(0);
-        let pick_fmt = |mask: u32| format.filter(|r| mask & r != 0).or_else(|| driver::hmulti::format::best_format(mask)).unwrap_or(0);
+        let pick_rate = |mask: u32| {
+            rate.filter(|r| mask & r != 0)
+                .or_else(|| driver::hmulti::format::best_rate(mask))
+                .unwrap_or(0)
+        };
+        let pick_fmt = |mask: u32| {
+            format
+                .filter(|r| mask & r != 0)
+                .or_else(|| driver::hmulti::format::best_format(mask))
+                .unwrap_or(0)
+        };
         f.output.rate = pick_rate(desc.output_rates);
         f.output.cvsr = 0.0;
         f.output.format = pick_fmt(desc.output_formats);
@@ -164,7 +191,9 @@ impl Client {
         m.control_count = 128;
         m.controls = UserPtr::from_addr(ctl_addr);
         ioctl(card, hm::B_MULTI_LIST_MIX_CONTROLS, &mut m).expect("LIST_MIX_CONTROLS");
-        c.controls = (0..m.control_count as u64).map(|i| k.user_read_value(ctl_addr + i * 116)).collect();
+        c.controls = (0..m.control_count as u64)
+            .map(|i| k.user_read_value(ctl_addr + i * 116))
+            .collect();
         // The exchange loop reuses one structure; only info_size and the cycles are set.
         let mut info: hm::MultiBufferInfo = garbage();
         info.info_size = core::mem::size_of::<hm::MultiBufferInfo>() as u64;
@@ -178,11 +207,13 @@ impl Client {
     pub fn get_buffers(&mut self, card: &TestCard) {
         let k = card.kernel();
         let table = |k: &SimKernel| -> (u64, Vec<u64>) {
-            let blocks: Vec<u64> = (0..32).map(|_| {
-                let a = k.user_alloc(32 * 24);
-                k.user_write(a, &[GARBAGE; 32 * 24]);
-                a
-            }).collect();
+            let blocks: Vec<u64> = (0..32)
+                .map(|_| {
+                    let a = k.user_alloc(32 * 24);
+                    k.user_write(a, &[GARBAGE; 32 * 24]);
+                    a
+                })
+                .collect();
             let t = k.user_alloc(32 * 8);
             for (i, b) in blocks.iter().enumerate() {
                 k.user_write(t + i as u64 * 8, &b.to_le_bytes());
@@ -203,17 +234,35 @@ impl Client {
         l.record_buffers = UserPtr::from_addr(rt);
         ioctl(card, hm::B_MULTI_GET_BUFFERS, &mut l).expect("GET_BUFFERS");
         let read = |blocks: &[u64], n: i32, ch: i32| -> Vec<Vec<hm::BufferDesc>> {
-            (0..n.max(0) as usize).map(|b| (0..ch.max(0) as u64).map(|c| k.user_read_value(blocks[b] + c * 24)).collect()).collect()
+            (0..n.max(0) as usize)
+                .map(|b| {
+                    (0..ch.max(0) as u64)
+                        .map(|c| k.user_read_value(blocks[b] + c * 24))
+                        .collect()
+                })
+                .collect()
         };
-        self.play = read(&pblocks, l.return_playback_buffers, self.desc.output_channel_count);
-        self.rec = read(&rblocks, l.return_record_buffers, self.desc.input_channel_count);
+        self.play = read(
+            &pblocks,
+            l.return_playback_buffers,
+            self.desc.output_channel_count,
+        );
+        self.rec = read(
+            &rblocks,
+            l.return_record_buffers,
+            self.desc.input_channel_count,
+        );
         self.list = l;
     }
 
     pub fn exchange(&mut self, card: &TestCard) -> Result<(), Status> {
         let k = card.kernel();
         k.user_write_value(self.info_addr, &self.info);
-        let r = card.dispatch(hm::B_MULTI_BUFFER_EXCHANGE, self.info_addr, core::mem::size_of::<hm::MultiBufferInfo>());
+        let r = card.dispatch(
+            hm::B_MULTI_BUFFER_EXCHANGE,
+            self.info_addr,
+            core::mem::size_of::<hm::MultiBufferInfo>(),
+        );
         self.info = k.user_read_value(self.info_addr);
         r
     }
@@ -228,7 +277,8 @@ impl Client {
         for (f, frame) in frames.chunks(descs[0].stride as usize).enumerate() {
             for (c, d) in descs.iter().enumerate() {
                 let addr = d.base.addr() + f as u64 * d.stride;
-                k.area_user_write(addr, &frame[c * sample..(c + 1) * sample]).expect("buffer memory");
+                k.area_user_write(addr, &frame[c * sample..(c + 1) * sample])
+                    .expect("buffer memory");
             }
         }
     }
@@ -243,7 +293,8 @@ impl Client {
         for f in 0..frames {
             for d in descs {
                 let mut s = vec![0u8; sample];
-                k.area_user_read(d.base.addr() + f as u64 * d.stride, &mut s).expect("buffer memory");
+                k.area_user_read(d.base.addr() + f as u64 * d.stride, &mut s)
+                    .expect("buffer memory");
                 out.extend_from_slice(&s);
             }
         }
@@ -251,7 +302,9 @@ impl Client {
     }
 
     pub fn play_bytes(&self) -> usize {
-        let Some(d) = self.play.first().and_then(|b| b.first()) else { return 0 };
+        let Some(d) = self.play.first().and_then(|b| b.first()) else {
+            return 0;
+        };
         self.list.return_playback_buffer_size as usize * d.stride as usize
     }
 }

@@ -31,7 +31,7 @@ use spec::virtio_snd::{
 
 use crate::clock::EventSource;
 use crate::kernel::SimKernel;
-use crate::memory::PhysMemory;
+use crate::memory::{PhysMemory, SimCode};
 use crate::report::lock;
 
 pub use config::{
@@ -1122,6 +1122,7 @@ impl SndModel {
 
 impl VirtioDevice for SndModel {
     fn negotiate_features(&self, supported: u64) -> KResult<u64> {
+        let _sim = SimCode::enter();
         let mut st = self.state();
         if st.queues_ready {
             st.violation("negotiate_features after alloc_queues".into());
@@ -1142,6 +1143,7 @@ impl VirtioDevice for SndModel {
     }
 
     fn read_device_config(&self, offset: u8, buf: &mut [u8]) -> KResult {
+        let _sim = SimCode::enter();
         let mut st = self.state();
         let size = usize::from(st.config.config_size.min(16));
         let start = usize::from(offset);
@@ -1170,6 +1172,7 @@ impl VirtioDevice for SndModel {
     }
 
     fn alloc_queues(&self, count: usize) -> KResult {
+        let _sim = SimCode::enter();
         let mut st = self.state();
         if st.features.is_none() {
             st.violation("alloc_queues before negotiate_features".into());
@@ -1189,6 +1192,7 @@ impl VirtioDevice for SndModel {
     }
 
     fn setup_interrupts(&self, handler: Arc<dyn QueueHandler>) -> KResult {
+        let _sim = SimCode::enter();
         let mut st = self.state();
         if !st.queues_ready {
             st.violation("setup_interrupts before alloc_queues".into());
@@ -1295,6 +1299,7 @@ impl VirtioDevice for SndModel {
     }
 
     fn queue_dequeue(&self, queue: u16) -> Option<(u64, u32)> {
+        let _sim = SimCode::enter();
         let now = self.now();
         let mut st = self.state();
         let q = st.queues.get_mut(queue as usize)?;
@@ -1318,6 +1323,7 @@ impl VirtioDevice for SndModel {
     }
 
     fn queue_size(&self, queue: u16) -> u16 {
+        let _sim = SimCode::enter();
         if (queue as usize) < QUEUES {
             self.state().config.queue_size
         } else {
@@ -1326,6 +1332,7 @@ impl VirtioDevice for SndModel {
     }
 
     fn free_interrupts(&self) {
+        let _sim = SimCode::enter();
         let me = thread::current().id();
         let mut irq = lock(&self.shared.irq);
         irq.handler = None;
@@ -1345,6 +1352,7 @@ impl VirtioDevice for SndModel {
     }
 
     fn free_queues(&self) {
+        let _sim = SimCode::enter();
         self.state().reset();
     }
 }
