@@ -118,6 +118,18 @@ pub struct AreaInfo {
     pub user: bool,
 }
 
+impl AreaInfo {
+    /// The `Area` the driver was given for it (to delete a leaked one in a test).
+    pub fn to_area(&self) -> Area {
+        Area {
+            id: self.id,
+            addr: self.addr,
+            phys: self.phys,
+            size: self.size,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 struct AreaRecord {
     id: i32,

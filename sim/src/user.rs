@@ -14,7 +14,7 @@ use spec::haiku_driver::{USER_BASE, USER_TOP};
 
 use crate::memory::PAGE_SIZE;
 
-/// Where [`UserSpace::alloc`] starts handing out addresses: well inside the user range and far
+/// Where `SimKernel::user_alloc` starts handing out addresses: well inside the user range and far
 /// from both ends, so boundary tests can map their own pages near `USER_BASE`/`USER_TOP`.
 pub const USER_ALLOC_BASE: u64 = 0x1000_0000;
 

@@ -17,6 +17,11 @@ use spec::virtio_snd::{
 use zerocopy::little_endian::U32 as Le32;
 use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
+/// Counts heap use inside interrupt handlers: the fake driver's handler must not allocate,
+/// like the real one.
+#[global_allocator]
+static ALLOC: sim::memory::CheckingAllocator = sim::memory::CheckingAllocator;
+
 const CTL: u16 = vs::VIRTIO_SND_VQ_CONTROL;
 const EVT: u16 = vs::VIRTIO_SND_VQ_EVENT;
 const TX: u16 = vs::VIRTIO_SND_VQ_TX;
@@ -66,7 +71,8 @@ impl Fake {
         let irq = Arc::new(Irq {
             k: k.clone(),
             sems,
-            calls: Mutex::new(Vec::new()),
+            // Room for every call up front: the handler must not allocate.
+            calls: Mutex::new(Vec::with_capacity(100_000)),
         });
         Fake { k, m, dma, irq }
     }
@@ -230,12 +236,7 @@ impl Fake {
             k.delete_sem(s);
         }
         for a in k.areas() {
-            k.delete_area(&Area {
-                id: a.id,
-                addr: a.addr,
-                phys: a.phys,
-                size: a.size,
-            });
+            k.delete_area(&a.to_area());
         }
         m.assert_no_violations();
         k.assert_clean();
@@ -1070,4 +1071,38 @@ fn the_defaults_are_qemus() {
         PcmInfo::read_from_bytes(p.as_bytes()).unwrap().channels_max,
         2
     );
+}
+
+/// A handler that allocates, as the driver's must not.
+struct Greedy {
+    k: SimKernel,
+    sem: SemId,
+}
+
+impl QueueHandler for Greedy {
+    fn queue_interrupt(&self, _queue: u16) {
+        let v = vec![1u8; 64];
+        std::hint::black_box(&v);
+        self.k.release_sem(self.sem, true);
+    }
+}
+
+#[test]
+fn a_handler_that_allocates_is_caught() {
+    let f = Fake::new(ModelConfig::default());
+    let greedy = Arc::new(Greedy {
+        k: f.k.clone(),
+        sem: f.irq.sems[0],
+    });
+    f.m.negotiate_features(VIRTIO_FEATURE_VERSION_1).unwrap();
+    f.m.alloc_queues(4).unwrap();
+    f.m.setup_interrupts(greedy).unwrap();
+    f.control(&pcm_info_request());
+    let failures = f.k.take_failures();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert!(
+        failures[0].contains("allocated or freed heap memory 2 time(s)"),
+        "{failures:?}"
+    );
+    f.finish();
 }

@@ -1210,6 +1210,7 @@ impl VirtioDevice for SndModel {
         readable: usize,
         cookie: u64,
     ) -> KResult {
+        let _sim = SimCode::enter();
         let now = self.now();
         let mut st = self.state();
         if queue as usize >= QUEUES {

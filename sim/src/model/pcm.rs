@@ -267,7 +267,9 @@ impl Stream {
     }
 }
 
-/// See [`Stream::pattern`].
+/// The capture signal for bytes `offset .. offset + len` of stream `stream`'s capture, with
+/// samples of `sample_bytes` bytes: sample `k` (counting every channel) is
+/// `k + 0x100 * stream`, little-endian, truncated to the sample width.
 pub fn capture_pattern(stream: u32, sample_bytes: usize, offset: u64, len: usize) -> Vec<u8> {
     let sb = sample_bytes.max(1) as u64;
     (offset..offset + len as u64)
