@@ -678,6 +678,11 @@ fn a_late_buffer_restarts_the_clock_and_counts_an_underrun() {
     );
     f.k.snooze(10);
     assert_eq!(f.m.xruns(0).len(), 2, "dry again after the late one");
+    assert_eq!(
+        f.m.events_dropped(),
+        1,
+        "no event buffer for the second XRUN"
+    );
     assert_eq!(f.pcm(RequestCode::PcmStop, 0), vs::VIRTIO_SND_S_OK);
     assert_eq!(f.pcm(RequestCode::PcmRelease, 0), vs::VIRTIO_SND_S_OK);
     f.finish();

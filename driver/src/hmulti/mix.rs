@@ -80,6 +80,20 @@ pub fn db_scale(tlv: &[u8], min_raw: i32, max_raw: i32) -> Option<DbScale> {
     }
 }
 
+/// Elements without a role say their direction the ALSA way, in their name ("Capture
+/// Source", "Master Playback Volume"); anything else is taken for output.
+fn direction_from_name(name: &str) -> u8 {
+    let lower: alloc::string::String = name.chars().map(|c| c.to_ascii_lowercase()).collect();
+    if ["capture", "input", "mic", "record"]
+        .iter()
+        .any(|w| lower.contains(w))
+    {
+        vs::Direction::Input as u8
+    } else {
+        vs::Direction::Output as u8
+    }
+}
+
 fn round(x: f32) -> i64 {
     if x >= 0.0 {
         (x + 0.5) as i64
@@ -156,7 +170,7 @@ impl Mixer {
             for c in engine.controls() {
                 let role = c.info.role.get();
                 let c_dir = if role == vs::VIRTIO_SND_CTL_ROLE_UNDEFINED {
-                    0
+                    direction_from_name(&c.name)
                 } else {
                     (role & 1) as u8
                 };
@@ -435,6 +449,14 @@ mod tests {
             "truncated body"
         );
         assert!(db_scale(&tlv(77, &[1, 2]), 0, 1).is_none());
+    }
+
+    #[test]
+    fn direction_by_name() {
+        assert_eq!(direction_from_name("Capture Source"), 1);
+        assert_eq!(direction_from_name("Mic Boost"), 1);
+        assert_eq!(direction_from_name("Master Playback Volume"), 0);
+        assert_eq!(direction_from_name("Tone"), 0);
     }
 
     #[test]

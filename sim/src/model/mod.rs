@@ -154,6 +154,8 @@ pub(crate) struct State {
     irq_pending: Vec<u16>,
     /// (instant, count) of consecutive empty `queue_dequeue`s.
     empty_polls: (i64, u64),
+    /// XRUN events not sent for want of an event buffer.
+    events_dropped: u64,
 }
 
 impl State {
@@ -395,14 +397,7 @@ impl State {
         if stream.cfg.direction != dir {
             return refuse(
                 self,
-                format!(
-                    "stream {stream_id} is not an {} stream",
-                    if dir == Direction::Output {
-                        "output"
-                    } else {
-                        "input"
-                    }
-                ),
+                format!("stream {stream_id} does not have the {name} queue's direction"),
             );
         }
         if !matches!(stream.state, PcmState::Prepared | PcmState::Started) {
@@ -574,9 +569,14 @@ impl State {
             .prepared
             .is_some_and(|p| p.features & PcmFeature::EvtXruns.mask() as u32 != 0);
         if wants_event {
+            // Sent only if the driver left a buffer for it; a late XRUN would be misleading.
             let stream_id = s.id;
-            self.events_pending
-                .push_back(DeviceEvent::PcmXrun { stream_id });
+            if self.event_buffers.len() > self.events_pending.len() {
+                self.events_pending
+                    .push_back(DeviceEvent::PcmXrun { stream_id });
+            } else {
+                self.events_dropped += 1;
+            }
         }
     }
 
@@ -860,6 +860,7 @@ impl SndModel {
             tlv_commands: Vec::new(),
             irq_pending: Vec::new(),
             empty_polls: (0, 0),
+            events_dropped: 0,
         };
         let shared = Arc::new(Shared {
             kernel: kernel.clone(),
@@ -1002,6 +1003,11 @@ impl SndModel {
             .get(stream as usize)
             .map(|s| s.played.clone())
             .unwrap_or_default()
+    }
+
+    /// XRUN events the device had to drop because no event buffer was free.
+    pub fn events_dropped(&self) -> u64 {
+        self.state().events_dropped
     }
 
     /// Every byte captured on `stream`, in order.
