@@ -23,12 +23,16 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread::{self, JoinHandle, ThreadId};
+use std::time::{Duration, Instant};
 
 use crate::report::{lock, FailureLog};
 
 /// Where simulated time starts: one second after "boot", so that timestamps near zero in a
 /// driver (an uninitialised time) stand out.
 pub const DEFAULT_START: i64 = 1_000_000;
+
+/// Real time a waiter tolerates without anything happening in the simulation.
+const STALL: Duration = Duration::from_secs(20);
 
 /// How many rounds of events one instant may hold before the clock calls it a livelock.
 const ROUNDS_PER_INSTANT: usize = 100_000;
@@ -205,6 +209,8 @@ impl Clock {
         s.gen += 1;
         self.inner.cv.notify_all();
 
+        let mut last_gen = s.gen;
+        let mut quiet_since = Instant::now();
         let outcome = loop {
             if s.doomed.remove(&id) {
                 break WaitOutcome::Forever;
@@ -253,7 +259,26 @@ impl Clock {
                     }
                 }
             }
-            s = self.inner.cv.wait(s).unwrap_or_else(|e| e.into_inner());
+            // Someone else must act first. If nothing at all happens for a long (real) time,
+            // a participant is stuck outside the simulation (a plain `JoinHandle::join`, a
+            // thread not started with `spawn`): fail rather than hang the test run.
+            if s.gen != last_gen {
+                last_gen = s.gen;
+                quiet_since = Instant::now();
+            } else if quiet_since.elapsed() >= STALL {
+                self.inner.failures.record(format!(
+                    "simulated time stalled for {STALL:?} of real time: a simulated thread is \
+                     blocked outside the simulator (join simulated threads with SimThread::join \
+                     and start them with spawn)"
+                ));
+                break WaitOutcome::Forever;
+            }
+            s = self
+                .inner
+                .cv
+                .wait_timeout(s, STALL / 10)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         };
         s.waiters.remove(&id);
         s.doomed.remove(&id);

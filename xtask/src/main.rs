@@ -4,8 +4,10 @@
 //! - `layout --json`: every structure and constant, by C name
 //! - `spec-diff [REV | OLD.toml NEW.toml] [--deny-breaking]`: an ABI review
 //! - `test`: everything CI runs
+//! - `bench`: the exchange benchmark (callgrind)
 //! - `build-haiku`: the add-on (not yet)
 
+mod bench;
 mod bindgen_check;
 mod gen;
 mod spec_diff;
@@ -52,6 +54,8 @@ enum Cmd {
     Test,
     /// Build the Haiku add-on (not yet implemented).
     BuildHaiku,
+    /// The exchange benchmark: timing error and instructions per BUFFER_EXCHANGE.
+    Bench,
 }
 
 /// The workspace root (xtask lives one level below it).
@@ -72,6 +76,7 @@ fn main() -> ExitCode {
             deny_breaking,
         } => spec_diff::run(&args, deny_breaking),
         Cmd::Test => run_tests(),
+        Cmd::Bench => bench::run(),
         Cmd::BuildHaiku => {
             Err("build-haiku is not implemented yet (issue 4); nothing was built".into())
         }

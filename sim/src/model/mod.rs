@@ -301,7 +301,7 @@ impl State {
             |extra: u32| (wlen as u64 + u64::from(extra)).min(u64::from(u32::MAX)) as u32;
         match fault {
             None | Some(Fault::Delay(_)) | Some(Fault::Lost) => (bytes, normal),
-            Some(Fault::Status(code)) => (code.to_le_bytes().to_vec(), 4.min(wlen as u32)),
+            Some(Fault::Status(code)) => (code.to_le_bytes().to_vec(), wlen.min(4) as u32),
             Some(Fault::ShortReply(n)) => (bytes, n),
             Some(Fault::Oversized(extra)) => (bytes, oversized(extra)),
             Some(Fault::ExtraItems(extra)) => match reply.items {
