@@ -3,6 +3,10 @@
 
 mod common;
 
+/// Reports any allocation the driver makes in an interrupt callback.
+#[global_allocator]
+static ALLOC: sim::memory::CheckingAllocator = sim::memory::CheckingAllocator;
+
 use common::*;
 use driver::hmulti::Settings;
 use sim::model::{ChmapConfig, ControlConfig, JackConfig};
