@@ -10,6 +10,8 @@
 extern crate alloc;
 
 pub mod dma;
+#[cfg(feature = "haiku")]
+pub mod haiku;
 pub mod hmulti;
 pub mod platform;
 pub mod sync;

@@ -5,11 +5,14 @@
 //! - `spec-diff [REV | OLD.toml NEW.toml] [--deny-breaking]`: an ABI review
 //! - `test`: everything CI runs
 //! - `bench`: the exchange benchmark (callgrind)
-//! - `build-haiku`: the add-on (not yet)
+//! - `build-haiku`: the add-on, audited, and its install tree
+//! - `audit FILE`: would Haiku's kernel ELF loader accept this add-on?
 
+mod audit;
 mod bench;
 mod bindgen_check;
 mod gen;
+mod haiku;
 mod spec_diff;
 
 use std::path::{Path, PathBuf};
@@ -52,10 +55,15 @@ enum Cmd {
     },
     /// Run everything CI runs: gen --check, fmt, clippy, the tests.
     Test,
-    /// Build the Haiku add-on (not yet implemented).
+    /// Build the Haiku add-on: target/haiku/virtio_sound (audited) and target/haiku/install/.
     BuildHaiku,
     /// The exchange benchmark: timing error and instructions per BUFFER_EXCHANGE.
     Bench,
+    /// Check a built add-on against every rule of Haiku's kernel ELF loader.
+    Audit {
+        /// The add-on (an ELF shared object).
+        file: PathBuf,
+    },
 }
 
 /// The workspace root (xtask lives one level below it).
@@ -77,9 +85,8 @@ fn main() -> ExitCode {
         } => spec_diff::run(&args, deny_breaking),
         Cmd::Test => run_tests(),
         Cmd::Bench => bench::run(),
-        Cmd::BuildHaiku => {
-            Err("build-haiku is not implemented yet (issue 4); nothing was built".into())
-        }
+        Cmd::Audit { file } => audit::run(&file),
+        Cmd::BuildHaiku => haiku::build().map(|_| ()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -129,6 +136,23 @@ fn run_tests() -> Result {
             "warnings",
         ]),
     )?;
+    step(
+        "cargo clippy (Haiku add-on)",
+        cargo().args([
+            "clippy",
+            "-p",
+            "driver",
+            "--lib",
+            "--features",
+            "haiku",
+            "--quiet",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    eprintln!("==> cargo xtask build-haiku");
+    haiku::build()?;
     step(
         "cargo test",
         cargo().args(["test", "--workspace", "--quiet"]),

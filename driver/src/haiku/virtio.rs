@@ -1,0 +1,217 @@
+//! `VirtioDevice` over Haiku's `virtio_device_interface`.
+
+use alloc::sync::Arc;
+use core::ffi::{c_char, c_void};
+
+use spec::haiku_driver::{virtio_device, virtio_queue, PhysicalEntry, VirtioDeviceInterface};
+
+use crate::platform::{KResult, PhysEntry, QueueHandler, Status, VirtioDevice};
+use crate::sync::SpinLock;
+
+use super::kernel::HaikuKernel;
+
+const QUEUES: usize = 4;
+
+/// The virtio device our node sits on.
+pub struct HaikuVirtio {
+    iface: *const VirtioDeviceInterface,
+    dev: virtio_device,
+    queues: SpinLock<[virtio_queue; QUEUES]>,
+    handler: SpinLock<Option<Arc<dyn QueueHandler>>>,
+}
+
+impl core::fmt::Debug for HaikuVirtio {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("HaikuVirtio")
+            .field("dev", &self.dev)
+            .finish()
+    }
+}
+
+// SAFETY: the interface table and the device cookie are the bus manager's, valid for the
+// driver's lifetime and usable from any thread; the mutable parts are behind spinlocks.
+unsafe impl Send for HaikuVirtio {}
+// SAFETY: as above.
+unsafe impl Sync for HaikuVirtio {}
+
+/// `negotiate_features` must get a name callback on R1/beta5, which calls it unchecked.
+unsafe extern "C" fn feature_name(feature: u64) -> *const c_char {
+    if feature == 1 << spec::virtio_snd::VIRTIO_SND_F_CTLS {
+        c"CTLS".as_ptr()
+    } else {
+        core::ptr::null()
+    }
+}
+
+/// The queue interrupt: the bus calls it with the cookie given to `setup_interrupt`
+/// (`HaikuVirtio`) and the queue's own cookie (its index).
+unsafe extern "C" fn queue_callback(driver: *mut c_void, queue: *mut c_void) {
+    if driver.is_null() {
+        return;
+    }
+    // SAFETY: `driver` is the `HaikuVirtio` passed to `setup_interrupt`, which outlives its
+    // interrupts (`free_interrupts` runs before it is dropped).
+    let this = unsafe { &*(driver as *const HaikuVirtio) };
+    let guard = this.handler.lock(&HaikuKernel);
+    if let Some(h) = guard.as_ref() {
+        h.queue_interrupt(queue as usize as u16);
+    }
+}
+
+impl HaikuVirtio {
+    /// # Safety
+    ///
+    /// `iface` and `dev` are what `get_driver` returned for the virtio parent node, and stay
+    /// valid while the driver is loaded.
+    pub unsafe fn new(iface: *const VirtioDeviceInterface, dev: virtio_device) -> Self {
+        HaikuVirtio {
+            iface,
+            dev,
+            queues: SpinLock::new([core::ptr::null_mut(); QUEUES]),
+            handler: SpinLock::new(None),
+        }
+    }
+
+    fn iface(&self) -> &VirtioDeviceInterface {
+        // SAFETY: `new`'s contract: the table is the bus manager's and lives as long as we do.
+        unsafe { &*self.iface }
+    }
+
+    fn queue(&self, q: u16) -> KResult<virtio_queue> {
+        let qs = self.queues.lock(&HaikuKernel);
+        match qs.get(q as usize) {
+            Some(p) if !p.is_null() => Ok(*p),
+            _ => Err(Status::BAD_VALUE),
+        }
+    }
+}
+
+fn call<T>(f: Option<T>) -> KResult<T> {
+    f.ok_or(Status::NOT_SUPPORTED)
+}
+
+impl VirtioDevice for HaikuVirtio {
+    fn negotiate_features(&self, supported: u64) -> KResult<u64> {
+        let f = call(self.iface().negotiate_features)?;
+        let mut negotiated = 0u64;
+        // SAFETY: the bus's own function with its device cookie, an out pointer to a local
+        // and a callback that never fails.
+        Status(unsafe { f(self.dev, supported, &mut negotiated, Some(feature_name)) })
+            .to_result()?;
+        Ok(negotiated)
+    }
+
+    fn read_device_config(&self, offset: u8, buf: &mut [u8]) -> KResult {
+        let f = call(self.iface().read_device_config)?;
+        // SAFETY: `buf` is valid for its length.
+        Status(unsafe { f(self.dev, offset, buf.as_mut_ptr().cast(), buf.len() as u64) })
+            .to_result()
+    }
+
+    fn alloc_queues(&self, count: usize) -> KResult {
+        if count > QUEUES {
+            return Err(Status::BAD_VALUE);
+        }
+        let f = call(self.iface().alloc_queues)?;
+        let mut qs: [virtio_queue; QUEUES] = [core::ptr::null_mut(); QUEUES];
+        // SAFETY: room for `count` queue pointers; the 4th argument (requested sizes) is
+        // NULL, which both R1/beta5 (3 arguments) and nightly accept.
+        Status(unsafe {
+            f(
+                self.dev,
+                count as u64,
+                qs.as_mut_ptr(),
+                core::ptr::null_mut(),
+            )
+        })
+        .to_result()?;
+        *self.queues.lock(&HaikuKernel) = qs;
+        Ok(())
+    }
+
+    fn setup_interrupts(&self, handler: Arc<dyn QueueHandler>) -> KResult {
+        *self.handler.lock(&HaikuKernel) = Some(handler);
+        let this = self as *const HaikuVirtio as *mut c_void;
+        let setup = call(self.iface().setup_interrupt)?;
+        // SAFETY: no config-change handler; `this` outlives the interrupts (see callback).
+        Status(unsafe { setup(self.dev, None, this) }).to_result()?;
+        let per_queue = call(self.iface().queue_setup_interrupt)?;
+        for q in 0..QUEUES as u16 {
+            let queue = self.queue(q)?;
+            // SAFETY: `queue` came from alloc_queues; the cookie is the queue index.
+            Status(unsafe { per_queue(queue, Some(queue_callback), q as usize as *mut c_void) })
+                .to_result()?;
+        }
+        Ok(())
+    }
+
+    fn queue_request(
+        &self,
+        queue: u16,
+        entries: &[PhysEntry],
+        readable: usize,
+        cookie: u64,
+    ) -> KResult {
+        if readable > entries.len() || entries.is_empty() {
+            return Err(Status::BAD_VALUE);
+        }
+        let q = self.queue(queue)?;
+        let f = call(self.iface().queue_request_v)?;
+        // PhysEntry and physical_entry have the same layout (two u64).
+        let vec = entries.as_ptr() as *const PhysicalEntry;
+        // SAFETY: `vec` points to `entries.len()` entries of the kernel's layout; the bus
+        // copies them into the ring before it returns.
+        Status(unsafe {
+            f(
+                q,
+                vec,
+                readable as u64,
+                (entries.len() - readable) as u64,
+                cookie as usize as *mut c_void,
+            )
+        })
+        .to_result()
+    }
+
+    fn queue_dequeue(&self, queue: u16) -> Option<(u64, u32)> {
+        let q = self.queue(queue).ok()?;
+        let f = self.iface().queue_dequeue?;
+        let mut cookie: *mut c_void = core::ptr::null_mut();
+        let mut len = 0u32;
+        // SAFETY: out pointers to locals.
+        if unsafe { f(q, &mut cookie, &mut len) } {
+            Some((cookie as usize as u64, len))
+        } else {
+            None
+        }
+    }
+
+    fn queue_size(&self, queue: u16) -> u16 {
+        match (self.queue(queue), self.iface().queue_size) {
+            // SAFETY: a queue from alloc_queues.
+            (Ok(q), Some(f)) => unsafe { f(q) },
+            _ => 0,
+        }
+    }
+
+    fn free_interrupts(&self) {
+        if let Some(f) = self.iface().free_interrupts {
+            // SAFETY: the device cookie; after this returns no callback runs.
+            unsafe { f(self.dev) };
+        }
+        // Dropped after the spinlock is released: freeing memory with interrupts disabled
+        // is not allowed.
+        let old = self.handler.lock(&HaikuKernel).take();
+        drop(old);
+    }
+
+    fn free_queues(&self) {
+        if let Some(f) = self.iface().free_queues {
+            // SAFETY: the device cookie; the bus resets the device.
+            unsafe { f(self.dev) };
+        }
+        *self.queues.lock(&HaikuKernel) = [core::ptr::null_mut(); QUEUES];
+    }
+}
+
+const _: () = assert!(core::mem::size_of::<PhysEntry>() == core::mem::size_of::<PhysicalEntry>());
