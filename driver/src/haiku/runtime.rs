@@ -36,9 +36,11 @@ static HEAP: KernelHeap = KernelHeap;
 
 #[panic_handler]
 fn on_panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    super::kernel::log_line("virtio_sound: PANIC: ", format_args!("{}", info.message()));
-    // SAFETY: the kernel's panic with a literal format; it does not return.
-    unsafe { ffi::panic(c"virtio_sound: Rust panic (see the line above)".as_ptr()) }
+    let line =
+        super::kernel::format_line("virtio_sound: ", format_args!("{}", info.message()), false);
+    // SAFETY: the kernel's panic with a literal "%s" format and a NUL-terminated message;
+    // it does not return.
+    unsafe { ffi::panic(c"%s".as_ptr(), line.as_ptr()) }
 }
 
 /// The precompiled `core` was built for unwinding and names this; with panic=abort it is
