@@ -53,19 +53,26 @@ impl Write for Line {
     }
 }
 
-/// Formats `args` and hands the line to `dprintf("%s")`.
-pub fn log_line(prefix: &str, args: fmt::Arguments<'_>) {
+/// `prefix` and `args` as a NUL-terminated line (truncated to fit).
+pub fn format_line(prefix: &str, args: fmt::Arguments<'_>, newline: bool) -> [u8; 256] {
     let mut line = Line {
         buf: [0; 256],
         len: 0,
     };
     let _ = line.write_str(prefix);
     let _ = line.write_fmt(args);
-    line.buf[line.len] = b'\n';
-    line.buf[line.len + 1] = 0;
+    if newline {
+        line.buf[line.len] = b'\n';
+    }
+    line.buf
+}
+
+/// Formats `args` and hands the line to `dprintf("%s")`.
+pub fn log_line(prefix: &str, args: fmt::Arguments<'_>) {
+    let line = format_line(prefix, args, true);
     // SAFETY: the format is a literal "%s" and the argument a NUL-terminated buffer that
     // lives across the call.
-    unsafe { ffi::dprintf(c"%s".as_ptr(), line.buf.as_ptr()) };
+    unsafe { ffi::dprintf(c"%s".as_ptr(), line.as_ptr()) };
 }
 
 // SAFETY: every method forwards to the kernel export with the same contract: areas are
