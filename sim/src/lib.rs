@@ -19,10 +19,12 @@
 
 pub mod clock;
 pub mod kernel;
+pub mod loader;
 pub mod memory;
 pub mod model;
 mod report;
 pub mod user;
+pub mod wav;
 
 pub use clock::{Clock, EventSource, SimThread, WaitOutcome};
 pub use kernel::{KernelConfig, LogRecord, SemInfo, SimKernel};
