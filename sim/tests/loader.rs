@@ -19,7 +19,7 @@ fn kernel() -> HashMap<String, KernelSymbol> {
         k.insert(
             f.to_string(),
             KernelSymbol {
-                addr: fake_func as usize as u64,
+                addr: fake_func as *const () as u64,
                 kind: SymbolKind::Func,
             },
         );
@@ -196,11 +196,8 @@ fn initialisers_and_relr_load_but_are_noted() {
         image.notes
     );
     // SAFETY: `ran` is an int in the loaded image's data.
-    assert_eq!(
-        unsafe { *(image.symbol("ran").unwrap() as *const i32) },
-        0,
-        "constructors never run"
-    );
+    let ran = unsafe { *(image.symbol("ran").unwrap() as *const i32) };
+    assert_eq!(ran, 0, "constructors never run");
 }
 
 /// The offset of the type byte of the first R_X86_64_RELATIVE entry in `.rela.dyn`.
