@@ -17,6 +17,7 @@
 //! A test builds a kernel, a model on it, hands clones of both to the driver, and at the end
 //! asserts `kernel.check_clean()` and `model.violations()`.
 
+pub mod client;
 pub mod clock;
 pub mod kernel;
 pub mod loader;

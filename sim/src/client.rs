@@ -1,0 +1,420 @@
+//! A client that drives an hmulti device the way Haiku's multi_audio media add-on does
+//! (reference notes §2): the init sequence with garbage in the fields it leaves unset, 32
+//! channels and 32 buffers requested, the exchange loop that fills buffer (cycle − 1) mod N
+//! and ignores errors, format changes between exchanges, FORCE_STOP then resume with the
+//! same buffers, and the mix-control walk.
+//!
+//! It talks to any [`Hmulti`]: a loaded add-on's `control` hook, or the driver crate
+//! directly.
+
+use spec::hmulti_audio as hm;
+use spec::UserPtr;
+use zerocopy::{FromBytes, Immutable, IntoBytes};
+
+/// Garbage the media add-on leaves in fields it does not set.
+pub const GARBAGE: u8 = 0xa5;
+
+/// An hmulti device and the client's memory.
+pub trait Hmulti {
+    /// The device's `control` hook: a Haiku status.
+    fn ioctl(&self, op: u32, buffer: u64, length: usize) -> i32;
+    fn user_alloc(&self, len: usize) -> u64;
+    fn user_free(&self, addr: u64);
+    fn user_write(&self, addr: u64, bytes: &[u8]);
+    fn user_read(&self, addr: u64, len: usize) -> Vec<u8>;
+    /// Writes into the audio buffers (the driver's user-visible area) at an address the
+    /// driver reported in a `buffer_desc`.
+    fn buffer_write(&self, addr: u64, bytes: &[u8]) -> Result<(), String>;
+    fn buffer_read(&self, addr: u64, len: usize) -> Result<Vec<u8>, String>;
+}
+
+fn read_value<T: FromBytes, D: Hmulti + ?Sized>(d: &D, addr: u64) -> T {
+    T::read_from_bytes(&d.user_read(addr, core::mem::size_of::<T>()))
+        .unwrap_or_else(|_| T::new_zeroed())
+}
+
+fn garbage<T: FromBytes>() -> T {
+    T::read_from_bytes(&vec![GARBAGE; core::mem::size_of::<T>()])
+        .unwrap_or_else(|_| T::new_zeroed())
+}
+
+/// Runs one ioctl with `arg` in fresh user memory (pre-filled with garbage), reads it back.
+pub fn ioctl<T: IntoBytes + FromBytes + Immutable, D: Hmulti + ?Sized>(
+    d: &D,
+    op: u32,
+    arg: &mut T,
+) -> i32 {
+    let size = core::mem::size_of::<T>();
+    let addr = d.user_alloc(size);
+    d.user_write(addr, arg.as_bytes());
+    let r = d.ioctl(op, addr, size);
+    *arg = read_value(d, addr);
+    d.user_free(addr);
+    r
+}
+
+/// What the init sequence learned, and the exchange state.
+#[derive(Debug)]
+pub struct Session {
+    pub desc: hm::MultiDescription,
+    pub channels: Vec<hm::MultiChannelInfo>,
+    pub format: hm::MultiFormatInfo,
+    pub list: hm::MultiBufferList,
+    pub play: Vec<Vec<hm::BufferDesc>>,
+    pub rec: Vec<Vec<hm::BufferDesc>>,
+    pub controls: Vec<hm::MultiMixControl>,
+    pub info: hm::MultiBufferInfo,
+    info_addr: u64,
+    allocations: Vec<u64>,
+}
+
+/// Which rate and format to ask for; `None` picks what the media add-on would.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Choice {
+    pub rate: Option<u32>,
+    pub format: Option<u32>,
+}
+
+fn best_rate(mask: u32) -> u32 {
+    (0..17)
+        .rev()
+        .map(|i| 1u32 << i)
+        .find(|b| mask & b != 0)
+        .unwrap_or(0)
+}
+
+fn best_format(mask: u32) -> u32 {
+    [
+        hm::B_FMT_32BIT,
+        hm::B_FMT_24BIT,
+        hm::B_FMT_20BIT,
+        hm::B_FMT_18BIT,
+        hm::B_FMT_16BIT,
+        hm::B_FMT_8BIT_S,
+        hm::B_FMT_8BIT_U,
+    ]
+    .into_iter()
+    .find(|b| mask & b != 0)
+    .unwrap_or(0)
+}
+
+impl Session {
+    /// `MultiAudioDevice::_InitDriver` and `_GetBuffers`, then LIST_MIX_CONTROLS.
+    pub fn init<D: Hmulti + ?Sized>(d: &D, choice: Choice) -> Result<Session, String> {
+        let mut allocations = Vec::new();
+        let chan_addr = d.user_alloc(32 * 32);
+        allocations.push(chan_addr);
+        d.user_write(chan_addr, &[GARBAGE; 32 * 32]);
+        let mut desc: hm::MultiDescription = garbage();
+        desc.info_size = core::mem::size_of::<hm::MultiDescription>() as u64;
+        desc.request_channel_count = 32;
+        desc.channels = UserPtr::from_addr(chan_addr);
+        let r = ioctl(d, hm::B_MULTI_GET_DESCRIPTION, &mut desc);
+        if r != 0 {
+            return Err(format!("GET_DESCRIPTION failed: {r:#x}"));
+        }
+        let channels: Vec<hm::MultiChannelInfo> =
+            (0..32).map(|i| read_value(d, chan_addr + i * 32)).collect();
+        let bits = d.user_alloc(4);
+        allocations.push(bits);
+        let mut en: hm::MultiChannelEnable = garbage();
+        en.info_size = core::mem::size_of::<hm::MultiChannelEnable>() as u64;
+        en.enable_bits = UserPtr::from_addr(bits);
+        let r = ioctl(d, hm::B_MULTI_GET_ENABLED_CHANNELS, &mut en);
+        if r != 0 {
+            return Err(format!("GET_ENABLED_CHANNELS failed: {r:#x}"));
+        }
+        let n = (desc.output_channel_count + desc.input_channel_count).clamp(0, 31);
+        d.user_write(bits, &((1u32 << n) - 1).to_le_bytes());
+        en.lock_source = hm::B_MULTI_LOCK_INTERNAL;
+        let r = ioctl(d, hm::B_MULTI_SET_ENABLED_CHANNELS, &mut en);
+        if r != 0 {
+            return Err(format!("SET_ENABLED_CHANNELS failed: {r:#x}"));
+        }
+        let mut f: hm::MultiFormatInfo = garbage();
+        f.info_size = core::mem::size_of::<hm::MultiFormatInfo>() as u64;
+        f.output.rate = choice
+            .rate
+            .filter(|r| desc.output_rates & r != 0)
+            .unwrap_or_else(|| best_rate(desc.output_rates));
+        f.output.cvsr = 0.0;
+        f.output.format = choice
+            .format
+            .filter(|x| desc.output_formats & x != 0)
+            .unwrap_or_else(|| best_format(desc.output_formats));
+        f.input.rate = choice
+            .rate
+            .filter(|r| desc.input_rates & r != 0)
+            .unwrap_or_else(|| best_rate(desc.input_rates));
+        f.input.cvsr = 0.0;
+        f.input.format = choice
+            .format
+            .filter(|x| desc.input_formats & x != 0)
+            .unwrap_or_else(|| best_format(desc.input_formats));
+        // The media add-on only logs a failure here.
+        let _ = ioctl(d, hm::B_MULTI_SET_GLOBAL_FORMAT, &mut f);
+        let r = ioctl(d, hm::B_MULTI_GET_GLOBAL_FORMAT, &mut f);
+        if r != 0 {
+            return Err(format!("GET_GLOBAL_FORMAT failed: {r:#x}"));
+        }
+        let info_addr = d.user_alloc(core::mem::size_of::<hm::MultiBufferInfo>());
+        allocations.push(info_addr);
+        let mut s = Session {
+            desc,
+            channels,
+            format: f,
+            list: garbage(),
+            play: Vec::new(),
+            rec: Vec::new(),
+            controls: Vec::new(),
+            info: garbage(),
+            info_addr,
+            allocations,
+        };
+        s.get_buffers(d)?;
+        let ctl = d.user_alloc(128 * core::mem::size_of::<hm::MultiMixControl>());
+        s.allocations.push(ctl);
+        let mut m: hm::MultiMixControlInfo = garbage();
+        m.info_size = core::mem::size_of::<hm::MultiMixControlInfo>() as u64;
+        m.control_count = 128;
+        m.controls = UserPtr::from_addr(ctl);
+        let r = ioctl(d, hm::B_MULTI_LIST_MIX_CONTROLS, &mut m);
+        if r != 0 {
+            return Err(format!("LIST_MIX_CONTROLS failed: {r:#x}"));
+        }
+        s.controls = (0..m.control_count.clamp(0, 128) as u64)
+            .map(|i| read_value(d, ctl + i * 116))
+            .collect();
+        s.info.info_size = core::mem::size_of::<hm::MultiBufferInfo>() as u64;
+        s.info.playback_buffer_cycle = 0;
+        s.info.record_buffer_cycle = 0;
+        Ok(s)
+    }
+
+    /// GET_BUFFERS with 32 buffers of 32 descriptors per direction and the default size.
+    pub fn get_buffers<D: Hmulti + ?Sized>(&mut self, d: &D) -> Result<(), String> {
+        let mut table = |d: &D| -> (u64, Vec<u64>) {
+            let blocks: Vec<u64> = (0..32)
+                .map(|_| {
+                    let a = d.user_alloc(32 * 24);
+                    d.user_write(a, &[GARBAGE; 32 * 24]);
+                    a
+                })
+                .collect();
+            let t = d.user_alloc(32 * 8);
+            for (i, b) in blocks.iter().enumerate() {
+                d.user_write(t + i as u64 * 8, &b.to_le_bytes());
+            }
+            self.allocations.extend(blocks.iter().copied());
+            self.allocations.push(t);
+            (t, blocks)
+        };
+        let (pt, pblocks) = table(d);
+        let (rt, rblocks) = table(d);
+        let mut l: hm::MultiBufferList = garbage();
+        l.info_size = core::mem::size_of::<hm::MultiBufferList>() as u64;
+        l.request_playback_buffer_size = 0;
+        l.request_playback_buffers = 32;
+        l.request_playback_channels = self.desc.output_channel_count;
+        l.playback_buffers = UserPtr::from_addr(pt);
+        l.request_record_buffer_size = 0;
+        l.request_record_buffers = 32;
+        l.request_record_channels = self.desc.input_channel_count;
+        l.record_buffers = UserPtr::from_addr(rt);
+        let r = ioctl(d, hm::B_MULTI_GET_BUFFERS, &mut l);
+        if r != 0 {
+            return Err(format!("GET_BUFFERS failed: {r:#x}"));
+        }
+        let read = |blocks: &[u64], n: i32, ch: i32| -> Vec<Vec<hm::BufferDesc>> {
+            (0..n.clamp(0, 32) as usize)
+                .map(|b| {
+                    (0..ch.clamp(0, 32) as u64)
+                        .map(|c| read_value(d, blocks[b] + c * 24))
+                        .collect()
+                })
+                .collect()
+        };
+        self.play = read(
+            &pblocks,
+            l.return_playback_buffers,
+            self.desc.output_channel_count,
+        );
+        self.rec = read(
+            &rblocks,
+            l.return_record_buffers,
+            self.desc.input_channel_count,
+        );
+        self.list = l;
+        Ok(())
+    }
+
+    /// One BUFFER_EXCHANGE with the struct the loop reuses; the status is returned but, like
+    /// the media add-on, callers may ignore it.
+    pub fn exchange<D: Hmulti + ?Sized>(&mut self, d: &D) -> i32 {
+        d.user_write(self.info_addr, self.info.as_bytes());
+        let r = d.ioctl(
+            hm::B_MULTI_BUFFER_EXCHANGE,
+            self.info_addr,
+            core::mem::size_of::<hm::MultiBufferInfo>(),
+        );
+        self.info = read_value(d, self.info_addr);
+        r
+    }
+
+    /// Bytes of one playback buffer (all channels, interleaved).
+    pub fn play_bytes(&self) -> usize {
+        self.play.first().and_then(|b| b.first()).map_or(0, |d| {
+            self.list.return_playback_buffer_size as usize * d.stride as usize
+        })
+    }
+
+    pub fn record_bytes(&self) -> usize {
+        self.rec.first().and_then(|b| b.first()).map_or(0, |d| {
+            self.list.return_record_buffer_size as usize * d.stride as usize
+        })
+    }
+
+    /// Writes interleaved frames into playback buffer `b` through each channel's base/stride.
+    pub fn fill<D: Hmulti + ?Sized>(&self, d: &D, b: usize, frames: &[u8]) -> Result<(), String> {
+        let descs = self.play.get(b).ok_or("no such buffer")?;
+        let first = descs.first().ok_or("no channels")?;
+        let stride = first.stride as usize;
+        let sample = stride / descs.len();
+        // Build the buffer's bytes as the descriptors lay them out, then write once.
+        let span = self.list.return_playback_buffer_size as usize * stride;
+        let mut image = vec![0u8; span];
+        for (f, frame) in frames.chunks(stride).enumerate() {
+            for (c, dsc) in descs.iter().enumerate() {
+                let off = (dsc.base.addr() - first.base.addr()) as usize + f * dsc.stride as usize;
+                if let (Some(dst), Some(src)) = (
+                    image.get_mut(off..off + sample),
+                    frame.get(c * sample..(c + 1) * sample),
+                ) {
+                    dst.copy_from_slice(src);
+                }
+            }
+        }
+        d.buffer_write(first.base.addr(), &image)
+    }
+
+    /// Record buffer `b` as interleaved frames.
+    pub fn read_record<D: Hmulti + ?Sized>(&self, d: &D, b: usize) -> Result<Vec<u8>, String> {
+        let descs = self.rec.get(b).ok_or("no such buffer")?;
+        let first = descs.first().ok_or("no channels")?;
+        let span = self.record_bytes();
+        let raw = d.buffer_read(first.base.addr(), span)?;
+        let sample = first.stride as usize / descs.len();
+        let mut out = Vec::with_capacity(span);
+        for f in 0..self.list.return_record_buffer_size as usize {
+            for dsc in descs {
+                let off = (dsc.base.addr() - first.base.addr()) as usize + f * dsc.stride as usize;
+                out.extend_from_slice(
+                    raw.get(off..off + sample)
+                        .ok_or("descriptor outside the buffer")?,
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// FORCE_STOP as the media add-on sends it: NULL argument, length 1.
+    pub fn force_stop<D: Hmulti + ?Sized>(&self, d: &D) -> i32 {
+        d.ioctl(hm::B_MULTI_BUFFER_FORCE_STOP, 0, 1)
+    }
+
+    /// Frees the client memory this session allocated.
+    pub fn release<D: Hmulti + ?Sized>(self, d: &D) {
+        for a in self.allocations {
+            d.user_free(a);
+        }
+    }
+}
+
+/// The result of playing a stream through a device.
+#[derive(Debug, Default)]
+pub struct Played {
+    /// (`played_real_time`, `played_frames_count`) after every exchange.
+    pub reports: Vec<(i64, i64)>,
+    /// Interleaved capture data the client read, in order.
+    pub recorded: Vec<u8>,
+    /// Exchanges that returned an error.
+    pub errors: usize,
+    pub buffers: usize,
+    pub buffer_frames: usize,
+}
+
+/// Plays `input` (interleaved, in the session's output format) and reads what the inputs
+/// record, one buffer per exchange, then FORCE_STOP.
+pub fn play<D: Hmulti + ?Sized>(d: &D, s: &mut Session, input: &[u8]) -> Played {
+    let n = s.play.len().max(s.rec.len()).max(1);
+    let pb = s.play_bytes();
+    let mut out = Played {
+        buffers: n,
+        buffer_frames: s.list.return_playback_buffer_size as usize,
+        ..Default::default()
+    };
+    let mut last_rec = -1;
+    let chunks = if pb == 0 { 0 } else { input.len().div_ceil(pb) };
+    for k in 0..chunks {
+        if s.exchange(d) != 0 {
+            out.errors += 1;
+        }
+        out.reports
+            .push((s.info.played_real_time, s.info.played_frames_count));
+        let cycle = s.info.playback_buffer_cycle;
+        if (0..n as i32).contains(&cycle) {
+            let mut chunk = input[k * pb..((k + 1) * pb).min(input.len())].to_vec();
+            chunk.resize(pb, 0);
+            let _ = s.fill(d, (cycle as usize + n - 1) % n, &chunk);
+        }
+        let rc = s.info.record_buffer_cycle;
+        if rc != last_rec && (0..s.rec.len() as i32).contains(&rc) {
+            if let Ok(r) = s.read_record(d, rc as usize) {
+                out.recorded.extend(r);
+            }
+        }
+        last_rec = rc;
+    }
+    let _ = s.force_stop(d);
+    out
+}
+
+/// The driver crate's card driven directly (no add-on, no loader): the client's own test
+/// bed, and the reference the loaded add-on must match.
+pub struct Direct<'a> {
+    pub card: &'a driver::hmulti::Card<crate::SimKernel, crate::SndModel>,
+    pub kernel: &'a crate::SimKernel,
+}
+
+impl Hmulti for Direct<'_> {
+    fn ioctl(&self, op: u32, buffer: u64, length: usize) -> i32 {
+        match self.card.dispatch(op, buffer, length) {
+            Ok(()) => 0,
+            Err(s) => s.0,
+        }
+    }
+    fn user_alloc(&self, len: usize) -> u64 {
+        self.kernel.user_alloc(len)
+    }
+    fn user_free(&self, addr: u64) {
+        self.kernel.user_free(addr)
+    }
+    fn user_write(&self, addr: u64, bytes: &[u8]) {
+        self.kernel.user_write(addr, bytes)
+    }
+    fn user_read(&self, addr: u64, len: usize) -> Vec<u8> {
+        self.kernel.user_read(addr, len)
+    }
+    fn buffer_write(&self, addr: u64, bytes: &[u8]) -> Result<(), String> {
+        self.kernel
+            .area_user_write(addr, bytes)
+            .map_err(|e| format!("{e}"))
+    }
+    fn buffer_read(&self, addr: u64, len: usize) -> Result<Vec<u8>, String> {
+        let mut v = vec![0u8; len];
+        self.kernel
+            .area_user_read(addr, &mut v)
+            .map_err(|e| format!("{e}"))?;
+        Ok(v)
+    }
+}
