@@ -24,7 +24,7 @@ use crate::memory::{
     count_irq_allocs, Access, AreaInfo, Memory, PhysMemory, SimCode, DEFAULT_MEMORY_SIZE, PAGE_SIZE,
 };
 use crate::report::{echo_enabled, lock, FailureLog};
-use crate::user::UserSpace;
+use crate::user::{UserMapper, UserSpace};
 
 /// How a kernel is built.
 #[derive(Clone, Debug)]
@@ -223,12 +223,14 @@ impl SimKernel {
         f(cpus.entry(thread::current().id()).or_default())
     }
 
-    fn interrupts_disabled(&self) -> bool {
+    /// Whether interrupts are disabled on the calling thread (simulated CPU).
+    pub fn interrupts_disabled(&self) -> bool {
         self.with_cpu(|c| c.interrupts_disabled)
     }
 
-    /// Records `what` as a misuse if interrupts are disabled on this thread.
-    fn forbid_in_interrupt(&self, what: &str) -> bool {
+    /// Records `what` as a misuse if interrupts are disabled on this thread; true if so.
+    /// For kernel services that may block or allocate (the Haiku exports use it too).
+    pub fn forbid_in_interrupt(&self, what: &str) -> bool {
         let (disabled, in_irq) = self.with_cpu(|c| (c.interrupts_disabled, c.in_interrupt > 0));
         if disabled {
             let ctx = if in_irq {
@@ -354,6 +356,18 @@ impl SimKernel {
         }
     }
 
+    /// Backs later user mappings with `mapper` (`None`: plain host bytes again). The Haiku
+    /// environment uses it to put client memory where a direct access by the add-on faults.
+    pub fn set_user_mapper(&self, mapper: Option<Arc<dyn UserMapper>>) {
+        lock(&self.inner.user).set_mapper(mapper);
+    }
+
+    /// Whether `addr` is client memory (mapped, or in the user mapper's range): what
+    /// `user_memcpy` must reach through the user space rather than as kernel memory.
+    pub fn is_user_address(&self, addr: u64) -> bool {
+        lock(&self.inner.user).is_user(addr)
+    }
+
     /// Unmaps all client memory.
     pub fn user_free_all(&self) {
         lock(&self.inner.user).clear();
@@ -374,6 +388,17 @@ impl SimKernel {
             panic!("user_read({addr:#x}, {len} bytes): {e:?}");
         }
         v
+    }
+
+    /// Reads client memory like `copy_from_user` but without the context checks (the
+    /// caller made them): `Err(BAD_ADDRESS)` unless it lies inside one mapping.
+    pub fn try_user_read(&self, addr: u64, out: &mut [u8]) -> KResult {
+        lock(&self.inner.user).read(addr, out)
+    }
+
+    /// Writes client memory like `copy_to_user` but without the context checks.
+    pub fn try_user_write(&self, addr: u64, data: &[u8]) -> KResult {
+        lock(&self.inner.user).write(addr, data)
     }
 
     /// Writes a plain-bytes value into client memory.
@@ -423,6 +448,25 @@ impl SimKernel {
         if let Err(p) = self.check_clean() {
             panic!("the simulated kernel is not clean:\n  {}", p.join("\n  "));
         }
+    }
+
+    /// Haiku's `try_acquire_spinlock`: takes the lock if it is free, with the same checks
+    /// and bookkeeping as [`Kernel::acquire_spinlock`].
+    pub fn try_acquire_spinlock(&self, lock_word: &AtomicI32) -> bool {
+        let _sim = SimCode::enter();
+        let addr = lock_word as *const AtomicI32 as usize;
+        if !self.interrupts_disabled() {
+            self.record_failure(format!(
+                "try_acquire_spinlock({addr:#x}) with interrupts enabled"
+            ));
+        }
+        let taken = lock_word
+            .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok();
+        if taken {
+            self.with_cpu(|c| c.spinlocks.push(addr));
+        }
+        taken
     }
 
     fn wait_ended_forever(&self, what: String) -> Status {
@@ -726,13 +770,13 @@ unsafe impl Kernel for SimKernel {
     fn copy_from_user(&self, dst: &mut [u8], src: u64) -> KResult {
         let _sim = SimCode::enter();
         self.forbid_in_interrupt("user_memcpy");
-        lock(&self.inner.user).read(src, dst)
+        self.try_user_read(src, dst)
     }
 
     fn copy_to_user(&self, dst: u64, src: &[u8]) -> KResult {
         let _sim = SimCode::enter();
         self.forbid_in_interrupt("user_memcpy");
-        lock(&self.inner.user).write(dst, src)
+        self.try_user_write(dst, src)
     }
 }
 

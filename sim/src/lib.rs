@@ -17,8 +17,10 @@
 //! A test builds a kernel, a model on it, hands clones of both to the driver, and at the end
 //! asserts `kernel.check_clean()` and `model.violations()`.
 
+pub mod addon;
 pub mod client;
 pub mod clock;
+pub mod haiku;
 pub mod kernel;
 pub mod loader;
 pub mod memory;

@@ -6,8 +6,13 @@
 //! once (the simulator's SMAP), and one that uses `copy_from_user`/`copy_to_user` gets exactly
 //! the bytes the test (playing the client) put there, or `B_BAD_ADDRESS` for anything that is
 //! not wholly inside one live mapping.
+//!
+//! A [`UserMapper`] (the Haiku environment installs one, `crate::haiku::user`) places the
+//! mappings at their user addresses in the host process, inaccessible there, so that a
+//! direct access is caught and reported as an SMAP violation rather than as a plain crash.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use driver::platform::Status;
 use spec::haiku_driver::{USER_BASE, USER_TOP};
@@ -18,15 +23,49 @@ use crate::memory::PAGE_SIZE;
 /// from both ends, so boundary tests can map their own pages near `USER_BASE`/`USER_TOP`.
 pub const USER_ALLOC_BASE: u64 = 0x1000_0000;
 
+/// Host memory behind one user mapping that a [`UserMapper`] placed.
+pub trait UserBacking: Send {
+    /// The mapping's bytes, through the host view the client and `user_memcpy` use.
+    fn bytes(&mut self) -> &mut [u8];
+}
+
+/// Places user mappings in the host address space, so that the user address itself is
+/// something the process can watch (see `crate::haiku::user`: the add-on faults on it).
+/// Without a mapper a mapping is plain host bytes at no particular address.
+pub trait UserMapper: Send + Sync {
+    /// Where `user_alloc` should start handing out addresses.
+    fn alloc_base(&self) -> u64;
+    /// Whether `addr` lies in the range this mapper owns (mapped or not).
+    fn contains(&self, addr: u64) -> bool;
+    /// Backs `[addr, addr + len)`, or `None` if the range is not the mapper's.
+    fn map(&self, addr: u64, len: usize) -> Option<Box<dyn UserBacking>>;
+}
+
+enum Backing {
+    Heap(Vec<u8>),
+    Mapped(Box<dyn UserBacking>),
+}
+
 /// One mapping: a page-rounded range backed by host bytes.
 struct Mapping {
-    bytes: Vec<u8>,
+    len: usize,
+    backing: Backing,
+}
+
+impl Mapping {
+    fn bytes(&mut self) -> &mut [u8] {
+        match &mut self.backing {
+            Backing::Heap(v) => v,
+            Backing::Mapped(m) => m.bytes(),
+        }
+    }
 }
 
 /// The client's address space.
 pub(crate) struct UserSpace {
     maps: BTreeMap<u64, Mapping>,
     next: u64,
+    mapper: Option<Arc<dyn UserMapper>>,
 }
 
 impl UserSpace {
@@ -34,7 +73,35 @@ impl UserSpace {
         UserSpace {
             maps: BTreeMap::new(),
             next: USER_ALLOC_BASE,
+            mapper: None,
         }
+    }
+
+    /// Backs later mappings with `mapper` (where it covers them); `None` goes back to plain
+    /// host bytes. Existing mappings keep their backing.
+    pub(crate) fn set_mapper(&mut self, mapper: Option<Arc<dyn UserMapper>>) {
+        if let Some(m) = &mapper {
+            self.next = self.next.max(m.alloc_base());
+        }
+        self.mapper = mapper;
+    }
+
+    /// Whether `addr` is client memory: inside a mapping, or in the mapper's range.
+    pub(crate) fn is_user(&self, addr: u64) -> bool {
+        self.mapper.as_ref().is_some_and(|m| m.contains(addr))
+            || self
+                .maps
+                .range(..=addr)
+                .next_back()
+                .is_some_and(|(&a, m)| addr - a < m.len as u64)
+    }
+
+    fn new_mapping(&self, addr: u64, len: usize) -> Mapping {
+        let backing = match self.mapper.as_ref().and_then(|m| m.map(addr, len)) {
+            Some(b) => Backing::Mapped(b),
+            None => Backing::Heap(vec![0; len]),
+        };
+        Mapping { len, backing }
     }
 
     /// Maps `len` zeroed bytes (rounded up to pages) and returns the address. Consecutive
@@ -44,12 +111,8 @@ impl UserSpace {
         let size = len.div_ceil(PAGE_SIZE).max(1) * PAGE_SIZE;
         let addr = self.next;
         self.next += (size + PAGE_SIZE) as u64;
-        self.maps.insert(
-            addr,
-            Mapping {
-                bytes: vec![0; size],
-            },
-        );
+        let mapping = self.new_mapping(addr, size);
+        self.maps.insert(addr, mapping);
         addr
     }
 
@@ -68,16 +131,12 @@ impl UserSpace {
             .maps
             .range(..end)
             .next_back()
-            .is_some_and(|(&a, m)| a + m.bytes.len() as u64 > addr);
+            .is_some_and(|(&a, m)| a + m.len as u64 > addr);
         if overlaps {
             return Err(format!("{addr:#x}..{end:#x} overlaps a mapping"));
         }
-        self.maps.insert(
-            addr,
-            Mapping {
-                bytes: vec![0; len],
-            },
-        );
+        let mapping = self.new_mapping(addr, len);
+        self.maps.insert(addr, mapping);
         Ok(())
     }
 
@@ -92,7 +151,7 @@ impl UserSpace {
 
     /// `(start, len)` of every live mapping.
     pub(crate) fn live(&self) -> Vec<(u64, usize)> {
-        self.maps.iter().map(|(&a, m)| (a, m.bytes.len())).collect()
+        self.maps.iter().map(|(&a, m)| (a, m.len)).collect()
     }
 
     /// The mapping and offset holding `[addr, addr + len)` entirely.
@@ -110,7 +169,7 @@ impl UserSpace {
             .next_back()
             .ok_or(Status::BAD_ADDRESS)?;
         let off = (addr - start) as usize;
-        if off.checked_add(len).is_none_or(|e| e > map.bytes.len()) {
+        if off.checked_add(len).is_none_or(|e| e > map.len) {
             return Err(Status::BAD_ADDRESS);
         }
         Ok((map, off))
@@ -118,13 +177,13 @@ impl UserSpace {
 
     pub(crate) fn read(&mut self, addr: u64, out: &mut [u8]) -> Result<(), Status> {
         let (map, off) = self.locate(addr, out.len())?;
-        out.copy_from_slice(&map.bytes[off..off + out.len()]);
+        out.copy_from_slice(&map.bytes()[off..off + out.len()]);
         Ok(())
     }
 
     pub(crate) fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), Status> {
         let (map, off) = self.locate(addr, data.len())?;
-        map.bytes[off..off + data.len()].copy_from_slice(data);
+        map.bytes()[off..off + data.len()].copy_from_slice(data);
         Ok(())
     }
 }

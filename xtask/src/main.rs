@@ -5,6 +5,7 @@
 //! - `spec-diff [REV | OLD.toml NEW.toml] [--deny-breaking]`: an ABI review
 //! - `test`: everything CI runs
 //! - `bench`: the exchange benchmark (callgrind)
+//! - `sim`: play through the built add-on in the Haiku kernel simulator
 //! - `build-haiku`: the add-on, audited, and its install tree
 //! - `audit FILE`: would Haiku's kernel ELF loader accept this add-on?
 
@@ -13,6 +14,7 @@ mod bench;
 mod bindgen_check;
 mod gen;
 mod haiku;
+mod simcmd;
 mod spec_diff;
 
 use std::path::{Path, PathBuf};
@@ -59,6 +61,8 @@ enum Cmd {
     BuildHaiku,
     /// The exchange benchmark: timing error and instructions per BUFFER_EXCHANGE.
     Bench,
+    /// Play a WAV file (or a sine) through the built add-on in the Haiku kernel simulator.
+    Sim(simcmd::SimArgs),
     /// Check a built add-on against every rule of Haiku's kernel ELF loader.
     Audit {
         /// The add-on (an ELF shared object).
@@ -85,6 +89,7 @@ fn main() -> ExitCode {
         } => spec_diff::run(&args, deny_breaking),
         Cmd::Test => run_tests(),
         Cmd::Bench => bench::run(),
+        Cmd::Sim(args) => simcmd::run(&args),
         Cmd::Audit { file } => audit::run(&file),
         Cmd::BuildHaiku => haiku::build().map(|_| ()),
     };

@@ -1,0 +1,291 @@
+//! `cargo xtask sim`: play a WAV file (or a 997 Hz sine) through the built add-on in the
+//! Haiku kernel simulator and write exactly what the device received.
+
+use std::path::{Path, PathBuf};
+
+use sim::client::{play, Choice, Session};
+use sim::model::{ModelConfig, StreamConfig};
+use sim::wav::{SampleFormat, Wav};
+use spec::hmulti_audio as hm;
+use spec::virtio_snd::{PcmFormat, PcmRate};
+
+use crate::Result;
+
+/// Options of `cargo xtask sim`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SimArgs {
+    /// Sample rate in Hz (default: the input file's, else 48000).
+    #[arg(long)]
+    pub rate: Option<u32>,
+    /// Sample format: s16, s32, float or u8 (default: the input file's, else s16).
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Channels (default: the input file's, else 2).
+    #[arg(long)]
+    pub channels: Option<u16>,
+    /// Seconds of the default sine (ignored with --input).
+    #[arg(long, default_value_t = 2.0)]
+    pub seconds: f64,
+    /// A WAV file to play (default: a 997 Hz sine).
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    /// Where to write what the device received.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Where to write what the client recorded.
+    #[arg(long)]
+    pub record: Option<PathBuf>,
+    /// A device description (TOML) instead of the default two-stream device.
+    #[arg(long)]
+    pub device_config: Option<PathBuf>,
+    /// The add-on to load (default: build it with `cargo xtask build-haiku`).
+    #[arg(long)]
+    pub addon: Option<PathBuf>,
+}
+
+fn parse_format(s: &str) -> Result<(SampleFormat, u32)> {
+    Ok(match s {
+        "s16" => (SampleFormat::S16, hm::B_FMT_16BIT),
+        "s32" => (SampleFormat::S32, hm::B_FMT_32BIT),
+        "float" => (SampleFormat::F32, hm::B_FMT_FLOAT),
+        "u8" => (SampleFormat::U8, hm::B_FMT_8BIT_U),
+        other => {
+            return Err(format!("unknown --format {other:?}: use s16, s32, float or u8").into())
+        }
+    })
+}
+
+fn hmulti_format(f: SampleFormat) -> Result<u32> {
+    Ok(match f {
+        SampleFormat::S16 => hm::B_FMT_16BIT,
+        SampleFormat::S32 => hm::B_FMT_32BIT,
+        SampleFormat::F32 => hm::B_FMT_FLOAT,
+        SampleFormat::U8 => hm::B_FMT_8BIT_U,
+        other => return Err(format!("{other:?} WAV files cannot be played through hmulti; use 8-bit unsigned, 16/32-bit or float").into()),
+    })
+}
+
+/// The device the simulator offers: from a TOML description, or one output and one input
+/// stream with exactly `channels` channels, every rate and the formats hmulti can use.
+pub fn device_config(path: Option<&Path>, channels: u8) -> Result<ModelConfig> {
+    let all_rates: Vec<PcmRate> = PcmRate::ALL.to_vec();
+    let formats = [
+        PcmFormat::S8,
+        PcmFormat::U8,
+        PcmFormat::S16,
+        PcmFormat::S32,
+        PcmFormat::Float,
+        PcmFormat::Float64,
+    ];
+    let Some(path) = path else {
+        return Ok(ModelConfig {
+            streams: vec![
+                StreamConfig::output()
+                    .with_channels(channels, channels)
+                    .with_rates(&all_rates)
+                    .with_formats(&formats),
+                StreamConfig::input()
+                    .with_channels(channels, channels)
+                    .with_rates(&all_rates)
+                    .with_formats(&formats),
+            ],
+            ..ModelConfig::default()
+        });
+    };
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct File {
+        stream: Vec<Stream>,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Stream {
+        direction: String,
+        channels: [u8; 2],
+        rates: Vec<u32>,
+        formats: Vec<String>,
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let f: File = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut streams = Vec::new();
+    for s in f.stream {
+        let rates: Vec<PcmRate> = s
+            .rates
+            .iter()
+            .map(|hz| {
+                PcmRate::from_hz(*hz)
+                    .ok_or(format!("{}: no virtio rate of {hz} Hz", path.display()))
+            })
+            .collect::<std::result::Result<_, _>>()?;
+        let formats: Vec<PcmFormat> = s
+            .formats
+            .iter()
+            .map(|n| {
+                PcmFormat::ALL
+                    .iter()
+                    .copied()
+                    .find(|f| {
+                        f.c_name()
+                            .eq_ignore_ascii_case(&format!("VIRTIO_SND_PCM_FMT_{n}"))
+                    })
+                    .ok_or(format!("{}: unknown format {n:?}", path.display()))
+            })
+            .collect::<std::result::Result<_, _>>()?;
+        let base = match s.direction.as_str() {
+            "output" => StreamConfig::output(),
+            "input" => StreamConfig::input(),
+            d => {
+                return Err(format!(
+                    "{}: direction {d:?} is neither output nor input",
+                    path.display()
+                )
+                .into())
+            }
+        };
+        streams.push(
+            base.with_channels(s.channels[0], s.channels[1])
+                .with_rates(&rates)
+                .with_formats(&formats),
+        );
+    }
+    Ok(ModelConfig {
+        streams,
+        ..ModelConfig::default()
+    })
+}
+
+/// Percentiles of absolute timing errors in µs.
+pub fn percentiles(mut errors: Vec<i64>) -> (i64, i64, i64) {
+    errors.sort();
+    let p = |q: f64| {
+        errors
+            .get(((errors.len().max(1) - 1) as f64 * q) as usize)
+            .copied()
+            .unwrap_or(0)
+    };
+    (p(0.5), p(0.99), errors.last().copied().unwrap_or(0))
+}
+
+pub fn run(args: &SimArgs) -> Result {
+    let input = match &args.input {
+        Some(p) => {
+            let bytes = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            Some(Wav::parse(&bytes).map_err(|e| format!("{}: {e}", p.display()))?)
+        }
+        None => None,
+    };
+    let (sample, fmt_bit) = match (&args.format, &input) {
+        (Some(f), _) => parse_format(f)?,
+        (None, Some(w)) => (w.format, hmulti_format(w.format)?),
+        (None, None) => (SampleFormat::S16, hm::B_FMT_16BIT),
+    };
+    let rate = args
+        .rate
+        .or(input.as_ref().map(|w| w.rate))
+        .unwrap_or(48000);
+    let channels = args
+        .channels
+        .or(input.as_ref().map(|w| w.channels))
+        .unwrap_or(2);
+    let wav = match input {
+        Some(w) => {
+            if w.rate != rate || w.channels != channels || w.format != sample {
+                return Err(format!(
+                    "the input is {} Hz, {} channels, {:?}; the stream is {rate} Hz, {channels} channels, {sample:?}: pass matching --rate/--channels/--format",
+                    w.rate, w.channels, w.format
+                )
+                .into());
+            }
+            w
+        }
+        None => Wav::sine(997.0, rate, channels, sample, args.seconds),
+    };
+    let rate_bit = driver::hmulti::format::RATES
+        .iter()
+        .find(|(r, _)| r.hz() == Some(rate))
+        .map(|(_, b)| *b)
+        .ok_or(format!("{rate} Hz has no hmulti rate bit"))?;
+    let addon = match &args.addon {
+        Some(p) => p.clone(),
+        None => crate::haiku::build()?,
+    };
+    let config = device_config(
+        args.device_config.as_deref(),
+        u8::try_from(channels).map_err(|_| "too many channels")?,
+    )?;
+    let host = sim::addon::Addon::load(&addon, config, None)
+        .map_err(|e| format!("loading {}: {e}", addon.display()))?;
+    let dev = host
+        .open_first()
+        .map_err(|e| format!("opening the device: {e}"))?;
+    let mut s = Session::init(
+        &dev,
+        Choice {
+            rate: Some(rate_bit),
+            format: Some(fmt_bit),
+        },
+    )?;
+    if s.format.output.rate != rate_bit || s.format.output.format != fmt_bit {
+        return Err(format!("the device does not offer {rate} Hz {sample:?} (it chose rate bit {:#x}, format bit {:#x})", s.format.output.rate, s.format.output.format).into());
+    }
+    if s.desc.output_channel_count != channels as i32 {
+        return Err(format!(
+            "the device publishes {} output channels, not {channels}",
+            s.desc.output_channel_count
+        )
+        .into());
+    }
+    let p = play(&dev, &mut s, &wav.data);
+    let played = host.model().played(0);
+    let truth = host.model().periods(0);
+    let frames = p.buffer_frames as i64;
+    let errors: Vec<i64> = p
+        .reports
+        .iter()
+        .filter(|(_, f)| *f > 0)
+        .filter_map(|&(t, f)| {
+            truth
+                .get((f / frames - 1) as usize)
+                .map(|g| (t - g.time).abs())
+        })
+        .collect();
+    let (p50, p99, max) = percentiles(errors);
+    let xruns = host.model().xruns(0).len();
+    let out = Wav {
+        rate,
+        channels,
+        format: sample,
+        data: played,
+    };
+    std::fs::write(&args.out, out.to_bytes())
+        .map_err(|e| format!("{}: {e}", args.out.display()))?;
+    if let Some(r) = &args.record {
+        let rec = Wav {
+            rate,
+            channels,
+            format: sample,
+            data: p.recorded.clone(),
+        };
+        std::fs::write(r, rec.to_bytes()).map_err(|e| format!("{}: {e}", r.display()))?;
+    }
+    let lead = p.buffers * p.buffer_frames;
+    println!("rate {rate} Hz, format {sample:?}, {channels} channels");
+    println!(
+        "periods: {} buffers x {} frames; {} exchanges, {} failed",
+        p.buffers,
+        p.buffer_frames,
+        p.reports.len(),
+        p.errors
+    );
+    println!(
+        "output: {} frames ({lead} frames of lead-in silence, then the input)",
+        out.frames()
+    );
+    println!("xruns: {xruns} (the device underruns once when a drained stream ends)");
+    println!("played_real_time vs device ground truth: p50 {p50} us, p99 {p99} us, max {max} us");
+    s.release(&dev);
+    dev.close();
+    host.unload()
+        .map_err(|v| format!("unload: {}", v.join("; ")))?;
+    Ok(())
+}
