@@ -31,8 +31,20 @@ impl Addon {
     /// Loads `path` with Haiku's loader rules and runs the device manager's probe over a
     /// device model built from `config`. `settings` is the driver settings file's text.
     pub fn load(path: &Path, config: ModelConfig, settings: Option<&str>) -> Result<Addon, String> {
+        Self::load_with(path, config, settings, |_| {})
+    }
+
+    /// As [`Addon::load`], with `prepare` run on the model before the probe (to inject
+    /// faults into the driver's initialisation).
+    pub fn load_with(
+        path: &Path,
+        config: ModelConfig,
+        settings: Option<&str>,
+        prepare: impl FnOnce(&SndModel),
+    ) -> Result<Addon, String> {
         let kernel = SimKernel::new();
         let model = SndModel::new(&kernel, config);
+        prepare(&model);
         let env = Environment::new(kernel.clone(), model.clone());
         if let Some(s) = settings {
             env.settings(s);

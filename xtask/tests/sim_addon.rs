@@ -1,0 +1,312 @@
+//! The built add-on (`target/haiku/virtio_sound`, the file a Haiku user installs) loaded by
+//! the simulator with Haiku's loader rules, probed and published by its device manager, and
+//! driven through its device hooks the way the multi_audio media add-on drives it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use sim::addon::Addon;
+use sim::client::{self, play, Choice, Hmulti, Session};
+use sim::model::{ChmapConfig, ControlConfig, JackConfig};
+use sim::{Fault, FaultTarget, ModelConfig, StreamConfig};
+use spec::hmulti_audio::{self as hm, Opcode};
+use spec::virtio_snd::{Direction, PcmFormat, PcmRate, RequestCode, VIRTIO_SND_CTL_ROLE_VOLUME};
+
+/// Builds the add-on once per test binary, with the README's command.
+fn addon() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .arg("build-haiku")
+            .current_dir(&root)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "build-haiku: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        root.join("target/haiku/virtio_sound")
+    })
+}
+
+fn device(channels: u8) -> ModelConfig {
+    let rates: Vec<PcmRate> = PcmRate::ALL.to_vec();
+    let formats = [
+        PcmFormat::U8,
+        PcmFormat::S16,
+        PcmFormat::S32,
+        PcmFormat::Float,
+    ];
+    ModelConfig {
+        streams: vec![
+            StreamConfig::output()
+                .with_channels(channels, channels)
+                .with_rates(&rates)
+                .with_formats(&formats),
+            StreamConfig::input()
+                .with_channels(channels, channels)
+                .with_rates(&rates)
+                .with_formats(&formats),
+        ],
+        ..ModelConfig::default()
+    }
+}
+
+fn pattern(len: usize, seed: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| ((i * 131 + seed * 17) % 251) as u8)
+        .collect()
+}
+
+#[test]
+fn playback_and_recording_are_bit_exact() {
+    let rates = [
+        hm::B_SR_8000,
+        hm::B_SR_44100,
+        hm::B_SR_48000,
+        hm::B_SR_96000,
+        hm::B_SR_192000,
+        hm::B_SR_384000,
+    ];
+    let formats = [hm::B_FMT_16BIT, hm::B_FMT_32BIT, hm::B_FMT_FLOAT];
+    for channels in [1u8, 2, 6, 8] {
+        for (ri, &rate) in rates.iter().enumerate() {
+            for &format in &formats {
+                let a =
+                    Addon::load(addon(), device(channels), None).unwrap_or_else(|e| panic!("{e}"));
+                let d = a.open_first().unwrap();
+                let mut s = Session::init(
+                    &d,
+                    Choice {
+                        rate: Some(rate),
+                        format: Some(format),
+                    },
+                )
+                .unwrap();
+                let what = format!("{channels} ch, rate bit {rate:#x}, format {format:#x}");
+                assert_eq!(
+                    (s.format.output.rate, s.format.output.format),
+                    (rate, format),
+                    "{what}"
+                );
+                let input = pattern(s.play_bytes() * 6, ri + channels as usize);
+                let p = play(&d, &mut s, &input);
+                assert_eq!(p.errors, 0, "{what}");
+                let lead = p.buffers * s.play_bytes();
+                let played = a.model().played(0);
+                assert!(
+                    played.len() == lead + input.len() && played[lead..] == input[..],
+                    "{what}: playback not bit-exact"
+                );
+                assert!(
+                    !p.recorded.is_empty() && a.model().recorded(1).starts_with(&p.recorded),
+                    "{what}: recording differs"
+                );
+                // No underrun while streaming at the default buffer settings (the one at the
+                // very end is the drained stream stopping).
+                let last_report = p.reports.last().map_or(0, |r| r.0);
+                assert!(
+                    a.model().xruns(0).iter().all(|&t| t > last_report),
+                    "{what}: xrun while streaming"
+                );
+                s.release(&d);
+                assert_eq!(d.close(), 0);
+                a.unload()
+                    .unwrap_or_else(|v| panic!("{what}: {}", v.join("\n")));
+            }
+        }
+    }
+}
+
+#[test]
+fn the_media_addons_whole_life() {
+    let a = Addon::load(addon(), device(2), None).unwrap();
+    let d = a.open_first().unwrap();
+    let mut s = Session::init(
+        &d,
+        Choice {
+            rate: Some(hm::B_SR_48000),
+            format: Some(hm::B_FMT_16BIT),
+        },
+    )
+    .unwrap();
+    // Several seconds of exchanges.
+    let input = pattern(s.play_bytes() * 300, 1);
+    let p = play(&d, &mut s, &input);
+    assert_eq!(p.errors, 0);
+    let t_end = p.reports.last().unwrap().0 - p.reports[0].0;
+    assert!(t_end >= 2_900_000, "{t_end} µs of streaming");
+    let played_before = a.model().played(0).len();
+    // Resume with the same buffers after FORCE_STOP (play() ended with one).
+    let more = pattern(s.play_bytes() * 10, 2);
+    let p2 = play(&d, &mut s, &more);
+    assert_eq!(p2.errors, 0);
+    let after = &a.model().played(0)[played_before..];
+    assert!(after[p2.buffers * s.play_bytes()..] == more[..]);
+    // Format change between exchanges, as the frequency parameter does it.
+    let mut f = s.format;
+    f.output.rate = hm::B_SR_96000;
+    f.input.rate = hm::B_SR_96000;
+    assert_eq!(client::ioctl(&d, hm::B_MULTI_SET_GLOBAL_FORMAT, &mut f), 0);
+    s.get_buffers(&d).unwrap();
+    let at_change = a.model().played(0).len();
+    let third = pattern(s.play_bytes() * 8, 3);
+    let p3 = play(&d, &mut s, &third);
+    assert_eq!(p3.errors, 0);
+    assert_eq!(a.model().stream_params(0).unwrap().rate_hz(), 96000);
+    assert!(a.model().played(0)[at_change + p3.buffers * s.play_bytes()..] == third[..]);
+    s.release(&d);
+    assert_eq!(d.close(), 0);
+    // Reopen, and 100 open/close cycles.
+    for _ in 0..100 {
+        let d = a.open_first().unwrap();
+        let s = Session::init(&d, Choice::default()).unwrap();
+        s.release(&d);
+        assert_eq!(d.close(), 0);
+    }
+    a.unload().unwrap_or_else(|v| panic!("{}", v.join("\n")));
+}
+
+#[test]
+fn a_hostile_client_gets_status_codes() {
+    let a = Addon::load(addon(), device(2), None).unwrap();
+    let d = a.open_first().unwrap();
+    let s = Session::init(&d, Choice::default()).unwrap();
+    let kernel_ptr = 0xffff_ff00_1234_0000u64;
+    let unmapped = 0x7000_0000_0000u64;
+    for &op in Opcode::ALL {
+        if op == Opcode::BufferForceStop {
+            continue;
+        }
+        for (ptr, len) in [
+            (0u64, 512usize),
+            (kernel_ptr, 512),
+            (unmapped, 512),
+            (0x1000, 512),
+        ] {
+            let r = d.ioctl(op as u32, ptr, len);
+            assert!(r < 0, "{op:?} with {ptr:#x} answered {r}");
+        }
+        let small = d.user_alloc(8);
+        assert!(
+            d.ioctl(op as u32, small, 3) < 0,
+            "{op:?} with a 3-byte argument"
+        );
+        d.user_free(small);
+    }
+    assert!(d.ioctl(0, 0, 0) < 0 && d.ioctl(9000, 0, 0) < 0);
+    // Nested pointers: a description whose channel array is not mapped.
+    let mut desc: hm::MultiDescription = zerocopy::FromZeros::new_zeroed();
+    desc.request_channel_count = 32;
+    desc.channels = spec::UserPtr::from_addr(unmapped);
+    assert!(client::ioctl(&d, hm::B_MULTI_GET_DESCRIPTION, &mut desc) < 0);
+    s.release(&d);
+    drop(d);
+    a.unload().unwrap_or_else(|v| panic!("{}", v.join("\n")));
+}
+
+#[test]
+fn a_faulty_device_gives_clean_errors() {
+    // A device that swallows every playback buffer: exchanges fail, after a wait, and
+    // nothing hangs.
+    let cfg = device(2);
+    let a = Addon::load(addon(), cfg.clone(), Some("log_level 0\n")).unwrap();
+    a.model().set_fault(FaultTarget::Tx, Fault::Lost);
+    let d = a.open_first().unwrap();
+    let mut s = Session::init(
+        &d,
+        Choice {
+            rate: Some(hm::B_SR_48000),
+            format: None,
+        },
+    )
+    .unwrap();
+    let t0 = a.kernel().clock().now();
+    let failed = (0..5).filter(|_| s.exchange(&d) != 0).count();
+    let took = a.kernel().clock().now() - t0;
+    assert!(failed >= 4, "{failed} of 5 exchanges failed");
+    assert!(
+        took >= failed as i64 * 50_000,
+        "failing exchanges must wait, not spin: {took} µs for {failed}"
+    );
+    a.model().clear_faults();
+    s.release(&d);
+    drop(d);
+    let _ = a.model().take_violations();
+    a.unload().unwrap_or_else(|v| panic!("{}", v.join("\n")));
+    for (target, fault) in [
+        (FaultTarget::Control(RequestCode::PcmInfo), Fault::Lost),
+        (
+            FaultTarget::Control(RequestCode::PcmInfo),
+            Fault::Status(0x8003),
+        ),
+        (
+            FaultTarget::Control(RequestCode::PcmInfo),
+            Fault::ShortReply(8),
+        ),
+    ] {
+        // The fault must be in place before the probe runs: load with a pre-faulted model.
+        let r = Addon::load_with(addon(), cfg.clone(), None, |m| m.set_fault(target, fault));
+        match r {
+            Ok(a) => {
+                assert!(
+                    a.paths.is_empty(),
+                    "{target:?} {fault:?}: published {:?}",
+                    a.paths
+                );
+                a.unload().unwrap_or_else(|v| panic!("{}", v.join("\n")));
+            }
+            Err(e) => assert!(e.contains("init_driver"), "{target:?} {fault:?}: {e}"),
+        }
+    }
+}
+
+#[test]
+fn topology_through_the_addon() {
+    let mut cfg = device(8);
+    cfg.streams[0] = StreamConfig::output()
+        .with_channels(1, 8)
+        .with_rates(&[PcmRate::Rate48000]);
+    cfg.jacks = vec![JackConfig {
+        hda_fn_nid: 0,
+        features: 0,
+        hda_reg_defconf: 0,
+        hda_reg_caps: 0,
+        connected: true,
+    }];
+    cfg.chmaps = vec![ChmapConfig {
+        hda_fn_nid: 0,
+        direction: Direction::Output,
+        positions: vec![3, 4, 7, 8, 5, 6, 9, 10],
+    }];
+    cfg.offer_ctls = true;
+    cfg.controls = vec![ControlConfig::integer(
+        "Master Playback Volume",
+        VIRTIO_SND_CTL_ROLE_VOLUME << 1,
+        2,
+        0,
+        100,
+        50,
+    )];
+    let a = Addon::load(addon(), cfg, None).unwrap();
+    let d = a.open_first().unwrap();
+    let s = Session::init(&d, Choice::default()).unwrap();
+    assert_eq!(s.desc.output_channel_count, 8);
+    let sur = hm::B_CHANNEL_SURROUND_BUS;
+    assert_eq!(s.channels[0].designations, hm::B_CHANNEL_LEFT | sur);
+    assert_eq!(s.channels[3].designations, hm::B_CHANNEL_SUB | sur);
+    assert_eq!(s.channels[7].designations, hm::B_CHANNEL_SIDE_RIGHT | sur);
+    let gains: Vec<_> = s
+        .controls
+        .iter()
+        .filter(|c| c.flags == hm::B_MULTI_MIX_GAIN)
+        .collect();
+    assert_eq!(gains.len(), 2);
+    assert_eq!(gains[1].master, gains[0].id);
+    s.release(&d);
+    drop(d);
+    a.unload().unwrap_or_else(|v| panic!("{}", v.join("\n")));
+}
