@@ -365,11 +365,58 @@ impl QueueHandler for Irq {
             let driver_cookie = lock(&core.bus.state).driver_cookie;
             (cb, cookie, driver_cookie)
         };
-        // SAFETY: `cb` is the virtio_callback_func the driver stored for this queue; it is
-        // called with the cookies it asked for, from interrupt context, as on Haiku.
-        let f: unsafe extern "C" fn(*mut c_void, *mut c_void) = unsafe { std::mem::transmute(cb) };
-        // SAFETY: as above.
-        unsafe { f(driver_cookie as *mut c_void, cookie as *mut c_void) };
+        on_interrupt_thread(move || {
+            // SAFETY: `cb` is the virtio_callback_func the driver stored for this queue; it
+            // is called with the cookies it asked for, as on Haiku.
+            let f: unsafe extern "C" fn(*mut c_void, *mut c_void) =
+                unsafe { std::mem::transmute(cb) };
+            // SAFETY: as above.
+            unsafe { f(driver_cookie as *mut c_void, cookie as *mut c_void) };
+        });
+    }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+thread_local! {
+    static ON_IRQ_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `job` on the simulator's interrupt thread — a separate OS thread standing for the
+/// CPU that takes the hardware interrupt, as on Haiku where the callback interrupts whatever
+/// thread was running — inside that thread's interrupt context, and waits for it. The wait
+/// keeps the simulation deterministic: time does not move while the handler runs.
+fn on_interrupt_thread(job: impl FnOnce() + Send + 'static) {
+    use std::sync::mpsc;
+    use std::sync::OnceLock;
+    static IRQ: OnceLock<Mutex<mpsc::Sender<(Job, mpsc::SyncSender<()>)>>> = OnceLock::new();
+    // A handler that raises another interrupt (it cannot, today) runs it in place.
+    if ON_IRQ_THREAD.with(|f| f.get()) {
+        job();
+        return;
+    }
+    let tx = IRQ.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<(Job, mpsc::SyncSender<()>)>();
+        std::thread::Builder::new()
+            .name("sim interrupt".into())
+            .spawn(move || {
+                ON_IRQ_THREAD.with(|f| f.set(true));
+                for (job, done) in rx {
+                    job();
+                    let _ = done.send(());
+                }
+            })
+            .expect("spawn the simulator's interrupt thread");
+        Mutex::new(tx)
+    });
+    let (done_tx, done_rx) = mpsc::sync_channel(1);
+    let kernel = crate::haiku::current().map(|c| c.kernel.clone());
+    let wrapped: Job = Box::new(move || match kernel {
+        Some(k) => k.run_in_interrupt(job),
+        None => job(),
+    });
+    if lock(tx).send((wrapped, done_tx)).is_ok() {
+        let _ = done_rx.recv();
     }
 }
 
@@ -557,4 +604,23 @@ unsafe extern "C" fn queue_dequeue(
         }
     }
     true
+}
+
+#[cfg(test)]
+mod irq_thread_tests {
+    use super::on_interrupt_thread;
+
+    #[test]
+    fn interrupts_run_on_another_thread_and_are_waited_for() {
+        let me = std::thread::current().id();
+        let (tx, rx) = std::sync::mpsc::channel();
+        on_interrupt_thread(move || {
+            let t = std::thread::current();
+            tx.send((t.id(), t.name().map(str::to_owned))).unwrap();
+        });
+        // The job has finished when on_interrupt_thread returns.
+        let (id, name) = rx.try_recv().expect("ran before returning");
+        assert_ne!(id, me);
+        assert_eq!(name.as_deref(), Some("sim interrupt"));
+    }
 }
