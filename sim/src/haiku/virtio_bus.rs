@@ -377,6 +377,8 @@ impl QueueHandler for Irq {
 }
 
 type Job = Box<dyn FnOnce() + Send>;
+/// A job for the interrupt thread and the channel it signals when done.
+type IrqRequest = (Job, std::sync::mpsc::SyncSender<()>);
 
 thread_local! {
     static ON_IRQ_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
@@ -389,14 +391,14 @@ thread_local! {
 fn on_interrupt_thread(job: impl FnOnce() + Send + 'static) {
     use std::sync::mpsc;
     use std::sync::OnceLock;
-    static IRQ: OnceLock<Mutex<mpsc::Sender<(Job, mpsc::SyncSender<()>)>>> = OnceLock::new();
+    static IRQ: OnceLock<Mutex<mpsc::Sender<IrqRequest>>> = OnceLock::new();
     // A handler that raises another interrupt (it cannot, today) runs it in place.
     if ON_IRQ_THREAD.with(|f| f.get()) {
         job();
         return;
     }
     let tx = IRQ.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<(Job, mpsc::SyncSender<()>)>();
+        let (tx, rx) = mpsc::channel::<IrqRequest>();
         std::thread::Builder::new()
             .name("sim interrupt".into())
             .spawn(move || {
