@@ -63,6 +63,8 @@ pub struct Session {
     pub play: Vec<Vec<hm::BufferDesc>>,
     pub rec: Vec<Vec<hm::BufferDesc>>,
     pub controls: Vec<hm::MultiMixControl>,
+    /// The values GET_MIX gave for the parameter web (gains, enables, muxes), by control id.
+    pub mix: Vec<(i32, hm::MultiMixValue)>,
     pub info: hm::MultiBufferInfo,
     info_addr: u64,
     allocations: Vec<u64>,
@@ -167,6 +169,7 @@ impl Session {
             play: Vec::new(),
             rec: Vec::new(),
             controls: Vec::new(),
+            mix: Vec::new(),
             info: garbage(),
             info_addr,
             allocations,
@@ -185,10 +188,42 @@ impl Session {
         s.controls = (0..m.control_count.clamp(0, 128) as u64)
             .map(|i| read_value(d, ctl + i * 116))
             .collect();
+        s.mix = s.walk_mix(d);
         s.info.info_size = core::mem::size_of::<hm::MultiBufferInfo>() as u64;
         s.info.playback_buffer_cycle = 0;
         s.info.record_buffer_cycle = 0;
         Ok(s)
+    }
+
+    /// The parameter web's initial read: one GET_MIX per GAIN, ENABLE or MUX control, with
+    /// only `values` and `item_count` set, like `MultiAudioNode::_GetParameterValue`; a
+    /// failure is only logged there, so it is skipped here.
+    fn walk_mix<D: Hmulti + ?Sized>(&self, d: &D) -> Vec<(i32, hm::MultiMixValue)> {
+        let mut out = Vec::new();
+        for c in &self.controls {
+            let kind = c.flags & hm::B_MULTI_MIX_KIND_MASK;
+            if ![
+                hm::B_MULTI_MIX_GAIN,
+                hm::B_MULTI_MIX_ENABLE,
+                hm::B_MULTI_MIX_MUX,
+            ]
+            .contains(&kind)
+            {
+                continue;
+            }
+            let v_addr = d.user_alloc(24);
+            let mut v: hm::MultiMixValue = garbage();
+            v.id = c.id;
+            d.user_write(v_addr, v.as_bytes());
+            let mut info: hm::MultiMixValueInfo = garbage();
+            info.item_count = 1;
+            info.values = UserPtr::from_addr(v_addr);
+            if ioctl(d, hm::B_MULTI_GET_MIX, &mut info) == 0 {
+                out.push((c.id, read_value(d, v_addr)));
+            }
+            d.user_free(v_addr);
+        }
+        out
     }
 
     /// GET_BUFFERS with 32 buffers of 32 descriptors per direction and the default size.

@@ -306,6 +306,13 @@ fn topology_through_the_addon() {
         .collect();
     assert_eq!(gains.len(), 2);
     assert_eq!(gains[1].master, gains[0].id);
+    // The parameter web's GET_MIX walk reads the element's value through the add-on.
+    let left = s
+        .mix
+        .iter()
+        .find(|(id, _)| *id == gains[0].id)
+        .expect("a value for the gain");
+    assert_eq!(left.1.u.gain(), 50.0);
     s.release(&d);
     drop(d);
     a.unload().unwrap_or_else(|v| panic!("{}", v.join("\n")));

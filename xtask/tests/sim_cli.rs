@@ -1,0 +1,178 @@
+//! `cargo xtask sim` as a user runs it: WAV in, exactly what the device received out, a
+//! summary, and clear errors.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use sim::wav::{SampleFormat, Wav};
+
+fn xtask(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(args)
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn plays_a_wav_bit_exact_and_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = Wav {
+        rate: 96000,
+        channels: 2,
+        format: SampleFormat::S16,
+        data: (0..96000 * 4 / 5).map(|i| (i * 37 % 256) as u8).collect(),
+    };
+    let inp = dir.path().join("in.wav");
+    std::fs::write(&inp, input.to_bytes()).unwrap();
+    let out = dir.path().join("out.wav");
+    let rec = dir.path().join("rec.wav");
+    let o = xtask(&[
+        "sim",
+        "--input",
+        inp.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--record",
+        rec.to_str().unwrap(),
+    ]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    for needle in [
+        "rate 96000 Hz, format S16, 2 channels",
+        "periods: 4 buffers x",
+        "xruns:",
+        "played_real_time vs device ground truth: p50",
+    ] {
+        assert!(t.contains(needle), "{needle:?} missing from:\n{t}");
+    }
+    let got = Wav::parse(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(
+        (got.rate, got.channels, got.format),
+        (96000, 2, SampleFormat::S16)
+    );
+    let lead = got.data.len() - input.data.len();
+    assert!(
+        got.data[..lead].iter().all(|&b| b == 0),
+        "lead-in is silence"
+    );
+    assert!(
+        got.data[lead..] == input.data[..],
+        "OUT after the lead-in equals IN"
+    );
+    let recorded = Wav::parse(&std::fs::read(&rec).unwrap()).unwrap();
+    assert!(!recorded.data.is_empty());
+}
+
+#[test]
+fn the_default_sine_and_other_formats() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.wav");
+    let o = xtask(&[
+        "sim",
+        "--rate",
+        "384000",
+        "--channels",
+        "6",
+        "--format",
+        "float",
+        "--seconds",
+        "0.1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let got = Wav::parse(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(
+        (got.rate, got.channels, got.format),
+        (384000, 6, SampleFormat::F32)
+    );
+}
+
+#[test]
+fn clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.wav");
+    let out = out.to_str().unwrap();
+    let bad = dir.path().join("bad.wav");
+    std::fs::write(&bad, b"RIFF....WAVEjunk").unwrap();
+    for (args, needle) in [
+        (
+            vec!["sim", "--input", bad.to_str().unwrap(), "--out", out],
+            "bad.wav",
+        ),
+        (
+            vec!["sim", "--rate", "5512", "--out", out],
+            "5512 Hz has no hmulti rate bit",
+        ),
+        (
+            vec!["sim", "--format", "s24", "--out", out],
+            "unknown --format",
+        ),
+        (
+            vec!["sim", "--addon", "/nonexistent/virtio_sound", "--out", out],
+            "/nonexistent/virtio_sound",
+        ),
+    ] {
+        let o = xtask(&args);
+        assert!(!o.status.success(), "{args:?} should fail");
+        assert!(
+            text(&o).contains(needle),
+            "{args:?}: {needle:?} missing from:\n{}",
+            text(&o)
+        );
+    }
+}
+
+#[test]
+fn a_device_config_file_shapes_the_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("device.toml");
+    std::fs::write(
+        &cfg,
+        "[[stream]]\ndirection = \"output\"\nchannels = [2, 2]\nrates = [44100]\nformats = [\"S16\"]\n\n[[stream]]\ndirection = \"input\"\nchannels = [2, 2]\nrates = [44100]\nformats = [\"S16\"]\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out.wav");
+    let (cfg, out) = (cfg.to_str().unwrap(), out.to_str().unwrap());
+    let o = xtask(&[
+        "sim",
+        "--device-config",
+        cfg,
+        "--rate",
+        "44100",
+        "--seconds",
+        "0.1",
+        "--out",
+        out,
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = xtask(&[
+        "sim",
+        "--device-config",
+        cfg,
+        "--rate",
+        "48000",
+        "--seconds",
+        "0.1",
+        "--out",
+        out,
+    ]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("does not offer 48000 Hz"), "{}", text(&o));
+    std::fs::write(dir.path().join("device.toml"), "[[stream]]\ndirection = \"sideways\"\nchannels = [2, 2]\nrates = [44100]\nformats = [\"S16\"]\n").unwrap();
+    let o = xtask(&["sim", "--device-config", cfg, "--out", out]);
+    assert!(
+        !o.status.success() && text(&o).contains("sideways"),
+        "{}",
+        text(&o)
+    );
+}
