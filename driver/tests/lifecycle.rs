@@ -161,3 +161,40 @@ fn exchange_before_get_buffers_is_slow_not_fast() {
     );
     rig.finish(Some(card));
 }
+
+/// A client that changes the format but does not ask for new buffers: the old area is laid
+/// out again when the new format fits it, and refused (after a wait) when it does not.
+#[test]
+fn format_change_without_get_buffers() {
+    let mut rig = Rig::new(ModelConfig::default());
+    let card = rig.card(Settings::default());
+    let mut c = Client::init(&card, Some(hm::B_SR_48000), Some(hm::B_FMT_16BIT));
+    let input = signal(1 << 20, 5);
+    stream(&card, &mut c, &input, 4);
+    // Same sample size, other rate: the buffers are reused in place.
+    let mut f = c.format;
+    f.output.rate = hm::B_SR_44100;
+    f.input.rate = hm::B_SR_44100;
+    ioctl(&card, hm::B_MULTI_SET_GLOBAL_FORMAT, &mut f).unwrap();
+    c.exchange(&card).expect("relaid out in place");
+    assert_eq!(rig.model.stream_params(0).unwrap().rate_hz(), 44100);
+    // Twice the bytes per frame: the old area is too small.
+    f.output.format = hm::B_FMT_32BIT;
+    f.input.format = hm::B_FMT_32BIT;
+    ioctl(&card, hm::B_MULTI_SET_GLOBAL_FORMAT, &mut f).unwrap();
+    let k = card.kernel();
+    let t0 = driver::Kernel::system_time(k);
+    assert!(
+        c.exchange(&card).is_err(),
+        "32-bit frames do not fit the 16-bit buffers"
+    );
+    assert!(
+        driver::Kernel::system_time(k) - t0 >= 1_000,
+        "not a fast error"
+    );
+    // GET_BUFFERS makes it right.
+    c.get_buffers(&card);
+    c.exchange(&card).expect("new buffers");
+    card.dispatch(hm::B_MULTI_BUFFER_FORCE_STOP, 0, 1).unwrap();
+    rig.finish(Some(card));
+}

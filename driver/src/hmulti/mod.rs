@@ -326,10 +326,14 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
         result
     }
 
-    /// Lays out `count` buffers of `frames` frames for both directions in one area, tells the
-    /// device, and keeps the area. The old area goes only after the device gave it back.
-    fn build_buffers(&self, st: &mut State, frames: u32, count: u32) -> KResult {
-        self.halt(st, false)?;
+    /// Where each direction's `count` buffers of `frames` frames go in one area (input after
+    /// output, 128-byte aligned), and the bytes the area needs.
+    fn plan(
+        &self,
+        st: &State,
+        frames: u32,
+        count: u32,
+    ) -> KResult<(Option<Region>, Option<Region>, u64)> {
         let mut size = 0u64;
         let out = match (&self.output, st.out_format) {
             (Some(s), Some(f)) => {
@@ -348,6 +352,39 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
             }
             _ => None,
         };
+        Ok((out, inp, size))
+    }
+
+    /// SET_PARAMS for both directions with their periods in `area`.
+    fn configure(
+        &self,
+        st: &State,
+        frames: u32,
+        count: u32,
+        area: &Area,
+        out: Option<Region>,
+        inp: Option<Region>,
+    ) -> KResult {
+        if let (Some(s), Some(f), Some(r)) = (&self.output, st.out_format, out) {
+            self.engine.set_params(
+                s.stream,
+                Self::params_for(s, f, frames, count, area.phys + r.offset)?,
+            )?;
+        }
+        if let (Some(s), Some(f), Some(r)) = (&self.input, st.in_format, inp) {
+            self.engine.set_params(
+                s.stream,
+                Self::params_for(s, f, frames, count, area.phys + r.offset)?,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Lays out `count` buffers of `frames` frames for both directions in one area, tells the
+    /// device, and keeps the area. The old area goes only after the device gave it back.
+    fn build_buffers(&self, st: &mut State, frames: u32, count: u32) -> KResult {
+        self.halt(st, false)?;
+        let (out, inp, size) = self.plan(st, frames, count)?;
         if size == 0 || size > 64 << 20 {
             return Err(Status::BAD_VALUE);
         }
@@ -356,22 +393,7 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
             (size as usize).div_ceil(4096) * 4096,
             true,
         )?;
-        let configure = || -> KResult {
-            if let (Some(s), Some(f), Some(r)) = (&self.output, st.out_format, out) {
-                self.engine.set_params(
-                    s.stream,
-                    Self::params_for(s, f, frames, count, area.phys + r.offset)?,
-                )?;
-            }
-            if let (Some(s), Some(f), Some(r)) = (&self.input, st.in_format, inp) {
-                self.engine.set_params(
-                    s.stream,
-                    Self::params_for(s, f, frames, count, area.phys + r.offset)?,
-                )?;
-            }
-            Ok(())
-        };
-        if let Err(e) = configure() {
+        if let Err(e) = self.configure(st, frames, count, &area, out, inp) {
             self.kernel.delete_area(&area);
             return Err(e);
         }
@@ -722,22 +744,8 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
         };
         if st.stale {
             // New format, old buffers: lay them out again in place if they fit.
-            let fits = {
-                let need = |s: &Option<Side>, f: Option<(u32, u32)>| -> u64 {
-                    match (s, f) {
-                        (Some(s), Some(f)) => Self::region(s, f, frames as u32, 0)
-                            .map_or(u64::MAX, |r| r.period_bytes as u64 * count as u64 + 128),
-                        _ => 0,
-                    }
-                };
-                need(&self.output, st.out_format).saturating_add(need(&self.input, st.in_format))
-                    <= b.area.size as u64
-            };
-            let rebuilt = if fits {
-                self.relayout(&mut st)
-            } else {
-                Err(Status::NO_INIT)
-            };
+            // (relayout refuses when the new layout does not fit the old area.)
+            let rebuilt = self.relayout(&mut st);
             if let Err(e) = rebuilt {
                 drop(st);
                 k.snooze(period.clamp(1_000, 100_000));
@@ -914,44 +922,22 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
         let Some(b) = st.buffers.take() else {
             return Err(Status::NO_INIT);
         };
-        let (frames, count, area) = (b.frames, b.count, b.area);
-        let mut size = 0u64;
-        let out = match (&self.output, st.out_format) {
-            (Some(s), Some(f)) => {
-                let r = Self::region(s, f, frames, 0)?;
-                size += r.period_bytes as u64 * count as u64;
-                Some(r)
+        let planned = self.plan(st, b.frames, b.count);
+        let result = planned.and_then(|(out, inp, size)| {
+            if size > b.area.size as u64 {
+                return Err(Status::NO_INIT);
             }
-            _ => None,
-        };
-        let inp = match (&self.input, st.in_format) {
-            (Some(s), Some(f)) => Some(Self::region(s, f, frames, size.div_ceil(128) * 128)?),
-            _ => None,
-        };
-        let configure = || -> KResult {
-            if let (Some(s), Some(f), Some(r)) = (&self.output, st.out_format, out) {
-                self.engine.set_params(
-                    s.stream,
-                    Self::params_for(s, f, frames, count, area.phys + r.offset)?,
-                )?;
-            }
-            if let (Some(s), Some(f), Some(r)) = (&self.input, st.in_format, inp) {
-                self.engine.set_params(
-                    s.stream,
-                    Self::params_for(s, f, frames, count, area.phys + r.offset)?,
-                )?;
-            }
-            Ok(())
-        };
-        let r = configure();
-        st.buffers = Some(Buffers {
-            area,
-            count,
-            frames,
-            out,
-            inp,
+            self.configure(st, b.frames, b.count, &b.area, out, inp)?;
+            Ok((out, inp))
         });
-        r?;
+        let (out, inp) = match result {
+            Ok(regions) => regions,
+            Err(e) => {
+                st.buffers = Some(b);
+                return Err(e);
+            }
+        };
+        st.buffers = Some(Buffers { out, inp, ..b });
         st.stale = false;
         Ok(())
     }
