@@ -11,31 +11,9 @@ use common::*;
 use driver::hmulti::Settings;
 use sim::{ModelConfig, StreamConfig};
 use spec::hmulti_audio as hm;
-use spec::virtio_snd::{PcmFormat, PcmRate};
 
 fn config(channels: u8) -> ModelConfig {
-    let all_rates: Vec<PcmRate> = PcmRate::ALL.to_vec();
-    let formats = [
-        PcmFormat::S8,
-        PcmFormat::U8,
-        PcmFormat::S16,
-        PcmFormat::S32,
-        PcmFormat::Float,
-        PcmFormat::Float64,
-    ];
-    ModelConfig {
-        streams: vec![
-            StreamConfig::output()
-                .with_channels(channels, channels)
-                .with_rates(&all_rates)
-                .with_formats(&formats),
-            StreamConfig::input()
-                .with_channels(channels, channels)
-                .with_rates(&all_rates)
-                .with_formats(&formats),
-        ],
-        ..ModelConfig::default()
-    }
+    ModelConfig::hmulti_full(channels)
 }
 
 /// Plays `periods` buffers of a known signal and checks what the device received.

@@ -68,29 +68,8 @@ fn hmulti_format(f: SampleFormat) -> Result<u32> {
 /// The device the simulator offers: from a TOML description, or one output and one input
 /// stream with exactly `channels` channels, every rate and the formats hmulti can use.
 pub fn device_config(path: Option<&Path>, channels: u8) -> Result<ModelConfig> {
-    let all_rates: Vec<PcmRate> = PcmRate::ALL.to_vec();
-    let formats = [
-        PcmFormat::S8,
-        PcmFormat::U8,
-        PcmFormat::S16,
-        PcmFormat::S32,
-        PcmFormat::Float,
-        PcmFormat::Float64,
-    ];
     let Some(path) = path else {
-        return Ok(ModelConfig {
-            streams: vec![
-                StreamConfig::output()
-                    .with_channels(channels, channels)
-                    .with_rates(&all_rates)
-                    .with_formats(&formats),
-                StreamConfig::input()
-                    .with_channels(channels, channels)
-                    .with_rates(&all_rates)
-                    .with_formats(&formats),
-            ],
-            ..ModelConfig::default()
-        });
+        return Ok(ModelConfig::hmulti_full(channels));
     };
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]

@@ -11,7 +11,7 @@ use sim::client::{self, play, Choice, Hmulti, Session};
 use sim::model::{ChmapConfig, ControlConfig, JackConfig};
 use sim::{Fault, FaultTarget, ModelConfig, StreamConfig};
 use spec::hmulti_audio::{self as hm, Opcode};
-use spec::virtio_snd::{Direction, PcmFormat, PcmRate, RequestCode, VIRTIO_SND_CTL_ROLE_VOLUME};
+use spec::virtio_snd::{Direction, PcmRate, RequestCode, VIRTIO_SND_CTL_ROLE_VOLUME};
 
 /// Builds the add-on once per test binary, with the README's command.
 fn addon() -> &'static Path {
@@ -33,26 +33,7 @@ fn addon() -> &'static Path {
 }
 
 fn device(channels: u8) -> ModelConfig {
-    let rates: Vec<PcmRate> = PcmRate::ALL.to_vec();
-    let formats = [
-        PcmFormat::U8,
-        PcmFormat::S16,
-        PcmFormat::S32,
-        PcmFormat::Float,
-    ];
-    ModelConfig {
-        streams: vec![
-            StreamConfig::output()
-                .with_channels(channels, channels)
-                .with_rates(&rates)
-                .with_formats(&formats),
-            StreamConfig::input()
-                .with_channels(channels, channels)
-                .with_rates(&rates)
-                .with_formats(&formats),
-        ],
-        ..ModelConfig::default()
-    }
+    ModelConfig::hmulti_full(channels)
 }
 
 fn pattern(len: usize, seed: usize) -> Vec<u8> {

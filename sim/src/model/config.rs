@@ -269,6 +269,34 @@ impl Default for ModelConfig {
 }
 
 impl ModelConfig {
+    /// One output and one input stream with exactly `channels` channels, every virtio rate
+    /// and every format hmulti can carry (S8, U8, S16, S32, FLOAT, FLOAT64): the device the
+    /// playback tests and `cargo xtask sim` use.
+    pub fn hmulti_full(channels: u8) -> ModelConfig {
+        let rates: Vec<PcmRate> = PcmRate::ALL.to_vec();
+        let formats = [
+            PcmFormat::S8,
+            PcmFormat::U8,
+            PcmFormat::S16,
+            PcmFormat::S32,
+            PcmFormat::Float,
+            PcmFormat::Float64,
+        ];
+        ModelConfig {
+            streams: vec![
+                StreamConfig::output()
+                    .with_channels(channels, channels)
+                    .with_rates(&rates)
+                    .with_formats(&formats),
+                StreamConfig::input()
+                    .with_channels(channels, channels)
+                    .with_rates(&rates)
+                    .with_formats(&formats),
+            ],
+            ..ModelConfig::default()
+        }
+    }
+
     /// The counts config space reports.
     pub fn counts(&self) -> [u32; 4] {
         self.advertised_counts.unwrap_or([
