@@ -51,6 +51,31 @@ fn run(name: &str, cmd: &mut Command) -> Result {
     Ok(())
 }
 
+/// A sibling temporary name for `path`, unique to this process.
+fn tmp_for(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(format!(".tmp{}", std::process::id()));
+    PathBuf::from(s)
+}
+
+/// Moves a finished temporary into place. Builds may run concurrently (tests start several
+/// `cargo xtask` processes): a reader sees the old file or the new one, never half of one.
+fn publish(tmp: &Path, path: &Path) -> Result {
+    std::fs::rename(tmp, path).map_err(|e| format!("{}: {e}", path.display()).into())
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result {
+    let t = tmp_for(path);
+    std::fs::write(&t, bytes)?;
+    publish(&t, path)
+}
+
+fn copy_atomic(from: &Path, to: &Path) -> Result {
+    let t = tmp_for(to);
+    std::fs::copy(from, &t)?;
+    publish(&t, to)
+}
+
 /// Compiles the stub kernel from the import table: `libkernel_x86_64.so`.
 pub fn build_stub(dir: &Path) -> Result<PathBuf> {
     let specs = gen::load_all()?;
@@ -60,8 +85,9 @@ pub fn build_stub(dir: &Path) -> Result<PathBuf> {
         .ok_or("no kernel stub source")?;
     std::fs::create_dir_all(dir)?;
     let c = dir.join("kernel_stub.c");
-    std::fs::write(&c, src)?;
+    write_atomic(&c, src.as_bytes())?;
     let so = dir.join("libkernel_x86_64.so");
+    let so_tmp = tmp_for(&so);
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     run(
         "compiling the kernel stub",
@@ -74,9 +100,10 @@ pub fn build_stub(dir: &Path) -> Result<PathBuf> {
                 "-Wl,-soname,kernel_x86_64",
                 "-o",
             ])
-            .arg(&so)
+            .arg(&so_tmp)
             .arg(&c),
     )?;
+    publish(&so_tmp, &so)?;
     Ok(so)
 }
 
@@ -147,24 +174,26 @@ pub fn build() -> Result<PathBuf> {
     }
     let built = out.join("build").join(TARGET).join("release/libdriver.so");
     let unstripped = out.join(format!("{ADDON}.debug"));
-    std::fs::copy(&built, &unstripped)?;
+    copy_atomic(&built, &unstripped)?;
     let addon = out.join(ADDON);
+    let stripped = tmp_for(&addon);
     run(
         "strip",
         Command::new("strip")
             .args(["--strip-unneeded", "-o"])
-            .arg(&addon)
+            .arg(&stripped)
             .arg(&built),
     )?;
+    publish(&stripped, &addon)?;
     eprintln!("==> auditing {}", addon.display());
     let report = crate::audit::check(&addon)?;
     let install = out.join("install");
     let dest = install.join(INSTALL_ADDON);
     std::fs::create_dir_all(dest.parent().ok_or("install path")?)?;
-    std::fs::copy(&addon, &dest)?;
+    copy_atomic(&addon, &dest)?;
     let settings = install.join(INSTALL_SETTINGS);
     std::fs::create_dir_all(settings.parent().ok_or("install path")?)?;
-    std::fs::write(&settings, EXAMPLE_SETTINGS)?;
+    write_atomic(&settings, EXAMPLE_SETTINGS.as_bytes())?;
     let size = std::fs::metadata(&addon)?.len();
     println!("{report}");
     // The unstripped copy still has .symtab: name the library code the add-on carries.
