@@ -1,26 +1,11 @@
 //! `cargo xtask sim` as a user runs it: WAV in, exactly what the device received out, a
 //! summary, and clear errors.
 
-use std::path::Path;
-use std::process::{Command, Output};
-
 use sim::wav::{SampleFormat, Wav};
 
-fn xtask(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
-        .output()
-        .unwrap()
-}
+mod common;
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::{text, xtask};
 
 #[test]
 fn plays_a_wav_bit_exact_and_reports() {

@@ -306,25 +306,19 @@ impl<K: Kernel, V: VirtioDevice> Engine<K, V> {
                 _ => ControlRequest::CtlInfo { request: q },
             };
             let io = self.io();
-            let got = io.control.call(
-                io.kernel,
-                io.dev,
-                io.queue_lock(QueueIndex::Control),
-                &req,
-                |resp| {
-                    let bytes: &[u8] = match resp {
-                        ControlResponse::JackInfo(items) => items.as_bytes(),
-                        ControlResponse::PcmInfo(items) => items.as_bytes(),
-                        ControlResponse::ChmapInfo(items) => items.as_bytes(),
-                        ControlResponse::CtlInfo(items) => items.as_bytes(),
-                        _ => &[],
-                    };
-                    bytes
-                        .chunks_exact(size)
-                        .filter_map(|c| T::read_from_bytes(c).ok())
-                        .collect::<Vec<T>>()
-                },
-            );
+            let got = io.call(&req, |resp| {
+                let bytes: &[u8] = match resp {
+                    ControlResponse::JackInfo(items) => items.as_bytes(),
+                    ControlResponse::PcmInfo(items) => items.as_bytes(),
+                    ControlResponse::ChmapInfo(items) => items.as_bytes(),
+                    ControlResponse::CtlInfo(items) => items.as_bytes(),
+                    _ => &[],
+                };
+                bytes
+                    .chunks_exact(size)
+                    .filter_map(|c| T::read_from_bytes(c).ok())
+                    .collect::<Vec<T>>()
+            });
             match got {
                 Ok(items) => out.extend(items),
                 Err(Status::NOT_SUPPORTED) if optional => {
@@ -361,18 +355,12 @@ impl<K: Kernel, V: VirtioDevice> Engine<K, V> {
                 request: hdr,
                 items: n,
             };
-            match io.control.call(
-                io.kernel,
-                io.dev,
-                io.queue_lock(QueueIndex::Control),
-                &req,
-                |resp| match resp {
-                    ControlResponse::CtlEnumItems(list) => {
-                        list.iter().map(|i| c_string(&i.item)).collect()
-                    }
-                    _ => Vec::new(),
-                },
-            ) {
+            match io.call(&req, |resp| match resp {
+                ControlResponse::CtlEnumItems(list) => {
+                    list.iter().map(|i| c_string(&i.item)).collect()
+                }
+                _ => Vec::new(),
+            }) {
                 Ok(list) => items = list,
                 Err(e) => self.kernel.log(
                     LogLevel::Warn,
@@ -388,16 +376,10 @@ impl<K: Kernel, V: VirtioDevice> Engine<K, V> {
                 request: hdr,
                 max_value_len: 256,
             };
-            match io.control.call(
-                io.kernel,
-                io.dev,
-                io.queue_lock(QueueIndex::Control),
-                &req,
-                |resp| match resp {
-                    ControlResponse::CtlTlvRead { tlv } => Some(tlv.to_vec()),
-                    _ => None,
-                },
-            ) {
+            match io.call(&req, |resp| match resp {
+                ControlResponse::CtlTlvRead { tlv } => Some(tlv.to_vec()),
+                _ => None,
+            }) {
                 Ok(t) => tlv = t,
                 Err(e) => self.kernel.log(
                     LogLevel::Warn,
@@ -453,16 +435,10 @@ impl<K: Kernel, V: VirtioDevice> Engine<K, V> {
                 ..Default::default()
             },
         };
-        let v = io.control.call(
-            io.kernel,
-            io.dev,
-            io.queue_lock(QueueIndex::Control),
-            &req,
-            |resp| match resp {
-                ControlResponse::CtlRead(v) => Some(*v),
-                _ => None,
-            },
-        )?;
+        let v = io.call(&req, |resp| match resp {
+            ControlResponse::CtlRead(v) => Some(*v),
+            _ => None,
+        })?;
         c.stale.store(false, Ordering::Relaxed);
         v.ok_or(Status::BAD_DATA)
     }

@@ -517,14 +517,23 @@ impl<K: Kernel, V: VirtioDevice> Io<'_, K, V> {
         &self.queue_locks[q as usize]
     }
 
-    /// A control request whose answer carries nothing but the status.
-    pub fn control(&self, req: &ControlRequest<'_>) -> KResult {
+    /// Sends a control request and hands the decoded answer to `f`.
+    pub fn call<R>(
+        &self,
+        req: &ControlRequest<'_>,
+        f: impl FnOnce(spec::virtio_snd::ControlResponse<'_>) -> R,
+    ) -> KResult<R> {
         self.control.call(
             self.kernel,
             self.dev,
             self.queue_lock(QueueIndex::Control),
             req,
-            |_| (),
+            f,
         )
+    }
+
+    /// A control request whose answer carries nothing but the status.
+    pub fn control(&self, req: &ControlRequest<'_>) -> KResult {
+        self.call(req, |_| ())
     }
 }
