@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::client::Hmulti;
-use crate::haiku::{Device, Environment, SymKind};
+use crate::haiku::{BusDevice, Device, EnvConfig, Environment, SymKind};
 use crate::loader::{self, Image, KernelSymbol, SymbolKind};
 use crate::{ModelConfig, SimKernel, SndModel};
 
@@ -15,7 +15,7 @@ use crate::{ModelConfig, SimKernel, SndModel};
 pub struct Addon {
     env: Arc<Environment>,
     image: Option<Image>,
-    model: SndModel,
+    model: Option<SndModel>,
     kernel: SimKernel,
     /// The device paths the add-on published (relative to /dev).
     pub paths: Vec<String>,
@@ -46,6 +46,28 @@ impl Addon {
         let model = SndModel::new(&kernel, config);
         prepare(&model);
         let env = Environment::new(kernel.clone(), model.clone());
+        Self::attach(path, env, Some(model), kernel, settings)
+    }
+
+    /// Loads `path` over a real device (a transport to hardware, or QEMU's device) on
+    /// `kernel` (which then normally runs in real time with DMA-capable memory).
+    pub fn load_on(
+        path: &Path,
+        kernel: SimKernel,
+        device: Arc<dyn BusDevice>,
+        settings: Option<&str>,
+    ) -> Result<Addon, String> {
+        let env = Environment::with_device(kernel.clone(), device, EnvConfig::default());
+        Self::attach(path, env, None, kernel, settings)
+    }
+
+    fn attach(
+        path: &Path,
+        env: Arc<Environment>,
+        model: Option<SndModel>,
+        kernel: SimKernel,
+        settings: Option<&str>,
+    ) -> Result<Addon, String> {
         if let Some(s) = settings {
             env.settings(s);
         }
@@ -73,8 +95,15 @@ impl Addon {
         })
     }
 
+    /// The device model.
+    ///
+    /// # Panics
+    ///
+    /// If the add-on runs on a real device ([`Addon::load_on`]).
     pub fn model(&self) -> &SndModel {
-        &self.model
+        self.model
+            .as_ref()
+            .expect("this add-on runs on a real device, not the model")
     }
 
     pub fn kernel(&self) -> &SimKernel {

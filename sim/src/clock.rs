@@ -14,6 +14,11 @@
 //! "when is your next event?" from its own state, which keeps a model's timing rules (a period
 //! ends when its last frame has been consumed) in one place instead of in a timer queue.
 //!
+//! A clock can also follow real time ([`Clock::real_time`]): then `now` is the host's
+//! monotonic clock, waits are real waits with real deadlines, and event sources are never
+//! polled. That is the mode for a real device (QEMU's, driven from a Linux guest), whose
+//! completions arrive from a polling thread whenever the device gets to them.
+//!
 //! Single-threaded use (a test calling the driver, which waits in the kernel) is the common
 //! case and needs nothing special. Extra threads must be started with [`Clock::spawn`] (or
 //! `SimKernel::spawn`), so the clock knows they might still release a semaphore and does not
@@ -91,6 +96,8 @@ struct Inner {
     failures: FailureLog,
     /// Set when a source livelocked; its events are ignored from then on.
     wedged: AtomicBool,
+    /// Real-time mode: the instant that stands for `start`.
+    real: Option<(Instant, i64)>,
 }
 
 /// A handle to the simulated clock; clones share it.
@@ -107,6 +114,21 @@ impl Clock {
 
     /// As [`Clock::new`], recording livelocks into `failures`.
     pub fn with_failures(start: i64, failures: FailureLog) -> Clock {
+        Clock::build(start, failures, None)
+    }
+
+    /// A clock that follows the host's monotonic clock from `start` µs on: time passes on
+    /// its own, waits block for real, and event sources are not used.
+    pub fn real_time(start: i64, failures: FailureLog) -> Clock {
+        Clock::build(start, failures, Some((Instant::now(), start)))
+    }
+
+    /// Whether this clock follows real time.
+    pub fn is_real_time(&self) -> bool {
+        self.inner.real.is_some()
+    }
+
+    fn build(start: i64, failures: FailureLog, real: Option<(Instant, i64)>) -> Clock {
         let mut participants = HashSet::new();
         participants.insert(thread::current().id());
         Clock {
@@ -125,13 +147,19 @@ impl Clock {
                 sources: Mutex::new(Vec::new()),
                 failures,
                 wedged: AtomicBool::new(false),
+                real,
             }),
         }
     }
 
     /// The current simulated time in µs.
     pub fn now(&self) -> i64 {
-        self.inner.now.load(Ordering::SeqCst)
+        match self.inner.real {
+            Some((epoch, start)) => {
+                start.saturating_add(i64::try_from(epoch.elapsed().as_micros()).unwrap_or(i64::MAX))
+            }
+            None => self.inner.now.load(Ordering::SeqCst),
+        }
     }
 
     pub fn failures(&self) -> &FailureLog {
@@ -151,7 +179,7 @@ impl Clock {
 
     /// The earliest pending device event, if any.
     pub fn next_event_time(&self) -> Option<i64> {
-        if self.inner.wedged.load(Ordering::SeqCst) {
+        if self.inner.wedged.load(Ordering::SeqCst) || self.is_real_time() {
             return None;
         }
         self.live_sources()
@@ -188,6 +216,9 @@ impl Clock {
         deadline: Option<i64>,
         mut ready: impl FnMut() -> Option<T>,
     ) -> WaitOutcome<T> {
+        if self.is_real_time() {
+            return self.wait_real(deadline, ready);
+        }
         let me = thread::current().id();
         let mut s = lock(&self.inner.sched);
         if let Some(v) = ready() {
@@ -288,6 +319,45 @@ impl Clock {
         s.gen += 1;
         self.inner.cv.notify_all();
         outcome
+    }
+
+    /// [`Clock::wait`] in real time: sleep on the condition variable until `ready` holds
+    /// or the deadline passes. A wait without a deadline on which nothing at all happens
+    /// for [`STALL`] is reported as endless rather than hanging the run.
+    fn wait_real<T>(
+        &self,
+        deadline: Option<i64>,
+        mut ready: impl FnMut() -> Option<T>,
+    ) -> WaitOutcome<T> {
+        let mut s = lock(&self.inner.sched);
+        let mut last_gen = s.gen;
+        let mut quiet_since = Instant::now();
+        loop {
+            if let Some(v) = ready() {
+                return WaitOutcome::Ready(v);
+            }
+            let now = self.now();
+            let slice = match deadline {
+                Some(d) if now >= d => return WaitOutcome::TimedOut,
+                Some(d) => Duration::from_micros((d - now) as u64).min(STALL / 10),
+                None => STALL / 10,
+            };
+            if s.gen != last_gen {
+                last_gen = s.gen;
+                quiet_since = Instant::now();
+            } else if deadline.is_none() && quiet_since.elapsed() >= STALL {
+                self.inner.failures.record(format!(
+                    "a wait without a deadline saw nothing happen for {STALL:?}"
+                ));
+                return WaitOutcome::Forever;
+            }
+            s = self
+                .inner
+                .cv
+                .wait_timeout(s, slice)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
     }
 
     /// Moves time to `target` or to the first device event before it, and runs the events of
@@ -517,5 +587,48 @@ mod tests {
         let mine = clock.wait(None, || None::<()>);
         assert_eq!(mine, WaitOutcome::Forever);
         assert_eq!(th.join(), WaitOutcome::Forever);
+    }
+
+    #[test]
+    fn real_time_follows_the_host_clock_and_times_out_for_real() {
+        let clock = Clock::real_time(DEFAULT_START, FailureLog::new());
+        assert!(clock.is_real_time());
+        let t0 = clock.now();
+        assert!(t0 >= DEFAULT_START);
+        let started = Instant::now();
+        assert_eq!(
+            clock.wait(Some(t0 + 30_000), || None::<()>),
+            WaitOutcome::TimedOut
+        );
+        assert!(started.elapsed() >= Duration::from_millis(30));
+        assert!(clock.now() >= t0 + 30_000);
+        // Sources are never stepped in real time.
+        let t = ticks(&[0]);
+        clock.add_source(Arc::downgrade(&(t.clone() as Arc<dyn EventSource>)));
+        assert_eq!(clock.next_event_time(), None);
+        clock.advance_by(1_000);
+        assert_eq!(t.fired.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_real_time_wait_wakes_on_notify_from_another_thread() {
+        let clock = Clock::real_time(0, FailureLog::new());
+        let flag = Arc::new(AtomicBool::new(false));
+        let (f2, c2) = (flag.clone(), clock.clone());
+        let th = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            f2.store(true, Ordering::SeqCst);
+            c2.notify();
+        });
+        let before = clock.now();
+        let r = clock.wait(Some(before + 10_000_000), || {
+            flag.load(Ordering::SeqCst).then_some(())
+        });
+        assert_eq!(r, WaitOutcome::Ready(()));
+        assert!(
+            clock.now() - before < 5_000_000,
+            "woken by the notify, not the deadline"
+        );
+        th.join().unwrap();
     }
 }

@@ -8,7 +8,8 @@
 //! Misuse never panics (the driver would not get to show its next bug); it is recorded, and
 //! [`SimKernel::check_clean`] reports it together with leaks.
 //!
-//! Time comes from [`crate::clock`]: waiting is what moves it.
+//! Time comes from [`crate::clock`]: waiting is what moves it (or, with
+//! [`KernelConfig::real_time`], the host's clock).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -21,7 +22,8 @@ use spec::haiku_driver as hd;
 
 use crate::clock::{Clock, SimThread, WaitOutcome, DEFAULT_START};
 use crate::memory::{
-    count_irq_allocs, Access, AreaInfo, Memory, PhysMemory, SimCode, DEFAULT_MEMORY_SIZE, PAGE_SIZE,
+    count_irq_allocs, Access, AreaInfo, DmaBacking, Memory, PhysMemory, SimCode,
+    DEFAULT_MEMORY_SIZE, PAGE_SIZE,
 };
 use crate::report::{echo_enabled, lock, FailureLog};
 use crate::user::{UserMapper, UserSpace};
@@ -35,6 +37,26 @@ pub struct KernelConfig {
     pub memory_size: usize,
     /// Print log lines and failures to stderr as they happen (default: `SIM_LOG` is set).
     pub echo: bool,
+    /// Follow the host's clock instead of simulated time (for a real device).
+    pub real_time: bool,
+    /// Carve areas from this memory (with its real bus addresses) instead of a private
+    /// arena of `memory_size` bytes (for a real device).
+    pub dma: Option<DmaMemory>,
+}
+
+/// A [`DmaBacking`] in a [`KernelConfig`].
+#[derive(Clone)]
+pub struct DmaMemory(pub Arc<dyn DmaBacking>);
+
+impl fmt::Debug for DmaMemory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "DmaMemory({} bytes at physical {:#x})",
+            self.0.len(),
+            self.0.phys_base()
+        )
+    }
 }
 
 impl Default for KernelConfig {
@@ -43,6 +65,8 @@ impl Default for KernelConfig {
             start_time: DEFAULT_START,
             memory_size: DEFAULT_MEMORY_SIZE,
             echo: echo_enabled(),
+            real_time: false,
+            dma: None,
         }
     }
 }
@@ -128,11 +152,19 @@ impl SimKernel {
 
     pub fn with_config(config: KernelConfig) -> Self {
         let failures = FailureLog::new();
-        let clock = Clock::with_failures(config.start_time, failures.clone());
+        let clock = if config.real_time {
+            Clock::real_time(config.start_time, failures.clone())
+        } else {
+            Clock::with_failures(config.start_time, failures.clone())
+        };
+        let memory = match config.dma {
+            Some(DmaMemory(backing)) => Memory::over(backing, failures.clone()),
+            None => Memory::new(config.memory_size, failures.clone()),
+        };
         SimKernel {
             inner: Arc::new(Inner {
                 clock,
-                memory: Memory::new(config.memory_size, failures.clone()),
+                memory,
                 user: Mutex::new(UserSpace::new()),
                 sems: Mutex::new(SemTable {
                     sems: HashMap::new(),

@@ -35,10 +35,28 @@ pub const DEFAULT_MEMORY_SIZE: usize = 64 << 20;
 /// nonsense rather than its old data.
 const POISON: u8 = 0xDD;
 
+/// Memory with real bus addresses for the arena (DMA memory a real device can reach, such
+/// as huge pages in a Linux guest): `base()` is `len()` host bytes, zero-initialised or not,
+/// physically contiguous from `phys_base()`. It must stay mapped for as long as it lives.
+pub trait DmaBacking: Send + Sync {
+    fn base(&self) -> *mut u8;
+    fn len(&self) -> usize;
+    fn phys_base(&self) -> u64;
+}
+
+/// Who owns the arena's bytes.
+enum Owner {
+    /// `alloc_zeroed` with this layout.
+    Heap(Layout),
+    /// Someone else's mapping, kept alive (mapped) by the arena.
+    External { _mapping: Arc<dyn DmaBacking> },
+}
+
 /// The host allocation. Owned by [`Memory`]; never moved, freed only when no area is live.
 struct Arena {
     base: NonNull<u8>,
     len: usize,
+    owner: Owner,
 }
 
 // SAFETY: `Arena` is a pointer to plain bytes owned by the arena itself; nothing in it is tied
@@ -58,11 +76,19 @@ impl Arena {
         Arena {
             base,
             len: layout.size(),
+            owner: Owner::Heap(layout),
         }
     }
 
-    fn layout(&self) -> Layout {
-        Layout::from_size_align(self.len, PAGE_SIZE).expect("layout was valid at allocation")
+    /// An arena over `backing`'s bytes (whole pages only).
+    fn external(backing: Arc<dyn DmaBacking>) -> Arena {
+        let base = NonNull::new(backing.base()).expect("a DMA backing at address 0");
+        let len = backing.len() / PAGE_SIZE * PAGE_SIZE;
+        Arena {
+            base,
+            len,
+            owner: Owner::External { _mapping: backing },
+        }
     }
 
     /// Copies `out.len()` bytes from arena offset `offset`.
@@ -159,6 +185,8 @@ impl AreaTable {
 /// every [`PhysMemory`] handle (which the device model uses).
 pub(crate) struct Memory {
     arena: Arena,
+    /// The bus address of the arena's first byte.
+    phys_base: u64,
     areas: Mutex<AreaTable>,
     failures: FailureLog,
 }
@@ -166,8 +194,19 @@ pub(crate) struct Memory {
 impl Memory {
     pub(crate) fn new(size: usize, failures: FailureLog) -> Arc<Memory> {
         let size = size.div_ceil(PAGE_SIZE).max(1) * PAGE_SIZE;
+        Memory::with_arena(Arena::new(size), PHYS_BASE, failures)
+    }
+
+    /// Areas carved from `backing`, with its real bus addresses.
+    pub(crate) fn over(backing: Arc<dyn DmaBacking>, failures: FailureLog) -> Arc<Memory> {
+        let phys = backing.phys_base();
+        Memory::with_arena(Arena::external(backing), phys, failures)
+    }
+
+    fn with_arena(arena: Arena, phys_base: u64, failures: FailureLog) -> Arc<Memory> {
         Arc::new(Memory {
-            arena: Arena::new(size),
+            arena,
+            phys_base,
             areas: Mutex::new(AreaTable {
                 next_id: 1,
                 ..AreaTable::default()
@@ -213,7 +252,7 @@ impl Memory {
         Ok(Area {
             id,
             addr: self.arena.host_addr(offset),
-            phys: PHYS_BASE + offset as u64,
+            phys: self.phys_base + offset as u64,
             size,
         })
     }
@@ -261,7 +300,7 @@ impl Memory {
             id: r.id,
             name: r.name.clone(),
             addr: self.arena.host_addr(r.offset),
-            phys: PHYS_BASE + r.offset as u64,
+            phys: self.phys_base + r.offset as u64,
             size: r.size,
             user: r.user,
         }
@@ -276,7 +315,7 @@ impl Memory {
 
     /// Arena offset of physical address `phys`, if it is inside the arena at all.
     fn offset_of_phys(&self, phys: u64) -> Option<usize> {
-        let off = phys.checked_sub(PHYS_BASE)?;
+        let off = phys.checked_sub(self.phys_base)?;
         (off < self.arena.len as u64).then_some(off as usize)
     }
 
@@ -339,9 +378,12 @@ impl Drop for Memory {
         if self.any_live() {
             return;
         }
-        // SAFETY: `base` came from `alloc_zeroed` with exactly this layout and no area (the
-        // only thing that hands out pointers into it) is live any more.
-        unsafe { dealloc(self.arena.base.as_ptr(), self.arena.layout()) };
+        if let Owner::Heap(layout) = self.arena.owner {
+            // SAFETY: `base` came from `alloc_zeroed` with exactly this layout and no area
+            // (the only thing that hands out pointers into it) is live any more.
+            unsafe { dealloc(self.arena.base.as_ptr(), layout) };
+        }
+        // An external backing is unmapped when its last Arc goes.
     }
 }
 
@@ -551,5 +593,57 @@ mod tests {
         assert!(p.write(a.phys, &buf).is_err(), "deleted area");
         assert_eq!(f.snapshot().len(), 5);
         assert!(m.delete(&a).is_err(), "double delete");
+    }
+
+    /// A backing over a leaked heap buffer with a made-up bus address.
+    struct FakeDma {
+        buf: &'static mut [u8],
+        phys: u64,
+    }
+
+    impl DmaBacking for FakeDma {
+        fn base(&self) -> *mut u8 {
+            self.buf.as_ptr() as *mut u8
+        }
+        fn len(&self) -> usize {
+            self.buf.len()
+        }
+        fn phys_base(&self) -> u64 {
+            self.phys
+        }
+    }
+
+    #[test]
+    fn an_external_backing_gives_its_own_bus_addresses() {
+        let mut v = vec![0xA5u8; 16 * PAGE_SIZE + 100];
+        let start = v.as_ptr().align_offset(PAGE_SIZE);
+        let buf: &'static mut [u8] = Vec::leak(std::mem::take(&mut v));
+        let buf = &mut buf[start..start + 8 * PAGE_SIZE];
+        let host = buf.as_ptr() as u64;
+        let backing = Arc::new(FakeDma {
+            buf,
+            phys: 0x7_0000_0000,
+        });
+        let f = FailureLog::new();
+        let m = Memory::over(backing, f.clone());
+        let a = m.create("a", 2 * PAGE_SIZE, false).unwrap();
+        assert_eq!(a.phys, 0x7_0000_0000);
+        assert_eq!(a.addr, host);
+        let b = m.create("b", PAGE_SIZE, false).unwrap();
+        assert_eq!(b.phys, 0x7_0000_0000 + 2 * PAGE_SIZE as u64);
+        let p = PhysMemory::new(m.clone());
+        let mut out = [1u8; 4];
+        p.read(a.phys + 8, &mut out).unwrap();
+        assert_eq!(
+            out, [0; 4],
+            "areas are zeroed even over someone else's bytes"
+        );
+        assert!(
+            p.read(PHYS_BASE, &mut out).is_err(),
+            "the fake base means nothing here"
+        );
+        assert!(m.create("too big", 8 * PAGE_SIZE, false).is_err());
+        m.delete(&a).unwrap();
+        m.delete(&b).unwrap();
     }
 }

@@ -114,8 +114,10 @@ pub fn kernel_symbols() -> Vec<(String, u64, SymKind)> {
     static TABLE: OnceLock<Vec<(String, u64, SymKind)>> = OnceLock::new();
     TABLE
         .get_or_init(|| {
-            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../spec/haiku_driver.toml");
-            let spec = codegen::model::load(path.as_ref(), path.as_ref())
+            // Built in, so that a simulator copied elsewhere (into a guest) has it too.
+            let path = "spec/haiku_driver.toml";
+            let text = include_str!("../../../spec/haiku_driver.toml");
+            let spec = codegen::model::parse(text, path.as_ref())
                 .unwrap_or_else(|e| panic!("cannot read the kernel import table {path}:\n{e}"));
             let mut missing = Vec::new();
             let mut table = Vec::new();

@@ -1,5 +1,5 @@
 //! The Haiku kernel a loaded add-on expects: kernel exports, device manager, virtio bus and
-//! devfs, over a [`SimKernel`] and an [`SndModel`].
+//! devfs, over a [`SimKernel`] and an [`SndModel`] (or a real device: [`BusDevice`]).
 //!
 //! An [`Environment`] is one simulated Haiku with one virtio sound device. The add-on's
 //! imports are bound (by the loader) to [`exports::kernel_symbols`]; [`Environment::attach`]
@@ -27,6 +27,8 @@ mod settings;
 mod threads;
 pub mod user;
 mod virtio_bus;
+
+pub use virtio_bus::BusDevice;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{c_void, CStr};
@@ -85,7 +87,10 @@ struct Settings {
 /// Everything the exports reach through the current environment.
 pub(crate) struct Core {
     pub(crate) kernel: SimKernel,
-    pub(crate) model: SndModel,
+    /// The device on the virtio bus.
+    pub(crate) device: Arc<dyn BusDevice>,
+    /// The same device when it is the model (for the tests' ground truth).
+    model: Option<SndModel>,
     heap: heap::Heap,
     settings: Mutex<Settings>,
     modules: Mutex<Modules>,
@@ -275,6 +280,30 @@ impl Environment {
     ///
     /// If the calling thread already holds an environment (waiting would never end).
     pub fn with_config(kernel: SimKernel, model: SndModel, config: EnvConfig) -> Arc<Environment> {
+        let device: Arc<dyn BusDevice> = Arc::new(model.clone());
+        Environment::build(kernel, device, Some(model), config)
+    }
+
+    /// An environment whose virtio bus has `device` (a real device behind a transport)
+    /// instead of the model.
+    ///
+    /// # Panics
+    ///
+    /// As [`Environment::with_config`].
+    pub fn with_device(
+        kernel: SimKernel,
+        device: Arc<dyn BusDevice>,
+        config: EnvConfig,
+    ) -> Arc<Environment> {
+        Environment::build(kernel, device, None, config)
+    }
+
+    fn build(
+        kernel: SimKernel,
+        device: Arc<dyn BusDevice>,
+        model: Option<SndModel>,
+        config: EnvConfig,
+    ) -> Arc<Environment> {
         let me = thread::current().id();
         {
             let mut slot = lock(&SLOT);
@@ -311,6 +340,7 @@ impl Environment {
         let core = Arc::new(Core {
             timers: threads::Timers::new(kernel.clone()),
             kernel,
+            device,
             model,
             heap: heap::Heap::default(),
             settings: Mutex::new(Settings::default()),
@@ -329,8 +359,16 @@ impl Environment {
         &self.core.kernel
     }
 
+    /// The device model.
+    ///
+    /// # Panics
+    ///
+    /// If the environment runs a real device ([`Environment::with_device`]).
     pub fn model(&self) -> &SndModel {
-        &self.core.model
+        self.core
+            .model
+            .as_ref()
+            .expect("this environment runs a real device, not the model")
     }
 
     /// Every kernel symbol of the import table with its address and ELF type.
@@ -537,7 +575,7 @@ impl Environment {
         v.extend(core.bus.leftovers());
         v.extend(core.threads.unfinished());
         v.extend(
-            core.model
+            core.device
                 .violations()
                 .into_iter()
                 .map(|m| format!("device: {m}")),

@@ -1,7 +1,8 @@
 //! The virtio bus manager's `virtio_device_interface` over the device model.
 //!
 //! What `get_driver` returns for the virtio device node: a C table whose calls reach the
-//! [`SndModel`] through its [`VirtioDevice`] implementation, with the bus manager's own
+//! device (the [`SndModel`], or a real one: any [`BusDevice`]) through its [`VirtioDevice`]
+//! implementation, with the bus manager's own
 //! rules on top (Haiku's `VirtioDevice.cpp`/`VirtioQueue.cpp`): `negotiate_features` adds
 //! VERSION_1 and masks to what the bus lets through, and calls the name callback for every
 //! feature bit R1/beta5 does not know (so a NULL callback, which crashes beta5, is a recorded
@@ -21,6 +22,25 @@ use spec::haiku_driver::{
 use super::{current, Core};
 use crate::memory::SimCode;
 use crate::report::lock;
+
+/// A device on the simulated virtio bus: the model, or a real device behind a transport.
+pub trait BusDevice: VirtioDevice {
+    /// Requests posted on `queue` and not yet dequeued.
+    fn in_flight(&self, queue: u16) -> usize;
+    /// What the device saw the driver do wrong (a real device keeps no such list).
+    fn violations(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+impl BusDevice for crate::model::SndModel {
+    fn in_flight(&self, queue: u16) -> usize {
+        crate::model::SndModel::in_flight(self, queue)
+    }
+    fn violations(&self) -> Vec<String> {
+        crate::model::SndModel::violations(self)
+    }
+}
 
 /// Queues a virtio device can have (`VIRTIO_VIRTQUEUES_MAX_COUNT`).
 const MAX_QUEUES: usize = hd::VIRTIO_VIRTQUEUES_MAX_COUNT as usize;
@@ -175,7 +195,7 @@ unsafe extern "C" fn negotiate_features(
             | hd::VIRTIO_FEATURE_VERSION_1);
     let result = {
         let _sim = SimCode::enter();
-        core.model.negotiate_features(passed)
+        core.device.negotiate_features(passed)
     };
     let features = match result {
         Ok(f) => f,
@@ -242,7 +262,7 @@ unsafe extern "C" fn read_device_config(
     let mut bytes = vec![0u8; size as usize];
     let r = {
         let _sim = SimCode::enter();
-        core.model.read_device_config(offset, &mut bytes)
+        core.device.read_device_config(offset, &mut bytes)
     };
     if let Err(e) = r {
         return e.0;
@@ -296,7 +316,7 @@ unsafe extern "C" fn alloc_queues(
         for i in 0..count as usize {
             // SAFETY: nightly's contract: `count` sizes.
             let want = unsafe { *requested_sizes.add(i) };
-            let max = core.model.queue_size(i as u16);
+            let max = core.device.queue_size(i as u16);
             if want > max {
                 return hd::B_BUFFER_OVERFLOW;
             }
@@ -309,7 +329,7 @@ unsafe extern "C" fn alloc_queues(
     }
     let r = {
         let _sim = SimCode::enter();
-        core.model.alloc_queues(count as usize)
+        core.device.alloc_queues(count as usize)
     };
     if let Err(e) = r {
         return e.0;
@@ -341,7 +361,7 @@ unsafe extern "C" fn free_queues(dev: virtio_device) {
         *lock(&q.callback) = None;
     }
     let _sim = SimCode::enter();
-    core.model.free_queues();
+    core.device.free_queues();
 }
 
 /// The model's interrupt handler: calls the queue's stored callback.
@@ -443,7 +463,7 @@ unsafe extern "C" fn setup_interrupt(
     });
     let r = {
         let _sim = SimCode::enter();
-        core.model.setup_interrupts(handler)
+        core.device.setup_interrupts(handler)
     };
     match r {
         Ok(()) => {
@@ -460,7 +480,7 @@ unsafe extern "C" fn free_interrupts(dev: virtio_device) -> status_t {
     };
     {
         let _sim = SimCode::enter();
-        core.model.free_interrupts();
+        core.device.free_interrupts();
     }
     lock(&core.bus.state).interrupts = false;
     hd::B_OK
@@ -488,7 +508,7 @@ fn post(
 ) -> status_t {
     let _sim = SimCode::enter();
     match core
-        .model
+        .device
         .queue_request(index, entries, readable, cookie as usize as u64)
     {
         Ok(()) => hd::B_OK,
@@ -545,7 +565,7 @@ unsafe extern "C" fn queue_request_v(
     if total == 0 {
         return hd::B_BAD_VALUE;
     }
-    if total > u64::from(core.model.queue_size(index)) {
+    if total > u64::from(core.device.queue_size(index)) {
         // More descriptors than the ring has (no indirect descriptors are negotiated):
         // Haiku refuses before it reads the vector.
         return hd::B_BUSY;
@@ -564,21 +584,21 @@ unsafe extern "C" fn queue_is_full(q: virtio_queue) -> bool {
     let Some((core, index)) = queue("queue_is_full", q) else {
         return true;
     };
-    core.model.in_flight(index) >= usize::from(core.model.queue_size(index))
+    core.device.in_flight(index) >= usize::from(core.device.queue_size(index))
 }
 
 unsafe extern "C" fn queue_is_empty(q: virtio_queue) -> bool {
     let Some((core, index)) = queue("queue_is_empty", q) else {
         return true;
     };
-    core.model.in_flight(index) == 0
+    core.device.in_flight(index) == 0
 }
 
 unsafe extern "C" fn queue_size(q: virtio_queue) -> u16 {
     let Some((core, index)) = queue("queue_size", q) else {
         return 0;
     };
-    core.model.queue_size(index)
+    core.device.queue_size(index)
 }
 
 unsafe extern "C" fn queue_dequeue(
@@ -591,7 +611,7 @@ unsafe extern "C" fn queue_dequeue(
     };
     let got = {
         let _sim = SimCode::enter();
-        core.model.queue_dequeue(index)
+        core.device.queue_dequeue(index)
     };
     let Some((c, len)) = got else {
         return false;
