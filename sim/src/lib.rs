@@ -14,6 +14,9 @@
 //!   and controls, the spec's PCM state machine, real-time playback and capture on the
 //!   simulated clock, events and fault injection.
 //!
+//! - `pci` (Linux): QEMU's real virtio-snd PCI device driven from a guest's userspace,
+//!   behind the same `VirtioDevice` trait, with DMA memory from huge pages.
+//!
 //! A test builds a kernel, a model on it, hands clones of both to the driver, and at the end
 //! asserts `kernel.check_clean()` and `model.violations()`.
 
@@ -30,7 +33,7 @@ pub mod user;
 pub mod wav;
 
 pub use clock::{Clock, EventSource, SimThread, WaitOutcome};
-pub use kernel::{KernelConfig, LogRecord, SemInfo, SimKernel};
-pub use memory::{AreaInfo, DmaError, PhysMemory, PAGE_SIZE, PHYS_BASE};
+pub use kernel::{DmaMemory, KernelConfig, LogRecord, SemInfo, SimKernel};
+pub use memory::{AreaInfo, DmaBacking, DmaError, PhysMemory, PAGE_SIZE, PHYS_BASE};
 pub use model::{Fault, FaultTarget, ModelConfig, SndModel, StreamConfig};
 pub use report::FailureLog;
