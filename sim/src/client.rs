@@ -296,6 +296,15 @@ impl Session {
         r
     }
 
+    /// The output rate of the session's format in Hz (0 if the bit is not a rate).
+    pub fn output_hz(&self) -> u32 {
+        driver::hmulti::format::RATES
+            .iter()
+            .find(|(_, b)| *b == self.format.output.rate)
+            .and_then(|(r, _)| r.hz())
+            .unwrap_or(0)
+    }
+
     /// Bytes of one playback buffer (all channels, interleaved).
     pub fn play_bytes(&self) -> usize {
         self.play.first().and_then(|b| b.first()).map_or(0, |d| {
@@ -370,6 +379,8 @@ impl Session {
 pub struct Played {
     /// (`played_real_time`, `played_frames_count`) after every exchange.
     pub reports: Vec<(i64, i64)>,
+    /// (`recorded_real_time`, `recorded_frames_count`) after every exchange.
+    pub rec_reports: Vec<(i64, i64)>,
     /// Interleaved capture data the client read, in order.
     pub recorded: Vec<u8>,
     /// Exchanges that returned an error.
@@ -396,6 +407,8 @@ pub fn play<D: Hmulti + ?Sized>(d: &D, s: &mut Session, input: &[u8]) -> Played 
         }
         out.reports
             .push((s.info.played_real_time, s.info.played_frames_count));
+        out.rec_reports
+            .push((s.info.recorded_real_time, s.info.recorded_frames_count));
         let cycle = s.info.playback_buffer_cycle;
         if (0..n as i32).contains(&cycle) {
             let mut chunk = input[k * pb..((k + 1) * pb).min(input.len())].to_vec();
