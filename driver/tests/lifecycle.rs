@@ -8,7 +8,8 @@ mod common;
 static ALLOC: sim::memory::CheckingAllocator = sim::memory::CheckingAllocator;
 
 use common::*;
-use driver::hmulti::{cards_for, Card, Settings};
+use driver::hmulti::{cards_for, Card, Settings, DEFAULT_STOP_PADDING_US};
+use driver::virtio::pcm::padding_frames;
 use driver::virtio::{Engine, Options};
 use sim::ModelConfig;
 use spec::hmulti_audio as hm;
@@ -45,12 +46,15 @@ fn force_stop_then_resume_with_the_same_buffers() {
         c.fill(&card, b, &vec![0u8; pb]);
     }
     let played_before = rig.model.played(0);
+    // Then the stop padding: silence that pushes the device's own buffer out.
+    let pad = padding_frames(DEFAULT_STOP_PADDING_US, 48000) as usize * 4;
     assert_eq!(
         played_before.len(),
-        n * pb + a,
-        "everything handed over before FORCE_STOP was played"
+        n * pb + a + pad,
+        "everything handed over before FORCE_STOP was played, then the padding"
     );
-    assert!(played_before[n * pb..] == input[..a]);
+    assert!(played_before[n * pb..n * pb + a] == input[..a]);
+    assert!(played_before[n * pb + a..].iter().all(|&x| x == 0));
     // Resume without GET_BUFFERS: the same buffers, counts keep growing.
     let b = stream(&card, &mut c, &input[a..], 10);
     assert!(
@@ -66,9 +70,10 @@ fn force_stop_then_resume_with_the_same_buffers() {
         "the zeros written after FORCE_STOP play first"
     );
     assert!(
-        second[n * pb..] == input[a..a + b],
+        second[n * pb..n * pb + b] == input[a..a + b],
         "resumed audio is bit-exact"
     );
+    assert_eq!(second.len(), n * pb + b + pad);
     rig.finish(Some(card));
 }
 
@@ -105,10 +110,16 @@ fn format_change_while_running() {
     assert_eq!(params.rate_hz(), 96000);
     let played = rig.model.played(0);
     let after = &played[played_at_change..];
-    assert_eq!(after.len(), n * pb + used);
+    // 96 kHz stereo S32: 8-byte frames.
+    let pad = padding_frames(DEFAULT_STOP_PADDING_US, 96000) as usize * 8;
+    assert_eq!(after.len(), n * pb + used + pad);
     assert!(
-        after[n * pb..] == input[..used],
+        after[n * pb..n * pb + used] == input[..used],
         "audio after the change is bit-exact"
+    );
+    assert!(
+        after[n * pb + used..].iter().all(|&x| x == 0),
+        "then silence"
     );
     // An unsupported format is refused and changes nothing.
     let mut bad = f;

@@ -43,17 +43,22 @@ fn play(channels: u8, rate: u32, format: u32, periods: usize) {
     card.dispatch(hm::B_MULTI_BUFFER_FORCE_STOP, 0, 1)
         .expect("FORCE_STOP");
     let played = rig.model.played(0);
+    let pad = c.stop_padding_bytes();
     assert_eq!(
         played.len(),
-        n * pb + input.len(),
+        n * pb + input.len() + pad,
         "{channels} ch, rate bit {rate:#x}, format {format:#x}: played length"
+    );
+    assert!(
+        played[n * pb + input.len()..].iter().all(|&b| b == 0),
+        "the stop padding is silence"
     );
     assert!(
         played[..n * pb].iter().all(|&b| b == 0),
         "the initial buffers are the zeroed area"
     );
     assert!(
-        played[n * pb..] == input[..],
+        played[n * pb..n * pb + input.len()] == input[..],
         "{channels} ch, rate bit {rate:#x}, format {format:#x}: not bit-exact"
     );
     // Recording: what the client read is what the device produced, in order, no gap.
@@ -124,7 +129,9 @@ fn every_stream_gets_a_card() {
     }
     card.dispatch(hm::B_MULTI_BUFFER_FORCE_STOP, 0, 1).unwrap();
     let played = rig.model.played(2);
-    assert!(played[n * c.play_bytes()..] == input[..]);
+    let body = &played[n * c.play_bytes()..];
+    assert!(body[..input.len()] == input[..]);
+    assert_eq!(body.len(), input.len() + c.stop_padding_bytes());
     drop(engine);
     rig.finish(Some(card));
 }

@@ -305,6 +305,44 @@ impl Session {
             .unwrap_or(0)
     }
 
+    /// Bytes of silence the driver plays after the last buffer when playback stops (its
+    /// default stop padding) in the session's output format.
+    pub fn stop_padding_bytes(&self) -> usize {
+        let frames = self.list.return_playback_buffer_size.max(1) as usize;
+        let frame_bytes = self.play_bytes() / frames;
+        driver::virtio::pcm::padding_frames(
+            driver::hmulti::DEFAULT_STOP_PADDING_US,
+            self.output_hz(),
+        ) as usize
+            * frame_bytes
+    }
+
+    /// Checks what a device received for one run of [`play`] ended by FORCE_STOP: `lead`
+    /// bytes of lead-in, then `input` bit for bit, then exactly the stop padding, silent.
+    pub fn check_played(&self, played: &[u8], lead: usize, input: &[u8]) -> Result<(), String> {
+        let pad = self.stop_padding_bytes();
+        if played.len() != lead + input.len() + pad {
+            return Err(format!(
+                "the device received {} bytes; {lead} of lead-in + {} of input + {pad} of \
+                 stop padding expected",
+                played.len(),
+                input.len()
+            ));
+        }
+        if played[lead..lead + input.len()] != *input {
+            let at = played[lead..]
+                .iter()
+                .zip(input)
+                .position(|(a, b)| a != b)
+                .unwrap_or(0);
+            return Err(format!("the input differs from byte {at} on"));
+        }
+        if played[lead + input.len()..].iter().any(|&b| b != 0) {
+            return Err("the stop padding is not silence".into());
+        }
+        Ok(())
+    }
+
     /// Bytes of one playback buffer (all channels, interleaved).
     pub fn play_bytes(&self) -> usize {
         self.play.first().and_then(|b| b.first()).map_or(0, |d| {

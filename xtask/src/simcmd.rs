@@ -256,8 +256,10 @@ pub fn run(args: &SimArgs) -> Result {
         p.reports.len(),
         p.errors
     );
+    let padding = s.stop_padding_bytes() / (s.play_bytes() / p.buffer_frames.max(1)).max(1);
     println!(
-        "output: {} frames ({lead} frames of lead-in silence, then the input)",
+        "output: {} frames ({lead} frames of lead-in silence, the input, then {padding} frames \
+         of stop padding)",
         out.frames()
     );
     println!("xruns: {xruns} (the device underruns once when a drained stream ends)");

@@ -78,10 +78,8 @@ fn playback_and_recording_are_bit_exact() {
                 assert_eq!(p.errors, 0, "{what}");
                 let lead = p.buffers * s.play_bytes();
                 let played = a.model().played(0);
-                assert!(
-                    played.len() == lead + input.len() && played[lead..] == input[..],
-                    "{what}: playback not bit-exact"
-                );
+                s.check_played(&played, lead, &input)
+                    .unwrap_or_else(|e| panic!("{what}: playback not bit-exact: {e}"));
                 assert!(
                     !p.recorded.is_empty() && a.model().recorded(1).starts_with(&p.recorded),
                     "{what}: recording differs"
@@ -126,19 +124,26 @@ fn the_media_addons_whole_life() {
     let p2 = play(&d, &mut s, &more);
     assert_eq!(p2.errors, 0);
     let after = &a.model().played(0)[played_before..];
-    assert!(after[p2.buffers * s.play_bytes()..] == more[..]);
+    s.check_played(after, p2.buffers * s.play_bytes(), &more)
+        .unwrap();
     // Format change between exchanges, as the frequency parameter does it.
     let mut f = s.format;
     f.output.rate = hm::B_SR_96000;
     f.input.rate = hm::B_SR_96000;
     assert_eq!(client::ioctl(&d, hm::B_MULTI_SET_GLOBAL_FORMAT, &mut f), 0);
+    s.format = f;
     s.get_buffers(&d).unwrap();
     let at_change = a.model().played(0).len();
     let third = pattern(s.play_bytes() * 8, 3);
     let p3 = play(&d, &mut s, &third);
     assert_eq!(p3.errors, 0);
     assert_eq!(a.model().stream_params(0).unwrap().rate_hz(), 96000);
-    assert!(a.model().played(0)[at_change + p3.buffers * s.play_bytes()..] == third[..]);
+    s.check_played(
+        &a.model().played(0)[at_change..],
+        p3.buffers * s.play_bytes(),
+        &third,
+    )
+    .unwrap();
     s.release(&d);
     assert_eq!(d.close(), 0);
     // Reopen, and 100 open/close cycles.

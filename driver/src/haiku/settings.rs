@@ -10,6 +10,8 @@
 //! max_rate 192000
 //! # 0 errors, 1 warnings, 2 info, 3 debug, 4 trace
 //! log_level 2
+//! # silence played after the last buffer when playback stops, in ms (0..1000, default 20)
+//! stop_padding_ms 20
 //! ```
 
 use core::ffi::{c_char, CStr};
@@ -53,6 +55,9 @@ impl DriverSettings {
         }
         if let Some(v) = get("max_rate") {
             s.card.max_rate = (v != 0).then_some(v);
+        }
+        if let Some(v) = get("stop_padding_ms") {
+            s.card.stop_padding_us = Some(v.min(1000) * 1000);
         }
         if let Some(v) = get("log_level") {
             s.log_level = match v {
@@ -111,8 +116,10 @@ mod tests {
             "buffer_count" => Some(99),
             "max_rate" => Some(96000),
             "log_level" => Some(3),
+            "stop_padding_ms" => Some(5000),
             _ => None,
         });
+        assert_eq!(s.card.stop_padding_us, Some(1_000_000), "clamped");
         assert_eq!(s.card.frames_per_buffer, 1024);
         assert_eq!(s.card.buffer_count, 32, "clamped");
         assert_eq!(s.card.max_rate, Some(96000));

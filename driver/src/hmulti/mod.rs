@@ -37,7 +37,14 @@ pub struct Settings {
     pub buffer_count: u32,
     /// Highest rate to advertise, in Hz; `None` advertises everything.
     pub max_rate: Option<u32>,
+    /// Silence played after the last buffer when playback stops (FORCE_STOP), in µs, so
+    /// that what the device holds inside is heard; `None` is [`DEFAULT_STOP_PADDING_US`].
+    pub stop_padding_us: Option<u32>,
 }
+
+/// QEMU's device keeps about one 10 ms audio-timer tick of data in its mixer and drops it at
+/// STOP; twice that covers it.
+pub const DEFAULT_STOP_PADDING_US: u32 = 20_000;
 
 /// One direction of a card.
 #[derive(Clone, Debug)]
@@ -267,7 +274,7 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
         let k = self.kernel.clone();
         let mut st = self.state.destroy(&*k);
         for s in self.output.iter().chain(self.input.iter()) {
-            let _ = self.engine.halt_stream(s.stream, false);
+            let _ = self.engine.halt_stream(s.stream, None);
         }
         if let Some(b) = st.buffers.take() {
             k.delete_area(&b.area);
@@ -314,7 +321,11 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
         let mut result = Ok(());
         if st.running {
             for s in self.output.iter().chain(self.input.iter()) {
-                if let Err(e) = self.engine.halt_stream(s.stream, drain) {
+                let padding = self
+                    .settings
+                    .stop_padding_us
+                    .unwrap_or(DEFAULT_STOP_PADDING_US);
+                if let Err(e) = self.engine.halt_stream(s.stream, drain.then_some(padding)) {
                     result = Err(e);
                 }
             }

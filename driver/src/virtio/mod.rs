@@ -587,7 +587,8 @@ impl<K: Kernel, V: VirtioDevice> Engine<K, V> {
             .refill(&self.io())
     }
 
-    pub fn halt_stream(&self, stream: u32, drain: bool) -> KResult {
+    /// Stops a stream; `drain`: let playback finish, then play that many µs of silence.
+    pub fn halt_stream(&self, stream: u32, drain: Option<u32>) -> KResult {
         self.stream(stream)
             .ok_or(Status::BAD_VALUE)?
             .halt(&self.io(), drain)
@@ -605,7 +606,7 @@ impl<K: Kernel, V: VirtioDevice> Engine<K, V> {
     /// resource. Buffers the device held are gone with the reset.
     pub fn shutdown(engine: Arc<Self>) {
         for s in engine.streams() {
-            let _ = s.halt(&engine.io(), false);
+            let _ = s.halt(&engine.io(), None);
         }
         Self::teardown(engine);
     }

@@ -20,6 +20,17 @@ use crate::sync::{Semaphore, SpinLock};
 pub const MAX_PERIODS: usize = 32;
 /// Bytes of per-period headers: the 4-byte xfer header at 0, the 8-byte status at 8.
 const HEADER_STRIDE: usize = 16;
+/// Silence requests that may be in flight at once while a drained stream is padded.
+const PAD_SLOTS: usize = 8;
+/// Where the silence requests' headers start, after the periods'.
+const PAD_HEADERS: usize = MAX_PERIODS * HEADER_STRIDE;
+/// Where the zeroed silence a padding request carries starts (page-aligned).
+const ZEROS_AT: usize = 4096;
+/// Bytes of silence one padding request carries (at most).
+const ZEROS: usize = 16384;
+/// The low cookie bits of padding request `k` (never a period's sequence number in
+/// practice: that would take 2^32 periods of one run).
+const PAD_COOKIE: u32 = 0xffff_ff00;
 
 /// The states of the spec's PCM command lifecycle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,6 +126,8 @@ struct Ring {
     reported: u64,
     /// Periods after `completed` that came back early (bit 0 = completed + 1).
     early: u64,
+    /// Silence requests queued and not yet back.
+    padding: u32,
     times: [i64; MAX_PERIODS],
     used: [u32; MAX_PERIODS],
 }
@@ -128,6 +141,7 @@ impl Ring {
             completed: 0,
             reported: 0,
             early: 0,
+            padding: 0,
             times: [0; MAX_PERIODS],
             used: [0; MAX_PERIODS],
         }
@@ -150,6 +164,11 @@ impl core::fmt::Debug for PcmStream {
     }
 }
 
+/// Frames of silence that `micros` of stop padding is at `hz` (rounded up).
+pub fn padding_frames(micros: u32, hz: u32) -> u64 {
+    (u64::from(micros) * u64::from(hz)).div_ceil(1_000_000)
+}
+
 fn cookie(stream: u32, generation: u16, seq: u64) -> u64 {
     ((stream as u64 & 0xffff) << 48) | ((generation as u64) << 32) | (seq & 0xffff_ffff)
 }
@@ -161,11 +180,8 @@ pub fn cookie_stream(cookie: u64) -> u32 {
 
 impl PcmStream {
     pub fn new<K: Kernel>(kernel: &K, id: u32, info: PcmInfo) -> KResult<Self> {
-        let headers = DmaRegion::new(
-            kernel,
-            "virtio_sound pcm headers",
-            MAX_PERIODS * HEADER_STRIDE,
-        )?;
+        // Period headers, then padding headers, then a page-aligned run of zeros.
+        let headers = DmaRegion::new(kernel, "virtio_sound pcm headers", ZEROS_AT + ZEROS)?;
         let wake = match Semaphore::new(kernel, 0, "virtio_sound period") {
             Ok(s) => s,
             Err(e) => {
@@ -173,7 +189,7 @@ impl PcmStream {
                 return Err(e);
             }
         };
-        for i in 0..MAX_PERIODS {
+        for i in 0..MAX_PERIODS + PAD_SLOTS {
             if let Err(e) = headers.write(i * HEADER_STRIDE, &id.to_le_bytes()) {
                 wake.destroy(kernel);
                 headers.free(kernel);
@@ -266,7 +282,7 @@ impl PcmStream {
             .period_bytes
             .checked_mul(p.periods)
             .ok_or(Status::BAD_VALUE)?;
-        self.halt(io, false)?;
+        self.halt(io, None)?;
         if !self.state(io.kernel).allows(RequestCode::PcmSetParams) {
             return Err(Status::BAD_VALUE);
         }
@@ -376,6 +392,12 @@ impl PcmStream {
             return;
         }
         let low = cookie as u32;
+        if low >= PAD_COOKIE {
+            r.padding = r.padding.saturating_sub(1);
+            drop(r);
+            self.wake.release(kernel, true);
+            return;
+        }
         let seq = r.completed + (low.wrapping_sub(r.completed as u32)) as u64;
         if seq < r.completed || seq >= r.queued || seq - r.completed >= 64 {
             return;
@@ -450,18 +472,93 @@ impl PcmStream {
         })
     }
 
+    /// Plays `micros` of silence after the last period and waits until the device has taken
+    /// it (a bounded wait: a device that keeps it only delays the STOP). Best effort: a queue
+    /// that is full or a request that fails ends the padding early.
+    fn pad<K: Kernel, V: VirtioDevice>(&self, io: &Io<'_, K, V>, p: &PcmParams, micros: u32) {
+        let frame = p.frame_bytes().max(1) as u64;
+        let mut left = padding_frames(micros, p.rate.hz().unwrap_or(48000)) * frame;
+        let chunk = (ZEROS as u64 / frame) * frame;
+        if chunk == 0 {
+            return;
+        }
+        let generation = self.ring.lock(io.kernel).generation;
+        // Long enough for all of it to play twice over, plus scheduling slack.
+        let deadline = io.kernel.system_time() + 2 * micros as i64 + 100_000;
+        let mut k = 0u32;
+        loop {
+            // Keep up to PAD_SLOTS requests in flight until the silence is all queued.
+            while left > 0 && (self.ring.lock(io.kernel).padding as usize) < PAD_SLOTS {
+                let slot = (k as usize) % PAD_SLOTS;
+                let Ok(hdr) = self.headers.entry(PAD_HEADERS + slot * HEADER_STRIDE, 4) else {
+                    return;
+                };
+                let Ok(status) = self
+                    .headers
+                    .entry(PAD_HEADERS + slot * HEADER_STRIDE + 8, 8)
+                else {
+                    return;
+                };
+                let size = left.min(chunk);
+                let Ok(zeros) = self.headers.entry(ZEROS_AT, size as usize) else {
+                    return;
+                };
+                self.ring.lock(io.kernel).padding += 1;
+                let r = {
+                    let _q = io.queue_lock(QueueIndex::Tx).lock(io.kernel);
+                    io.dev.queue_request(
+                        QueueIndex::Tx as u16,
+                        &[hdr, zeros, status],
+                        2,
+                        cookie(self.id, generation, u64::from(PAD_COOKIE + slot as u32)),
+                    )
+                };
+                if r.is_err() {
+                    let mut ring = self.ring.lock(io.kernel);
+                    ring.padding -= 1;
+                    left = 0;
+                    break;
+                }
+                left -= size;
+                k += 1;
+            }
+            let outstanding = self.ring.lock(io.kernel).padding;
+            if outstanding == 0 && left == 0 {
+                return;
+            }
+            let now = io.kernel.system_time();
+            if now >= deadline {
+                io.kernel.log(
+                    LogLevel::Warn,
+                    format_args!(
+                        "stream {}: {outstanding} silence requests still queued at STOP",
+                        self.id
+                    ),
+                );
+                return;
+            }
+            let _ = self.wake.acquire(io.kernel, deadline - now);
+        }
+    }
+
     /// Periods queued and not yet back.
     pub fn in_flight<K: Kernel>(&self, kernel: &K) -> u64 {
         let r = self.ring.lock(kernel);
         r.queued - r.completed
     }
 
-    /// Stops the stream and gets every buffer back: optionally lets queued playback finish
-    /// first (so the tail is heard), then STOP and RELEASE.
-    pub fn halt<K: Kernel, V: VirtioDevice>(&self, io: &Io<'_, K, V>, drain: bool) -> KResult {
+    /// Stops the stream and gets every buffer back: optionally (`drain`) lets queued
+    /// playback finish first and then plays `padding_us` of silence, so that audio the device
+    /// took but still holds (a device completes a period when it has *taken* the data; QEMU's
+    /// keeps about 10 ms in its mixer and drops it at STOP) is heard; then STOP and RELEASE.
+    pub fn halt<K: Kernel, V: VirtioDevice>(
+        &self,
+        io: &Io<'_, K, V>,
+        drain: Option<u32>,
+    ) -> KResult {
         let state = self.state(io.kernel);
         if state == PcmState::Running {
-            if drain && self.is_output() {
+            if let (Some(padding_us), true) = (drain, self.is_output()) {
                 if let Some(p) = self.params(io.kernel) {
                     let wait = (self.in_flight(io.kernel) as i64 + 2) * p.period_micros() + 100_000;
                     let deadline = io.kernel.system_time() + wait;
@@ -469,6 +566,9 @@ impl PcmStream {
                         let _ = self
                             .wake
                             .acquire(io.kernel, deadline - io.kernel.system_time());
+                    }
+                    if self.in_flight(io.kernel) == 0 && padding_us > 0 {
+                        self.pad(io, &p, padding_us);
                     }
                 }
             }
