@@ -23,11 +23,14 @@
 pub mod addon;
 pub mod client;
 pub mod clock;
+pub mod guest;
 pub mod haiku;
 pub mod kernel;
 pub mod loader;
 pub mod memory;
 pub mod model;
+#[cfg(target_os = "linux")]
+pub mod pci;
 mod report;
 pub mod user;
 pub mod wav;

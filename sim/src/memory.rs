@@ -38,6 +38,7 @@ const POISON: u8 = 0xDD;
 /// Memory with real bus addresses for the arena (DMA memory a real device can reach, such
 /// as huge pages in a Linux guest): `base()` is `len()` host bytes, zero-initialised or not,
 /// physically contiguous from `phys_base()`. It must stay mapped for as long as it lives.
+#[allow(clippy::len_without_is_empty)] // an empty backing is no use
 pub trait DmaBacking: Send + Sync {
     fn base(&self) -> *mut u8;
     fn len(&self) -> usize;

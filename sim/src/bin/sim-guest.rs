@@ -1,0 +1,35 @@
+//! `sim-guest`: the simulator on QEMU's real virtio-snd device, run inside the Linux guest
+//! that `cargo xtask qemu` boots. See `sim::guest`.
+
+use std::process::ExitCode;
+
+#[cfg(target_os = "linux")]
+fn main() -> ExitCode {
+    use sim::guest::{run, Args, RESULT_PREFIX};
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let args = match Args::parse(&argv) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("sim-guest: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&args) {
+        Ok(lines) => {
+            for l in lines {
+                println!("{RESULT_PREFIX}{}", l.render());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sim-guest: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn main() -> ExitCode {
+    eprintln!("sim-guest runs inside a Linux guest only");
+    ExitCode::FAILURE
+}

@@ -1,0 +1,659 @@
+//! The simulator inside a Linux guest, on QEMU's real virtio-snd device: what the
+//! `sim-guest` binary runs (`cargo xtask qemu` boots it).
+//!
+//! The add-on is loaded exactly as in the simulator, but the kernel follows real time, its
+//! areas are carved from huge pages with real physical addresses, and the virtio bus has
+//! [`crate::pci::PciSnd`] (QEMU's device, driven from userspace) instead of the model. The
+//! client is the media add-on's ([`crate::client`]). Results are printed as single lines
+//! `@@virtio_sound result {json}` on the console, which the host collects.
+//!
+//! Modes:
+//! - `play --input W [--rate R] [--format F]`: play a WAV once, stop (FORCE_STOP), report.
+//! - `capture --rate R --seconds S`: play silence and record; report the capture's pace.
+//! - `cycle --rate R --rate2 R2 --seconds S`: play, stop, reconfigure to R2 and play, close,
+//!   reopen and play again, in one boot.
+//!
+//! Every mode also takes `--addon PATH` (default `/virtio_sound`) and `--device-channels N`
+//! (prepare QEMU's streams with N channels first: QEMU reports the channel count of the
+//! last PREPARE as the streams' maximum, so a 1 here makes it a mono device).
+
+use std::fmt::Write as _;
+
+use spec::hmulti_audio as hm;
+
+use crate::client::{self, play, Choice, Played, Session};
+use crate::wav::{SampleFormat, Wav};
+
+/// Prefix of every result line on the console.
+pub const RESULT_PREFIX: &str = "@@virtio_sound result ";
+
+/// Options of one run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Args {
+    pub mode: Mode,
+    pub addon: String,
+    pub input: Option<String>,
+    pub rate: u32,
+    pub rate2: u32,
+    pub format: SampleFormat,
+    pub seconds: f64,
+    pub device_channels: Option<u8>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Play,
+    Capture,
+    Cycle,
+}
+
+const USAGE: &str = "usage: sim-guest play|capture|cycle [--addon PATH] [--input WAV] \
+                     [--rate HZ] [--rate2 HZ] [--format s16|s32|float|u8] [--seconds S] \
+                     [--device-channels N]";
+
+impl Args {
+    pub fn parse(argv: &[String]) -> Result<Args, String> {
+        let mut it = argv.iter();
+        let mode = match it.next().map(String::as_str) {
+            Some("play") => Mode::Play,
+            Some("capture") => Mode::Capture,
+            Some("cycle") => Mode::Cycle,
+            Some(other) => return Err(format!("unknown mode {other:?}\n{USAGE}")),
+            None => return Err(USAGE.to_owned()),
+        };
+        let mut a = Args {
+            mode,
+            addon: "/virtio_sound".into(),
+            input: None,
+            rate: 48000,
+            rate2: 96000,
+            format: SampleFormat::S16,
+            seconds: 2.0,
+            device_channels: None,
+        };
+        while let Some(flag) = it.next() {
+            let mut value = || {
+                it.next()
+                    .cloned()
+                    .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))
+            };
+            let number = |v: String| -> Result<f64, String> {
+                v.parse::<f64>()
+                    .ok()
+                    .filter(|x| x.is_finite() && *x > 0.0)
+                    .ok_or_else(|| format!("{flag}: {v:?} is not a positive number"))
+            };
+            match flag.as_str() {
+                "--addon" => a.addon = value()?,
+                "--input" => a.input = Some(value()?),
+                "--rate" => a.rate = number(value()?)? as u32,
+                "--rate2" => a.rate2 = number(value()?)? as u32,
+                "--seconds" => a.seconds = number(value()?)?,
+                "--device-channels" => {
+                    let v = value()?;
+                    a.device_channels = Some(
+                        v.parse::<u8>()
+                            .ok()
+                            .filter(|n| (1..=16).contains(n))
+                            .ok_or_else(|| format!("--device-channels: {v:?} is not 1..16"))?,
+                    )
+                }
+                "--format" => {
+                    a.format = match value()?.as_str() {
+                        "s16" => SampleFormat::S16,
+                        "s32" => SampleFormat::S32,
+                        "float" => SampleFormat::F32,
+                        "u8" => SampleFormat::U8,
+                        other => return Err(format!("unknown --format {other:?}")),
+                    }
+                }
+                other => return Err(format!("unknown option {other:?}\n{USAGE}")),
+            }
+        }
+        Ok(a)
+    }
+}
+
+/// The hmulti format bit of a sample format.
+pub fn format_bit(f: SampleFormat) -> Option<u32> {
+    Some(match f {
+        SampleFormat::S16 => hm::B_FMT_16BIT,
+        SampleFormat::S32 => hm::B_FMT_32BIT,
+        SampleFormat::F32 => hm::B_FMT_FLOAT,
+        SampleFormat::U8 => hm::B_FMT_8BIT_U,
+        _ => return None,
+    })
+}
+
+/// The hmulti rate bit of a rate in Hz.
+pub fn rate_bit(hz: u32) -> Option<u32> {
+    driver::hmulti::format::RATES
+        .iter()
+        .find(|(r, _)| r.hz() == Some(hz))
+        .map(|(_, b)| *b)
+}
+
+/// A flat JSON object, written by hand (the guest runner carries no serializer).
+#[derive(Default, Debug, Clone)]
+pub struct Json(Vec<(String, String)>);
+
+impl Json {
+    pub fn num(mut self, k: &str, v: impl Into<f64>) -> Json {
+        let v: f64 = v.into();
+        let s = if v.is_finite() {
+            if v.fract() == 0.0 && v.abs() < 1e15 {
+                format!("{}", v as i64)
+            } else {
+                format!("{v:.3}")
+            }
+        } else {
+            "null".to_owned()
+        };
+        self.0.push((k.to_owned(), s));
+        self
+    }
+    pub fn str(mut self, k: &str, v: &str) -> Json {
+        let mut s = String::from("\"");
+        for c in v.chars() {
+            match c {
+                '"' => s.push_str("\\\""),
+                '\\' => s.push_str("\\\\"),
+                c if (c as u32) < 0x20 => {
+                    let _ = write!(s, "\\u{:04x}", c as u32);
+                }
+                c => s.push(c),
+            }
+        }
+        s.push('"');
+        self.0.push((k.to_owned(), s));
+        self
+    }
+    pub fn render(&self) -> String {
+        let body: Vec<String> = self.0.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+        format!("{{{}}}", body.join(","))
+    }
+}
+
+/// What a stream's exchanges say about its timing.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Timing {
+    /// From the open to the first exchange that reports played frames (µs).
+    pub startup_us: i64,
+    /// Exchanges after which more than one buffer had completed since the previous one,
+    /// or whose count went backwards: the client (or the device) fell behind.
+    pub xruns: usize,
+    /// The stream's rate measured from (real time, frames) against the nominal rate, ppm.
+    pub drift_ppm: f64,
+    /// Largest distance of a report from the fitted line (µs).
+    pub jitter_max_us: f64,
+    /// Reports used (those with frames > 0).
+    pub points: usize,
+}
+
+/// Timing of a stream at `rate` Hz from its (real_time, frames) reports, one buffer of
+/// `buffer_frames` per exchange, the device opened at `opened` (same clock).
+pub fn timing(reports: &[(i64, i64)], rate: u32, buffer_frames: usize, opened: i64) -> Timing {
+    let pts: Vec<(f64, f64)> = reports
+        .iter()
+        .filter(|&&(_, f)| f > 0)
+        .map(|&(t, f)| (t as f64, f as f64))
+        .collect();
+    let startup_us = reports
+        .iter()
+        .find(|&&(_, f)| f > 0)
+        .map_or(-1, |&(t, _)| t - opened);
+    let mut xruns = 0;
+    for w in reports.windows(2) {
+        let step = w[1].1 - w[0].1;
+        if step < 0 || step > buffer_frames as i64 {
+            xruns += 1;
+        }
+    }
+    let mut out = Timing {
+        startup_us,
+        xruns,
+        points: pts.len(),
+        ..Timing::default()
+    };
+    if pts.len() < 3 {
+        return out;
+    }
+    // Least squares of frames against time.
+    let n = pts.len() as f64;
+    let (mt, mf) = (
+        pts.iter().map(|p| p.0).sum::<f64>() / n,
+        pts.iter().map(|p| p.1).sum::<f64>() / n,
+    );
+    let sxx: f64 = pts.iter().map(|p| (p.0 - mt) * (p.0 - mt)).sum();
+    let sxy: f64 = pts.iter().map(|p| (p.0 - mt) * (p.1 - mf)).sum();
+    if sxx <= 0.0 {
+        return out;
+    }
+    let slope = sxy / sxx; // frames per µs
+    out.drift_ppm = (slope * 1e6 / f64::from(rate) - 1.0) * 1e6;
+    out.jitter_max_us = pts
+        .iter()
+        .map(|p| ((p.1 - mf) / slope - (p.0 - mt)).abs())
+        .fold(0.0, f64::max);
+    out
+}
+
+/// CPU time (user + system) this process has used, µs.
+#[cfg(target_os = "linux")]
+fn cpu_time_us() -> i64 {
+    // SAFETY: getrusage writes one rusage into the zeroed struct we own.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; RUSAGE_SELF covers every thread of the process.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let us = |t: libc::timeval| t.tv_sec * 1_000_000 + t.tv_usec;
+    us(ru.ru_utime) + us(ru.ru_stime)
+}
+
+/// The whole run: every result line, or why it could not run.
+#[cfg(target_os = "linux")]
+pub fn run(args: &Args) -> Result<Vec<Json>, String> {
+    real::run(args)
+}
+
+#[cfg(target_os = "linux")]
+mod real {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::addon::Addon;
+    use crate::haiku::BusDevice;
+    use crate::kernel::{DmaMemory, KernelConfig, SimKernel};
+    use crate::memory::DmaBacking;
+    use crate::pci::dma::DmaRegion;
+    use crate::pci::PciSnd;
+
+    /// Huge-page memory for the kernel's areas.
+    struct Arena(DmaRegion);
+
+    impl DmaBacking for Arena {
+        fn base(&self) -> *mut u8 {
+            self.0.base()
+        }
+        fn len(&self) -> usize {
+            self.0.len()
+        }
+        fn phys_base(&self) -> u64 {
+            self.0.phys_base()
+        }
+    }
+
+    impl BusDevice for PciSnd {
+        fn in_flight(&self, queue: u16) -> usize {
+            PciSnd::in_flight(self, queue)
+        }
+        fn violations(&self) -> Vec<String> {
+            self.errors()
+        }
+    }
+
+    /// Sets a flag when any queue completes something.
+    struct Flag(std::sync::Mutex<bool>, std::sync::Condvar);
+
+    impl driver::platform::QueueHandler for Flag {
+        fn queue_interrupt(&self, _queue: u16) {
+            *crate::report::lock(&self.0) = true;
+            self.1.notify_all();
+        }
+    }
+
+    /// Configures and prepares every stream of QEMU's device with `channels` channels
+    /// before the add-on sees it: QEMU reports the channel count of a stream's last PREPARE
+    /// as its `channels_max` (and a reset keeps it), so this makes a device with that many
+    /// channels at most. Leaves the device reset.
+    fn preset_channels(kernel: &SimKernel, dev: &PciSnd, channels: u8) -> Result<(), String> {
+        use driver::platform::{Kernel, PhysEntry, VirtioDevice};
+        use spec::virtio_snd as vs;
+        use zerocopy::IntoBytes;
+        let fail = |what: &str, e: driver::platform::Status| format!("preset: {what}: {e}");
+        dev.negotiate_features(spec::haiku_driver::VIRTIO_FEATURE_VERSION_1)
+            .map_err(|e| fail("features", e))?;
+        let mut cfg = [0u8; 12];
+        dev.read_device_config(0, &mut cfg)
+            .map_err(|e| fail("config", e))?;
+        let streams = u32::from_le_bytes([cfg[4], cfg[5], cfg[6], cfg[7]]);
+        dev.alloc_queues(4).map_err(|e| fail("queues", e))?;
+        let flag = Arc::new(Flag(
+            std::sync::Mutex::new(false),
+            std::sync::Condvar::new(),
+        ));
+        dev.setup_interrupts(flag.clone())
+            .map_err(|e| fail("interrupts", e))?;
+        let area = kernel
+            .create_area("preset", crate::memory::PAGE_SIZE, false)
+            .map_err(|e| fail("area", e))?;
+        let mem = kernel.phys_memory();
+        let result = (|| {
+            for stream in 0..streams {
+                let hdr = |code: u32| vs::PcmHdr {
+                    hdr: vs::Hdr { code: code.into() },
+                    stream_id: stream.into(),
+                };
+                let p = vs::PcmSetParams {
+                    hdr: hdr(vs::VIRTIO_SND_R_PCM_SET_PARAMS),
+                    buffer_bytes: (4 * 1920u32).into(),
+                    period_bytes: 1920u32.into(),
+                    channels,
+                    format: vs::PcmFormat::S16 as u8,
+                    rate: vs::PcmRate::Rate48000 as u8,
+                    ..Default::default()
+                };
+                let hdr = hdr(vs::VIRTIO_SND_R_PCM_PREPARE);
+                for req in [p.as_bytes(), hdr.as_bytes()] {
+                    mem.write(area.phys, req)
+                        .map_err(|_| "preset: area write".to_owned())?;
+                    *crate::report::lock(&flag.0) = false;
+                    let entries = [
+                        PhysEntry {
+                            address: area.phys,
+                            size: req.len() as u64,
+                        },
+                        PhysEntry {
+                            address: area.phys + 2048,
+                            size: 4,
+                        },
+                    ];
+                    dev.queue_request(0, &entries, 1, 1)
+                        .map_err(|e| fail("request", e))?;
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+                    let answer = loop {
+                        if let Some((_, _)) = dev.queue_dequeue(0) {
+                            let mut st = [0u8; 4];
+                            mem.read(area.phys + 2048, &mut st)
+                                .map_err(|_| "preset: area read".to_owned())?;
+                            break u32::from_le_bytes(st);
+                        }
+                        let done = crate::report::lock(&flag.0);
+                        let left = deadline.saturating_duration_since(std::time::Instant::now());
+                        if left.is_zero() {
+                            return Err("preset: the device did not answer in 2 s".to_owned());
+                        }
+                        let _ = flag
+                            .1
+                            .wait_timeout(done, left.min(std::time::Duration::from_millis(10)));
+                    };
+                    if answer != vs::VIRTIO_SND_S_OK {
+                        return Err(format!(
+                            "preset: stream {stream}: request {:#x} answered {answer:#x}",
+                            u32::from_le_bytes([req[0], req[1], req[2], req[3]])
+                        ));
+                    }
+                }
+            }
+            Ok(())
+        })();
+        kernel.delete_area(&area);
+        dev.free_interrupts();
+        dev.free_queues();
+        result
+    }
+
+    /// Areas for the add-on: one huge page (the only size that is physically contiguous for
+    /// sure: the guest's huge pages are not adjacent to each other). Audio buffers of both
+    /// directions plus the control slots fit many times over at any rate QEMU offers.
+    const ARENA: usize = 2 << 20;
+
+    fn boot(args: &Args) -> Result<Addon, String> {
+        let arena = DmaRegion::new(ARENA).map_err(|e| format!("DMA memory: {e}"))?;
+        let kernel = SimKernel::with_config(KernelConfig {
+            real_time: true,
+            dma: Some(DmaMemory(Arc::new(Arena(arena)))),
+            ..KernelConfig::default()
+        });
+        let device = PciSnd::open(None)?;
+        if let Some(ch) = args.device_channels {
+            preset_channels(&kernel, &device, ch)?;
+        }
+        let device: Arc<dyn BusDevice> = Arc::new(device);
+        Addon::load_on(Path::new(&args.addon), kernel, device, None)
+            .map_err(|e| format!("loading {}: {e}", args.addon))
+    }
+
+    fn session(
+        d: &crate::addon::AddonDevice<'_>,
+        rate: u32,
+        format: SampleFormat,
+    ) -> Result<Session, String> {
+        let rb = rate_bit(rate).ok_or(format!("{rate} Hz has no hmulti rate bit"))?;
+        let fb = format_bit(format).ok_or(format!("{format:?} has no hmulti format"))?;
+        let s = Session::init(
+            d,
+            Choice {
+                rate: Some(rb),
+                format: Some(fb),
+            },
+        )?;
+        if s.format.output.rate != rb || s.format.output.format != fb {
+            return Err(format!(
+                "the device does not offer {rate} Hz {format:?} (rates {:#x}, formats {:#x})",
+                s.desc.output_rates, s.desc.output_formats
+            ));
+        }
+        Ok(s)
+    }
+
+    /// One stream's result line.
+    fn report(
+        what: &str,
+        rate: u32,
+        s: &Session,
+        p: &Played,
+        opened: i64,
+        cpu_us: i64,
+        audio_s: f64,
+    ) -> Json {
+        let t = timing(&p.reports, rate, p.buffer_frames, opened);
+        let r = timing(&p.rec_reports, rate, p.buffer_frames, opened);
+        let last = p.reports.last().copied().unwrap_or((0, 0));
+        let rec_last = p.rec_reports.last().copied().unwrap_or((0, 0));
+        Json::default()
+            .str("what", what)
+            .num("rate", rate)
+            .num("channels", s.desc.output_channel_count)
+            .num("buffers", p.buffers as f64)
+            .num("buffer_frames", p.buffer_frames as f64)
+            .num("exchanges", p.reports.len() as f64)
+            .num("errors", p.errors as f64)
+            .num("played_frames", last.1 as f64)
+            .num("played_time_us", (last.0 - opened) as f64)
+            .num("startup_us", t.startup_us as f64)
+            .num("xruns", t.xruns as f64)
+            .num("drift_ppm", t.drift_ppm)
+            .num("jitter_max_us", t.jitter_max_us)
+            .num("recorded_frames", rec_last.1 as f64)
+            .num("recorded_bytes", p.recorded.len() as f64)
+            .num("record_drift_ppm", r.drift_ppm)
+            .num("record_points", r.points as f64)
+            .num(
+                "record_time_monotonic",
+                u8::from(p.rec_reports.windows(2).all(|w| w[1].0 >= w[0].0)),
+            )
+            .num("cpu_us_per_audio_s", cpu_us as f64 / audio_s.max(1e-9))
+    }
+
+    fn silence(s: &Session, seconds: f64) -> Vec<u8> {
+        let frames = (f64::from(s.output_hz()) * seconds) as usize;
+        vec![0u8; frames * s.play_bytes() / s.list.return_playback_buffer_size.max(1) as usize]
+    }
+
+    pub(super) fn run(args: &Args) -> Result<Vec<Json>, String> {
+        let addon = boot(args)?;
+        let mut out = Vec::new();
+        let kernel = addon.kernel().clone();
+        match args.mode {
+            Mode::Play => {
+                let path = args.input.as_deref().ok_or("play needs --input")?;
+                let bytes = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
+                let wav = Wav::parse(&bytes).map_err(|e| format!("{path}: {e}"))?;
+                let opened = kernel.clock().now();
+                let d = addon.open_first()?;
+                let mut s = session(&d, wav.rate, wav.format)?;
+                if s.desc.output_channel_count != i32::from(wav.channels) {
+                    return Err(format!(
+                        "the device publishes {} output channels; the input has {}",
+                        s.desc.output_channel_count, wav.channels
+                    ));
+                }
+                let cpu0 = cpu_time_us();
+                let p = play(&d, &mut s, &wav.data);
+                let cpu = cpu_time_us() - cpu0;
+                let audio_s = wav.frames() as f64 / f64::from(wav.rate);
+                out.push(report("play", wav.rate, &s, &p, opened, cpu, audio_s));
+                s.release(&d);
+                d.close();
+            }
+            Mode::Capture => {
+                let opened = kernel.clock().now();
+                let d = addon.open_first()?;
+                let mut s = session(&d, args.rate, args.format)?;
+                if s.rec.is_empty() {
+                    return Err("the device published no record buffers".into());
+                }
+                let input = silence(&s, args.seconds);
+                let cpu0 = cpu_time_us();
+                let p = play(&d, &mut s, &input);
+                let cpu = cpu_time_us() - cpu0;
+                out.push(report(
+                    "capture",
+                    args.rate,
+                    &s,
+                    &p,
+                    opened,
+                    cpu,
+                    args.seconds,
+                ));
+                s.release(&d);
+                d.close();
+            }
+            Mode::Cycle => {
+                let opened = kernel.clock().now();
+                let d = addon.open_first()?;
+                let mut s = session(&d, args.rate, args.format)?;
+                for (what, rate) in [("first", args.rate), ("after stop", args.rate)] {
+                    let t0 = kernel.clock().now();
+                    let input = silence(&s, args.seconds);
+                    let c0 = cpu_time_us();
+                    let p = play(&d, &mut s, &input);
+                    let cpu = cpu_time_us() - c0;
+                    let at = if what == "first" { opened } else { t0 };
+                    out.push(report(what, rate, &s, &p, at, cpu, args.seconds));
+                }
+                // Reconfigure between exchanges, as the media add-on's rate parameter does.
+                let mut f = s.format;
+                f.output.rate = rate_bit(args.rate2).ok_or("--rate2 has no hmulti rate bit")?;
+                f.input.rate = f.output.rate;
+                let r = client::ioctl(&d, hm::B_MULTI_SET_GLOBAL_FORMAT, &mut f);
+                if r != 0 {
+                    return Err(format!("SET_GLOBAL_FORMAT to {} Hz: {r:#x}", args.rate2));
+                }
+                s.get_buffers(&d)?;
+                s.format = f;
+                let t0 = kernel.clock().now();
+                let input = silence(&s, args.seconds);
+                let c0 = cpu_time_us();
+                let p = play(&d, &mut s, &input);
+                let cpu = cpu_time_us() - c0;
+                out.push(report(
+                    "reconfigured",
+                    args.rate2,
+                    &s,
+                    &p,
+                    t0,
+                    cpu,
+                    args.seconds,
+                ));
+                s.release(&d);
+                d.close();
+                // Close and reopen in the same boot.
+                let t0 = kernel.clock().now();
+                let d = addon.open_first()?;
+                let mut s = session(&d, args.rate, args.format)?;
+                let input = silence(&s, args.seconds);
+                let c0 = cpu_time_us();
+                let p = play(&d, &mut s, &input);
+                let cpu = cpu_time_us() - c0;
+                out.push(report("reopened", args.rate, &s, &p, t0, cpu, args.seconds));
+                s.release(&d);
+                d.close();
+            }
+        }
+        addon
+            .unload()
+            .map_err(|v| format!("unload: {}", v.join("; ")))?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn arguments_parse_and_bad_ones_say_why() {
+        let a = Args::parse(&argv("play --input /in.wav --rate 44100 --format s32")).unwrap();
+        assert_eq!(a.mode, Mode::Play);
+        assert_eq!(a.rate, 44100);
+        assert_eq!(a.format, SampleFormat::S32);
+        assert_eq!(a.input.as_deref(), Some("/in.wav"));
+        let a = Args::parse(&argv("cycle --rate2 192000 --device-channels 1")).unwrap();
+        assert_eq!((a.rate2, a.device_channels), (192000, Some(1)));
+        for (bad, says) in [
+            ("", "usage"),
+            ("dance", "unknown mode"),
+            ("play --rate", "needs a value"),
+            ("play --rate -5", "not a positive number"),
+            ("play --format s24", "unknown --format"),
+            ("play --device-channels 40", "not 1..16"),
+            ("play --volume 3", "unknown option"),
+        ] {
+            let e = Args::parse(&argv(bad)).unwrap_err();
+            assert!(e.contains(says), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn timing_measures_startup_drift_jitter_and_missed_buffers() {
+        // 48 kHz, 480-frame buffers every 10 ms, 100 ppm fast, opened 5 ms before the
+        // first report.
+        let mut r: Vec<(i64, i64)> = (1..=200)
+            .map(|k| ((k * 10_000) as i64, (k * 480) as i64))
+            .map(|(t, f)| ((t as f64 / 1.0001) as i64 + 1_000_000, f))
+            .collect();
+        r.insert(0, (995_000, 0));
+        let t = timing(&r, 48000, 480, 995_000);
+        assert!((t.drift_ppm - 100.0).abs() < 1.0, "{t:?}");
+        assert_eq!(t.xruns, 0);
+        assert_eq!(t.startup_us, 1_000_000 + 9_999 - 995_000);
+        assert!(t.jitter_max_us < 2.0, "{t:?}");
+        // A missed buffer (two completed between exchanges) counts.
+        r[50].1 += 480;
+        for x in &mut r[51..] {
+            x.1 += 480;
+        }
+        assert_eq!(timing(&r, 48000, 480, 0).xruns, 1);
+        // Too few points: no drift claimed.
+        assert_eq!(timing(&r[..2], 48000, 480, 0).drift_ppm, 0.0);
+    }
+
+    #[test]
+    fn json_lines_are_valid_json() {
+        let j = Json::default()
+            .str("what", "a \"quoted\"\nline")
+            .num("n", 3)
+            .num("x", 1.5)
+            .num("nan", f64::NAN);
+        assert_eq!(
+            j.render(),
+            r#"{"what":"a \"quoted\"\u000aline","n":3,"x":1.500,"nan":null}"#
+        );
+    }
+}
