@@ -6,6 +6,7 @@
 //! - `test`: everything CI runs
 //! - `bench`: the exchange benchmark (callgrind)
 //! - `sim`: play through the built add-on in the Haiku kernel simulator
+//! - `qemu`: the same against QEMU's virtio-sound-pci device, in a Linux guest
 //! - `build-haiku`: the add-on, audited, and its install tree
 //! - `audit FILE`: would Haiku's kernel ELF loader accept this add-on?
 
@@ -14,6 +15,7 @@ mod bench;
 mod bindgen_check;
 mod gen;
 mod haiku;
+mod qemu;
 mod simcmd;
 mod spec_diff;
 
@@ -63,6 +65,9 @@ enum Cmd {
     Bench,
     /// Play a WAV file (or a sine) through the built add-on in the Haiku kernel simulator.
     Sim(simcmd::SimArgs),
+    /// Play a WAV file (or a sine) through the built add-on against QEMU's virtio-sound-pci
+    /// device, in a small Linux guest; writes what QEMU's wav backend received.
+    Qemu(qemu::QemuArgs),
     /// Check a built add-on against every rule of Haiku's kernel ELF loader.
     Audit {
         /// The add-on (an ELF shared object).
@@ -90,6 +95,7 @@ fn main() -> ExitCode {
         Cmd::Test => run_tests(),
         Cmd::Bench => bench::run(),
         Cmd::Sim(args) => simcmd::run(&args),
+        Cmd::Qemu(args) => qemu::run(&args),
         Cmd::Audit { file } => audit::run(&file),
         Cmd::BuildHaiku => haiku::build().map(|_| ()),
     };
