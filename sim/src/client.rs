@@ -356,6 +356,20 @@ impl Session {
         })
     }
 
+    /// Whether a buffer's descriptors are plain interleaved frames: channel c at
+    /// `base + c * sample`, all with the stride of a whole frame.
+    fn interleaved(descs: &[hm::BufferDesc], sample: usize) -> bool {
+        let Some(first) = descs.first() else {
+            return false;
+        };
+        let stride = first.stride as usize;
+        stride == sample * descs.len()
+            && descs.iter().enumerate().all(|(c, d)| {
+                d.stride as usize == stride
+                    && d.base.addr() == first.base.addr() + (c * sample) as u64
+            })
+    }
+
     /// Writes interleaved frames into playback buffer `b` through each channel's base/stride.
     pub fn fill<D: Hmulti + ?Sized>(&self, d: &D, b: usize, frames: &[u8]) -> Result<(), String> {
         let descs = self.play.get(b).ok_or("no such buffer")?;
@@ -364,6 +378,12 @@ impl Session {
         let sample = stride / descs.len();
         // Build the buffer's bytes as the descriptors lay them out, then write once.
         let span = self.list.return_playback_buffer_size as usize * stride;
+        if Self::interleaved(descs, sample) && frames.len() <= span {
+            // Channel c at base + c * sample, every stride the same: the frames as they are.
+            let mut image = frames.to_vec();
+            image.resize(span, 0);
+            return d.buffer_write(first.base.addr(), &image);
+        }
         let mut image = vec![0u8; span];
         for (f, frame) in frames.chunks(stride).enumerate() {
             for (c, dsc) in descs.iter().enumerate() {
@@ -386,6 +406,9 @@ impl Session {
         let span = self.record_bytes();
         let raw = d.buffer_read(first.base.addr(), span)?;
         let sample = first.stride as usize / descs.len();
+        if Self::interleaved(descs, sample) {
+            return Ok(raw);
+        }
         let mut out = Vec::with_capacity(span);
         for f in 0..self.list.return_record_buffer_size as usize {
             for dsc in descs {

@@ -16,6 +16,7 @@ mod bindgen_check;
 mod gen;
 mod haiku;
 mod qemu;
+mod qemucmd;
 mod simcmd;
 mod spec_diff;
 
@@ -67,7 +68,7 @@ enum Cmd {
     Sim(simcmd::SimArgs),
     /// Play a WAV file (or a sine) through the built add-on against QEMU's virtio-sound-pci
     /// device, in a small Linux guest; writes what QEMU's wav backend received.
-    Qemu(qemu::QemuArgs),
+    Qemu(qemucmd::QemuArgs),
     /// Check a built add-on against every rule of Haiku's kernel ELF loader.
     Audit {
         /// The add-on (an ELF shared object).
@@ -95,7 +96,7 @@ fn main() -> ExitCode {
         Cmd::Test => run_tests(),
         Cmd::Bench => bench::run(),
         Cmd::Sim(args) => simcmd::run(&args),
-        Cmd::Qemu(args) => qemu::run(&args),
+        Cmd::Qemu(args) => qemucmd::run(&args),
         Cmd::Audit { file } => audit::run(&file),
         Cmd::BuildHaiku => haiku::build().map(|_| ()),
     };

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, OnceLock};
 use std::time::{Duration, Instant};
 
-use sim::wav::{SampleFormat, Wav};
+use sim::wav::Wav;
 
 use crate::{cargo, root, Result};
 
@@ -55,42 +55,6 @@ pub const GUEST_INPUT: &str = "/in.wav";
 const TARGET: &str = "x86_64-unknown-linux-gnu";
 /// Console lines quoted in an error.
 const TAIL: usize = 40;
-
-/// Options of `cargo xtask qemu` (those of `cargo xtask sim`, plus `--timeout`).
-#[derive(Debug, Clone, clap::Args)]
-pub struct QemuArgs {
-    /// Sample rate in Hz (default: the input file's, else 48000).
-    #[arg(long)]
-    pub rate: Option<u32>,
-    /// Sample format: s16, s32, float or u8 (default: the input file's, else s16).
-    #[arg(long)]
-    pub format: Option<String>,
-    /// Channels (default: the input file's, else 2).
-    #[arg(long)]
-    pub channels: Option<u16>,
-    /// Seconds of the default sine (ignored with --input).
-    #[arg(long, default_value_t = 2.0)]
-    pub seconds: f64,
-    /// A WAV file to play (default: a 997 Hz sine).
-    #[arg(long)]
-    pub input: Option<PathBuf>,
-    /// Where to write what QEMU's device played (16-bit, at least two channels: QEMU's
-    /// mixer writes a mono stream as two equal channels).
-    #[arg(long)]
-    pub out: PathBuf,
-    /// Where to write what the client recorded (not supported yet).
-    #[arg(long)]
-    pub record: Option<PathBuf>,
-    /// A device description (not supported yet: the device is QEMU's).
-    #[arg(long)]
-    pub device_config: Option<PathBuf>,
-    /// The add-on to load (default: build it with `cargo xtask build-haiku`).
-    #[arg(long)]
-    pub addon: Option<PathBuf>,
-    /// Seconds before QEMU is killed.
-    #[arg(long, default_value_t = 120)]
-    pub timeout: u64,
-}
 
 // ---------------------------------------------------------------------------------------
 // Prerequisites
@@ -523,7 +487,9 @@ fn shell_quote(s: &str) -> String {
 }
 
 /// The guest's `/init`: mount the kernel file systems, run `/sim-guest ARGS` with its output
-/// on the console, print `@@virtio_sound exit STATUS`, power off.
+/// on the console, print `@@virtio_sound exit STATUS`, and hand the status to QEMU's exit
+/// device (`sim-guest exit STATUS`: QEMU then exits with `2 * STATUS + 1`, and finishes the
+/// WAV file as at a clean shutdown); power off if that did not end it.
 pub fn init_script(args: &[String]) -> String {
     let args: Vec<String> = args.iter().map(|a| shell_quote(a)).collect();
     format!(
@@ -538,6 +504,7 @@ pub fn init_script(args: &[String]) -> String {
          /sim-guest {} >/dev/console 2>&1 </dev/null\n\
          status=$?\n\
          echo \"{EXIT_MARK}$status\" >/dev/console\n\
+         /sim-guest exit $status\n\
          echo o > /proc/sysrq-trigger\n\
          sleep 10\n",
         args.join(" ")
@@ -607,9 +574,18 @@ pub enum Audiodev {
         frequency: u32,
         channels: u16,
     },
-    /// Discards the output; input is silence.
-    #[allow(dead_code)] // for the tests
-    None,
+    /// Discards the output; input is silence. `frequency`: the stream's rate (sets the
+    /// audio timer, see [`timer_period_us`]).
+    None { frequency: u32 },
+}
+
+/// QEMU's audio timer period for a stream at `hz`. Each tick of QEMU's mixing engine moves
+/// at most one backend buffer (1024 frames for the wav and none backends), so the default
+/// 10 ms tick caps a stream at about 102 kHz: above that the device consumes too slowly
+/// (a 192 kHz stream plays at half speed). Ticks are shortened so that one carries at most
+/// 512 frames.
+pub fn timer_period_us(hz: u32) -> u32 {
+    (512_000_000 / hz.max(1)).clamp(1000, 10_000)
 }
 
 impl Audiodev {
@@ -622,15 +598,18 @@ impl Audiodev {
                 channels,
             } => format!(
                 "wav,id=snd0,path={},out.frequency={frequency},out.channels={channels},\
-                 out.format=s16,out.fixed-settings=on",
+                 out.format=s16,out.fixed-settings=on,timer-period={}",
                 // QEMU runs in its run directory; its option syntax doubles a comma.
                 std::path::absolute(path)
                     .unwrap_or_else(|_| path.clone())
                     .display()
                     .to_string()
-                    .replace(',', ",,")
+                    .replace(',', ",,"),
+                timer_period_us(*frequency)
             ),
-            Audiodev::None => "none,id=snd0".into(),
+            Audiodev::None { frequency } => {
+                format!("none,id=snd0,timer-period={}", timer_period_us(*frequency))
+            }
         }
     }
 }
@@ -654,7 +633,7 @@ impl Default for GuestRun {
         GuestRun {
             args: Vec::new(),
             files: Vec::new(),
-            audiodev: Audiodev::None,
+            audiodev: Audiodev::None { frequency: 48000 },
             timeout: Duration::from_secs(120),
             echo: false,
         }
@@ -987,6 +966,11 @@ fn run_qemu(mut cmd: Command, timeout: Duration, echo: bool) -> Result<Qemu> {
         Err(Box::new(GuestFailure { reason, output }))
     };
     let mut bad_results = Vec::new();
+    // isa-debug-exit: QEMU exits with 2 * value + 1 (a power-off exits with 0).
+    let device_exit = status
+        .and_then(|s| s.code())
+        .filter(|c| c % 2 == 1)
+        .map(|c| c >> 1);
     for line in &out.console {
         if let Some(at) = line.find(RESULT_MARK) {
             let json = &line[at + RESULT_MARK.len()..];
@@ -1010,6 +994,16 @@ fn run_qemu(mut cmd: Command, timeout: Duration, echo: bool) -> Result<Qemu> {
         return Ok(Qemu::Done(fail(reason, out)));
     }
     let qemu = status.map(|s| s.to_string()).unwrap_or_default();
+    match (device_exit, out.exit) {
+        (Some(d), Some(c)) if d != c => {
+            let reason = format!(
+                "the exit device said {d} but the console said {c}: the console is garbled"
+            );
+            return Ok(Qemu::Done(fail(reason, out)));
+        }
+        (Some(d), None) => out.exit = Some(d),
+        _ => {}
+    }
     Ok(Qemu::Done(match out.exit {
         None => fail(
             format!("the guest never printed `{EXIT_MARK}N` (QEMU {qemu})"),
@@ -1060,147 +1054,6 @@ pub fn read_qemu_wav(path: &Path) -> Result<Wav> {
 
 // ---------------------------------------------------------------------------------------
 // The command
-
-fn parse_format(s: &str) -> Result<SampleFormat> {
-    Ok(match s {
-        "s16" => SampleFormat::S16,
-        "s32" => SampleFormat::S32,
-        "float" => SampleFormat::F32,
-        "u8" => SampleFormat::U8,
-        other => {
-            return Err(format!("unknown --format {other:?}: use s16, s32, float or u8").into())
-        }
-    })
-}
-
-fn format_name(f: SampleFormat) -> Result<&'static str> {
-    Ok(match f {
-        SampleFormat::S16 => "s16",
-        SampleFormat::S32 => "s32",
-        SampleFormat::F32 => "float",
-        SampleFormat::U8 => "u8",
-        other => return Err(format!("{other:?} WAV files cannot be played through hmulti; use 8-bit unsigned, 16/32-bit or float").into()),
-    })
-}
-
-/// Prints a result value: an object's keys one per line, anything else as it is.
-fn print_result(v: &serde_json::Value) {
-    match v {
-        serde_json::Value::Object(map) => {
-            for (k, v) in map {
-                match v {
-                    serde_json::Value::String(s) => println!("  {k}: {s}"),
-                    other => println!("  {k}: {other}"),
-                }
-            }
-        }
-        other => println!("  {other}"),
-    }
-}
-
-pub fn run(args: &QemuArgs) -> Result {
-    if args.record.is_some() {
-        return Err("--record is not supported by `cargo xtask qemu` yet".into());
-    }
-    if args.device_config.is_some() {
-        return Err(
-            "--device-config is not supported by `cargo xtask qemu` yet (the device is QEMU's)"
-                .into(),
-        );
-    }
-    let input = match &args.input {
-        Some(p) => {
-            let bytes = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
-            Some(Wav::parse(&bytes).map_err(|e| format!("{}: {e}", p.display()))?)
-        }
-        None => None,
-    };
-    let sample = match (&args.format, &input) {
-        (Some(f), _) => parse_format(f)?,
-        (None, Some(w)) => w.format,
-        (None, None) => SampleFormat::S16,
-    };
-    let format = format_name(sample)?;
-    let rate = args
-        .rate
-        .or(input.as_ref().map(|w| w.rate))
-        .unwrap_or(48000);
-    let channels = args
-        .channels
-        .or(input.as_ref().map(|w| w.channels))
-        .unwrap_or(2);
-    let wav = match input {
-        Some(w) => {
-            if w.rate != rate || w.channels != channels || w.format != sample {
-                return Err(format!(
-                    "the input is {} Hz, {} channels, {:?}; the stream is {rate} Hz, {channels} channels, {sample:?}: pass matching --rate/--channels/--format",
-                    w.rate, w.channels, w.format
-                )
-                .into());
-            }
-            w
-        }
-        None => Wav::sine(997.0, rate, channels, sample, args.seconds),
-    };
-    let guest = Guest::prepare(args.addon.as_deref())?;
-    let dir = run_dir()?;
-    let played = dir.path().join("played.wav");
-    let file_channels = channels.max(2);
-    let run = GuestRun {
-        args: [
-            "play",
-            "--addon",
-            GUEST_ADDON,
-            "--input",
-            GUEST_INPUT,
-            "--rate",
-            &rate.to_string(),
-            "--format",
-            format,
-            "--channels",
-            &channels.to_string(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect(),
-        files: vec![(GUEST_INPUT.to_string(), wav.to_bytes())],
-        audiodev: Audiodev::Wav {
-            path: played.clone(),
-            frequency: rate,
-            channels: file_channels,
-        },
-        timeout: Duration::from_secs(args.timeout),
-        echo: true,
-    };
-    eprintln!(
-        "==> booting the guest ({:?}): {}",
-        Accel::choose()?,
-        guest.kernel.display()
-    );
-    let out = guest.run(&run)?;
-    let recorded = read_qemu_wav(&played)?;
-    std::fs::write(&args.out, recorded.to_bytes())
-        .map_err(|e| format!("{}: {e}", args.out.display()))?;
-    println!("rate {rate} Hz, format {sample:?}, {channels} channels");
-    println!(
-        "QEMU's wav backend: {} frames, {} Hz, {} channels, {:?} -> {}",
-        recorded.frames(),
-        recorded.rate,
-        recorded.channels,
-        recorded.format,
-        args.out.display()
-    );
-    println!(
-        "guest: exit {}, {:.1} s wall time",
-        out.exit.unwrap_or(-1),
-        out.wall.as_secs_f64()
-    );
-    for (i, r) in out.results.iter().enumerate() {
-        println!("result {}:", i + 1);
-        print_result(r);
-    }
-    Ok(())
-}
 
 #[cfg(test)]
 mod tests {
@@ -1362,14 +1215,19 @@ mod tests {
         };
         assert_eq!(
             w.option(),
-            "wav,id=snd0,path=/a,,b.wav,out.frequency=44100,out.channels=2,out.format=s16,out.fixed-settings=on"
+            "wav,id=snd0,path=/a,,b.wav,out.frequency=44100,out.channels=2,out.format=s16,out.fixed-settings=on,timer-period=10000"
         );
-        assert_eq!(Audiodev::None.option(), "none,id=snd0");
+        assert_eq!(
+            Audiodev::None { frequency: 384000 }.option(),
+            "none,id=snd0,timer-period=1333"
+        );
+        assert_eq!(timer_period_us(48000), 10_000);
+        assert_eq!(timer_period_us(192000), 2666);
     }
 
     #[test]
     fn unfinished_qemu_wavs_read() {
-        let w = Wav::sine(997.0, 48000, 2, SampleFormat::S16, 0.01);
+        let w = Wav::sine(997.0, 48000, 2, sim::wav::SampleFormat::S16, 0.01);
         let good = w.to_bytes();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("q.wav");
@@ -1458,7 +1316,7 @@ mod tests {
 
         let fail = GuestRun {
             args: vec!["fail".into()],
-            audiodev: Audiodev::None,
+            audiodev: Audiodev::None { frequency: 48000 },
             ..run.clone()
         };
         let e = guest.run(&fail).unwrap_err();

@@ -7,6 +7,16 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     use sim::guest::{run, Args, RESULT_PREFIX};
     let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().map(String::as_str) == Some("exit") {
+        let code = argv
+            .get(1)
+            .and_then(|c| c.parse::<u8>().ok())
+            .unwrap_or(255);
+        if let Err(e) = sim::guest::exit_device(code) {
+            eprintln!("sim-guest: {e}");
+        }
+        return ExitCode::from(code);
+    }
     let args = match Args::parse(&argv) {
         Ok(a) => a,
         Err(e) => {

@@ -72,7 +72,9 @@ const CMD_BUS_MASTER: u16 = 1 << 2;
 const CMD_INTX_DISABLE: u16 = 1 << 10;
 
 /// How often the poller looks at the used rings.
-const POLL_INTERVAL: Duration = Duration::from_micros(250);
+const POLL_INTERVAL: Duration = Duration::from_micros(500);
+/// Polls between two looks at the device status (NEEDS_RESET): about every 100 ms.
+const STATUS_EVERY: u32 = 200;
 /// How long a reset may take to read back as 0.
 const RESET_TIMEOUT: Duration = Duration::from_secs(1);
 /// Error messages kept for [`PciSnd::errors`].
@@ -919,9 +921,14 @@ impl Drop for PciSnd {
 /// The poller: every `POLL_INTERVAL`, signal each queue whose used index moved since it
 /// was last signalled. Like an interrupt, one call per change; the handler dequeues.
 fn poll(inner: &Inner, stop: &AtomicBool, handler: &dyn QueueHandler) {
+    let mut round = 0u32;
     while !stop.load(Ordering::SeqCst) {
         thread::sleep(POLL_INTERVAL);
-        if inner.status() & STATUS_NEEDS_RESET != 0
+        round = round.wrapping_add(1);
+        // The status register is MMIO (a trap into the device model under emulation):
+        // look at it now and then, the rings (plain memory) every time.
+        if round % STATUS_EVERY == 0
+            && inner.status() & STATUS_NEEDS_RESET != 0
             && !inner.needs_reset_seen.swap(true, Ordering::SeqCst)
         {
             inner.error(format!("{}: the device set NEEDS_RESET", inner.bdf));

@@ -1,0 +1,503 @@
+//! `cargo xtask qemu`: play through the built add-on on QEMU's real `virtio-sound-pci`
+//! device (in a Linux guest, see [`crate::qemu`]), compare QEMU's recording with the input,
+//! and print the numbers: start-up latency, xruns, CPU per second of audio, drift.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use sim::wav::{SampleFormat, Wav};
+
+use crate::qemu::{read_qemu_wav, run_dir, Audiodev, Guest, GuestRun, GUEST_ADDON, GUEST_INPUT};
+use crate::Result;
+
+/// Options of `cargo xtask qemu`: those of `cargo xtask sim`, and what only a real device
+/// has.
+#[derive(Debug, Clone, clap::Args)]
+pub struct QemuArgs {
+    /// Sample rate in Hz (default: the input file's, else 48000).
+    #[arg(long)]
+    pub rate: Option<u32>,
+    /// Sample format: s16, s32, float or u8 (default: the input file's, else s16).
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Channels (default: the input file's, else 2). QEMU's device is stereo; another
+    /// count is set up by preparing its streams with it first.
+    #[arg(long)]
+    pub channels: Option<u16>,
+    /// Seconds of the default signal (ignored with --input).
+    #[arg(long, default_value_t = 2.0)]
+    pub seconds: f64,
+    /// A WAV file to play (default: a 997 Hz sine).
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    /// Where to write what QEMU's wav backend received (16-bit, at least two channels:
+    /// QEMU's mixer would sum a mono stream's two copies into a mono file).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Not available here: QEMU's wav backend cannot capture, and `-audiodev none` captures
+    /// silence. `--capture` measures capture instead.
+    #[arg(long)]
+    pub record: Option<PathBuf>,
+    /// Not available here: the device is QEMU's (see --channels).
+    #[arg(long)]
+    pub device_config: Option<PathBuf>,
+    /// The add-on to load (default: build it with `cargo xtask build-haiku`).
+    #[arg(long)]
+    pub addon: Option<PathBuf>,
+    /// Play random noise at 44.1, 48, 96, 192 and 384 kHz (one boot each) and print a
+    /// table; `--seconds` long each.
+    #[arg(long)]
+    pub sweep: bool,
+    /// Record (through `-audiodev none`, which captures silence) while playing silence,
+    /// and report the capture's pace and timestamps.
+    #[arg(long)]
+    pub capture: bool,
+    /// In one boot: play, stop, play again, reconfigure to this rate and play, close,
+    /// reopen and play.
+    #[arg(long, value_name = "RATE2")]
+    pub cycle: Option<u32>,
+    /// Write everything measured as JSON.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Seconds before QEMU is killed.
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
+}
+
+/// Rates of `--sweep`.
+pub const SWEEP_RATES: [u32; 5] = [44100, 48000, 96000, 192000, 384000];
+
+/// Where the input turned up in what the device played.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Comparison {
+    pub input_frames: usize,
+    /// Frames before the input starts (the first buffers are the zeroed area).
+    pub lead_frames: usize,
+    /// Input frames found in order, sample for sample, from its start.
+    pub matched_frames: usize,
+    /// Frames after the input (the driver's stop padding, what QEMU let through of it).
+    pub trailing_frames: usize,
+    pub lead_silent: bool,
+    pub trailing_silent: bool,
+}
+
+impl Comparison {
+    /// The whole input, sample for sample, with nothing but silence around it.
+    pub fn exact(&self) -> bool {
+        self.matched_frames == self.input_frames && self.lead_silent && self.trailing_silent
+    }
+}
+
+/// Finds `input` in `output` (QEMU's 16-bit file). A mono input is expected in both
+/// channels of a stereo file. `None` if the two cannot be compared sample for sample
+/// (another format or rate: QEMU converted them).
+pub fn compare(input: &Wav, output: &Wav) -> Option<Comparison> {
+    if input.format != SampleFormat::S16
+        || output.format != SampleFormat::S16
+        || input.rate != output.rate
+    {
+        return None;
+    }
+    let expected: Vec<u8> = match (input.channels, output.channels) {
+        (a, b) if a == b => input.data.clone(),
+        (1, 2) => input
+            .data
+            .chunks_exact(2)
+            .flat_map(|s| [s[0], s[1], s[0], s[1]])
+            .collect(),
+        _ => return None,
+    };
+    let fb = 2 * output.channels as usize;
+    let input_frames = expected.len() / fb;
+    let out = &output.data[..output.data.len() / fb * fb];
+    // The first frames that are not silence anchor the search.
+    let anchor_at = expected
+        .chunks(fb)
+        .position(|f| f.iter().any(|&b| b != 0))?;
+    let anchor_len = (input_frames - anchor_at).min(64) * fb;
+    let anchor = &expected[anchor_at * fb..anchor_at * fb + anchor_len];
+    let start = (anchor_at * fb..=out.len().saturating_sub(anchor_len))
+        .step_by(fb)
+        .find(|&o| out[o..o + anchor_len] == *anchor)?
+        - anchor_at * fb;
+    let matched_frames = out[start..]
+        .chunks(fb)
+        .zip(expected.chunks(fb))
+        .take_while(|(a, b)| a == b)
+        .count();
+    let end = (start + input_frames * fb).min(out.len());
+    Some(Comparison {
+        input_frames,
+        lead_frames: start / fb,
+        matched_frames,
+        trailing_frames: (out.len() - end) / fb,
+        lead_silent: out[..start].iter().all(|&b| b == 0),
+        trailing_silent: out[end..].iter().all(|&b| b == 0),
+    })
+}
+
+/// Deterministic white noise (xorshift), 16-bit: a signal with no repeats, so it can be
+/// found in the output at exactly one place.
+pub fn noise(rate: u32, channels: u16, seconds: f64, seed: u64) -> Wav {
+    let frames = (f64::from(rate) * seconds) as usize;
+    let mut x = seed | 1;
+    let mut data = Vec::with_capacity(frames * channels as usize * 2);
+    for _ in 0..frames * channels as usize {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        data.extend_from_slice(&((x >> 24) as u16).to_le_bytes());
+    }
+    Wav {
+        rate,
+        channels,
+        format: SampleFormat::S16,
+        data,
+    }
+}
+
+fn parse_format(s: &str) -> Result<SampleFormat> {
+    Ok(match s {
+        "s16" => SampleFormat::S16,
+        "s32" => SampleFormat::S32,
+        "float" => SampleFormat::F32,
+        "u8" => SampleFormat::U8,
+        other => {
+            return Err(format!("unknown --format {other:?}: use s16, s32, float or u8").into())
+        }
+    })
+}
+
+fn format_name(f: SampleFormat) -> Result<&'static str> {
+    Ok(match f {
+        SampleFormat::S16 => "s16",
+        SampleFormat::S32 => "s32",
+        SampleFormat::F32 => "float",
+        SampleFormat::U8 => "u8",
+        other => {
+            return Err(format!(
+                "{other:?} WAV files cannot be played through hmulti; use 8-bit unsigned, \
+                 16/32-bit or float"
+            )
+            .into())
+        }
+    })
+}
+
+/// One playback boot: what the guest measured and what QEMU recorded.
+pub struct Played {
+    pub guest: Vec<Value>,
+    pub output: Wav,
+    pub comparison: Option<Comparison>,
+    pub wall: Duration,
+}
+
+/// Boots the guest once to play `wav` (with QEMU's streams prepared with `channels` first
+/// if that is not QEMU's 2).
+pub fn play(guest: &Guest, wav: &Wav, timeout: Duration) -> Result<Played> {
+    let dir = run_dir()?;
+    let file = dir.path().join("played.wav");
+    let mut args: Vec<String> = vec![
+        "play".into(),
+        "--addon".into(),
+        GUEST_ADDON.into(),
+        "--input".into(),
+        GUEST_INPUT.into(),
+    ];
+    if wav.channels != 2 {
+        args.extend(["--device-channels".into(), wav.channels.to_string()]);
+    }
+    let run = GuestRun {
+        args,
+        files: vec![(GUEST_INPUT.to_string(), wav.to_bytes())],
+        audiodev: Audiodev::Wav {
+            path: file.clone(),
+            frequency: wav.rate,
+            channels: wav.channels.max(2),
+        },
+        timeout,
+        echo: false,
+    };
+    let out = guest.run(&run)?;
+    let output = read_qemu_wav(&file)?;
+    let comparison = compare(wav, &output);
+    Ok(Played {
+        guest: out.results,
+        output,
+        comparison,
+        wall: out.wall,
+    })
+}
+
+/// Boots the guest once with `-audiodev none` (its timer set for `rate`) and
+/// `sim-guest ARGS`; its result lines.
+pub fn boot_silent(
+    guest: &Guest,
+    args: &[String],
+    rate: u32,
+    timeout: Duration,
+) -> Result<Vec<Value>> {
+    let run = GuestRun {
+        args: args.to_vec(),
+        files: Vec::new(),
+        audiodev: Audiodev::None { frequency: rate },
+        timeout,
+        echo: false,
+    };
+    Ok(guest.run(&run)?.results)
+}
+
+fn num(v: &Value, k: &str) -> f64 {
+    v.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN)
+}
+
+/// One line of numbers for a guest result.
+fn numbers(v: &Value) -> String {
+    format!(
+        "start-up {:.1} ms, xruns {}, errors {}, CPU {:.1} ms per s of audio, drift {:+.0} ppm \
+         (max deviation {:.1} ms), {} buffers x {} frames",
+        num(v, "startup_us") / 1000.0,
+        num(v, "xruns"),
+        num(v, "errors"),
+        num(v, "cpu_us_per_audio_s") / 1000.0,
+        num(v, "drift_ppm"),
+        num(v, "jitter_max_us") / 1000.0,
+        num(v, "buffers"),
+        num(v, "buffer_frames"),
+    )
+}
+
+fn describe(c: &Option<Comparison>) -> String {
+    match c {
+        None => "not comparable sample for sample (QEMU converted the format or rate)".into(),
+        Some(c) if c.exact() => format!(
+            "bit-exact: {} frames of lead-in silence, the whole input ({} frames), then {} \
+             frames of silence",
+            c.lead_frames, c.input_frames, c.trailing_frames
+        ),
+        Some(c) if c.matched_frames == 0 => "the input is not in the output".into(),
+        Some(c) => format!(
+            "NOT exact: {} of {} input frames in order from frame {}; lead-in silent {}, \
+             tail silent {}",
+            c.matched_frames, c.input_frames, c.lead_frames, c.lead_silent, c.trailing_silent
+        ),
+    }
+}
+
+pub fn run(args: &QemuArgs) -> Result {
+    if args.record.is_some() {
+        return Err(
+            "--record: QEMU's wav backend cannot capture and `-audiodev none` captures \
+                    only silence, so there is nothing to write; `--capture` measures capture \
+                    through the add-on"
+                .into(),
+        );
+    }
+    if args.device_config.is_some() {
+        return Err(
+            "--device-config: the device is QEMU's; --channels sets up its channel \
+                    count"
+                .into(),
+        );
+    }
+    let timeout = Duration::from_secs(args.timeout);
+    let guest = Guest::prepare(args.addon.as_deref())?;
+    let mut report = Vec::new();
+    if args.capture || args.cycle.is_some() {
+        let rate = args.rate.unwrap_or(48000);
+        let format = format_name(parse_format(args.format.as_deref().unwrap_or("s16"))?)?;
+        let mut a: Vec<String> = vec![
+            if args.capture { "capture" } else { "cycle" }.into(),
+            "--rate".into(),
+            rate.to_string(),
+            "--format".into(),
+            format.into(),
+            "--seconds".into(),
+            args.seconds.to_string(),
+        ];
+        if let Some(r2) = args.cycle {
+            a.extend(["--rate2".into(), r2.to_string()]);
+        }
+        let fastest = args.cycle.map_or(rate, |r2| r2.max(rate));
+        let results = boot_silent(&guest, &a, fastest, timeout)?;
+        for v in &results {
+            let what = v.get("what").and_then(Value::as_str).unwrap_or("?");
+            println!("{what}: {} Hz: {}", num(v, "rate"), numbers(v));
+            if args.capture {
+                println!(
+                    "  capture: {} frames recorded, {} bytes read, recorded_real_time \
+                     monotonic: {}, capture drift {:+.0} ppm over {} exchanges",
+                    num(v, "recorded_frames"),
+                    num(v, "recorded_bytes"),
+                    num(v, "record_time_monotonic") == 1.0,
+                    num(v, "record_drift_ppm"),
+                    num(v, "record_points"),
+                );
+            }
+        }
+        report.push(json!({ "mode": a[0], "guest": results }));
+    } else {
+        let runs: Vec<Wav> = if args.sweep {
+            SWEEP_RATES
+                .iter()
+                .map(|&r| noise(r, args.channels.unwrap_or(2), args.seconds, u64::from(r)))
+                .collect()
+        } else {
+            vec![input_wav(args)?]
+        };
+        if args.sweep {
+            println!("rate      result");
+        }
+        for wav in runs {
+            let p = play(&guest, &wav, timeout)?;
+            let g = p.guest.first().cloned().unwrap_or(Value::Null);
+            println!(
+                "{} Hz, {:?}, {} channels: {}",
+                wav.rate,
+                wav.format,
+                wav.channels,
+                describe(&p.comparison)
+            );
+            println!("  {}", numbers(&g));
+            if let (Some(out), false) = (&args.out, args.sweep) {
+                std::fs::write(out, p.output.to_bytes())
+                    .map_err(|e| format!("{}: {e}", out.display()))?;
+                println!(
+                    "  QEMU's recording ({} frames at {} Hz, {} channels) -> {}",
+                    p.output.frames(),
+                    p.output.rate,
+                    p.output.channels,
+                    out.display()
+                );
+            }
+            report.push(json!({
+                "mode": "play",
+                "rate": wav.rate,
+                "channels": wav.channels,
+                "format": format!("{:?}", wav.format),
+                "comparison": p.comparison,
+                "exact": p.comparison.as_ref().is_some_and(Comparison::exact),
+                "guest": p.guest,
+                "boot_seconds": p.wall.as_secs_f64(),
+            }));
+        }
+    }
+    if let Some(path) = &args.report {
+        let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The WAV of a single playback: `--input` (checked against the options) or a sine.
+fn input_wav(args: &QemuArgs) -> Result<Wav> {
+    let input = match &args.input {
+        Some(p) => {
+            let bytes = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            Some(Wav::parse(&bytes).map_err(|e| format!("{}: {e}", p.display()))?)
+        }
+        None => None,
+    };
+    let sample = match (&args.format, &input) {
+        (Some(f), _) => parse_format(f)?,
+        (None, Some(w)) => w.format,
+        (None, None) => SampleFormat::S16,
+    };
+    format_name(sample)?;
+    let rate = args
+        .rate
+        .or(input.as_ref().map(|w| w.rate))
+        .unwrap_or(48000);
+    let channels = args
+        .channels
+        .or(input.as_ref().map(|w| w.channels))
+        .unwrap_or(2);
+    if !(1..=16).contains(&channels) {
+        return Err(format!("--channels {channels}: QEMU's device takes 1 to 16").into());
+    }
+    Ok(match input {
+        Some(w) => {
+            if w.rate != rate || w.channels != channels || w.format != sample {
+                return Err(format!(
+                    "the input is {} Hz, {} channels, {:?}; the stream is {rate} Hz, {channels} \
+                     channels, {sample:?}: pass matching --rate/--channels/--format",
+                    w.rate, w.channels, w.format
+                )
+                .into());
+            }
+            w
+        }
+        None => Wav::sine(997.0, rate, channels, sample, args.seconds),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wav(channels: u16, data: Vec<u8>) -> Wav {
+        Wav {
+            rate: 48000,
+            channels,
+            format: SampleFormat::S16,
+            data,
+        }
+    }
+
+    #[test]
+    fn finds_the_input_and_judges_what_surrounds_it() {
+        let input = noise(48000, 2, 0.01, 7);
+        let mut out = vec![0u8; 400 * 4];
+        out.extend_from_slice(&input.data);
+        out.extend(vec![0u8; 100 * 4]);
+        let c = compare(&input, &wav(2, out.clone())).unwrap();
+        assert!(c.exact(), "{c:?}");
+        assert_eq!((c.lead_frames, c.trailing_frames), (400, 100));
+        assert_eq!(c.matched_frames, 480);
+        // A lost tail.
+        let short = wav(2, out[..out.len() - 200 * 4].to_vec());
+        let c = compare(&input, &short).unwrap();
+        assert!(!c.exact());
+        assert_eq!(c.matched_frames, 380);
+        // A glitch in the middle.
+        let mut bad = out.clone();
+        bad[400 * 4 + 1000] ^= 1;
+        let c = compare(&input, &wav(2, bad)).unwrap();
+        assert_eq!(c.matched_frames, 250);
+        // Noise in the lead-in.
+        let mut noisy = out;
+        noisy[8] = 1;
+        assert!(!compare(&input, &wav(2, noisy)).unwrap().lead_silent);
+        // Nowhere to be found.
+        assert_eq!(compare(&input, &wav(2, vec![0; 4000])), None);
+    }
+
+    #[test]
+    fn a_mono_input_is_expected_in_both_channels() {
+        let input = noise(48000, 1, 0.005, 3);
+        let mut out = vec![0u8; 16];
+        for s in input.data.chunks(2) {
+            out.extend_from_slice(&[s[0], s[1], s[0], s[1]]);
+        }
+        let c = compare(&input, &wav(2, out.clone())).unwrap();
+        assert!(c.exact(), "{c:?}");
+        // Doubled (QEMU's mono file mixing) is not exact.
+        let mut doubled = out;
+        doubled[16] = doubled[16].wrapping_add(1);
+        assert!(!compare(&input, &wav(2, doubled)).unwrap().exact());
+        // Another rate cannot be compared.
+        let mut other = input.clone();
+        other.rate = 44100;
+        assert_eq!(compare(&other, &wav(1, input.data.clone())), None);
+    }
+
+    #[test]
+    fn noise_is_deterministic_and_not_silent() {
+        let a = noise(8000, 2, 0.1, 5);
+        assert_eq!(a.data, noise(8000, 2, 0.1, 5).data);
+        assert_ne!(a.data, noise(8000, 2, 0.1, 6).data);
+        assert_eq!(a.frames(), 800);
+        assert!(a.data.chunks(4).all(|f| f != [0, 0, 0, 0]));
+    }
+}
