@@ -44,14 +44,23 @@ fn plays_a_wav_bit_exact_and_reports() {
         (got.rate, got.channels, got.format),
         (96000, 2, SampleFormat::S16)
     );
-    let lead = got.data.len() - input.data.len();
+    // Lead-in, the input, then the driver's stop padding (silence).
+    let pad = driver::virtio::pcm::padding_frames(driver::hmulti::DEFAULT_STOP_PADDING_US, 96000)
+        as usize
+        * 4;
+    let lead = got.data.len() - input.data.len() - pad;
     assert!(
         got.data[..lead].iter().all(|&b| b == 0),
         "lead-in is silence"
     );
     assert!(
-        got.data[lead..] == input.data[..],
+        got.data[lead..lead + input.data.len()] == input.data[..],
         "OUT after the lead-in equals IN"
+    );
+    assert!(got.data[lead + input.data.len()..].iter().all(|&b| b == 0));
+    assert!(
+        t.contains(&format!("{} frames of stop padding", pad / 4)),
+        "{t}"
     );
     let recorded = Wav::parse(&std::fs::read(&rec).unwrap()).unwrap();
     assert!(!recorded.data.is_empty());
