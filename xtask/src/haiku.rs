@@ -32,6 +32,9 @@ buffer_count 0
 max_rate 0
 # Log level: 0 errors, 1 warnings, 2 info, 3 debug, 4 trace.
 log_level 2
+# Silence played after the last buffer when playback stops, in ms (0..1000), so that what
+# the device still holds is heard.
+stop_padding_ms 20
 ";
 
 const TARGET: &str = "x86_64-unknown-linux-gnu";

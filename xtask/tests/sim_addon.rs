@@ -303,3 +303,36 @@ fn topology_through_the_addon() {
     drop(d);
     a.unload().unwrap_or_else(|v| panic!("{}", v.join("\n")));
 }
+
+/// `stop_padding_ms` in the settings file sets how much silence follows the last buffer
+/// when playback stops (0: none, STOP right after the drain).
+#[test]
+fn the_stop_padding_follows_the_settings_file() {
+    for (text, ms) in [
+        ("stop_padding_ms 0\n", 0usize),
+        ("stop_padding_ms 50\n", 50),
+    ] {
+        let a = Addon::load(addon(), device(2), Some(text)).unwrap();
+        let d = a.open_first().unwrap();
+        let mut s = Session::init(
+            &d,
+            Choice {
+                rate: Some(hm::B_SR_48000),
+                format: Some(hm::B_FMT_16BIT),
+            },
+        )
+        .unwrap();
+        let input = pattern(s.play_bytes() * 5, 9);
+        let p = play(&d, &mut s, &input);
+        assert_eq!(p.errors, 0);
+        let lead = p.buffers * s.play_bytes();
+        let played = a.model().played(0);
+        assert!(played[lead..lead + input.len()] == input[..], "{text}");
+        let tail = &played[lead + input.len()..];
+        assert_eq!(tail.len(), ms * 48 * 4, "{text}: {ms} ms of stereo S16");
+        assert!(tail.iter().all(|&b| b == 0), "{text}");
+        s.release(&d);
+        assert_eq!(d.close(), 0);
+        a.unload().unwrap();
+    }
+}
