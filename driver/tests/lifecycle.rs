@@ -209,3 +209,43 @@ fn format_change_without_get_buffers() {
     card.dispatch(hm::B_MULTI_BUFFER_FORCE_STOP, 0, 1).unwrap();
     rig.finish(Some(card));
 }
+
+/// A client that comes back later than the whole ring lasts finds the device dry; the stop
+/// reports how many times in the log (the simulator's and QEMU's run reports read it).
+#[test]
+fn a_late_client_is_counted_and_reported_at_stop() {
+    let mut rig = Rig::new(ModelConfig::default());
+    let card = rig.card(Settings::default());
+    let mut c = Client::init(&card, Some(hm::B_SR_48000), Some(hm::B_FMT_16BIT));
+    let pb = c.play_bytes();
+    let input = signal(pb * 40, 11);
+    stream(&card, &mut c, &input, 5);
+    assert_eq!(card.stats().starved, 0);
+    // Away for longer than every queued buffer lasts (4 x 10 ms), twice.
+    for _ in 0..2 {
+        rig.kernel.clock().advance_by(100_000);
+        stream(&card, &mut c, &input, 1);
+    }
+    // Both streams (playback and capture) were found dry each time.
+    assert_eq!(card.stats().starved, 4);
+    card.dispatch(hm::B_MULTI_BUFFER_FORCE_STOP, 0, 1)
+        .expect("FORCE_STOP");
+    assert!(
+        rig.kernel
+            .log_contains("the device ran dry 4 times in this run"),
+        "{:?}",
+        rig.kernel.log_lines()
+    );
+    // The next run starts counting again, and a run without a miss says nothing.
+    stream(&card, &mut c, &input, 5);
+    card.dispatch(hm::B_MULTI_BUFFER_FORCE_STOP, 0, 1)
+        .expect("FORCE_STOP");
+    let dry = rig
+        .kernel
+        .log_lines()
+        .iter()
+        .filter(|l| l.contains("ran dry"))
+        .count();
+    assert_eq!(dry, 1);
+    rig.finish(Some(card));
+}

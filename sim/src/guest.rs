@@ -463,7 +463,25 @@ mod real {
         Ok(s)
     }
 
+    /// Times the driver found the device ran dry (nothing queued at an exchange) in the log
+    /// lines after the first `seen`, which is moved past them.
+    fn ran_dry(kernel: &SimKernel, seen: &mut usize) -> u64 {
+        let records = kernel.log_records();
+        let n = records
+            .get(*seen..)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|r| {
+                let rest = r.message.split("ran dry ").nth(1)?;
+                rest.split_whitespace().next()?.parse::<u64>().ok()
+            })
+            .sum();
+        *seen = records.len();
+        n
+    }
+
     /// One stream's result line.
+    #[allow(clippy::too_many_arguments)]
     fn report(
         what: &str,
         rate: u32,
@@ -472,6 +490,7 @@ mod real {
         opened: i64,
         cpu_us: i64,
         audio_s: f64,
+        dry: u64,
     ) -> Json {
         let t = timing(&p.reports, rate, p.buffer_frames, opened);
         let r = timing(&p.rec_reports, rate, p.buffer_frames, opened);
@@ -489,6 +508,7 @@ mod real {
             .num("played_time_us", (last.0 - opened) as f64)
             .num("startup_us", t.startup_us as f64)
             .num("xruns", t.xruns as f64)
+            .num("device_ran_dry", dry as f64)
             .num("drift_ppm", t.drift_ppm)
             .num("jitter_max_us", t.jitter_max_us)
             .num("recorded_frames", rec_last.1 as f64)
@@ -511,6 +531,7 @@ mod real {
         let addon = boot(args)?;
         let mut out = Vec::new();
         let kernel = addon.kernel().clone();
+        let mut seen = 0;
         match args.mode {
             Mode::Play => {
                 let path = args.input.as_deref().ok_or("play needs --input")?;
@@ -529,7 +550,8 @@ mod real {
                 let p = play(&d, &mut s, &wav.data);
                 let cpu = cpu_time_us() - cpu0;
                 let audio_s = wav.frames() as f64 / f64::from(wav.rate);
-                out.push(report("play", wav.rate, &s, &p, opened, cpu, audio_s));
+                let dry = ran_dry(&kernel, &mut seen);
+                out.push(report("play", wav.rate, &s, &p, opened, cpu, audio_s, dry));
                 s.release(&d);
                 d.close();
             }
@@ -544,6 +566,7 @@ mod real {
                 let cpu0 = cpu_time_us();
                 let p = play(&d, &mut s, &input);
                 let cpu = cpu_time_us() - cpu0;
+                let dry = ran_dry(&kernel, &mut seen);
                 out.push(report(
                     "capture",
                     args.rate,
@@ -552,6 +575,7 @@ mod real {
                     opened,
                     cpu,
                     args.seconds,
+                    dry,
                 ));
                 s.release(&d);
                 d.close();
@@ -567,7 +591,8 @@ mod real {
                     let p = play(&d, &mut s, &input);
                     let cpu = cpu_time_us() - c0;
                     let at = if what == "first" { opened } else { t0 };
-                    out.push(report(what, rate, &s, &p, at, cpu, args.seconds));
+                    let dry = ran_dry(&kernel, &mut seen);
+                    out.push(report(what, rate, &s, &p, at, cpu, args.seconds, dry));
                 }
                 // Reconfigure between exchanges, as the media add-on's rate parameter does.
                 let mut f = s.format;
@@ -584,6 +609,7 @@ mod real {
                 let c0 = cpu_time_us();
                 let p = play(&d, &mut s, &input);
                 let cpu = cpu_time_us() - c0;
+                let dry = ran_dry(&kernel, &mut seen);
                 out.push(report(
                     "reconfigured",
                     args.rate2,
@@ -592,6 +618,7 @@ mod real {
                     t0,
                     cpu,
                     args.seconds,
+                    dry,
                 ));
                 s.release(&d);
                 d.close();
@@ -603,7 +630,17 @@ mod real {
                 let c0 = cpu_time_us();
                 let p = play(&d, &mut s, &input);
                 let cpu = cpu_time_us() - c0;
-                out.push(report("reopened", args.rate, &s, &p, t0, cpu, args.seconds));
+                let dry = ran_dry(&kernel, &mut seen);
+                out.push(report(
+                    "reopened",
+                    args.rate,
+                    &s,
+                    &p,
+                    t0,
+                    cpu,
+                    args.seconds,
+                    dry,
+                ));
                 s.release(&d);
                 d.close();
             }

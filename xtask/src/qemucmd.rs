@@ -255,10 +255,12 @@ fn num(v: &Value, k: &str) -> f64 {
 /// One line of numbers for a guest result.
 fn numbers(v: &Value) -> String {
     format!(
-        "start-up {:.1} ms, xruns {}, errors {}, CPU {:.1} ms per s of audio, drift {:+.0} ppm \
-         (max deviation {:.1} ms), {} buffers x {} frames",
+        "start-up {:.1} ms, xruns {} (client late {}, device ran dry {}), errors {}, CPU {:.1} \
+         ms per s of audio, drift {:+.0} ppm (max deviation {:.1} ms), {} buffers x {} frames",
         num(v, "startup_us") / 1000.0,
+        num(v, "xruns") + num(v, "device_ran_dry"),
         num(v, "xruns"),
+        num(v, "device_ran_dry"),
         num(v, "errors"),
         num(v, "cpu_us_per_audio_s") / 1000.0,
         num(v, "drift_ppm"),

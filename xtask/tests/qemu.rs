@@ -72,6 +72,7 @@ fn plays_bit_exact_at_every_rate_qemu_offers() {
         let g = &r["guest"][0];
         assert_eq!(num(g, "errors"), 0.0, "{rate} Hz: {g}");
         assert_eq!(num(g, "xruns"), 0.0, "{rate} Hz: {g}");
+        assert_eq!(num(g, "device_ran_dry"), 0.0, "{rate} Hz: {g}");
         assert!(num(g, "played_frames") >= rate * 3.0, "{g}");
         assert!(num(g, "startup_us") > 0.0, "{g}");
         assert!(at_its_rate(g), "{rate} Hz did not play at its rate: {g}");

@@ -120,6 +120,8 @@ struct State {
     recorded: Report,
     /// Exchanges that found the device starved.
     starved: u32,
+    /// `starved` when the current run started (the log reports each run's count).
+    starved_at_start: u32,
 }
 
 /// Counters a test or the simulator summary can read.
@@ -330,6 +332,17 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
                 }
             }
             st.running = false;
+            let dry = st.starved - st.starved_at_start;
+            st.starved_at_start = st.starved;
+            if dry > 0 {
+                // An xrun as the device would report it: at an exchange, nothing was queued.
+                self.kernel.log(
+                    LogLevel::Warn,
+                    format_args!(
+                        "the device ran dry {dry} times in this run (the client was late)"
+                    ),
+                );
+            }
             st.out_base = st.played.frames;
             st.in_base = st.recorded.frames;
             st.recorded.cycle = -1;
