@@ -331,6 +331,8 @@ impl PcmStream {
             r.completed = 0;
             r.reported = 0;
             r.early = 0;
+            // Silence requests of an earlier run are not waited for any more.
+            r.padding = 0;
         }
         self.refill(io)?;
         self.command(io, RequestCode::PcmStart)
