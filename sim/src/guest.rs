@@ -424,7 +424,7 @@ mod real {
     /// directions plus the control slots fit many times over at any rate QEMU offers.
     const ARENA: usize = 2 << 20;
 
-    fn boot(args: &Args) -> Result<Addon, String> {
+    fn boot(args: &Args) -> Result<(Addon, Arc<PciSnd>), String> {
         let arena = DmaRegion::new(ARENA).map_err(|e| format!("DMA memory: {e}"))?;
         let kernel = SimKernel::with_config(KernelConfig {
             real_time: true,
@@ -435,9 +435,11 @@ mod real {
         if let Some(ch) = args.device_channels {
             preset_channels(&kernel, &device, ch)?;
         }
-        let device: Arc<dyn BusDevice> = Arc::new(device);
-        Addon::load_on(Path::new(&args.addon), kernel, device, None)
-            .map_err(|e| format!("loading {}: {e}", args.addon))
+        let device = Arc::new(device);
+        let bus: Arc<dyn BusDevice> = device.clone();
+        let addon = Addon::load_on(Path::new(&args.addon), kernel, bus, None)
+            .map_err(|e| format!("loading {}: {e}", args.addon))?;
+        Ok((addon, device))
     }
 
     fn session(
@@ -461,6 +463,11 @@ mod real {
             ));
         }
         Ok(s)
+    }
+
+    /// A result line with how completions reached the driver (INTx or polling).
+    fn with_mode(mode: &str, j: Json) -> Json {
+        j.str("interrupts", mode)
     }
 
     /// Times the driver found the device ran dry (nothing queued at an exchange) in the log
@@ -528,7 +535,11 @@ mod real {
     }
 
     pub(super) fn run(args: &Args) -> Result<Vec<Json>, String> {
-        let addon = boot(args)?;
+        let (addon, device) = boot(args)?;
+        let interrupts = match device.intx_unavailable() {
+            Some(why) => format!("{} ({why})", device.interrupt_mode()),
+            None => device.interrupt_mode().to_owned(),
+        };
         let mut out = Vec::new();
         let kernel = addon.kernel().clone();
         let mut seen = 0;
@@ -551,7 +562,10 @@ mod real {
                 let cpu = cpu_time_us() - cpu0;
                 let audio_s = wav.frames() as f64 / f64::from(wav.rate);
                 let dry = ran_dry(&kernel, &mut seen);
-                out.push(report("play", wav.rate, &s, &p, opened, cpu, audio_s, dry));
+                out.push(with_mode(
+                    &interrupts,
+                    report("play", wav.rate, &s, &p, opened, cpu, audio_s, dry),
+                ));
                 s.release(&d);
                 d.close();
             }
@@ -567,15 +581,9 @@ mod real {
                 let p = play(&d, &mut s, &input);
                 let cpu = cpu_time_us() - cpu0;
                 let dry = ran_dry(&kernel, &mut seen);
-                out.push(report(
-                    "capture",
-                    args.rate,
-                    &s,
-                    &p,
-                    opened,
-                    cpu,
-                    args.seconds,
-                    dry,
+                out.push(with_mode(
+                    &interrupts,
+                    report("capture", args.rate, &s, &p, opened, cpu, args.seconds, dry),
                 ));
                 s.release(&d);
                 d.close();
@@ -592,7 +600,10 @@ mod real {
                     let cpu = cpu_time_us() - c0;
                     let at = if what == "first" { opened } else { t0 };
                     let dry = ran_dry(&kernel, &mut seen);
-                    out.push(report(what, rate, &s, &p, at, cpu, args.seconds, dry));
+                    out.push(with_mode(
+                        &interrupts,
+                        report(what, rate, &s, &p, at, cpu, args.seconds, dry),
+                    ));
                 }
                 // Reconfigure between exchanges, as the media add-on's rate parameter does.
                 let mut f = s.format;
@@ -610,15 +621,18 @@ mod real {
                 let p = play(&d, &mut s, &input);
                 let cpu = cpu_time_us() - c0;
                 let dry = ran_dry(&kernel, &mut seen);
-                out.push(report(
-                    "reconfigured",
-                    args.rate2,
-                    &s,
-                    &p,
-                    t0,
-                    cpu,
-                    args.seconds,
-                    dry,
+                out.push(with_mode(
+                    &interrupts,
+                    report(
+                        "reconfigured",
+                        args.rate2,
+                        &s,
+                        &p,
+                        t0,
+                        cpu,
+                        args.seconds,
+                        dry,
+                    ),
                 ));
                 s.release(&d);
                 d.close();
@@ -631,15 +645,9 @@ mod real {
                 let p = play(&d, &mut s, &input);
                 let cpu = cpu_time_us() - c0;
                 let dry = ran_dry(&kernel, &mut seen);
-                out.push(report(
-                    "reopened",
-                    args.rate,
-                    &s,
-                    &p,
-                    t0,
-                    cpu,
-                    args.seconds,
-                    dry,
+                out.push(with_mode(
+                    &interrupts,
+                    report("reopened", args.rate, &s, &p, t0, cpu, args.seconds, dry),
                 ));
                 s.release(&d);
                 d.close();

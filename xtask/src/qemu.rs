@@ -9,8 +9,9 @@
 //!   busybox, downloaded with `apt-get download` and extracted once into
 //!   `target/qemu/cache/` (or given by `VIRTIO_SOUND_QEMU_KERNEL` / `VIRTIO_SOUND_BUSYBOX`);
 //! - `sim-guest`, built statically (static-pie glibc) into `target/qemu/build/`;
-//! - an initramfs (a newc cpio archive written here) whose `/init` runs `sim-guest` and
-//!   prints `@@virtio_sound exit N`;
+//! - an initramfs (a newc cpio archive written here) whose `/init` loads the kernel's UIO
+//!   modules (when the kernel came with its module tree), runs `sim-guest` and prints
+//!   `@@virtio_sound exit N`;
 //! - QEMU, with the serial console captured line by line, a timeout, and the guest's
 //!   `@@virtio_sound result {json}` lines collected;
 //! - QEMU's wav audio backend as the recording of what the device played.
@@ -319,6 +320,47 @@ fn vmlinuz(tree: &Path) -> Result<PathBuf> {
     Err(format!("no boot/vmlinuz-* in {}", boot.display()).into())
 }
 
+/// The kernel modules `sim-guest` uses, in load order: `uio_pci_generic` hands it the
+/// device's INTx interrupt through `/dev/uioN` (without them it polls the used rings).
+pub const GUEST_MODULES: [&str; 2] = ["uio", "uio_pci_generic"];
+/// Where the guest finds them (`/lib/modules/uio.ko.xz`, ...).
+pub const GUEST_MODULE_DIR: &str = "/lib/modules";
+
+/// The [`GUEST_MODULES`] of the kernel package `kernel` (`.../boot/vmlinuz-VERSION`) comes
+/// from, from `.../lib/modules/VERSION/kernel/drivers/uio/`: (file name, contents) of each
+/// one found, as `NAME.ko.xz` or `NAME.ko`. None for a kernel outside such a tree (a bare
+/// `vmlinuz` given by `VIRTIO_SOUND_QEMU_KERNEL`).
+pub fn guest_modules(kernel: &Path) -> Vec<(String, Vec<u8>)> {
+    let Some(version) = kernel
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("vmlinuz-"))
+    else {
+        return Vec::new();
+    };
+    let Some(tree) = kernel
+        .parent()
+        .filter(|b| b.file_name().is_some_and(|n| n == "boot"))
+        .and_then(Path::parent)
+    else {
+        return Vec::new();
+    };
+    let dir = tree
+        .join("lib/modules")
+        .join(version)
+        .join("kernel/drivers/uio");
+    let mut found = Vec::new();
+    for m in GUEST_MODULES {
+        for file in [format!("{m}.ko.xz"), format!("{m}.ko")] {
+            if let Ok(data) = std::fs::read(dir.join(&file)) {
+                found.push((file, data));
+                break;
+            }
+        }
+    }
+    found
+}
+
 /// `bin/busybox` of the extracted busybox-static.
 fn busybox_in(tree: &Path) -> Result<PathBuf> {
     let bb = tree.join("bin/busybox");
@@ -486,12 +528,30 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// The guest's `/init`: mount the kernel file systems, run `/sim-guest ARGS` with its output
-/// on the console, print `@@virtio_sound exit STATUS`, and hand the status to QEMU's exit
+/// The guest's `/init`: mount the kernel file systems, load the kernel modules `modules`
+/// (file names in [`GUEST_MODULE_DIR`], in order; `.xz` ones are decompressed first; one
+/// that does not load is reported and skipped), run `/sim-guest ARGS` with its output on
+/// the console, print `@@virtio_sound exit STATUS`, and hand the status to QEMU's exit
 /// device (`sim-guest exit STATUS`: QEMU then exits with `2 * STATUS + 1`, and finishes the
 /// WAV file as at a clean shutdown); power off if that did not end it.
-pub fn init_script(args: &[String]) -> String {
+pub fn init_script(args: &[String], modules: &[String]) -> String {
     let args: Vec<String> = args.iter().map(|a| shell_quote(a)).collect();
+    let mut load = String::new();
+    for m in modules {
+        let path = shell_quote(&format!("{GUEST_MODULE_DIR}/{m}"));
+        let ko = match m.strip_suffix(".xz") {
+            Some(plain) => {
+                let tmp = shell_quote(&format!("/tmp/{plain}"));
+                load.push_str(&format!("unxz -c {path} >{tmp} && "));
+                tmp
+            }
+            None => path,
+        };
+        load.push_str(&format!(
+            "insmod {ko} || echo {} >/dev/console\n",
+            shell_quote(&format!("init: {m} not loaded"))
+        ));
+    }
     format!(
         "#!/bin/busybox sh\n\
          /bin/busybox --install -s /bin\n\
@@ -501,6 +561,7 @@ pub fn init_script(args: &[String]) -> String {
          mount -t devtmpfs devtmpfs /dev\n\
          mount -t hugetlbfs hugetlbfs /mnt/huge\n\
          cd /tmp\n\
+         {load}\
          /sim-guest {} >/dev/console 2>&1 </dev/null\n\
          status=$?\n\
          echo \"{EXIT_MARK}$status\" >/dev/console\n\
@@ -511,23 +572,34 @@ pub fn init_script(args: &[String]) -> String {
     )
 }
 
-/// The initramfs: busybox, `/init`, `/sim-guest`, the add-on as `/virtio_sound`, and
-/// `files` (guest path, contents; mode 0644; missing parent directories are created, and a
-/// file replaces a fixed entry of the same path).
+/// The initramfs: busybox, `/init`, `/sim-guest`, the add-on as `/virtio_sound`, the kernel
+/// modules `modules` (file name, contents) in [`GUEST_MODULE_DIR`], loaded by `/init` in
+/// this order, and `files` (guest path, contents; mode 0644; missing parent directories are
+/// created, and a file replaces a fixed entry of the same path).
 pub fn initramfs(
     busybox: &[u8],
     runner: &[u8],
     addon: &[u8],
+    modules: &[(String, Vec<u8>)],
     args: &[String],
     files: &[(String, Vec<u8>)],
 ) -> Vec<u8> {
-    let init = init_script(args);
+    let names: Vec<String> = modules.iter().map(|(n, _)| n.clone()).collect();
+    let init = init_script(args, &names);
     let norm = |p: &str| p.trim_start_matches('/').to_string();
     let mut dirs: Vec<String> = ["bin", "dev", "proc", "sys", "tmp", "mnt", "mnt/huge"]
         .iter()
         .map(|s| s.to_string())
         .collect();
-    for (path, _) in files {
+    let module_files: Vec<(String, &[u8])> = modules
+        .iter()
+        .map(|(n, d)| (format!("{GUEST_MODULE_DIR}/{n}"), d.as_slice()))
+        .collect();
+    let paths = module_files
+        .iter()
+        .map(|(p, _)| p)
+        .chain(files.iter().map(|(p, _)| p));
+    for path in paths {
         let p = norm(path);
         let mut at = 0;
         while let Some(i) = p[at..].find('/') {
@@ -544,6 +616,7 @@ pub fn initramfs(
         ("sim-guest".into(), 0o755, runner),
         (norm(GUEST_ADDON), 0o644, addon),
     ];
+    fixed.extend(module_files.iter().map(|(p, d)| (norm(p), 0o644, *d)));
     fixed.retain(|(name, _, _)| !files.iter().any(|(p, _)| norm(p) == *name));
     let mut c = Cpio::new();
     for d in &dirs {
@@ -790,6 +863,7 @@ impl Guest {
             &read(&self.busybox)?,
             &read(&self.runner)?,
             &read(&self.addon)?,
+            &guest_modules(&self.kernel),
             &run.args,
             &run.files,
         );
@@ -1097,6 +1171,10 @@ mod tests {
             b"BUSYBOX",
             b"RUNNER!",
             b"addon bytes",
+            &[
+                ("uio.ko.xz".into(), b"UIO".to_vec()),
+                ("uio_pci_generic.ko".into(), b"GENERIC".to_vec()),
+            ],
             &["play".into(), "it's".into()],
             &[
                 ("/in.wav".into(), vec![1, 2, 3]),
@@ -1117,7 +1195,16 @@ mod tests {
                 .unwrap_or_else(|| panic!("{n}"))
         };
         for d in [
-            "bin", "dev", "proc", "sys", "tmp", "mnt/huge", "deep", "deep/er",
+            "bin",
+            "dev",
+            "proc",
+            "sys",
+            "tmp",
+            "mnt/huge",
+            "deep",
+            "deep/er",
+            "lib",
+            "lib/modules",
         ] {
             assert_eq!(get(d).1, S_IFDIR | 0o755, "{d}");
         }
@@ -1134,6 +1221,20 @@ mod tests {
         assert!(init.starts_with("#!/bin/busybox sh\n"));
         assert!(init.contains(r"/sim-guest 'play' 'it'\''s' "), "{init}");
         assert!(init.contains(EXIT_MARK));
+        // The modules, loaded in order before sim-guest runs; a compressed one is
+        // decompressed first, and one that fails to load does not stop the boot.
+        assert_eq!(get("lib/modules/uio.ko.xz").1, S_IFREG | 0o644);
+        assert_eq!(get("lib/modules/uio.ko.xz").3, b"UIO");
+        assert_eq!(get("lib/modules/uio_pci_generic.ko").3, b"GENERIC");
+        let uio = init
+            .find("unxz -c '/lib/modules/uio.ko.xz' >'/tmp/uio.ko' && insmod '/tmp/uio.ko' || ")
+            .unwrap_or_else(|| panic!("{init}"));
+        let generic = init
+            .find("insmod '/lib/modules/uio_pci_generic.ko' || ")
+            .unwrap_or_else(|| panic!("{init}"));
+        let runner = init.find("/sim-guest 'play'").unwrap();
+        assert!(uio < generic && generic < runner, "{init}");
+        assert!(!init.contains("set -e"), "{init}");
         // Every parent precedes its children.
         for (i, e) in entries.iter().enumerate() {
             if let Some((parent, _)) = e.0.rsplit_once('/') {
@@ -1146,12 +1247,66 @@ mod tests {
             b"r",
             b"a",
             &[],
+            &[],
             &[("/virtio_sound".into(), b"x".to_vec())],
         );
         let e = parse_cpio(&a);
         let addons: Vec<_> = e.iter().filter(|e| e.0 == "virtio_sound").collect();
         assert_eq!(addons.len(), 1);
         assert_eq!(addons[0].3, b"x");
+        // Without modules: nothing under lib/, and /init loads nothing.
+        assert!(!e.iter().any(|e| e.0.starts_with("lib")));
+        let init = String::from_utf8(e.iter().find(|e| e.0 == "init").unwrap().3.clone());
+        assert!(!init.unwrap().contains("insmod"));
+    }
+
+    #[test]
+    fn modules_come_from_the_kernel_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let boot = dir.path().join("boot");
+        let uio = dir.path().join("lib/modules/6.1.0-x/kernel/drivers/uio");
+        std::fs::create_dir_all(&boot).unwrap();
+        std::fs::create_dir_all(&uio).unwrap();
+        let kernel = boot.join("vmlinuz-6.1.0-x");
+        std::fs::write(&kernel, b"k").unwrap();
+        // Nothing there yet.
+        assert!(guest_modules(&kernel).is_empty());
+        std::fs::write(uio.join("uio_pci_generic.ko.xz"), b"G").unwrap();
+        std::fs::write(uio.join("uio.ko"), b"U").unwrap();
+        std::fs::write(uio.join("uio_cif.ko.xz"), b"C").unwrap();
+        assert_eq!(
+            guest_modules(&kernel),
+            vec![
+                ("uio.ko".to_string(), b"U".to_vec()),
+                ("uio_pci_generic.ko.xz".to_string(), b"G".to_vec()),
+            ]
+        );
+        // Another version's modules do not fit this kernel; a bare vmlinuz has none.
+        assert!(guest_modules(&boot.join("vmlinuz-6.1.0-y")).is_empty());
+        let bare = dir.path().join("vmlinuz");
+        std::fs::write(&bare, b"k").unwrap();
+        assert!(guest_modules(&bare).is_empty());
+        assert!(guest_modules(&dir.path().join("lib/vmlinuz-6.1.0-x")).is_empty());
+    }
+
+    /// The kernel `guest_kernel_and_busybox` fetched (if it did) comes with both modules.
+    #[test]
+    fn the_debian_kernel_has_the_uio_modules() {
+        let Ok((kernel, _)) = guest_kernel_and_busybox() else {
+            eprintln!("skipping: no guest kernel");
+            return;
+        };
+        if std::env::var_os(KERNEL_ENV).is_some() {
+            eprintln!("skipping: {KERNEL_ENV} is set");
+            return;
+        }
+        let names: Vec<String> = guest_modules(&kernel).into_iter().map(|m| m.0).collect();
+        assert_eq!(
+            names,
+            ["uio.ko.xz", "uio_pci_generic.ko.xz"],
+            "{}",
+            kernel.display()
+        );
     }
 
     #[test]

@@ -362,6 +362,9 @@ pub fn run(args: &QemuArgs) -> Result {
                 describe(&p.comparison)
             );
             println!("  {}", numbers(&g));
+            if let Some(mode) = g.get("interrupts").and_then(Value::as_str) {
+                println!("  completions: {mode}");
+            }
             if let (Some(out), false) = (&args.out, args.sweep) {
                 std::fs::write(out, p.output.to_bytes())
                     .map_err(|e| format!("{}: {e}", out.display()))?;

@@ -1,11 +1,18 @@
 //! `PciSnd`: QEMU's (or any) virtio-snd PCI function driven from Linux user space through
 //! sysfs, behind the driver crate's `VirtioDevice` trait.
 //!
-//! The function is taken from its kernel driver, its BAR is mapped from `resourceN`, the
-//! rings live in huge-page memory with known physical addresses ([`DmaRegion`]), and
-//! "interrupts" are a poller thread watching the used rings.
+//! The function is taken from its kernel driver, its BAR is mapped from `resourceN`, and the
+//! rings live in huge-page memory with known physical addresses ([`DmaRegion`]).
+//!
+//! Interrupts: when the kernel has `uio_pci_generic`, the function is bound to it and its
+//! INTx line arrives through `/dev/uioN` (an interrupt thread waits on it, reads the ISR
+//! status to lower the line, signals the queues whose used index moved, and unmasks INTx
+//! again in the command register: the kernel's handler masked it). Otherwise a poller
+//! thread watches the used rings every [`POLL_INTERVAL`].
 
 use std::fs::{self, File, OpenOptions};
+use std::io::Read;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
@@ -66,13 +73,25 @@ mod common {
     pub const LEN: usize = 56;
 }
 
+/// The PCI command register's offset in configuration space.
+const CMD_OFFSET: u64 = 4;
 /// PCI command register bits.
 const CMD_MEMORY: u16 = 1 << 1;
 const CMD_BUS_MASTER: u16 = 1 << 2;
 const CMD_INTX_DISABLE: u16 = 1 << 10;
 
 /// How often the poller looks at the used rings.
-const POLL_INTERVAL: Duration = Duration::from_micros(500);
+pub const POLL_INTERVAL: Duration = Duration::from_micros(500);
+/// How long the interrupt thread waits for an interrupt before it looks at its stop flag,
+/// the device status and the used rings (a safety net against a lost interrupt).
+const INTX_TIMEOUT_MS: libc::c_int = 50;
+/// ISR status bits (virtio 1.x §4.1.4.5): a queue interrupt, a configuration change.
+const ISR_QUEUE: u8 = 1;
+const ISR_CONFIG: u8 = 2;
+/// The kernel driver that hands a PCI function's INTx to user space.
+const UIO_DRIVER: &str = "uio_pci_generic";
+/// Its sysfs directory (present when the module is loaded).
+const UIO_DRIVER_DIR: &str = "/sys/bus/pci/drivers/uio_pci_generic";
 /// Polls between two looks at the device status (NEEDS_RESET): about every 100 ms.
 const STATUS_EVERY: u32 = 200;
 /// How long a reset may take to read back as 0.
@@ -120,7 +139,6 @@ impl BarMap {
             .ok()
             .filter(|&l| l > 0)
             .ok_or_else(|| format!("{}: BAR {bar} has size {len}", path.display()))?;
-        use std::os::fd::AsRawFd;
         // SAFETY: a new shared mapping of the BAR at an address the kernel picks; it aliases
         // no Rust object. The result is checked below.
         let ptr = unsafe {
@@ -234,6 +252,11 @@ struct Inner {
     queues: RwLock<Queues>,
     errors: Mutex<Vec<String>>,
     needs_reset_seen: AtomicBool,
+    /// `uio_pci_generic`'s files when the function's INTx reaches us through it (then the
+    /// rings ask for interrupts); `None`: the poller.
+    uio: Option<Uio>,
+    /// Set when `/dev/uioN` failed and the interrupt thread went over to polling.
+    intx_failed: AtomicBool,
 }
 
 impl Inner {
@@ -241,6 +264,36 @@ impl Inner {
         let mut e = lock(&self.errors);
         if e.len() < MAX_ERRORS {
             e.push(msg);
+        }
+    }
+
+    /// Records NEEDS_RESET (once) if the device status has it.
+    fn check_needs_reset(&self) {
+        if self.status() & STATUS_NEEDS_RESET != 0
+            && !self.needs_reset_seen.swap(true, Ordering::SeqCst)
+        {
+            self.error(format!("{}: the device set NEEDS_RESET", self.bdf));
+        }
+    }
+
+    /// Signals each queue whose used index moved since it was last signalled: like an
+    /// interrupt, one call per change; the handler dequeues.
+    fn signal_moved(&self, stop: &AtomicBool, handler: &dyn QueueHandler) {
+        let count = read_lock(&self.queues).list.len();
+        for q in 0..count {
+            let moved = {
+                let qs = read_lock(&self.queues);
+                qs.list.get(q).is_some_and(|m| {
+                    let mut m = lock(m);
+                    let idx = m.ring.device_used_idx();
+                    let moved = idx != m.reported;
+                    m.reported = idx;
+                    moved
+                })
+            };
+            if moved && !stop.load(Ordering::SeqCst) {
+                handler.queue_interrupt(q as u16);
+            }
         }
     }
 
@@ -346,7 +399,8 @@ impl Inner {
             // Ring memory is only ever reached through `SharedMem` (volatile) and by the
             // device.
             let mem = unsafe { SharedMem::new(ptr, layout.total) };
-            let ring = SplitRing::new(mem, region.phys_base() + off as u64, size)?;
+            let mut ring = SplitRing::new(mem, region.phys_base() + off as u64, size)?;
+            ring.set_interrupts(self.uio.is_some());
             self.common.write::<u16>(common::QUEUE_SELECT, q);
             self.common
                 .write::<u16>(common::QUEUE_MSIX_VECTOR, NO_VECTOR);
@@ -397,7 +451,15 @@ impl Drop for Inner {
     }
 }
 
-/// The poller standing in for the interrupt.
+/// The INTx path: `/dev/uioN` (an interrupt is an event to read; closing it makes the
+/// kernel clear bus mastering, so it stays open while the device runs) and the function's
+/// configuration space (to unmask INTx: `uio_pci_generic` has no unmask of its own).
+struct Uio {
+    dev: File,
+    config: File,
+}
+
+/// The thread delivering queue interrupts: the INTx one, or the poller.
 struct Poller {
     stop: Arc<AtomicBool>,
     thread: JoinHandle<()>,
@@ -414,6 +476,8 @@ struct Poller {
 pub struct PciSnd {
     inner: Arc<Inner>,
     poller: Mutex<Option<Poller>>,
+    /// Why the INTx path is not used (`None` when it is).
+    no_intx: Option<String>,
 }
 
 /// Sysfs directory of PCI functions.
@@ -458,6 +522,61 @@ fn find_function(bdf: Option<&str>) -> Result<(String, PathBuf), String> {
     })
 }
 
+/// The name of the kernel driver the function is bound to.
+fn driver_name(dir: &Path) -> Option<String> {
+    let target = fs::read_link(dir.join("driver")).ok()?;
+    Some(target.file_name()?.to_string_lossy().into_owned())
+}
+
+/// Binds the function (bound to no driver, or already to `uio_pci_generic`) to
+/// `uio_pci_generic` and opens its `/dev/uioN`. The error says why not (the module is not
+/// loaded, the probe failed: e.g. INTx masking does not work, no IRQ, ...).
+fn bind_uio(bdf: &str, dir: &Path) -> Result<File, String> {
+    let drv = Path::new(UIO_DRIVER_DIR);
+    if driver_name(dir).as_deref() != Some(UIO_DRIVER) {
+        if !drv.is_dir() {
+            return Err(format!(
+                "{UIO_DRIVER} is not loaded ({UIO_DRIVER_DIR} is missing)"
+            ));
+        }
+        // driver_override makes this function match the driver (which has no id table of
+        // its own) and only it.
+        let over = dir.join("driver_override");
+        fs::write(&over, UIO_DRIVER).map_err(|e| format!("write {}: {e}", over.display()))?;
+        let bind = drv.join("bind");
+        if let Err(e) = fs::write(&bind, bdf) {
+            let _ = fs::write(&over, "\n");
+            return Err(format!(
+                "binding {bdf} to {UIO_DRIVER}: write {}: {e} (see dmesg)",
+                bind.display()
+            ));
+        }
+        if driver_name(dir).as_deref() != Some(UIO_DRIVER) {
+            return Err(format!("{bdf} is not bound to {UIO_DRIVER} after bind"));
+        }
+    }
+    let irq = fs::read_to_string(dir.join("irq")).unwrap_or_default();
+    if irq.trim().parse::<u32>().unwrap_or(0) == 0 {
+        return Err(format!(
+            "{bdf} has no legacy IRQ (irq reads {:?})",
+            irq.trim()
+        ));
+    }
+    let uio_dir = dir.join("uio");
+    let name = fs::read_dir(&uio_dir)
+        .map_err(|e| format!("read_dir {}: {e}", uio_dir.display()))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("uio"))
+        .ok_or_else(|| format!("no uioN in {}", uio_dir.display()))?;
+    let dev = Path::new("/dev").join(&name);
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&dev)
+        .map_err(|e| format!("open {}: {e}", dev.display()))
+}
+
 /// Detaches the function from its kernel driver, if one is bound.
 fn unbind(bdf: &str, dir: &Path) -> Result<(), String> {
     let link = dir.join("driver");
@@ -479,12 +598,16 @@ fn unbind(bdf: &str, dir: &Path) -> Result<(), String> {
 }
 
 impl PciSnd {
-    /// Finds the virtio-snd function (or `bdf`), takes it from its kernel driver, enables
-    /// memory decoding and bus mastering, maps its virtio structures and resets it to
+    /// Finds the virtio-snd function (or `bdf`), takes it from its kernel driver (binding
+    /// it to `uio_pci_generic` for its interrupt when that driver is loaded), enables memory
+    /// decoding and bus mastering, maps its virtio structures and resets it to
     /// ACKNOWLEDGE|DRIVER.
     pub fn open(bdf: Option<&str>) -> Result<PciSnd, String> {
         let (bdf, dir) = find_function(bdf)?;
-        unbind(&bdf, &dir)?;
+        if driver_name(&dir).as_deref() != Some(UIO_DRIVER) {
+            unbind(&bdf, &dir)?;
+        }
+        let mut uio = bind_uio(&bdf, &dir);
         let cfg_path = dir.join("config");
         let cfg = OpenOptions::new()
             .read(true)
@@ -502,14 +625,43 @@ impl PciSnd {
                 "{bdf} is {vendor:04x}:{device:04x}, not a modern virtio device"
             ));
         }
-        enable_command(&cfg, &cfg_path)?;
         let caps = parse_caps(&space[..n]).map_err(|e| format!("{bdf}: {e}"))?;
-        let inner = Self::map(&bdf, &dir, &caps)?;
+        if caps.isr.is_none() && uio.is_ok() {
+            uio = Err(format!("{bdf}: no virtio ISR capability"));
+        }
+        // With uio_pci_generic, INTx disable is the interrupt mask (its handler sets it, the
+        // interrupt thread clears it); the poller keeps the line off.
+        enable_command(&cfg, &cfg_path, uio.is_err())?;
+        let mut inner = Self::map(&bdf, &dir, &caps)?;
+        let no_intx = match uio {
+            Ok(dev) => {
+                inner.uio = Some(Uio { dev, config: cfg });
+                None
+            }
+            Err(e) => Some(e),
+        };
         inner.init()?;
         Ok(PciSnd {
             inner: Arc::new(inner),
             poller: Mutex::new(None),
+            no_intx,
         })
+    }
+
+    /// How queue interrupts are delivered: `"intx"` (the INTx line through
+    /// `uio_pci_generic`) or `"polling"` (a thread looking at the used rings every
+    /// [`POLL_INTERVAL`]; also after `/dev/uioN` failed, see [`PciSnd::errors`]).
+    pub fn interrupt_mode(&self) -> &'static str {
+        if self.inner.uio.is_some() && !self.inner.intx_failed.load(Ordering::SeqCst) {
+            "intx"
+        } else {
+            "polling"
+        }
+    }
+
+    /// Why the INTx path is not used (`None` when it is).
+    pub fn intx_unavailable(&self) -> Option<&str> {
+        self.no_intx.as_deref()
     }
 
     fn map(bdf: &str, dir: &Path, caps: &VirtioCaps) -> Result<Inner, String> {
@@ -558,6 +710,8 @@ impl PciSnd {
             queues: RwLock::new(Queues::default()),
             errors: Mutex::new(Vec::new()),
             needs_reset_seen: AtomicBool::new(false),
+            uio: None,
+            intx_failed: AtomicBool::new(false),
         })
     }
 
@@ -621,16 +775,17 @@ impl PciSnd {
     }
 }
 
-/// Sets memory space, bus master and INTx disable in the command register (the device
-/// must not raise a legacy interrupt nobody handles; we poll).
-fn enable_command(cfg: &File, path: &Path) -> Result<(), String> {
+/// Sets memory space and bus master in the command register, and INTx disable if
+/// `intx_off` (when polling: the device must not raise a legacy interrupt nobody handles).
+fn enable_command(cfg: &File, path: &Path, intx_off: bool) -> Result<(), String> {
     let mut cmd = [0u8; 2];
-    cfg.read_exact_at(&mut cmd, 4)
+    cfg.read_exact_at(&mut cmd, CMD_OFFSET)
         .map_err(|e| format!("pread {} command register: {e}", path.display()))?;
     let old = u16::from_le_bytes(cmd);
-    let new = old | CMD_MEMORY | CMD_BUS_MASTER | CMD_INTX_DISABLE;
+    let intx = if intx_off { CMD_INTX_DISABLE } else { 0 };
+    let new = old | CMD_MEMORY | CMD_BUS_MASTER | intx;
     if new != old {
-        cfg.write_all_at(&new.to_le_bytes(), 4)
+        cfg.write_all_at(&new.to_le_bytes(), CMD_OFFSET)
             .map_err(|e| format!("pwrite {} command register: {e}", path.display()))?;
     }
     Ok(())
@@ -782,9 +937,23 @@ impl VirtioDevice for PciSnd {
         let thread = {
             let inner = inner.clone();
             let stop = stop.clone();
+            let intx = inner.uio.is_some();
             thread::Builder::new()
-                .name("virtio-pci poll".into())
-                .spawn(move || poll(&inner, &stop, &*handler))
+                .name(
+                    if intx {
+                        "virtio-pci intx"
+                    } else {
+                        "virtio-pci poll"
+                    }
+                    .into(),
+                )
+                .spawn(move || {
+                    if intx {
+                        intx_thread(&inner, &stop, &*handler);
+                    } else {
+                        poll(&inner, &stop, &*handler);
+                    }
+                })
                 .map_err(|e| self.fail(Status::NO_MEMORY, format!("spawn poller: {e}")))?
         };
         let id = thread.thread().id();
@@ -894,7 +1063,7 @@ impl VirtioDevice for PciSnd {
         }
         if p.thread.join().is_err() {
             self.inner
-                .error("the poller thread panicked (in the queue handler?)".into());
+                .error("the interrupt thread panicked (in the queue handler?)".into());
         }
     }
 
@@ -927,26 +1096,108 @@ fn poll(inner: &Inner, stop: &AtomicBool, handler: &dyn QueueHandler) {
         round = round.wrapping_add(1);
         // The status register is MMIO (a trap into the device model under emulation):
         // look at it now and then, the rings (plain memory) every time.
-        if round % STATUS_EVERY == 0
-            && inner.status() & STATUS_NEEDS_RESET != 0
-            && !inner.needs_reset_seen.swap(true, Ordering::SeqCst)
-        {
-            inner.error(format!("{}: the device set NEEDS_RESET", inner.bdf));
+        if round % STATUS_EVERY == 0 {
+            inner.check_needs_reset();
         }
-        let count = read_lock(&inner.queues).list.len();
-        for q in 0..count {
-            let moved = {
-                let qs = read_lock(&inner.queues);
-                qs.list.get(q).is_some_and(|m| {
-                    let mut m = lock(m);
-                    let idx = m.ring.device_used_idx();
-                    let moved = idx != m.reported;
-                    m.reported = idx;
-                    moved
-                })
-            };
-            if moved && !stop.load(Ordering::SeqCst) {
-                handler.queue_interrupt(q as u16);
+        inner.signal_moved(stop, handler);
+    }
+}
+
+/// What waiting on `/dev/uioN` gave.
+enum Wait {
+    /// An interrupt came (the kernel masked INTx; the event count was read).
+    Interrupt,
+    /// Nothing within `INTX_TIMEOUT_MS`.
+    Timeout,
+}
+
+/// Waits for the next interrupt of `uio` (at most `INTX_TIMEOUT_MS`) and consumes its
+/// event count.
+fn wait_uio(uio: &Uio) -> std::io::Result<Wait> {
+    let mut pfd = libc::pollfd {
+        fd: uio.dev.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: `pfd` is one valid pollfd for the duration of the call, and the fd
+        // stays open (`uio` is borrowed).
+        let n = unsafe { libc::poll(&mut pfd, 1, INTX_TIMEOUT_MS) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Ok(Wait::Timeout);
+        }
+        if pfd.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
+            return Err(std::io::Error::other(format!(
+                "poll revents {:#x}",
+                pfd.revents
+            )));
+        }
+        // The total interrupt count; reading it is what acknowledges the event.
+        let mut count = [0u8; 4];
+        (&uio.dev).read_exact(&mut count)?;
+        return Ok(Wait::Interrupt);
+    }
+}
+
+/// Unmasks INTx: clears INTx disable in the command register's high byte (only that byte
+/// is written, as the kernel's UIO documentation does: the low byte holds memory and bus
+/// master enable). Only this thread clears the bit and the kernel's handler only sets it
+/// while it is clear, so the read-modify-write races with nothing.
+fn unmask_uio(uio: &Uio) -> std::io::Result<()> {
+    let mut hi = [0u8; 1];
+    uio.config.read_exact_at(&mut hi, CMD_OFFSET + 1)?;
+    let mask = (CMD_INTX_DISABLE >> 8) as u8;
+    if hi[0] & mask != 0 {
+        uio.config.write_all_at(&[hi[0] & !mask], CMD_OFFSET + 1)?;
+    }
+    Ok(())
+}
+
+/// The interrupt thread: wait for the INTx interrupt through `/dev/uioN`, read the ISR
+/// status (which lowers the line), signal the queues whose used index moved, unmask. The
+/// ISR is read before the rings, so a completion after the look raises the line again and
+/// is seen after the unmask. On a timeout the rings are looked at anyway (a lost interrupt
+/// costs at most `INTX_TIMEOUT_MS`). If `/dev/uioN` fails, the thread falls back to
+/// polling.
+fn intx_thread(inner: &Inner, stop: &AtomicBool, handler: &dyn QueueHandler) {
+    let Some(uio) = inner.uio.as_ref() else {
+        return poll(inner, stop, handler);
+    };
+    let fallback = |what: &str, e: std::io::Error| {
+        inner.intx_failed.store(true, Ordering::SeqCst);
+        inner.error(format!("{}: {what}: {e}; polling from now on", inner.bdf));
+        poll(inner, stop, handler);
+    };
+    // Masked since the last run (or by a previous owner): open the line.
+    if let Err(e) = unmask_uio(uio) {
+        return fallback("unmasking INTx", e);
+    }
+    while !stop.load(Ordering::SeqCst) {
+        let fired = match wait_uio(uio) {
+            Ok(Wait::Interrupt) => true,
+            Ok(Wait::Timeout) => false,
+            Err(e) => return fallback("waiting on /dev/uio", e),
+        };
+        if fired {
+            // Read-to-clear: lowers the INTx line.
+            let isr = inner.isr.as_ref().map_or(ISR_QUEUE, |w| w.read::<u8>(0));
+            if isr & ISR_CONFIG != 0 {
+                inner.check_needs_reset();
+            }
+        } else {
+            inner.check_needs_reset();
+        }
+        inner.signal_moved(stop, handler);
+        if fired {
+            if let Err(e) = unmask_uio(uio) {
+                return fallback("unmasking INTx", e);
             }
         }
     }

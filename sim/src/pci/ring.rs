@@ -11,7 +11,8 @@ use driver::platform::{PhysEntry, Status};
 pub const DESC_F_NEXT: u16 = 1;
 /// `VIRTQ_DESC_F_WRITE`: the buffer is device-writable.
 pub const DESC_F_WRITE: u16 = 2;
-/// `VIRTQ_AVAIL_F_NO_INTERRUPT`: the driver polls, the device need not interrupt.
+/// `VIRTQ_AVAIL_F_NO_INTERRUPT`: the driver polls, the device need not interrupt (set in a
+/// new ring; [`SplitRing::set_interrupts`] clears it).
 pub const AVAIL_F_NO_INTERRUPT: u16 = 1;
 
 /// Where the three parts of a split ring of `size` entries go in one block of memory.
@@ -204,6 +205,14 @@ impl SplitRing {
 
     pub fn size(&self) -> u16 {
         self.layout.size
+    }
+
+    /// Asks the device to interrupt when it uses buffers (`on`), or not
+    /// (`VIRTQ_AVAIL_F_NO_INTERRUPT`, for a driver that polls). A hint the device may ignore.
+    pub fn set_interrupts(&mut self, on: bool) {
+        let flags = if on { 0 } else { AVAIL_F_NO_INTERRUPT };
+        self.mem.write::<u16>(self.layout.avail, flags);
+        fence(Ordering::SeqCst);
     }
 
     pub fn layout(&self) -> RingLayout {
@@ -518,7 +527,11 @@ mod tests {
                 flags: DESC_F_WRITE
             }]
         );
-        // The driver asked not to be interrupted.
+        // A new ring asks not to be interrupted; `set_interrupts` switches the flag.
+        assert_eq!(dev.mem.read::<u16>(dev.layout.avail), AVAIL_F_NO_INTERRUPT);
+        ring.set_interrupts(true);
+        assert_eq!(dev.mem.read::<u16>(dev.layout.avail), 0);
+        ring.set_interrupts(false);
         assert_eq!(dev.mem.read::<u16>(dev.layout.avail), AVAIL_F_NO_INTERRUPT);
         assert!(!ring.has_used());
         assert_eq!(ring.pop_used(), None);
