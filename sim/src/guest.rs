@@ -21,7 +21,7 @@ use std::fmt::Write as _;
 
 use spec::hmulti_audio as hm;
 
-use crate::client::{self, play, Choice, Played, Session};
+use crate::client::{self, play, Choice, Session};
 use crate::wav::{SampleFormat, Wav};
 
 /// Prefix of every result line on the console.
@@ -465,11 +465,6 @@ mod real {
         Ok(s)
     }
 
-    /// A result line with how completions reached the driver (INTx or polling).
-    fn with_mode(mode: &str, j: Json) -> Json {
-        j.str("interrupts", mode)
-    }
-
     /// Times the driver found the device ran dry (nothing queued at an exchange) in the log
     /// lines after the first `seen`, which is moved past them.
     fn ran_dry(kernel: &SimKernel, seen: &mut usize) -> u64 {
@@ -487,46 +482,66 @@ mod real {
         n
     }
 
-    /// One stream's result line.
-    #[allow(clippy::too_many_arguments)]
-    fn report(
-        what: &str,
-        rate: u32,
-        s: &Session,
-        p: &Played,
-        opened: i64,
-        cpu_us: i64,
-        audio_s: f64,
-        dry: u64,
-    ) -> Json {
-        let t = timing(&p.reports, rate, p.buffer_frames, opened);
-        let r = timing(&p.rec_reports, rate, p.buffer_frames, opened);
-        let last = p.reports.last().copied().unwrap_or((0, 0));
-        let rec_last = p.rec_reports.last().copied().unwrap_or((0, 0));
-        Json::default()
-            .str("what", what)
-            .num("rate", rate)
-            .num("channels", s.desc.output_channel_count)
-            .num("buffers", p.buffers as f64)
-            .num("buffer_frames", p.buffer_frames as f64)
-            .num("exchanges", p.reports.len() as f64)
-            .num("errors", p.errors as f64)
-            .num("played_frames", last.1 as f64)
-            .num("played_time_us", (last.0 - opened) as f64)
-            .num("startup_us", t.startup_us as f64)
-            .num("xruns", t.xruns as f64)
-            .num("device_ran_dry", dry as f64)
-            .num("drift_ppm", t.drift_ppm)
-            .num("jitter_max_us", t.jitter_max_us)
-            .num("recorded_frames", rec_last.1 as f64)
-            .num("recorded_bytes", p.recorded.len() as f64)
-            .num("record_drift_ppm", r.drift_ppm)
-            .num("record_points", r.points as f64)
-            .num(
-                "record_time_monotonic",
-                u8::from(p.rec_reports.windows(2).all(|w| w[1].0 >= w[0].0)),
-            )
-            .num("cpu_us_per_audio_s", cpu_us as f64 / audio_s.max(1e-9))
+    /// What the runs of one boot have in common, and their result lines.
+    struct Runner {
+        kernel: SimKernel,
+        /// How completions reach the driver ("intx", or "polling" and why).
+        interrupts: String,
+        /// Kernel log records already looked at.
+        seen: usize,
+        out: Vec<Json>,
+    }
+
+    impl Runner {
+        /// Plays `data` through an open session as the media add-on does (ending with
+        /// FORCE_STOP) and adds its result line; start-up is counted from `since`.
+        fn stream(
+            &mut self,
+            what: &str,
+            d: &crate::addon::AddonDevice<'_>,
+            s: &mut Session,
+            data: &[u8],
+            since: i64,
+        ) {
+            let c0 = cpu_time_us();
+            let p = play(d, s, data);
+            let cpu = cpu_time_us() - c0;
+            let rate = s.output_hz();
+            let frame = (s.play_bytes() / p.buffer_frames.max(1)).max(1);
+            let audio_s = (data.len() / frame) as f64 / f64::from(rate.max(1));
+            let dry = ran_dry(&self.kernel, &mut self.seen);
+            let t = timing(&p.reports, rate, p.buffer_frames, since);
+            let rec = timing(&p.rec_reports, rate, p.buffer_frames, since);
+            let last = p.reports.last().copied().unwrap_or((0, 0));
+            let rec_last = p.rec_reports.last().copied().unwrap_or((0, 0));
+            self.out.push(
+                Json::default()
+                    .str("what", what)
+                    .num("rate", rate)
+                    .num("channels", s.desc.output_channel_count)
+                    .num("buffers", p.buffers as f64)
+                    .num("buffer_frames", p.buffer_frames as f64)
+                    .num("exchanges", p.reports.len() as f64)
+                    .num("errors", p.errors as f64)
+                    .num("played_frames", last.1 as f64)
+                    .num("played_time_us", (last.0 - since) as f64)
+                    .num("startup_us", t.startup_us as f64)
+                    .num("xruns", t.xruns as f64)
+                    .num("device_ran_dry", dry as f64)
+                    .num("drift_ppm", t.drift_ppm)
+                    .num("jitter_max_us", t.jitter_max_us)
+                    .num("recorded_frames", rec_last.1 as f64)
+                    .num("recorded_bytes", p.recorded.len() as f64)
+                    .num("record_drift_ppm", rec.drift_ppm)
+                    .num("record_points", rec.points as f64)
+                    .num(
+                        "record_time_monotonic",
+                        u8::from(p.rec_reports.windows(2).all(|w| w[1].0 >= w[0].0)),
+                    )
+                    .num("cpu_us_per_audio_s", cpu as f64 / audio_s.max(1e-9))
+                    .str("interrupts", &self.interrupts),
+            );
+        }
     }
 
     fn silence(s: &Session, seconds: f64) -> Vec<u8> {
@@ -540,9 +555,13 @@ mod real {
             Some(why) => format!("{} ({why})", device.interrupt_mode()),
             None => device.interrupt_mode().to_owned(),
         };
-        let mut out = Vec::new();
         let kernel = addon.kernel().clone();
-        let mut seen = 0;
+        let mut r = Runner {
+            kernel: kernel.clone(),
+            interrupts,
+            seen: 0,
+            out: Vec::new(),
+        };
         match args.mode {
             Mode::Play => {
                 let path = args.input.as_deref().ok_or("play needs --input")?;
@@ -557,15 +576,7 @@ mod real {
                         s.desc.output_channel_count, wav.channels
                     ));
                 }
-                let cpu0 = cpu_time_us();
-                let p = play(&d, &mut s, &wav.data);
-                let cpu = cpu_time_us() - cpu0;
-                let audio_s = wav.frames() as f64 / f64::from(wav.rate);
-                let dry = ran_dry(&kernel, &mut seen);
-                out.push(with_mode(
-                    &interrupts,
-                    report("play", wav.rate, &s, &p, opened, cpu, audio_s, dry),
-                ));
+                r.stream("play", &d, &mut s, &wav.data, opened);
                 s.release(&d);
                 d.close();
             }
@@ -576,15 +587,8 @@ mod real {
                 if s.rec.is_empty() {
                     return Err("the device published no record buffers".into());
                 }
-                let input = silence(&s, args.seconds);
-                let cpu0 = cpu_time_us();
-                let p = play(&d, &mut s, &input);
-                let cpu = cpu_time_us() - cpu0;
-                let dry = ran_dry(&kernel, &mut seen);
-                out.push(with_mode(
-                    &interrupts,
-                    report("capture", args.rate, &s, &p, opened, cpu, args.seconds, dry),
-                ));
+                let quiet = silence(&s, args.seconds);
+                r.stream("capture", &d, &mut s, &quiet, opened);
                 s.release(&d);
                 d.close();
             }
@@ -592,67 +596,40 @@ mod real {
                 let opened = kernel.clock().now();
                 let d = addon.open_first()?;
                 let mut s = session(&d, args.rate, args.format)?;
-                for (what, rate) in [("first", args.rate), ("after stop", args.rate)] {
-                    let t0 = kernel.clock().now();
-                    let input = silence(&s, args.seconds);
-                    let c0 = cpu_time_us();
-                    let p = play(&d, &mut s, &input);
-                    let cpu = cpu_time_us() - c0;
-                    let at = if what == "first" { opened } else { t0 };
-                    let dry = ran_dry(&kernel, &mut seen);
-                    out.push(with_mode(
-                        &interrupts,
-                        report(what, rate, &s, &p, at, cpu, args.seconds, dry),
-                    ));
-                }
+                let quiet = silence(&s, args.seconds);
+                r.stream("first", &d, &mut s, &quiet, opened);
+                let t0 = kernel.clock().now();
+                let quiet = silence(&s, args.seconds);
+                r.stream("after stop", &d, &mut s, &quiet, t0);
                 // Reconfigure between exchanges, as the media add-on's rate parameter does.
                 let mut f = s.format;
                 f.output.rate = rate_bit(args.rate2).ok_or("--rate2 has no hmulti rate bit")?;
                 f.input.rate = f.output.rate;
-                let r = client::ioctl(&d, hm::B_MULTI_SET_GLOBAL_FORMAT, &mut f);
-                if r != 0 {
-                    return Err(format!("SET_GLOBAL_FORMAT to {} Hz: {r:#x}", args.rate2));
+                let status = client::ioctl(&d, hm::B_MULTI_SET_GLOBAL_FORMAT, &mut f);
+                if status != 0 {
+                    return Err(format!(
+                        "SET_GLOBAL_FORMAT to {} Hz: {status:#x}",
+                        args.rate2
+                    ));
                 }
                 s.get_buffers(&d)?;
                 s.format = f;
                 let t0 = kernel.clock().now();
-                let input = silence(&s, args.seconds);
-                let c0 = cpu_time_us();
-                let p = play(&d, &mut s, &input);
-                let cpu = cpu_time_us() - c0;
-                let dry = ran_dry(&kernel, &mut seen);
-                out.push(with_mode(
-                    &interrupts,
-                    report(
-                        "reconfigured",
-                        args.rate2,
-                        &s,
-                        &p,
-                        t0,
-                        cpu,
-                        args.seconds,
-                        dry,
-                    ),
-                ));
+                let quiet = silence(&s, args.seconds);
+                r.stream("reconfigured", &d, &mut s, &quiet, t0);
                 s.release(&d);
                 d.close();
                 // Close and reopen in the same boot.
                 let t0 = kernel.clock().now();
                 let d = addon.open_first()?;
                 let mut s = session(&d, args.rate, args.format)?;
-                let input = silence(&s, args.seconds);
-                let c0 = cpu_time_us();
-                let p = play(&d, &mut s, &input);
-                let cpu = cpu_time_us() - c0;
-                let dry = ran_dry(&kernel, &mut seen);
-                out.push(with_mode(
-                    &interrupts,
-                    report("reopened", args.rate, &s, &p, t0, cpu, args.seconds, dry),
-                ));
+                let quiet = silence(&s, args.seconds);
+                r.stream("reopened", &d, &mut s, &quiet, t0);
                 s.release(&d);
                 d.close();
             }
         }
+        let out = r.out;
         addon
             .unload()
             .map_err(|v| format!("unload: {}", v.join("; ")))?;

@@ -9,28 +9,17 @@ use serde_json::{json, Value};
 use sim::wav::{SampleFormat, Wav};
 
 use crate::qemu::{read_qemu_wav, run_dir, Audiodev, Guest, GuestRun, GUEST_ADDON, GUEST_INPUT};
+use crate::simcmd::StreamArgs;
 use crate::Result;
 
 /// Options of `cargo xtask qemu`: those of `cargo xtask sim`, and what only a real device
 /// has.
 #[derive(Debug, Clone, clap::Args)]
 pub struct QemuArgs {
-    /// Sample rate in Hz (default: the input file's, else 48000).
-    #[arg(long)]
-    pub rate: Option<u32>,
-    /// Sample format: s16, s32, float or u8 (default: the input file's, else s16).
-    #[arg(long)]
-    pub format: Option<String>,
-    /// Channels (default: the input file's, else 2). QEMU's device is stereo; another
+    /// What to play, as for `cargo xtask sim`. QEMU's device is stereo; another channel
     /// count is set up by preparing its streams with it first.
-    #[arg(long)]
-    pub channels: Option<u16>,
-    /// Seconds of the default signal (ignored with --input).
-    #[arg(long, default_value_t = 2.0)]
-    pub seconds: f64,
-    /// A WAV file to play (default: a 997 Hz sine).
-    #[arg(long)]
-    pub input: Option<PathBuf>,
+    #[command(flatten)]
+    pub stream: StreamArgs,
     /// Where to write what QEMU's wav backend received (16-bit, at least two channels:
     /// QEMU's mixer would sum a mono stream's two copies into a mono file).
     #[arg(long)]
@@ -42,9 +31,6 @@ pub struct QemuArgs {
     /// Not available here: the device is QEMU's (see --channels).
     #[arg(long)]
     pub device_config: Option<PathBuf>,
-    /// The add-on to load (default: build it with `cargo xtask build-haiku`).
-    #[arg(long)]
-    pub addon: Option<PathBuf>,
     /// Play random noise at 44.1, 48, 96, 192 and 384 kHz (one boot each) and print a
     /// table; `--seconds` long each.
     #[arg(long)]
@@ -157,32 +143,14 @@ pub fn noise(rate: u32, channels: u16, seconds: f64, seed: u64) -> Wav {
     }
 }
 
-fn parse_format(s: &str) -> Result<SampleFormat> {
-    Ok(match s {
-        "s16" => SampleFormat::S16,
-        "s32" => SampleFormat::S32,
-        "float" => SampleFormat::F32,
-        "u8" => SampleFormat::U8,
-        other => {
-            return Err(format!("unknown --format {other:?}: use s16, s32, float or u8").into())
-        }
-    })
-}
-
-fn format_name(f: SampleFormat) -> Result<&'static str> {
-    Ok(match f {
-        SampleFormat::S16 => "s16",
+/// `sim-guest`'s name for a sample format.
+fn format_name(f: SampleFormat) -> &'static str {
+    match f {
         SampleFormat::S32 => "s32",
         SampleFormat::F32 => "float",
         SampleFormat::U8 => "u8",
-        other => {
-            return Err(format!(
-                "{other:?} WAV files cannot be played through hmulti; use 8-bit unsigned, \
-                 16/32-bit or float"
-            )
-            .into())
-        }
-    })
+        _ => "s16",
+    }
 }
 
 /// One playback boot: what the guest measured and what QEMU recorded.
@@ -304,11 +272,11 @@ pub fn run(args: &QemuArgs) -> Result {
         );
     }
     let timeout = Duration::from_secs(args.timeout);
-    let guest = Guest::prepare(args.addon.as_deref())?;
+    let guest = Guest::prepare(args.stream.addon.as_deref())?;
     let mut report = Vec::new();
     if args.capture || args.cycle.is_some() {
-        let rate = args.rate.unwrap_or(48000);
-        let format = format_name(parse_format(args.format.as_deref().unwrap_or("s16"))?)?;
+        let (wav, _) = args.stream.wav()?;
+        let (rate, format) = (wav.rate, format_name(wav.format));
         let mut a: Vec<String> = vec![
             if args.capture { "capture" } else { "cycle" }.into(),
             "--rate".into(),
@@ -316,7 +284,7 @@ pub fn run(args: &QemuArgs) -> Result {
             "--format".into(),
             format.into(),
             "--seconds".into(),
-            args.seconds.to_string(),
+            args.stream.seconds.to_string(),
         ];
         if let Some(r2) = args.cycle {
             a.extend(["--rate2".into(), r2.to_string()]);
@@ -343,10 +311,20 @@ pub fn run(args: &QemuArgs) -> Result {
         let runs: Vec<Wav> = if args.sweep {
             SWEEP_RATES
                 .iter()
-                .map(|&r| noise(r, args.channels.unwrap_or(2), args.seconds, u64::from(r)))
+                .map(|&r| {
+                    let (channels, seconds) =
+                        (args.stream.channels.unwrap_or(2), args.stream.seconds);
+                    noise(r, channels, seconds, u64::from(r))
+                })
                 .collect()
         } else {
-            vec![input_wav(args)?]
+            let (wav, _) = args.stream.wav()?;
+            if !(1..=16).contains(&wav.channels) {
+                return Err(
+                    format!("--channels {}: QEMU's device takes 1 to 16", wav.channels).into(),
+                );
+            }
+            vec![wav]
         };
         if args.sweep {
             println!("rate      result");
@@ -393,48 +371,6 @@ pub fn run(args: &QemuArgs) -> Result {
         std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(())
-}
-
-/// The WAV of a single playback: `--input` (checked against the options) or a sine.
-fn input_wav(args: &QemuArgs) -> Result<Wav> {
-    let input = match &args.input {
-        Some(p) => {
-            let bytes = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
-            Some(Wav::parse(&bytes).map_err(|e| format!("{}: {e}", p.display()))?)
-        }
-        None => None,
-    };
-    let sample = match (&args.format, &input) {
-        (Some(f), _) => parse_format(f)?,
-        (None, Some(w)) => w.format,
-        (None, None) => SampleFormat::S16,
-    };
-    format_name(sample)?;
-    let rate = args
-        .rate
-        .or(input.as_ref().map(|w| w.rate))
-        .unwrap_or(48000);
-    let channels = args
-        .channels
-        .or(input.as_ref().map(|w| w.channels))
-        .unwrap_or(2);
-    if !(1..=16).contains(&channels) {
-        return Err(format!("--channels {channels}: QEMU's device takes 1 to 16").into());
-    }
-    Ok(match input {
-        Some(w) => {
-            if w.rate != rate || w.channels != channels || w.format != sample {
-                return Err(format!(
-                    "the input is {} Hz, {} channels, {:?}; the stream is {rate} Hz, {channels} \
-                     channels, {sample:?}: pass matching --rate/--channels/--format",
-                    w.rate, w.channels, w.format
-                )
-                .into());
-            }
-            w
-        }
-        None => Wav::sine(997.0, rate, channels, sample, args.seconds),
-    })
 }
 
 #[cfg(test)]

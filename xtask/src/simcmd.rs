@@ -11,9 +11,9 @@ use spec::virtio_snd::{PcmFormat, PcmRate};
 
 use crate::Result;
 
-/// Options of `cargo xtask sim`.
+/// What to play: the options `cargo xtask sim` and `cargo xtask qemu` share.
 #[derive(Debug, Clone, clap::Args)]
-pub struct SimArgs {
+pub struct StreamArgs {
     /// Sample rate in Hz (default: the input file's, else 48000).
     #[arg(long)]
     pub rate: Option<u32>,
@@ -29,6 +29,59 @@ pub struct SimArgs {
     /// A WAV file to play (default: a 997 Hz sine).
     #[arg(long)]
     pub input: Option<PathBuf>,
+    /// The add-on to load (default: build it with `cargo xtask build-haiku`).
+    #[arg(long)]
+    pub addon: Option<PathBuf>,
+}
+
+impl StreamArgs {
+    /// The stream to play: `--input` (checked against the other options) or a 997 Hz sine,
+    /// and its hmulti format bit.
+    pub fn wav(&self) -> Result<(Wav, u32)> {
+        let input = match &self.input {
+            Some(p) => {
+                let bytes = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
+                Some(Wav::parse(&bytes).map_err(|e| format!("{}: {e}", p.display()))?)
+            }
+            None => None,
+        };
+        let (sample, fmt_bit) = match (&self.format, &input) {
+            (Some(f), _) => parse_format(f)?,
+            (None, Some(w)) => (w.format, hmulti_format(w.format)?),
+            (None, None) => (SampleFormat::S16, hm::B_FMT_16BIT),
+        };
+        let rate = self
+            .rate
+            .or(input.as_ref().map(|w| w.rate))
+            .unwrap_or(48000);
+        let channels = self
+            .channels
+            .or(input.as_ref().map(|w| w.channels))
+            .unwrap_or(2);
+        let wav = match input {
+            Some(w) => {
+                if w.rate != rate || w.channels != channels || w.format != sample {
+                    return Err(format!(
+                        "the input is {} Hz, {} channels, {:?}; the stream is {rate} Hz, \
+                         {channels} channels, {sample:?}: pass matching \
+                         --rate/--channels/--format",
+                        w.rate, w.channels, w.format
+                    )
+                    .into());
+                }
+                w
+            }
+            None => Wav::sine(997.0, rate, channels, sample, self.seconds),
+        };
+        Ok((wav, fmt_bit))
+    }
+}
+
+/// Options of `cargo xtask sim`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SimArgs {
+    #[command(flatten)]
+    pub stream: StreamArgs,
     /// Where to write what the device received.
     #[arg(long)]
     pub out: PathBuf,
@@ -38,9 +91,6 @@ pub struct SimArgs {
     /// A device description (TOML) instead of the default two-stream device.
     #[arg(long)]
     pub device_config: Option<PathBuf>,
-    /// The add-on to load (default: build it with `cargo xtask build-haiku`).
-    #[arg(long)]
-    pub addon: Option<PathBuf>,
 }
 
 fn parse_format(s: &str) -> Result<(SampleFormat, u32)> {
@@ -146,45 +196,14 @@ pub fn percentiles(mut errors: Vec<i64>) -> (i64, i64, i64) {
 }
 
 pub fn run(args: &SimArgs) -> Result {
-    let input = match &args.input {
-        Some(p) => {
-            let bytes = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
-            Some(Wav::parse(&bytes).map_err(|e| format!("{}: {e}", p.display()))?)
-        }
-        None => None,
-    };
-    let (sample, fmt_bit) = match (&args.format, &input) {
-        (Some(f), _) => parse_format(f)?,
-        (None, Some(w)) => (w.format, hmulti_format(w.format)?),
-        (None, None) => (SampleFormat::S16, hm::B_FMT_16BIT),
-    };
-    let rate = args
-        .rate
-        .or(input.as_ref().map(|w| w.rate))
-        .unwrap_or(48000);
-    let channels = args
-        .channels
-        .or(input.as_ref().map(|w| w.channels))
-        .unwrap_or(2);
-    let wav = match input {
-        Some(w) => {
-            if w.rate != rate || w.channels != channels || w.format != sample {
-                return Err(format!(
-                    "the input is {} Hz, {} channels, {:?}; the stream is {rate} Hz, {channels} channels, {sample:?}: pass matching --rate/--channels/--format",
-                    w.rate, w.channels, w.format
-                )
-                .into());
-            }
-            w
-        }
-        None => Wav::sine(997.0, rate, channels, sample, args.seconds),
-    };
+    let (wav, fmt_bit) = args.stream.wav()?;
+    let (rate, channels, sample) = (wav.rate, wav.channels, wav.format);
     let rate_bit = driver::hmulti::format::RATES
         .iter()
         .find(|(r, _)| r.hz() == Some(rate))
         .map(|(_, b)| *b)
         .ok_or(format!("{rate} Hz has no hmulti rate bit"))?;
-    let addon = match &args.addon {
+    let addon = match &args.stream.addon {
         Some(p) => p.clone(),
         None => crate::haiku::build()?,
     };
