@@ -249,3 +249,53 @@ fn a_late_client_is_counted_and_reported_at_stop() {
     assert_eq!(dry, 1);
     rig.finish(Some(card));
 }
+
+/// A device that completes playback buffers when it *takes* them, ~1024 frames before it
+/// plays them, and throws away what it holds at STOP (QEMU): the stop padding grows to what
+/// the device holds, so the whole input is played at 8 kHz (1024 frames = 128 ms) as at
+/// 48 kHz; without padding the tail is lost.
+#[test]
+fn a_device_that_takes_ahead_loses_nothing_at_stop() {
+    for (rate, hz) in [(hm::B_SR_8000, 8000u32), (hm::B_SR_48000, 48000)] {
+        for padding in [None, Some(0)] {
+            let config = ModelConfig {
+                takes_ahead_frames: 1024,
+                ..ModelConfig::hmulti_full(2)
+            };
+            let mut rig = Rig::new(config);
+            let card = rig.card(Settings {
+                stop_padding_us: padding,
+                ..Settings::default()
+            });
+            let mut c = Client::init(&card, Some(rate), Some(hm::B_FMT_16BIT));
+            let n = c.list.return_playback_buffers as usize;
+            let pb = c.play_bytes();
+            let input = signal(pb * 30, hz);
+            let used = stream(&card, &mut c, &input, 30);
+            card.dispatch(hm::B_MULTI_BUFFER_FORCE_STOP, 0, 1)
+                .expect("FORCE_STOP");
+            let played = rig.model.played(0);
+            let heard = played.len().saturating_sub(n * pb).min(used);
+            match padding {
+                None => {
+                    assert!(
+                        played.len() >= n * pb + used,
+                        "{hz} Hz: {} of {used} input bytes heard",
+                        played.len().saturating_sub(n * pb)
+                    );
+                    assert!(
+                        played[n * pb..n * pb + used] == input[..used],
+                        "{hz} Hz: the whole input is heard"
+                    );
+                    assert!(played[n * pb + used..].iter().all(|&b| b == 0));
+                    assert!(rig.model.dropped_frames(0) > 0, "STOP dropped silence");
+                }
+                Some(_) => assert!(
+                    heard < used,
+                    "{hz} Hz without padding: the device's tail is lost ({heard} of {used})"
+                ),
+            }
+            rig.finish(Some(card));
+        }
+    }
+}

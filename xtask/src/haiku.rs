@@ -32,8 +32,8 @@ buffer_count 0
 max_rate 0
 # Log level: 0 errors, 1 warnings, 2 info, 3 debug, 4 trace.
 log_level 2
-# Silence played after the last buffer when playback stops, in ms (0..1000), so that what
-# the device still holds is heard.
+# Least silence played after the last buffer when playback stops, in ms (0..1000), so that
+# what the device still holds is heard (more if the device holds more; 0 plays none).
 stop_padding_ms 20
 ";
 

@@ -10,7 +10,8 @@
 //! max_rate 192000
 //! # 0 errors, 1 warnings, 2 info, 3 debug, 4 trace
 //! log_level 2
-//! # silence played after the last buffer when playback stops, in ms (0..1000, default 20)
+//! # least silence played after the last buffer when playback stops, in ms (0..1000,
+//! # default 20; more if the device holds more; 0: none)
 //! stop_padding_ms 20
 //! ```
 

@@ -37,13 +37,15 @@ pub struct Settings {
     pub buffer_count: u32,
     /// Highest rate to advertise, in Hz; `None` advertises everything.
     pub max_rate: Option<u32>,
-    /// Silence played after the last buffer when playback stops (FORCE_STOP), in µs, so
-    /// that what the device holds inside is heard; `None` is [`DEFAULT_STOP_PADDING_US`].
+    /// Least silence played after the last buffer when playback stops (FORCE_STOP), in µs,
+    /// so that what the device holds inside is heard (more if the device holds more); 0
+    /// plays none; `None` is [`DEFAULT_STOP_PADDING_US`].
     pub stop_padding_us: Option<u32>,
 }
 
-/// QEMU's device keeps about one 10 ms audio-timer tick of data in its mixer and drops it at
-/// STOP; twice that covers it.
+/// The least silence played at stop. The driver plays more when the device holds more (it
+/// measures what the device took ahead of real time: QEMU holds about 1024 frames, 21 ms at
+/// 48 kHz, 128 ms at 8 kHz).
 pub const DEFAULT_STOP_PADDING_US: u32 = 20_000;
 
 /// One direction of a card.

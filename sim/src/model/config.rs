@@ -248,6 +248,11 @@ pub struct ModelConfig {
     pub advertised_counts: Option<[u32; 4]>,
     /// Send a CTL_NOTIFY (value) event after a successful CTL_WRITE.
     pub notify_on_ctl_write: bool,
+    /// Playback frames the device takes ahead of what it has played, like QEMU (whose
+    /// mixer holds about 1024 frames): a tx buffer completes when it is *taken*, that many
+    /// frames before it is played, and STOP throws away what was taken but not played.
+    /// 0: a buffer completes when its last frame has been played.
+    pub takes_ahead_frames: u64,
 }
 
 impl Default for ModelConfig {
@@ -264,6 +269,7 @@ impl Default for ModelConfig {
             control_latency: 50,
             advertised_counts: None,
             notify_on_ctl_write: false,
+            takes_ahead_frames: 0,
         }
     }
 }

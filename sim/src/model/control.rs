@@ -228,7 +228,7 @@ impl State {
                 }
                 let s = &mut self.streams[id as usize];
                 s.state = PcmState::Stopped;
-                s.stop();
+                s.stop(now);
                 Reply::ok(ControlResponse::PcmStop, 4)
             }
             ControlRequest::PcmRelease { request } => {
@@ -241,7 +241,7 @@ impl State {
                 self.flush_stream(id as usize);
                 let s = &mut self.streams[id as usize];
                 s.state = PcmState::Released;
-                s.stop();
+                s.stop(now);
                 Reply::ok(ControlResponse::PcmRelease, 4)
             }
             ControlRequest::CtlEnumItems { request, items } => {

@@ -827,7 +827,11 @@ impl SndModel {
             .streams
             .iter()
             .enumerate()
-            .map(|(i, c)| Stream::new(i as u32, c.clone()))
+            .map(|(i, c)| {
+                let mut s = Stream::new(i as u32, c.clone());
+                s.ahead = config.takes_ahead_frames;
+                s
+            })
             .collect();
         let jacks = config
             .jacks
@@ -1003,6 +1007,14 @@ impl SndModel {
             .get(stream as usize)
             .map(|s| s.played.clone())
             .unwrap_or_default()
+    }
+
+    /// Playback frames STOP threw away: taken ahead (`takes_ahead_frames`) and never played.
+    pub fn dropped_frames(&self, stream: u32) -> u64 {
+        self.state()
+            .streams
+            .get(stream as usize)
+            .map_or(0, |s| s.dropped_frames)
     }
 
     /// XRUN events the device had to drop because no event buffer was free.

@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 
 use driver::platform::PhysEntry;
-use spec::virtio_snd::{PcmRate, PcmSetParams};
+use spec::virtio_snd::{Direction, PcmRate, PcmSetParams};
 
 use super::config::{frame_bits, sample_bytes, StreamConfig};
 use super::fault::Fault;
@@ -156,6 +156,10 @@ pub(crate) struct Stream {
     pub periods: Vec<PeriodRecord>,
     /// Bytes captured so far (the capture pattern's position).
     pub capture_pos: u64,
+    /// Playback frames taken ahead of playing (see `ModelConfig::takes_ahead_frames`).
+    pub ahead: u64,
+    /// Frames STOP threw away (taken, never played).
+    pub dropped_frames: u64,
 }
 
 impl Stream {
@@ -175,6 +179,8 @@ impl Stream {
             recorded: Vec::new(),
             periods: Vec::new(),
             capture_pos: 0,
+            ahead: 0,
+            dropped_frames: 0,
         }
     }
 
@@ -206,10 +212,15 @@ impl Stream {
         }
         let head = self.io.front()?;
         let p = self.params();
+        let ahead = if self.cfg.direction == Direction::Output {
+            self.ahead
+        } else {
+            0
+        };
         Some(
-            self.line
-                .base
-                .saturating_add(p.micros_for(self.line.frames + head.frames)),
+            self.line.base.saturating_add(
+                p.micros_for((self.line.frames + head.frames).saturating_sub(ahead)),
+            ),
         )
     }
 
@@ -231,7 +242,18 @@ impl Stream {
 
     /// Stops consuming. A partly consumed head buffer starts over at the next START (its
     /// bytes are only recorded as played when it completes, so nothing is counted twice).
-    pub fn stop(&mut self) {
+    /// Frames taken ahead and not played by `now` are thrown away, as QEMU does.
+    pub fn stop(&mut self, now: i64) {
+        if self.running && self.ahead > 0 && self.cfg.direction == Direction::Output {
+            let p = self.params();
+            let hz = i64::from(p.rate_hz().max(1));
+            let played = ((now - self.line.base).max(0) * hz / 1_000_000) as u64;
+            let inside = self.line.frames.saturating_sub(played).min(self.ahead);
+            let bytes = (inside as usize).saturating_mul(p.frame_bytes().unwrap_or(0));
+            let keep = self.played.len().saturating_sub(bytes);
+            self.dropped_frames += inside;
+            self.played.truncate(keep);
+        }
         self.running = false;
         self.dry_check = None;
     }
