@@ -31,10 +31,13 @@ pub struct QemuArgs {
     /// Not available here: the device is QEMU's (see --channels).
     #[arg(long)]
     pub device_config: Option<PathBuf>,
-    /// Play random noise at 44.1, 48, 96, 192 and 384 kHz (one boot each) and print a
-    /// table; `--seconds` long each.
+    /// Play random noise at 44.1, 48, 96, 192 and 384 kHz (or `--rates`), one boot each,
+    /// and print a table; `--seconds` long each.
     #[arg(long)]
     pub sweep: bool,
+    /// The rates of `--sweep`, comma-separated (e.g. 8000,22050).
+    #[arg(long, value_delimiter = ',', requires = "sweep")]
+    pub rates: Vec<u32>,
     /// Record (through `-audiodev none`, which captures silence) while playing silence,
     /// and report the capture's pace and timestamps.
     #[arg(long)]
@@ -309,7 +312,12 @@ pub fn run(args: &QemuArgs) -> Result {
         report.push(json!({ "mode": a[0], "guest": results }));
     } else {
         let runs: Vec<Wav> = if args.sweep {
-            SWEEP_RATES
+            let rates = if args.rates.is_empty() {
+                SWEEP_RATES.to_vec()
+            } else {
+                args.rates.clone()
+            };
+            rates
                 .iter()
                 .map(|&r| {
                     let (channels, seconds) =
