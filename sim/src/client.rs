@@ -337,7 +337,13 @@ impl Session {
                 .unwrap_or(0);
             return Err(format!("the input differs from byte {at} on"));
         }
-        if played[lead + input.len()..].iter().any(|&b| b != 0) {
+        // Silence is 0x80 in unsigned 8-bit samples.
+        let quiet = if self.format.output.format == hm::B_FMT_8BIT_U {
+            0x80
+        } else {
+            0
+        };
+        if played[lead + input.len()..].iter().any(|&b| b != quiet) {
             return Err("the stop padding is not silence".into());
         }
         Ok(())

@@ -413,9 +413,11 @@ mod real {
             }
             Ok(())
         })();
-        kernel.delete_area(&area);
+        // Reset the device before its DMA target goes back to the kernel: an answer that
+        // timed out could still land there.
         dev.free_interrupts();
         dev.free_queues();
+        kernel.delete_area(&area);
         result
     }
 
@@ -546,7 +548,14 @@ mod real {
 
     fn silence(s: &Session, seconds: f64) -> Vec<u8> {
         let frames = (f64::from(s.output_hz()) * seconds) as usize;
-        vec![0u8; frames * s.play_bytes() / s.list.return_playback_buffer_size.max(1) as usize]
+        let bytes = frames * s.play_bytes() / s.list.return_playback_buffer_size.max(1) as usize;
+        // Silence is 0x80 in unsigned 8-bit samples.
+        let quiet = if s.format.output.format == hm::B_FMT_8BIT_U {
+            0x80
+        } else {
+            0
+        };
+        vec![quiet; bytes]
     }
 
     pub(super) fn run(args: &Args) -> Result<Vec<Json>, String> {

@@ -8,7 +8,8 @@
 //! ([`PHYS_BASE`] + offset) that is only meaningful through [`PhysMemory`], which refuses
 //! anything that is not wholly inside one live area.
 //!
-//! This is the only module of the crate with `unsafe` code.
+//! With `pci/` (real device memory) and the guest's exit device, the only `unsafe` code of
+//! the crate.
 
 use std::alloc::{alloc_zeroed, dealloc, GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -377,6 +378,10 @@ impl Drop for Memory {
         // leaked one may still hold its address (the leak is reported by check_clean), so
         // keep the memory rather than turn a leak into a use-after-free.
         if self.any_live() {
+            if let Owner::External { _mapping } = &self.arena.owner {
+                // Keep someone else's mapping too: one reference that is never dropped.
+                std::mem::forget(Arc::clone(_mapping));
+            }
             return;
         }
         if let Owner::Heap(layout) = self.arena.owner {

@@ -1007,8 +1007,14 @@ fn run_qemu(mut cmd: Command, timeout: Duration, echo: bool) -> Result<Qemu> {
         }
     }
     let status = loop {
-        if let Some(s) = child.try_wait()? {
-            break Some(s);
+        match child.try_wait() {
+            Ok(Some(s)) => break Some(s),
+            Ok(None) => {}
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("waiting for {QEMU}: {e}").into());
+            }
         }
         if kvm_failed.is_some() || timed_out || Instant::now() >= deadline {
             timed_out = kvm_failed.is_none();
@@ -1040,11 +1046,13 @@ fn run_qemu(mut cmd: Command, timeout: Duration, echo: bool) -> Result<Qemu> {
         Err(Box::new(GuestFailure { reason, output }))
     };
     let mut bad_results = Vec::new();
-    // isa-debug-exit: QEMU exits with 2 * value + 1 (a power-off exits with 0).
+    // isa-debug-exit: the guest writes its status + 1 (at most 127, see `sim-guest exit`),
+    // QEMU exits with 2 * value + 1. QEMU's own failures exit with 1 (value 0), a power-off
+    // with 0: neither is a guest verdict.
     let device_exit = status
         .and_then(|s| s.code())
-        .filter(|c| c % 2 == 1)
-        .map(|c| c >> 1);
+        .filter(|c| c % 2 == 1 && *c >= 3)
+        .map(|c| (c >> 1) - 1);
     for line in &out.console {
         if let Some(at) = line.find(RESULT_MARK) {
             let json = &line[at + RESULT_MARK.len()..];

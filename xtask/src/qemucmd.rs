@@ -100,16 +100,31 @@ pub fn compare(input: &Wav, output: &Wav) -> Option<Comparison> {
     let fb = 2 * output.channels as usize;
     let input_frames = expected.len() / fb;
     let out = &output.data[..output.data.len() / fb * fb];
-    // The first frames that are not silence anchor the search.
+    // The first frames that are not silence anchor the search (an input that is all silence
+    // cannot be found anywhere).
     let anchor_at = expected
-        .chunks(fb)
+        .chunks_exact(fb)
         .position(|f| f.iter().any(|&b| b != 0))?;
     let anchor_len = (input_frames - anchor_at).min(64) * fb;
     let anchor = &expected[anchor_at * fb..anchor_at * fb + anchor_len];
-    let start = (anchor_at * fb..=out.len().saturating_sub(anchor_len))
+    let not_found = Comparison {
+        input_frames,
+        lead_frames: 0,
+        matched_frames: 0,
+        trailing_frames: out.len() / fb,
+        lead_silent: true,
+        trailing_silent: out.iter().all(|&b| b == 0),
+    };
+    if out.len() < anchor_at * fb + anchor_len {
+        return Some(not_found);
+    }
+    let Some(found) = (anchor_at * fb..=out.len() - anchor_len)
         .step_by(fb)
-        .find(|&o| out[o..o + anchor_len] == *anchor)?
-        - anchor_at * fb;
+        .find(|&o| out[o..o + anchor_len] == *anchor)
+    else {
+        return Some(not_found);
+    };
+    let start = found - anchor_at * fb;
     let matched_frames = out[start..]
         .chunks(fb)
         .zip(expected.chunks(fb))
@@ -243,7 +258,9 @@ fn numbers(v: &Value) -> String {
 
 fn describe(c: &Option<Comparison>) -> String {
     match c {
-        None => "not comparable sample for sample (QEMU converted the format or rate)".into(),
+        None => "not comparable sample for sample (another format, rate or channel count than \
+                  QEMU's 16-bit file, or a silent input)"
+            .to_string(),
         Some(c) if c.exact() => format!(
             "bit-exact: {} frames of lead-in silence, the whole input ({} frames), then {} \
              frames of silence",
@@ -418,8 +435,14 @@ mod tests {
         let mut noisy = out;
         noisy[8] = 1;
         assert!(!compare(&input, &wav(2, noisy)).unwrap().lead_silent);
-        // Nowhere to be found.
-        assert_eq!(compare(&input, &wav(2, vec![0; 4000])), None);
+        // Nowhere to be found, or an output shorter than the search needs: not found.
+        for out in [vec![0; 4000], vec![], vec![1; 40]] {
+            let c = compare(&input, &wav(2, out)).unwrap();
+            assert_eq!(c.matched_frames, 0);
+            assert!(!c.exact());
+        }
+        // A silent input cannot be found at all.
+        assert_eq!(compare(&wav(2, vec![0; 400]), &wav(2, vec![0; 4000])), None);
     }
 
     #[test]

@@ -130,6 +130,8 @@ struct Ring {
     padding: u32,
     /// `system_time()` when the device was told to START this run.
     started_at: i64,
+    /// The most frames the device was seen to hold ahead of real time in this run.
+    max_lead: u64,
     times: [i64; MAX_PERIODS],
     used: [u32; MAX_PERIODS],
 }
@@ -145,6 +147,7 @@ impl Ring {
             early: 0,
             padding: 0,
             started_at: 0,
+            max_lead: 0,
             times: [0; MAX_PERIODS],
             used: [0; MAX_PERIODS],
         }
@@ -170,6 +173,15 @@ impl core::fmt::Debug for PcmStream {
 /// Frames of silence that `micros` of stop padding is at `hz` (rounded up).
 pub fn padding_frames(micros: u32, hz: u32) -> u64 {
     (u64::from(micros) * u64::from(hz)).div_ceil(1_000_000)
+}
+
+/// The byte that makes a silent sample in `format`.
+pub fn silence_byte(format: PcmFormat) -> u8 {
+    if format == PcmFormat::U8 {
+        0x80
+    } else {
+        0
+    }
 }
 
 /// Frames a playback device holds that it took ahead of real time: `taken` frames
@@ -347,7 +359,9 @@ impl PcmStream {
         self.refill(io)?;
         let at = io.kernel.system_time();
         self.command(io, RequestCode::PcmStart)?;
-        self.ring.lock(io.kernel).started_at = at;
+        let mut r = self.ring.lock(io.kernel);
+        r.started_at = at;
+        r.max_lead = 0;
         Ok(())
     }
 
@@ -425,6 +439,14 @@ impl PcmStream {
             r.early >>= 1;
             r.completed += 1;
         }
+        if self.is_output() {
+            // How far the device is ahead of real time; the most it ever was is what the stop
+            // padding must cover (a stall since START makes the current figure too small).
+            let elapsed = (now - r.started_at).max(0) as u64;
+            let hz = p.rate.hz().unwrap_or(48000);
+            let lead = held_ahead(r.completed * p.period_frames() as u64, elapsed, hz);
+            r.max_lead = r.max_lead.max(lead);
+        }
         drop(r);
         self.wake.release(kernel, true);
     }
@@ -496,18 +518,25 @@ impl PcmStream {
     fn pad<K: Kernel, V: VirtioDevice>(&self, io: &Io<'_, K, V>, p: &PcmParams, micros: u32) {
         let frame = p.frame_bytes().max(1) as u64;
         let hz = p.rate.hz().unwrap_or(48000);
-        let (completed, started_at) = {
+        let (completed, started_at, max_lead) = {
             let r = self.ring.lock(io.kernel);
-            (r.completed, r.started_at)
+            (r.completed, r.started_at, r.max_lead)
         };
         let elapsed = (io.kernel.system_time() - started_at).max(0) as u64;
-        let inside = held_ahead(completed * p.period_frames() as u64, elapsed, hz);
+        let inside = held_ahead(completed * p.period_frames() as u64, elapsed, hz).max(max_lead);
         let frames = padding_frames(micros, hz).max(inside + inside / 4);
         let mut left = frames * frame;
         let micros = (frames * 1_000_000 / u64::from(hz.max(1))).min(u64::from(u32::MAX)) as u32;
         let chunk = (ZEROS as u64 / frame) * frame;
         if chunk == 0 {
             return;
+        }
+        // Silence is 0x80 in unsigned 8-bit samples, 0 in every other format.
+        let quiet = [silence_byte(p.format); 256];
+        for at in (0..ZEROS).step_by(quiet.len()) {
+            if self.headers.write(ZEROS_AT + at, &quiet).is_err() {
+                return;
+            }
         }
         let generation = self.ring.lock(io.kernel).generation;
         // Long enough for all of it to play twice over, plus scheduling slack.
@@ -542,7 +571,7 @@ impl PcmStream {
                 };
                 if r.is_err() {
                     let mut ring = self.ring.lock(io.kernel);
-                    ring.padding -= 1;
+                    ring.padding = ring.padding.saturating_sub(1);
                     left = 0;
                     break;
                 }
@@ -577,7 +606,7 @@ impl PcmStream {
     /// Stops the stream and gets every buffer back: optionally (`drain`) lets queued
     /// playback finish first and then plays `padding_us` of silence, so that audio the device
     /// took but still holds (a device completes a period when it has *taken* the data; QEMU's
-    /// keeps about 10 ms in its mixer and drops it at STOP) is heard; then STOP and RELEASE.
+    /// holds about 1024 frames and drops them at STOP) is heard; then STOP and RELEASE.
     pub fn halt<K: Kernel, V: VirtioDevice>(
         &self,
         io: &Io<'_, K, V>,
@@ -680,5 +709,7 @@ mod tests {
         assert_eq!(held_ahead(1 << 40, 0, 8000), 8000);
         assert_eq!(padding_frames(20_000, 44100), 882);
         assert_eq!(padding_frames(1, 8000), 1, "rounded up");
+        assert_eq!(silence_byte(PcmFormat::U8), 0x80);
+        assert_eq!(silence_byte(PcmFormat::S16), 0);
     }
 }

@@ -12,7 +12,9 @@ fn main() -> ExitCode {
             .get(1)
             .and_then(|c| c.parse::<u8>().ok())
             .unwrap_or(255);
-        if let Err(e) = sim::guest::exit_device(code) {
+        // The status + 1 (at most 127), so that QEMU's exit status 2v+1 stays below 256
+        // and is never the 1 QEMU exits with when it fails by itself.
+        if let Err(e) = sim::guest::exit_device(code.min(126) + 1) {
             eprintln!("sim-guest: {e}");
         }
         return ExitCode::from(code);

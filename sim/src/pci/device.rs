@@ -446,7 +446,10 @@ impl Drop for Inner {
     fn drop(&mut self) {
         // Stop the device before the ring memory (dropped with the fields, after this) goes.
         if let Err(e) = self.reset() {
-            eprintln!("virtio-pci: {e}");
+            eprintln!("virtio-pci: {e}; its ring memory is kept");
+            // It may still write into the rings: never give their pages back.
+            let queues = std::mem::take(self.queues.get_mut().unwrap_or_else(|e| e.into_inner()));
+            std::mem::forget(queues);
         }
     }
 }
@@ -1072,11 +1075,17 @@ impl VirtioDevice for PciSnd {
         let inner = &*self.inner;
         let _g = lock(&inner.regs);
         let mut qs = write_lock(&inner.queues);
-        // Reset first: the device must stop using the rings before their memory goes.
-        if let Err(e) = inner.reset() {
-            inner.error(e);
+        // Reset first: the device must stop using the rings before their memory goes. A
+        // device that does not reset may still write there: keep the memory (leak it) rather
+        // than hand pages it can reach back to the system.
+        let old = std::mem::take(&mut *qs);
+        match inner.reset() {
+            Ok(()) => drop(old),
+            Err(e) => {
+                inner.error(format!("{e}; its ring memory is kept"));
+                std::mem::forget(old);
+            }
         }
-        *qs = Queues::default();
     }
 }
 

@@ -74,9 +74,11 @@ pub struct SharedMem {
     len: usize,
 }
 
-// SAFETY: `SharedMem` is an address range; every access is a volatile read or write of a
-// primitive, which is sound from any thread (a racing access yields some value, never UB for
-// plain integers in memory that is not a Rust object). Callers serialise what must be.
+// SAFETY: `SharedMem` is an address range outside every Rust object; every access is a
+// volatile read or write of a primitive. The driver side's accesses are serialised by the
+// queue's Mutex (the ring bookkeeping is behind it), so the only concurrent writer is the
+// device, which Rust's memory model does not see; ordering with it is done by the fences
+// the virtio protocol asks for.
 unsafe impl Send for SharedMem {}
 // SAFETY: as above.
 unsafe impl Sync for SharedMem {}
