@@ -252,6 +252,8 @@ struct Inner {
     queues: RwLock<Queues>,
     errors: Mutex<Vec<String>>,
     needs_reset_seen: AtomicBool,
+    /// The interrupt thread is inside the driver's queue handler.
+    in_handler: AtomicBool,
     /// `uio_pci_generic`'s files when the function's INTx reaches us through it (then the
     /// rings ask for interrupts); `None`: the poller.
     uio: Option<Uio>,
@@ -292,7 +294,9 @@ impl Inner {
                 })
             };
             if moved && !stop.load(Ordering::SeqCst) {
+                self.in_handler.store(true, Ordering::SeqCst);
                 handler.queue_interrupt(q as u16);
+                self.in_handler.store(false, Ordering::SeqCst);
             }
         }
     }
@@ -713,6 +717,7 @@ impl PciSnd {
             queues: RwLock::new(Queues::default()),
             errors: Mutex::new(Vec::new()),
             needs_reset_seen: AtomicBool::new(false),
+            in_handler: AtomicBool::new(false),
             uio: None,
             intx_failed: AtomicBool::new(false),
         })
@@ -1063,6 +1068,21 @@ impl VirtioDevice for PciSnd {
             self.inner
                 .error("free_interrupts called from the interrupt handler".into());
             return;
+        }
+        // The handler may run the driver's callback on another thread (the simulator's
+        // interrupt thread) and wait for it: a free_interrupts from inside that callback
+        // would wait for itself in the join. Give a running handler a second to return.
+        let since = Instant::now();
+        while self.inner.in_handler.load(Ordering::SeqCst) && !p.thread.is_finished() {
+            if since.elapsed() > Duration::from_secs(1) {
+                self.inner.error(
+                    "free_interrupts while the queue handler has run for over a second (called \
+                     from inside it?); the interrupt thread is left to end by itself"
+                        .into(),
+                );
+                return;
+            }
+            thread::sleep(Duration::from_millis(1));
         }
         if p.thread.join().is_err() {
             self.inner
