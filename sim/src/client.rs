@@ -70,6 +70,27 @@ pub struct Session {
     allocations: Vec<u64>,
 }
 
+/// The hmulti rate bit (`B_SR_*`) of a rate in Hz.
+pub fn rate_bit(hz: u32) -> Option<u32> {
+    driver::hmulti::format::RATES
+        .iter()
+        .find(|(r, _)| r.hz() == Some(hz))
+        .map(|(_, b)| *b)
+}
+
+/// The hmulti format bit (`B_FMT_*`) of a WAV sample format hmulti plays (8-bit unsigned,
+/// 16/32-bit signed, float).
+pub fn format_bit(f: crate::wav::SampleFormat) -> Option<u32> {
+    use crate::wav::SampleFormat;
+    Some(match f {
+        SampleFormat::S16 => hm::B_FMT_16BIT,
+        SampleFormat::S32 => hm::B_FMT_32BIT,
+        SampleFormat::F32 => hm::B_FMT_FLOAT,
+        SampleFormat::U8 => hm::B_FMT_8BIT_U,
+        _ => return None,
+    })
+}
+
 /// Which rate and format to ask for; `None` picks what the media add-on would.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Choice {

@@ -21,7 +21,7 @@ use std::fmt::Write as _;
 
 use spec::hmulti_audio as hm;
 
-use crate::client::{self, play, Choice, Session};
+use crate::client::{self, format_bit, play, rate_bit, Choice, Session};
 use crate::wav::{SampleFormat, Wav};
 
 /// Prefix of every result line on the console.
@@ -99,38 +99,15 @@ impl Args {
                     )
                 }
                 "--format" => {
-                    a.format = match value()?.as_str() {
-                        "s16" => SampleFormat::S16,
-                        "s32" => SampleFormat::S32,
-                        "float" => SampleFormat::F32,
-                        "u8" => SampleFormat::U8,
-                        other => return Err(format!("unknown --format {other:?}")),
-                    }
+                    let v = value()?;
+                    a.format = SampleFormat::from_name(&v)
+                        .ok_or_else(|| format!("unknown --format {v:?}"))?;
                 }
                 other => return Err(format!("unknown option {other:?}\n{USAGE}")),
             }
         }
         Ok(a)
     }
-}
-
-/// The hmulti format bit of a sample format.
-pub fn format_bit(f: SampleFormat) -> Option<u32> {
-    Some(match f {
-        SampleFormat::S16 => hm::B_FMT_16BIT,
-        SampleFormat::S32 => hm::B_FMT_32BIT,
-        SampleFormat::F32 => hm::B_FMT_FLOAT,
-        SampleFormat::U8 => hm::B_FMT_8BIT_U,
-        _ => return None,
-    })
-}
-
-/// The hmulti rate bit of a rate in Hz.
-pub fn rate_bit(hz: u32) -> Option<u32> {
-    driver::hmulti::format::RATES
-        .iter()
-        .find(|(r, _)| r.hz() == Some(hz))
-        .map(|(_, b)| *b)
 }
 
 /// A flat JSON object, written by hand (the guest runner carries no serializer).

@@ -25,6 +25,28 @@ impl SampleFormat {
         }
     }
 
+    /// The format of a `--format` name: `s16`, `s32`, `float` or `u8` (those hmulti plays).
+    pub fn from_name(name: &str) -> Option<SampleFormat> {
+        Some(match name {
+            "s16" => SampleFormat::S16,
+            "s32" => SampleFormat::S32,
+            "float" => SampleFormat::F32,
+            "u8" => SampleFormat::U8,
+            _ => return None,
+        })
+    }
+
+    /// The `--format` name of a format hmulti plays.
+    pub fn name(self) -> Option<&'static str> {
+        Some(match self {
+            SampleFormat::S16 => "s16",
+            SampleFormat::S32 => "s32",
+            SampleFormat::F32 => "float",
+            SampleFormat::U8 => "u8",
+            _ => return None,
+        })
+    }
+
     fn is_float(self) -> bool {
         matches!(self, SampleFormat::F32 | SampleFormat::F64)
     }

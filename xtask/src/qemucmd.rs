@@ -161,16 +161,6 @@ pub fn noise(rate: u32, channels: u16, seconds: f64, seed: u64) -> Wav {
     }
 }
 
-/// `sim-guest`'s name for a sample format.
-fn format_name(f: SampleFormat) -> &'static str {
-    match f {
-        SampleFormat::S32 => "s32",
-        SampleFormat::F32 => "float",
-        SampleFormat::U8 => "u8",
-        _ => "s16",
-    }
-}
-
 /// One playback boot: what the guest measured and what QEMU recorded.
 pub struct Played {
     pub guest: Vec<Value>,
@@ -296,7 +286,8 @@ pub fn run(args: &QemuArgs) -> Result {
     let mut report = Vec::new();
     if args.capture || args.cycle.is_some() {
         let (wav, _) = args.stream.wav()?;
-        let (rate, format) = (wav.rate, format_name(wav.format));
+        // `wav()` accepts only formats hmulti plays, which all have a name.
+        let (rate, format) = (wav.rate, wav.format.name().unwrap_or("s16"));
         let mut a: Vec<String> = vec![
             if args.capture { "capture" } else { "cycle" }.into(),
             "--rate".into(),

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use sim::client::{play, Choice, Session};
+use sim::client::{self, play, Choice, Session};
 use sim::model::{ModelConfig, StreamConfig};
 use sim::wav::{SampleFormat, Wav};
 use spec::hmulti_audio as hm;
@@ -94,25 +94,18 @@ pub struct SimArgs {
 }
 
 fn parse_format(s: &str) -> Result<(SampleFormat, u32)> {
-    Ok(match s {
-        "s16" => (SampleFormat::S16, hm::B_FMT_16BIT),
-        "s32" => (SampleFormat::S32, hm::B_FMT_32BIT),
-        "float" => (SampleFormat::F32, hm::B_FMT_FLOAT),
-        "u8" => (SampleFormat::U8, hm::B_FMT_8BIT_U),
-        other => {
-            return Err(format!("unknown --format {other:?}: use s16, s32, float or u8").into())
-        }
-    })
+    let f = SampleFormat::from_name(s)
+        .ok_or_else(|| format!("unknown --format {s:?}: use s16, s32, float or u8"))?;
+    Ok((f, hmulti_format(f)?))
 }
 
 fn hmulti_format(f: SampleFormat) -> Result<u32> {
-    Ok(match f {
-        SampleFormat::S16 => hm::B_FMT_16BIT,
-        SampleFormat::S32 => hm::B_FMT_32BIT,
-        SampleFormat::F32 => hm::B_FMT_FLOAT,
-        SampleFormat::U8 => hm::B_FMT_8BIT_U,
-        other => return Err(format!("{other:?} WAV files cannot be played through hmulti; use 8-bit unsigned, 16/32-bit or float").into()),
-    })
+    Ok(client::format_bit(f).ok_or_else(|| {
+        format!(
+            "{f:?} WAV files cannot be played through hmulti; use 8-bit unsigned, 16/32-bit \
+             or float"
+        )
+    })?)
 }
 
 /// The device the simulator offers: from a TOML description, or one output and one input
@@ -198,11 +191,7 @@ pub fn percentiles(mut errors: Vec<i64>) -> (i64, i64, i64) {
 pub fn run(args: &SimArgs) -> Result {
     let (wav, fmt_bit) = args.stream.wav()?;
     let (rate, channels, sample) = (wav.rate, wav.channels, wav.format);
-    let rate_bit = driver::hmulti::format::RATES
-        .iter()
-        .find(|(r, _)| r.hz() == Some(rate))
-        .map(|(_, b)| *b)
-        .ok_or(format!("{rate} Hz has no hmulti rate bit"))?;
+    let rate_bit = client::rate_bit(rate).ok_or(format!("{rate} Hz has no hmulti rate bit"))?;
     let addon = match &args.stream.addon {
         Some(p) => p.clone(),
         None => crate::haiku::build()?,
