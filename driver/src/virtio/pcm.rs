@@ -357,12 +357,13 @@ impl PcmStream {
             r.padding = 0;
         }
         self.refill(io)?;
-        let at = io.kernel.system_time();
-        self.command(io, RequestCode::PcmStart)?;
-        let mut r = self.ring.lock(io.kernel);
-        r.started_at = at;
-        r.max_lead = 0;
-        Ok(())
+        {
+            // Before START: a device may complete periods before START's answer arrives.
+            let mut r = self.ring.lock(io.kernel);
+            r.started_at = io.kernel.system_time();
+            r.max_lead = 0;
+        }
+        self.command(io, RequestCode::PcmStart)
     }
 
     /// Queues every period whose buffer the client has had back since its last use.
@@ -511,19 +512,17 @@ impl PcmStream {
 
     /// Plays silence after the last period and waits until the device has taken it (a
     /// bounded wait: a device that keeps it only delays the STOP): `micros` worth, or as much
-    /// as the device holds if that is more. What it holds is what it took ahead of real
-    /// time: every period it completed since START, less what the time since START can have
-    /// played (QEMU takes about 1024 frames ahead: 21 ms at 48 kHz, 128 ms at 8 kHz). Best
+    /// as the device held if that is more: the most it was ever ahead of real time in this
+    /// run, measured at each completion (`max_lead`: every period it completed since START,
+    /// less what the time since START can have played; QEMU takes about 1024 frames ahead:
+    /// 21 ms at 48 kHz, 128 ms at 8 kHz). Best
     /// effort: a queue that is full or a request that fails ends the padding early.
     fn pad<K: Kernel, V: VirtioDevice>(&self, io: &Io<'_, K, V>, p: &PcmParams, micros: u32) {
         let frame = p.frame_bytes().max(1) as u64;
         let hz = p.rate.hz().unwrap_or(48000);
-        let (completed, started_at, max_lead) = {
-            let r = self.ring.lock(io.kernel);
-            (r.completed, r.started_at, r.max_lead)
-        };
-        let elapsed = (io.kernel.system_time() - started_at).max(0) as u64;
-        let inside = held_ahead(completed * p.period_frames() as u64, elapsed, hz).max(max_lead);
+        // Every completion updated the lead, and after the drain none is due: the lead now
+        // is at most the last one measured, so the most measured covers it.
+        let inside = self.ring.lock(io.kernel).max_lead;
         let frames = padding_frames(micros, hz).max(inside + inside / 4);
         let mut left = frames * frame;
         let micros = (frames * 1_000_000 / u64::from(hz.max(1))).min(u64::from(u32::MAX)) as u32;
