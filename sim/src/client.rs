@@ -338,6 +338,15 @@ impl Session {
             * frame_bytes
     }
 
+    /// The byte of a silent sample in the output format: 0x80 in unsigned 8-bit, else 0.
+    pub fn silence_byte(&self) -> u8 {
+        if self.format.output.format == hm::B_FMT_8BIT_U {
+            0x80
+        } else {
+            0
+        }
+    }
+
     /// Checks what a device received for one run of [`play`] ended by FORCE_STOP: `lead`
     /// bytes of lead-in, then `input` bit for bit, then exactly the stop padding, silent.
     pub fn check_played(&self, played: &[u8], lead: usize, input: &[u8]) -> Result<(), String> {
@@ -358,12 +367,7 @@ impl Session {
                 .unwrap_or(0);
             return Err(format!("the input differs from byte {at} on"));
         }
-        // Silence is 0x80 in unsigned 8-bit samples.
-        let quiet = if self.format.output.format == hm::B_FMT_8BIT_U {
-            0x80
-        } else {
-            0
-        };
+        let quiet = self.silence_byte();
         if played[lead + input.len()..].iter().any(|&b| b != quiet) {
             return Err("the stop padding is not silence".into());
         }

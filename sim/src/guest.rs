@@ -526,13 +526,7 @@ mod real {
     fn silence(s: &Session, seconds: f64) -> Vec<u8> {
         let frames = (f64::from(s.output_hz()) * seconds) as usize;
         let bytes = frames * s.play_bytes() / s.list.return_playback_buffer_size.max(1) as usize;
-        // Silence is 0x80 in unsigned 8-bit samples.
-        let quiet = if s.format.output.format == hm::B_FMT_8BIT_U {
-            0x80
-        } else {
-            0
-        };
-        vec![quiet; bytes]
+        vec![s.silence_byte(); bytes]
     }
 
     pub(super) fn run(args: &Args) -> Result<Vec<Json>, String> {
