@@ -1,10 +1,22 @@
-//! Kernel-only DMA memory: control messages, PCM headers and statuses, event buffers.
+//! Memory the device reaches by physical address: kernel-only regions (control messages,
+//! PCM headers and statuses, event buffers) and the user-visible audio buffers.
 //!
 //! The device reads and writes this memory by physical address while the driver holds it, so
 //! the driver never forms a Rust reference into it: every access is a volatile copy at an
 //! offset checked against the area's size.
+//!
+//! Freeing is where a driver can let the device write into somebody else's memory: an area
+//! deleted while a chain into it is outstanding (see [`VirtioDevice`]). So a [`DmaRegion`] is
+//! freed only by an `unsafe fn` whose contract is exactly that, or leaked; and a
+//! [`BufferArea`] is counted, held by every stream that may have a chain into it, and deleted
+//! only when the last holder lets go.
+//!
+//! [`VirtioDevice`]: crate::platform::VirtioDevice
 
-use crate::platform::{Area, KResult, Kernel, PhysEntry, Status};
+use alloc::sync::Arc;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use crate::platform::{Area, KResult, Kernel, LogLevel, PhysEntry, Status};
 
 /// A kernel-only, physically contiguous area owned by the driver.
 ///
@@ -23,7 +35,8 @@ impl DmaRegion {
         let size = size.div_ceil(4096).max(1) * 4096;
         let area = kernel.create_area(name, size, false)?;
         if area.size < size || area.addr == 0 {
-            kernel.delete_area(&area);
+            // SAFETY: the area was created just now and never given to the device.
+            unsafe { kernel.delete_area(&area) };
             return Err(Status::NO_MEMORY);
         }
         // INVARIANT: `Kernel::create_area` guarantees the mapping (implementation safety)
@@ -78,8 +91,132 @@ impl DmaRegion {
         Ok(())
     }
 
-    /// Releases the area. The caller guarantees the device holds no buffer in it any more.
-    pub fn free<K: Kernel>(self, kernel: &K) {
-        kernel.delete_area(&self.area);
+    /// Releases the area.
+    ///
+    /// # Safety
+    ///
+    /// No chain with an entry from this region is outstanding (each came back from
+    /// `queue_dequeue`, or `free_queues` returned `Ok` since): the contract of
+    /// [`Kernel::delete_area`].
+    pub unsafe fn free<K: Kernel>(self, kernel: &K) {
+        // SAFETY: this function's own contract.
+        unsafe { kernel.delete_area(&self.area) };
+    }
+
+    /// Gives the area up without deleting it: for memory a device kept and may still write.
+    /// The leak is logged; the memory is never reused.
+    pub fn leak<K: Kernel>(self, kernel: &K, why: core::fmt::Arguments<'_>) {
+        kernel.log(
+            LogLevel::Error,
+            format_args!(
+                "leaking {} bytes of DMA memory (area {}): {why}",
+                self.area.size, self.area.id
+            ),
+        );
+    }
+}
+
+/// The user-visible area that holds the hmulti audio buffers: the media add-on reads and
+/// writes it directly, the device by physical address.
+///
+/// A counted handle: the card holds one while the client may use the buffers, and every
+/// stream whose periods point into the area holds one while any of them may be with the
+/// device. The area is deleted when the last handle drops, unless a holder [`leak`]ed it
+/// because its device never gave its chains back.
+///
+/// [`leak`]: BufferArea::leak
+#[derive(Clone)]
+pub struct BufferArea {
+    owner: Arc<AreaOwner>,
+}
+
+/// # Invariants
+///
+/// While a chain into `area` is outstanding, a [`BufferArea`] handle to this owner exists
+/// (held by the stream that queued it), so `drop` runs only when no chain is outstanding,
+/// or after `leaked` was set.
+struct AreaOwner {
+    area: Area,
+    kernel: Arc<dyn Kernel>,
+    leaked: AtomicBool,
+}
+
+impl Drop for AreaOwner {
+    fn drop(&mut self) {
+        if !*self.leaked.get_mut() {
+            // SAFETY: by the type invariant no chain into the area is outstanding when the
+            // last handle goes without a leak, and no handle is left to reach `addr`.
+            unsafe { self.kernel.delete_area(&self.area) };
+        }
+    }
+}
+
+impl core::fmt::Debug for BufferArea {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("BufferArea")
+            .field("area", &self.owner.area)
+            .finish()
+    }
+}
+
+impl BufferArea {
+    /// A zeroed user-visible area of at least `size` bytes.
+    pub fn new<K: Kernel>(kernel: &Arc<K>, name: &str, size: usize) -> KResult<Self> {
+        let size = size.div_ceil(4096).max(1) * 4096;
+        let area = kernel.create_area(name, size, true)?;
+        let kernel: Arc<dyn Kernel> = kernel.clone();
+        // INVARIANT: nothing has been queued from the area yet.
+        let owner = Arc::new(AreaOwner {
+            area,
+            kernel,
+            leaked: AtomicBool::new(false),
+        });
+        if area.size < size || area.addr == 0 {
+            return Err(Status::NO_MEMORY);
+        }
+        Ok(BufferArea { owner })
+    }
+
+    /// The address the client uses (never dereferenced by the driver).
+    pub fn user_addr(&self) -> u64 {
+        self.owner.area.addr
+    }
+
+    pub fn len(&self) -> usize {
+        self.owner.area.size
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.owner.area.size == 0
+    }
+
+    /// The physical entry for `len` bytes at `offset`.
+    pub fn entry(&self, offset: u64, len: u64) -> KResult<PhysEntry> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.owner.area.size as u64 => Ok(PhysEntry {
+                address: self.owner.area.phys + offset,
+                size: len,
+            }),
+            _ => Err(Status::BAD_VALUE),
+        }
+    }
+
+    /// Whether two handles are to the same area.
+    pub fn same(&self, other: &BufferArea) -> bool {
+        Arc::ptr_eq(&self.owner, &other.owner)
+    }
+
+    /// Lets go of a handle whose chains the device never gave back: the area is never
+    /// deleted (by this or any other handle), and the leak is logged.
+    pub fn leak(self, why: core::fmt::Arguments<'_>) {
+        if !self.owner.leaked.swap(true, Ordering::AcqRel) {
+            self.owner.kernel.log(
+                LogLevel::Error,
+                format_args!(
+                    "leaking the {}-byte buffer area {}: {why}",
+                    self.owner.area.size, self.owner.area.id
+                ),
+            );
+        }
     }
 }

@@ -137,7 +137,15 @@ pub unsafe trait Kernel: Send + Sync + 'static {
     /// A physically contiguous area of `size` bytes (a multiple of the page size), zeroed.
     /// `user` makes it readable and writable by user space (the hmulti audio buffers).
     fn create_area(&self, name: &str, size: usize, user: bool) -> KResult<Area>;
-    fn delete_area(&self, area: &Area);
+    /// Deletes an area made by `create_area`.
+    ///
+    /// # Safety
+    ///
+    /// No virtio chain points into the area any more: every chain queued with an entry in it
+    /// has come back from [`VirtioDevice::queue_dequeue`], or the device was reset since
+    /// ([`VirtioDevice::free_queues`] returned `Ok`). Otherwise the device may write into
+    /// memory the kernel has given to someone else. Nothing uses `area.addr` afterwards.
+    unsafe fn delete_area(&self, area: &Area);
 
     /// Copies from the ioctl caller's memory.
     fn copy_from_user(&self, dst: &mut [u8], src: u64) -> KResult;
@@ -155,6 +163,10 @@ pub trait QueueHandler: Send + Sync {
 ///
 /// Queue calls are not synchronised by the bus: the driver serialises `queue_request` and
 /// `queue_dequeue` of one queue with a spinlock.
+///
+/// A chain is *outstanding* from `queue_request` until `queue_dequeue` hands its cookie back
+/// or `free_queues` returns `Ok`: until then the device may read and write its memory by
+/// physical address at any moment.
 pub trait VirtioDevice: Send + Sync + 'static {
     /// Offers `supported` (device bits and VERSION_1); returns what was negotiated.
     fn negotiate_features(&self, supported: u64) -> KResult<u64>;
@@ -165,7 +177,14 @@ pub trait VirtioDevice: Send + Sync + 'static {
     fn setup_interrupts(&self, handler: Arc<dyn QueueHandler>) -> KResult;
     /// Adds a chain: `entries[..readable]` device-readable, the rest device-writable.
     /// `Err(BUSY)` when the ring is full. `cookie` comes back from `queue_dequeue`.
-    fn queue_request(
+    ///
+    /// # Safety
+    ///
+    /// On `Ok`, every entry lies in memory that stays allocated (no `delete_area`) for as
+    /// long as the chain is outstanding, and whose readable part stays unchanged while the
+    /// device may read it. The device reaches the memory by physical address; nothing the
+    /// compiler can see keeps it alive.
+    unsafe fn queue_request(
         &self,
         queue: u16,
         entries: &[PhysEntry],
@@ -177,6 +196,8 @@ pub trait VirtioDevice: Send + Sync + 'static {
     fn queue_size(&self, queue: u16) -> u16;
     /// Disables interrupts; no handler call runs after this returns.
     fn free_interrupts(&self);
-    /// Destroys the queues and resets the device.
-    fn free_queues(&self);
+    /// Destroys the queues and resets the device. `Ok` means the device is reset: no chain
+    /// is outstanding any more. `Err` means the reset is not confirmed: memory of chains that
+    /// were outstanding must never be freed.
+    fn free_queues(&self) -> KResult;
 }

@@ -33,6 +33,11 @@ impl<T> SpinLock<T> {
         }
     }
 
+    /// The data, from a lock nobody else can reach any more.
+    pub fn into_inner(self) -> T {
+        self.data.into_inner()
+    }
+
     /// Disables interrupts, takes the lock, and gives access until the guard drops.
     pub fn lock<'a, K: Kernel>(&'a self, kernel: &'a K) -> SpinGuard<'a, T, K> {
         let state = kernel.disable_interrupts();

@@ -57,11 +57,12 @@ fn start(
     (r, kernel.system_time() - t0)
 }
 
-fn end(kernel: &Arc<SimKernel>, engine: Option<Arc<Engine<SimKernel, SndModel>>>) {
+fn end(kernel: &Arc<SimKernel>, engine: Option<Arc<Engine<SimKernel, SndModel>>>, leaked: &[&str]) {
     if let Some(e) = engine {
         Engine::shutdown(e);
     }
     kernel.user_free_all();
+    expect_leaked_areas(kernel, leaked);
     if let Err(p) = kernel.check_clean() {
         panic!("not clean:\n{}", p.join("\n"));
     }
@@ -95,6 +96,16 @@ fn every_init_query_with_every_fault() {
             let (r, took) = start(&kernel, &model);
             assert!(took <= 2_000_000, "{q:?} {f:?}: init took {took} µs");
             let required = q == RequestCode::PcmInfo;
+            // The status a failed init must give, from the virtio status codes
+            // (IO_ERR 0x8003, NOT_SUPP 0x8002, BAD_MSG 0x8001) and the driver's rules (a
+            // reply of the wrong length is bad data, no answer is a device timeout).
+            let want = match f {
+                Fault::Status(0x8003) => Status::IO_ERROR,
+                Fault::Status(0x8002) => Status::NOT_SUPPORTED,
+                Fault::Status(0x8001) => Status::BAD_VALUE,
+                Fault::Lost => Status::DEV_TIMEOUT,
+                _ => Status::BAD_DATA,
+            };
             match (&r, f) {
                 // A delay under the timeout is only slower.
                 (Ok(_), Fault::Delay(_)) => {}
@@ -108,9 +119,16 @@ fn every_init_query_with_every_fault() {
                 // Enum item names are cosmetic: a failure only loses the names.
                 (Ok(_), _) if q == RequestCode::CtlEnumItems => {}
                 (Ok(_), _) => panic!("{q:?} {f:?}: init succeeded on a broken reply"),
-                (Err(_), _) => {}
+                (Err(e), _) => assert_eq!(*e, want, "{q:?} {f:?}"),
             }
-            end(&kernel, r.ok());
+            // A request the device never answered is a chain it may still write: the
+            // control slots are leaked, never freed.
+            let leaked: &[&str] = if f == Fault::Lost {
+                &["virtio_sound control"]
+            } else {
+                &[]
+            };
+            end(&kernel, r.ok(), leaked);
         }
     }
 }
@@ -133,9 +151,9 @@ fn absurd_counts_in_config_are_refused() {
         ));
         let (r, _) = start(&kernel, &model);
         assert_eq!(r.err(), Some(Status::BAD_DATA), "{counts:?}");
-        end(&kernel, None);
+        end(&kernel, None, &[]);
     }
-    // More streams advertised than described: PCM_INFO answers BAD_MSG and init fails.
+    // More streams advertised than described: PCM_INFO fails and so does init.
     let kernel = Arc::new(SimKernel::new());
     let model = Arc::new(SndModel::new(
         &kernel,
@@ -145,8 +163,12 @@ fn absurd_counts_in_config_are_refused() {
         },
     ));
     let (r, _) = start(&kernel, &model);
-    assert!(r.is_err());
-    end(&kernel, None);
+    // The model cannot describe streams it advertised but has not: it answers NOT_SUPP
+    // (0x8002), the driver's B_NOT_SUPPORTED, and PCM_INFO is required. The driver asked
+    // only for what config space announced: no violation.
+    assert_eq!(r.err(), Some(Status::NOT_SUPPORTED));
+    expect_violations(model.take_violations(), &[]);
+    end(&kernel, None, &[]);
 }
 
 #[test]
@@ -156,42 +178,71 @@ fn resource_exhaustion_during_init() {
         let model = Arc::new(SndModel::new(&kernel, rich()));
         kernel.fail_create_area_after(n);
         let (r, _) = start(&kernel, &model);
-        end(&kernel, r.ok());
+        end(&kernel, r.ok(), &[]);
         let kernel = Arc::new(SimKernel::new());
         let model = Arc::new(SndModel::new(&kernel, rich()));
         kernel.fail_create_sem_after(n);
         let (r, _) = start(&kernel, &model);
-        end(&kernel, r.ok());
+        end(&kernel, r.ok(), &[]);
     }
 }
 
+const CONTROL: &str = "virtio_sound control";
+const HEADERS: &str = "virtio_sound pcm headers";
+const BUFFERS: &str = "virtio_sound buffers";
+
 /// Streams with a device that fails at runtime: exchanges return errors after waiting,
-/// never at once, and shutting down still cleans up.
+/// never at once, and shutting down still cleans up, except for the memory of chains the
+/// device never gave back, which is leaked (never freed), exactly that and nothing else.
 #[test]
 fn runtime_faults_do_not_hang_or_spin() {
-    for (target, fault) in [
-        (FaultTarget::Tx, Fault::Lost),
-        (FaultTarget::Tx, Fault::Status(0x8003)),
-        (FaultTarget::Tx, Fault::Delay(200_000)),
-        (FaultTarget::Tx, Fault::Oversized(100)),
+    use FaultTarget::{Control, Rx, Tx};
+    // (where, what, areas leaked, violations the device must see)
+    let cases: &[(FaultTarget, Fault, &[&str], &[&str])] = &[
+        // Lost playback buffers: the output stream's headers and the buffers stay.
+        (Tx, Fault::Lost, &[HEADERS, BUFFERS], &[]),
+        (Tx, Fault::Status(0x8003), &[], &[]),
+        (Tx, Fault::Delay(200_000), &[], &[]),
+        (Tx, Fault::Oversized(100), &[], &[]),
+        // The device started but answered IO_ERR: its state and the driver's part, and
+        // the driver's RELEASE and PREPARE reach a started stream.
         (
-            FaultTarget::Control(RequestCode::PcmStart),
+            Control(RequestCode::PcmStart),
             Fault::Status(0x8003),
+            &[],
+            &["in state Started"],
         ),
-        (FaultTarget::Control(RequestCode::PcmStart), Fault::Lost),
+        // Unanswered STARTs hold every control slot, so RELEASE cannot be sent: the
+        // queued periods stay with the device too.
         (
-            FaultTarget::Control(RequestCode::PcmPrepare),
+            Control(RequestCode::PcmStart),
+            Fault::Lost,
+            &[CONTROL, HEADERS, BUFFERS],
+            &[],
+        ),
+        (
+            Control(RequestCode::PcmPrepare),
             Fault::ShortReply(2),
+            &[],
+            &[],
         ),
-        (FaultTarget::Control(RequestCode::PcmStop), Fault::Lost),
-        (FaultTarget::Control(RequestCode::PcmRelease), Fault::Lost),
+        (Control(RequestCode::PcmStop), Fault::Lost, &[CONTROL], &[]),
         (
-            FaultTarget::Control(RequestCode::PcmSetParams),
-            Fault::Status(0x8001),
+            Control(RequestCode::PcmRelease),
+            Fault::Lost,
+            &[CONTROL],
+            &[],
         ),
-        (FaultTarget::Rx, Fault::Lost),
-        (FaultTarget::Event, Fault::Garbage),
-    ] {
+        (
+            Control(RequestCode::PcmSetParams),
+            Fault::Status(0x8001),
+            &[],
+            &[],
+        ),
+        (Rx, Fault::Lost, &[HEADERS, BUFFERS], &[]),
+        (FaultTarget::Event, Fault::Garbage, &[], &[]),
+    ];
+    for &(target, fault, leaked, violations) in cases {
         let mut rig = Rig::new(ModelConfig {
             streams: vec![StreamConfig::output(), StreamConfig::input()],
             ..ModelConfig::default()
@@ -227,7 +278,8 @@ fn runtime_faults_do_not_hang_or_spin() {
         let engine = rig.engine.take().unwrap();
         Engine::shutdown(engine);
         rig.kernel.user_free_all();
-        let _ = rig.model.take_violations();
+        expect_violations(rig.model.take_violations(), violations);
+        expect_leaked_areas(&rig.kernel, leaked);
         if let Err(p) = rig.kernel.check_clean() {
             panic!("{target:?} {fault:?}: not clean:\n{}", p.join("\n"));
         }
@@ -259,4 +311,108 @@ fn illegal_transitions_never_reach_the_device() {
     );
     drop(engine);
     rig.finish(None);
+}
+
+/// The last close while the device keeps playback buffers (it never gives them back, even
+/// at RELEASE): the buffer area stays allocated, since the device may still read and write
+/// it, and when the driver goes the memory is leaked, never freed. The simulated memory
+/// records a deletion under a chain the device holds at the moment it happens.
+#[test]
+fn a_device_that_keeps_buffers_never_sees_their_memory_freed() {
+    let mut rig = Rig::new(ModelConfig {
+        streams: vec![StreamConfig::output(), StreamConfig::input()],
+        ..ModelConfig::default()
+    });
+    let card = rig.card(Settings::default());
+    let mut c = Client::init(&card, Some(hm::B_SR_48000), Some(hm::B_FMT_16BIT));
+    for _ in 0..3 {
+        c.exchange(&card).expect("exchange");
+    }
+    // From now on every playback buffer stays with the device.
+    rig.model.set_fault(FaultTarget::Tx, Fault::Lost);
+    for _ in 0..6 {
+        let _ = c.exchange(&card);
+    }
+    let k = rig.kernel.clone();
+    card.shutdown();
+    assert_eq!(
+        k.take_failures(),
+        Vec::<String>::new(),
+        "nothing freed under the device"
+    );
+    assert!(
+        k.areas().iter().any(|a| a.name == BUFFERS),
+        "the buffer area outlives the card while the device holds buffers in it"
+    );
+    assert!(k.log_contains("the device keeps"), "{:#?}", k.log_lines());
+    rig.model.clear_faults();
+    let engine = rig.engine.take().unwrap();
+    Engine::shutdown(engine);
+    k.user_free_all();
+    assert_eq!(
+        k.take_failures(),
+        Vec::<String>::new(),
+        "nothing freed under the device"
+    );
+    expect_violations(rig.model.take_violations(), &[]);
+    // The output stream's headers and the buffers; the input stream gave everything back.
+    expect_leaked_areas(&k, &[HEADERS, BUFFERS]);
+    k.assert_clean();
+}
+
+/// GET_BUFFERS where the output stream accepts the new buffers and the input stream's
+/// SET_PARAMS fails: the output stream's periods are in the new area, which must therefore
+/// stay allocated, and the client, which was told nothing, gets no buffers until it asks
+/// again (exchanges answer B_NO_INIT); asking again plays bit-exact.
+#[test]
+fn a_half_configured_buffer_change_never_leaves_a_stream_in_freed_memory() {
+    let mut rig = Rig::new(ModelConfig {
+        streams: vec![StreamConfig::output(), StreamConfig::input()],
+        ..ModelConfig::default()
+    });
+    let card = rig.card(Settings::default());
+    let mut c = Client::init(&card, Some(hm::B_SR_48000), Some(hm::B_FMT_16BIT));
+    for _ in 0..3 {
+        c.exchange(&card).expect("exchange");
+    }
+    // Stream 1 is the input stream: its SET_PARAMS answers IO_ERR (0x8003), once.
+    rig.model.set_fault_times(
+        FaultTarget::ControlOf(RequestCode::PcmSetParams, 1),
+        Fault::Status(0x8003),
+        1,
+    );
+    let err = c.try_get_buffers(&card).unwrap_err();
+    assert_eq!(
+        err,
+        format!("GET_BUFFERS failed: {:#x}", spec::haiku_driver::B_IO_ERROR)
+    );
+    assert_eq!(rig.kernel.take_failures(), Vec::<String>::new());
+    for _ in 0..3 {
+        assert_eq!(c.exchange(&card), Err(Status::NO_INIT));
+    }
+    assert_eq!(
+        rig.kernel.take_failures(),
+        Vec::<String>::new(),
+        "no period was queued from freed memory"
+    );
+    // The client asks again (as after any failed GET_BUFFERS) and plays.
+    c.get_buffers(&card);
+    let before = rig.model.played(0).len();
+    let n = c.list.return_playback_buffers as usize;
+    let pb = c.play_bytes();
+    let input = signal(pb * 8, 7);
+    for chunk in input.chunks(pb) {
+        c.exchange(&card).expect("exchange");
+        let cycle = c.info.playback_buffer_cycle as usize;
+        c.fill(&card, (cycle + n - 1) % n, chunk);
+    }
+    card.dispatch(hm::B_MULTI_BUFFER_FORCE_STOP, 0, 1)
+        .expect("FORCE_STOP");
+    let played = rig.model.played(0);
+    let start = before + n * pb;
+    assert!(
+        played[start..start + input.len()] == input[..],
+        "not bit-exact after the failed GET_BUFFERS"
+    );
+    rig.finish(Some(card));
 }

@@ -112,6 +112,8 @@ mod linux {
         w.iter().flat_map(|v| v.to_le_bytes()).collect()
     }
 
+    /// `dev` before `mem`: fields drop in order, and the device must be reset (when the last
+    /// `PciSnd` handle drops) before the memory its chains point into goes.
     struct Probe {
         dev: Arc<PciSnd>,
         signals: Arc<Signals>,
@@ -169,8 +171,9 @@ mod linux {
             ];
             self.next_cookie += 1;
             let cookie = self.next_cookie;
-            self.dev
-                .queue_request(CONTROL_QUEUE, &entries, 1, cookie)
+            // SAFETY: the entries are in `mem`, which `Probe` declares after `dev`, so it is
+            // dropped after the device (whose drop resets it).
+            unsafe { self.dev.queue_request(CONTROL_QUEUE, &entries, 1, cookie) }
                 .map_err(|s| format!("queue_request: {s} {}", self.errs()))?;
             let (got, used) = self.dequeue(CONTROL_QUEUE, Duration::from_secs(2))?;
             if got != cookie || used as usize != resp_len {
@@ -258,8 +261,11 @@ mod linux {
         ok &= playback(&mut p)?;
 
         dev.free_interrupts();
-        dev.free_queues();
-        println!("after free_queues: status {:#x}", dev.device_status());
+        let reset = dev.free_queues();
+        println!(
+            "after free_queues ({reset:?}): status {:#x}",
+            dev.device_status()
+        );
         let (anomalies, n) = dev.anomalies();
         let errors = dev.errors();
         if n > 0 || !errors.is_empty() {
@@ -301,8 +307,8 @@ mod linux {
                 address: base + 4096 + 8 * i,
                 size: 8,
             }];
-            p.dev
-                .queue_request(EVENT_QUEUE, &e, 0, 100 + i)
+            // SAFETY: in `p.mem`, dropped after `p.dev` (see `Probe`).
+            unsafe { p.dev.queue_request(EVENT_QUEUE, &e, 0, 100 + i) }
                 .map_err(|s| format!("event queue_request: {s}"))?;
         }
         let start = Instant::now();
@@ -327,8 +333,8 @@ mod linux {
                     size: 8,
                 },
             ];
-            p.dev
-                .queue_request(TX_QUEUE, &entries, 2, 200 + i as u64)
+            // SAFETY: in `p.mem`, dropped after `p.dev` (see `Probe`).
+            unsafe { p.dev.queue_request(TX_QUEUE, &entries, 2, 200 + i as u64) }
                 .map_err(|s| format!("tx queue_request: {s}"))?;
         }
         println!(

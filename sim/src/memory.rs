@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
 
-use driver::platform::{Area, Status};
+use driver::platform::{Area, PhysEntry, Status};
 
 use crate::report::{lock, FailureLog};
 
@@ -183,6 +183,25 @@ impl AreaTable {
     }
 }
 
+/// Names one chain the device holds (see [`PhysMemory::hold`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HoldId(u64);
+
+/// A chain the device holds: the memory it may still read or write.
+#[derive(Clone, Debug)]
+struct Hold {
+    queue: u16,
+    cookie: u64,
+    /// `(physical address, length)` of each entry.
+    ranges: Vec<(u64, u64)>,
+}
+
+#[derive(Default)]
+struct Holds {
+    by_id: BTreeMap<HoldId, Hold>,
+    next: u64,
+}
+
 /// The arena and its area table. Shared by the kernel (which creates and deletes areas) and
 /// every [`PhysMemory`] handle (which the device model uses).
 pub(crate) struct Memory {
@@ -190,6 +209,10 @@ pub(crate) struct Memory {
     /// The bus address of the arena's first byte.
     phys_base: u64,
     areas: Mutex<AreaTable>,
+    /// Chains the device holds, so that deleting an area under one is caught when it happens
+    /// rather than when the device next touches the memory (which may be never, or after
+    /// the pages were handed to someone else).
+    holds: Mutex<Holds>,
     failures: FailureLog,
 }
 
@@ -213,6 +236,7 @@ impl Memory {
                 next_id: 1,
                 ..AreaTable::default()
             }),
+            holds: Mutex::new(Holds::default()),
             failures,
         })
     }
@@ -274,6 +298,23 @@ impl Memory {
             ));
         };
         let rec = table.by_offset.remove(&offset).expect("found above");
+        drop(table);
+        let (start, end) = (
+            self.phys_base + rec.offset as u64,
+            self.phys_base + (rec.offset + rec.size) as u64,
+        );
+        for h in lock(&self.holds).by_id.values() {
+            for &(phys, len) in &h.ranges {
+                if phys < end && phys.saturating_add(len) > start {
+                    self.failures.record(format!(
+                        "delete_area({} {:?}) while the device holds a chain into it \
+                         (queue {}, cookie {:#x}, {len} bytes at physical {phys:#x}): \
+                         the device may still write into freed memory",
+                        rec.id, rec.name, h.queue, h.cookie
+                    ));
+                }
+            }
+        }
         if area.addr != self.arena.host_addr(rec.offset) || area.size != rec.size {
             // Still delete it: the id is what Haiku goes by.
             self.failures.record(format!(
@@ -366,6 +407,22 @@ impl Memory {
         Ok(())
     }
 
+    fn hold(&self, queue: u16, cookie: u64, entries: &[PhysEntry]) -> HoldId {
+        let mut holds = lock(&self.holds);
+        holds.next += 1;
+        let id = HoldId(holds.next);
+        let ranges = entries.iter().map(|e| (e.address, e.size)).collect();
+        holds.by_id.insert(
+            id,
+            Hold {
+                queue,
+                cookie,
+                ranges,
+            },
+        );
+        id
+    }
+
     /// Whether any area is still live (then the arena must outlive us).
     fn any_live(&self) -> bool {
         !lock(&self.areas).by_offset.is_empty()
@@ -416,6 +473,27 @@ pub struct PhysMemory {
 impl PhysMemory {
     pub(crate) fn new(mem: Arc<Memory>) -> Self {
         PhysMemory { mem }
+    }
+
+    /// The device takes a chain: until [`PhysMemory::release`], deleting an area any of
+    /// `entries` reaches into is recorded as a failure at the moment it happens.
+    pub fn hold(&self, queue: u16, cookie: u64, entries: &[PhysEntry]) -> HoldId {
+        self.mem.hold(queue, cookie, entries)
+    }
+
+    /// The device gave the chain back (put it on the used ring).
+    pub fn release(&self, id: HoldId) {
+        lock(&self.mem.holds).by_id.remove(&id);
+    }
+
+    /// The device was reset: it holds nothing any more.
+    pub fn release_all(&self) {
+        lock(&self.mem.holds).by_id.clear();
+    }
+
+    /// Chains the device holds now.
+    pub fn holds(&self) -> usize {
+        lock(&self.mem.holds).by_id.len()
     }
 
     /// Reads `out.len()` bytes at `phys`.
@@ -599,6 +677,43 @@ mod tests {
         assert!(p.write(a.phys, &buf).is_err(), "deleted area");
         assert_eq!(f.snapshot().len(), 5);
         assert!(m.delete(&a).is_err(), "double delete");
+    }
+
+    #[test]
+    fn deleting_an_area_under_a_held_chain_is_recorded_when_it_happens() {
+        let (m, f) = mem();
+        let a = m.create("held", PAGE_SIZE, false).unwrap();
+        let b = m.create("neighbour", PAGE_SIZE, false).unwrap();
+        let c = m.create("released", PAGE_SIZE, false).unwrap();
+        let p = PhysMemory::new(m.clone());
+        let entry = |phys, size| PhysEntry {
+            address: phys,
+            size,
+        };
+        // One chain reaches the last byte of `held`, another into `released`.
+        let held = p.hold(2, 0x77, &[entry(a.phys + 4095, 1)]);
+        let gone = p.hold(3, 0x78, &[entry(c.phys, 16)]);
+        assert_eq!(p.holds(), 2);
+        p.release(gone);
+        m.delete(&b).unwrap();
+        m.delete(&c).unwrap();
+        assert!(f.snapshot().is_empty(), "{:?}", f.snapshot());
+        m.delete(&a).unwrap();
+        let failures = f.snapshot();
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert!(
+            failures[0].contains("\"held\"")
+                && failures[0].contains("queue 2")
+                && failures[0].contains("cookie 0x77"),
+            "{failures:?}"
+        );
+        p.release(held);
+        // After a reset nothing is held.
+        let d = m.create("after reset", PAGE_SIZE, false).unwrap();
+        p.hold(2, 1, &[entry(d.phys, 8)]);
+        p.release_all();
+        m.delete(&d).unwrap();
+        assert_eq!(f.snapshot().len(), 1);
     }
 
     /// A backing over a leaked heap buffer with a made-up bus address.

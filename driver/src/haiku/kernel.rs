@@ -196,8 +196,9 @@ unsafe impl Kernel for HaikuKernel {
         })
     }
 
-    fn delete_area(&self, area: &Area) {
-        // SAFETY: plain value argument.
+    unsafe fn delete_area(&self, area: &Area) {
+        // SAFETY: a plain value argument; that no chain points into the area any more is
+        // this function's own contract.
         unsafe { ffi::delete_area(area.id) };
     }
 

@@ -145,7 +145,7 @@ impl VirtioDevice for HaikuVirtio {
         Ok(())
     }
 
-    fn queue_request(
+    unsafe fn queue_request(
         &self,
         queue: u16,
         entries: &[PhysEntry],
@@ -160,7 +160,8 @@ impl VirtioDevice for HaikuVirtio {
         // PhysEntry and physical_entry have the same layout (two u64).
         let vec = entries.as_ptr() as *const PhysicalEntry;
         // SAFETY: `vec` points to `entries.len()` entries of the kernel's layout; the bus
-        // copies them into the ring before it returns.
+        // copies them into the ring before it returns. The memory they describe outlives
+        // the chain: this function's own contract, passed on to its callers.
         Status(unsafe {
             f(
                 q,
@@ -205,12 +206,17 @@ impl VirtioDevice for HaikuVirtio {
         drop(old);
     }
 
-    fn free_queues(&self) {
-        if let Some(f) = self.iface().free_queues {
-            // SAFETY: the device cookie; the bus resets the device.
-            unsafe { f(self.dev) };
-        }
+    fn free_queues(&self) -> KResult {
+        let Some(f) = self.iface().free_queues else {
+            // Without the bus's free_queues nothing reset the device.
+            return Err(Status::NOT_SUPPORTED);
+        };
+        // SAFETY: the device cookie; the bus resets the device (RESET, then DRIVER) before
+        // it deletes the queues (VirtioDevice::FreeQueues), and that is all a reset can be
+        // known by: the interface returns nothing.
+        unsafe { f(self.dev) };
         *self.queues.lock(&HaikuKernel) = [core::ptr::null_mut(); QUEUES];
+        Ok(())
     }
 }
 

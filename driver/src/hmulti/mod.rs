@@ -16,7 +16,8 @@ use alloc::vec::Vec;
 use spec::hmulti_audio as hm;
 use spec::UserPtr;
 
-use crate::platform::{Area, KResult, Kernel, LogLevel, Status, VirtioDevice};
+use crate::dma::BufferArea;
+use crate::platform::{KResult, Kernel, LogLevel, Status, VirtioDevice};
 use crate::sync::SemMutex;
 use crate::user;
 use crate::virtio::pcm::{PcmParams, MAX_PERIODS};
@@ -91,7 +92,8 @@ struct Region {
 
 #[derive(Debug)]
 struct Buffers {
-    area: Area,
+    /// The card's handle; each stream configured with the buffers holds its own.
+    area: BufferArea,
     count: u32,
     frames: u32,
     out: Option<Region>,
@@ -273,25 +275,19 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
         }
     }
 
-    /// Stops the streams and frees the buffers: the last close.
+    /// Stops the streams and lets the buffers go: the last close. A stream whose device
+    /// keeps buffers keeps its handle to their memory (logged), so the area outlives the
+    /// card until the device gives them back, or for ever.
     pub fn shutdown(self) {
         let k = self.kernel.clone();
-        let mut st = self.state.destroy(&*k);
+        let st = self.state.destroy(&*k);
         for s in self.output.iter().chain(self.input.iter()) {
-            let _ = self.engine.halt_stream(s.stream, None);
+            let _ = self.engine.detach_stream(s.stream);
         }
-        if let Some(b) = st.buffers.take() {
-            k.delete_area(&b.area);
-        }
+        drop(st);
     }
 
-    fn params_for(
-        side: &Side,
-        format: (u32, u32),
-        frames: u32,
-        count: u32,
-        data_phys: u64,
-    ) -> KResult<PcmParams> {
+    fn params_for(side: &Side, format: (u32, u32), frames: u32, count: u32) -> KResult<PcmParams> {
         let rate = format::rate_of(format.0).ok_or(Status::BAD_VALUE)?;
         let fmt = format::format_of(format.1).ok_or(Status::BAD_VALUE)?;
         let channels = side.layout.channels() as u32;
@@ -304,7 +300,6 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
             rate,
             period_bytes,
             periods: count,
-            data_phys,
         })
     }
 
@@ -387,51 +382,46 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
         st: &State,
         frames: u32,
         count: u32,
-        area: &Area,
+        area: &BufferArea,
         out: Option<Region>,
         inp: Option<Region>,
     ) -> KResult {
         if let (Some(s), Some(f), Some(r)) = (&self.output, st.out_format, out) {
-            self.engine.set_params(
-                s.stream,
-                Self::params_for(s, f, frames, count, area.phys + r.offset)?,
-            )?;
+            let p = Self::params_for(s, f, frames, count)?;
+            self.engine.set_params(s.stream, p, area, r.offset)?;
         }
         if let (Some(s), Some(f), Some(r)) = (&self.input, st.in_format, inp) {
-            self.engine.set_params(
-                s.stream,
-                Self::params_for(s, f, frames, count, area.phys + r.offset)?,
-            )?;
+            let p = Self::params_for(s, f, frames, count)?;
+            self.engine.set_params(s.stream, p, area, r.offset)?;
         }
         Ok(())
     }
 
     /// Lays out `count` buffers of `frames` frames for both directions in one area, tells the
-    /// device, and keeps the area. The old area goes only after the device gave it back.
+    /// device, and keeps the area. Each stream holds the memory its periods are in, so an
+    /// area goes only when neither the card nor a stream the device may be using needs it.
     fn build_buffers(&self, st: &mut State, frames: u32, count: u32) -> KResult {
         self.halt(st, false)?;
         let (out, inp, size) = self.plan(st, frames, count)?;
         if size == 0 || size > 64 << 20 {
             return Err(Status::BAD_VALUE);
         }
-        let area = self.kernel.create_area(
-            "virtio_sound buffers",
-            (size as usize).div_ceil(4096) * 4096,
-            true,
-        )?;
+        let area = BufferArea::new(&self.kernel, "virtio_sound buffers", size as usize)?;
         if let Err(e) = self.configure(st, frames, count, &area, out, inp) {
-            self.kernel.delete_area(&area);
+            // One direction may now have its periods in the new area and the other in the
+            // old: neither matches what the client was told, so the client gets no buffers
+            // until it asks again. Each stream keeps the memory it is configured with.
+            st.buffers = None;
+            st.stale = false;
             return Err(e);
         }
-        if let Some(old) = st.buffers.replace(Buffers {
+        st.buffers = Some(Buffers {
             area,
             count,
             frames,
             out,
             inp,
-        }) {
-            self.kernel.delete_area(&old.area);
-        }
+        });
         st.stale = false;
         Ok(())
     }
@@ -460,7 +450,7 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
         for i in 0..b.count as usize {
             let descs: UserPtr<hm::BufferDesc> = user::read_at(&*self.kernel, table, i)?;
             for c in 0..channels {
-                let base = b.area.addr
+                let base = b.area.user_addr()
                     + r.offset
                     + i as u64 * r.period_bytes as u64
                     + c as u64 * r.sample_bytes as u64;
@@ -731,9 +721,7 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
             });
         if let Err(e) = written {
             // The client cannot know these buffers: drop them rather than stream into them.
-            if let Some(b) = st.buffers.take() {
-                self.kernel.delete_area(&b.area);
-            }
+            st.buffers = None;
             return Err(e);
         }
         let Some(b) = st.buffers.as_ref() else {
@@ -950,7 +938,7 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
         };
         let planned = self.plan(st, b.frames, b.count);
         let result = planned.and_then(|(out, inp, size)| {
-            if size > b.area.size as u64 {
+            if size > b.area.len() as u64 {
                 return Err(Status::NO_INIT);
             }
             self.configure(st, b.frames, b.count, &b.area, out, inp)?;

@@ -70,7 +70,8 @@ impl ControlChannel {
         let done = match Semaphore::new(kernel, 0, "virtio_sound control done") {
             Ok(s) => s,
             Err(e) => {
-                region.free(kernel);
+                // SAFETY: nothing was ever queued from the region.
+                unsafe { region.free(kernel) };
                 return Err(e);
             }
         };
@@ -78,7 +79,8 @@ impl ControlChannel {
             Ok(s) => s,
             Err(e) => {
                 done.destroy(kernel);
-                region.free(kernel);
+                // SAFETY: nothing was ever queued from the region.
+                unsafe { region.free(kernel) };
                 return Err(e);
             }
         };
@@ -91,12 +93,29 @@ impl ControlChannel {
         })
     }
 
-    /// Frees the channel. The device must be reset (queues freed) first, so no slot is still
-    /// in the device's hands.
-    pub fn destroy<K: Kernel>(self, kernel: &K) {
+    /// Frees the channel after the device was reset (`reset`: `free_queues` returned `Ok`).
+    /// A slot the device never answered is a chain it may still write: then the region is
+    /// leaked, not freed.
+    pub fn destroy<K: Kernel>(self, kernel: &K, reset: bool) {
         self.serial.destroy(kernel);
         self.done.destroy(kernel);
-        self.region.free(kernel);
+        let held = self
+            .slots
+            .into_inner()
+            .0
+            .iter()
+            .filter(|s| !matches!(s, Slot::Free | Slot::Done(..)))
+            .count();
+        if held > 0 || !reset {
+            self.region.leak(
+                kernel,
+                format_args!("{held} control requests were never answered (reset: {reset})"),
+            );
+            return;
+        }
+        // SAFETY: every slot's chain came back (none is in flight or abandoned) and the
+        // device was reset since; the slots are the only chains into the region.
+        unsafe { self.region.free(kernel) };
     }
 
     /// Interrupt side: record one completion. Returns whether it matched a request.
@@ -238,7 +257,11 @@ impl ControlChannel {
         };
         let queued = {
             let _q = queue_lock.lock(kernel);
-            dev.queue_request(QueueIndex::Control as u16, &entries, 1, cookie(slot, seq))
+            // SAFETY: both entries are in `self.region`, which lives as long as the channel
+            // and is leaked, not freed, while a slot is in flight or abandoned (`destroy`);
+            // the slot is marked in flight, so nothing else writes its request part until it
+            // comes back.
+            unsafe { dev.queue_request(QueueIndex::Control as u16, &entries, 1, cookie(slot, seq)) }
         };
         if let Err(e) = queued {
             return fail(e);

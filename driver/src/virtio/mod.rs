@@ -173,15 +173,16 @@ impl<K: Kernel, V: VirtioDevice> Engine<K, V> {
         let control = match ControlChannel::new(k, options.control_timeout_micros) {
             Ok(c) => c,
             Err(e) => {
-                dev.free_queues();
+                // Nothing was queued yet: whether the reset is confirmed changes nothing.
+                let _ = dev.free_queues();
                 return Err(e);
             }
         };
         let events = match DmaRegion::new(k, "virtio_sound events", EVENT_BUFFERS * 8) {
             Ok(r) => r,
             Err(e) => {
-                control.destroy(k);
-                dev.free_queues();
+                let reset = dev.free_queues().is_ok();
+                control.destroy(k, reset);
                 return Err(e);
             }
         };
@@ -253,7 +254,8 @@ impl<K: Kernel, V: VirtioDevice> Engine<K, V> {
                 Ok(s) => stream_list.push(s),
                 Err(e) => {
                     for s in stream_list {
-                        PcmStream::destroy(s, &*k);
+                        // Nothing was queued yet, and the reset comes later in teardown.
+                        PcmStream::destroy(s, &*k, true);
                     }
                     return Err(e);
                 }
@@ -272,7 +274,7 @@ impl<K: Kernel, V: VirtioDevice> Engine<K, V> {
         };
         if let Err(t) = self.topology.set(topology) {
             for s in t.streams {
-                PcmStream::destroy(s, &*k);
+                PcmStream::destroy(s, &*k, true);
             }
             return Err(Status::ERROR);
         }
@@ -469,8 +471,12 @@ impl<K: Kernel, V: VirtioDevice> Engine<K, V> {
     fn post_event(&self, slot: usize) -> KResult {
         let entry = self.events.entry(slot * 8, 8)?;
         let _q = self.queue_locks[QueueIndex::Event as usize].lock(&*self.kernel);
-        self.dev
-            .queue_request(QueueIndex::Event as u16, &[entry], 0, slot as u64)
+        // SAFETY: the entry is in `self.events`, which is freed only in `teardown`, after
+        // `free_queues` reset the device (and leaked if the reset is not confirmed).
+        unsafe {
+            self.dev
+                .queue_request(QueueIndex::Event as u16, &[entry], 0, slot as u64)
+        }
     }
 
     /// The queue interrupt: drain the used ring, record, wake. Never blocks or allocates.
@@ -569,10 +575,24 @@ impl<K: Kernel, V: VirtioDevice> Engine<K, V> {
         self.streams().get(id as usize)
     }
 
-    pub fn set_params(&self, stream: u32, p: pcm::PcmParams) -> KResult {
+    /// SET_PARAMS with the periods in `memory` from `offset` on (see [`PcmStream::set_params`]).
+    pub fn set_params(
+        &self,
+        stream: u32,
+        p: pcm::PcmParams,
+        memory: &crate::dma::BufferArea,
+        offset: u64,
+    ) -> KResult {
         self.stream(stream)
             .ok_or(Status::BAD_VALUE)?
-            .set_params(&self.io(), p)
+            .set_params(&self.io(), p, memory, offset)
+    }
+
+    /// Stops a stream and lets go of its period memory, unless the device keeps buffers.
+    pub fn detach_stream(&self, stream: u32) -> KResult {
+        self.stream(stream)
+            .ok_or(Status::BAD_VALUE)?
+            .detach(&self.io())
     }
 
     pub fn start_stream(&self, stream: u32) -> KResult {
@@ -614,16 +634,34 @@ impl<K: Kernel, V: VirtioDevice> Engine<K, V> {
     fn teardown(engine: Arc<Self>) {
         let kernel = engine.kernel.clone();
         engine.dev.free_interrupts();
-        engine.dev.free_queues();
+        let reset = match engine.dev.free_queues() {
+            Ok(()) => true,
+            Err(e) => {
+                kernel.log(
+                    LogLevel::Error,
+                    format_args!("virtio_sound: device reset not confirmed ({e})"),
+                );
+                false
+            }
+        };
         match Arc::try_unwrap(engine) {
             Ok(e) => {
                 if let Some(t) = e.topology.into_inner() {
                     for s in t.streams {
-                        s.destroy(&*kernel);
+                        s.destroy(&*kernel, reset);
                     }
                 }
-                e.events.free(&*kernel);
-                e.control.destroy(&*kernel);
+                if reset {
+                    // SAFETY: the event buffers are the only chains into the region, and the
+                    // reset took every one of them back.
+                    unsafe { e.events.free(&*kernel) };
+                } else {
+                    e.events.leak(
+                        &*kernel,
+                        format_args!("the device did not confirm its reset"),
+                    );
+                }
+                e.control.destroy(&*kernel, reset);
             }
             Err(_) => kernel.log(
                 LogLevel::Error,

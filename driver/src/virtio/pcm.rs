@@ -12,8 +12,8 @@ use spec::virtio_snd::{
 };
 use zerocopy::little_endian::U32 as Le32;
 
-use crate::dma::DmaRegion;
-use crate::platform::{KResult, Kernel, LogLevel, PhysEntry, Status, VirtioDevice};
+use crate::dma::{BufferArea, DmaRegion};
+use crate::platform::{KResult, Kernel, LogLevel, Status, VirtioDevice};
 use crate::sync::{Semaphore, SpinLock};
 
 /// Most periods (hmulti buffers) per stream: the media add-on never asks for more than 32.
@@ -79,8 +79,6 @@ pub struct PcmParams {
     pub period_bytes: u32,
     /// Periods in the ring (hmulti buffers), 1..=MAX_PERIODS.
     pub periods: u32,
-    /// Physical address of period 0; the periods follow back to back.
-    pub data_phys: u64,
 }
 
 impl PcmParams {
@@ -119,6 +117,9 @@ pub struct Completion {
 #[derive(Debug)]
 struct Ring {
     params: Option<PcmParams>,
+    /// The memory the periods live in, and where period 0 starts in it. Held while any
+    /// period may be with the device (see [`BufferArea`]); replaced only when none is.
+    data: Option<(BufferArea, u64)>,
     /// Bumped on every start, so completions of an earlier run are recognised.
     generation: u16,
     queued: u64,
@@ -140,6 +141,7 @@ impl Ring {
     const fn new() -> Self {
         Ring {
             params: None,
+            data: None,
             generation: 0,
             queued: 0,
             completed: 0,
@@ -151,6 +153,11 @@ impl Ring {
             times: [0; MAX_PERIODS],
             used: [0; MAX_PERIODS],
         }
+    }
+
+    /// Chains of this stream the device may hold: periods and silence requests.
+    fn outstanding(&self) -> u64 {
+        self.queued - self.completed + u64::from(self.padding)
     }
 }
 
@@ -207,14 +214,16 @@ impl PcmStream {
         let wake = match Semaphore::new(kernel, 0, "virtio_sound period") {
             Ok(s) => s,
             Err(e) => {
-                headers.free(kernel);
+                // SAFETY: nothing was ever queued from the region.
+                unsafe { headers.free(kernel) };
                 return Err(e);
             }
         };
         for i in 0..MAX_PERIODS + PAD_SLOTS {
             if let Err(e) = headers.write(i * HEADER_STRIDE, &id.to_le_bytes()) {
                 wake.destroy(kernel);
-                headers.free(kernel);
+                // SAFETY: nothing was ever queued from the region.
+                unsafe { headers.free(kernel) };
                 return Err(e);
             }
         }
@@ -228,9 +237,31 @@ impl PcmStream {
         })
     }
 
-    pub fn destroy<K: Kernel>(self, kernel: &K) {
+    /// Frees the stream after the device was reset (`reset`: `free_queues` returned `Ok`).
+    /// Memory a chain of the stream still points into is leaked, never freed: the device
+    /// was asked for its buffers back (RELEASE) and did not give them, so a reset it may
+    /// ignore as well is no proof either.
+    pub fn destroy<K: Kernel>(self, kernel: &K, reset: bool) {
         self.wake.destroy(kernel);
-        self.headers.free(kernel);
+        let ring = self.ring.into_inner();
+        let outstanding = ring.outstanding();
+        if outstanding > 0 || !reset {
+            let id = self.id;
+            self.headers.leak(
+                kernel,
+                format_args!("stream {id}: the device holds {outstanding} chains (reset: {reset})"),
+            );
+            if let Some((data, _)) = ring.data {
+                data.leak(format_args!(
+                    "stream {id}: the device holds {outstanding} chains (reset: {reset})"
+                ));
+            }
+            return;
+        }
+        // SAFETY: every chain of the stream came back (none outstanding) and the device was
+        // reset; headers and period data are the only memory its chains point into.
+        unsafe { self.headers.free(kernel) };
+        drop(ring.data);
     }
 
     pub fn is_output(&self) -> bool {
@@ -286,11 +317,16 @@ impl PcmStream {
         Ok(())
     }
 
-    /// SET_PARAMS for `p`, moving the stream to a state that allows it first.
+    /// SET_PARAMS for `p` with the periods in `memory` from `offset` on, moving the stream
+    /// to a state that allows it first. The stream keeps a handle to `memory` from now on;
+    /// the memory of its previous periods is let go only here, once the device gave every
+    /// chain into it back (`halt` succeeded).
     pub fn set_params<K: Kernel, V: VirtioDevice>(
         &self,
         io: &Io<'_, K, V>,
         p: PcmParams,
+        memory: &BufferArea,
+        offset: u64,
     ) -> KResult {
         if !self.supports(&p)
             || p.periods == 0
@@ -304,7 +340,30 @@ impl PcmStream {
             .period_bytes
             .checked_mul(p.periods)
             .ok_or(Status::BAD_VALUE)?;
+        memory.entry(offset, u64::from(buffer_bytes))?;
         self.halt(io, None)?;
+        self.send_params(io, &p, buffer_bytes)?;
+        let old = {
+            let mut r = self.ring.lock(io.kernel);
+            if r.outstanding() > 0 {
+                // `halt` saw none; nothing queues between, but never swap under a chain.
+                return Err(Status::BUSY);
+            }
+            r.params = Some(p);
+            r.data.replace((memory.clone(), offset))
+        };
+        // Dropped here, not under the spinlock: the last handle deletes its area.
+        drop(old);
+        Ok(())
+    }
+
+    /// The SET_PARAMS request itself.
+    fn send_params<K: Kernel, V: VirtioDevice>(
+        &self,
+        io: &Io<'_, K, V>,
+        p: &PcmParams,
+        buffer_bytes: u32,
+    ) -> KResult {
         if !self.state(io.kernel).allows(RequestCode::PcmSetParams) {
             return Err(Status::BAD_VALUE);
         }
@@ -327,7 +386,32 @@ impl PcmStream {
         };
         io.control(&ControlRequest::PcmSetParams { request })?;
         *self.state.lock(io.kernel) = PcmState::ParamsSet;
-        self.ring.lock(io.kernel).params = Some(p);
+        Ok(())
+    }
+
+    /// Stops the stream and lets go of its period memory (the last close). When the device
+    /// keeps buffers, the memory stays with the stream until they come back (`Err`).
+    pub fn detach<K: Kernel, V: VirtioDevice>(&self, io: &Io<'_, K, V>) -> KResult {
+        if let Err(e) = self.halt(io, None) {
+            io.kernel.log(
+                LogLevel::Error,
+                format_args!(
+                    "stream {}: the device keeps {} buffers; their memory stays allocated",
+                    self.id,
+                    self.ring.lock(io.kernel).outstanding()
+                ),
+            );
+            return Err(e);
+        }
+        let old = {
+            let mut r = self.ring.lock(io.kernel);
+            if r.outstanding() > 0 {
+                return Err(Status::BUSY);
+            }
+            r.params = None;
+            r.data.take()
+        };
+        drop(old);
         Ok(())
     }
 
@@ -340,21 +424,27 @@ impl PcmStream {
             return Ok(());
         }
         if self.state(io.kernel) != PcmState::Stopped {
+            // A new run forgets the old one's counters: first get back every chain the
+            // device holds (after a START that failed, periods are queued in PREPARED).
+            if self.ring.lock(io.kernel).outstanding() > 0 {
+                self.halt(io, None)?;
+            }
             if self.state(io.kernel) == PcmState::Released {
                 // Some devices forget the parameters with the resources: send them again.
                 if let Some(p) = self.params(io.kernel) {
-                    self.set_params(io, p)?;
+                    self.send_params(io, &p, p.period_bytes * p.periods)?;
                 }
             }
             self.command(io, RequestCode::PcmPrepare)?;
             let mut r = self.ring.lock(io.kernel);
+            if r.outstanding() > 0 {
+                return Err(Status::BUSY);
+            }
             r.generation = r.generation.wrapping_add(1);
             r.queued = 0;
             r.completed = 0;
             r.reported = 0;
             r.early = 0;
-            // Silence requests of an earlier run are not waited for any more.
-            r.padding = 0;
         }
         self.refill(io)?;
         {
@@ -369,24 +459,23 @@ impl PcmStream {
     /// Queues every period whose buffer the client has had back since its last use.
     pub fn refill<K: Kernel, V: VirtioDevice>(&self, io: &Io<'_, K, V>) -> KResult {
         loop {
-            let (p, seq, generation) = {
+            let (data, seq, generation, idx) = {
                 let r = self.ring.lock(io.kernel);
-                let Some(p) = r.params else {
+                let (Some(p), Some((memory, offset))) = (r.params, r.data.as_ref()) else {
                     return Err(Status::NO_INIT);
                 };
                 if r.queued >= r.reported + p.periods as u64 {
                     return Ok(());
                 }
-                (p, r.queued, r.generation)
+                let seq = r.queued;
+                let idx = (seq % p.periods as u64) as usize;
+                let period = u64::from(p.period_bytes);
+                let data = memory.entry(offset + idx as u64 * period, period)?;
+                (data, seq, r.generation, idx)
             };
-            let idx = (seq % p.periods as u64) as usize;
             let hdr = self.headers.entry(idx * HEADER_STRIDE, 4)?;
             let status = self.headers.entry(idx * HEADER_STRIDE + 8, 8)?;
             self.headers.write(idx * HEADER_STRIDE + 8, &[0xff; 8])?;
-            let data = PhysEntry {
-                address: p.data_phys + idx as u64 * p.period_bytes as u64,
-                size: p.period_bytes as u64,
-            };
             let (entries, readable, queue) = if self.is_output() {
                 ([hdr, data, status], 2, QueueIndex::Tx)
             } else {
@@ -396,12 +485,19 @@ impl PcmStream {
             self.ring.lock(io.kernel).queued = seq + 1;
             let r = {
                 let _q = io.queue_lock(queue).lock(io.kernel);
-                io.dev.queue_request(
-                    queue as u16,
-                    &entries,
-                    readable,
-                    cookie(self.id, generation, seq),
-                )
+                // SAFETY: the header and status are in `self.headers`, which lives as long as
+                // the stream and is leaked, not freed, while a chain of it is outstanding
+                // (`destroy`); the data is in the ring's `BufferArea`, which the stream holds
+                // until no chain is outstanding (`set_params`, `detach`, `destroy`), and
+                // `queued` already counts this chain as outstanding.
+                unsafe {
+                    io.dev.queue_request(
+                        queue as u16,
+                        &entries,
+                        readable,
+                        cookie(self.id, generation, seq),
+                    )
+                }
             };
             if let Err(e) = r {
                 self.ring.lock(io.kernel).queued = seq;
@@ -561,12 +657,17 @@ impl PcmStream {
                 self.ring.lock(io.kernel).padding += 1;
                 let r = {
                     let _q = io.queue_lock(QueueIndex::Tx).lock(io.kernel);
-                    io.dev.queue_request(
-                        QueueIndex::Tx as u16,
-                        &[hdr, zeros, status],
-                        2,
-                        cookie(self.id, generation, u64::from(PAD_COOKIE + slot as u32)),
-                    )
+                    // SAFETY: every entry is in `self.headers`, which is leaked, not freed,
+                    // while a chain of it is outstanding (`destroy`); `padding` already
+                    // counts this one, and `halt` waits for it before it reports success.
+                    unsafe {
+                        io.dev.queue_request(
+                            QueueIndex::Tx as u16,
+                            &[hdr, zeros, status],
+                            2,
+                            cookie(self.id, generation, u64::from(PAD_COOKIE + slot as u32)),
+                        )
+                    }
                 };
                 if r.is_err() {
                     let mut ring = self.ring.lock(io.kernel);
@@ -600,6 +701,11 @@ impl PcmStream {
     pub fn in_flight<K: Kernel>(&self, kernel: &K) -> u64 {
         let r = self.ring.lock(kernel);
         r.queued - r.completed
+    }
+
+    /// Chains of this stream the device may hold (periods and silence requests).
+    pub fn outstanding<K: Kernel>(&self, kernel: &K) -> u64 {
+        self.ring.lock(kernel).outstanding()
     }
 
     /// Stops the stream and gets every buffer back: optionally (`drain`) lets queued
@@ -638,18 +744,18 @@ impl PcmStream {
         // RELEASE returns every pending buffer before it completes; a device that does not
         // gets a grace period, after which the buffers are reported as still held.
         let deadline = io.kernel.system_time() + 200_000;
-        while self.in_flight(io.kernel) > 0 && io.kernel.system_time() < deadline {
+        while self.outstanding(io.kernel) > 0 && io.kernel.system_time() < deadline {
             let _ = self
                 .wake
                 .acquire(io.kernel, deadline - io.kernel.system_time());
         }
-        if self.in_flight(io.kernel) > 0 {
+        if self.outstanding(io.kernel) > 0 {
             io.kernel.log(
                 LogLevel::Error,
                 format_args!(
                     "stream {}: device kept {} buffers after RELEASE",
                     self.id,
-                    self.in_flight(io.kernel)
+                    self.outstanding(io.kernel)
                 ),
             );
             return Err(Status::DEV_TIMEOUT);

@@ -64,6 +64,43 @@ impl Rig {
     }
 }
 
+/// After a device kept chains: the areas the driver leaked (never freed, since the device
+/// may still write them) must be exactly `names`, each logged. The test then deletes them
+/// itself, so that the leak check that follows sees anything else.
+pub fn expect_leaked_areas(kernel: &SimKernel, names: &[&str]) {
+    let mut live: Vec<String> = kernel.areas().iter().map(|a| a.name.clone()).collect();
+    live.sort();
+    let mut want: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    want.sort();
+    assert_eq!(live, want, "areas left alive");
+    let leak_lines = kernel
+        .log_lines()
+        .iter()
+        .filter(|l| l.contains("leaking"))
+        .count();
+    assert_eq!(leak_lines, names.len(), "one log line per leaked area");
+    for a in kernel.areas() {
+        kernel.delete_area(&a.to_area());
+    }
+}
+
+/// The device's violations must be exactly the expected kinds: each contains one of
+/// `expected`, and each of `expected` occurs.
+pub fn expect_violations(violations: Vec<String>, expected: &[&str]) {
+    for v in &violations {
+        assert!(
+            expected.iter().any(|e| v.contains(e)),
+            "unexpected violation: {v}\n(all: {violations:#?})"
+        );
+    }
+    for e in expected {
+        assert!(
+            violations.iter().any(|v| v.contains(e)),
+            "expected a violation containing {e:?}, got {violations:#?}"
+        );
+    }
+}
+
 /// User memory holding a `T`, filled with garbage first.
 pub fn user_value<T: IntoBytes + Immutable>(k: &SimKernel, v: &T) -> u64 {
     let size = core::mem::size_of::<T>();
@@ -132,6 +169,10 @@ impl Client {
             );
         }
         Client { session }
+    }
+
+    pub fn try_get_buffers(&mut self, card: &TestCard) -> Result<(), String> {
+        self.session.get_buffers(&direct(card))
     }
 
     pub fn get_buffers(&mut self, card: &TestCard) {

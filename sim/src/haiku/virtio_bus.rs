@@ -361,7 +361,8 @@ unsafe extern "C" fn free_queues(dev: virtio_device) {
         *lock(&q.callback) = None;
     }
     let _sim = SimCode::enter();
-    core.device.free_queues();
+    // The C interface returns nothing: whether the reset took is the device's to report.
+    let _ = core.device.free_queues();
 }
 
 /// The model's interrupt handler: calls the queue's stored callback.
@@ -507,10 +508,15 @@ fn post(
     cookie: *mut c_void,
 ) -> status_t {
     let _sim = SimCode::enter();
-    match core
-        .device
-        .queue_request(index, entries, readable, cookie as usize as u64)
-    {
+    // SAFETY: the entries are the add-on's, and whether they stay valid is what is under
+    // test: the simulated kernel hands out memory only from its arena, which stays mapped
+    // while any area is live or the device may still use it (a deleted area is poisoned,
+    // not unmapped), and the model flags a deleted area under a chain it holds.
+    let queued = unsafe {
+        core.device
+            .queue_request(index, entries, readable, cookie as usize as u64)
+    };
+    match queued {
         Ok(()) => hd::B_OK,
         Err(e) => e.0,
     }

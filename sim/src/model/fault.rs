@@ -12,6 +12,10 @@ use spec::virtio_snd::RequestCode;
 pub enum FaultTarget {
     /// Control requests with this code.
     Control(RequestCode),
+    /// Control requests with this code naming this stream, jack or control id (checked
+    /// before the code-only target): one stream's SET_PARAMS can fail while another's
+    /// succeeds.
+    ControlOf(RequestCode, u32),
     /// Every control request, whatever its code (checked after the code-specific one).
     AnyControl,
     /// Playback buffers on the tx queue.

@@ -31,7 +31,7 @@ use spec::virtio_snd::{
 
 use crate::clock::EventSource;
 use crate::kernel::SimKernel;
-use crate::memory::{PhysMemory, SimCode};
+use crate::memory::{HoldId, PhysMemory, SimCode};
 use crate::report::lock;
 
 pub use config::{
@@ -74,8 +74,7 @@ struct Chain {
     entries: Vec<PhysEntry>,
     readable: usize,
     cookie: u64,
-    /// Ring slots it occupies.
-    weight: usize,
+    ticket: Ticket,
 }
 
 impl Chain {
@@ -85,6 +84,14 @@ impl Chain {
     fn writable(&self) -> &[PhysEntry] {
         &self.entries[self.readable..]
     }
+}
+
+/// What a queued chain takes until it is used: ring slots, and its hold on memory.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ticket {
+    /// Ring slots it occupies.
+    weight: usize,
+    hold: HoldId,
 }
 
 fn total_len(entries: &[PhysEntry]) -> u64 {
@@ -116,7 +123,7 @@ struct Deferred {
     seq: u64,
     queue: u16,
     cookie: u64,
-    weight: usize,
+    ticket: Ticket,
     used_len: u32,
     /// `(writable entries, offset in them, bytes)` to write when it fires.
     writes: Vec<(Vec<PhysEntry>, usize, Vec<u8>)>,
@@ -184,10 +191,12 @@ impl State {
         Some(fault)
     }
 
-    /// Puts a chain on its queue's used ring.
-    fn push_used(&mut self, queue: u16, cookie: u64, used_len: u32, weight: usize) {
+    /// Puts a chain on its queue's used ring: from here on the device no longer touches
+    /// its memory.
+    fn push_used(&mut self, queue: u16, cookie: u64, used_len: u32, ticket: Ticket) {
+        self.mem.release(ticket.hold);
         let q = &mut self.queues[queue as usize];
-        q.used.push_back((cookie, used_len, weight));
+        q.used.push_back((cookie, used_len, ticket.weight));
         if !self.irq_pending.contains(&queue) {
             self.irq_pending.push(queue);
         }
@@ -204,7 +213,7 @@ impl State {
         due: i64,
         queue: u16,
         cookie: u64,
-        weight: usize,
+        ticket: Ticket,
         used_len: u32,
         writes: Vec<(Vec<PhysEntry>, usize, Vec<u8>)>,
     ) {
@@ -214,7 +223,7 @@ impl State {
             seq,
             queue,
             cookie,
-            weight,
+            ticket,
             used_len,
             writes,
         });
@@ -225,7 +234,7 @@ impl State {
             // A failed DMA is already recorded by the memory; the chain still completes.
             let _ = scatter(&self.mem, entries, *offset, bytes);
         }
-        self.push_used(d.queue, d.cookie, d.used_len, d.weight);
+        self.push_used(d.queue, d.cookie, d.used_len, d.ticket);
     }
 
     // ---- control queue ----
@@ -241,7 +250,7 @@ impl State {
         let wlen = usize::try_from(total_len(&writable)).unwrap_or(usize::MAX);
         let Some(readable) = readable else {
             self.violation("control request whose readable part is not in memory".into());
-            self.push_used(vs::VIRTIO_SND_VQ_CONTROL, chain.cookie, 0, chain.weight);
+            self.push_used(vs::VIRTIO_SND_VQ_CONTROL, chain.cookie, 0, chain.ticket);
             return;
         };
         // Like QEMU: without a whole header there is nothing to answer.
@@ -283,7 +292,7 @@ impl State {
             vs::VIRTIO_SND_VQ_CONTROL,
             chain.cookie,
             used_len,
-            chain.weight,
+            chain.ticket,
         );
     }
 
@@ -346,7 +355,7 @@ impl State {
             } else {
                 Vec::new()
             };
-            st.complete_at(now, queue, chain.cookie, chain.weight, used, writes);
+            st.complete_at(now, queue, chain.cookie, chain.ticket, used, writes);
         };
 
         let rlen = total_len(chain.readable());
@@ -454,7 +463,7 @@ impl State {
         let fault = self.take_fault(fault_target);
         let buf = IoBuf {
             cookie: chain.cookie,
-            weight: chain.weight,
+            ticket: chain.ticket,
             frames,
             data,
             writable,
@@ -529,7 +538,7 @@ impl State {
             }
             _ => (at, used_normal),
         };
-        self.complete_at(due, queue, buf.cookie, buf.weight, used_len, writes);
+        self.complete_at(due, queue, buf.cookie, buf.ticket, used_len, writes);
     }
 
     /// Hands back every buffer of stream `idx` (RELEASE), before the RELEASE answer.
@@ -553,7 +562,7 @@ impl State {
             let at = if output { 0 } else { buf.capacity };
             // Written now, not deferred: the spec orders these before the RELEASE answer.
             let _ = scatter(&self.mem, &buf.writable, at, &status);
-            self.push_used(queue, buf.cookie, 8, buf.weight);
+            self.push_used(queue, buf.cookie, 8, buf.ticket);
         }
     }
 
@@ -614,7 +623,7 @@ impl State {
                 due,
                 vs::VIRTIO_SND_VQ_EVENT,
                 chain.cookie,
-                chain.weight,
+                chain.ticket,
                 used,
                 vec![(writable, 0, bytes.to_vec())],
             );
@@ -692,6 +701,7 @@ impl State {
 
     /// Device reset: everything the driver gave the device is forgotten.
     fn reset(&mut self) {
+        self.mem.release_all();
         self.features = None;
         self.queues_ready = false;
         self.driver_ok = false;
@@ -1138,6 +1148,119 @@ impl SndModel {
     }
 }
 
+impl SndModel {
+    /// `queue_request`, safe here: the model reaches memory only by physical address
+    /// through [`PhysMemory`], which refuses anything outside a live area, and it records
+    /// the deletion of an area under a chain it holds as a failure.
+    pub fn queue_request(
+        &self,
+        queue: u16,
+        entries: &[PhysEntry],
+        readable: usize,
+        cookie: u64,
+    ) -> KResult {
+        let _sim = SimCode::enter();
+        let now = self.now();
+        let mut st = self.state();
+        if queue as usize >= QUEUES {
+            st.violation(format!("queue_request on queue {queue}, there are 4"));
+            return Err(Status::BAD_VALUE);
+        }
+        if !st.queues_ready {
+            st.violation(format!(
+                "queue_request on queue {queue} before alloc_queues"
+            ));
+            return Err(Status::NO_INIT);
+        }
+        if entries.is_empty() || readable > entries.len() {
+            st.violation(format!(
+                "queue_request on queue {queue} with {} entries, {readable} readable",
+                entries.len()
+            ));
+            return Err(Status::BAD_VALUE);
+        }
+        let weight = if st.config.count_descriptors {
+            entries.len()
+        } else {
+            1
+        };
+        let size = usize::from(st.config.queue_size);
+        if weight > size || st.queues[queue as usize].in_flight + weight > size {
+            return Err(Status::BUSY);
+        }
+        if entries.iter().any(|e| e.size == 0) {
+            st.violation(format!(
+                "queue_request on queue {queue} with a zero-length entry"
+            ));
+        }
+        st.queues[queue as usize].in_flight += weight;
+        // The device holds the chain's memory until it puts the chain on the used ring (or
+        // is reset): deleting an area under it is flagged at once.
+        let ticket = Ticket {
+            weight,
+            hold: st.mem.hold(queue, cookie, entries),
+        };
+        let chain = Chain {
+            entries: entries.to_vec(),
+            readable,
+            cookie,
+            ticket,
+        };
+        match queue {
+            vs::VIRTIO_SND_VQ_CONTROL => {
+                // The device reads the request when notified, i.e. now.
+                let bytes = gather(&st.mem, chain.readable(), Some(16 + 8 + 65536)).ok();
+                let code = bytes.as_ref().filter(|b| b.len() >= 4).and_then(|b| {
+                    RequestCode::from_raw(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                });
+                let target = bytes
+                    .as_ref()
+                    .filter(|b| b.len() >= 8)
+                    .map(|b| u32::from_le_bytes([b[4], b[5], b[6], b[7]]));
+                let fault = code
+                    .zip(target)
+                    .and_then(|(c, id)| st.take_fault(FaultTarget::ControlOf(c, id)))
+                    .or_else(|| code.and_then(|c| st.take_fault(FaultTarget::Control(c))))
+                    .or_else(|| st.take_fault(FaultTarget::AnyControl));
+                let extra = match fault {
+                    Some(Fault::Lost) => {
+                        st.queues[queue as usize].lost += 1;
+                        return Ok(());
+                    }
+                    Some(Fault::Delay(us)) => us.max(0),
+                    _ => 0,
+                };
+                let latency = st.config.control_latency.max(0);
+                let due = now
+                    .saturating_add(latency)
+                    .saturating_add(extra)
+                    .max(st.last_ctl_due);
+                st.last_ctl_due = due;
+                st.ctl_jobs.push_back(CtlJob {
+                    due,
+                    chain,
+                    readable: bytes,
+                    fault,
+                });
+            }
+            vs::VIRTIO_SND_VQ_EVENT => {
+                let wlen = total_len(chain.writable());
+                if chain.readable > 0 || wlen < 8 {
+                    st.violation(format!(
+                        "event buffer with {} readable entries and {wlen} writable bytes (needs 0 and >= 8)",
+                        chain.readable
+                    ));
+                    st.complete_at(now, queue, cookie, ticket, 0, Vec::new());
+                } else {
+                    st.event_buffers.push_back(chain);
+                }
+            }
+            _ => st.queue_io(queue, chain, now),
+        }
+        Ok(())
+    }
+}
+
 impl VirtioDevice for SndModel {
     fn negotiate_features(&self, supported: u64) -> KResult<u64> {
         let _sim = SimCode::enter();
@@ -1221,100 +1344,14 @@ impl VirtioDevice for SndModel {
         Ok(())
     }
 
-    fn queue_request(
+    unsafe fn queue_request(
         &self,
         queue: u16,
         entries: &[PhysEntry],
         readable: usize,
         cookie: u64,
     ) -> KResult {
-        let _sim = SimCode::enter();
-        let now = self.now();
-        let mut st = self.state();
-        if queue as usize >= QUEUES {
-            st.violation(format!("queue_request on queue {queue}, there are 4"));
-            return Err(Status::BAD_VALUE);
-        }
-        if !st.queues_ready {
-            st.violation(format!(
-                "queue_request on queue {queue} before alloc_queues"
-            ));
-            return Err(Status::NO_INIT);
-        }
-        if entries.is_empty() || readable > entries.len() {
-            st.violation(format!(
-                "queue_request on queue {queue} with {} entries, {readable} readable",
-                entries.len()
-            ));
-            return Err(Status::BAD_VALUE);
-        }
-        let weight = if st.config.count_descriptors {
-            entries.len()
-        } else {
-            1
-        };
-        let size = usize::from(st.config.queue_size);
-        if weight > size || st.queues[queue as usize].in_flight + weight > size {
-            return Err(Status::BUSY);
-        }
-        if entries.iter().any(|e| e.size == 0) {
-            st.violation(format!(
-                "queue_request on queue {queue} with a zero-length entry"
-            ));
-        }
-        st.queues[queue as usize].in_flight += weight;
-        let chain = Chain {
-            entries: entries.to_vec(),
-            readable,
-            cookie,
-            weight,
-        };
-        match queue {
-            vs::VIRTIO_SND_VQ_CONTROL => {
-                // The device reads the request when notified, i.e. now.
-                let bytes = gather(&st.mem, chain.readable(), Some(16 + 8 + 65536)).ok();
-                let code = bytes.as_ref().filter(|b| b.len() >= 4).and_then(|b| {
-                    RequestCode::from_raw(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                });
-                let fault = code
-                    .and_then(|c| st.take_fault(FaultTarget::Control(c)))
-                    .or_else(|| st.take_fault(FaultTarget::AnyControl));
-                let extra = match fault {
-                    Some(Fault::Lost) => {
-                        st.queues[queue as usize].lost += 1;
-                        return Ok(());
-                    }
-                    Some(Fault::Delay(us)) => us.max(0),
-                    _ => 0,
-                };
-                let latency = st.config.control_latency.max(0);
-                let due = now
-                    .saturating_add(latency)
-                    .saturating_add(extra)
-                    .max(st.last_ctl_due);
-                st.last_ctl_due = due;
-                st.ctl_jobs.push_back(CtlJob {
-                    due,
-                    chain,
-                    readable: bytes,
-                    fault,
-                });
-            }
-            vs::VIRTIO_SND_VQ_EVENT => {
-                let wlen = total_len(chain.writable());
-                if chain.readable > 0 || wlen < 8 {
-                    st.violation(format!(
-                        "event buffer with {} readable entries and {wlen} writable bytes (needs 0 and >= 8)",
-                        chain.readable
-                    ));
-                    st.complete_at(now, queue, cookie, weight, 0, Vec::new());
-                } else {
-                    st.event_buffers.push_back(chain);
-                }
-            }
-            _ => st.queue_io(queue, chain, now),
-        }
-        Ok(())
+        SndModel::queue_request(self, queue, entries, readable, cookie)
     }
 
     fn queue_dequeue(&self, queue: u16) -> Option<(u64, u32)> {
@@ -1370,8 +1407,9 @@ impl VirtioDevice for SndModel {
         }
     }
 
-    fn free_queues(&self) {
+    fn free_queues(&self) -> KResult {
         let _sim = SimCode::enter();
         self.state().reset();
+        Ok(())
     }
 }

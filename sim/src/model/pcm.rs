@@ -119,7 +119,7 @@ pub struct PeriodRecord {
 /// A tx or rx buffer the device holds.
 pub(crate) struct IoBuf {
     pub cookie: u64,
-    pub weight: usize,
+    pub ticket: super::Ticket,
     pub frames: u64,
     /// Tx: the PCM bytes, copied when the chain was queued.
     pub data: Vec<u8>,

@@ -983,7 +983,7 @@ impl VirtioDevice for PciSnd {
         Ok(())
     }
 
-    fn queue_request(
+    unsafe fn queue_request(
         &self,
         queue: u16,
         entries: &[PhysEntry],
@@ -1090,20 +1090,25 @@ impl VirtioDevice for PciSnd {
         }
     }
 
-    fn free_queues(&self) {
+    fn free_queues(&self) -> KResult {
         let _sim = SimCode::enter();
         let inner = &*self.inner;
         let _g = lock(&inner.regs);
         let mut qs = write_lock(&inner.queues);
         // Reset first: the device must stop using the rings before their memory goes. A
         // device that does not reset may still write there: keep the memory (leak it) rather
-        // than hand pages it can reach back to the system.
+        // than hand pages it can reach back to the system, and tell the driver so that it
+        // keeps the memory its chains point into too.
         let old = std::mem::take(&mut *qs);
         match inner.reset() {
-            Ok(()) => drop(old),
+            Ok(()) => {
+                drop(old);
+                Ok(())
+            }
             Err(e) => {
                 inner.error(format!("{e}; its ring memory is kept"));
                 std::mem::forget(old);
+                Err(Status::DEV_TIMEOUT)
             }
         }
     }
