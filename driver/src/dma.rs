@@ -201,6 +201,16 @@ impl BufferArea {
         }
     }
 
+    /// Sets `len` bytes at `offset` to `value`, through `user_memset`: the area is mapped
+    /// user-accessible, which the kernel must not write directly (SMAP).
+    pub fn fill(&self, offset: u64, len: u64, value: u8) -> KResult {
+        let entry = self.entry(offset, len)?;
+        let len = usize::try_from(entry.size).map_err(|_| Status::BAD_VALUE)?;
+        self.owner
+            .kernel
+            .user_memset(self.owner.area.addr + offset, value, len)
+    }
+
     /// Whether two handles are to the same area.
     pub fn same(&self, other: &BufferArea) -> bool {
         Arc::ptr_eq(&self.owner, &other.owner)

@@ -151,6 +151,9 @@ pub unsafe trait Kernel: Send + Sync + 'static {
     fn copy_from_user(&self, dst: &mut [u8], src: u64) -> KResult;
     /// Copies to the ioctl caller's memory.
     fn copy_to_user(&self, dst: u64, src: &[u8]) -> KResult;
+    /// Sets `len` bytes at `dst` to `value` (`user_memset`): for memory user space can touch,
+    /// such as a user-visible area, which the kernel must not write directly (SMAP).
+    fn user_memset(&self, dst: u64, value: u8, len: usize) -> KResult;
 }
 
 /// Called when a virtqueue has used buffers. It runs in interrupt context: it must not block

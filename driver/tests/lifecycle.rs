@@ -299,3 +299,77 @@ fn a_device_that_takes_ahead_loses_nothing_at_stop() {
         }
     }
 }
+
+/// The bytes of a silent sample, by hmulti format (virtio 1.3 §5.14.6.6: U8 is unsigned,
+/// its zero level is 0x80; the signed and float formats' is all-zero bytes).
+const SILENCE: [(u32, u8); 4] = [
+    (hm::B_FMT_8BIT_U, 0x80),
+    (hm::B_FMT_16BIT, 0),
+    (hm::B_FMT_32BIT, 0),
+    (hm::B_FMT_FLOAT, 0),
+];
+
+/// Buffers hold the format's silence whenever the client has not written them: at creation
+/// (playback and record), after FORCE_STOP (the next run queues every buffer before the
+/// client writes one), and after a format change laid the same area out again.
+#[test]
+fn buffers_hold_the_formats_silence() {
+    for (format, quiet) in SILENCE {
+        let mut rig = Rig::new(ModelConfig::hmulti_full(2));
+        let card = rig.card(Settings::default());
+        let mut c = Client::init(&card, Some(hm::B_SR_48000), Some(format));
+        let n = c.list.return_playback_buffers as usize;
+        let pb = c.play_bytes();
+        for b in 0..c.list.return_record_buffers as usize {
+            assert!(
+                c.read_record(&card, b).iter().all(|&x| x == quiet),
+                "format {format:#x}: record buffer {b} before the device wrote it"
+            );
+        }
+        let input = signal(pb * 20, format);
+        let a = stream(&card, &mut c, &input, 6);
+        card.dispatch(hm::B_MULTI_BUFFER_FORCE_STOP, 0, 1)
+            .expect("FORCE_STOP");
+        let first = rig.model.played(0);
+        assert!(
+            first[..n * pb].iter().all(|&x| x == quiet),
+            "format {format:#x}: the first run's lead-in"
+        );
+        // Resume without writing anything: the buffers must not replay the last run.
+        stream(&card, &mut c, &input[a..], 6);
+        card.dispatch(hm::B_MULTI_BUFFER_FORCE_STOP, 0, 1)
+            .expect("FORCE_STOP");
+        let second = &rig.model.played(0)[first.len()..];
+        assert!(
+            second[..n * pb].iter().all(|&x| x == quiet),
+            "format {format:#x}: the lead-in after FORCE_STOP is silence"
+        );
+        rig.finish(Some(card));
+    }
+    // 16-bit to unsigned 8-bit without GET_BUFFERS: the area is laid out again in place,
+    // and what the device plays first is the new format's silence, not 16-bit samples.
+    let mut rig = Rig::new(ModelConfig::hmulti_full(2));
+    let card = rig.card(Settings::default());
+    let mut c = Client::init(&card, Some(hm::B_SR_48000), Some(hm::B_FMT_16BIT));
+    let n = c.list.return_playback_buffers as usize;
+    let input = signal(c.play_bytes() * 10, 3);
+    stream(&card, &mut c, &input, 6);
+    let mut f = c.format;
+    f.output.format = hm::B_FMT_8BIT_U;
+    f.input.format = hm::B_FMT_8BIT_U;
+    ioctl(&card, hm::B_MULTI_SET_GLOBAL_FORMAT, &mut f).expect("SET_GLOBAL_FORMAT");
+    let before = rig.model.played(0).len();
+    c.exchange(&card).expect("laid out again in place");
+    card.dispatch(hm::B_MULTI_BUFFER_FORCE_STOP, 0, 1)
+        .expect("FORCE_STOP");
+    // The client was told nothing new: its buffers are still 16-bit sized, so in 8-bit
+    // frames each holds half as many bytes.
+    let pb8 = c.play_bytes() / 2;
+    let after = &rig.model.played(0)[before..];
+    assert!(after.len() >= n * pb8);
+    assert!(
+        after[..n * pb8].iter().all(|&x| x == 0x80),
+        "8-bit silence after the change"
+    );
+    rig.finish(Some(card));
+}

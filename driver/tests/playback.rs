@@ -56,8 +56,8 @@ fn play(channels: u8, rate: u32, format: u32, periods: usize) {
         "the stop padding is silence"
     );
     assert!(
-        played[..n * pb].iter().all(|&b| b == 0),
-        "the initial buffers are the zeroed area"
+        played[..n * pb].iter().all(|&b| b == quiet),
+        "the initial buffers hold the format's silence"
     );
     assert!(
         played[n * pb..n * pb + input.len()] == input[..],

@@ -348,9 +348,17 @@ impl Session {
     }
 
     /// Checks what a device received for one run of [`play`] ended by FORCE_STOP: `lead`
-    /// bytes of lead-in, then `input` bit for bit, then exactly the stop padding, silent.
+    /// bytes of lead-in (the buffers the driver queued before the client wrote any), silent,
+    /// then `input` bit for bit, then exactly the stop padding, silent.
     pub fn check_played(&self, played: &[u8], lead: usize, input: &[u8]) -> Result<(), String> {
         let pad = self.stop_padding_bytes();
+        let quiet = self.silence_byte();
+        if let Some(at) = played.iter().take(lead).position(|&b| b != quiet) {
+            return Err(format!(
+                "the lead-in is not silence: byte {at} is {:#04x}, silence is {quiet:#04x}",
+                played[at]
+            ));
+        }
         if played.len() != lead + input.len() + pad {
             return Err(format!(
                 "the device received {} bytes; {lead} of lead-in + {} of input + {pad} of \
@@ -367,7 +375,6 @@ impl Session {
                 .unwrap_or(0);
             return Err(format!("the input differs from byte {at} on"));
         }
-        let quiet = self.silence_byte();
         if played[lead + input.len()..].iter().any(|&b| b != quiet) {
             return Err("the stop padding is not silence".into());
         }

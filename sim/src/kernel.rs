@@ -817,6 +817,22 @@ unsafe impl Kernel for SimKernel {
         self.forbid_in_interrupt("user_memcpy");
         self.try_user_write(dst, src)
     }
+
+    fn user_memset(&self, dst: u64, value: u8, len: usize) -> KResult {
+        let _sim = SimCode::enter();
+        self.forbid_in_interrupt("user_memset");
+        if dst.checked_add(len as u64).is_none() {
+            return Err(Status::BAD_ADDRESS);
+        }
+        let bytes = vec![value; len];
+        // Client memory, or a user-visible area (Haiku's user_memset reaches both; a
+        // kernel-only area is not something the driver has a reason to memset this way).
+        if self.is_user_address(dst) {
+            self.try_user_write(dst, &bytes)
+        } else {
+            self.area_user_write(dst, &bytes)
+        }
+    }
 }
 
 #[cfg(test)]

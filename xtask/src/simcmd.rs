@@ -264,11 +264,24 @@ pub fn run(args: &SimArgs) -> Result {
         p.reports.len(),
         p.errors
     );
-    let padding = s.stop_padding_bytes() / (s.play_bytes() / p.buffer_frames.max(1)).max(1);
+    let frame_bytes = (s.play_bytes() / p.buffer_frames.max(1)).max(1);
+    let padding = s.stop_padding_bytes() / frame_bytes;
+    let quiet = s.silence_byte();
+    // "Silence" only where the bytes are the format's silence.
+    let describe = |what: &str, bytes: &[u8]| match bytes.iter().position(|&b| b != quiet) {
+        None => format!("{what} silence"),
+        Some(at) => format!(
+            "{what}, NOT silence (byte {at} is {:#04x}, silence is {quiet:#04x})",
+            bytes[at]
+        ),
+    };
+    let lead_bytes = (lead * frame_bytes).min(out.data.len());
+    let pad_from = out.data.len().saturating_sub(padding * frame_bytes);
     println!(
-        "output: {} frames ({lead} frames of lead-in silence, the input, then {padding} frames \
-         of stop padding)",
-        out.frames()
+        "output: {} frames ({lead} frames of {}, the input, then {padding} frames of {})",
+        out.frames(),
+        describe("lead-in", &out.data[..lead_bytes]),
+        describe("stop padding", &out.data[pad_from.max(lead_bytes)..]),
     );
     println!("xruns: {xruns} (the device underruns once when a drained stream ends)");
     println!("played_real_time vs device ground truth: p50 {p50} us, p99 {p99} us, max {max} us");

@@ -91,6 +91,39 @@ fn the_default_sine_and_other_formats() {
     );
 }
 
+/// Unsigned 8-bit: silence is 0x80, not 0 (0 is full negative amplitude, a click at every
+/// start). The lead-in and the padding hold 0x80, and the summary calls them silence.
+#[test]
+fn unsigned_8_bit_starts_and_ends_in_its_own_silence() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.wav");
+    let o = xtask(&[
+        "sim",
+        "--format",
+        "u8",
+        "--channels",
+        "1",
+        "--seconds",
+        "0.1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("frames of lead-in silence"), "{t}");
+    assert!(t.contains("frames of stop padding silence"), "{t}");
+    assert!(!t.contains("NOT silence"), "{t}");
+    let got = Wav::parse(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(got.format, SampleFormat::U8);
+    // 4 buffers of lead-in, each at least 16 frames of one byte.
+    assert!(
+        got.data[..64].iter().all(|&b| b == 0x80),
+        "lead-in: {:?}",
+        &got.data[..64]
+    );
+    assert!(got.data[got.data.len() - 16..].iter().all(|&b| b == 0x80));
+}
+
 #[test]
 fn clear_errors() {
     let dir = tempfile::tempdir().unwrap();

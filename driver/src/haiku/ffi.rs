@@ -40,6 +40,7 @@ extern "C" {
     ) -> i32;
 
     pub fn user_memcpy(to: *mut c_void, from: *const c_void, size: usize) -> status_t;
+    pub fn user_memset(start: *mut c_void, c: c_char, count: usize) -> status_t;
 
     pub fn malloc(size: usize) -> *mut c_void;
     pub fn free(address: *mut c_void);

@@ -222,4 +222,11 @@ unsafe impl Kernel for HaikuKernel {
         })
         .to_result()
     }
+
+    fn user_memset(&self, dst: u64, value: u8, len: usize) -> KResult {
+        // SAFETY: user_memset checks the range like user_memcpy and returns B_BAD_ADDRESS on
+        // a fault instead of faulting.
+        Status(unsafe { ffi::user_memset(dst as usize as *mut c_void, value as c_char, len) })
+            .to_result()
+    }
 }

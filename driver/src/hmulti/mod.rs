@@ -20,7 +20,7 @@ use crate::dma::BufferArea;
 use crate::platform::{KResult, Kernel, LogLevel, Status, VirtioDevice};
 use crate::sync::SemMutex;
 use crate::user;
-use crate::virtio::pcm::{PcmParams, MAX_PERIODS};
+use crate::virtio::pcm::{silence_byte, PcmParams, MAX_PERIODS};
 use crate::virtio::Engine;
 use channels::Layout;
 
@@ -343,8 +343,43 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
             st.out_base = st.played.frames;
             st.in_base = st.recorded.frames;
             st.recorded.cycle = -1;
+            if result.is_ok() {
+                // The next run queues every buffer before the client writes one: they must
+                // not hold the end of this run.
+                if let Err(e) = self.fill_silence(st, false) {
+                    self.kernel.log(
+                        LogLevel::Warn,
+                        format_args!("cannot silence the buffers after a stop: {e}"),
+                    );
+                }
+            }
         }
         result
+    }
+
+    /// Fills each direction's buffers with its format's silence (0x80 in unsigned 8-bit
+    /// samples, 0 in the others): what the device plays, and the client reads, until the
+    /// client writes them. Called only while no period is with the device. `fresh`: the
+    /// area was just created, and so is zeroed already.
+    fn fill_silence(&self, st: &State, fresh: bool) -> KResult {
+        let Some(b) = st.buffers.as_ref() else {
+            return Ok(());
+        };
+        for (region, fmt) in [(b.out, st.out_format), (b.inp, st.in_format)] {
+            let (Some(r), Some((_, bits))) = (region, fmt) else {
+                continue;
+            };
+            let byte = format::format_of(bits).map_or(0, silence_byte);
+            if fresh && byte == 0 {
+                continue;
+            }
+            b.area.fill(
+                r.offset,
+                u64::from(r.period_bytes) * u64::from(b.count),
+                byte,
+            )?;
+        }
+        Ok(())
     }
 
     /// Where each direction's `count` buffers of `frames` frames go in one area (input after
@@ -423,6 +458,10 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
             inp,
         });
         st.stale = false;
+        if let Err(e) = self.fill_silence(st, true) {
+            st.buffers = None;
+            return Err(e);
+        }
         Ok(())
     }
 
@@ -953,6 +992,7 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
         };
         st.buffers = Some(Buffers { out, inp, ..b });
         st.stale = false;
-        Ok(())
+        // The buffers hold samples of the old format: noise in the new one.
+        self.fill_silence(st, false)
     }
 }
