@@ -50,6 +50,7 @@ const GOOD_FLAGS: &[&str] = &[
     "-fPIC",
     "-O2",
     "-mno-red-zone",
+    "-fno-omit-frame-pointer",
     "-Wl,--hash-style=sysv",
     "-Wl,-z,noseparate-code",
     "-Wl,-z,norelro",
@@ -89,6 +90,17 @@ fn build(dir: &Path, name: &str, src: &str, flags: &[&str], stub: &str) -> PathB
     out
 }
 
+/// [`GOOD_FLAGS`] with the flag `from` replaced by `to`.
+fn replaced(from: &str, to: &'static str) -> Vec<&'static str> {
+    let mut flags = GOOD_FLAGS.to_vec();
+    let i = flags
+        .iter()
+        .position(|f| *f == from)
+        .expect("a flag of GOOD_FLAGS");
+    flags[i] = to;
+    flags
+}
+
 fn refused(path: &Path) -> loader::LoadError {
     loader::load(path, &kernel()).expect_err("must be refused")
 }
@@ -117,14 +129,12 @@ fn accepts_a_good_addon_and_binds_imports() {
 fn refuses_what_haiku_refuses() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
-    let mut gnu = GOOD_FLAGS.to_vec();
-    gnu[5] = "-Wl,--hash-style=gnu";
+    let gnu = replaced("-Wl,--hash-style=sysv", "-Wl,--hash-style=gnu");
     let e = refused(&build(dir, "gnuhash", GOOD, &gnu, STUB));
     assert_eq!(e.status, hd::B_ERROR, "{e}");
     assert!(e.reason.contains("DT_HASH"), "{e}");
 
-    let mut sep = GOOD_FLAGS.to_vec();
-    sep[6] = "-Wl,-z,separate-code";
+    let sep = replaced("-Wl,-z,noseparate-code", "-Wl,-z,separate-code");
     let e = refused(&build(dir, "sep", GOOD, &sep, STUB));
     assert_eq!(
         e.status,

@@ -1426,14 +1426,16 @@ mod tests {
     use super::*;
     use std::process::Command;
 
-    /// The add-on's link, as DESIGN.md §5 gives it, for GNU ld (which has no
-    /// `--no-rosegment`: `-z noseparate-code` alone gives one R+X and one RW PT_LOAD).
+    /// The add-on's code generation (no red zone, frame pointers) and link, as DESIGN.md §5
+    /// gives them, for gcc and GNU ld (which has no `--no-rosegment`: `-z noseparate-code`
+    /// alone gives one R+X and one RW PT_LOAD).
     const ADDON: &[&str] = &[
         "-shared",
         "-nostdlib",
         "-fPIC",
         "-O2",
         "-mno-red-zone",
+        "-fno-omit-frame-pointer",
         "-Wl,--hash-style=sysv",
         "-Wl,-z,noseparate-code",
         "-Wl,-z,norelro",
@@ -1978,7 +1980,13 @@ mod tests {
              for (int j = 0; j < 8; j++) a[j] = j;\n\
              return a[i & 7];\n}}\n"
         );
-        let so = dir.addon("leaf", &src, &["-mred-zone"], Some(&lib));
+        // A leaf without a frame pointer, so that the red zone shows as [rsp - n].
+        let so = dir.addon(
+            "leaf",
+            &src,
+            &["-mred-zone", "-momit-leaf-frame-pointer"],
+            Some(&lib),
+        );
         let leaf = symbol_address(&so, "leaf");
         let v = refuse(&so, &[RED_ZONE]);
         has(&v, RED_ZONE, &["in `leaf`", "below rsp", "rsp-"]);
@@ -2002,12 +2010,7 @@ mod tests {
         let v = refuse(&so, &[RED_ZONE]);
         has(&v, RED_ZONE, &["in `leaf`", "[rbp-", "(rbp is rsp+0 here)"]);
         // With -mno-red-zone the frame is allocated first: no violation.
-        let so = dir.addon(
-            "leaf_o0_ok",
-            &src,
-            &["-O0", "-fno-omit-frame-pointer"],
-            Some(&lib),
-        );
+        let so = dir.addon("leaf_o0_ok", &src, &["-O0"], Some(&lib));
         pass(&so);
     }
 

@@ -110,7 +110,10 @@ pub fn build_stub(dir: &Path) -> Result<PathBuf> {
     Ok(so)
 }
 
-/// The flags that make a host-target cdylib loadable by Haiku's kernel (DESIGN.md §5).
+/// The flags that make a host-target cdylib loadable by Haiku's kernel (DESIGN.md §5), plus
+/// frame pointers: Haiku builds x86_64 kernel code with `-fno-omit-frame-pointer` because its
+/// kernel debugger walks stacks through rbp, and a function that uses rbp as a general
+/// register breaks every backtrace taken below it.
 pub fn rustflags(stub_dir: &Path) -> String {
     let link = [
         "-nostdlib",
@@ -126,6 +129,8 @@ pub fn rustflags(stub_dir: &Path) -> String {
     let mut flags = vec![
         "-C".to_string(),
         "no-redzone=yes".into(),
+        "-C".into(),
+        "force-frame-pointers=yes".into(),
         "-C".into(),
         "relocation-model=pic".into(),
         "-C".into(),

@@ -56,6 +56,7 @@ fn a_good_add_on_exits_zero_and_prints_the_report() {
         "-fPIC",
         "-O2",
         "-mno-red-zone",
+        "-fno-omit-frame-pointer",
         "-Wl,--hash-style=sysv",
         "-Wl,-z,noseparate-code",
         "-Wl,-z,norelro",
