@@ -8,6 +8,9 @@
 //!
 //! Every violation has a stable rule name ([`RULES`]) and a message naming the symbol,
 //! relocation offset or instruction address.
+//!
+//! One rule is not the loader's but its kernel debugger's: [`FRAME_POINTER`], that a
+//! backtrace can walk through the add-on (see [`check_frames`] for the criterion and why).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -41,9 +44,11 @@ pub const IMPORTS: &str = "imports";
 pub const MODULES: &str = "modules";
 /// No instruction addresses memory below the stack pointer.
 pub const RED_ZONE: &str = "red-zone";
+/// rbp is a frame pointer: set up before any call, never used as a general register.
+pub const FRAME_POINTER: &str = "frame-pointer";
 
 /// Every rule name, in the order the audit checks them.
-pub const RULES: [&str; 9] = [
+pub const RULES: [&str; 10] = [
     ELF,
     DT_HASH,
     SEGMENTS,
@@ -53,6 +58,7 @@ pub const RULES: [&str; 9] = [
     IMPORTS,
     MODULES,
     RED_ZONE,
+    FRAME_POINTER,
 ];
 
 const PAGE: u64 = 0x1000;
@@ -91,9 +97,21 @@ pub struct Failed {
 impl fmt::Display for Failed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.violations.len();
+        let debugger = self.violations.iter().any(|v| v.rule == FRAME_POINTER);
+        let what = match (
+            self.violations.iter().all(|v| v.rule == FRAME_POINTER),
+            debugger,
+        ) {
+            (true, _) => "Haiku's kernel debugger could not walk its stack",
+            (false, true) => {
+                "Haiku's kernel loader would refuse or mis-load it, and its kernel debugger \
+                 could not walk its stack"
+            }
+            (false, false) => "Haiku's kernel loader would refuse or mis-load it",
+        };
         write!(
             f,
-            "{}: Haiku's kernel loader would refuse or mis-load it ({n} violation{}):",
+            "{}: {what} ({n} violation{}):",
             self.file.display(),
             if n == 1 { "" } else { "s" }
         )?;
@@ -261,6 +279,23 @@ pub struct Report {
     pub code_bytes: u64,
     pub code_from: String,
     pub instructions: u64,
+    /// What the frame-pointer rule found.
+    pub frames: Frames,
+}
+
+/// The functions the frame-pointer rule examined ([`check_frames`]).
+#[derive(Debug, Clone, Default)]
+pub struct Frames {
+    pub functions: usize,
+    /// Where their starts came from (symbols, PT_GNU_EH_FRAME).
+    pub from: String,
+    /// Functions that set up rbp as their frame pointer.
+    pub framed: usize,
+    /// Functions that break the rule (one violation each).
+    pub broken: usize,
+    /// Functions without a frame that make no call and leave rbp alone: address and
+    /// demangled name (empty without a symbol).
+    pub leaves: Vec<(u64, String)>,
 }
 
 impl Report {
@@ -322,11 +357,39 @@ impl fmt::Display for Report {
         for s in &self.functions {
             writeln!(f, "  {:#08x} {:>6} {}", s.value, s.size, s.name)?;
         }
-        write!(
+        writeln!(
             f,
             "code: {} bytes ({}), {} instructions, none below rsp",
             self.code_bytes, self.code_from, self.instructions
-        )
+        )?;
+        write!(f, "{}", self.frames)
+    }
+}
+
+impl fmt::Display for Frames {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let k = self.leaves.len();
+        write!(
+            f,
+            "frame pointers: {} of {} functions (from {}) set up rbp before any call; {}; \
+             {k} frameless lea{} (no call, rbp untouched){}",
+            self.framed,
+            self.functions,
+            self.from,
+            match self.broken {
+                0 => "none calls without it or uses rbp otherwise".to_string(),
+                n => format!("{n} call without it or use rbp otherwise"),
+            },
+            if k == 1 { "f" } else { "ves" },
+            if k == 0 { "" } else { ":" }
+        )?;
+        for (addr, name) in &self.leaves {
+            write!(f, "\n  {addr:#08x}")?;
+            if !name.is_empty() {
+                write!(f, " {name}")?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -642,6 +705,14 @@ fn audit_into(data: &[u8], imports: &[(String, ElfType)], out: &mut Vec<Violatio
         scan.range(*vaddr, bytes, out);
     }
     report.instructions = scan.instructions;
+    let unwind = unwind_functions(&image);
+    report.frames = check_frames(
+        &ranges.ranges,
+        &report.functions,
+        report.functions_from,
+        unwind.as_deref(),
+        out,
+    );
     report
 }
 
@@ -1417,6 +1488,370 @@ impl<'f> Scan<'f> {
     }
 }
 
+/// The functions PT_GNU_EH_FRAME knows: one per entry of `.eh_frame_hdr`'s search table
+/// (one per FDE; rustc and gcc give every function unwind information), its start and,
+/// when its FDE and CIE can be read, its length. This is what finds the functions of a
+/// stripped add-on, whose only symbols are its exports. `None` without a readable table.
+fn unwind_functions(image: &Image<'_>) -> Option<Vec<(u64, Option<u64>)>> {
+    let seg = image
+        .segments
+        .iter()
+        .find(|s| s.p_type == elf::PT_GNU_EH_FRAME)?;
+    let hdr = image.bytes(seg.vaddr, seg.filesz)?;
+    let [1, ptr_enc, count_enc, table_enc, ..] = *hdr else {
+        return None;
+    };
+    let mut at = 4;
+    read_encoded(hdr, &mut at, ptr_enc, seg.vaddr)?; // eh_frame_ptr: not needed
+    let count = read_encoded(hdr, &mut at, count_enc, seg.vaddr)?;
+    let mut functions = Vec::new();
+    for _ in 0..count {
+        let start = read_encoded(hdr, &mut at, table_enc, seg.vaddr)?;
+        let fde = read_encoded(hdr, &mut at, table_enc, seg.vaddr)?;
+        functions.push((start, fde_length(image, fde)));
+    }
+    Some(functions)
+}
+
+/// The `pc_range` of the FDE at `fde`, in the pointer format its CIE's 'R' augmentation
+/// gives.
+fn fde_length(image: &Image<'_>, fde: u64) -> Option<u64> {
+    let head = image.bytes(fde, 8)?;
+    let length = u64::from(u32::from_le_bytes(head[0..4].try_into().ok()?));
+    // 0xffffffff would be 64-bit DWARF, which no x86-64 toolchain emits here.
+    let cie_offset = u64::from(u32::from_le_bytes(head[4..8].try_into().ok()?));
+    if !(8..0xffff_fff0).contains(&length) || cie_offset == 0 {
+        return None;
+    }
+    // The CIE pointer counts back from its own field.
+    let enc = cie_pointer_encoding(image, fde.checked_add(4)?.checked_sub(cie_offset)?)?;
+    let body_at = fde.checked_add(8)?;
+    let body = image.bytes(body_at, length - 4)?;
+    let mut at = 0;
+    // pc_begin, then pc_range in the same format without the pc-relative part.
+    read_encoded(body, &mut at, enc, body_at)?;
+    read_encoded(body, &mut at, enc & 0x0f, 0)
+}
+
+/// The encoding of the FDE pointers of the CIE at `cie` ('R' of a "z" augmentation).
+fn cie_pointer_encoding(image: &Image<'_>, cie: u64) -> Option<u8> {
+    let length = u64::from(u32::from_le_bytes(image.bytes(cie, 4)?.try_into().ok()?));
+    let body = image.bytes(cie.checked_add(4)?, length)?;
+    let (id, version) = (body.get(0..4)?, *body.get(4)?);
+    if id != [0; 4] {
+        return None;
+    }
+    let mut at = 5;
+    let aug_len = body.get(at..)?.iter().position(|&b| b == 0)?;
+    let aug = &body[at..at + aug_len];
+    at += aug_len + 1;
+    let Some(rest) = aug.strip_prefix(b"z") else {
+        return aug.is_empty().then_some(0); // no augmentation: absolute pointers
+    };
+    let leb = |at: &mut usize| -> Option<()> {
+        while *body.get(*at)? & 0x80 != 0 {
+            *at += 1;
+        }
+        *at += 1;
+        Some(())
+    };
+    leb(&mut at)?; // code alignment
+    leb(&mut at)?; // data alignment
+    if version == 1 {
+        at += 1; // return address register
+    } else {
+        leb(&mut at)?;
+    }
+    leb(&mut at)?; // augmentation data length
+    for &c in rest {
+        match c {
+            b'R' => return body.get(at).copied(),
+            b'L' => at += 1,
+            b'P' => {
+                let enc = *body.get(at)?;
+                at += 1;
+                read_encoded(body, &mut at, enc & 0x0f, 0)?; // the personality routine
+            }
+            b'S' | b'B' => {}
+            _ => return None,
+        }
+    }
+    Some(0)
+}
+
+/// A `DW_EH_PE_*`-encoded value at `data[*at]`; `base` is the address of `data`:
+/// pc-relative values count from the field itself, data-relative ones (only in
+/// `.eh_frame_hdr`) from `base`.
+fn read_encoded(data: &[u8], at: &mut usize, enc: u8, base: u64) -> Option<u64> {
+    let size = match enc & 0x0f {
+        0x00 | 0x04 | 0x0c => 8,
+        0x02 | 0x0a => 2,
+        0x03 | 0x0b => 4,
+        _ => return None, // DW_EH_PE_omit, the LEB128 forms: never in these tables
+    };
+    let b = data.get(*at..*at + size)?;
+    let mut raw = [0u8; 8];
+    raw[..size].copy_from_slice(b);
+    let mut value = u64::from_le_bytes(raw);
+    if enc & 0x08 != 0 {
+        let shift = 64 - 8 * size as u32;
+        value = (((value << shift) as i64) >> shift) as u64; // sign-extend sdata2/4
+    }
+    let value = match enc & 0xf0 {
+        0x00 => value,
+        0x10 => base.wrapping_add(*at as u64).wrapping_add(value),
+        0x30 => base.wrapping_add(value),
+        _ => return None,
+    };
+    *at += size;
+    Some(value)
+}
+
+/// The frame-pointer rule: a backtrace can walk through every function of the add-on.
+///
+/// Haiku's kernel debugger (and a panic's backtrace) walks the stack through rbp: `[rbp]`
+/// is the caller's rbp and `[rbp+8]` the return address. Haiku builds its x86_64 kernel
+/// code with `-fno-omit-frame-pointer` for this. The criterion is what that flag guarantees
+/// for gcc's own output, checked per function (from its symbol or FDE start to the end its
+/// symbol or FDE gives, or to the next start):
+///
+/// - **rbp is never a general register.** The only writes of rbp allowed are the frame
+///   setup (`mov rbp, rsp` right after `push rbp`, no rsp change in between, or `enter`)
+///   and its restore (`pop rbp` after a `push rbp`, `leave`). Anything else leaves a value
+///   in rbp that a backtrace taken below it (in a callee, or by an interrupt) follows as a
+///   frame chain: the walk breaks, and the debugger reads wherever it points.
+/// - **Every call is made with the frame set up**: the first `call` in address order comes
+///   after `push rbp; mov rbp, rsp`. A function that calls without a frame leaves its
+///   caller's rbp in place, so every backtrace through the call skips a frame. Address
+///   order is how gcc and LLVM lay out a prologue: at the entry or, shrink-wrapped, after
+///   an early exit that makes no call (part of the add-on is built like that).
+/// - **Leaves may be frameless.** A function that makes no call and never writes rbp
+///   keeps the chain intact; only an interrupt landing inside it sees it, shown from the
+///   interrupt frame, its caller then missing from that one trace. gcc 12 with
+///   `-fno-omit-frame-pointer -O2` emits such leaves (a leaf that needs no stack, a tail
+///   call), so kernel code built the way Haiku builds it has them. So does the
+///   precompiled `core`/`alloc` of the stable toolchain, built with frame pointers only in
+///   functions that call (every function of it that calls sets up rbp, none of its leaves
+///   does), which cannot be rebuilt without rust-src and build-std. The add-on's own code
+///   (`-C force-frame-pointers=yes`) sets up rbp in leaves too; `cargo xtask build-haiku`
+///   checks by name that every frameless leaf is precompiled, which a stripped file
+///   cannot tell, so here they are listed in the report rather than refused.
+///
+/// Without the flag, LLVM keeps other values in rbp, or calls without a frame, in nearly
+/// every function of the add-on that calls: the rule refuses it and names each one.
+fn check_frames(
+    ranges: &[(u64, &[u8])],
+    symbols: &[Symbol],
+    symbols_from: &str,
+    unwind: Option<&[(u64, Option<u64>)]>,
+    out: &mut Vec<Violation>,
+) -> Frames {
+    // Each start with its first name (`symbols` is sorted by address, then name) and the
+    // lengths its symbol and its FDE give.
+    let mut starts: BTreeMap<u64, (Option<&Symbol>, Option<u64>)> = BTreeMap::new();
+    for s in symbols {
+        let e = starts.entry(s.value).or_default();
+        if e.0.is_none() {
+            e.0 = Some(s);
+        }
+    }
+    for &(a, len) in unwind.unwrap_or_default() {
+        let e = starts.entry(a).or_default();
+        e.1 = e.1.or(len);
+    }
+    let mut from = Vec::new();
+    if !symbols.is_empty() {
+        from.push(symbols_from);
+    }
+    if unwind.is_some() {
+        from.push("PT_GNU_EH_FRAME");
+    }
+    let mut frames = Frames {
+        from: if from.is_empty() {
+            "nowhere: no function symbols, no PT_GNU_EH_FRAME".into()
+        } else {
+            from.join(" and ")
+        },
+        ..Frames::default()
+    };
+    let starts: Vec<_> = starts.into_iter().collect();
+    let mut factory = InstructionInfoFactory::new();
+    for (i, &(start, (sym, unwind_len))) in starts.iter().enumerate() {
+        let Some(&(base, bytes)) = ranges
+            .iter()
+            .find(|(v, b)| (*v..*v + b.len() as u64).contains(&start))
+        else {
+            continue; // not code (a symbol in a data section, a stale FDE)
+        };
+        let mut end = base + bytes.len() as u64;
+        if let Some(&(next, _)) = starts.get(i + 1) {
+            end = end.min(next);
+        }
+        // Without section headers the executable segment holds data too (.rodata,
+        // .eh_frame): a length keeps the last function out of it.
+        for len in [sym.map(|s| s.size), unwind_len].into_iter().flatten() {
+            if len > 0 {
+                end = end.min(start.saturating_add(len));
+            }
+        }
+        let code = &bytes[(start - base) as usize..(end - base) as usize];
+        frames.functions += 1;
+        let name = sym.map_or(String::new(), |s| {
+            format!("{:#}", rustc_demangle::demangle(&s.name))
+        });
+        let who = if name.is_empty() {
+            format!("the function at {start:#x} (no symbol)")
+        } else {
+            format!("`{name}` ({start:#x})")
+        };
+        const FIX: &str = "build with -C force-frame-pointers=yes / -fno-omit-frame-pointer";
+        let message = match frame_use(start, code, &mut factory) {
+            FrameUse::Frame => {
+                frames.framed += 1;
+                continue;
+            }
+            FrameUse::Leaf => {
+                frames.leaves.push((start, name));
+                continue;
+            }
+            FrameUse::CallsWithoutFrame { at, text } => format!(
+                "{who} calls without a frame pointer: `{text}` at {at:#x} comes before any \
+                 `push rbp; mov rbp, rsp`, so every backtrace taken below that call (a panic, \
+                 a fault, Haiku's kernel debugger) skips a frame; {FIX}"
+            ),
+            FrameUse::Clobbers { at, text, why } => format!(
+                "{who} uses rbp as a general register: `{text}` at {at:#x} {why}, so a \
+                 backtrace taken below it follows a broken frame chain; {FIX}"
+            ),
+        };
+        frames.broken += 1;
+        out.push(violation(FRAME_POINTER, message));
+    }
+    frames
+}
+
+/// How one function treats rbp ([`check_frames`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum FrameUse {
+    /// Sets up rbp as its frame pointer before any call; otherwise only restores it.
+    Frame,
+    /// No frame, no call, rbp never written.
+    Leaf,
+    /// The first call, made before any frame setup.
+    CallsWithoutFrame { at: u64, text: String },
+    /// The first write of rbp that is neither the frame setup nor its restore.
+    Clobbers {
+        at: u64,
+        text: String,
+        why: &'static str,
+    },
+}
+
+fn frame_use(start: u64, code: &[u8], factory: &mut InstructionInfoFactory) -> FrameUse {
+    let mut decoder = Decoder::with_ip(64, code, start, DecoderOptions::NONE);
+    let mut instr = Instruction::default();
+    let mut formatter = IntelFormatter::new();
+    // Call targets read like the addresses around them in the message.
+    let o = formatter.options_mut();
+    o.set_hex_prefix("0x");
+    o.set_hex_suffix("");
+    o.set_uppercase_hex(false);
+    o.set_branch_leading_zeros(false);
+    let mut text = |instr: &Instruction| {
+        let mut s = String::new();
+        formatter.format(instr, &mut s);
+        s
+    };
+    // `saved`: rbp was pushed; `pushed`: ... and rsp has not moved since, so `mov rbp, rsp`
+    // makes [rbp] the saved rbp; `framed`: the frame is set up.
+    let (mut saved, mut pushed, mut framed) = (false, false, false);
+    let mut first_call = None;
+    while decoder.can_decode() {
+        decoder.decode_out(&mut instr);
+        if instr.is_invalid() {
+            pushed = false;
+            continue;
+        }
+        let op0 = (instr.op_count() > 0 && instr.op0_kind() == OpKind::Register)
+            .then(|| instr.op0_register());
+        let reg_to_reg = instr.op_count() == 2
+            && instr.op0_kind() == OpKind::Register
+            && instr.op1_kind() == OpKind::Register;
+        match instr.code() {
+            Code::Push_r64 if op0 == Some(Register::RBP) => {
+                (saved, pushed) = (true, true);
+                continue;
+            }
+            Code::Mov_r64_rm64 | Code::Mov_rm64_r64
+                if reg_to_reg
+                    && instr.op0_register() == Register::RBP
+                    && instr.op1_register() == Register::RSP =>
+            {
+                if !pushed {
+                    return FrameUse::Clobbers {
+                        at: instr.ip(),
+                        text: text(&instr),
+                        why: "points rbp at the stack where the caller's rbp was not just \
+                              pushed",
+                    };
+                }
+                (framed, pushed) = (true, false);
+                continue;
+            }
+            Code::Enterq_imm16_imm8 => {
+                (saved, framed, pushed) = (true, true, false);
+                continue;
+            }
+            Code::Pop_r64 if op0 == Some(Register::RBP) && saved => {
+                pushed = false;
+                continue;
+            }
+            Code::Leaveq if framed => {
+                pushed = false;
+                continue;
+            }
+            _ => {}
+        }
+        if !framed
+            && first_call.is_none()
+            && matches!(
+                instr.flow_control(),
+                FlowControl::Call | FlowControl::IndirectCall
+            )
+        {
+            first_call = Some((instr.ip(), text(&instr)));
+        }
+        let info = factory.info(&instr);
+        let writes = |r: Register| {
+            info.used_registers().iter().any(|u| {
+                u.register().full_register() == r
+                    && matches!(
+                        u.access(),
+                        OpAccess::Write
+                            | OpAccess::CondWrite
+                            | OpAccess::ReadWrite
+                            | OpAccess::ReadCondWrite
+                    )
+            })
+        };
+        if writes(Register::RBP) {
+            return FrameUse::Clobbers {
+                at: instr.ip(),
+                text: text(&instr),
+                why: "writes rbp",
+            };
+        }
+        if instr.stack_pointer_increment() != 0 || writes(Register::RSP) {
+            pushed = false;
+        }
+    }
+    match first_call {
+        Some((at, text)) => FrameUse::CallsWithoutFrame { at, text },
+        None if framed => FrameUse::Frame,
+        None => FrameUse::Leaf,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! Fixtures are built here, in a temporary directory, with the system C compiler and
@@ -1688,6 +2123,13 @@ mod tests {
         assert!(r.code_from.contains("no section headers"), "{r}");
         assert!(r.code_bytes > 0);
         assert_eq!(r.functions_from, ".dynsym");
+        // The same functions through PT_GNU_EH_FRAME, each ending where its FDE says
+        // rather than in the data that follows the code.
+        let full = pass(&so);
+        let leaves = |r: &Report| r.frames.leaves.iter().map(|l| l.0).collect::<Vec<_>>();
+        assert_eq!(r.frames.functions, full.frames.functions, "{r}");
+        assert_eq!(r.frames.framed, full.frames.framed, "{r}");
+        assert_eq!(leaves(&r), leaves(&full), "{r}");
     }
 
     #[test]
@@ -2012,6 +2454,174 @@ mod tests {
         // With -mno-red-zone the frame is allocated first: no violation.
         let so = dir.addon("leaf_o0_ok", &src, &["-O0"], Some(&lib));
         pass(&so);
+    }
+
+    #[test]
+    fn a_frameless_leaf_passes_and_is_listed() {
+        // gcc leaves a leaf that needs no stack without a frame even with
+        // -fno-omit-frame-pointer; -momit-leaf-frame-pointer makes sure of it.
+        let dir = Dir::new();
+        let lib = dir.stub("kernel", STUB);
+        let src = format!("{GOOD}\nint triple(int x) {{ return x * 3 + 1; }}\n");
+        let so = dir.addon("leaf_fp", &src, &["-momit-leaf-frame-pointer"], Some(&lib));
+        let r = pass(&so);
+        let triple = symbol_address(&so, "triple");
+        assert!(
+            r.frames.leaves.contains(&(triple, "triple".to_string())),
+            "{r}"
+        );
+        assert!(
+            r.frames.framed >= 1,
+            "std_ops calls, so it has a frame:\n{r}"
+        );
+        assert_eq!(r.frames.broken, 0, "{r}");
+        assert_eq!(r.frames.from, ".symtab and PT_GNU_EH_FRAME");
+        let text = r.to_string();
+        assert!(
+            text.contains("frameless leaves (no call, rbp untouched):"),
+            "{text}"
+        );
+        assert!(text.contains(&format!("{triple:#08x} triple")), "{text}");
+    }
+
+    #[test]
+    fn calling_without_a_frame_breaks_frame_pointer() {
+        // std_ops calls dprintf and create_sem.
+        let dir = Dir::new();
+        let so = dir.good("nofp", &["-fomit-frame-pointer"]);
+        let std_ops = symbol_address(&so, "std_ops");
+        let v = refuse(&so, &[FRAME_POINTER]);
+        has(
+            &v,
+            FRAME_POINTER,
+            &[
+                &format!("`std_ops` ({std_ops:#x})"),
+                "calls without a frame pointer",
+                "-fno-omit-frame-pointer",
+            ],
+        );
+        let failed = Failed {
+            file: so.clone(),
+            violations: v,
+        };
+        assert!(
+            failed
+                .to_string()
+                .contains("Haiku's kernel debugger could not walk its stack"),
+            "{failed}"
+        );
+        // Stripped, std_ops (static) has no symbol left: PT_GNU_EH_FRAME still finds it.
+        let so = dir.good("nofp_stripped", &["-fomit-frame-pointer", "-s"]);
+        let v = refuse(&so, &[FRAME_POINTER]);
+        has(
+            &v,
+            FRAME_POINTER,
+            &[&format!(
+                "the function at {std_ops:#x} (no symbol) calls without"
+            )],
+        );
+    }
+
+    #[test]
+    fn rbp_as_a_general_register_breaks_frame_pointer() {
+        let dir = Dir::new();
+        let lib = dir.stub("kernel", STUB);
+        let src = format!(
+            "{GOOD}\n__asm__(\".globl keep\\n.type keep,@function\\nkeep:\\n\
+             push %rbp\\nmov %rdi, %rbp\\nmov %rbp, %rax\\npop %rbp\\nret\\n\
+             .size keep, .-keep\\n\");\n"
+        );
+        let so = dir.addon("keep", &src, &[], Some(&lib));
+        let keep = symbol_address(&so, "keep");
+        let v = refuse(&so, &[FRAME_POINTER]);
+        assert_eq!(v.len(), 1, "{}", list(&v));
+        has(
+            &v,
+            FRAME_POINTER,
+            &[
+                &format!("`keep` ({keep:#x}) uses rbp as a general register"),
+                &format!("`mov rbp,rdi` at {:#x} writes rbp", keep + 1),
+            ],
+        );
+    }
+
+    #[test]
+    fn frame_use_follows_the_prologue() {
+        let use_of = |code: &[u8]| frame_use(0x1000, code, &mut InstructionInfoFactory::new());
+        let (push, mov, call, pop, ret) = (
+            &[0x55][..],             // push rbp
+            &[0x48, 0x89, 0xe5][..], // mov rbp, rsp
+            &[0xe8, 0, 0, 0, 0][..], // call (the next instruction)
+            &[0x5d][..],             // pop rbp
+            &[0xc3][..],             // ret
+        );
+        assert_eq!(
+            use_of(&[push, mov, call, pop, ret].concat()),
+            FrameUse::Frame
+        );
+        // gcc schedules other instructions between the push and the mov.
+        let xor = &[0x31, 0xc0][..]; // xor eax, eax
+        assert_eq!(
+            use_of(&[push, xor, mov, call, pop, ret].concat()),
+            FrameUse::Frame
+        );
+        // Shrink-wrapped: an early exit before the prologue.
+        let early = [
+            &[0x48, 0x85, 0xff, 0x74, 0x0b][..], // test rdi, rdi; je +11 (to the xor)
+            push,
+            mov,
+            call,
+            pop,
+            ret,
+            xor,
+            ret,
+        ];
+        assert_eq!(use_of(&early.concat()), FrameUse::Frame);
+        // enter / leave.
+        let enter = &[0xc8, 0x10, 0x00, 0x00][..]; // enter 16, 0
+        assert_eq!(
+            use_of(&[enter, call, &[0xc9], ret].concat()),
+            FrameUse::Frame
+        );
+        // Leaves: no call, rbp untouched, a tail call included.
+        let lea = &[0x8d, 0x44, 0x7f, 0x01][..]; // lea eax, [rdi+rdi*2+1]
+        assert_eq!(use_of(&[lea, ret].concat()), FrameUse::Leaf);
+        assert_eq!(use_of(&[0xe9, 0, 0, 0, 0]), FrameUse::Leaf); // jmp
+                                                                 // A call with only rsp moved.
+        let sub = &[0x48, 0x83, 0xec, 0x08][..]; // sub rsp, 8
+        assert_eq!(
+            use_of(&[sub, call, ret].concat()),
+            FrameUse::CallsWithoutFrame {
+                at: 0x1004,
+                text: "call 0x1009".into()
+            }
+        );
+        // A call before the prologue.
+        assert!(matches!(
+            use_of(&[call, push, mov, call, pop, ret].concat()),
+            FrameUse::CallsWithoutFrame { at: 0x1000, .. }
+        ));
+        // rbp written: a callee-saved value, zeroed, popped without a push, or pointed at
+        // the stack after another push.
+        let clobber = |code: &[u8]| match use_of(code) {
+            FrameUse::Clobbers { at, text, .. } => (at, text),
+            other => panic!("{other:?}"),
+        };
+        let mov_rdi = &[0x48, 0x89, 0xfd][..]; // mov rbp, rdi
+        assert_eq!(
+            clobber(&[push, mov_rdi, call, pop, ret].concat()),
+            (0x1001, "mov rbp,rdi".into())
+        );
+        assert_eq!(clobber(&[0x31, 0xed, 0xc3]), (0x1000, "xor ebp,ebp".into()));
+        assert_eq!(clobber(&[pop, ret].concat()), (0x1000, "pop rbp".into()));
+        let push_rbx = &[0x53][..];
+        assert_eq!(
+            clobber(&[push, push_rbx, mov, call].concat()),
+            (0x1002, "mov rbp,rsp".into())
+        );
+        // After the frame, the epilogue's pop and a later path's call are fine.
+        let late_call = [push, mov, pop, ret, call, ret];
+        assert_eq!(use_of(&late_call.concat()), FrameUse::Frame);
     }
 
     #[test]

@@ -149,16 +149,15 @@ pub fn rustflags(stub_dir: &Path) -> String {
     flags.join("\x1f")
 }
 
-/// Builds, strips and audits the add-on; lays out the install tree. Returns the add-on path.
-pub fn build() -> Result<PathBuf> {
-    let root = root();
-    let out = root.join(OUT_DIR);
+/// Builds and strips the add-on under `out` with the rustflags `flags` gives for a stub
+/// directory; returns the unstripped copy (`ADDON.debug`) and the add-on (`ADDON`).
+fn compile(out: &Path, flags: impl Fn(&Path) -> String) -> Result<(PathBuf, PathBuf)> {
     let stub_dir = out.join("stub");
     build_stub(&stub_dir)?;
     eprintln!("==> building the add-on (no_std cdylib for {TARGET})");
     let status = cargo()
         .env_remove("RUSTFLAGS")
-        .env("CARGO_ENCODED_RUSTFLAGS", rustflags(&stub_dir))
+        .env("CARGO_ENCODED_RUSTFLAGS", flags(&stub_dir))
         .args([
             "rustc",
             "-q",
@@ -193,6 +192,13 @@ pub fn build() -> Result<PathBuf> {
             .arg(&built),
     )?;
     publish(&stripped, &addon)?;
+    Ok((unstripped, addon))
+}
+
+/// Builds, strips and audits the add-on; lays out the install tree. Returns the add-on path.
+pub fn build() -> Result<PathBuf> {
+    let out = root().join(OUT_DIR);
+    let (unstripped, addon) = compile(&out, rustflags)?;
     eprintln!("==> auditing {}", addon.display());
     let report = crate::audit::check(&addon)?;
     let install = out.join("install");
@@ -233,9 +239,168 @@ pub fn build() -> Result<PathBuf> {
     for n in core_fns.iter().chain(alloc_fns.iter()) {
         println!("  {n}");
     }
+    frameless_leaves(&full)?;
     println!(
         "install tree: {} (copy its contents into /boot of the Haiku guest)",
         install.display()
     );
     Ok(addon)
+}
+
+/// Prints the frame-pointer finding of the unstripped add-on by name, and fails if one of
+/// the frameless leaves the audit accepts is the add-on's own code: built with
+/// `-C force-frame-pointers=yes`, it sets up rbp even in leaves, so only the toolchain's
+/// precompiled libraries (frame pointers only in functions that call) may lack one.
+fn frameless_leaves(full: &crate::audit::Report) -> Result {
+    let precompiled = precompiled_functions()?;
+    let f = &full.frames;
+    let (mut theirs, mut ours) = (Vec::new(), Vec::new());
+    for (addr, name) in &f.leaves {
+        // An LTO-promoted local gets a `.llvm.<hash>` suffix.
+        let known = full
+            .functions
+            .iter()
+            .filter(|s| s.value == *addr)
+            .any(|s| precompiled.contains(s.name.split(".llvm.").next().unwrap_or("")));
+        let line = format!("{addr:#08x} {name}");
+        if known {
+            theirs.push(line);
+        } else {
+            ours.push(line);
+        }
+    }
+    if !ours.is_empty() {
+        return Err(format!(
+            "{} of the add-on's own functions set up no frame pointer although it is built \
+             with -C force-frame-pointers=yes:\n  {}",
+            ours.len(),
+            ours.join("\n  ")
+        )
+        .into());
+    }
+    print!(
+        "frame pointers: {} of {} functions set up rbp before any call",
+        f.framed, f.functions
+    );
+    if theirs.is_empty() {
+        println!();
+    } else {
+        println!(
+            "; the {} without are leaves of the toolchain's precompiled core/alloc, which \
+             keeps frame pointers only in functions that call:",
+            theirs.len()
+        );
+    }
+    for l in &theirs {
+        println!("  {l}");
+    }
+    Ok(())
+}
+
+/// The functions defined in the toolchain's precompiled `core`, `alloc` and
+/// `compiler_builtins` for the add-on's target, by symbol name: the objects in their rlibs.
+fn precompiled_functions() -> Result<std::collections::BTreeSet<String>> {
+    use object::{Object as _, ObjectSymbol as _};
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let out = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .current_dir(root())
+        .output()
+        .map_err(|e| format!("{rustc} --print sysroot: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{rustc} --print sysroot failed").into());
+    }
+    let lib = Path::new(String::from_utf8_lossy(&out.stdout).trim())
+        .join("lib/rustlib")
+        .join(TARGET)
+        .join("lib");
+    let mut names = std::collections::BTreeSet::new();
+    let mut rlibs = 0;
+    for entry in std::fs::read_dir(&lib).map_err(|e| format!("{}: {e}", lib.display()))? {
+        let path = entry?.path();
+        let file = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let wanted = ["libcore-", "liballoc-", "libcompiler_builtins-"]
+            .iter()
+            .any(|p| file.starts_with(p));
+        if !wanted || !file.ends_with(".rlib") {
+            continue;
+        }
+        rlibs += 1;
+        let data = std::fs::read(&path)?;
+        let archive = object::read::archive::ArchiveFile::parse(&*data)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        for member in archive.members() {
+            let member = member.map_err(|e| format!("{}: {e}", path.display()))?;
+            let Ok(bytes) = member.data(&*data) else {
+                continue;
+            };
+            // Only the members that are objects (not lib.rmeta).
+            let Ok(obj) = object::read::elf::ElfFile64::<object::LittleEndian>::parse(bytes) else {
+                continue;
+            };
+            for sym in obj.symbols() {
+                if sym.is_definition() && sym.kind() == object::SymbolKind::Text {
+                    names.insert(sym.name()?.to_string());
+                }
+            }
+        }
+    }
+    if rlibs == 0 {
+        return Err(format!("no libcore/liballoc rlib in {}", lib.display()).into());
+    }
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit;
+
+    /// The add-on built exactly as `build-haiku` builds it, less
+    /// `-C force-frame-pointers=yes`: LLVM then keeps other values in rbp and calls without
+    /// a frame, and the audit refuses it, naming the functions.
+    #[test]
+    fn without_force_frame_pointers_the_audit_refuses_the_add_on() {
+        let out = root().join("target/haiku-tests/no-frame-pointers");
+        let without = |stub: &Path| {
+            let flags = rustflags(stub);
+            let flags: Vec<&str> = flags.split('\x1f').collect();
+            let at = flags
+                .windows(2)
+                .position(|w| w == ["-C", "force-frame-pointers=yes"])
+                .expect("build-haiku forces frame pointers");
+            [&flags[..at], &flags[at + 2..]].concat().join("\x1f")
+        };
+        let (unstripped, addon) = compile(&out, without).unwrap();
+        let imports = audit::kernel_imports().unwrap();
+        let refused = |file: &Path| match audit::audit(file, &imports) {
+            Ok(r) => panic!("{} was accepted:\n{r}", file.display()),
+            Err(v) => v,
+        };
+        let v = refused(&unstripped);
+        let text: String = v.iter().map(|v| format!("  {v}\n")).collect();
+        assert!(v.iter().all(|v| v.rule == audit::FRAME_POINTER), "{text}");
+        // The driver's hooks call into the rest of the driver and the kernel.
+        for name in ["driver::haiku::init_driver", "driver::haiku::open"] {
+            assert!(
+                v.iter()
+                    .any(|v| v.message.starts_with(&format!("`{name}` (0x"))),
+                "{name} not named:\n{text}"
+            );
+        }
+        // What `cargo xtask audit FILE` prints.
+        let e = audit::check(&unstripped).unwrap_err().to_string();
+        assert!(
+            e.contains("Haiku's kernel debugger could not walk its stack"),
+            "{e}"
+        );
+        assert!(
+            e.contains("[frame-pointer] `driver::haiku::open` (0x"),
+            "{e}"
+        );
+        // Stripped, the same functions are found through PT_GNU_EH_FRAME, by address.
+        let s = refused(&addon);
+        assert_eq!(s.len(), v.len(), "{text}");
+        assert!(s.iter().any(|v| v.message.contains("(no symbol)")));
+    }
 }

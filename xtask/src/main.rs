@@ -8,7 +8,8 @@
 //! - `sim`: play through the built add-on in the Haiku kernel simulator
 //! - `qemu`: the same against QEMU's virtio-sound-pci device, in a Linux guest
 //! - `build-haiku`: the add-on, audited, and its install tree
-//! - `audit FILE`: would Haiku's kernel ELF loader accept this add-on?
+//! - `audit FILE`: would Haiku's kernel ELF loader accept this add-on, and can its kernel
+//!   debugger walk the add-on's stack?
 
 mod audit;
 mod bench;
@@ -69,7 +70,8 @@ enum Cmd {
     /// Play a WAV file (or a sine) through the built add-on against QEMU's virtio-sound-pci
     /// device, in a small Linux guest; writes what QEMU's wav backend received.
     Qemu(qemucmd::QemuArgs),
-    /// Check a built add-on against every rule of Haiku's kernel ELF loader.
+    /// Check a built add-on against every rule of Haiku's kernel ELF loader, and that Haiku's
+    /// kernel debugger can walk its stack (frame pointers).
     Audit {
         /// The add-on (an ELF shared object).
         file: PathBuf,

@@ -19,6 +19,16 @@ fn build_haiku_produces_an_audited_addon_and_install_tree() {
     );
     assert!(out.status.success(), "{text}");
     assert!(text.contains("none below rsp"), "{text}");
+    // Frame pointers: the audit's finding on the add-on, then the build's on its unstripped
+    // copy, by name.
+    assert!(
+        text.contains("none calls without it or uses rbp otherwise"),
+        "{text}"
+    );
+    assert!(
+        text.contains("are leaves of the toolchain's precompiled core/alloc"),
+        "{text}"
+    );
     let addon = root.join("target/haiku/virtio_sound");
     let installed = root.join(
         "target/haiku/install/system/non-packaged/add-ons/kernel/drivers/audio/hmulti/virtio_sound",
@@ -52,5 +62,6 @@ fn build_haiku_produces_an_audited_addon_and_install_tree() {
     // The exports Haiku looks up, and only kernel imports.
     let report = String::from_utf8_lossy(&audit.stdout);
     assert!(report.contains("modules OBJECT"), "{report}");
+    assert!(report.contains("frame pointers: "), "{report}");
     assert!(report.contains("module_dependencies OBJECT"), "{report}");
 }

@@ -75,7 +75,13 @@ fn a_good_add_on_exits_zero_and_prints_the_report() {
         "{stdout}{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    for needle in ["accepted", "segments:", "dprintf FUNC", "modules OBJECT"] {
+    for needle in [
+        "accepted",
+        "segments:",
+        "dprintf FUNC",
+        "modules OBJECT",
+        "frame pointers: ",
+    ] {
         assert!(stdout.contains(needle), "{needle} not in\n{stdout}");
     }
 }
