@@ -2,9 +2,12 @@
 //! each one is (its designation from the device's channel map, or a default layout).
 
 use alloc::vec::Vec;
+use core::ops::RangeInclusive;
 
 use spec::hmulti_audio as hm;
 use spec::virtio_snd::{ChmapInfo, ChmapPosition, PcmInfo};
+
+use super::servable::Unservable;
 
 /// The Haiku designation of a virtio channel position.
 pub fn designation(pos: ChmapPosition) -> u32 {
@@ -78,34 +81,59 @@ impl Layout {
     }
 }
 
+/// The channel counts a card may publish for the stream `info` describes: those the stream
+/// takes (at least 1) that are at most `max_channels`. Never empty: a stream without one is
+/// [`Unservable`].
+pub fn range(info: &PcmInfo, max_channels: u8) -> Result<RangeInclusive<u8>, Unservable> {
+    let (min, max) = (info.channels_min, info.channels_max);
+    if min > max {
+        return Err(Unservable::Inverted { min, max });
+    }
+    if max == 0 {
+        return Err(Unservable::NoChannels);
+    }
+    let lo = min.max(1);
+    if lo > max_channels {
+        return Err(Unservable::TooManyChannels {
+            min: lo,
+            most: max_channels,
+        });
+    }
+    Ok(lo..=max.min(max_channels))
+}
+
 /// Chooses the channel count of a stream (the channel map's, if the device has one for the
-/// stream's direction that fits, else stereo clamped to the stream's range) and designates
+/// stream's direction that fits, else stereo clamped to the stream's [`range`]) and designates
 /// each channel. The bus bit is added to every channel; `B_CHANNEL_LEFT` marks where a
 /// group starts for the media add-on, so a channel map without a left channel gets it on its
 /// first channel.
-pub fn layout(info: &PcmInfo, chmaps: &[ChmapInfo], max_channels: u8) -> Layout {
-    let lo = info.channels_min.max(1);
-    let hi = info.channels_max.max(lo).min(max_channels.max(1));
+pub fn layout(
+    info: &PcmInfo,
+    chmaps: &[ChmapInfo],
+    max_channels: u8,
+) -> Result<Layout, Unservable> {
+    let fits = range(info, max_channels)?;
     let map = chmaps
         .iter()
         .find(|m| {
             m.direction == info.direction
                 && m.hdr.hda_fn_nid == info.hdr.hda_fn_nid
-                && (lo..=hi).contains(&m.channels)
+                && fits.contains(&m.channels)
         })
         .or_else(|| {
             chmaps
                 .iter()
-                .find(|m| m.direction == info.direction && (lo..=hi).contains(&m.channels))
+                .find(|m| m.direction == info.direction && fits.contains(&m.channels))
         });
     let positions: Vec<ChmapPosition> = match map {
         Some(m) => m
             .positions
             .iter()
-            .take(m.channels.min(18) as usize)
+            .take(m.channels as usize)
             .map(|&p| ChmapPosition::from_raw(p).unwrap_or(ChmapPosition::Na))
             .collect(),
-        None => default_positions(2u8.clamp(lo, hi)),
+        // `range` is never empty, so `max(start).min(end)` is inside it.
+        None => default_positions(2u8.max(*fits.start()).min(*fits.end())),
     };
     let bus = bus_bit(positions.len());
     let mut designations: Vec<u32> = positions.iter().map(|&p| designation(p) | bus).collect();
@@ -115,7 +143,7 @@ pub fn layout(info: &PcmInfo, chmaps: &[ChmapInfo], max_channels: u8) -> Layout 
             *first |= hm::B_CHANNEL_LEFT;
         }
     }
-    Layout { designations }
+    Ok(Layout { designations })
 }
 
 /// One entry of the channel list.
@@ -152,7 +180,7 @@ mod tests {
 
     #[test]
     fn defaults_without_a_map() {
-        let l = layout(&info(0, 1, 2), &[], 8);
+        let l = layout(&info(0, 1, 2), &[], 8).unwrap();
         assert_eq!(
             l.designations,
             [
@@ -160,7 +188,7 @@ mod tests {
                 hm::B_CHANNEL_RIGHT | hm::B_CHANNEL_STEREO_BUS
             ]
         );
-        let mono = layout(&info(0, 1, 1), &[], 8);
+        let mono = layout(&info(0, 1, 1), &[], 8).unwrap();
         assert_eq!(
             mono.designations,
             [hm::B_CHANNEL_CENTER | hm::B_CHANNEL_MONO_BUS]
@@ -175,7 +203,7 @@ mod tests {
             ..Default::default()
         };
         m.positions[..6].copy_from_slice(&[3, 4, 7, 8, 5, 6]);
-        let l = layout(&info(0, 1, 8), &[m], 8);
+        let l = layout(&info(0, 1, 8), &[m], 8).unwrap();
         let s = hm::B_CHANNEL_SURROUND_BUS;
         assert_eq!(
             l.designations,
@@ -189,7 +217,26 @@ mod tests {
             ]
         );
         // A map for the other direction is not used.
-        let l = layout(&info(1, 1, 8), &[m], 8);
+        let l = layout(&info(1, 1, 8), &[m], 8).unwrap();
         assert_eq!(l.channels(), 2);
+    }
+
+    #[test]
+    fn ranges_a_card_cannot_publish_are_refused() {
+        // The panic this replaces: `2.clamp(40, 16)` for a 40-channel stream.
+        assert_eq!(
+            layout(&info(0, 40, 40), &[], 16),
+            Err(Unservable::TooManyChannels { min: 40, most: 16 })
+        );
+        assert_eq!(
+            layout(&info(0, 9, 3), &[], 16),
+            Err(Unservable::Inverted { min: 9, max: 3 })
+        );
+        assert_eq!(layout(&info(0, 0, 0), &[], 16), Err(Unservable::NoChannels));
+        // 0 as the minimum is read as 1; a range reaching past 16 is cut at 16.
+        assert_eq!(range(&info(0, 0, 1), 16), Ok(1..=1));
+        assert_eq!(range(&info(0, 16, 255), 16), Ok(16..=16));
+        assert_eq!(layout(&info(0, 16, 255), &[], 16).unwrap().channels(), 16);
+        assert_eq!(layout(&info(0, 3, 255), &[], 16).unwrap().channels(), 3);
     }
 }

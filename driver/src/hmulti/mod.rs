@@ -9,6 +9,7 @@
 pub mod channels;
 pub mod format;
 pub mod mix;
+pub mod servable;
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -60,22 +61,11 @@ pub struct Side {
     pub formats: u32,
 }
 
-/// The streams each card gets: `(output, input)` stream ids.
+/// The streams each card gets: `(output, input)` stream ids ([`servable`] leaves some out).
 pub fn cards_for<K: Kernel, V: VirtioDevice>(
     engine: &Engine<K, V>,
 ) -> Vec<(Option<u32>, Option<u32>)> {
-    let outs: Vec<u32> = engine
-        .streams()
-        .iter()
-        .filter(|s| s.is_output())
-        .map(|s| s.id)
-        .collect();
-    let ins: Vec<u32> = engine
-        .streams()
-        .iter()
-        .filter(|s| !s.is_output())
-        .map(|s| s.id)
-        .collect();
+    let (outs, ins) = servable::streams(engine, MAX_CHANNELS);
     (0..outs.len().max(ins.len()))
         .map(|i| (outs.get(i).copied(), ins.get(i).copied()))
         .collect()
@@ -180,10 +170,19 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
         let side = |id: Option<u32>| -> KResult<Option<Side>> {
             let Some(id) = id else { return Ok(None) };
             let s = engine.stream(id).ok_or(Status::BAD_VALUE)?;
-            let layout = channels::layout(&s.info, engine.chmaps(), MAX_CHANNELS);
+            let layout = match channels::layout(&s.info, engine.chmaps(), MAX_CHANNELS) {
+                Ok(l) => l,
+                Err(why) => {
+                    kernel.log(
+                        LogLevel::Warn,
+                        format_args!("stream {id}: {why}; not published"),
+                    );
+                    return Ok(None);
+                }
+            };
             let rates = format::rate_bits(s.info.rates.get(), settings.max_rate);
             let formats = format::format_bits(s.info.formats.get());
-            if rates == 0 || formats == 0 || layout.channels() == 0 {
+            if rates == 0 || formats == 0 {
                 kernel.log(
                     LogLevel::Warn,
                     format_args!("stream {id}: no rate or format Haiku can use; not published"),
