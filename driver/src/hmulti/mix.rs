@@ -4,6 +4,11 @@
 //! MUX_VALUE child per item. Elements group under "Output" or "Input" by their direction; a
 //! multi-channel element gives one control per channel, the later ones slaved to the first
 //! through `master`, which is how the media add-on pairs stereo gains.
+//!
+//! CTL_INFO is the device's word: an element without members, with `min` above `max`, a
+//! negative step, or no item names is left out with one log line ([`check`]); ranges are
+//! computed in i64 (a range may span all of i32), and a value written is one of the
+//! element's: in range, on its `min + k * step` grid.
 
 use alloc::vec::Vec;
 
@@ -11,9 +16,9 @@ use spec::hmulti_audio as hm;
 use spec::virtio_snd::{self as vs, CtlType, CtlValue};
 use zerocopy::little_endian::U32 as Le32;
 
-use crate::platform::{KResult, Kernel, Status, VirtioDevice};
+use crate::platform::{KResult, Kernel, LogLevel, Status, VirtioDevice};
 use crate::sync::SpinLock;
-use crate::virtio::Engine;
+use crate::virtio::{Control, Engine};
 
 /// Control ids start above every channel id.
 const FIRST_ID: i32 = 1000;
@@ -40,11 +45,29 @@ fn word(b: &[u8], i: usize) -> Option<u32> {
     Some(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
 }
 
+/// `max - min` without overflow (the device's bounds span up to 2^32 - 1).
+fn span(min: i32, max: i32) -> i64 {
+    i64::from(max) - i64::from(min)
+}
+
+/// The value of `min..=max` on the grid `min + k * step` nearest to `raw` (`step` at least
+/// 1; `min <= max`). Never overflows: the arithmetic is in i64, where 32-bit bounds fit.
+fn snap(raw: i64, min: i32, max: i32, step: i32) -> i32 {
+    let (lo, hi, step) = (i64::from(min), i64::from(max), i64::from(step.max(1)));
+    let x = raw.min(hi).max(lo);
+    let mut v = lo + (x - lo + step / 2) / step * step;
+    if v > hi {
+        v -= step;
+    }
+    // `v` is in lo..=hi, which are i32s.
+    i32::try_from(v).unwrap_or(min)
+}
+
 /// The dB scale in a TLV blob (ALSA's encoding, which virtio carries), looking inside
 /// containers. Values are in hundredths of a dB.
 pub fn db_scale(tlv: &[u8], min_raw: i32, max_raw: i32) -> Option<DbScale> {
     let (ty, len) = (word(tlv, 0)?, word(tlv, 1)? as usize);
-    let body = tlv.get(8..8 + len)?;
+    let body = tlv.get(8..8usize.checked_add(len)?)?;
     match ty {
         TLV_DB_SCALE => {
             let min = word(body, 0)? as i32;
@@ -57,18 +80,18 @@ pub fn db_scale(tlv: &[u8], min_raw: i32, max_raw: i32) -> Option<DbScale> {
         }
         TLV_DB_MINMAX | TLV_DB_MINMAX_MUTE => {
             let (min, max) = (word(body, 0)? as i32, word(body, 1)? as i32);
-            let steps = (max_raw - min_raw).max(1) as f32;
+            let steps = span(min_raw, max_raw).max(1) as f32;
             Some(DbScale {
                 min_raw,
                 min_db: min as f32 / 100.0,
-                step_db: (max - min) as f32 / 100.0 / steps,
+                step_db: span(min, max) as f32 / 100.0 / steps,
             })
         }
         TLV_CONTAINER => {
             let mut off = 0;
             while off + 8 <= body.len() {
                 let inner_len = word(&body[off..], 1)? as usize;
-                let end = (off + 8 + inner_len).min(body.len());
+                let end = (off + 8).saturating_add(inner_len).min(body.len());
                 if let Some(s) = db_scale(&body[off..end], min_raw, max_raw) {
                     return Some(s);
                 }
@@ -110,6 +133,8 @@ enum Binding {
         channel: usize,
         min: i32,
         max: i32,
+        /// At least 1.
+        step: i32,
         scale: Option<DbScale>,
     },
     Enable {
@@ -120,6 +145,79 @@ enum Binding {
     },
     /// Structure only (groups, mux items).
     None,
+}
+
+/// Why a control element is not offered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Skip {
+    /// `count` is 0: the element has no value to show.
+    NoMembers,
+    /// An INTEGER element whose `min` is above its `max`: no value is valid.
+    Inverted { min: i32, max: i32 },
+    /// An INTEGER element with a negative `step` (0 means any value; below 0 means nothing).
+    NegativeStep(i32),
+    /// An ENUMERATED element without item names.
+    NoItems,
+    /// A type hmulti has no control for (INTEGER64, BYTES, IEC958), or one the spec does
+    /// not define.
+    Type(u32),
+}
+
+impl Skip {
+    /// How loud the log line is: a kind hmulti cannot show is a fact, the rest are device
+    /// faults.
+    fn level(self) -> LogLevel {
+        match self {
+            Skip::Type(t) if CtlType::from_raw(t).is_some() => LogLevel::Info,
+            _ => LogLevel::Warn,
+        }
+    }
+}
+
+impl core::fmt::Display for Skip {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Skip::NoMembers => write!(f, "count is 0"),
+            Skip::Inverted { min, max } => write!(f, "min {min} is above max {max}"),
+            Skip::NegativeStep(step) => write!(f, "step {step} is negative"),
+            Skip::NoItems => write!(f, "no item names"),
+            Skip::Type(t) => match CtlType::from_raw(t) {
+                Some(ty) => write!(f, "{ty:?} elements have no hmulti control"),
+                None => write!(f, "type {t} is not one the spec defines"),
+            },
+        }
+    }
+}
+
+/// Whether the mixer can offer `c` (its access and direction aside).
+pub fn check(c: &Control) -> Result<(), Skip> {
+    let raw_type = c.info.r#type.get();
+    match c.kind() {
+        Some(CtlType::Boolean | CtlType::Integer | CtlType::Enumerated) => {}
+        _ => return Err(Skip::Type(raw_type)),
+    }
+    if c.info.count.get() == 0 {
+        return Err(Skip::NoMembers);
+    }
+    match c.kind() {
+        Some(CtlType::Integer) => {
+            let iv = c.info.value.integer();
+            let (min, max, step) = (
+                iv.min.get() as i32,
+                iv.max.get() as i32,
+                iv.step.get() as i32,
+            );
+            if min > max {
+                return Err(Skip::Inverted { min, max });
+            }
+            if step < 0 {
+                return Err(Skip::NegativeStep(step));
+            }
+        }
+        Some(CtlType::Enumerated) if c.items.is_empty() => return Err(Skip::NoItems),
+        _ => {}
+    }
+    Ok(())
 }
 
 /// The tree of one card's controls and what each is bound to.
@@ -184,6 +282,13 @@ impl Mixer {
                     continue;
                 }
                 let is_mute = role >> 1 == vs::VIRTIO_SND_CTL_ROLE_MUTE;
+                if let Err(why) = check(c) {
+                    engine.kernel.log(
+                        why.level(),
+                        format_args!("control {} ({}): {why}; not offered", c.id, c.name),
+                    );
+                    continue;
+                }
                 let count = (c.info.count.get() as usize).clamp(1, 8);
                 let next_id =
                     |controls: &Vec<hm::MultiMixControl>| FIRST_ID + controls.len() as i32;
@@ -191,14 +296,16 @@ impl Mixer {
                     Some(CtlType::Integer) => {
                         let iv = c.info.value.integer();
                         let (min, max) = (iv.min.get() as i32, iv.max.get() as i32);
+                        // 0 is "any value in between"; `check` refused a negative step.
+                        let step = (iv.step.get() as i32).max(1);
                         let scale = c.tlv.as_deref().and_then(|t| db_scale(t, min, max));
                         let (lo, hi, gran) = match scale {
                             Some(s) => (
                                 s.min_db,
-                                s.min_db + (max - min) as f32 * s.step_db,
-                                s.step_db * iv.step.get().max(1) as f32,
+                                s.min_db + span(min, max) as f32 * s.step_db,
+                                s.step_db * step as f32,
                             ),
-                            None => (min as f32, max as f32, iv.step.get().max(1) as f32),
+                            None => (min as f32, max as f32, step as f32),
                         };
                         let first = next_id(&controls);
                         for ch in 0..count {
@@ -221,6 +328,7 @@ impl Mixer {
                                 channel: ch,
                                 min,
                                 max,
+                                step,
                                 scale,
                             });
                         }
@@ -340,7 +448,7 @@ impl Mixer {
             } => {
                 let raw = self.value(engine, element)?.value.integer()[channel].get() as i32;
                 let gain = match scale {
-                    Some(s) => s.min_db + (raw - s.min_raw) as f32 * s.step_db,
+                    Some(s) => s.min_db + span(s.min_raw, raw) as f32 * s.step_db,
                     None => raw as f32,
                 };
                 value.u.set_gain(&gain);
@@ -370,6 +478,7 @@ impl Mixer {
                 channel,
                 min,
                 max,
+                step,
                 scale,
             } => {
                 let gain = value.u.gain();
@@ -378,14 +487,14 @@ impl Mixer {
                 }
                 let raw = match scale {
                     Some(s) if s.step_db != 0.0 => {
-                        s.min_raw as i64 + round((gain - s.min_db) / s.step_db)
+                        i64::from(s.min_raw).saturating_add(round((gain - s.min_db) / s.step_db))
                     }
                     _ => round(gain),
-                }
-                .clamp(min as i64, max as i64);
+                };
+                let raw = snap(raw, min, max, step);
                 let mut v = self.value(engine, element)?;
                 let mut ints = v.value.integer();
-                ints[channel] = Le32::new(raw as i32 as u32);
+                ints[channel] = Le32::new(raw as u32);
                 v.value.set_integer(&ints);
                 self.store(engine, element, &v)
             }
@@ -457,6 +566,32 @@ mod tests {
         assert_eq!(direction_from_name("Mic Boost"), 1);
         assert_eq!(direction_from_name("Master Playback Volume"), 0);
         assert_eq!(direction_from_name("Tone"), 0);
+    }
+
+    #[test]
+    fn values_snap_to_the_devices_grid_without_overflow() {
+        assert_eq!(snap(i64::MAX, i32::MIN, i32::MAX, 1), i32::MAX);
+        assert_eq!(snap(i64::MIN, i32::MIN, i32::MAX, 1), i32::MIN);
+        assert_eq!(snap(0, i32::MIN, i32::MAX, i32::MAX), -1, "MIN + MAX");
+        assert_eq!(snap(7, 0, 10, 5), 5);
+        assert_eq!(snap(8, 0, 10, 5), 10);
+        assert_eq!(snap(100, 0, 12, 5), 10, "the top of the grid, not 12 or 15");
+        assert_eq!(snap(50, 0, 10, 100), 0, "a step longer than the range");
+        assert_eq!(snap(-9, 3, 3, 7), 3);
+        assert_eq!(span(i32::MIN, i32::MAX), u32::MAX as i64);
+        // A dB range over the widest raw range, and a TLV whose length runs off the end.
+        let m = db_scale(
+            &tlv(TLV_DB_MINMAX, &[i32::MIN as u32, i32::MAX as u32]),
+            i32::MIN,
+            i32::MAX,
+        )
+        .unwrap();
+        assert_eq!(m.min_db, i32::MIN as f32 / 100.0);
+        assert!(m.step_db > 0.0 && m.step_db.is_finite());
+        let mut long = tlv(TLV_CONTAINER, &[TLV_DB_SCALE, u32::MAX]);
+        long[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(db_scale(&long, 0, 1).is_none());
+        assert!(db_scale(&tlv(TLV_CONTAINER, &[TLV_DB_SCALE, u32::MAX, 1, 2]), 0, 1).is_none());
     }
 
     #[test]
