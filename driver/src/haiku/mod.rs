@@ -296,11 +296,24 @@ unsafe extern "C" fn register_child_devices(cookie: *mut c_void) -> status_t {
     let Ok(mut slots) = driver.slots.lock(&k, 5_000_000) else {
         return hd::B_BUSY;
     };
-    for slot in slots.iter_mut() {
+    let total = slots.len();
+    for (n, slot) in slots.iter_mut().enumerate() {
         // SAFETY: a static C string.
         let id = unsafe { create_id(hd::VIRTIO_SOUND_DEVICE_ID_GEN.as_ptr()) };
         if id < 0 {
-            return id;
+            if n == 0 {
+                return id;
+            }
+            // Haiku's id generator has 64 ids; a device with more streams than that keeps
+            // the cards that got one.
+            k.log(
+                LogLevel::Warn,
+                format_args!(
+                    "no device id left ({id:#x}) for cards {} to {total}; not published",
+                    n + 1
+                ),
+            );
+            break;
         }
         slot.id = id;
         slot.path = format!("audio/hmulti/virtio_sound/{}\0", id + 1);
