@@ -38,6 +38,10 @@ pub struct StreamConfig {
     pub direction: Direction,
     pub channels_min: u8,
     pub channels_max: u8,
+    /// The `direction` byte PCM_INFO reports instead of `direction`'s: a device that
+    /// describes a stream with a value the spec does not define (the model still serves it
+    /// as `direction`).
+    pub advertised_direction: Option<u8>,
 }
 
 impl StreamConfig {
@@ -51,6 +55,7 @@ impl StreamConfig {
             direction,
             channels_min: 1,
             channels_max: 2,
+            advertised_direction: None,
         }
     }
 
@@ -75,6 +80,12 @@ impl StreamConfig {
     pub fn with_channels(mut self, min: u8, max: u8) -> Self {
         self.channels_min = min;
         self.channels_max = max;
+        self
+    }
+
+    /// Reports `raw` as the direction in PCM_INFO (see `advertised_direction`).
+    pub fn with_advertised_direction(mut self, raw: u8) -> Self {
+        self.advertised_direction = Some(raw);
         self
     }
 

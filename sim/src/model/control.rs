@@ -146,7 +146,7 @@ impl State {
                     info.features = Le32::new(s.features);
                     info.formats = Le64::new(s.formats);
                     info.rates = Le64::new(s.rates);
-                    info.direction = s.direction.raw();
+                    info.direction = s.advertised_direction.unwrap_or(s.direction.raw());
                     info.channels_min = s.channels_min;
                     info.channels_max = s.channels_max;
                     Some(info)
