@@ -110,11 +110,23 @@ pub fn build_stub(dir: &Path) -> Result<PathBuf> {
     Ok(so)
 }
 
+/// How to build the add-on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Variant {
+    /// `-C overflow-checks=on`: an arithmetic overflow panics (a kernel panic) instead of
+    /// wrapping. For the tests that prove no number a device supplies overflows: built under
+    /// [`CHECKED_DIR`], never over the add-on a user installs, and without an install tree.
+    pub overflow_checks: bool,
+}
+
+/// Where the overflow-checked add-on goes, relative to the workspace root.
+pub const CHECKED_DIR: &str = "target/haiku/overflow-checks";
+
 /// The flags that make a host-target cdylib loadable by Haiku's kernel (DESIGN.md §5), plus
 /// frame pointers: Haiku builds x86_64 kernel code with `-fno-omit-frame-pointer` because its
 /// kernel debugger walks stacks through rbp, and a function that uses rbp as a general
 /// register breaks every backtrace taken below it.
-pub fn rustflags(stub_dir: &Path) -> String {
+pub fn rustflags(stub_dir: &Path, variant: Variant) -> String {
     let link = [
         "-nostdlib",
         "-Wl,--hash-style=sysv",
@@ -138,6 +150,10 @@ pub fn rustflags(stub_dir: &Path) -> String {
         "-C".into(),
         "panic=abort".into(),
     ];
+    if variant.overflow_checks {
+        flags.push("-C".into());
+        flags.push("overflow-checks=on".into());
+    }
     for l in link {
         flags.push("-C".into());
         flags.push(format!("link-arg={l}"));
@@ -197,10 +213,29 @@ fn compile(out: &Path, flags: impl Fn(&Path) -> String) -> Result<(PathBuf, Path
 
 /// Builds, strips and audits the add-on; lays out the install tree. Returns the add-on path.
 pub fn build() -> Result<PathBuf> {
-    let out = root().join(OUT_DIR);
-    let (unstripped, addon) = compile(&out, rustflags)?;
-    eprintln!("==> auditing {}", addon.display());
+    build_variant(Variant::default())
+}
+
+/// [`build`], or a test variant of the add-on in its own directory.
+pub fn build_variant(variant: Variant) -> Result<PathBuf> {
+    let root = root();
+    let out = if variant == Variant::default() {
+        root.join(OUT_DIR)
+    } else {
+        root.join(CHECKED_DIR)
+    };
+    let checks = if variant.overflow_checks {
+        " (overflow checks on)"
+    } else {
+        ""
+    };
+    let (unstripped, addon) = compile(&out, |stub| rustflags(stub, variant))?;
+    eprintln!("==> auditing {}{checks}", addon.display());
     let report = crate::audit::check(&addon)?;
+    if variant != Variant::default() {
+        println!("{report}\nadd-on for tests{checks}: {}", addon.display());
+        return Ok(addon);
+    }
     let install = out.join("install");
     let dest = install.join(INSTALL_ADDON);
     std::fs::create_dir_all(dest.parent().ok_or("install path")?)?;
@@ -363,7 +398,7 @@ mod tests {
     fn without_force_frame_pointers_the_audit_refuses_the_add_on() {
         let out = root().join("target/haiku-tests/no-frame-pointers");
         let without = |stub: &Path| {
-            let flags = rustflags(stub);
+            let flags = rustflags(stub, Variant::default());
             let flags: Vec<&str> = flags.split('\x1f').collect();
             let at = flags
                 .windows(2)

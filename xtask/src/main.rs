@@ -62,7 +62,12 @@ enum Cmd {
     /// Run everything CI runs: gen --check, fmt, clippy, the tests.
     Test,
     /// Build the Haiku add-on: target/haiku/virtio_sound (audited) and target/haiku/install/.
-    BuildHaiku,
+    BuildHaiku {
+        /// For tests: build with arithmetic overflow checks, into
+        /// target/haiku/overflow-checks/ (the add-on a user installs is left alone).
+        #[arg(long, hide = true)]
+        overflow_checks: bool,
+    },
     /// The exchange benchmark: timing error and instructions per BUFFER_EXCHANGE.
     Bench,
     /// Play a WAV file (or a sine) through the built add-on in the Haiku kernel simulator.
@@ -100,7 +105,9 @@ fn main() -> ExitCode {
         Cmd::Sim(args) => simcmd::run(&args),
         Cmd::Qemu(args) => qemucmd::run(&args),
         Cmd::Audit { file } => audit::run(&file),
-        Cmd::BuildHaiku => haiku::build().map(|_| ()),
+        Cmd::BuildHaiku { overflow_checks } => {
+            haiku::build_variant(haiku::Variant { overflow_checks }).map(|_| ())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
