@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use sim::wav::{SampleFormat, Wav};
 
 use crate::qemu::{read_qemu_wav, run_dir, Audiodev, Guest, GuestRun, GUEST_ADDON, GUEST_INPUT};
-use crate::simcmd::StreamArgs;
+use crate::simcmd::{check_rate, StreamArgs};
 use crate::Result;
 
 /// Options of `cargo xtask qemu`: those of `cargo xtask sim`, and what only a real device
@@ -56,6 +56,46 @@ pub struct QemuArgs {
 
 /// Rates of `--sweep`.
 pub const SWEEP_RATES: [u32; 5] = [44100, 48000, 96000, 192000, 384000];
+
+/// What `--timeout` may be, in seconds.
+pub const TIMEOUT: std::ops::RangeInclusive<u64> = 1..=3600;
+
+/// The rates in Hz QEMU's device offers that have an hmulti bit (QEMU has the fourteen
+/// virtio 1.2 rates, 5512 to 384000 Hz; 5512 Hz has no bit), ascending.
+pub fn qemu_rates() -> Vec<u32> {
+    let mut v: Vec<u32> = driver::hmulti::format::RATES
+        .iter()
+        .filter(|(r, _)| r.mask() & sim::model::QEMU_RATES != 0)
+        .filter_map(|(r, _)| r.hz())
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+impl QemuArgs {
+    /// Refuses every option out of range, with the valid range, before anything runs.
+    pub fn check(&self) -> Result {
+        let rates = qemu_rates();
+        let what = "a rate QEMU's device offers";
+        self.stream.check(&rates, what)?;
+        for &hz in &self.rates {
+            check_rate("--rates", hz, &rates, what)?;
+        }
+        if let Some(hz) = self.cycle {
+            check_rate("--cycle", hz, &rates, what)?;
+        }
+        if !TIMEOUT.contains(&self.timeout) {
+            return Err(format!(
+                "--timeout {}: out of range; use {} to {} (seconds)",
+                self.timeout,
+                TIMEOUT.start(),
+                TIMEOUT.end()
+            )
+            .into());
+        }
+        Ok(())
+    }
+}
 
 /// Where the input turned up in what the device played.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -266,6 +306,7 @@ fn describe(c: &Option<Comparison>) -> String {
 }
 
 pub fn run(args: &QemuArgs) -> Result {
+    args.check()?;
     if args.record.is_some() {
         return Err(
             "--record: QEMU's wav backend cannot capture and `-audiodev none` captures \
@@ -334,12 +375,8 @@ pub fn run(args: &QemuArgs) -> Result {
                 })
                 .collect()
         } else {
+            // `wav()` refuses a channel count outside 1..=16, which QEMU's device takes too.
             let (wav, _) = args.stream.wav()?;
-            if !(1..=16).contains(&wav.channels) {
-                return Err(
-                    format!("--channels {}: QEMU's device takes 1 to 16", wav.channels).into(),
-                );
-            }
             vec![wav]
         };
         if args.sweep {

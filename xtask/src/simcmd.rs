@@ -11,19 +11,22 @@ use spec::virtio_snd::{PcmFormat, PcmRate};
 
 use crate::Result;
 
+/// Most channels a card publishes per direction, as clap takes a range.
+const MOST_CHANNELS: i64 = driver::hmulti::MAX_CHANNELS as i64;
+
 /// What to play: the options `cargo xtask sim` and `cargo xtask qemu` share.
 #[derive(Debug, Clone, clap::Args)]
 pub struct StreamArgs {
-    /// Sample rate in Hz (default: the input file's, else 48000).
+    /// Sample rate in Hz, one with an hmulti bit (default: the input file's, else 48000).
     #[arg(long)]
     pub rate: Option<u32>,
     /// Sample format: s16, s32, float or u8 (default: the input file's, else s16).
     #[arg(long)]
     pub format: Option<String>,
-    /// Channels (default: the input file's, else 2).
-    #[arg(long)]
+    /// Channels, 1 to 16 (default: the input file's, else 2).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=MOST_CHANNELS))]
     pub channels: Option<u16>,
-    /// Seconds of the default sine (ignored with --input).
+    /// Seconds of the default sine, 0.001 to 600 (ignored with --input).
     #[arg(long, default_value_t = 2.0)]
     pub seconds: f64,
     /// A WAV file to play (default: a 997 Hz sine).
@@ -34,7 +37,75 @@ pub struct StreamArgs {
     pub addon: Option<PathBuf>,
 }
 
+/// Channels a card publishes per direction: what `--channels` may ask for.
+pub const CHANNELS: std::ops::RangeInclusive<u16> = 1..=driver::hmulti::MAX_CHANNELS as u16;
+
+/// What `--seconds` may be: at least a millisecond, at most ten minutes (the sine is made in
+/// memory: ten minutes of 16 channels at 384 kHz are 15 GB).
+pub const SECONDS: std::ops::RangeInclusive<f64> = 0.001..=600.0;
+
+/// The rates in Hz that have an hmulti bit (`B_SR_*`), ascending.
+pub fn hmulti_rates() -> Vec<u32> {
+    let mut v: Vec<u32> = driver::hmulti::format::RATES
+        .iter()
+        .filter_map(|(r, _)| r.hz())
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// Refuses a rate that is not in `valid`, naming `option` and every valid rate.
+pub fn check_rate(option: &str, hz: u32, valid: &[u32], what: &str) -> Result {
+    if valid.contains(&hz) {
+        return Ok(());
+    }
+    let list: Vec<String> = valid.iter().map(u32::to_string).collect();
+    Err(format!(
+        "{option} {hz}: not {what}; use one of {} (Hz)",
+        list.join(", ")
+    )
+    .into())
+}
+
+/// Refuses a channel count the driver cannot publish; `what` names where it came from.
+pub fn check_channels(what: &str, channels: u16) -> Result {
+    if CHANNELS.contains(&channels) {
+        return Ok(());
+    }
+    Err(format!(
+        "{what}: {channels} channels is out of range; the driver publishes {} to {} per \
+         direction",
+        CHANNELS.start(),
+        CHANNELS.end()
+    )
+    .into())
+}
+
 impl StreamArgs {
+    /// Refuses every option out of range, with the valid range, before anything runs.
+    /// `rates`: the rates the device can play (`hmulti_rates()` for the simulator's).
+    pub fn check(&self, rates: &[u32], what: &str) -> Result {
+        if let Some(hz) = self.rate {
+            check_rate("--rate", hz, rates, what)?;
+        }
+        if let Some(f) = &self.format {
+            parse_format(f)?;
+        }
+        if let Some(c) = self.channels {
+            check_channels("--channels", c)?;
+        }
+        if !SECONDS.contains(&self.seconds) {
+            return Err(format!(
+                "--seconds {}: out of range; use {} to {}",
+                self.seconds,
+                SECONDS.start(),
+                SECONDS.end()
+            )
+            .into());
+        }
+        Ok(())
+    }
+
     /// The stream to play: `--input` (checked against the other options) or a 997 Hz sine,
     /// and its hmulti format bit.
     pub fn wav(&self) -> Result<(Wav, u32)> {
@@ -58,6 +129,12 @@ impl StreamArgs {
             .channels
             .or(input.as_ref().map(|w| w.channels))
             .unwrap_or(2);
+        let from = if self.channels.is_none() && input.is_some() {
+            "the input"
+        } else {
+            "--channels"
+        };
+        check_channels(from, channels)?;
         let wav = match input {
             Some(w) => {
                 if w.rate != rate || w.channels != channels || w.format != sample {
@@ -189,6 +266,8 @@ pub fn percentiles(mut errors: Vec<i64>) -> (i64, i64, i64) {
 }
 
 pub fn run(args: &SimArgs) -> Result {
+    args.stream
+        .check(&hmulti_rates(), "a rate hmulti has a bit for")?;
     let (wav, fmt_bit) = args.stream.wav()?;
     let (rate, channels, sample) = (wav.rate, wav.channels, wav.format);
     let rate_bit = client::rate_bit(rate).ok_or(format!("{rate} Hz has no hmulti rate bit"))?;

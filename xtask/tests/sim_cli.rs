@@ -138,7 +138,7 @@ fn clear_errors() {
         ),
         (
             vec!["sim", "--rate", "5512", "--out", out],
-            "5512 Hz has no hmulti rate bit",
+            "--rate 5512: not a rate hmulti has a bit for; use one of 8000, 11025, 12000,",
         ),
         (
             vec!["sim", "--format", "s24", "--out", out],
@@ -202,4 +202,108 @@ fn a_device_config_file_shapes_the_device() {
         "{}",
         text(&o)
     );
+}
+
+/// Every numeric option of `cargo xtask sim` and `cargo xtask qemu` out of its range is
+/// refused before anything is built or booted, with the range. (`--channels 0` used to reach
+/// the driver and fail at GET_BUFFERS; `--channels 40` panicked the add-on.)
+#[test]
+fn out_of_range_options_are_refused_with_the_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.wav");
+    let out = out.to_str().unwrap();
+    let hmulti_rates = "use one of 8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, \
+                        48000, 64000, 88200, 96000, 176400, 192000, 384000 (Hz)";
+    let qemu_rates = "use one of 8000, 11025, 16000, 22050, 32000, 44100, 48000, 64000, \
+                      88200, 96000, 176400, 192000, 384000 (Hz)";
+    let channels = "is not in 1..=16";
+    let seconds = "out of range; use 0.001 to 600";
+    // Exit status 2: clap refuses it while parsing; 1: the command does, before it runs.
+    let clap = |args: &[&'static str], needle: String| (args.to_vec(), 2, needle);
+    let ours = |args: &[&'static str], needle: String| (args.to_vec(), 1, needle);
+    let hmulti = |opt: &str| format!("{opt}: not a rate hmulti has a bit for; {hmulti_rates}");
+    let qemu = |opt: &str| format!("{opt}: not a rate QEMU's device offers; {qemu_rates}");
+    let cases = [
+        clap(
+            &["sim", "--channels", "0"],
+            format!("'0' for '--channels <CHANNELS>': 0 {channels}"),
+        ),
+        clap(&["sim", "--channels", "17"], format!("17 {channels}")),
+        clap(&["sim", "--channels", "40"], format!("40 {channels}")),
+        clap(&["sim", "--channels", "70000"], format!("70000 {channels}")),
+        ours(&["sim", "--rate", "0"], hmulti("--rate 0")),
+        ours(&["sim", "--rate", "44101"], hmulti("--rate 44101")),
+        ours(
+            &["sim", "--seconds", "0"],
+            format!("--seconds 0: {seconds}"),
+        ),
+        ours(&["sim", "--seconds=-1"], format!("--seconds -1: {seconds}")),
+        ours(
+            &["sim", "--seconds", "nan"],
+            format!("--seconds NaN: {seconds}"),
+        ),
+        ours(
+            &["sim", "--seconds", "inf"],
+            format!("--seconds inf: {seconds}"),
+        ),
+        ours(
+            &["sim", "--seconds", "600.5"],
+            format!("--seconds 600.5: {seconds}"),
+        ),
+        clap(&["qemu", "--channels", "0"], format!("0 {channels}")),
+        ours(&["qemu", "--rate", "12000"], qemu("--rate 12000")),
+        ours(&["qemu", "--rate", "5512"], qemu("--rate 5512")),
+        ours(
+            &["qemu", "--sweep", "--rates", "8000,24000"],
+            qemu("--rates 24000"),
+        ),
+        ours(&["qemu", "--cycle", "7"], qemu("--cycle 7")),
+        ours(
+            &["qemu", "--seconds", "0"],
+            format!("--seconds 0: {seconds}"),
+        ),
+        ours(
+            &["qemu", "--timeout", "0"],
+            "--timeout 0: out of range; use 1 to 3600 (seconds)".into(),
+        ),
+        ours(
+            &["qemu", "--timeout", "3601"],
+            "--timeout 3601: out of range; use 1 to 3600 (seconds)".into(),
+        ),
+    ];
+    for (mut args, code, needle) in cases {
+        if args[0] == "sim" {
+            args.extend(["--out", out]);
+        }
+        let o = xtask(&args);
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(code), "{args:?}:\n{t}");
+        assert!(
+            t.contains(&needle),
+            "{args:?}: {needle:?} missing from:\n{t}"
+        );
+        assert!(
+            !t.contains("==>"),
+            "{args:?}: something ran before the refusal:\n{t}"
+        );
+    }
+    // The same limits hold for a WAV file's channel count.
+    let wav = dir.path().join("many.wav");
+    let many = Wav {
+        rate: 48000,
+        channels: 17,
+        format: SampleFormat::S16,
+        data: vec![0; 17 * 2 * 10],
+    };
+    std::fs::write(&wav, many.to_bytes()).unwrap();
+    let o = xtask(&["sim", "--input", wav.to_str().unwrap(), "--out", out]);
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    assert!(
+        t.contains(
+            "the input: 17 channels is out of range; the driver publishes 1 to 16 per direction"
+        ),
+        "{t}"
+    );
+    assert!(!t.contains("==>"), "{t}");
 }
