@@ -281,9 +281,17 @@ pub fn run(args: &SimArgs) -> Result {
     )?;
     let host = sim::addon::Addon::load(&addon, config, None)
         .map_err(|e| format!("loading {}: {e}", addon.display()))?;
-    let dev = host
-        .open_first()
-        .map_err(|e| format!("opening the device: {e}"))?;
+    let dev = host.open_first().map_err(|e| {
+        // The add-on's log says why (each stream it leaves out has a line).
+        let why: Vec<String> = host
+            .kernel()
+            .log_records()
+            .into_iter()
+            .filter(|r| r.message.starts_with("virtio_sound: "))
+            .map(|r| format!("\n  {}", r.message.trim_end()))
+            .collect();
+        format!("opening the device: {e}{}", why.concat())
+    })?;
     let mut s = Session::init(
         &dev,
         Choice {

@@ -307,3 +307,35 @@ fn out_of_range_options_are_refused_with_the_range() {
     );
     assert!(!t.contains("==>"), "{t}");
 }
+
+/// A device whose streams all take more channels than a card publishes (the measured panic:
+/// `channels = [255, 255]`): nothing is published, and the error says why, from the
+/// add-on's log.
+#[test]
+fn a_device_the_driver_cannot_serve_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("device.toml");
+    std::fs::write(
+        &cfg,
+        "[[stream]]\ndirection = \"output\"\nchannels = [255, 255]\nrates = [48000]\nformats = [\"S16\"]\n\n[[stream]]\ndirection = \"input\"\nchannels = [40, 40]\nrates = [48000]\nformats = [\"S16\"]\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out.wav");
+    let o = xtask(&[
+        "sim",
+        "--device-config",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    for needle in [
+        "opening the device: the add-on published no device",
+        "stream 0: it takes at least 255 channels, a card publishes at most 16; not published",
+        "stream 1: it takes at least 40 channels, a card publishes at most 16; not published",
+    ] {
+        assert!(t.contains(needle), "{needle:?} missing from:\n{t}");
+    }
+    assert!(!t.contains("KERNEL PANIC"), "{t}");
+}
