@@ -4,6 +4,7 @@
 
 use alloc::sync::Arc;
 use core::fmt;
+use core::marker::PhantomData;
 use core::sync::atomic::AtomicI32;
 
 use spec::haiku_driver as hd;
@@ -79,9 +80,80 @@ pub enum LogLevel {
     Trace = 4,
 }
 
-/// A semaphore id (`sem_id`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SemId(pub i32);
+/// A semaphore the kernel created (`sem_id`), owned by whoever holds this value.
+///
+/// Neither `Copy` nor constructible from safe code: code that does not own a semaphore
+/// cannot name it, so it cannot release a unit it never took (which would let two holders
+/// into a [`SemMutex`](crate::sync::SemMutex)).
+///
+/// ```compile_fail,E0603
+/// let forged = driver::platform::SemId(3);
+/// ```
+///
+/// ```compile_fail,E0382
+/// fn twice<K: driver::Kernel>(k: &K, id: driver::platform::SemId) {
+///     let copy = id;
+///     k.release_sem(&id, false);
+/// }
+/// ```
+#[derive(Debug, PartialEq, Eq)]
+pub struct SemId(i32);
+
+impl SemId {
+    /// Wraps an id `create_sem` returned.
+    ///
+    /// # Safety
+    ///
+    /// Only an implementation of [`Kernel::create_sem`] calls this, once per semaphore it
+    /// creates, so the returned value is the only handle to it.
+    pub unsafe fn from_raw(id: i32) -> SemId {
+        SemId(id)
+    }
+
+    /// The kernel's id, for the implementation's own calls.
+    pub fn raw(&self) -> i32 {
+        self.0
+    }
+}
+
+/// The interrupt state [`Kernel::disable_interrupts`] saved, to be handed back to
+/// [`Kernel::restore_interrupts`] exactly once, on the same CPU: neither `Send` nor `Sync`
+/// (a thread may move to another CPU only with interrupts on), and not constructible from
+/// safe code.
+///
+/// ```compile_fail,E0277
+/// fn send<T: Send>() {}
+/// send::<driver::platform::InterruptState>();
+/// ```
+///
+/// ```compile_fail,E0451
+/// let forged = driver::platform::InterruptState { raw: 1, _this_cpu: core::marker::PhantomData };
+/// ```
+#[derive(Debug)]
+pub struct InterruptState {
+    raw: u64,
+    _this_cpu: PhantomData<*const ()>,
+}
+
+impl InterruptState {
+    /// Wraps a saved state.
+    ///
+    /// # Safety
+    ///
+    /// Only an implementation of [`Kernel::disable_interrupts`] calls this, with the state it
+    /// just saved on the current CPU.
+    pub unsafe fn from_raw(raw: u64) -> InterruptState {
+        InterruptState {
+            raw,
+            _this_cpu: PhantomData,
+        }
+    }
+
+    /// The saved state, for the implementation of `restore_interrupts`.
+    pub fn into_raw(self) -> u64 {
+        self.raw
+    }
+}
 
 /// An area: physically contiguous memory with a kernel mapping.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,6 +184,12 @@ pub struct PhysEntry {
 ///   anything but the driver and the device (by physical address).
 /// - `acquire_spinlock` / `release_spinlock` give mutual exclusion between CPUs on the lock
 ///   word and are only called with interrupts disabled.
+/// - Semaphores count: `acquire_sem` returns `Ok` only after taking a unit, and only
+///   `release_sem` adds one. So a semaphore created with count 1, whose unit is released
+///   only by whoever took it, admits one holder at a time (the exclusion `SemMutex` is built
+///   on). `create_sem` returns a new id each time ([`SemId::from_raw`]).
+/// - `disable_interrupts` returns the state it saved on this CPU, and `restore_interrupts`
+///   puts exactly that back.
 /// - `user_memcpy_*` never fault: a bad user address is `Err(BAD_ADDRESS)`.
 pub unsafe trait Kernel: Send + Sync + 'static {
     /// Microseconds since boot (`system_time()`), monotonic.
@@ -123,14 +201,14 @@ pub unsafe trait Kernel: Send + Sync + 'static {
     fn delete_sem(&self, sem: SemId);
     /// Waits for one unit; a negative `timeout_micros` waits forever.
     /// `Err(TIMED_OUT)` when the timeout passes.
-    fn acquire_sem(&self, sem: SemId, timeout_micros: i64) -> KResult;
+    fn acquire_sem(&self, sem: &SemId, timeout_micros: i64) -> KResult;
     /// Releases one unit. From an interrupt callback `from_interrupt` is true: the release
     /// must not reschedule (`B_DO_NOT_RESCHEDULE`).
-    fn release_sem(&self, sem: SemId, from_interrupt: bool);
+    fn release_sem(&self, sem: &SemId, from_interrupt: bool);
 
     /// Disables interrupts on this CPU and returns the previous state.
-    fn disable_interrupts(&self) -> u64;
-    fn restore_interrupts(&self, state: u64);
+    fn disable_interrupts(&self) -> InterruptState;
+    fn restore_interrupts(&self, state: InterruptState);
     fn acquire_spinlock(&self, lock: &AtomicI32);
     fn release_spinlock(&self, lock: &AtomicI32);
 
@@ -164,8 +242,9 @@ pub trait QueueHandler: Send + Sync {
 
 /// The virtio bus as Haiku's `virtio_device_interface` offers it.
 ///
-/// Queue calls are not synchronised by the bus: the driver serialises `queue_request` and
-/// `queue_dequeue` of one queue with a spinlock.
+/// `queue_request` and `queue_dequeue` of one queue may be called from any thread and from
+/// the queue's interrupt callback at once: the implementation serialises them (Haiku's bus
+/// does not, so `HaikuVirtio` keeps a spinlock per queue). Callers hold no lock for it.
 ///
 /// A chain is *outstanding* from `queue_request` until `queue_dequeue` hands its cookie back
 /// or `free_queues` returns `Ok`: until then the device may read and write its memory by

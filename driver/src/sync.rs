@@ -2,10 +2,12 @@
 //! between Haiku R1/beta5 and nightly).
 
 use core::cell::UnsafeCell;
+use core::marker::PhantomData;
+use core::mem::ManuallyDrop;
 use core::ops::{Deref, DerefMut};
 use core::sync::atomic::AtomicI32;
 
-use crate::platform::{KResult, Kernel, SemId};
+use crate::platform::{InterruptState, KResult, Kernel, SemId};
 
 /// Data guarded by a spinlock taken with interrupts disabled, so the interrupt callback and
 /// ioctl threads can share it. Hold it briefly: never block or allocate under it.
@@ -45,17 +47,39 @@ impl<T> SpinLock<T> {
         SpinGuard {
             lock: self,
             kernel,
-            state,
+            state: ManuallyDrop::new(state),
         }
     }
 }
 
 /// Access to the data of a [`SpinLock`].
+///
+/// Not `Send`: it holds the interrupt state of the CPU that took the lock, which must be
+/// restored there. `Sync` only when `T` is: a shared guard hands out `&T`.
+///
+/// ```compile_fail,E0277
+/// fn send<T: Send>() {}
+/// fn check<K: driver::Kernel>() {
+///     send::<driver::sync::SpinGuard<'static, u32, K>>();
+/// }
+/// ```
+///
+/// ```compile_fail,E0277
+/// fn sync<T: Sync>() {}
+/// fn check<K: driver::Kernel>() {
+///     sync::<driver::sync::SpinGuard<'static, core::cell::Cell<u32>, K>>();
+/// }
+/// ```
 pub struct SpinGuard<'a, T, K: Kernel> {
     lock: &'a SpinLock<T>,
     kernel: &'a K,
-    state: u64,
+    /// Taken out once, in `drop`.
+    state: ManuallyDrop<InterruptState>,
 }
+
+// SAFETY: a `&SpinGuard` gives only `&T` (`Deref`), which is safe to share when `T: Sync`;
+// the interrupt state is only touched by `drop`, through the owner.
+unsafe impl<T: Sync, K: Kernel> Sync for SpinGuard<'_, T, K> {}
 
 impl<T, K: Kernel> Deref for SpinGuard<'_, T, K> {
     type Target = T;
@@ -75,7 +99,9 @@ impl<T, K: Kernel> DerefMut for SpinGuard<'_, T, K> {
 impl<T, K: Kernel> Drop for SpinGuard<'_, T, K> {
     fn drop(&mut self) {
         self.kernel.release_spinlock(&self.lock.lock);
-        self.kernel.restore_interrupts(self.state);
+        // SAFETY: `state` is taken exactly once, here, and never used again.
+        let state = unsafe { ManuallyDrop::take(&mut self.state) };
+        self.kernel.restore_interrupts(state);
     }
 }
 
@@ -92,16 +118,12 @@ impl Semaphore {
         })
     }
 
-    pub fn id(&self) -> SemId {
-        self.id
-    }
-
     pub fn acquire<K: Kernel>(&self, kernel: &K, timeout_micros: i64) -> KResult {
-        kernel.acquire_sem(self.id, timeout_micros)
+        kernel.acquire_sem(&self.id, timeout_micros)
     }
 
     pub fn release<K: Kernel>(&self, kernel: &K, from_interrupt: bool) {
-        kernel.release_sem(self.id, from_interrupt)
+        kernel.release_sem(&self.id, from_interrupt)
     }
 
     pub fn destroy<K: Kernel>(self, kernel: &K) {
@@ -227,12 +249,18 @@ impl<T> Drop for Late<T> {
 
 /// Data guarded by a semaphore of count 1: a sleeping lock for ioctl-side state (never
 /// taken in an interrupt callback).
+///
+/// # Invariants
+///
+/// `sem` was created with count 1 and is reachable only through this value (its `SemId`
+/// cannot be copied or forged), and a unit is released only by the [`SemGuard`] that took
+/// it: with the `Kernel` contract's counting semaphores, at most one guard exists.
 pub struct SemMutex<T> {
     sem: Semaphore,
     data: UnsafeCell<T>,
 }
 
-// SAFETY: the semaphore admits one holder at a time, like a mutex.
+// SAFETY: by the type invariant at most one guard, on one thread, reaches `data` at a time.
 unsafe impl<T: Send> Sync for SemMutex<T> {}
 // SAFETY: owning the lock owns the data.
 unsafe impl<T: Send> Send for SemMutex<T> {}
@@ -245,6 +273,7 @@ impl<T> core::fmt::Debug for SemMutex<T> {
 
 impl<T> SemMutex<T> {
     pub fn new<K: Kernel>(kernel: &K, name: &str, data: T) -> KResult<Self> {
+        // INVARIANT: a new semaphore of count 1, owned by this value alone.
         Ok(SemMutex {
             sem: Semaphore::new(kernel, 1, name)?,
             data: UnsafeCell::new(data),
@@ -258,7 +287,11 @@ impl<T> SemMutex<T> {
         timeout_micros: i64,
     ) -> KResult<SemGuard<'a, T, K>> {
         self.sem.acquire(kernel, timeout_micros)?;
-        Ok(SemGuard { lock: self, kernel })
+        Ok(SemGuard {
+            lock: self,
+            kernel,
+            _not_send: PhantomData,
+        })
     }
 
     pub fn destroy<K: Kernel>(self, kernel: &K) -> T {
@@ -268,10 +301,30 @@ impl<T> SemMutex<T> {
 }
 
 /// Access to the data of a [`SemMutex`].
+///
+/// Not `Send` (the thread that took the lock releases it), and `Sync` only when `T` is.
+///
+/// ```compile_fail,E0277
+/// fn send<T: Send>() {}
+/// fn check<K: driver::Kernel>() {
+///     send::<driver::sync::SemGuard<'static, u32, K>>();
+/// }
+/// ```
+///
+/// ```compile_fail,E0277
+/// fn sync<T: Sync>() {}
+/// fn check<K: driver::Kernel>() {
+///     sync::<driver::sync::SemGuard<'static, core::cell::Cell<u32>, K>>();
+/// }
+/// ```
 pub struct SemGuard<'a, T, K: Kernel> {
     lock: &'a SemMutex<T>,
     kernel: &'a K,
+    _not_send: PhantomData<*const ()>,
 }
+
+// SAFETY: a `&SemGuard` gives only `&T`, which is safe to share when `T: Sync`.
+unsafe impl<T: Sync, K: Kernel> Sync for SemGuard<'_, T, K> {}
 
 impl<T, K: Kernel> Deref for SemGuard<'_, T, K> {
     type Target = T;
@@ -296,7 +349,17 @@ impl<T, K: Kernel> Drop for SemGuard<'_, T, K> {
 
 #[cfg(test)]
 mod tests {
-    use super::Late;
+    use super::{Late, SemGuard, SpinGuard};
+    use crate::Kernel;
+
+    /// The positive half of the `compile_fail` examples on the guards: with a `Sync` payload
+    /// the guards are `Sync`, so those examples fail for the reason they name.
+    #[allow(dead_code)]
+    fn guards_are_sync_for_sync_data<K: Kernel>() {
+        fn sync<T: Sync>() {}
+        sync::<SpinGuard<'static, u32, K>>();
+        sync::<SemGuard<'static, u32, K>>();
+    }
 
     #[test]
     fn late_is_set_once() {

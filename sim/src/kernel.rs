@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, ThreadId};
 
-use driver::platform::{Area, KResult, Kernel, LogLevel, SemId, Status};
+use driver::platform::{Area, InterruptState, KResult, Kernel, LogLevel, SemId, Status};
 use spec::haiku_driver as hd;
 
 use crate::clock::{Clock, SimThread, WaitOutcome, DEFAULT_START};
@@ -357,13 +357,13 @@ impl SimKernel {
     }
 
     /// The count of a live semaphore.
-    pub fn sem_count(&self, sem: SemId) -> Option<i32> {
-        lock(&self.inner.sems).sems.get(&sem.0).map(|s| s.count)
+    pub fn sem_count(&self, sem: i32) -> Option<i32> {
+        lock(&self.inner.sems).sems.get(&sem).map(|s| s.count)
     }
 
-    fn try_take(&self, sem: SemId) -> Option<KResult> {
+    fn try_take(&self, sem: i32) -> Option<KResult> {
         let mut t = lock(&self.inner.sems);
-        match t.sems.get_mut(&sem.0) {
+        match t.sems.get_mut(&sem) {
             None => Some(Err(Status(hd::B_BAD_SEM_ID))),
             Some(s) if s.count > 0 => {
                 s.count -= 1;
@@ -373,11 +373,11 @@ impl SimKernel {
         }
     }
 
-    fn sem_name(&self, sem: SemId) -> String {
+    fn sem_name(&self, sem: i32) -> String {
         lock(&self.inner.sems)
             .sems
-            .get(&sem.0)
-            .map_or_else(|| format!("#{}", sem.0), |s| format!("{:?}", s.name))
+            .get(&sem)
+            .map_or_else(|| format!("#{sem}"), |s| format!("{:?}", s.name))
     }
 
     // ---- user memory (the client's side) ----
@@ -538,6 +538,160 @@ impl fmt::Debug for SimKernel {
     }
 }
 
+/// Semaphores and interrupt state as the C ABI has them (plain ids and values): the
+/// add-on's exports and the tests use these; the driver crate reaches them through the
+/// `Kernel` trait's typed tokens.
+impl SimKernel {
+    /// `create_sem` as the C ABI has it: the id is a plain `sem_id`.
+    pub fn create_sem(&self, count: i32, name: &str) -> KResult<i32> {
+        let _sim = SimCode::enter();
+        self.forbid_in_interrupt("create_sem (allocates)");
+        if count < 0 {
+            return Err(Status::BAD_VALUE);
+        }
+        {
+            let mut f = lock(&self.inner.faults);
+            match f.sem_after {
+                Some(0) => {
+                    f.sem_after = None;
+                    return Err(Status(hd::B_NO_MORE_SEMS));
+                }
+                Some(n) => f.sem_after = Some(n - 1),
+                None => {}
+            }
+        }
+        let mut t = lock(&self.inner.sems);
+        let id = t.next_id;
+        t.next_id += 1;
+        t.sems.insert(
+            id,
+            SemRecord {
+                name: name.to_owned(),
+                count,
+            },
+        );
+        Ok(id)
+    }
+
+    /// `delete_sem` of a plain `sem_id`.
+    pub fn delete_sem(&self, sem: i32) {
+        let _sim = SimCode::enter();
+        self.forbid_in_interrupt("delete_sem");
+        let existed = lock(&self.inner.sems).sems.remove(&sem).is_some();
+        if !existed {
+            self.record_failure(format!(
+                "delete_sem({}) of a semaphore that does not exist (deleted twice?)",
+                sem
+            ));
+        }
+        // Waiters on it wake up and get B_BAD_SEM_ID.
+        self.inner.clock.notify();
+    }
+
+    /// `acquire_sem_etc` of one unit of a plain `sem_id`, waiting at most `timeout_micros`
+    /// (negative: for ever).
+    pub fn acquire_sem(&self, sem: i32, timeout_micros: i64) -> KResult {
+        let _sim = SimCode::enter();
+        if self.interrupts_disabled() {
+            let what = format!("acquire_sem({})", self.sem_name(sem));
+            self.forbid_in_interrupt(&what);
+            // Never block here: take it if it is free, as a KDEBUG-less kernel might get away
+            // with, and otherwise fail instead of deadlocking the simulation.
+            return self.try_take(sem).unwrap_or(Err(Status(hd::B_WOULD_BLOCK)));
+        }
+        if timeout_micros == 0 {
+            if let Some(r) = self.try_take(sem) {
+                return r;
+            }
+            // A poll that fails still costs a little time, so a polling loop terminates.
+            self.inner.clock.advance_by(1);
+            return Err(Status(hd::B_WOULD_BLOCK));
+        }
+        let clock = &self.inner.clock;
+        let deadline = if timeout_micros < 0 || timeout_micros == hd::B_INFINITE_TIMEOUT {
+            None
+        } else {
+            clock.now().checked_add(timeout_micros)
+        };
+        let r = match clock.wait(deadline, || self.try_take(sem)) {
+            WaitOutcome::Ready(r) => r,
+            WaitOutcome::TimedOut => Err(Status::TIMED_OUT),
+            WaitOutcome::Forever => {
+                return Err(self.wait_ended_forever(format!("acquire_sem({})", self.sem_name(sem))))
+            }
+        };
+        self.with_cpu(|c| c.endless_waits = 0);
+        r
+    }
+
+    /// `release_sem_etc` of one unit of a plain `sem_id`.
+    pub fn release_sem(&self, sem: i32, from_interrupt: bool) {
+        let _sim = SimCode::enter();
+        if !from_interrupt && self.interrupts_disabled() {
+            self.forbid_in_interrupt(&format!(
+                "release_sem({}) without B_DO_NOT_RESCHEDULE",
+                self.sem_name(sem)
+            ));
+        }
+        let released = {
+            let mut t = lock(&self.inner.sems);
+            match t.sems.get_mut(&sem) {
+                Some(s) => {
+                    s.count = s.count.saturating_add(1);
+                    true
+                }
+                None => false,
+            }
+        };
+        if released {
+            self.inner.clock.notify();
+        } else {
+            self.record_failure(format!(
+                "release_sem({}) of a semaphore that does not exist",
+                sem
+            ));
+        }
+    }
+
+    /// `disable_interrupts` as the C ABI has it: the previous state as a plain value.
+    pub fn disable_interrupts(&self) -> u64 {
+        let _sim = SimCode::enter();
+        self.with_cpu(|c| {
+            let was_enabled = !c.interrupts_disabled;
+            c.interrupts_disabled = true;
+            u64::from(was_enabled)
+        })
+    }
+
+    /// `restore_interrupts` of a plain state value (anything but 0 or 1 is recorded).
+    pub fn restore_interrupts(&self, state: u64) {
+        let _sim = SimCode::enter();
+        let problems = self.with_cpu(|c| {
+            let mut p = Vec::new();
+            if state > 1 {
+                p.push(format!(
+                    "restore_interrupts({state}) with a state disable_interrupts never returned"
+                ));
+            }
+            let enable = state != 0;
+            if enable && !c.spinlocks.is_empty() {
+                p.push(format!(
+                    "interrupts re-enabled while holding {} spinlock(s)",
+                    c.spinlocks.len()
+                ));
+            }
+            if enable && c.in_interrupt > 0 {
+                p.push("interrupts enabled inside an interrupt handler".to_owned());
+            }
+            c.interrupts_disabled = !enable;
+            p
+        });
+        for p in problems {
+            self.record_failure(p);
+        }
+    }
+}
+
 // SAFETY: the implementation upholds the trait's contract:
 // - `create_area` carves the area from the arena in `memory`, which is never moved, is zeroed
 //   on creation, and is freed only when no area is live (even after the kernel is dropped), so
@@ -579,145 +733,31 @@ unsafe impl Kernel for SimKernel {
     }
 
     fn create_sem(&self, count: i32, name: &str) -> KResult<SemId> {
-        let _sim = SimCode::enter();
-        self.forbid_in_interrupt("create_sem (allocates)");
-        if count < 0 {
-            return Err(Status::BAD_VALUE);
-        }
-        {
-            let mut f = lock(&self.inner.faults);
-            match f.sem_after {
-                Some(0) => {
-                    f.sem_after = None;
-                    return Err(Status(hd::B_NO_MORE_SEMS));
-                }
-                Some(n) => f.sem_after = Some(n - 1),
-                None => {}
-            }
-        }
-        let mut t = lock(&self.inner.sems);
-        let id = t.next_id;
-        t.next_id += 1;
-        t.sems.insert(
-            id,
-            SemRecord {
-                name: name.to_owned(),
-                count,
-            },
-        );
-        Ok(SemId(id))
+        let id = SimKernel::create_sem(self, count, name)?;
+        // SAFETY: the id was created just now and is wrapped once.
+        Ok(unsafe { SemId::from_raw(id) })
     }
 
     fn delete_sem(&self, sem: SemId) {
-        let _sim = SimCode::enter();
-        self.forbid_in_interrupt("delete_sem");
-        let existed = lock(&self.inner.sems).sems.remove(&sem.0).is_some();
-        if !existed {
-            self.record_failure(format!(
-                "delete_sem({}) of a semaphore that does not exist (deleted twice?)",
-                sem.0
-            ));
-        }
-        // Waiters on it wake up and get B_BAD_SEM_ID.
-        self.inner.clock.notify();
+        SimKernel::delete_sem(self, sem.raw())
     }
 
-    fn acquire_sem(&self, sem: SemId, timeout_micros: i64) -> KResult {
-        let _sim = SimCode::enter();
-        if self.interrupts_disabled() {
-            let what = format!("acquire_sem({})", self.sem_name(sem));
-            self.forbid_in_interrupt(&what);
-            // Never block here: take it if it is free, as a KDEBUG-less kernel might get away
-            // with, and otherwise fail instead of deadlocking the simulation.
-            return self.try_take(sem).unwrap_or(Err(Status(hd::B_WOULD_BLOCK)));
-        }
-        if timeout_micros == 0 {
-            if let Some(r) = self.try_take(sem) {
-                return r;
-            }
-            // A poll that fails still costs a little time, so a polling loop terminates.
-            self.inner.clock.advance_by(1);
-            return Err(Status(hd::B_WOULD_BLOCK));
-        }
-        let clock = &self.inner.clock;
-        let deadline = if timeout_micros < 0 || timeout_micros == hd::B_INFINITE_TIMEOUT {
-            None
-        } else {
-            clock.now().checked_add(timeout_micros)
-        };
-        let r = match clock.wait(deadline, || self.try_take(sem)) {
-            WaitOutcome::Ready(r) => r,
-            WaitOutcome::TimedOut => Err(Status::TIMED_OUT),
-            WaitOutcome::Forever => {
-                return Err(self.wait_ended_forever(format!("acquire_sem({})", self.sem_name(sem))))
-            }
-        };
-        self.with_cpu(|c| c.endless_waits = 0);
-        r
+    fn acquire_sem(&self, sem: &SemId, timeout_micros: i64) -> KResult {
+        SimKernel::acquire_sem(self, sem.raw(), timeout_micros)
     }
 
-    fn release_sem(&self, sem: SemId, from_interrupt: bool) {
-        let _sim = SimCode::enter();
-        if !from_interrupt && self.interrupts_disabled() {
-            self.forbid_in_interrupt(&format!(
-                "release_sem({}) without B_DO_NOT_RESCHEDULE",
-                self.sem_name(sem)
-            ));
-        }
-        let released = {
-            let mut t = lock(&self.inner.sems);
-            match t.sems.get_mut(&sem.0) {
-                Some(s) => {
-                    s.count = s.count.saturating_add(1);
-                    true
-                }
-                None => false,
-            }
-        };
-        if released {
-            self.inner.clock.notify();
-        } else {
-            self.record_failure(format!(
-                "release_sem({}) of a semaphore that does not exist",
-                sem.0
-            ));
-        }
+    fn release_sem(&self, sem: &SemId, from_interrupt: bool) {
+        SimKernel::release_sem(self, sem.raw(), from_interrupt)
     }
 
-    fn disable_interrupts(&self) -> u64 {
-        let _sim = SimCode::enter();
-        self.with_cpu(|c| {
-            let was_enabled = !c.interrupts_disabled;
-            c.interrupts_disabled = true;
-            u64::from(was_enabled)
-        })
+    fn disable_interrupts(&self) -> InterruptState {
+        let state = SimKernel::disable_interrupts(self);
+        // SAFETY: the state this CPU just saved, made into a token once.
+        unsafe { InterruptState::from_raw(state) }
     }
 
-    fn restore_interrupts(&self, state: u64) {
-        let _sim = SimCode::enter();
-        let problems = self.with_cpu(|c| {
-            let mut p = Vec::new();
-            if state > 1 {
-                p.push(format!(
-                    "restore_interrupts({state}) with a state disable_interrupts never returned"
-                ));
-            }
-            let enable = state != 0;
-            if enable && !c.spinlocks.is_empty() {
-                p.push(format!(
-                    "interrupts re-enabled while holding {} spinlock(s)",
-                    c.spinlocks.len()
-                ));
-            }
-            if enable && c.in_interrupt > 0 {
-                p.push("interrupts enabled inside an interrupt handler".to_owned());
-            }
-            c.interrupts_disabled = !enable;
-            p
-        });
-        for p in problems {
-            self.record_failure(p);
-        }
+    fn restore_interrupts(&self, state: InterruptState) {
+        SimKernel::restore_interrupts(self, state.into_raw())
     }
 
     fn acquire_spinlock(&self, lock_word: &AtomicI32) {

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use driver::dma::DmaRegion;
-use driver::platform::{Area, Kernel, PhysEntry, QueueHandler, SemId, Status, VirtioDevice};
+use driver::platform::{Area, Kernel, PhysEntry, QueueHandler, Status, VirtioDevice};
 use sim::model::{
     capture_pattern, ControlConfig, CtlRange, JackConfig, PcmState, QEMU_FORMATS, QEMU_RATES,
 };
@@ -33,7 +33,7 @@ const SECOND: i64 = 1_000_000;
 /// when it ran.
 struct Irq {
     k: SimKernel,
-    sems: [SemId; 4],
+    sems: [i32; 4],
     calls: Mutex<Vec<(u16, i64)>>,
 }
 
@@ -1082,7 +1082,7 @@ fn the_defaults_are_qemus() {
 /// A handler that allocates, as the driver's must not.
 struct Greedy {
     k: SimKernel,
-    sem: SemId,
+    sem: i32,
 }
 
 impl QueueHandler for Greedy {

@@ -7,7 +7,7 @@ use core::sync::atomic::{AtomicI32, AtomicU8, Ordering};
 use spec::haiku_driver as hd;
 
 use super::ffi;
-use crate::platform::{Area, KResult, Kernel, LogLevel, SemId, Status};
+use crate::platform::{Area, InterruptState, KResult, Kernel, LogLevel, SemId, Status};
 
 /// Lines above this level are dropped (set from the settings file).
 pub static LOG_LEVEL: AtomicU8 = AtomicU8::new(LogLevel::Info as u8);
@@ -102,26 +102,27 @@ unsafe impl Kernel for HaikuKernel {
         if id < 0 {
             Err(Status(id))
         } else {
-            Ok(SemId(id))
+            // SAFETY: the id create_sem just returned, wrapped once.
+            Ok(unsafe { SemId::from_raw(id) })
         }
     }
 
     fn delete_sem(&self, sem: SemId) {
         // SAFETY: plain value argument; a stale id only returns an error.
-        unsafe { ffi::delete_sem(sem.0) };
+        unsafe { ffi::delete_sem(sem.raw()) };
     }
 
-    fn acquire_sem(&self, sem: SemId, timeout_micros: i64) -> KResult {
+    fn acquire_sem(&self, sem: &SemId, timeout_micros: i64) -> KResult {
         let (flags, timeout) = if timeout_micros < 0 {
             (hd::B_CAN_INTERRUPT, 0)
         } else {
             (hd::B_CAN_INTERRUPT | hd::B_RELATIVE_TIMEOUT, timeout_micros)
         };
         // SAFETY: plain value arguments.
-        Status(unsafe { ffi::acquire_sem_etc(sem.0, 1, flags, timeout) }).to_result()
+        Status(unsafe { ffi::acquire_sem_etc(sem.raw(), 1, flags, timeout) }).to_result()
     }
 
-    fn release_sem(&self, sem: SemId, from_interrupt: bool) {
+    fn release_sem(&self, sem: &SemId, from_interrupt: bool) {
         let flags = if from_interrupt {
             hd::B_DO_NOT_RESCHEDULE
         } else {
@@ -129,17 +130,18 @@ unsafe impl Kernel for HaikuKernel {
         };
         // SAFETY: plain value arguments; B_DO_NOT_RESCHEDULE makes it legal with
         // interrupts disabled.
-        unsafe { ffi::release_sem_etc(sem.0, 1, flags) };
+        unsafe { ffi::release_sem_etc(sem.raw(), 1, flags) };
     }
 
-    fn disable_interrupts(&self) -> u64 {
-        // SAFETY: no preconditions; the state is given back by `restore_interrupts`.
-        unsafe { ffi::disable_interrupts() }
+    fn disable_interrupts(&self) -> InterruptState {
+        // SAFETY: no preconditions; the state saved on this CPU becomes its one token.
+        unsafe { InterruptState::from_raw(ffi::disable_interrupts()) }
     }
 
-    fn restore_interrupts(&self, state: u64) {
-        // SAFETY: `state` came from `disable_interrupts`.
-        unsafe { ffi::restore_interrupts(state) }
+    fn restore_interrupts(&self, state: InterruptState) {
+        // SAFETY: a token only `disable_interrupts` makes, restored once (it is consumed) on
+        // the CPU that made it (it is neither Send nor Sync).
+        unsafe { ffi::restore_interrupts(state.into_raw()) }
     }
 
     fn acquire_spinlock(&self, lock: &AtomicI32) {

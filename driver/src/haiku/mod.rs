@@ -7,6 +7,7 @@
 //! `open` picks the card by path (one opener at a time), `control` is the ioctl table, and
 //! `free` stops the card's streams and frees its buffers.
 
+mod exported;
 mod ffi;
 pub mod kernel;
 #[cfg(not(test))]
@@ -31,18 +32,12 @@ use crate::hmulti::{cards_for, Card};
 use crate::platform::{Kernel, LogLevel, Status};
 use crate::sync::SemMutex;
 use crate::virtio::{Engine, Options};
+use exported::Exported;
 use kernel::HaikuKernel;
 use virtio::HaikuVirtio;
 
 type HaikuEngine = Engine<HaikuKernel, HaikuVirtio>;
 type HaikuCard = Card<HaikuKernel, HaikuVirtio>;
-
-/// A static holding raw pointers, which the kernel reads: shared, never mutated by Rust.
-#[repr(transparent)]
-pub struct Exported<T>(pub T);
-
-// SAFETY: the wrapped tables are immutable after load and only read.
-unsafe impl<T> Sync for Exported<T> {}
 
 /// Filled in by the module loader before any hook runs (see `module_dependencies`).
 static DEVICE_MANAGER: AtomicPtr<DeviceManagerInfo> = AtomicPtr::new(core::ptr::null_mut());
@@ -55,61 +50,74 @@ fn dm() -> Option<&'static DeviceManagerInfo> {
 
 /// The modules this add-on needs the kernel to load first.
 #[no_mangle]
-pub static module_dependencies: Exported<[ModuleDependency; 2]> = Exported([
-    ModuleDependency {
-        name: hd::B_DEVICE_MANAGER_MODULE_NAME.as_ptr(),
-        info: DEVICE_MANAGER.as_ptr() as *mut *mut ModuleInfo,
-    },
-    ModuleDependency {
-        name: core::ptr::null(),
-        info: core::ptr::null_mut(),
-    },
-]);
+// SAFETY: string constants and the address of DEVICE_MANAGER, an atomic the loader stores
+// into; nothing else writes the table.
+pub static module_dependencies: Exported<[ModuleDependency; 2]> = unsafe {
+    Exported::new([
+        ModuleDependency {
+            name: hd::B_DEVICE_MANAGER_MODULE_NAME.as_ptr(),
+            info: DEVICE_MANAGER.as_ptr() as *mut *mut ModuleInfo,
+        },
+        ModuleDependency {
+            name: core::ptr::null(),
+            info: core::ptr::null_mut(),
+        },
+    ])
+};
 
-static DRIVER_MODULE: Exported<DriverModuleInfo> = Exported(DriverModuleInfo {
-    info: ModuleInfo {
-        name: hd::VIRTIO_SOUND_DRIVER_MODULE_NAME.as_ptr(),
-        flags: 0,
-        std_ops: None,
-    },
-    supports_device: Some(supports_device),
-    register_device: Some(register_device),
-    init_driver: Some(init_driver),
-    uninit_driver: Some(uninit_driver),
-    register_child_devices: Some(register_child_devices),
-    rescan_child_devices: None,
-    device_removed: Some(device_removed),
-    suspend: None,
-    resume: None,
-});
+// SAFETY: a string constant and function pointers; never written.
+static DRIVER_MODULE: Exported<DriverModuleInfo> = unsafe {
+    Exported::new(DriverModuleInfo {
+        info: ModuleInfo {
+            name: hd::VIRTIO_SOUND_DRIVER_MODULE_NAME.as_ptr(),
+            flags: 0,
+            std_ops: None,
+        },
+        supports_device: Some(supports_device),
+        register_device: Some(register_device),
+        init_driver: Some(init_driver),
+        uninit_driver: Some(uninit_driver),
+        register_child_devices: Some(register_child_devices),
+        rescan_child_devices: None,
+        device_removed: Some(device_removed),
+        suspend: None,
+        resume: None,
+    })
+};
 
-static DEVICE_MODULE: Exported<DeviceModuleInfo> = Exported(DeviceModuleInfo {
-    info: ModuleInfo {
-        name: hd::VIRTIO_SOUND_DEVICE_MODULE_NAME.as_ptr(),
-        flags: 0,
-        std_ops: None,
-    },
-    init_device: Some(init_device),
-    uninit_device: Some(uninit_device),
-    device_removed: Some(device_removed_dev),
-    open: Some(open),
-    close: Some(close),
-    free: Some(free),
-    read: None,
-    write: None,
-    io: None,
-    control: Some(control),
-    select: None,
-    deselect: None,
-});
+// SAFETY: a string constant and function pointers; never written.
+static DEVICE_MODULE: Exported<DeviceModuleInfo> = unsafe {
+    Exported::new(DeviceModuleInfo {
+        info: ModuleInfo {
+            name: hd::VIRTIO_SOUND_DEVICE_MODULE_NAME.as_ptr(),
+            flags: 0,
+            std_ops: None,
+        },
+        init_device: Some(init_device),
+        uninit_device: Some(uninit_device),
+        device_removed: Some(device_removed_dev),
+        open: Some(open),
+        close: Some(close),
+        free: Some(free),
+        read: None,
+        write: None,
+        io: None,
+        control: Some(control),
+        select: None,
+        deselect: None,
+    })
+};
 
 /// The module list the kernel looks up by name: NULL-terminated.
 #[no_mangle]
-pub static modules: Exported<[*const ModuleInfo; 3]> = Exported([
-    &DRIVER_MODULE.0.info as *const ModuleInfo,
-    &DEVICE_MODULE.0.info as *const ModuleInfo,
-    core::ptr::null(),
-]);
+// SAFETY: pointers to the two module tables above, which are never written.
+pub static modules: Exported<[*const ModuleInfo; 3]> = unsafe {
+    Exported::new([
+        &DRIVER_MODULE.get().info as *const ModuleInfo,
+        &DEVICE_MODULE.get().info as *const ModuleInfo,
+        core::ptr::null(),
+    ])
+};
 
 /// One published device.
 struct Slot {

@@ -2,6 +2,7 @@
 
 use alloc::sync::Arc;
 use core::ffi::{c_char, c_void};
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use spec::haiku_driver::{virtio_device, virtio_queue, PhysicalEntry, VirtioDeviceInterface};
 
@@ -13,11 +14,21 @@ use super::kernel::HaikuKernel;
 const QUEUES: usize = 4;
 
 /// The virtio device our node sits on.
+///
+/// Haiku's bus does not serialise calls on one queue (`queue_request` and `queue_dequeue`
+/// may race between an ioctl thread and the interrupt callback): each queue's calls go under
+/// its own spinlock here, so callers need none. Dropping it frees what it still holds
+/// (interrupts, then queues, which resets the device).
 pub struct HaikuVirtio {
     iface: *const VirtioDeviceInterface,
     dev: virtio_device,
     queues: SpinLock<[virtio_queue; QUEUES]>,
+    queue_locks: [SpinLock<()>; QUEUES],
     handler: SpinLock<Option<Arc<dyn QueueHandler>>>,
+    /// `setup_interrupt` succeeded and `free_interrupts` has not run since.
+    interrupts_set: AtomicBool,
+    /// `alloc_queues` succeeded and `free_queues` has not run since.
+    queues_allocated: AtomicBool,
 }
 
 impl core::fmt::Debug for HaikuVirtio {
@@ -68,7 +79,10 @@ impl HaikuVirtio {
             iface,
             dev,
             queues: SpinLock::new([core::ptr::null_mut(); QUEUES]),
+            queue_locks: [const { SpinLock::new(()) }; QUEUES],
             handler: SpinLock::new(None),
+            interrupts_set: AtomicBool::new(false),
+            queues_allocated: AtomicBool::new(false),
         }
     }
 
@@ -126,6 +140,7 @@ impl VirtioDevice for HaikuVirtio {
         })
         .to_result()?;
         *self.queues.lock(&HaikuKernel) = qs;
+        self.queues_allocated.store(true, Ordering::Release);
         Ok(())
     }
 
@@ -135,6 +150,7 @@ impl VirtioDevice for HaikuVirtio {
         let setup = call(self.iface().setup_interrupt)?;
         // SAFETY: no config-change handler; `this` outlives the interrupts (see callback).
         Status(unsafe { setup(self.dev, None, this) }).to_result()?;
+        self.interrupts_set.store(true, Ordering::Release);
         let per_queue = call(self.iface().queue_setup_interrupt)?;
         for q in 0..QUEUES as u16 {
             let queue = self.queue(q)?;
@@ -159,6 +175,7 @@ impl VirtioDevice for HaikuVirtio {
         let f = call(self.iface().queue_request_v)?;
         // PhysEntry and physical_entry have the same layout (two u64).
         let vec = entries.as_ptr() as *const PhysicalEntry;
+        let _serial = self.queue_locks[usize::from(queue)].lock(&HaikuKernel);
         // SAFETY: `vec` points to `entries.len()` entries of the kernel's layout; the bus
         // copies them into the ring before it returns. The memory they describe outlives
         // the chain: this function's own contract, passed on to its callers.
@@ -179,6 +196,7 @@ impl VirtioDevice for HaikuVirtio {
         let f = self.iface().queue_dequeue?;
         let mut cookie: *mut c_void = core::ptr::null_mut();
         let mut len = 0u32;
+        let _serial = self.queue_locks[usize::from(queue)].lock(&HaikuKernel);
         // SAFETY: out pointers to locals.
         if unsafe { f(q, &mut cookie, &mut len) } {
             Some((cookie as usize as u64, len))
@@ -196,9 +214,11 @@ impl VirtioDevice for HaikuVirtio {
     }
 
     fn free_interrupts(&self) {
-        if let Some(f) = self.iface().free_interrupts {
-            // SAFETY: the device cookie; after this returns no callback runs.
-            unsafe { f(self.dev) };
+        if self.interrupts_set.swap(false, Ordering::AcqRel) {
+            if let Some(f) = self.iface().free_interrupts {
+                // SAFETY: the device cookie; after this returns no callback runs.
+                unsafe { f(self.dev) };
+            }
         }
         // Dropped after the spinlock is released: freeing memory with interrupts disabled
         // is not allowed.
@@ -207,6 +227,10 @@ impl VirtioDevice for HaikuVirtio {
     }
 
     fn free_queues(&self) -> KResult {
+        if !self.queues_allocated.swap(false, Ordering::AcqRel) {
+            // Nothing was allocated (or it was freed already): no chain can be outstanding.
+            return Ok(());
+        }
         let Some(f) = self.iface().free_queues else {
             // Without the bus's free_queues nothing reset the device.
             return Err(Status::NOT_SUPPORTED);
@@ -217,6 +241,14 @@ impl VirtioDevice for HaikuVirtio {
         unsafe { f(self.dev) };
         *self.queues.lock(&HaikuKernel) = [core::ptr::null_mut(); QUEUES];
         Ok(())
+    }
+}
+
+impl Drop for HaikuVirtio {
+    fn drop(&mut self) {
+        self.free_interrupts();
+        // Nothing to tell anyone: whatever the driver kept for chains is already leaked.
+        let _ = self.free_queues();
     }
 }
 

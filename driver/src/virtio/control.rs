@@ -146,12 +146,11 @@ impl ControlChannel {
         &self,
         kernel: &K,
         dev: &V,
-        queue_lock: &SpinLock<()>,
         req: &ControlRequest<'_>,
         f: impl FnOnce(ControlResponse<'_>) -> R,
     ) -> KResult<R> {
         self.serial.with(kernel, self.timeout_micros * 4, || {
-            self.call_locked(kernel, dev, queue_lock, req, f)
+            self.call_locked(kernel, dev, req, f)
         })?
     }
 
@@ -159,7 +158,6 @@ impl ControlChannel {
         &self,
         kernel: &K,
         dev: &V,
-        queue_lock: &SpinLock<()>,
         req: &ControlRequest<'_>,
         f: impl FnOnce(ControlResponse<'_>) -> R,
     ) -> KResult<R> {
@@ -191,7 +189,7 @@ impl ControlChannel {
             (slot, seq)
         };
         let base = slot * SLOT_SIZE;
-        let used = self.send_and_wait(kernel, dev, queue_lock, req, base, slot, seq)?;
+        let used = self.send_and_wait(kernel, dev, req, base, slot, seq)?;
         // The slot is ours again: copy the reply out and free it.
         let mut reply = vec![0u8; (used as usize).min(reply_len)];
         let read = self.region.read(base + REQUEST_MAX, &mut reply);
@@ -220,12 +218,10 @@ impl ControlChannel {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn send_and_wait<K: Kernel, V: VirtioDevice>(
         &self,
         kernel: &K,
         dev: &V,
-        queue_lock: &SpinLock<()>,
         req: &ControlRequest<'_>,
         base: usize,
         slot: usize,
@@ -256,7 +252,6 @@ impl ControlChannel {
             (Err(e), _) | (_, Err(e)) => return fail(e),
         };
         let queued = {
-            let _q = queue_lock.lock(kernel);
             // SAFETY: both entries are in `self.region`, which lives as long as the channel
             // and is leaked, not freed, while a slot is in flight or abandoned (`destroy`);
             // the slot is marked in flight, so nothing else writes its request part until it

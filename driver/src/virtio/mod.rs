@@ -19,7 +19,7 @@ use zerocopy::{FromBytes, IntoBytes};
 
 use crate::dma::DmaRegion;
 use crate::platform::{KResult, Kernel, LogLevel, QueueHandler, Status, VirtioDevice};
-use crate::sync::{Late, SpinLock};
+use crate::sync::Late;
 use control::ControlChannel;
 use pcm::{Io, PcmStream};
 
@@ -74,7 +74,6 @@ pub struct Engine<K: Kernel, V: VirtioDevice> {
     pub dev: Arc<V>,
     pub features: u64,
     pub config: (u32, u32, u32, u32),
-    queue_locks: [SpinLock<()>; 4],
     control: ControlChannel,
     events: DmaRegion,
     topology: Late<Topology>,
@@ -191,12 +190,6 @@ impl<K: Kernel, V: VirtioDevice> Engine<K, V> {
             dev: dev.clone(),
             features,
             config,
-            queue_locks: [
-                SpinLock::new(()),
-                SpinLock::new(()),
-                SpinLock::new(()),
-                SpinLock::new(()),
-            ],
             control,
             events,
             topology: Late::new(),
@@ -227,7 +220,6 @@ impl<K: Kernel, V: VirtioDevice> Engine<K, V> {
         Io {
             kernel: &*self.kernel,
             dev: &*self.dev,
-            queue_locks: &self.queue_locks,
             control: &self.control,
         }
     }
@@ -470,7 +462,6 @@ impl<K: Kernel, V: VirtioDevice> Engine<K, V> {
 
     fn post_event(&self, slot: usize) -> KResult {
         let entry = self.events.entry(slot * 8, 8)?;
-        let _q = self.queue_locks[QueueIndex::Event as usize].lock(&*self.kernel);
         // SAFETY: the entry is in `self.events`, which is freed only in `teardown`, after
         // `free_queues` reset the device (and leaked if the reset is not confirmed).
         unsafe {
@@ -486,10 +477,7 @@ impl<K: Kernel, V: VirtioDevice> Engine<K, V> {
             return;
         };
         loop {
-            let got = {
-                let _g = self.queue_locks[q as usize].lock(k);
-                self.dev.queue_dequeue(queue)
-            };
+            let got = self.dev.queue_dequeue(queue);
             let Some((cookie, used)) = got else { break };
             match q {
                 QueueIndex::Control => {

@@ -484,7 +484,6 @@ impl PcmStream {
             // Count it before the device can complete it: the interrupt checks `queued`.
             self.ring.lock(io.kernel).queued = seq + 1;
             let r = {
-                let _q = io.queue_lock(queue).lock(io.kernel);
                 // SAFETY: the header and status are in `self.headers`, which lives as long as
                 // the stream and is leaked, not freed, while a chain of it is outstanding
                 // (`destroy`); the data is in the ring's `BufferArea`, which the stream holds
@@ -656,7 +655,6 @@ impl PcmStream {
                 };
                 self.ring.lock(io.kernel).padding += 1;
                 let r = {
-                    let _q = io.queue_lock(QueueIndex::Tx).lock(io.kernel);
                     // SAFETY: every entry is in `self.headers`, which is leaked, not freed,
                     // while a chain of it is outstanding (`destroy`); `padding` already
                     // counts this one, and `halt` waits for it before it reports success.
@@ -764,33 +762,22 @@ impl PcmStream {
     }
 }
 
-/// What a stream needs to talk to the device: the kernel, the device, the queue locks and the
-/// control channel.
+/// What a stream needs to talk to the device: the kernel, the device and the control
+/// channel.
 pub struct Io<'a, K: Kernel, V: VirtioDevice> {
     pub kernel: &'a K,
     pub dev: &'a V,
-    pub queue_locks: &'a [SpinLock<()>; 4],
     pub control: &'a super::control::ControlChannel,
 }
 
 impl<K: Kernel, V: VirtioDevice> Io<'_, K, V> {
-    pub fn queue_lock(&self, q: QueueIndex) -> &SpinLock<()> {
-        &self.queue_locks[q as usize]
-    }
-
     /// Sends a control request and hands the decoded answer to `f`.
     pub fn call<R>(
         &self,
         req: &ControlRequest<'_>,
         f: impl FnOnce(spec::virtio_snd::ControlResponse<'_>) -> R,
     ) -> KResult<R> {
-        self.control.call(
-            self.kernel,
-            self.dev,
-            self.queue_lock(QueueIndex::Control),
-            req,
-            f,
-        )
+        self.control.call(self.kernel, self.dev, req, f)
     }
 
     /// A control request whose answer carries nothing but the status.

@@ -20,7 +20,7 @@ use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::sync::atomic::{fence, AtomicI32, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use driver::platform::{Kernel, SemId, Status};
+use driver::platform::{Kernel, Status};
 use spec::haiku_driver::{
     self as hd, area_id, bigtime_t, cpu_status, interrupt_handler, sem_id, status_t, team_id,
     thread_func, thread_id, timer_hook, ModuleInfo, PhysicalEntry, Spinlock, Timer,
@@ -277,7 +277,7 @@ pub unsafe extern "C" fn sim_create_sem(count: i32, name: *const c_char) -> sem_
         // SAFETY: the caller's string argument.
         let name = unsafe { c_string(name) }.unwrap_or_else(|| "unnamed semaphore".into());
         match core.kernel.create_sem(count, &name) {
-            Ok(s) => s.0,
+            Ok(s) => s,
             Err(e) => e.0,
         }
     })
@@ -286,9 +286,9 @@ pub unsafe extern "C" fn sim_create_sem(count: i32, name: *const c_char) -> sem_
 /// Deletes a semaphore; `B_BAD_SEM_ID` if it does not exist (recorded too).
 pub extern "C" fn sim_delete_sem(id: sem_id) -> status_t {
     with_core("delete_sem", hd::B_BAD_SEM_ID, |core| {
-        let exists = core.kernel.sem_count(SemId(id)).is_some();
+        let exists = core.kernel.sem_count(id).is_some();
         // Deleting a dead one still goes to the kernel, which records the misuse.
-        core.kernel.delete_sem(SemId(id));
+        core.kernel.delete_sem(id);
         if exists {
             hd::B_OK
         } else {
@@ -320,7 +320,7 @@ pub extern "C" fn sim_acquire_sem_etc(
         if relative && absolute {
             return hd::B_BAD_VALUE;
         }
-        if k.sem_count(SemId(id)).is_none() {
+        if k.sem_count(id).is_none() {
             return hd::B_BAD_SEM_ID;
         }
         // The deadline in simulated time; None waits forever.
@@ -342,11 +342,11 @@ pub extern "C" fn sim_acquire_sem_etc(
                 None => -1,
                 Some(d) => (d - k.system_time()).max(0),
             };
-            match k.acquire_sem(SemId(id), wait) {
+            match k.acquire_sem(id, wait) {
                 Ok(()) => taken += 1,
                 Err(e) => {
                     for _ in 0..taken {
-                        k.release_sem(SemId(id), true);
+                        k.release_sem(id, true);
                     }
                     // Only a relative timeout of zero is a poll; a deadline that passed
                     // (before the call or while some units were taken) is a timeout.
@@ -380,12 +380,12 @@ pub extern "C" fn sim_release_sem_etc(id: sem_id, count: i32, flags: u32) -> sta
         if count <= 0 && flags & hd::B_RELEASE_ALL == 0 {
             return hd::B_BAD_VALUE;
         }
-        if k.sem_count(SemId(id)).is_none() {
+        if k.sem_count(id).is_none() {
             return hd::B_BAD_SEM_ID;
         }
         let no_resched = flags & hd::B_DO_NOT_RESCHEDULE != 0;
         for _ in 0..count.max(1) {
-            k.release_sem(SemId(id), no_resched);
+            k.release_sem(id, no_resched);
         }
         hd::B_OK
     })
@@ -401,7 +401,7 @@ pub unsafe extern "C" fn sim_get_sem_count(id: sem_id, thread_count: *mut i32) -
         if thread_count.is_null() {
             return hd::B_BAD_VALUE;
         }
-        match core.kernel.sem_count(SemId(id)) {
+        match core.kernel.sem_count(id) {
             Some(c) => {
                 // SAFETY: checked non-NULL; the caller's out parameter.
                 unsafe { *thread_count = c };
