@@ -215,9 +215,10 @@ fn nested_pointers_are_user_pointers_too() {
     );
     // Exchange with no buffers yet: an error, after a wait.
     let info = user_value(k, &garbage::<hm::MultiBufferInfo>());
-    assert!(card
-        .dispatch(hm::B_MULTI_BUFFER_EXCHANGE, info, 112)
-        .is_err());
+    assert_eq!(
+        card.dispatch(hm::B_MULTI_BUFFER_EXCHANGE, info, 112),
+        Err(Status::NO_INIT)
+    );
     rig.finish(Some(card));
 }
 

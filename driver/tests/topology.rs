@@ -303,7 +303,10 @@ fn mix_controls_form_a_usable_web() {
     let mut info: hm::MultiMixValueInfo = garbage();
     info.item_count = 1;
     info.values = spec::UserPtr::from_addr(addr);
-    assert!(ioctl(&card, hm::B_MULTI_SET_MIX, &mut info).is_err());
+    assert_eq!(
+        ioctl(&card, hm::B_MULTI_SET_MIX, &mut info),
+        Err(driver::Status::BAD_VALUE)
+    );
     // The host changes a value and notifies: the next GET_MIX sees it.
     let mut nv = rig.model.ctl_value(0).unwrap();
     let mut ints = nv.value.integer();

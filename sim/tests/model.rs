@@ -312,7 +312,11 @@ fn features_and_config_space() {
     // `controls` without CTLS negotiated, and past the end of config space.
     let mut four = [0u8; 4];
     f.m.read_device_config(12, &mut four).unwrap();
-    assert!(f.m.read_device_config(14, &mut four).is_err());
+    assert_eq!(
+        f.m.read_device_config(14, &mut four),
+        Err(Status::BAD_VALUE),
+        "past the 16-byte config space"
+    );
     assert_eq!(f.m.take_violations().len(), 2);
     f.m.alloc_queues(4).unwrap();
     f.finish();
@@ -339,8 +343,14 @@ fn features_and_config_space() {
         ..ModelConfig::default()
     });
     f.m.negotiate_features(VIRTIO_FEATURE_VERSION_1).unwrap();
-    assert!(f.m.read_device_config(12, &mut four).is_err());
-    f.m.take_violations();
+    assert_eq!(
+        f.m.read_device_config(12, &mut four),
+        Err(Status::BAD_VALUE),
+        "past a 12-byte config space"
+    );
+    let v = f.m.take_violations();
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert!(v[0].contains("past the 12-byte config space"), "{v:?}");
     f.m.alloc_queues(4).unwrap();
     f.finish();
 }
@@ -772,7 +782,9 @@ fn malformed_chains_never_panic_the_device() {
     // A 2-byte control header: QEMU drops it without an answer.
     assert!(f.control_raw(&[1, 1], 64).is_none());
     assert_eq!(f.m.lost(CTL), 1);
-    f.m.take_violations();
+    let v = f.m.take_violations();
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert!(v[0].contains("2 readable bytes"), "{v:?}");
     // An unknown request code gets BAD_MSG.
     let (used, reply) = f.control_raw(&0x0999u32.to_le_bytes(), 4).unwrap();
     assert_eq!(
@@ -912,7 +924,12 @@ fn every_control_fault_is_observable() {
     );
     assert_eq!(f.pcm(RequestCode::PcmPrepare, 0), vs::VIRTIO_SND_S_NOT_SUPP);
     f.m.clear_faults();
-    f.m.take_violations(); // PREPARE of an unconfigured stream
+    let v = f.m.take_violations();
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert!(
+        v[0].contains("PCM_PREPARE"),
+        "PREPARE of an unconfigured stream: {v:?}"
+    );
     f.finish();
 }
 
@@ -948,8 +965,11 @@ fn io_and_event_faults_are_observable() {
     f.m.inject_event(DeviceEvent::JackConnected { jack_id: 0 });
     let (slot, used) = f.wait_used(EVT, SECOND).unwrap();
     assert!(
-        f.event(slot as usize, used).is_err(),
-        "garbage does not decode"
+        matches!(
+            f.event(slot as usize, used),
+            Err(spec::DecodeError::UnknownCode(_))
+        ),
+        "garbage is an unknown event code"
     );
 
     assert_eq!(f.pcm(RequestCode::PcmStop, 0), vs::VIRTIO_SND_S_OK);
