@@ -1159,6 +1159,102 @@ impl SndModel {
         readable: usize,
         cookie: u64,
     ) -> KResult {
+        // SAFETY: the model never dereferences an address it is given (see above), so no
+        // lifetime of the entries' memory matters to it.
+        unsafe { <Self as VirtioDevice>::queue_request(self, queue, entries, readable, cookie) }
+    }
+}
+
+impl VirtioDevice for SndModel {
+    fn negotiate_features(&self, supported: u64) -> KResult<u64> {
+        let _sim = SimCode::enter();
+        let mut st = self.state();
+        if st.queues_ready {
+            st.violation("negotiate_features after alloc_queues".into());
+        }
+        let mut offered = VIRTIO_FEATURE_VERSION_1;
+        if st.config.offer_ctls {
+            offered |= 1 << vs::VIRTIO_SND_F_CTLS;
+        }
+        if supported & VIRTIO_FEATURE_VERSION_1 == 0 {
+            st.violation(
+                "negotiate_features without VIRTIO_F_VERSION_1 (virtio-snd is modern-only)".into(),
+            );
+            return Err(Status::NOT_SUPPORTED);
+        }
+        let negotiated = supported & offered;
+        st.features = Some(negotiated);
+        Ok(negotiated)
+    }
+
+    fn read_device_config(&self, offset: u8, buf: &mut [u8]) -> KResult {
+        let _sim = SimCode::enter();
+        let mut st = self.state();
+        let size = usize::from(st.config.config_size.min(16));
+        let start = usize::from(offset);
+        let end = start + buf.len();
+        if end > size {
+            st.violation(format!(
+                "read_device_config({offset}, {} bytes) past the {size}-byte config space",
+                buf.len()
+            ));
+            return Err(Status::BAD_VALUE);
+        }
+        let ctls = st
+            .features
+            .is_some_and(|f| f & (1 << vs::VIRTIO_SND_F_CTLS) != 0);
+        if end > 12 && !ctls {
+            st.violation(
+                "read `controls` from config space without VIRTIO_SND_F_CTLS negotiated".into(),
+            );
+        }
+        let mut space = [0u8; 16];
+        for (i, c) in st.config.counts().iter().enumerate() {
+            space[4 * i..4 * i + 4].copy_from_slice(&c.to_le_bytes());
+        }
+        buf.copy_from_slice(&space[start..end]);
+        Ok(())
+    }
+
+    fn alloc_queues(&self, count: usize) -> KResult {
+        let _sim = SimCode::enter();
+        let mut st = self.state();
+        if st.features.is_none() {
+            st.violation("alloc_queues before negotiate_features".into());
+        }
+        if st.queues_ready {
+            st.violation("alloc_queues called twice".into());
+            return Err(Status::BAD_VALUE);
+        }
+        if count != QUEUES {
+            st.violation(format!(
+                "alloc_queues({count}): virtio-snd has exactly 4 queues"
+            ));
+            return Err(Status::BAD_VALUE);
+        }
+        st.queues_ready = true;
+        Ok(())
+    }
+
+    fn setup_interrupts(&self, handler: Arc<dyn QueueHandler>) -> KResult {
+        let _sim = SimCode::enter();
+        let mut st = self.state();
+        if !st.queues_ready {
+            st.violation("setup_interrupts before alloc_queues".into());
+            return Err(Status::NO_INIT);
+        }
+        lock(&self.shared.irq).handler = Some(handler);
+        st.driver_ok = true;
+        Ok(())
+    }
+
+    unsafe fn queue_request(
+        &self,
+        queue: u16,
+        entries: &[PhysEntry],
+        readable: usize,
+        cookie: u64,
+    ) -> KResult {
         let _sim = SimCode::enter();
         let now = self.now();
         let mut st = self.state();
@@ -1258,100 +1354,6 @@ impl SndModel {
             _ => st.queue_io(queue, chain, now),
         }
         Ok(())
-    }
-}
-
-impl VirtioDevice for SndModel {
-    fn negotiate_features(&self, supported: u64) -> KResult<u64> {
-        let _sim = SimCode::enter();
-        let mut st = self.state();
-        if st.queues_ready {
-            st.violation("negotiate_features after alloc_queues".into());
-        }
-        let mut offered = VIRTIO_FEATURE_VERSION_1;
-        if st.config.offer_ctls {
-            offered |= 1 << vs::VIRTIO_SND_F_CTLS;
-        }
-        if supported & VIRTIO_FEATURE_VERSION_1 == 0 {
-            st.violation(
-                "negotiate_features without VIRTIO_F_VERSION_1 (virtio-snd is modern-only)".into(),
-            );
-            return Err(Status::NOT_SUPPORTED);
-        }
-        let negotiated = supported & offered;
-        st.features = Some(negotiated);
-        Ok(negotiated)
-    }
-
-    fn read_device_config(&self, offset: u8, buf: &mut [u8]) -> KResult {
-        let _sim = SimCode::enter();
-        let mut st = self.state();
-        let size = usize::from(st.config.config_size.min(16));
-        let start = usize::from(offset);
-        let end = start + buf.len();
-        if end > size {
-            st.violation(format!(
-                "read_device_config({offset}, {} bytes) past the {size}-byte config space",
-                buf.len()
-            ));
-            return Err(Status::BAD_VALUE);
-        }
-        let ctls = st
-            .features
-            .is_some_and(|f| f & (1 << vs::VIRTIO_SND_F_CTLS) != 0);
-        if end > 12 && !ctls {
-            st.violation(
-                "read `controls` from config space without VIRTIO_SND_F_CTLS negotiated".into(),
-            );
-        }
-        let mut space = [0u8; 16];
-        for (i, c) in st.config.counts().iter().enumerate() {
-            space[4 * i..4 * i + 4].copy_from_slice(&c.to_le_bytes());
-        }
-        buf.copy_from_slice(&space[start..end]);
-        Ok(())
-    }
-
-    fn alloc_queues(&self, count: usize) -> KResult {
-        let _sim = SimCode::enter();
-        let mut st = self.state();
-        if st.features.is_none() {
-            st.violation("alloc_queues before negotiate_features".into());
-        }
-        if st.queues_ready {
-            st.violation("alloc_queues called twice".into());
-            return Err(Status::BAD_VALUE);
-        }
-        if count != QUEUES {
-            st.violation(format!(
-                "alloc_queues({count}): virtio-snd has exactly 4 queues"
-            ));
-            return Err(Status::BAD_VALUE);
-        }
-        st.queues_ready = true;
-        Ok(())
-    }
-
-    fn setup_interrupts(&self, handler: Arc<dyn QueueHandler>) -> KResult {
-        let _sim = SimCode::enter();
-        let mut st = self.state();
-        if !st.queues_ready {
-            st.violation("setup_interrupts before alloc_queues".into());
-            return Err(Status::NO_INIT);
-        }
-        lock(&self.shared.irq).handler = Some(handler);
-        st.driver_ok = true;
-        Ok(())
-    }
-
-    unsafe fn queue_request(
-        &self,
-        queue: u16,
-        entries: &[PhysEntry],
-        readable: usize,
-        cookie: u64,
-    ) -> KResult {
-        SndModel::queue_request(self, queue, entries, readable, cookie)
     }
 
     fn queue_dequeue(&self, queue: u16) -> Option<(u64, u32)> {
