@@ -460,7 +460,7 @@ impl PcmStream {
     pub fn refill<K: Kernel, V: VirtioDevice>(&self, io: &Io<'_, K, V>) -> KResult {
         loop {
             let (data, seq, generation, idx) = {
-                let r = self.ring.lock(io.kernel);
+                let mut r = self.ring.lock(io.kernel);
                 let (Some(p), Some((memory, offset))) = (r.params, r.data.as_ref()) else {
                     return Err(Status::NO_INIT);
                 };
@@ -471,18 +471,29 @@ impl PcmStream {
                 let idx = (seq % p.periods as u64) as usize;
                 let period = u64::from(p.period_bytes);
                 let data = memory.entry(offset + idx as u64 * period, period)?;
+                // Counted as outstanding in the same critical section that read the memory,
+                // so nothing can let the memory go between (and the interrupt checks
+                // `queued` before it accepts a completion).
+                r.queued = seq + 1;
                 (data, seq, r.generation, idx)
             };
-            let hdr = self.headers.entry(idx * HEADER_STRIDE, 4)?;
-            let status = self.headers.entry(idx * HEADER_STRIDE + 8, 8)?;
-            self.headers.write(idx * HEADER_STRIDE + 8, &[0xff; 8])?;
+            let at = idx * HEADER_STRIDE;
+            let parts = self.headers.entry(at, 4).and_then(|hdr| {
+                self.headers.write(at + 8, &[0xff; 8])?;
+                Ok((hdr, self.headers.entry(at + 8, 8)?))
+            });
+            let (hdr, status) = match parts {
+                Ok(p) => p,
+                Err(e) => {
+                    self.ring.lock(io.kernel).queued = seq;
+                    return Err(e);
+                }
+            };
             let (entries, readable, queue) = if self.is_output() {
                 ([hdr, data, status], 2, QueueIndex::Tx)
             } else {
                 ([hdr, data, status], 1, QueueIndex::Rx)
             };
-            // Count it before the device can complete it: the interrupt checks `queued`.
-            self.ring.lock(io.kernel).queued = seq + 1;
             let r = {
                 // SAFETY: the header and status are in `self.headers`, which lives as long as
                 // the stream and is leaked, not freed, while a chain of it is outstanding
