@@ -313,12 +313,8 @@ fn illegal_transitions_never_reach_the_device() {
     rig.finish(None);
 }
 
-/// The last close while the device keeps playback buffers (it never gives them back, even
-/// at RELEASE): the buffer area stays allocated, since the device may still read and write
-/// it, and when the driver goes the memory is leaked, never freed. The simulated memory
-/// records a deletion under a chain the device holds at the moment it happens.
-#[test]
-fn a_device_that_keeps_buffers_never_sees_their_memory_freed() {
+/// An output and an input stream at 48 kHz S16, three exchanges into a run.
+fn duplex_running() -> (Rig, TestCard, Client) {
     let mut rig = Rig::new(ModelConfig {
         streams: vec![StreamConfig::output(), StreamConfig::input()],
         ..ModelConfig::default()
@@ -328,6 +324,16 @@ fn a_device_that_keeps_buffers_never_sees_their_memory_freed() {
     for _ in 0..3 {
         c.exchange(&card).expect("exchange");
     }
+    (rig, card, c)
+}
+
+/// The last close while the device keeps playback buffers (it never gives them back, even
+/// at RELEASE): the buffer area stays allocated, since the device may still read and write
+/// it, and when the driver goes the memory is leaked, never freed. The simulated memory
+/// records a deletion under a chain the device holds at the moment it happens.
+#[test]
+fn a_device_that_keeps_buffers_never_sees_their_memory_freed() {
+    let (mut rig, card, mut c) = duplex_running();
     // From now on every playback buffer stays with the device.
     rig.model.set_fault(FaultTarget::Tx, Fault::Lost);
     for _ in 0..6 {
@@ -366,15 +372,7 @@ fn a_device_that_keeps_buffers_never_sees_their_memory_freed() {
 /// again (exchanges answer B_NO_INIT); asking again plays bit-exact.
 #[test]
 fn a_half_configured_buffer_change_never_leaves_a_stream_in_freed_memory() {
-    let mut rig = Rig::new(ModelConfig {
-        streams: vec![StreamConfig::output(), StreamConfig::input()],
-        ..ModelConfig::default()
-    });
-    let card = rig.card(Settings::default());
-    let mut c = Client::init(&card, Some(hm::B_SR_48000), Some(hm::B_FMT_16BIT));
-    for _ in 0..3 {
-        c.exchange(&card).expect("exchange");
-    }
+    let (rig, card, mut c) = duplex_running();
     // Stream 1 is the input stream: its SET_PARAMS answers IO_ERR (0x8003), once.
     rig.model.set_fault_times(
         FaultTarget::ControlOf(RequestCode::PcmSetParams, 1),

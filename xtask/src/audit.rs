@@ -1463,18 +1463,7 @@ impl<'f> Scan<'f> {
         }
         let increment = i64::from(instr.stack_pointer_increment());
         let info = self.factory.info(instr);
-        let written = |r: Register| {
-            info.used_registers().iter().any(|u| {
-                u.register().full_register() == r
-                    && matches!(
-                        u.access(),
-                        OpAccess::Write
-                            | OpAccess::CondWrite
-                            | OpAccess::ReadWrite
-                            | OpAccess::ReadCondWrite
-                    )
-            })
-        };
+        let written = |r: Register| writes_register(info, r);
         if written(Register::RBP) {
             return None;
         }
@@ -1822,18 +1811,7 @@ fn frame_use(start: u64, code: &[u8], factory: &mut InstructionInfoFactory) -> F
             first_call = Some((instr.ip(), text(&instr)));
         }
         let info = factory.info(&instr);
-        let writes = |r: Register| {
-            info.used_registers().iter().any(|u| {
-                u.register().full_register() == r
-                    && matches!(
-                        u.access(),
-                        OpAccess::Write
-                            | OpAccess::CondWrite
-                            | OpAccess::ReadWrite
-                            | OpAccess::ReadCondWrite
-                    )
-            })
-        };
+        let writes = |r: Register| writes_register(info, r);
         if writes(Register::RBP) {
             return FrameUse::Clobbers {
                 at: instr.ip(),
@@ -1850,6 +1828,20 @@ fn frame_use(start: u64, code: &[u8], factory: &mut InstructionInfoFactory) -> F
         None if framed => FrameUse::Frame,
         None => FrameUse::Leaf,
     }
+}
+
+/// Whether the instruction `info` describes may write (all of) register `r`.
+fn writes_register(info: &iced_x86::InstructionInfo, r: Register) -> bool {
+    info.used_registers().iter().any(|u| {
+        u.register().full_register() == r
+            && matches!(
+                u.access(),
+                OpAccess::Write
+                    | OpAccess::CondWrite
+                    | OpAccess::ReadWrite
+                    | OpAccess::ReadCondWrite
+            )
+    })
 }
 
 #[cfg(test)]
