@@ -56,6 +56,33 @@ fn at_its_rate(g: &Value) -> bool {
     num(g, "drift_ppm").abs() < 100_000.0
 }
 
+/// Checks one rate of a sweep: bit-exact, the whole input, no error, no late client, at its
+/// rate, completions by interrupt. Returns how often the device ran dry (an exchange found
+/// nothing queued).
+fn check_sweep_run(r: &Value) -> f64 {
+    let rate = num(r, "rate");
+    let c = &r["comparison"];
+    assert_eq!(r["exact"], true, "{rate} Hz: not bit-exact: {c}");
+    assert_eq!(num(c, "input_frames"), rate * 3.0);
+    assert_eq!(num(c, "matched_frames"), rate * 3.0, "no lost tail");
+    let g = &r["guest"][0];
+    assert_eq!(num(g, "errors"), 0.0, "{rate} Hz: {g}");
+    assert_eq!(num(g, "xruns"), 0.0, "{rate} Hz: {g}");
+    assert!(num(g, "played_frames") >= rate * 3.0, "{g}");
+    assert!(num(g, "startup_us") > 0.0, "{g}");
+    assert!(at_its_rate(g), "{rate} Hz did not play at its rate: {g}");
+    // Debian's kernel has uio_pci_generic: completions come by the INTx line (a bare
+    // kernel given by VIRTIO_SOUND_QEMU_KERNEL may only allow polling).
+    if std::env::var_os("VIRTIO_SOUND_QEMU_KERNEL").is_none() {
+        assert_eq!(g["interrupts"], "intx", "{g}");
+    }
+    num(g, "device_ran_dry")
+}
+
+/// Every rate bit-exact with no xrun. The device running dry depends on when the emulated
+/// guest gets the host's CPU as well as on the driver (4 buffers of ~10 ms under TCG on a
+/// 2-core machine that is also running QEMU's emulation): a rate that ran dry gets one
+/// more boot of its own, and must be clean there.
 #[test]
 fn plays_bit_exact_at_every_rate_qemu_offers() {
     let Some(runs) = qemu(&["--sweep", "--seconds", "3"]) else {
@@ -64,23 +91,20 @@ fn plays_bit_exact_at_every_rate_qemu_offers() {
     let rates: Vec<f64> = runs.iter().map(|r| num(r, "rate")).collect();
     assert_eq!(rates, [44100.0, 48000.0, 96000.0, 192000.0, 384000.0]);
     for r in &runs {
-        let rate = num(r, "rate");
-        let c = &r["comparison"];
-        assert_eq!(r["exact"], true, "{rate} Hz: not bit-exact: {c}");
-        assert_eq!(num(c, "input_frames"), rate * 3.0);
-        assert_eq!(num(c, "matched_frames"), rate * 3.0, "no lost tail");
-        let g = &r["guest"][0];
-        assert_eq!(num(g, "errors"), 0.0, "{rate} Hz: {g}");
-        assert_eq!(num(g, "xruns"), 0.0, "{rate} Hz: {g}");
-        assert_eq!(num(g, "device_ran_dry"), 0.0, "{rate} Hz: {g}");
-        assert!(num(g, "played_frames") >= rate * 3.0, "{g}");
-        assert!(num(g, "startup_us") > 0.0, "{g}");
-        assert!(at_its_rate(g), "{rate} Hz did not play at its rate: {g}");
-        // Debian's kernel has uio_pci_generic: completions come by the INTx line (a bare
-        // kernel given by VIRTIO_SOUND_QEMU_KERNEL may only allow polling).
-        if std::env::var_os("VIRTIO_SOUND_QEMU_KERNEL").is_none() {
-            assert_eq!(g["interrupts"], "intx", "{g}");
+        if check_sweep_run(r) == 0.0 {
+            continue;
         }
+        let rate = format!("{}", num(r, "rate"));
+        eprintln!("{rate} Hz ran dry: once more, alone: {}", r["guest"][0]);
+        let again = qemu(&["--sweep", "--rates", &rate, "--seconds", "3"]).expect("QEMU ran");
+        assert_eq!(again.len(), 1);
+        let g = &again[0]["guest"][0];
+        assert_eq!(
+            check_sweep_run(&again[0]),
+            0.0,
+            "{rate} Hz ran dry in two boots: {} then {g}",
+            r["guest"][0]
+        );
     }
 }
 
