@@ -29,16 +29,28 @@ pub struct DmaRegion {
     area: Area,
 }
 
+/// A zeroed area of at least `size` bytes (whole pages), refused (and deleted) if the kernel
+/// handed back less or nothing mapped.
+fn create_area<K: Kernel + ?Sized>(
+    kernel: &K,
+    name: &str,
+    size: usize,
+    user: bool,
+) -> KResult<Area> {
+    let size = size.div_ceil(4096).max(1) * 4096;
+    let area = kernel.create_area(name, size, user)?;
+    if area.size < size || area.addr == 0 {
+        // SAFETY: the area was created just now and never given to the device.
+        unsafe { kernel.delete_area(&area) };
+        return Err(Status::NO_MEMORY);
+    }
+    Ok(area)
+}
+
 impl DmaRegion {
     /// Creates a zeroed kernel-only area of at least `size` bytes.
     pub fn new<K: Kernel>(kernel: &K, name: &str, size: usize) -> KResult<Self> {
-        let size = size.div_ceil(4096).max(1) * 4096;
-        let area = kernel.create_area(name, size, false)?;
-        if area.size < size || area.addr == 0 {
-            // SAFETY: the area was created just now and never given to the device.
-            unsafe { kernel.delete_area(&area) };
-            return Err(Status::NO_MEMORY);
-        }
+        let area = create_area(kernel, name, size, false)?;
         // INVARIANT: `Kernel::create_area` guarantees the mapping (implementation safety)
         // and a kernel-only area is touched by no one else.
         Ok(DmaRegion { area })
@@ -162,18 +174,13 @@ impl core::fmt::Debug for BufferArea {
 impl BufferArea {
     /// A zeroed user-visible area of at least `size` bytes.
     pub fn new<K: Kernel>(kernel: &Arc<K>, name: &str, size: usize) -> KResult<Self> {
-        let size = size.div_ceil(4096).max(1) * 4096;
-        let area = kernel.create_area(name, size, true)?;
-        let kernel: Arc<dyn Kernel> = kernel.clone();
+        let area = create_area(&**kernel, name, size, true)?;
         // INVARIANT: nothing has been queued from the area yet.
         let owner = Arc::new(AreaOwner {
             area,
-            kernel,
+            kernel: kernel.clone(),
             leaked: AtomicBool::new(false),
         });
-        if area.size < size || area.addr == 0 {
-            return Err(Status::NO_MEMORY);
-        }
         Ok(BufferArea { owner })
     }
 
@@ -209,11 +216,6 @@ impl BufferArea {
         self.owner
             .kernel
             .user_memset(self.owner.area.addr + offset, value, len)
-    }
-
-    /// Whether two handles are to the same area.
-    pub fn same(&self, other: &BufferArea) -> bool {
-        Arc::ptr_eq(&self.owner, &other.owner)
     }
 
     /// Lets go of a handle whose chains the device never gave back: the area is never

@@ -136,15 +136,7 @@ proptest! {
 /// for each control it skips, and every offered gain driven to the ends of f32 lands on a
 /// value of the element.
 fn check_controls(controls: &[Control]) -> Result<(), String> {
-    let mut rig = Rig::new(ModelConfig {
-        controls: controls
-            .iter()
-            .enumerate()
-            .map(|(i, c)| c.config(i))
-            .collect(),
-        offer_ctls: true,
-        ..ModelConfig::default()
-    });
+    let mut rig = Rig::new(hostile::device_with(controls));
     let card = rig.card(Settings::default());
     let c = Client::init(&card, None, None);
     hostile::check_mix_list(controls, &c.controls, &rig.kernel.log_lines())?;

@@ -161,15 +161,7 @@ proptest! {
 /// for each control it skips, and every offered gain driven to the ends of f32 lands on a
 /// value of the element (the model records any value outside it as a violation).
 fn check_controls(controls: &[Control]) -> Result<(), String> {
-    let cfg = ModelConfig {
-        controls: controls
-            .iter()
-            .enumerate()
-            .map(|(i, c)| c.config(i))
-            .collect(),
-        offer_ctls: true,
-        ..ModelConfig::default()
-    };
+    let cfg = hostile::device_with(controls);
     let a = Addon::load(addon(), cfg, None)?;
     let d = a.open_first()?;
     let s = Session::init(&d, Choice::default())?;

@@ -343,14 +343,24 @@ impl PcmStream {
         memory.entry(offset, u64::from(buffer_bytes))?;
         self.halt(io, None)?;
         self.send_params(io, &p, buffer_bytes)?;
+        self.replace_periods(io.kernel, Some(p), Some((memory.clone(), offset)))
+    }
+
+    /// Gives the ring new parameters and period memory, letting go of the old memory: only
+    /// while no chain is outstanding (`halt` makes sure first; this never swaps under one).
+    fn replace_periods<K: Kernel>(
+        &self,
+        kernel: &K,
+        params: Option<PcmParams>,
+        data: Option<(BufferArea, u64)>,
+    ) -> KResult {
         let old = {
-            let mut r = self.ring.lock(io.kernel);
+            let mut r = self.ring.lock(kernel);
             if r.outstanding() > 0 {
-                // `halt` saw none; nothing queues between, but never swap under a chain.
                 return Err(Status::BUSY);
             }
-            r.params = Some(p);
-            r.data.replace((memory.clone(), offset))
+            r.params = params;
+            core::mem::replace(&mut r.data, data)
         };
         // Dropped here, not under the spinlock: the last handle deletes its area.
         drop(old);
@@ -403,16 +413,7 @@ impl PcmStream {
             );
             return Err(e);
         }
-        let old = {
-            let mut r = self.ring.lock(io.kernel);
-            if r.outstanding() > 0 {
-                return Err(Status::BUSY);
-            }
-            r.params = None;
-            r.data.take()
-        };
-        drop(old);
-        Ok(())
+        self.replace_periods(io.kernel, None, None)
     }
 
     /// PREPARE, queue every period, START. The counters restart at zero.

@@ -460,6 +460,19 @@ pub fn control() -> impl Strategy<Value = Control> {
     )
 }
 
+/// The model's default device (QEMU's two streams) offering `controls`.
+pub fn device_with(controls: &[Control]) -> sim::ModelConfig {
+    sim::ModelConfig {
+        controls: controls
+            .iter()
+            .enumerate()
+            .map(|(i, c)| c.config(i))
+            .collect(),
+        offer_ctls: true,
+        ..sim::ModelConfig::default()
+    }
+}
+
 /// The corners every run covers.
 pub fn corner_controls() -> Vec<Control> {
     let int = |count, min, max, step| Control {
