@@ -12,7 +12,7 @@ use std::sync::Arc;
 use common::*;
 use driver::hmulti::Settings;
 use driver::virtio::{Engine, Options};
-use driver::{Kernel, Status};
+use platform::{Kernel, Status};
 use sim::{Fault, FaultTarget, ModelConfig, SimKernel, SndModel, StreamConfig};
 use spec::hmulti_audio as hm;
 use spec::virtio_snd::RequestCode;

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use driver::hmulti::Settings;
-use driver::Status;
+use platform::Status;
 use sim::ModelConfig;
 use spec::hmulti_audio::{self as hm, Opcode};
 use spec::UserPtr;

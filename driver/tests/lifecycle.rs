@@ -126,13 +126,13 @@ fn format_change_while_running() {
     bad.output.rate = hm::B_SR_96000 | hm::B_SR_48000;
     assert_eq!(
         ioctl(&card, hm::B_MULTI_SET_GLOBAL_FORMAT, &mut bad),
-        Err(driver::Status::BAD_VALUE),
+        Err(platform::Status::BAD_VALUE),
         "two rate bits"
     );
     bad.output.rate = hm::B_SR_1536000;
     assert_eq!(
         ioctl(&card, hm::B_MULTI_SET_GLOBAL_FORMAT, &mut bad),
-        Err(driver::Status::BAD_VALUE),
+        Err(platform::Status::BAD_VALUE),
         "a rate the device does not have"
     );
     ioctl(&card, hm::B_MULTI_GET_GLOBAL_FORMAT, &mut g).unwrap();
@@ -170,13 +170,13 @@ fn exchange_before_get_buffers_is_slow_not_fast() {
     let card = rig.card(Settings::default());
     let k = card.kernel();
     let info = user_value(k, &garbage::<hm::MultiBufferInfo>());
-    let t0 = driver::Kernel::system_time(k);
+    let t0 = platform::Kernel::system_time(k);
     assert_eq!(
         card.dispatch(hm::B_MULTI_BUFFER_EXCHANGE, info, 112),
-        Err(driver::Status::NO_INIT)
+        Err(platform::Status::NO_INIT)
     );
     assert!(
-        driver::Kernel::system_time(k) - t0 >= 5_000,
+        platform::Kernel::system_time(k) - t0 >= 5_000,
         "a failing exchange must not return at once"
     );
     rig.finish(Some(card));
@@ -203,14 +203,14 @@ fn format_change_without_get_buffers() {
     f.input.format = hm::B_FMT_32BIT;
     ioctl(&card, hm::B_MULTI_SET_GLOBAL_FORMAT, &mut f).unwrap();
     let k = card.kernel();
-    let t0 = driver::Kernel::system_time(k);
+    let t0 = platform::Kernel::system_time(k);
     assert_eq!(
         c.exchange(&card),
-        Err(driver::Status::NO_INIT),
+        Err(platform::Status::NO_INIT),
         "32-bit frames do not fit the 16-bit buffers"
     );
     assert!(
-        driver::Kernel::system_time(k) - t0 >= 1_000,
+        platform::Kernel::system_time(k) - t0 >= 1_000,
         "not a fast error"
     );
     // GET_BUFFERS makes it right.

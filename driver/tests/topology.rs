@@ -305,7 +305,7 @@ fn mix_controls_form_a_usable_web() {
     info.values = spec::UserPtr::from_addr(addr);
     assert_eq!(
         ioctl(&card, hm::B_MULTI_SET_MIX, &mut info),
-        Err(driver::Status::BAD_VALUE)
+        Err(platform::Status::BAD_VALUE)
     );
     // The host changes a value and notifies: the next GET_MIX sees it.
     let mut nv = rig.model.ctl_value(0).unwrap();
@@ -313,7 +313,7 @@ fn mix_controls_form_a_usable_web() {
     ints[1] = zerocopy::little_endian::U32::new(20);
     nv.value.set_integer(&ints);
     rig.model.set_ctl_value(0, nv, true);
-    driver::Kernel::snooze(k, 1_000);
+    platform::Kernel::snooze(k, 1_000);
     assert_eq!(get(&[vol[1].id])[0].u.gain(), -50.0);
     rig.finish(Some(card));
 }
@@ -330,7 +330,7 @@ fn jack_and_xrun_events_update_state() {
         .inject_event(DeviceEvent::PcmXrun { stream_id: 1 });
     rig.model
         .inject_event(DeviceEvent::JackConnected { jack_id: 99 });
-    driver::Kernel::snooze(&*rig.kernel, 1_000);
+    platform::Kernel::snooze(&*rig.kernel, 1_000);
     assert_eq!(engine.jack_connected(1), Some(true));
     assert_eq!(engine.jack_connected(0), Some(false));
     assert_eq!(engine.xruns(1), 1);
@@ -344,10 +344,10 @@ fn jack_and_xrun_events_update_state() {
         rig.model
             .inject_event(DeviceEvent::PcmXrun { stream_id: 0 });
         if i % 8 == 0 {
-            driver::Kernel::snooze(&*rig.kernel, 500);
+            platform::Kernel::snooze(&*rig.kernel, 500);
         }
     }
-    driver::Kernel::snooze(&*rig.kernel, 1_000);
+    platform::Kernel::snooze(&*rig.kernel, 1_000);
     assert_eq!(engine.xruns(0), 40);
     drop(engine);
     rig.finish(None);

@@ -112,19 +112,19 @@ pub fn ioctl_table(attr: TokenStream, item: TokenStream) -> TokenStream {
             },
             Arg::Ref(ty) => quote! {
                 spec::hmulti_audio::MultiIoctl::#variant(ptr) => {
-                    let arg: #ty = crate::user::read(self.kernel(), ptr)?;
+                    let arg: #ty = ::platform::user::read(self.kernel(), ptr)?;
                     self.#name(&arg)
                 }
             },
             Arg::Mut(ty) => {
                 let back = if is_scalar(&ty) {
-                    quote! { crate::user::write(self.kernel(), ptr, &arg) }
+                    quote! { ::platform::user::write(self.kernel(), ptr, &arg) }
                 } else {
-                    quote! { crate::user::write_fields(self.kernel(), ptr, &arg, <#ty>::DRIVER_WRITES) }
+                    quote! { ::platform::user::write_fields(self.kernel(), ptr, &arg, <#ty>::DRIVER_WRITES) }
                 };
                 quote! {
                     spec::hmulti_audio::MultiIoctl::#variant(ptr) => {
-                        let mut arg: #ty = crate::user::read(self.kernel(), ptr)?;
+                        let mut arg: #ty = ::platform::user::read(self.kernel(), ptr)?;
                         self.#name(&mut arg)?;
                         #back
                     }
@@ -150,20 +150,20 @@ pub fn ioctl_table(attr: TokenStream, item: TokenStream) -> TokenStream {
     );
     let extra: ImplItem = syn::parse_quote! {
         #[doc = #dispatch_doc]
-        pub fn dispatch(&self, op: u32, buffer: u64, length: usize) -> crate::platform::KResult {
+        pub fn dispatch(&self, op: u32, buffer: u64, length: usize) -> ::platform::KResult {
             use spec::IoctlError;
             let ioctl = match spec::hmulti_audio::MultiIoctl::decode(op, buffer, length) {
                 Ok(i) => i,
-                Err(IoctlError::UnknownOpcode(_)) => return Err(crate::platform::Status::DEV_INVALID_IOCTL),
+                Err(IoctlError::UnknownOpcode(_)) => return Err(::platform::Status::DEV_INVALID_IOCTL),
                 Err(IoctlError::NullPointer) | Err(IoctlError::NotUserAddress(_)) => {
-                    return Err(crate::platform::Status::BAD_ADDRESS)
+                    return Err(::platform::Status::BAD_ADDRESS)
                 }
-                Err(IoctlError::TooShort { .. }) => return Err(crate::platform::Status::BAD_VALUE),
+                Err(IoctlError::TooShort { .. }) => return Err(::platform::Status::BAD_VALUE),
             };
             #[allow(unreachable_patterns)]
             match ioctl {
                 #(#arms)*
-                _ => Err(crate::platform::Status::DEV_INVALID_IOCTL),
+                _ => Err(::platform::Status::DEV_INVALID_IOCTL),
             }
         }
     };

@@ -33,7 +33,7 @@ mod linux {
     use std::sync::{Arc, Condvar, Mutex};
     use std::time::{Duration, Instant};
 
-    use driver::platform::{PhysEntry, QueueHandler, VirtioDevice};
+    use platform::{PhysEntry, QueueHandler, VirtioDevice};
     use sim::pci::{DmaRegion, PciSnd};
 
     const VERSION_1: u64 = 1 << 32;

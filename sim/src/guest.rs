@@ -298,7 +298,7 @@ mod real {
     /// Sets a flag when any queue completes something.
     struct Flag(std::sync::Mutex<bool>, std::sync::Condvar);
 
-    impl driver::platform::QueueHandler for Flag {
+    impl platform::QueueHandler for Flag {
         fn queue_interrupt(&self, _queue: u16) {
             *crate::report::lock(&self.0) = true;
             self.1.notify_all();
@@ -310,10 +310,10 @@ mod real {
     /// as its `channels_max` (and a reset keeps it), so this makes a device with that many
     /// channels at most. Leaves the device reset.
     fn preset_channels(kernel: &SimKernel, dev: &PciSnd, channels: u8) -> Result<(), String> {
-        use driver::platform::{Kernel, PhysEntry, VirtioDevice};
+        use platform::{Kernel, PhysEntry, VirtioDevice};
         use spec::virtio_snd as vs;
         use zerocopy::IntoBytes;
-        let fail = |what: &str, e: driver::platform::Status| format!("preset: {what}: {e}");
+        let fail = |what: &str, e: platform::Status| format!("preset: {what}: {e}");
         dev.negotiate_features(spec::haiku_driver::VIRTIO_FEATURE_VERSION_1)
             .map_err(|e| fail("features", e))?;
         let mut cfg = [0u8; 12];

@@ -1,6 +1,6 @@
 //! `SimKernel`: the Haiku kernel services the driver uses, with every misuse written down.
 //!
-//! The driver core only sees the [`driver::Kernel`] trait. This implementation behaves like
+//! The driver core only sees the [`platform::Kernel`] trait. This implementation behaves like
 //! Haiku where the driver can observe it (status codes, zeroed contiguous areas, semaphore
 //! counts, `user_memcpy` refusing bad addresses) and adds the checks a KDEBUG kernel would do
 //! and a few it cannot: blocking or allocating with interrupts disabled, spinlocks taken with
@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, ThreadId};
 
-use driver::platform::{Area, InterruptState, KResult, Kernel, LogLevel, SemId, Status};
+use platform::{Area, InterruptState, KResult, Kernel, LogLevel, SemId, Status};
 use spec::haiku_driver as hd;
 
 use crate::clock::{Clock, SimThread, WaitOutcome, DEFAULT_START};

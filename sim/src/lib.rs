@@ -1,6 +1,6 @@
 //! A simulated Haiku kernel and virtio-snd device for testing the driver on the host.
 //!
-//! The driver core is written against two traits (`driver::Kernel`, `driver::VirtioDevice`);
+//! The driver core is written against two traits (`platform::Kernel`, `platform::VirtioDevice`);
 //! this crate implements both well enough that the driver can be run end to end in a test,
 //! fast and deterministically, with the checks a real kernel and a strict device would make:
 //!

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
 
-use driver::platform::{Area, PhysEntry, Status};
+use platform::{Area, PhysEntry, Status};
 
 use crate::report::{lock, FailureLog};
 

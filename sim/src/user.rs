@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use driver::platform::Status;
+use platform::Status;
 use spec::haiku_driver::{USER_BASE, USER_TOP};
 
 use crate::memory::PAGE_SIZE;

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use driver::dma::DmaRegion;
-use driver::platform::{Kernel, PhysEntry, QueueHandler, VirtioDevice};
+use platform::dma::DmaRegion;
+use platform::{Kernel, PhysEntry, QueueHandler, VirtioDevice};
 use sim::model::{ChmapConfig, ControlConfig, JackConfig};
 use sim::{Fault, FaultTarget, ModelConfig, SimKernel, SndModel, StreamConfig};
 use spec::haiku_driver::VIRTIO_FEATURE_VERSION_1;

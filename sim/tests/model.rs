@@ -3,8 +3,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use driver::dma::DmaRegion;
-use driver::platform::{Area, Kernel, PhysEntry, QueueHandler, Status, VirtioDevice};
+use platform::dma::DmaRegion;
+use platform::{Area, Kernel, PhysEntry, QueueHandler, Status, VirtioDevice};
 use sim::model::{
     capture_pattern, ControlConfig, CtlRange, JackConfig, PcmState, QEMU_FORMATS, QEMU_RATES,
 };

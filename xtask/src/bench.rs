@@ -41,8 +41,8 @@ fn callgrind(bin: &PathBuf, hz: u32, exchanges: u32) -> Result<u64> {
             // only unwraps the id): matched exactly, so a trait frame left by the inliner is
             // not toggled a second time.
             "--toggle-collect=sim::kernel::SimKernel::acquire_sem",
-            "--toggle-collect=*SndModel as driver::platform::VirtioDevice>::*",
-            "--toggle-collect=*as driver::platform::QueueHandler>::queue_interrupt*",
+            "--toggle-collect=*SndModel as platform::VirtioDevice>::*",
+            "--toggle-collect=*as platform::QueueHandler>::queue_interrupt*",
         ])
         .arg(bin)
         .args([hz.to_string(), exchanges.to_string()])

@@ -178,11 +178,9 @@ fn compile(out: &Path, flags: impl Fn(&Path) -> String) -> Result<(PathBuf, Path
             "rustc",
             "-q",
             "-p",
-            "driver",
+            "virtio-sound-addon",
             "--lib",
             "--release",
-            "--features",
-            "haiku",
             "--crate-type",
             "cdylib",
             "--target",
@@ -195,7 +193,10 @@ fn compile(out: &Path, flags: impl Fn(&Path) -> String) -> Result<(PathBuf, Path
     if !status.success() {
         return Err("building the add-on failed (see above)".into());
     }
-    let built = out.join("build").join(TARGET).join("release/libdriver.so");
+    let built = out
+        .join("build")
+        .join(TARGET)
+        .join("release/libvirtio_sound.so");
     let unstripped = out.join(format!("{ADDON}.debug"));
     copy_atomic(&built, &unstripped)?;
     let addon = out.join(ADDON);
@@ -416,7 +417,7 @@ mod tests {
         let text: String = v.iter().map(|v| format!("  {v}\n")).collect();
         assert!(v.iter().all(|v| v.rule == audit::FRAME_POINTER), "{text}");
         // The driver's hooks call into the rest of the driver and the kernel.
-        for name in ["driver::haiku::init_driver", "driver::haiku::open"] {
+        for name in ["virtio_sound::init_driver", "virtio_sound::open"] {
             assert!(
                 v.iter()
                     .any(|v| v.message.starts_with(&format!("`{name}` (0x"))),
@@ -430,7 +431,7 @@ mod tests {
             "{e}"
         );
         assert!(
-            e.contains("[frame-pointer] `driver::haiku::open` (0x"),
+            e.contains("[frame-pointer] `virtio_sound::open` (0x"),
             "{e}"
         );
         // Stripped, the same functions are found through PT_GNU_EH_FRAME, by address.

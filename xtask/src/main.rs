@@ -157,21 +157,6 @@ fn run_tests() -> Result {
             "warnings",
         ]),
     )?;
-    step(
-        "cargo clippy (Haiku add-on)",
-        cargo().args([
-            "clippy",
-            "-p",
-            "driver",
-            "--lib",
-            "--features",
-            "haiku",
-            "--quiet",
-            "--",
-            "-D",
-            "warnings",
-        ]),
-    )?;
     eprintln!("==> cargo xtask build-haiku");
     haiku::build()?;
     step(

@@ -16,9 +16,9 @@ use spec::hmulti_audio as hm;
 use spec::virtio_snd::{self as vs, CtlType, CtlValue};
 use zerocopy::little_endian::U32 as Le32;
 
-use crate::platform::{KResult, Kernel, LogLevel, Status, VirtioDevice};
-use crate::sync::SpinLock;
 use crate::virtio::{Control, Engine};
+use platform::sync::SpinLock;
+use platform::{KResult, Kernel, LogLevel, Status, VirtioDevice};
 
 /// Control ids start above every channel id.
 const FIRST_ID: i32 = 1000;

@@ -17,13 +17,13 @@ use alloc::vec::Vec;
 use spec::hmulti_audio as hm;
 use spec::UserPtr;
 
-use crate::dma::BufferArea;
-use crate::platform::{KResult, Kernel, LogLevel, Status, VirtioDevice};
-use crate::sync::SemMutex;
-use crate::user;
 use crate::virtio::pcm::{silence_byte, PcmParams, MAX_PERIODS};
 use crate::virtio::Engine;
 use channels::Layout;
+use platform::dma::BufferArea;
+use platform::sync::SemMutex;
+use platform::user;
+use platform::{KResult, Kernel, LogLevel, Status, VirtioDevice};
 
 /// How long an ioctl waits for the card's state lock before it gives up.
 const LOCK_TIMEOUT: i64 = 5_000_000;

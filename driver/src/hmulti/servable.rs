@@ -9,8 +9,8 @@ use core::fmt;
 use spec::virtio_snd::{Direction, PcmInfo};
 
 use super::{channels, format};
-use crate::platform::{Kernel, LogLevel, VirtioDevice};
 use crate::virtio::Engine;
+use platform::{Kernel, LogLevel, VirtioDevice};
 
 /// Why a stream is not published.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -11,9 +11,9 @@ use alloc::vec::Vec;
 use spec::virtio_snd::{ControlRequest, ControlResponse, QueueIndex, StatusCode};
 use spec::DecodeError;
 
-use crate::dma::DmaRegion;
-use crate::platform::{KResult, Kernel, LogLevel, Status, VirtioDevice};
-use crate::sync::{SemLock, Semaphore, SpinLock};
+use platform::dma::DmaRegion;
+use platform::sync::{SemLock, Semaphore, SpinLock};
+use platform::{KResult, Kernel, LogLevel, Status, VirtioDevice};
 
 /// Slots that may be in flight (or abandoned) at once.
 pub const SLOTS: usize = 4;

@@ -17,11 +17,11 @@ use spec::virtio_snd::{
 use zerocopy::little_endian::U32 as Le32;
 use zerocopy::{FromBytes, IntoBytes};
 
-use crate::dma::DmaRegion;
-use crate::platform::{KResult, Kernel, LogLevel, QueueHandler, Status, VirtioDevice};
-use crate::sync::Late;
 use control::ControlChannel;
 use pcm::{Io, PcmStream};
+use platform::dma::DmaRegion;
+use platform::sync::Late;
+use platform::{KResult, Kernel, LogLevel, QueueHandler, Status, VirtioDevice};
 
 /// `VIRTIO_F_VERSION_1`.
 pub const FEATURE_VERSION_1: u64 = 1 << 32;
@@ -568,7 +568,7 @@ impl<K: Kernel, V: VirtioDevice> Engine<K, V> {
         &self,
         stream: u32,
         p: pcm::PcmParams,
-        memory: &crate::dma::BufferArea,
+        memory: &platform::dma::BufferArea,
         offset: u64,
     ) -> KResult {
         self.stream(stream)

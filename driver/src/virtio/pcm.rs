@@ -12,9 +12,9 @@ use spec::virtio_snd::{
 };
 use zerocopy::little_endian::U32 as Le32;
 
-use crate::dma::{BufferArea, DmaRegion};
-use crate::platform::{KResult, Kernel, LogLevel, Status, VirtioDevice};
-use crate::sync::{Semaphore, SpinLock};
+use platform::dma::{BufferArea, DmaRegion};
+use platform::sync::{Semaphore, SpinLock};
+use platform::{KResult, Kernel, LogLevel, Status, VirtioDevice};
 
 /// Most periods (hmulti buffers) per stream: the media add-on never asks for more than 32.
 pub const MAX_PERIODS: usize = 32;

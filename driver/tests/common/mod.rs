@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use driver::hmulti::{cards_for, Card, Settings};
 use driver::virtio::{Engine, Options};
-use driver::Status;
+use platform::Status;
 use sim::client::{Choice, Direct, Session};
 use sim::{ModelConfig, SimKernel, SndModel};
 use zerocopy::{FromBytes, Immutable, IntoBytes};

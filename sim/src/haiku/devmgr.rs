@@ -28,7 +28,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::sync::{Arc, Mutex};
 
-use driver::platform::Status;
+use platform::Status;
 use spec::haiku_driver::{
     self as hd, status_t, type_code, DeviceAttr, DeviceAttrRaw, DeviceAttrValue, DeviceManagerInfo,
     DeviceModuleInfo, DeviceNode, DriverModuleInfo, IoResource, ModuleInfo,

@@ -20,7 +20,7 @@ use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::sync::atomic::{fence, AtomicI32, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use driver::platform::{Kernel, Status};
+use platform::{Kernel, Status};
 use spec::haiku_driver::{
     self as hd, area_id, bigtime_t, cpu_status, interrupt_handler, sem_id, status_t, team_id,
     thread_func, thread_id, timer_hook, ModuleInfo, PhysicalEntry, Spinlock, Timer,

@@ -36,7 +36,7 @@ use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::{self, ThreadId};
 use std::time::Duration;
 
-use driver::platform::{Kernel, LogLevel, Status};
+use platform::{Kernel, LogLevel, Status};
 use spec::haiku_driver::{self as hd, status_t, ModuleDependency, ModuleInfo};
 
 pub use exports::{kernel_symbols, SymKind};

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::{self, ThreadId};
 
-use driver::platform::Kernel;
+use platform::Kernel;
 use spec::haiku_driver::{self as hd, status_t, thread_func, thread_id, timer_hook, Timer};
 
 use super::{current, Core};

@@ -13,7 +13,7 @@
 use std::ffi::{c_char, c_void, CStr};
 use std::sync::{Arc, Mutex, Weak};
 
-use driver::platform::{PhysEntry, QueueHandler, VirtioDevice};
+use platform::{PhysEntry, QueueHandler, VirtioDevice};
 use spec::haiku_driver::{
     self as hd, status_t, virtio_callback_func, virtio_device, virtio_intr_func, virtio_queue,
     DriverModuleInfo, ModuleInfo, PhysicalEntry, VirtioDeviceInterface,

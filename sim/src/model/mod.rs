@@ -23,7 +23,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread::{self, ThreadId};
 
-use driver::platform::{KResult, PhysEntry, QueueHandler, Status, VirtioDevice};
+use platform::{KResult, PhysEntry, QueueHandler, Status, VirtioDevice};
 use spec::haiku_driver::VIRTIO_FEATURE_VERSION_1;
 use spec::virtio_snd::{
     self as vs, CtlValue, DeviceEvent, Direction, PcmFeature, RequestCode, VIRTIO_SND_S_BAD_MSG,

@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 
-use driver::platform::PhysEntry;
+use platform::PhysEntry;
 use spec::virtio_snd::{Direction, PcmRate, PcmSetParams};
 
 use super::config::{frame_bits, sample_bytes, StreamConfig};

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 use std::thread::{self, JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
-use driver::platform::{KResult, PhysEntry, QueueHandler, Status, VirtioDevice};
+use platform::{KResult, PhysEntry, QueueHandler, Status, VirtioDevice};
 
 use super::caps::{parse_caps, VirtioCap, VirtioCaps};
 use super::dma::DmaRegion;

@@ -1,6 +1,6 @@
 //! A virtio-pci transport for Linux user space: the simulator's way to drive a *real*
 //! virtio-snd device (QEMU's `virtio-sound-pci`, inside a small Linux guest) through the
-//! driver crate's [`VirtioDevice`](driver::platform::VirtioDevice) trait.
+//! driver crate's [`VirtioDevice`](platform::VirtioDevice) trait.
 //!
 //! - [`dma::DmaRegion`]: huge-page memory, locked and physically contiguous, with its
 //!   physical address from `/proc/self/pagemap`: DMA buffers the device can reach.

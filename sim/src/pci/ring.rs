@@ -5,7 +5,7 @@
 use std::ptr::NonNull;
 use std::sync::atomic::{fence, Ordering};
 
-use driver::platform::{PhysEntry, Status};
+use platform::{PhysEntry, Status};
 
 /// `VIRTQ_DESC_F_NEXT`: the chain continues in `next`.
 pub const DESC_F_NEXT: u16 = 1;

@@ -7,7 +7,7 @@ use core::sync::atomic::{AtomicI32, AtomicU8, Ordering};
 use spec::haiku_driver as hd;
 
 use super::ffi;
-use crate::platform::{Area, InterruptState, KResult, Kernel, LogLevel, SemId, Status};
+use platform::{Area, InterruptState, KResult, Kernel, LogLevel, SemId, Status};
 
 /// Lines above this level are dropped (set from the settings file).
 pub static LOG_LEVEL: AtomicU8 = AtomicU8::new(LogLevel::Info as u8);

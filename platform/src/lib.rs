@@ -1,6 +1,20 @@
-//! The two seams the driver is written against: kernel services and a virtio device shaped
-//! like Haiku's `virtio_device_interface`. The Haiku add-on implements them over the real
-//! kernel; the simulator and the tests implement them over models.
+//! The seams between the driver and what it runs on: kernel services ([`Kernel`]) and a
+//! virtio device shaped like Haiku's `virtio_device_interface` ([`VirtioDevice`]). The Haiku
+//! add-on implements them over the real kernel; the simulator, QEMU's device from Linux
+//! userspace and the tests implement them over models.
+//!
+//! Above the traits, the safe wrappers every implementation shares: [`dma`] (device-visible
+//! memory and the counted audio buffer area), [`sync`] (spinlocks and semaphore locks built
+//! from the kernel's primitives) and [`user`] (typed copies to and from user memory; a user
+//! address is never dereferenced).
+#![cfg_attr(not(test), no_std)]
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+
+extern crate alloc;
+
+pub mod dma;
+pub mod sync;
+pub mod user;
 
 use alloc::sync::Arc;
 use core::fmt;

@@ -6,8 +6,8 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use spec::haiku_driver::{virtio_device, virtio_queue, PhysicalEntry, VirtioDeviceInterface};
 
-use crate::platform::{KResult, PhysEntry, QueueHandler, Status, VirtioDevice};
-use crate::sync::SpinLock;
+use platform::sync::SpinLock;
+use platform::{KResult, PhysEntry, QueueHandler, Status, VirtioDevice};
 
 use super::kernel::HaikuKernel;
 

@@ -7,7 +7,7 @@ use core::mem::ManuallyDrop;
 use core::ops::{Deref, DerefMut};
 use core::sync::atomic::AtomicI32;
 
-use crate::platform::{InterruptState, KResult, Kernel, SemId};
+use crate::{InterruptState, KResult, Kernel, SemId};
 
 /// Data guarded by a spinlock taken with interrupts disabled, so the interrupt callback and
 /// ioctl threads can share it. Hold it briefly: never block or allocate under it.

@@ -11,12 +11,12 @@
 //! [`BufferArea`] is counted, held by every stream that may have a chain into it, and deleted
 //! only when the last holder lets go.
 //!
-//! [`VirtioDevice`]: crate::platform::VirtioDevice
+//! [`VirtioDevice`]: crate::VirtioDevice
 
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use crate::platform::{Area, KResult, Kernel, LogLevel, PhysEntry, Status};
+use crate::{Area, KResult, Kernel, LogLevel, PhysEntry, Status};
 
 /// A kernel-only, physically contiguous area owned by the driver.
 ///

@@ -18,8 +18,8 @@
 use core::ffi::{c_char, CStr};
 
 use super::ffi;
-use crate::hmulti::Settings;
-use crate::platform::LogLevel;
+use driver::hmulti::Settings;
+use platform::LogLevel;
 
 /// Everything the settings file can say.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use core::mem::size_of;
 use spec::UserPtr;
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
-use crate::platform::{KResult, Kernel, Status};
+use crate::{KResult, Kernel, Status};
 
 /// Reads a `T` from the caller.
 pub fn read<T: FromBytes + IntoBytes, K: Kernel>(kernel: &K, ptr: UserPtr<T>) -> KResult<T> {

@@ -1,11 +1,16 @@
-//! The Haiku add-on: module exports, device-manager hooks, and the kernel and virtio bus
-//! behind the platform traits. This module (with `ffi`) is the only place with `extern "C"`.
+//! The Haiku kernel add-on `virtio_sound`: module exports, device-manager hooks, and the
+//! kernel and virtio bus behind the `platform` traits. This crate is the only one with
+//! `extern "C"` and the only one that names Haiku's kernel symbols (`ffi`).
 //!
 //! Life of the driver: `supports_device` claims virtio nodes of type 25; `register_device`
 //! adds our node; `init_driver` brings the device up (the engine) and reads the settings
 //! file; `register_child_devices` publishes one `audio/hmulti/virtio_sound/<n>` per card;
 //! `open` picks the card by path (one opener at a time), `control` is the ioctl table, and
 //! `free` stops the card's streams and frees its buffers.
+#![cfg_attr(not(test), no_std)]
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+
+extern crate alloc;
 
 mod exported;
 mod ffi;
@@ -28,12 +33,12 @@ use spec::haiku_driver::{
     DeviceNode, DriverModuleInfo, ModuleDependency, ModuleInfo, VirtioDeviceInterface,
 };
 
-use crate::hmulti::{cards_for, Card};
-use crate::platform::{Kernel, LogLevel, Status};
-use crate::sync::SemMutex;
-use crate::virtio::{Engine, Options};
+use driver::hmulti::{cards_for, Card};
+use driver::virtio::{Engine, Options};
 use exported::Exported;
 use kernel::HaikuKernel;
+use platform::sync::SemMutex;
+use platform::{Kernel, LogLevel, Status};
 use virtio::HaikuVirtio;
 
 type HaikuEngine = Engine<HaikuKernel, HaikuVirtio>;
