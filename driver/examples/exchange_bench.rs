@@ -13,7 +13,7 @@ mod common;
 use common::*;
 use driver::hmulti::format;
 use driver::hmulti::Settings;
-use sim::ModelConfig;
+use snd_model::ModelConfig;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

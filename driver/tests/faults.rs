@@ -5,7 +5,7 @@ mod common;
 
 /// Reports any allocation the driver makes in an interrupt callback.
 #[global_allocator]
-static ALLOC: sim::memory::CheckingAllocator = sim::memory::CheckingAllocator;
+static ALLOC: sim_kernel::memory::CheckingAllocator = sim_kernel::memory::CheckingAllocator;
 
 use std::sync::Arc;
 
@@ -13,21 +13,22 @@ use common::*;
 use driver::hmulti::Settings;
 use driver::virtio::{Engine, Options};
 use platform::{Kernel, Status};
-use sim::{Fault, FaultTarget, ModelConfig, SimKernel, SndModel, StreamConfig};
+use sim_kernel::SimKernel;
+use snd_model::{Fault, FaultTarget, ModelConfig, SndModel, StreamConfig};
 use spec::hmulti_audio as hm;
 use spec::virtio_snd::RequestCode;
 
 /// A device with jacks, chmaps and controls, so every init query is sent.
 fn rich() -> ModelConfig {
     let mut c = ModelConfig {
-        jacks: vec![sim::model::JackConfig {
+        jacks: vec![snd_model::JackConfig {
             hda_fn_nid: 0,
             features: 0,
             hda_reg_defconf: 0,
             hda_reg_caps: 0,
             connected: true,
         }],
-        chmaps: vec![sim::model::ChmapConfig {
+        chmaps: vec![snd_model::ChmapConfig {
             hda_fn_nid: 0,
             direction: spec::virtio_snd::Direction::Output,
             positions: vec![3, 4],
@@ -36,8 +37,8 @@ fn rich() -> ModelConfig {
         ..ModelConfig::default()
     };
     c.controls = vec![
-        sim::model::ControlConfig::integer("Master Playback Volume", 1 << 1, 2, 0, 100, 50),
-        sim::model::ControlConfig::enumerated("Capture Source", &["Mic", "Line"], 0),
+        snd_model::ControlConfig::integer("Master Playback Volume", 1 << 1, 2, 0, 100, 50),
+        snd_model::ControlConfig::enumerated("Capture Source", &["Mic", "Line"], 0),
     ];
     c
 }

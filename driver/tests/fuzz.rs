@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use driver::hmulti::Settings;
 use proptest::prelude::*;
-use sim::ModelConfig;
+use snd_model::ModelConfig;
 use spec::hmulti_audio::{self as hm, Opcode};
 
 #[derive(Clone, Debug)]

@@ -8,12 +8,13 @@ mod common;
 #[path = "common/hostile.rs"]
 mod hostile;
 
+use common::Direct;
 use common::*;
 use driver::hmulti::{cards_for, Card, Settings};
+use hmulti_client::{play, Choice, Session};
 use hostile::{Control, Stream};
 use proptest::prelude::*;
-use sim::client::{play, Choice, Direct, Session};
-use sim::ModelConfig;
+use snd_model::ModelConfig;
 
 /// The driver crate's view of a device with `streams`: the cards it makes are the oracle's,
 /// each publishes what the oracle says, each output plays bit-exact, and the log names every

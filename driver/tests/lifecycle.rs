@@ -5,13 +5,13 @@ mod common;
 
 /// Reports any allocation the driver makes in an interrupt callback.
 #[global_allocator]
-static ALLOC: sim::memory::CheckingAllocator = sim::memory::CheckingAllocator;
+static ALLOC: sim_kernel::memory::CheckingAllocator = sim_kernel::memory::CheckingAllocator;
 
 use common::*;
 use driver::hmulti::{cards_for, Card, Settings, DEFAULT_STOP_PADDING_US};
 use driver::virtio::pcm::padding_frames;
 use driver::virtio::{Engine, Options};
-use sim::ModelConfig;
+use snd_model::ModelConfig;
 use spec::hmulti_audio as hm;
 
 /// Runs `count` exchanges, filling each returned buffer from `input`; returns bytes used.
@@ -142,8 +142,8 @@ fn format_change_while_running() {
 
 #[test]
 fn a_hundred_open_close_cycles_leave_nothing() {
-    let kernel = std::sync::Arc::new(sim::SimKernel::new());
-    let model = std::sync::Arc::new(sim::SndModel::new(&kernel, ModelConfig::default()));
+    let kernel = std::sync::Arc::new(sim_kernel::SimKernel::new());
+    let model = std::sync::Arc::new(snd_model::SndModel::new(&kernel, ModelConfig::default()));
     for i in 0..100 {
         let engine =
             Engine::start(kernel.clone(), model.clone(), Options::default()).expect("start");

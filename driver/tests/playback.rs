@@ -5,11 +5,11 @@ mod common;
 
 /// Reports any allocation the driver makes in an interrupt callback.
 #[global_allocator]
-static ALLOC: sim::memory::CheckingAllocator = sim::memory::CheckingAllocator;
+static ALLOC: sim_kernel::memory::CheckingAllocator = sim_kernel::memory::CheckingAllocator;
 
 use common::*;
 use driver::hmulti::Settings;
-use sim::{ModelConfig, StreamConfig};
+use snd_model::{ModelConfig, StreamConfig};
 use spec::hmulti_audio as hm;
 
 fn config(channels: u8) -> ModelConfig {

@@ -5,12 +5,12 @@ mod common;
 
 /// Reports any allocation the driver makes in an interrupt callback.
 #[global_allocator]
-static ALLOC: sim::memory::CheckingAllocator = sim::memory::CheckingAllocator;
+static ALLOC: sim_kernel::memory::CheckingAllocator = sim_kernel::memory::CheckingAllocator;
 
 use common::*;
 use driver::hmulti::Settings;
-use sim::model::{ChmapConfig, ControlConfig, JackConfig};
-use sim::{ModelConfig, StreamConfig};
+use snd_model::{ChmapConfig, ControlConfig, JackConfig};
+use snd_model::{ModelConfig, StreamConfig};
 use spec::hmulti_audio as hm;
 use spec::virtio_snd::{
     DeviceEvent, Direction, PcmRate, VIRTIO_SND_CTL_ROLE_MUTE, VIRTIO_SND_CTL_ROLE_VOLUME,

@@ -40,7 +40,7 @@ fn callgrind(bin: &PathBuf, hz: u32, exchanges: u32) -> Result<u64> {
             // The simulated kernel's semaphore wait is its C-ABI method (the trait method
             // only unwraps the id): matched exactly, so a trait frame left by the inliner is
             // not toggled a second time.
-            "--toggle-collect=sim::kernel::SimKernel::acquire_sem",
+            "--toggle-collect=sim_kernel::kernel::SimKernel::acquire_sem",
             "--toggle-collect=*SndModel as platform::VirtioDevice>::*",
             "--toggle-collect=*as platform::QueueHandler>::queue_interrupt*",
         ])

@@ -1,6 +1,6 @@
 //! `cargo xtask qemu`: the built add-on against QEMU's real `virtio-sound-pci` device.
 //!
-//! The simulator runs inside a small Linux guest: `sim-guest` (a binary of the `sim` crate)
+//! The simulator runs inside a small Linux guest: `sim-guest` (the `sim-guest` crate's binary)
 //! loads the add-on with Haiku's loader rules and drives it over the PCI device QEMU offers.
 //! This file is the host side:
 //!
@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, OnceLock};
 use std::time::{Duration, Instant};
 
-use sim::wav::Wav;
+use hmulti_client::wav::Wav;
 
 use crate::{cargo, root, Result};
 
@@ -419,7 +419,7 @@ pub fn build_sim_guest() -> Result<PathBuf> {
             "-q",
             "--release",
             "-p",
-            "sim",
+            "sim-guest",
             "--bin",
             "sim-guest",
             "--target",
@@ -1390,7 +1390,7 @@ mod tests {
 
     #[test]
     fn unfinished_qemu_wavs_read() {
-        let w = Wav::sine(997.0, 48000, 2, sim::wav::SampleFormat::S16, 0.01);
+        let w = Wav::sine(997.0, 48000, 2, hmulti_client::wav::SampleFormat::S16, 0.01);
         let good = w.to_bytes();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("q.wav");

@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use hmulti_client::wav::{SampleFormat, Wav};
 use serde_json::{json, Value};
-use sim::wav::{SampleFormat, Wav};
 
 use crate::qemu::{read_qemu_wav, run_dir, Audiodev, Guest, GuestRun, GUEST_ADDON, GUEST_INPUT};
 use crate::simcmd::{check_rate, StreamArgs};
@@ -65,7 +65,7 @@ pub const TIMEOUT: std::ops::RangeInclusive<u64> = 1..=3600;
 pub fn qemu_rates() -> Vec<u32> {
     let mut v: Vec<u32> = driver::hmulti::format::RATES
         .iter()
-        .filter(|(r, _)| r.mask() & sim::model::QEMU_RATES != 0)
+        .filter(|(r, _)| r.mask() & snd_model::QEMU_RATES != 0)
         .filter_map(|(r, _)| r.hz())
         .collect();
     v.sort_unstable();

@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use sim::client::{self, play, Choice, Session};
-use sim::model::{ModelConfig, StreamConfig};
-use sim::wav::{SampleFormat, Wav};
+use hmulti_client::wav::{SampleFormat, Wav};
+use hmulti_client::{self as client, play, Choice, Session};
+use snd_model::{ModelConfig, StreamConfig};
 use spec::hmulti_audio as hm;
 use spec::virtio_snd::{PcmFormat, PcmRate};
 
@@ -279,7 +279,7 @@ pub fn run(args: &SimArgs) -> Result {
         args.device_config.as_deref(),
         u8::try_from(channels).map_err(|_| "too many channels")?,
     )?;
-    let host = sim::addon::Addon::load(&addon, config, None)
+    let host = haiku_sim::addon::Addon::load(&addon, config, None)
         .map_err(|e| format!("loading {}: {e}", addon.display()))?;
     let dev = host.open_first().map_err(|e| {
         // The add-on's log says why (each stream it leaves out has a line).

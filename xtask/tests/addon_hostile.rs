@@ -15,11 +15,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+use haiku_sim::addon::Addon;
+use hmulti_client::{play, Choice, Session};
 use hostile::{Control, Stream};
 use proptest::prelude::*;
-use sim::addon::Addon;
-use sim::client::{play, Choice, Session};
-use sim::ModelConfig;
+use snd_model::ModelConfig;
 
 /// Builds the overflow-checked add-on once per test binary.
 fn addon() -> &'static Path {

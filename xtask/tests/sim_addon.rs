@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use sim::addon::Addon;
-use sim::client::{self, play, Choice, Hmulti, Session};
-use sim::model::{ChmapConfig, ControlConfig, JackConfig};
-use sim::{Fault, FaultTarget, ModelConfig, StreamConfig};
+use haiku_sim::addon::Addon;
+use hmulti_client::{self as client, play, Choice, Hmulti, Session};
+use snd_model::{ChmapConfig, ControlConfig, JackConfig};
+use snd_model::{Fault, FaultTarget, ModelConfig, StreamConfig};
 use spec::hmulti_audio::{self as hm, Opcode};
 use spec::virtio_snd::{Direction, PcmRate, RequestCode, VIRTIO_SND_CTL_ROLE_VOLUME};
 

@@ -1,7 +1,7 @@
 //! `cargo xtask sim` as a user runs it: WAV in, exactly what the device received out, a
 //! summary, and clear errors.
 
-use sim::wav::{SampleFormat, Wav};
+use hmulti_client::wav::{SampleFormat, Wav};
 
 mod common;
 

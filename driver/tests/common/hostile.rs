@@ -4,10 +4,10 @@
 //! driver crate's tests and those of the built add-on.
 #![allow(dead_code)]
 
+use hmulti_client::{self as client, Hmulti};
 use proptest::prelude::*;
-use sim::client::{self, Hmulti};
-use sim::model::{ControlConfig, CtlRange};
-use sim::StreamConfig;
+use snd_model::StreamConfig;
+use snd_model::{ControlConfig, CtlRange};
 use spec::hmulti_audio as hm;
 use spec::virtio_snd::{CtlType, CtlValue, VIRTIO_SND_CTL_ROLE_VOLUME};
 
@@ -461,15 +461,15 @@ pub fn control() -> impl Strategy<Value = Control> {
 }
 
 /// The model's default device (QEMU's two streams) offering `controls`.
-pub fn device_with(controls: &[Control]) -> sim::ModelConfig {
-    sim::ModelConfig {
+pub fn device_with(controls: &[Control]) -> snd_model::ModelConfig {
+    snd_model::ModelConfig {
         controls: controls
             .iter()
             .enumerate()
             .map(|(i, c)| c.config(i))
             .collect(),
         offer_ctls: true,
-        ..sim::ModelConfig::default()
+        ..snd_model::ModelConfig::default()
     }
 }
 

@@ -7,14 +7,15 @@ use std::sync::Arc;
 
 use driver::hmulti::{cards_for, Card, Settings};
 use driver::virtio::{Engine, Options};
+use hmulti_client::{Choice, Session};
 use platform::Status;
-use sim::client::{Choice, Direct, Session};
-use sim::{ModelConfig, SimKernel, SndModel};
+use sim_kernel::SimKernel;
+use snd_model::{ModelConfig, SndModel};
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 pub type TestCard = Card<SimKernel, SndModel>;
 
-pub use sim::client::GARBAGE;
+pub use hmulti_client::GARBAGE;
 
 pub struct Rig {
     pub kernel: Arc<SimKernel>,
@@ -129,7 +130,7 @@ pub fn garbage<T: FromBytes>() -> T {
     T::read_from_bytes(&vec![GARBAGE; core::mem::size_of::<T>()]).unwrap()
 }
 
-/// The media add-on's client (`sim::client::Session`) bound to a card of the driver crate,
+/// The media add-on's client (`hmulti_client::Session`) bound to a card of the driver crate,
 /// with the checks these tests want on the init sequence.
 pub struct Client {
     session: Session,
@@ -215,4 +216,44 @@ pub fn signal(len: usize, seed: u32) -> Vec<u8> {
             (x >> 24) as u8
         })
         .collect()
+}
+
+/// The driver crate's card driven directly (no add-on, no loader), as an hmulti device for
+/// the media add-on's client: the reference the loaded add-on must match.
+pub struct Direct<'a> {
+    pub card: &'a Card<SimKernel, SndModel>,
+    pub kernel: &'a SimKernel,
+}
+
+impl hmulti_client::Hmulti for Direct<'_> {
+    fn ioctl(&self, op: u32, buffer: u64, length: usize) -> i32 {
+        match self.card.dispatch(op, buffer, length) {
+            Ok(()) => 0,
+            Err(s) => s.0,
+        }
+    }
+    fn user_alloc(&self, len: usize) -> u64 {
+        self.kernel.user_alloc(len)
+    }
+    fn user_free(&self, addr: u64) {
+        self.kernel.user_free(addr)
+    }
+    fn user_write(&self, addr: u64, bytes: &[u8]) {
+        self.kernel.user_write(addr, bytes)
+    }
+    fn user_read(&self, addr: u64, len: usize) -> Vec<u8> {
+        self.kernel.user_read(addr, len)
+    }
+    fn buffer_write(&self, addr: u64, bytes: &[u8]) -> Result<(), String> {
+        self.kernel
+            .area_user_write(addr, bytes)
+            .map_err(|e| format!("{e}"))
+    }
+    fn buffer_read(&self, addr: u64, len: usize) -> Result<Vec<u8>, String> {
+        let mut v = vec![0u8; len];
+        self.kernel
+            .area_user_read(addr, &mut v)
+            .map_err(|e| format!("{e}"))?;
+        Ok(v)
+    }
 }

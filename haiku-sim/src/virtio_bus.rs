@@ -1,0 +1,635 @@
+//! The virtio bus manager's `virtio_device_interface` over the device model.
+//!
+//! What `get_driver` returns for the virtio device node: a C table whose calls reach the
+//! device (the [`SndModel`], or a real one: any [`BusDevice`]) through its [`VirtioDevice`](platform::VirtioDevice)
+//! implementation, with the bus manager's own
+//! rules on top (Haiku's `VirtioDevice.cpp`/`VirtioQueue.cpp`): `negotiate_features` adds
+//! VERSION_1 and masks to what the bus lets through, and calls the name callback for every
+//! feature bit R1/beta5 does not know (so a NULL callback, which crashes beta5, is a recorded
+//! failure); `setup_interrupt` must follow `alloc_queues`; a queue's callback gets the driver
+//! cookie and the queue cookie. Queue interrupts come from the model's clock events, already
+//! inside `SimKernel::run_in_interrupt`, so the kernel's misuse checks apply to the callback.
+
+use std::ffi::{c_char, c_void, CStr};
+use std::sync::{Arc, Mutex, Weak};
+
+use platform::{PhysEntry, QueueHandler};
+use spec::haiku_driver::{
+    self as hd, status_t, virtio_callback_func, virtio_device, virtio_intr_func, virtio_queue,
+    DriverModuleInfo, ModuleInfo, PhysicalEntry, VirtioDeviceInterface,
+};
+
+use super::{current, Core};
+use sim_kernel::memory::SimCode;
+use sim_kernel::report::lock;
+
+/// Queues a virtio device can have (`VIRTIO_VIRTQUEUES_MAX_COUNT`).
+const MAX_QUEUES: usize = hd::VIRTIO_VIRTQUEUES_MAX_COUNT as usize;
+
+/// Feature bits R1/beta5's bus manager has names for; it calls the driver's name callback
+/// for every other bit (VERSION_1 included).
+const KNOWN_TO_BETA5: u64 = hd::VIRTIO_FEATURE_NOTIFY_ON_EMPTY
+    | hd::VIRTIO_FEATURE_ANY_LAYOUT
+    | hd::VIRTIO_FEATURE_RING_INDIRECT_DESC
+    | hd::VIRTIO_FEATURE_RING_EVENT_IDX
+    | hd::VIRTIO_FEATURE_BAD_FEATURE;
+
+/// One queue's slot; a `virtio_queue` cookie is the address of one.
+pub(crate) struct QueueSlot {
+    /// (callback, its cookie) from `queue_setup_interrupt`.
+    callback: Mutex<Option<(usize, usize)>>,
+}
+
+#[derive(Default)]
+struct BusState {
+    features: Option<u64>,
+    queues: usize,
+    interrupts: bool,
+    driver_cookie: usize,
+    config_handler: usize,
+}
+
+/// The bus side of one virtio device; a `virtio_device` cookie is its address.
+pub(crate) struct Bus {
+    queues: [QueueSlot; MAX_QUEUES],
+    state: Mutex<BusState>,
+}
+
+impl Bus {
+    pub(crate) fn new() -> Bus {
+        Bus {
+            queues: std::array::from_fn(|_| QueueSlot {
+                callback: Mutex::new(None),
+            }),
+            state: Mutex::new(BusState::default()),
+        }
+    }
+
+    /// The `virtio_device` cookie get_driver hands out.
+    pub(crate) fn cookie(&self) -> usize {
+        self as *const Bus as usize
+    }
+
+    /// Whether the queues are still set up (for the end-of-test report).
+    pub(crate) fn leftovers(&self) -> Vec<String> {
+        let st = lock(&self.state);
+        let mut v = Vec::new();
+        if st.interrupts {
+            v.push("virtio: interrupts still set up (free_interrupts was not called)".into());
+        }
+        if st.queues > 0 {
+            v.push("virtio: queues still allocated (free_queues was not called)".into());
+        }
+        v
+    }
+}
+
+/// The interface table (the same for every environment: calls find theirs by cookie).
+pub(crate) static INTERFACE: super::devmgr::Table<VirtioDeviceInterface> =
+    super::devmgr::Table(VirtioDeviceInterface {
+        info: DriverModuleInfo {
+            info: ModuleInfo {
+                name: hd::VIRTIO_DEVICE_MODULE_NAME.as_ptr(),
+                flags: 0,
+                std_ops: None,
+            },
+            supports_device: None,
+            register_device: None,
+            init_driver: None,
+            uninit_driver: None,
+            register_child_devices: None,
+            rescan_child_devices: None,
+            device_removed: None,
+            suspend: None,
+            resume: None,
+        },
+        negotiate_features: Some(negotiate_features),
+        clear_feature: Some(clear_feature),
+        read_device_config: Some(read_device_config),
+        write_device_config: Some(write_device_config),
+        alloc_queues: Some(alloc_queues),
+        free_queues: Some(free_queues),
+        setup_interrupt: Some(setup_interrupt),
+        free_interrupts: Some(free_interrupts),
+        queue_setup_interrupt: Some(queue_setup_interrupt),
+        queue_request: Some(queue_request),
+        queue_request_v: Some(queue_request_v),
+        queue_is_full: Some(queue_is_full),
+        queue_is_empty: Some(queue_is_empty),
+        queue_size: Some(queue_size),
+        queue_dequeue: Some(queue_dequeue),
+    });
+
+/// The environment whose bus `dev` is; a stranger is a recorded misuse.
+fn device(what: &str, dev: virtio_device) -> Option<Arc<Core>> {
+    let _sim = SimCode::enter();
+    let core = current()?;
+    if dev as usize != core.bus.cookie() {
+        core.record(format!(
+            "virtio {what} with device cookie {:#x}, which the bus never handed out",
+            dev as usize
+        ));
+        return None;
+    }
+    Some(core)
+}
+
+/// The environment and queue index of a queue cookie from `alloc_queues`.
+fn queue(what: &str, q: virtio_queue) -> Option<(Arc<Core>, u16)> {
+    let _sim = SimCode::enter();
+    let core = current()?;
+    let base = core.bus.queues.as_ptr() as usize;
+    let size = std::mem::size_of::<QueueSlot>();
+    let off = (q as usize).wrapping_sub(base);
+    let index = off / size;
+    let allocated = lock(&core.bus.state).queues;
+    if off % size != 0 || index >= allocated {
+        core.record(format!(
+            "virtio {what} with queue cookie {:#x}, which alloc_queues never handed out",
+            q as usize
+        ));
+        return None;
+    }
+    Some((core, index as u16))
+}
+
+unsafe extern "C" fn negotiate_features(
+    dev: virtio_device,
+    supported: u64,
+    negotiated: *mut u64,
+    get_feature_name: Option<unsafe extern "C" fn(u64) -> *const c_char>,
+) -> status_t {
+    let Some(core) = device("negotiate_features", dev) else {
+        return hd::B_BAD_VALUE;
+    };
+    if negotiated.is_null() {
+        core.record("virtio negotiate_features with a NULL result pointer");
+        return hd::B_BAD_VALUE;
+    }
+    // The bus asks for VERSION_1 itself on a modern device and never for NOTIFY_ON_EMPTY;
+    // it lets through the device bits, the ring bits it implements and VERSION_1.
+    let asked = (supported | hd::VIRTIO_FEATURE_VERSION_1) & !hd::VIRTIO_FEATURE_NOTIFY_ON_EMPTY;
+    let passed = asked
+        & (hd::VIRTIO_FEATURE_TRANSPORT_MASK
+            | hd::VIRTIO_FEATURE_RING_INDIRECT_DESC
+            | hd::VIRTIO_FEATURE_RING_EVENT_IDX
+            | hd::VIRTIO_FEATURE_VERSION_1);
+    let result = {
+        let _sim = SimCode::enter();
+        core.device.negotiate_features(passed)
+    };
+    let features = match result {
+        Ok(f) => f,
+        Err(e) => return e.0,
+    };
+    // Beta5's _DumpFeatures: the name of every bit it does not know, unchecked.
+    let unknown = features & !KNOWN_TO_BETA5;
+    match get_feature_name {
+        None if unknown != 0 => core.record(format!(
+            "virtio negotiate_features with a NULL get_feature_name: R1/beta5 calls it for \
+             features {unknown:#x} without a NULL check and would crash"
+        )),
+        None => {}
+        Some(name_of) => {
+            for bit in (0..64).map(|b| 1u64 << b).filter(|b| unknown & b != 0) {
+                // SAFETY: the driver's callback, called as the bus manager does.
+                let name = unsafe { name_of(bit) };
+                let name = if name.is_null() {
+                    "(unnamed)".to_owned()
+                } else {
+                    // SAFETY: a non-NULL answer is a NUL-terminated string.
+                    unsafe { CStr::from_ptr(name) }
+                        .to_string_lossy()
+                        .into_owned()
+                };
+                core.log(&format!("[sim] virtio: feature {bit:#x} {name}"));
+            }
+        }
+    }
+    lock(&core.bus.state).features = Some(features);
+    // SAFETY: checked non-NULL; the driver's out parameter.
+    unsafe { *negotiated = features };
+    hd::B_OK
+}
+
+unsafe extern "C" fn clear_feature(dev: virtio_device, feature: u64) -> status_t {
+    let Some(core) = device("clear_feature", dev) else {
+        return hd::B_BAD_VALUE;
+    };
+    let mut st = lock(&core.bus.state);
+    if let Some(f) = st.features.as_mut() {
+        *f &= !feature;
+    }
+    hd::B_OK
+}
+
+unsafe extern "C" fn read_device_config(
+    dev: virtio_device,
+    offset: u8,
+    buffer: *mut c_void,
+    size: u64,
+) -> status_t {
+    let Some(core) = device("read_device_config", dev) else {
+        return hd::B_BAD_VALUE;
+    };
+    if buffer.is_null() && size > 0 {
+        core.record("virtio read_device_config into a NULL buffer");
+        return hd::B_BAD_VALUE;
+    }
+    if size > 256 {
+        // The config offset is a uint8: nothing larger can be read.
+        return hd::B_BAD_VALUE;
+    }
+    let mut bytes = vec![0u8; size as usize];
+    let r = {
+        let _sim = SimCode::enter();
+        core.device.read_device_config(offset, &mut bytes)
+    };
+    if let Err(e) = r {
+        return e.0;
+    }
+    // SAFETY: the driver's buffer of `size` bytes (checked non-NULL when size > 0).
+    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), buffer.cast(), bytes.len()) };
+    hd::B_OK
+}
+
+/// virtio-snd's configuration space is read-only: a write is recorded (the device ignores
+/// it) and reported as done, as the transport would.
+unsafe extern "C" fn write_device_config(
+    dev: virtio_device,
+    offset: u8,
+    _buffer: *const c_void,
+    size: u64,
+) -> status_t {
+    let Some(core) = device("write_device_config", dev) else {
+        return hd::B_BAD_VALUE;
+    };
+    core.record(format!(
+        "virtio write_device_config({offset}, {size} bytes): the virtio-snd configuration is \
+         read-only"
+    ));
+    hd::B_OK
+}
+
+/// `alloc_queues(dev, count, queues, requestedSizes)`. The fourth argument exists on
+/// nightly only: an R1/beta5 caller leaves garbage in its register, which cannot be told
+/// from a real pointer, so the simulator follows nightly (NULL or an array of sizes, 0 =
+/// the device maximum). The model has one ring size per queue: a request above it is
+/// `B_BUFFER_OVERFLOW` (as on Haiku), a smaller one is accepted but the ring keeps the
+/// model's size (recorded in the log).
+unsafe extern "C" fn alloc_queues(
+    dev: virtio_device,
+    count: u64,
+    queues: *mut virtio_queue,
+    requested_sizes: *mut u16,
+) -> status_t {
+    let Some(core) = device("alloc_queues", dev) else {
+        return hd::B_BAD_VALUE;
+    };
+    if count as usize > MAX_QUEUES || count == 0 {
+        return hd::B_BAD_VALUE;
+    }
+    if queues.is_null() {
+        core.record("virtio alloc_queues with a NULL queue array");
+        return hd::B_BAD_VALUE;
+    }
+    if !requested_sizes.is_null() {
+        for i in 0..count as usize {
+            // SAFETY: nightly's contract: `count` sizes.
+            let want = unsafe { *requested_sizes.add(i) };
+            let max = core.device.queue_size(i as u16);
+            if want > max {
+                return hd::B_BUFFER_OVERFLOW;
+            }
+            if want != 0 && want != max {
+                core.log(&format!(
+                    "[sim] virtio: queue {i} asked for {want} descriptors; the model keeps {max}"
+                ));
+            }
+        }
+    }
+    let r = {
+        let _sim = SimCode::enter();
+        core.device.alloc_queues(count as usize)
+    };
+    if let Err(e) = r {
+        return e.0;
+    }
+    lock(&core.bus.state).queues = count as usize;
+    for i in 0..count as usize {
+        *lock(&core.bus.queues[i].callback) = None;
+        // SAFETY: the driver's array of `count` queue cookies.
+        unsafe { *queues.add(i) = &core.bus.queues[i] as *const QueueSlot as virtio_queue };
+    }
+    hd::B_OK
+}
+
+/// Destroys the queues and resets the device. Freeing them while interrupts are still set
+/// up is recorded: a queue interrupt would then reach freed queues on Haiku.
+unsafe extern "C" fn free_queues(dev: virtio_device) {
+    let Some(core) = device("free_queues", dev) else {
+        return;
+    };
+    let interrupts = {
+        let mut st = lock(&core.bus.state);
+        st.queues = 0;
+        st.interrupts
+    };
+    if interrupts {
+        core.record("virtio free_queues before free_interrupts");
+    }
+    for q in &core.bus.queues {
+        *lock(&q.callback) = None;
+    }
+    let _sim = SimCode::enter();
+    // The C interface returns nothing: whether the reset took is the device's to report.
+    let _ = core.device.free_queues();
+}
+
+/// The model's interrupt handler: calls the queue's stored callback.
+struct Irq {
+    core: Weak<Core>,
+}
+
+impl QueueHandler for Irq {
+    fn queue_interrupt(&self, queue: u16) {
+        let (cb, cookie, driver_cookie) = {
+            let _sim = SimCode::enter();
+            let Some(core) = self.core.upgrade() else {
+                return;
+            };
+            let Some(slot) = core.bus.queues.get(queue as usize) else {
+                return;
+            };
+            let Some((cb, cookie)) = *lock(&slot.callback) else {
+                return;
+            };
+            let driver_cookie = lock(&core.bus.state).driver_cookie;
+            (cb, cookie, driver_cookie)
+        };
+        on_interrupt_thread(move || {
+            // SAFETY: `cb` is the virtio_callback_func the driver stored for this queue; it
+            // is called with the cookies it asked for, as on Haiku.
+            let f: unsafe extern "C" fn(*mut c_void, *mut c_void) =
+                unsafe { std::mem::transmute(cb) };
+            // SAFETY: as above.
+            unsafe { f(driver_cookie as *mut c_void, cookie as *mut c_void) };
+        });
+    }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+/// A job for the interrupt thread and the channel it signals when done.
+type IrqRequest = (Job, std::sync::mpsc::SyncSender<()>);
+
+thread_local! {
+    static ON_IRQ_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `job` on the simulator's interrupt thread — a separate OS thread standing for the
+/// CPU that takes the hardware interrupt, as on Haiku where the callback interrupts whatever
+/// thread was running — inside that thread's interrupt context, and waits for it. The wait
+/// keeps the simulation deterministic: time does not move while the handler runs.
+fn on_interrupt_thread(job: impl FnOnce() + Send + 'static) {
+    use std::sync::mpsc;
+    use std::sync::OnceLock;
+    static IRQ: OnceLock<Mutex<mpsc::Sender<IrqRequest>>> = OnceLock::new();
+    // A handler that raises another interrupt (it cannot, today) runs it in place.
+    if ON_IRQ_THREAD.with(|f| f.get()) {
+        job();
+        return;
+    }
+    let tx = IRQ.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<IrqRequest>();
+        std::thread::Builder::new()
+            .name("sim interrupt".into())
+            .spawn(move || {
+                ON_IRQ_THREAD.with(|f| f.set(true));
+                for (job, done) in rx {
+                    job();
+                    let _ = done.send(());
+                }
+            })
+            .expect("spawn the simulator's interrupt thread");
+        Mutex::new(tx)
+    });
+    let (done_tx, done_rx) = mpsc::sync_channel(1);
+    let kernel = crate::current().map(|c| c.kernel.clone());
+    let wrapped: Job = Box::new(move || match kernel {
+        Some(k) => k.run_in_interrupt(job),
+        None => job(),
+    });
+    if lock(tx).send((wrapped, done_tx)).is_ok() {
+        let _ = done_rx.recv();
+    }
+}
+
+unsafe extern "C" fn setup_interrupt(
+    dev: virtio_device,
+    config_handler: virtio_intr_func,
+    driver_cookie: *mut c_void,
+) -> status_t {
+    let Some(core) = device("setup_interrupt", dev) else {
+        return hd::B_BAD_VALUE;
+    };
+    if lock(&core.bus.state).queues == 0 {
+        core.record("virtio setup_interrupt before alloc_queues (it sizes the interrupts by the queue count)");
+    }
+    {
+        let mut st = lock(&core.bus.state);
+        st.driver_cookie = driver_cookie as usize;
+        st.config_handler = config_handler.map_or(0, |f| f as usize);
+    }
+    let handler: Arc<dyn QueueHandler> = Arc::new(Irq {
+        core: Arc::downgrade(&core),
+    });
+    let r = {
+        let _sim = SimCode::enter();
+        core.device.setup_interrupts(handler)
+    };
+    match r {
+        Ok(()) => {
+            lock(&core.bus.state).interrupts = true;
+            hd::B_OK
+        }
+        Err(e) => e.0,
+    }
+}
+
+unsafe extern "C" fn free_interrupts(dev: virtio_device) -> status_t {
+    let Some(core) = device("free_interrupts", dev) else {
+        return hd::B_BAD_VALUE;
+    };
+    {
+        let _sim = SimCode::enter();
+        core.device.free_interrupts();
+    }
+    lock(&core.bus.state).interrupts = false;
+    hd::B_OK
+}
+
+unsafe extern "C" fn queue_setup_interrupt(
+    q: virtio_queue,
+    handler: virtio_callback_func,
+    cookie: *mut c_void,
+) -> status_t {
+    let Some((core, index)) = queue("queue_setup_interrupt", q) else {
+        return hd::B_BAD_VALUE;
+    };
+    *lock(&core.bus.queues[index as usize].callback) =
+        handler.map(|f| (f as usize, cookie as usize));
+    hd::B_OK
+}
+
+fn post(
+    core: &Core,
+    index: u16,
+    entries: &[PhysEntry],
+    readable: usize,
+    cookie: *mut c_void,
+) -> status_t {
+    let _sim = SimCode::enter();
+    // SAFETY: the entries are the add-on's, and whether they stay valid is what is under
+    // test: the simulated kernel hands out memory only from its arena, which stays mapped
+    // while any area is live or the device may still use it (a deleted area is poisoned,
+    // not unmapped), and the model flags a deleted area under a chain it holds.
+    let queued = unsafe {
+        core.device
+            .queue_request(index, entries, readable, cookie as usize as u64)
+    };
+    match queued {
+        Ok(()) => hd::B_OK,
+        Err(e) => e.0,
+    }
+}
+
+fn entry(p: &PhysicalEntry) -> PhysEntry {
+    PhysEntry {
+        address: p.address,
+        size: p.size,
+    }
+}
+
+unsafe extern "C" fn queue_request(
+    q: virtio_queue,
+    read_entry: *const PhysicalEntry,
+    written_entry: *const PhysicalEntry,
+    cookie: *mut c_void,
+) -> status_t {
+    let Some((core, index)) = queue("queue_request", q) else {
+        return hd::B_BAD_VALUE;
+    };
+    let mut entries = Vec::with_capacity(2);
+    // SAFETY: each is NULL or one entry the driver owns for the call.
+    unsafe {
+        if let Some(r) = read_entry.as_ref() {
+            entries.push(entry(r));
+        }
+        let readable = entries.len();
+        if let Some(w) = written_entry.as_ref() {
+            entries.push(entry(w));
+        }
+        if entries.is_empty() {
+            return hd::B_BAD_VALUE;
+        }
+        post(&core, index, &entries, readable, cookie)
+    }
+}
+
+unsafe extern "C" fn queue_request_v(
+    q: virtio_queue,
+    vector: *const PhysicalEntry,
+    read_count: u64,
+    written_count: u64,
+    cookie: *mut c_void,
+) -> status_t {
+    let Some((core, index)) = queue("queue_request_v", q) else {
+        return hd::B_BAD_VALUE;
+    };
+    let Some(total) = read_count.checked_add(written_count) else {
+        return hd::B_BAD_VALUE;
+    };
+    if total == 0 {
+        return hd::B_BAD_VALUE;
+    }
+    if total > u64::from(core.device.queue_size(index)) {
+        // More descriptors than the ring has (no indirect descriptors are negotiated):
+        // Haiku refuses before it reads the vector.
+        return hd::B_BUSY;
+    }
+    if vector.is_null() {
+        core.record("virtio queue_request_v with a NULL vector");
+        return hd::B_BAD_VALUE;
+    }
+    // SAFETY: the driver's vector of `total` entries (bounded above).
+    let v = unsafe { std::slice::from_raw_parts(vector, total as usize) };
+    let entries: Vec<PhysEntry> = v.iter().map(entry).collect();
+    post(&core, index, &entries, read_count as usize, cookie)
+}
+
+unsafe extern "C" fn queue_is_full(q: virtio_queue) -> bool {
+    let Some((core, index)) = queue("queue_is_full", q) else {
+        return true;
+    };
+    core.device.in_flight(index) >= usize::from(core.device.queue_size(index))
+}
+
+unsafe extern "C" fn queue_is_empty(q: virtio_queue) -> bool {
+    let Some((core, index)) = queue("queue_is_empty", q) else {
+        return true;
+    };
+    core.device.in_flight(index) == 0
+}
+
+unsafe extern "C" fn queue_size(q: virtio_queue) -> u16 {
+    let Some((core, index)) = queue("queue_size", q) else {
+        return 0;
+    };
+    core.device.queue_size(index)
+}
+
+unsafe extern "C" fn queue_dequeue(
+    q: virtio_queue,
+    cookie: *mut *mut c_void,
+    used_length: *mut u32,
+) -> bool {
+    let Some((core, index)) = queue("queue_dequeue", q) else {
+        return false;
+    };
+    let got = {
+        let _sim = SimCode::enter();
+        core.device.queue_dequeue(index)
+    };
+    let Some((c, len)) = got else {
+        return false;
+    };
+    // SAFETY: each is NULL or the driver's out parameter.
+    unsafe {
+        if !cookie.is_null() {
+            *cookie = c as usize as *mut c_void;
+        }
+        if !used_length.is_null() {
+            *used_length = len;
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod irq_thread_tests {
+    use super::on_interrupt_thread;
+
+    #[test]
+    fn interrupts_run_on_another_thread_and_are_waited_for() {
+        let me = std::thread::current().id();
+        let (tx, rx) = std::sync::mpsc::channel();
+        on_interrupt_thread(move || {
+            let t = std::thread::current();
+            tx.send((t.id(), t.name().map(str::to_owned))).unwrap();
+        });
+        // The job has finished when on_interrupt_thread returns.
+        let (id, name) = rx.try_recv().expect("ran before returning");
+        assert_ne!(id, me);
+        assert_eq!(name.as_deref(), Some("sim interrupt"));
+    }
+}

@@ -1,0 +1,681 @@
+//! The simulator inside a Linux guest, on QEMU's real virtio-snd device: what the
+//! `sim-guest` binary runs (`cargo xtask qemu` boots it).
+//!
+//! The add-on is loaded exactly as in the simulator, but the kernel follows real time, its
+//! areas are carved from huge pages with real physical addresses, and the virtio bus has
+//! [`virtio_pci_uio::PciSnd`] (QEMU's device, driven from userspace) instead of the model. The
+//! client is the media add-on's ([`hmulti_client`]). Results are printed as single lines
+//! `@@virtio_sound result {json}` on the console, which the host collects.
+//!
+//! Modes:
+//! - `play --input W [--rate R] [--format F]`: play a WAV once, stop (FORCE_STOP), report.
+//! - `capture --rate R --seconds S`: play silence and record; report the capture's pace.
+//! - `cycle --rate R --rate2 R2 --seconds S`: play, stop, reconfigure to R2 and play, close,
+//!   reopen and play again, in one boot.
+//!
+//! Every mode also takes `--addon PATH` (default `/virtio_sound`) and `--device-channels N`
+//! (prepare QEMU's streams with N channels first: QEMU reports the channel count of the
+//! last PREPARE as the streams' maximum, so a 1 here makes it a mono device).
+
+use std::fmt::Write as _;
+
+use spec::hmulti_audio as hm;
+
+use hmulti_client::wav::{SampleFormat, Wav};
+use hmulti_client::{self as client, format_bit, play, rate_bit, Choice, Session};
+
+/// Prefix of every result line on the console.
+pub const RESULT_PREFIX: &str = "@@virtio_sound result ";
+
+/// Options of one run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Args {
+    pub mode: Mode,
+    pub addon: String,
+    pub input: Option<String>,
+    pub rate: u32,
+    pub rate2: u32,
+    pub format: SampleFormat,
+    pub seconds: f64,
+    pub device_channels: Option<u8>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Play,
+    Capture,
+    Cycle,
+}
+
+const USAGE: &str = "usage: sim-guest play|capture|cycle [--addon PATH] [--input WAV] \
+                     [--rate HZ] [--rate2 HZ] [--format s16|s32|float|u8] [--seconds S] \
+                     [--device-channels N]";
+
+impl Args {
+    pub fn parse(argv: &[String]) -> Result<Args, String> {
+        let mut it = argv.iter();
+        let mode = match it.next().map(String::as_str) {
+            Some("play") => Mode::Play,
+            Some("capture") => Mode::Capture,
+            Some("cycle") => Mode::Cycle,
+            Some(other) => return Err(format!("unknown mode {other:?}\n{USAGE}")),
+            None => return Err(USAGE.to_owned()),
+        };
+        let mut a = Args {
+            mode,
+            addon: "/virtio_sound".into(),
+            input: None,
+            rate: 48000,
+            rate2: 96000,
+            format: SampleFormat::S16,
+            seconds: 2.0,
+            device_channels: None,
+        };
+        while let Some(flag) = it.next() {
+            let mut value = || {
+                it.next()
+                    .cloned()
+                    .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))
+            };
+            let number = |v: String| -> Result<f64, String> {
+                v.parse::<f64>()
+                    .ok()
+                    .filter(|x| x.is_finite() && *x > 0.0)
+                    .ok_or_else(|| format!("{flag}: {v:?} is not a positive number"))
+            };
+            match flag.as_str() {
+                "--addon" => a.addon = value()?,
+                "--input" => a.input = Some(value()?),
+                "--rate" => a.rate = number(value()?)? as u32,
+                "--rate2" => a.rate2 = number(value()?)? as u32,
+                "--seconds" => a.seconds = number(value()?)?,
+                "--device-channels" => {
+                    let v = value()?;
+                    a.device_channels = Some(
+                        v.parse::<u8>()
+                            .ok()
+                            .filter(|n| (1..=16).contains(n))
+                            .ok_or_else(|| format!("--device-channels: {v:?} is not 1..16"))?,
+                    )
+                }
+                "--format" => {
+                    let v = value()?;
+                    a.format = SampleFormat::from_name(&v)
+                        .ok_or_else(|| format!("unknown --format {v:?}"))?;
+                }
+                other => return Err(format!("unknown option {other:?}\n{USAGE}")),
+            }
+        }
+        Ok(a)
+    }
+}
+
+/// A flat JSON object, written by hand (the guest runner carries no serializer).
+#[derive(Default, Debug, Clone)]
+pub struct Json(Vec<(String, String)>);
+
+impl Json {
+    pub fn num(mut self, k: &str, v: impl Into<f64>) -> Json {
+        let v: f64 = v.into();
+        let s = if v.is_finite() {
+            if v.fract() == 0.0 && v.abs() < 1e15 {
+                format!("{}", v as i64)
+            } else {
+                format!("{v:.3}")
+            }
+        } else {
+            "null".to_owned()
+        };
+        self.0.push((k.to_owned(), s));
+        self
+    }
+    pub fn str(mut self, k: &str, v: &str) -> Json {
+        let mut s = String::from("\"");
+        for c in v.chars() {
+            match c {
+                '"' => s.push_str("\\\""),
+                '\\' => s.push_str("\\\\"),
+                c if (c as u32) < 0x20 => {
+                    let _ = write!(s, "\\u{:04x}", c as u32);
+                }
+                c => s.push(c),
+            }
+        }
+        s.push('"');
+        self.0.push((k.to_owned(), s));
+        self
+    }
+    pub fn render(&self) -> String {
+        let body: Vec<String> = self.0.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+        format!("{{{}}}", body.join(","))
+    }
+}
+
+/// What a stream's exchanges say about its timing.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Timing {
+    /// From the open to the first exchange that reports played frames (µs).
+    pub startup_us: i64,
+    /// Exchanges after which more than one buffer had completed since the previous one,
+    /// or whose count went backwards: the client (or the device) fell behind.
+    pub xruns: usize,
+    /// The stream's rate measured from (real time, frames) against the nominal rate, ppm.
+    pub drift_ppm: f64,
+    /// Largest distance of a report from the fitted line (µs).
+    pub jitter_max_us: f64,
+    /// Reports used (those with frames > 0).
+    pub points: usize,
+}
+
+/// Timing of a stream at `rate` Hz from its (real_time, frames) reports, one buffer of
+/// `buffer_frames` per exchange, the device opened at `opened` (same clock).
+pub fn timing(reports: &[(i64, i64)], rate: u32, buffer_frames: usize, opened: i64) -> Timing {
+    let pts: Vec<(f64, f64)> = reports
+        .iter()
+        .filter(|&&(_, f)| f > 0)
+        .map(|&(t, f)| (t as f64, f as f64))
+        .collect();
+    let startup_us = reports
+        .iter()
+        .find(|&&(_, f)| f > 0)
+        .map_or(-1, |&(t, _)| t - opened);
+    let mut xruns = 0;
+    for w in reports.windows(2) {
+        let step = w[1].1 - w[0].1;
+        if step < 0 || step > buffer_frames as i64 {
+            xruns += 1;
+        }
+    }
+    let mut out = Timing {
+        startup_us,
+        xruns,
+        points: pts.len(),
+        ..Timing::default()
+    };
+    if pts.len() < 3 {
+        return out;
+    }
+    // Least squares of frames against time.
+    let n = pts.len() as f64;
+    let (mt, mf) = (
+        pts.iter().map(|p| p.0).sum::<f64>() / n,
+        pts.iter().map(|p| p.1).sum::<f64>() / n,
+    );
+    let sxx: f64 = pts.iter().map(|p| (p.0 - mt) * (p.0 - mt)).sum();
+    let sxy: f64 = pts.iter().map(|p| (p.0 - mt) * (p.1 - mf)).sum();
+    if sxx <= 0.0 {
+        return out;
+    }
+    let slope = sxy / sxx; // frames per µs
+    out.drift_ppm = (slope * 1e6 / f64::from(rate) - 1.0) * 1e6;
+    out.jitter_max_us = pts
+        .iter()
+        .map(|p| ((p.1 - mf) / slope - (p.0 - mt)).abs())
+        .fold(0.0, f64::max);
+    out
+}
+
+/// CPU time (user + system) this process has used, µs.
+#[cfg(target_os = "linux")]
+fn cpu_time_us() -> i64 {
+    // SAFETY: getrusage writes one rusage into the zeroed struct we own.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; RUSAGE_SELF covers every thread of the process.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let us = |t: libc::timeval| t.tv_sec * 1_000_000 + t.tv_usec;
+    us(ru.ru_utime) + us(ru.ru_stime)
+}
+
+/// QEMU's `isa-debug-exit` device at I/O port 0xf4: writing `code` there ends QEMU with
+/// exit status `2 * code + 1` (after it has finished its audio files, as at a shutdown).
+/// Returns only if the port cannot be reached or no such device is there.
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub fn exit_device(code: u8) -> Result<(), String> {
+    const PORT: u16 = 0xf4;
+    // SAFETY: ioperm only changes this process's I/O permission bitmap.
+    if unsafe { libc::ioperm(PORT.into(), 4, 1) } != 0 {
+        return Err(format!(
+            "ioperm(0xf4): {} (root is needed)",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: the process was just given access to this port; a 32-bit write to it is the
+    // debug-exit device's whole interface (on a machine without one, the write is ignored).
+    unsafe {
+        std::arch::asm!("out dx, eax", in("dx") PORT, in("eax") u32::from(code), options(nomem, nostack));
+    }
+    Err("no exit device at I/O port 0xf4".into())
+}
+
+#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+pub fn exit_device(_code: u8) -> Result<(), String> {
+    Err("the exit device is an x86 I/O port".into())
+}
+
+/// The whole run: every result line, or why it could not run.
+#[cfg(target_os = "linux")]
+pub fn run(args: &Args) -> Result<Vec<Json>, String> {
+    real::run(args)
+}
+
+#[cfg(target_os = "linux")]
+mod real {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use super::*;
+    use haiku_sim::addon::Addon;
+    use haiku_sim::BusDevice;
+    use sim_kernel::kernel::{DmaMemory, KernelConfig, SimKernel};
+    use sim_kernel::memory::DmaBacking;
+    use virtio_pci_uio::dma::DmaRegion;
+    use virtio_pci_uio::PciSnd;
+
+    /// Huge-page memory for the kernel's areas.
+    struct Arena(DmaRegion);
+
+    impl DmaBacking for Arena {
+        fn base(&self) -> *mut u8 {
+            self.0.base()
+        }
+        fn len(&self) -> usize {
+            self.0.len()
+        }
+        fn phys_base(&self) -> u64 {
+            self.0.phys_base()
+        }
+    }
+
+    /// Sets a flag when any queue completes something.
+    struct Flag(std::sync::Mutex<bool>, std::sync::Condvar);
+
+    impl platform::QueueHandler for Flag {
+        fn queue_interrupt(&self, _queue: u16) {
+            *sim_kernel::report::lock(&self.0) = true;
+            self.1.notify_all();
+        }
+    }
+
+    /// Configures and prepares every stream of QEMU's device with `channels` channels
+    /// before the add-on sees it: QEMU reports the channel count of a stream's last PREPARE
+    /// as its `channels_max` (and a reset keeps it), so this makes a device with that many
+    /// channels at most. Leaves the device reset.
+    fn preset_channels(kernel: &SimKernel, dev: &PciSnd, channels: u8) -> Result<(), String> {
+        use platform::{Kernel, PhysEntry, VirtioDevice};
+        use spec::virtio_snd as vs;
+        use zerocopy::IntoBytes;
+        let fail = |what: &str, e: platform::Status| format!("preset: {what}: {e}");
+        dev.negotiate_features(spec::haiku_driver::VIRTIO_FEATURE_VERSION_1)
+            .map_err(|e| fail("features", e))?;
+        let mut cfg = [0u8; 12];
+        dev.read_device_config(0, &mut cfg)
+            .map_err(|e| fail("config", e))?;
+        let streams = u32::from_le_bytes([cfg[4], cfg[5], cfg[6], cfg[7]]);
+        dev.alloc_queues(4).map_err(|e| fail("queues", e))?;
+        let flag = Arc::new(Flag(
+            std::sync::Mutex::new(false),
+            std::sync::Condvar::new(),
+        ));
+        dev.setup_interrupts(flag.clone())
+            .map_err(|e| fail("interrupts", e))?;
+        let area = kernel
+            .create_area("preset", sim_kernel::memory::PAGE_SIZE, false)
+            .map_err(|e| fail("area", e))?;
+        let mem = kernel.phys_memory();
+        let result = (|| {
+            for stream in 0..streams {
+                let hdr = |code: u32| vs::PcmHdr {
+                    hdr: vs::Hdr { code: code.into() },
+                    stream_id: stream.into(),
+                };
+                let p = vs::PcmSetParams {
+                    hdr: hdr(vs::VIRTIO_SND_R_PCM_SET_PARAMS),
+                    buffer_bytes: (4 * 1920u32).into(),
+                    period_bytes: 1920u32.into(),
+                    channels,
+                    format: vs::PcmFormat::S16 as u8,
+                    rate: vs::PcmRate::Rate48000 as u8,
+                    ..Default::default()
+                };
+                let hdr = hdr(vs::VIRTIO_SND_R_PCM_PREPARE);
+                for req in [p.as_bytes(), hdr.as_bytes()] {
+                    mem.write(area.phys, req)
+                        .map_err(|_| "preset: area write".to_owned())?;
+                    *sim_kernel::report::lock(&flag.0) = false;
+                    let entries = [
+                        PhysEntry {
+                            address: area.phys,
+                            size: req.len() as u64,
+                        },
+                        PhysEntry {
+                            address: area.phys + 2048,
+                            size: 4,
+                        },
+                    ];
+                    // SAFETY: both entries are in `area`, which is deleted below only after
+                    // the device was reset, and leaked if the reset fails.
+                    unsafe { dev.queue_request(0, &entries, 1, 1) }
+                        .map_err(|e| fail("request", e))?;
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+                    let answer = loop {
+                        if let Some((_, _)) = dev.queue_dequeue(0) {
+                            let mut st = [0u8; 4];
+                            mem.read(area.phys + 2048, &mut st)
+                                .map_err(|_| "preset: area read".to_owned())?;
+                            break u32::from_le_bytes(st);
+                        }
+                        let done = sim_kernel::report::lock(&flag.0);
+                        let left = deadline.saturating_duration_since(std::time::Instant::now());
+                        if left.is_zero() {
+                            return Err("preset: the device did not answer in 2 s".to_owned());
+                        }
+                        let _ = flag
+                            .1
+                            .wait_timeout(done, left.min(std::time::Duration::from_millis(10)));
+                    };
+                    if answer != vs::VIRTIO_SND_S_OK {
+                        return Err(format!(
+                            "preset: stream {stream}: request {:#x} answered {answer:#x}",
+                            u32::from_le_bytes([req[0], req[1], req[2], req[3]])
+                        ));
+                    }
+                }
+            }
+            Ok(())
+        })();
+        // Reset the device before its DMA target goes back to the kernel: an answer that
+        // timed out could still land there.
+        dev.free_interrupts();
+        if dev.free_queues().is_ok() {
+            kernel.delete_area(&area);
+        }
+        result
+    }
+
+    /// Areas for the add-on: one huge page (the only size that is physically contiguous for
+    /// sure: the guest's huge pages are not adjacent to each other). Audio buffers of both
+    /// directions plus the control slots fit many times over at any rate QEMU offers.
+    const ARENA: usize = 2 << 20;
+
+    fn boot(args: &Args) -> Result<(Addon, Arc<PciSnd>), String> {
+        let arena = DmaRegion::new(ARENA).map_err(|e| format!("DMA memory: {e}"))?;
+        let kernel = SimKernel::with_config(KernelConfig {
+            real_time: true,
+            dma: Some(DmaMemory(Arc::new(Arena(arena)))),
+            ..KernelConfig::default()
+        });
+        let device = PciSnd::open(None)?;
+        if let Some(ch) = args.device_channels {
+            preset_channels(&kernel, &device, ch)?;
+        }
+        let device = Arc::new(device);
+        let bus: Arc<dyn BusDevice> = device.clone();
+        let addon = Addon::load_on(Path::new(&args.addon), kernel, bus, None)
+            .map_err(|e| format!("loading {}: {e}", args.addon))?;
+        Ok((addon, device))
+    }
+
+    fn session(
+        d: &haiku_sim::addon::AddonDevice<'_>,
+        rate: u32,
+        format: SampleFormat,
+    ) -> Result<Session, String> {
+        let rb = rate_bit(rate).ok_or(format!("{rate} Hz has no hmulti rate bit"))?;
+        let fb = format_bit(format).ok_or(format!("{format:?} has no hmulti format"))?;
+        let s = Session::init(
+            d,
+            Choice {
+                rate: Some(rb),
+                format: Some(fb),
+            },
+        )?;
+        if s.format.output.rate != rb || s.format.output.format != fb {
+            return Err(format!(
+                "the device does not offer {rate} Hz {format:?} (rates {:#x}, formats {:#x})",
+                s.desc.output_rates, s.desc.output_formats
+            ));
+        }
+        Ok(s)
+    }
+
+    /// Times the driver found the device ran dry (nothing queued at an exchange) in the log
+    /// lines after the first `seen`, which is moved past them.
+    fn ran_dry(kernel: &SimKernel, seen: &mut usize) -> u64 {
+        let records = kernel.log_records();
+        let n = records
+            .get(*seen..)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|r| {
+                let rest = r.message.split("ran dry ").nth(1)?;
+                rest.split_whitespace().next()?.parse::<u64>().ok()
+            })
+            .sum();
+        *seen = records.len();
+        n
+    }
+
+    /// What the runs of one boot have in common, and their result lines.
+    struct Runner {
+        kernel: SimKernel,
+        /// How completions reach the driver ("intx", or "polling" and why).
+        interrupts: String,
+        /// Kernel log records already looked at.
+        seen: usize,
+        out: Vec<Json>,
+    }
+
+    impl Runner {
+        /// Plays `data` through an open session as the media add-on does (ending with
+        /// FORCE_STOP) and adds its result line; start-up is counted from `since`.
+        fn stream(
+            &mut self,
+            what: &str,
+            d: &haiku_sim::addon::AddonDevice<'_>,
+            s: &mut Session,
+            data: &[u8],
+            since: i64,
+        ) {
+            let c0 = cpu_time_us();
+            let p = play(d, s, data);
+            let cpu = cpu_time_us() - c0;
+            let rate = s.output_hz();
+            let frame = (s.play_bytes() / p.buffer_frames.max(1)).max(1);
+            let audio_s = (data.len() / frame) as f64 / f64::from(rate.max(1));
+            let dry = ran_dry(&self.kernel, &mut self.seen);
+            let t = timing(&p.reports, rate, p.buffer_frames, since);
+            let rec = timing(&p.rec_reports, rate, p.buffer_frames, since);
+            let last = p.reports.last().copied().unwrap_or((0, 0));
+            let rec_last = p.rec_reports.last().copied().unwrap_or((0, 0));
+            self.out.push(
+                Json::default()
+                    .str("what", what)
+                    .num("rate", rate)
+                    .num("channels", s.desc.output_channel_count)
+                    .num("buffers", p.buffers as f64)
+                    .num("buffer_frames", p.buffer_frames as f64)
+                    .num("exchanges", p.reports.len() as f64)
+                    .num("errors", p.errors as f64)
+                    .num("played_frames", last.1 as f64)
+                    .num("played_time_us", (last.0 - since) as f64)
+                    .num("startup_us", t.startup_us as f64)
+                    .num("xruns", t.xruns as f64)
+                    .num("device_ran_dry", dry as f64)
+                    .num("drift_ppm", t.drift_ppm)
+                    .num("jitter_max_us", t.jitter_max_us)
+                    .num("recorded_frames", rec_last.1 as f64)
+                    .num("recorded_bytes", p.recorded.len() as f64)
+                    .num("record_drift_ppm", rec.drift_ppm)
+                    .num("record_points", rec.points as f64)
+                    .num(
+                        "record_time_monotonic",
+                        u8::from(p.rec_reports.windows(2).all(|w| w[1].0 >= w[0].0)),
+                    )
+                    .num("cpu_us_per_audio_s", cpu as f64 / audio_s.max(1e-9))
+                    .str("interrupts", &self.interrupts),
+            );
+        }
+    }
+
+    fn silence(s: &Session, seconds: f64) -> Vec<u8> {
+        let frames = (f64::from(s.output_hz()) * seconds) as usize;
+        let bytes = frames * s.play_bytes() / s.list.return_playback_buffer_size.max(1) as usize;
+        vec![s.silence_byte(); bytes]
+    }
+
+    pub(super) fn run(args: &Args) -> Result<Vec<Json>, String> {
+        let (addon, device) = boot(args)?;
+        let interrupts = match device.intx_unavailable() {
+            Some(why) => format!("{} ({why})", device.interrupt_mode()),
+            None => device.interrupt_mode().to_owned(),
+        };
+        let kernel = addon.kernel().clone();
+        let mut r = Runner {
+            kernel: kernel.clone(),
+            interrupts,
+            seen: 0,
+            out: Vec::new(),
+        };
+        match args.mode {
+            Mode::Play => {
+                let path = args.input.as_deref().ok_or("play needs --input")?;
+                let bytes = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
+                let wav = Wav::parse(&bytes).map_err(|e| format!("{path}: {e}"))?;
+                let opened = kernel.clock().now();
+                let d = addon.open_first()?;
+                let mut s = session(&d, wav.rate, wav.format)?;
+                if s.desc.output_channel_count != i32::from(wav.channels) {
+                    return Err(format!(
+                        "the device publishes {} output channels; the input has {}",
+                        s.desc.output_channel_count, wav.channels
+                    ));
+                }
+                r.stream("play", &d, &mut s, &wav.data, opened);
+                s.release(&d);
+                d.close();
+            }
+            Mode::Capture => {
+                let opened = kernel.clock().now();
+                let d = addon.open_first()?;
+                let mut s = session(&d, args.rate, args.format)?;
+                if s.rec.is_empty() {
+                    return Err("the device published no record buffers".into());
+                }
+                let quiet = silence(&s, args.seconds);
+                r.stream("capture", &d, &mut s, &quiet, opened);
+                s.release(&d);
+                d.close();
+            }
+            Mode::Cycle => {
+                let opened = kernel.clock().now();
+                let d = addon.open_first()?;
+                let mut s = session(&d, args.rate, args.format)?;
+                let quiet = silence(&s, args.seconds);
+                r.stream("first", &d, &mut s, &quiet, opened);
+                let t0 = kernel.clock().now();
+                let quiet = silence(&s, args.seconds);
+                r.stream("after stop", &d, &mut s, &quiet, t0);
+                // Reconfigure between exchanges, as the media add-on's rate parameter does.
+                let mut f = s.format;
+                f.output.rate = rate_bit(args.rate2).ok_or("--rate2 has no hmulti rate bit")?;
+                f.input.rate = f.output.rate;
+                let status = client::ioctl(&d, hm::B_MULTI_SET_GLOBAL_FORMAT, &mut f);
+                if status != 0 {
+                    return Err(format!(
+                        "SET_GLOBAL_FORMAT to {} Hz: {status:#x}",
+                        args.rate2
+                    ));
+                }
+                s.get_buffers(&d)?;
+                s.format = f;
+                let t0 = kernel.clock().now();
+                let quiet = silence(&s, args.seconds);
+                r.stream("reconfigured", &d, &mut s, &quiet, t0);
+                s.release(&d);
+                d.close();
+                // Close and reopen in the same boot.
+                let t0 = kernel.clock().now();
+                let d = addon.open_first()?;
+                let mut s = session(&d, args.rate, args.format)?;
+                let quiet = silence(&s, args.seconds);
+                r.stream("reopened", &d, &mut s, &quiet, t0);
+                s.release(&d);
+                d.close();
+            }
+        }
+        let out = r.out;
+        addon
+            .unload()
+            .map_err(|v| format!("unload: {}", v.join("; ")))?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn arguments_parse_and_bad_ones_say_why() {
+        let a = Args::parse(&argv("play --input /in.wav --rate 44100 --format s32")).unwrap();
+        assert_eq!(a.mode, Mode::Play);
+        assert_eq!(a.rate, 44100);
+        assert_eq!(a.format, SampleFormat::S32);
+        assert_eq!(a.input.as_deref(), Some("/in.wav"));
+        let a = Args::parse(&argv("cycle --rate2 192000 --device-channels 1")).unwrap();
+        assert_eq!((a.rate2, a.device_channels), (192000, Some(1)));
+        for (bad, says) in [
+            ("", "usage"),
+            ("dance", "unknown mode"),
+            ("play --rate", "needs a value"),
+            ("play --rate -5", "not a positive number"),
+            ("play --format s24", "unknown --format"),
+            ("play --device-channels 40", "not 1..16"),
+            ("play --volume 3", "unknown option"),
+        ] {
+            let e = Args::parse(&argv(bad)).unwrap_err();
+            assert!(e.contains(says), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn timing_measures_startup_drift_jitter_and_missed_buffers() {
+        // 48 kHz, 480-frame buffers every 10 ms, 100 ppm fast, opened 5 ms before the
+        // first report.
+        let mut r: Vec<(i64, i64)> = (1..=200)
+            .map(|k| ((k * 10_000) as i64, (k * 480) as i64))
+            .map(|(t, f)| ((t as f64 / 1.0001) as i64 + 1_000_000, f))
+            .collect();
+        r.insert(0, (995_000, 0));
+        let t = timing(&r, 48000, 480, 995_000);
+        assert!((t.drift_ppm - 100.0).abs() < 1.0, "{t:?}");
+        assert_eq!(t.xruns, 0);
+        assert_eq!(t.startup_us, 1_000_000 + 9_999 - 995_000);
+        assert!(t.jitter_max_us < 2.0, "{t:?}");
+        // A missed buffer (two completed between exchanges) counts.
+        r[50].1 += 480;
+        for x in &mut r[51..] {
+            x.1 += 480;
+        }
+        assert_eq!(timing(&r, 48000, 480, 0).xruns, 1);
+        // Too few points: no drift claimed.
+        assert_eq!(timing(&r[..2], 48000, 480, 0).drift_ppm, 0.0);
+    }
+
+    #[test]
+    fn json_lines_are_valid_json() {
+        let j = Json::default()
+            .str("what", "a \"quoted\"\nline")
+            .num("n", 3)
+            .num("x", 1.5)
+            .num("nan", f64::NAN);
+        assert_eq!(
+            j.render(),
+            r#"{"what":"a \"quoted\"\u000aline","n":3,"x":1.500,"nan":null}"#
+        );
+    }
+}

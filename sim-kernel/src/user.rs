@@ -1,0 +1,233 @@
+//! User memory of the simulated ioctl caller.
+//!
+//! In Haiku the driver may reach a caller's memory only through `user_memcpy`, which fails
+//! cleanly on a bad address. Here user memory lives at fake addresses in Haiku's user range
+//! that map to nothing in the host process: a driver that dereferences one crashes the test at
+//! once (the simulator's SMAP), and one that uses `copy_from_user`/`copy_to_user` gets exactly
+//! the bytes the test (playing the client) put there, or `B_BAD_ADDRESS` for anything that is
+//! not wholly inside one live mapping.
+//!
+//! A [`UserMapper`] (the Haiku environment installs one, `haiku_sim::user`) places the
+//! mappings at their user addresses in the host process, inaccessible there, so that a
+//! direct access is caught and reported as an SMAP violation rather than as a plain crash.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use platform::Status;
+use spec::haiku_driver::{USER_BASE, USER_TOP};
+
+use crate::memory::PAGE_SIZE;
+
+/// Where `SimKernel::user_alloc` starts handing out addresses: well inside the user range and far
+/// from both ends, so boundary tests can map their own pages near `USER_BASE`/`USER_TOP`.
+pub const USER_ALLOC_BASE: u64 = 0x1000_0000;
+
+/// Host memory behind one user mapping that a [`UserMapper`] placed.
+pub trait UserBacking: Send {
+    /// The mapping's bytes, through the host view the client and `user_memcpy` use.
+    fn bytes(&mut self) -> &mut [u8];
+}
+
+/// Places user mappings in the host address space, so that the user address itself is
+/// something the process can watch (see `haiku_sim::user`: the add-on faults on it).
+/// Without a mapper a mapping is plain host bytes at no particular address.
+pub trait UserMapper: Send + Sync {
+    /// Where `user_alloc` should start handing out addresses.
+    fn alloc_base(&self) -> u64;
+    /// Whether `addr` lies in the range this mapper owns (mapped or not).
+    fn contains(&self, addr: u64) -> bool;
+    /// Backs `[addr, addr + len)`, or `None` if the range is not the mapper's.
+    fn map(&self, addr: u64, len: usize) -> Option<Box<dyn UserBacking>>;
+}
+
+enum Backing {
+    Heap(Vec<u8>),
+    Mapped(Box<dyn UserBacking>),
+}
+
+/// One mapping: a page-rounded range backed by host bytes.
+struct Mapping {
+    len: usize,
+    backing: Backing,
+}
+
+impl Mapping {
+    fn bytes(&mut self) -> &mut [u8] {
+        match &mut self.backing {
+            Backing::Heap(v) => v,
+            Backing::Mapped(m) => m.bytes(),
+        }
+    }
+}
+
+/// The client's address space.
+pub(crate) struct UserSpace {
+    maps: BTreeMap<u64, Mapping>,
+    next: u64,
+    mapper: Option<Arc<dyn UserMapper>>,
+}
+
+impl UserSpace {
+    pub(crate) fn new() -> Self {
+        UserSpace {
+            maps: BTreeMap::new(),
+            next: USER_ALLOC_BASE,
+            mapper: None,
+        }
+    }
+
+    /// Backs later mappings with `mapper` (where it covers them); `None` goes back to plain
+    /// host bytes. Existing mappings keep their backing.
+    pub(crate) fn set_mapper(&mut self, mapper: Option<Arc<dyn UserMapper>>) {
+        if let Some(m) = &mapper {
+            self.next = self.next.max(m.alloc_base());
+        }
+        self.mapper = mapper;
+    }
+
+    /// Whether `addr` is client memory: inside a mapping, or in the mapper's range.
+    pub(crate) fn is_user(&self, addr: u64) -> bool {
+        self.mapper.as_ref().is_some_and(|m| m.contains(addr))
+            || self
+                .maps
+                .range(..=addr)
+                .next_back()
+                .is_some_and(|(&a, m)| addr - a < m.len as u64)
+    }
+
+    fn new_mapping(&self, addr: u64, len: usize) -> Mapping {
+        let backing = match self.mapper.as_ref().and_then(|m| m.map(addr, len)) {
+            Some(b) => Backing::Mapped(b),
+            None => Backing::Heap(vec![0; len]),
+        };
+        Mapping { len, backing }
+    }
+
+    /// Maps `len` zeroed bytes (rounded up to pages) and returns the address. Consecutive
+    /// mappings keep an unmapped guard page between them, so a copy that runs off the end of
+    /// one is refused rather than landing in the next.
+    pub(crate) fn alloc(&mut self, len: usize) -> u64 {
+        let size = len.div_ceil(PAGE_SIZE).max(1) * PAGE_SIZE;
+        let addr = self.next;
+        self.next += (size + PAGE_SIZE) as u64;
+        let mapping = self.new_mapping(addr, size);
+        self.maps.insert(addr, mapping);
+        addr
+    }
+
+    /// Maps `len` bytes exactly at `addr` (for tests of the user-range boundaries).
+    pub(crate) fn map_at(&mut self, addr: u64, len: usize) -> Result<(), String> {
+        if len == 0 {
+            return Err("empty mapping".into());
+        }
+        let end = addr
+            .checked_add(len as u64)
+            .ok_or_else(|| format!("mapping at {addr:#x} + {len} overflows"))?;
+        if addr < USER_BASE || end - 1 > USER_TOP {
+            return Err(format!("{addr:#x}..{end:#x} is not in the user range"));
+        }
+        let overlaps = self
+            .maps
+            .range(..end)
+            .next_back()
+            .is_some_and(|(&a, m)| a + m.len as u64 > addr);
+        if overlaps {
+            return Err(format!("{addr:#x}..{end:#x} overlaps a mapping"));
+        }
+        let mapping = self.new_mapping(addr, len);
+        self.maps.insert(addr, mapping);
+        Ok(())
+    }
+
+    /// Unmaps the mapping starting at `addr`.
+    pub(crate) fn free(&mut self, addr: u64) -> bool {
+        self.maps.remove(&addr).is_some()
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.maps.clear();
+    }
+
+    /// `(start, len)` of every live mapping.
+    pub(crate) fn live(&self) -> Vec<(u64, usize)> {
+        self.maps.iter().map(|(&a, m)| (a, m.len)).collect()
+    }
+
+    /// The mapping and offset holding `[addr, addr + len)` entirely.
+    fn locate(&mut self, addr: u64, len: usize) -> Result<(&mut Mapping, usize), Status> {
+        if addr == 0 || addr < USER_BASE {
+            return Err(Status::BAD_ADDRESS);
+        }
+        let end = addr.checked_add(len as u64).ok_or(Status::BAD_ADDRESS)?;
+        if len > 0 && end - 1 > USER_TOP {
+            return Err(Status::BAD_ADDRESS);
+        }
+        let (&start, map) = self
+            .maps
+            .range_mut(..=addr)
+            .next_back()
+            .ok_or(Status::BAD_ADDRESS)?;
+        let off = (addr - start) as usize;
+        if off.checked_add(len).is_none_or(|e| e > map.len) {
+            return Err(Status::BAD_ADDRESS);
+        }
+        Ok((map, off))
+    }
+
+    pub(crate) fn read(&mut self, addr: u64, out: &mut [u8]) -> Result<(), Status> {
+        let (map, off) = self.locate(addr, out.len())?;
+        out.copy_from_slice(&map.bytes()[off..off + out.len()]);
+        Ok(())
+    }
+
+    pub(crate) fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), Status> {
+        let (map, off) = self.locate(addr, data.len())?;
+        map.bytes()[off..off + data.len()].copy_from_slice(data);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_must_fit_one_live_mapping() {
+        let mut u = UserSpace::new();
+        let a = u.alloc(100);
+        let b = u.alloc(PAGE_SIZE);
+        assert_eq!(a, USER_ALLOC_BASE);
+        assert!(b >= a + 2 * PAGE_SIZE as u64, "guard page between mappings");
+        u.write(a + 10, b"hello").unwrap();
+        let mut out = [0u8; 5];
+        u.read(a + 10, &mut out).unwrap();
+        assert_eq!(&out, b"hello");
+        // The whole page is mapped, one byte past it is not.
+        assert!(u.read(a + PAGE_SIZE as u64 - 5, &mut out).is_ok());
+        assert_eq!(
+            u.read(a + PAGE_SIZE as u64 - 4, &mut out),
+            Err(Status::BAD_ADDRESS)
+        );
+        assert_eq!(u.read(0, &mut out), Err(Status::BAD_ADDRESS));
+        assert_eq!(
+            u.read(0xffff_ff00_0000_0000, &mut out),
+            Err(Status::BAD_ADDRESS)
+        );
+        assert_eq!(u.read(u64::MAX - 1, &mut out), Err(Status::BAD_ADDRESS));
+        assert!(u.free(a));
+        assert_eq!(u.read(a + 10, &mut out), Err(Status::BAD_ADDRESS));
+    }
+
+    #[test]
+    fn mappings_at_the_top_of_the_user_range() {
+        let mut u = UserSpace::new();
+        let top_page = (USER_TOP + 1) - PAGE_SIZE as u64;
+        u.map_at(top_page, PAGE_SIZE).unwrap();
+        let mut out = [0u8; 8];
+        assert!(u.read(USER_TOP - 7, &mut out).is_ok());
+        assert_eq!(u.read(USER_TOP - 6, &mut out), Err(Status::BAD_ADDRESS));
+        assert!(u.map_at(USER_TOP, 2).is_err());
+        assert!(u.map_at(top_page, 1).is_err(), "overlap");
+    }
+}
