@@ -73,7 +73,10 @@ pub struct Engine<K: Kernel, V: VirtioDevice> {
     pub kernel: Arc<K>,
     pub dev: Arc<V>,
     pub features: u64,
-    pub config: (u32, u32, u32, u32),
+    /// The device's config space (virtio spec 5.14.4, `struct virtio_snd_config`): how many
+    /// jacks, PCM streams, channel maps and control elements it has; `controls` is 0 unless
+    /// `VIRTIO_SND_F_CTLS` was negotiated.
+    pub config: Config,
     control: ControlChannel,
     events: DmaRegion,
     topology: Late<Topology>,
@@ -141,30 +144,29 @@ impl<K: Kernel, V: VirtioDevice> Engine<K, V> {
             );
             return Err(Status::NOT_SUPPORTED);
         }
-        let mut cfg = Config::default();
-        let cfg_len = if features & FEATURE_CTLS != 0 { 16 } else { 12 };
-        dev.read_device_config(0, &mut cfg.as_mut_bytes()[..cfg_len])?;
-        let config = (
-            cfg.jacks.get(),
-            cfg.streams.get(),
-            cfg.chmaps.get(),
-            if cfg_len == 16 { cfg.controls.get() } else { 0 },
-        );
+        // Without VIRTIO_SND_F_CTLS the config space is 12 bytes and `controls` stays 0.
+        let mut config = Config::default();
+        let len = if features & FEATURE_CTLS != 0 { 16 } else { 12 };
+        dev.read_device_config(0, &mut config.as_mut_bytes()[..len])?;
+        let counts = [
+            config.jacks.get(),
+            config.streams.get(),
+            config.chmaps.get(),
+            config.controls.get(),
+        ];
+        let [jacks, streams, chmaps, controls] = counts;
         k.log(
             LogLevel::Info,
             format_args!(
-                "virtio_sound: {} jacks, {} streams, {} chmaps, {} controls",
-                config.0, config.1, config.2, config.3
+                "virtio_sound: {jacks} jacks, {streams} streams, {chmaps} chmaps, {controls} controls"
             ),
         );
-        if config.0 > MAX_ITEMS
-            || config.1 > MAX_ITEMS
-            || config.2 > MAX_ITEMS
-            || config.3 > MAX_ITEMS
-        {
+        if counts.iter().any(|&n| n > MAX_ITEMS) {
             k.log(
                 LogLevel::Error,
-                format_args!("device config is not plausible: {config:?}"),
+                format_args!(
+                    "device config is not plausible: ({jacks}, {streams}, {chmaps}, {controls})"
+                ),
             );
             return Err(Status::BAD_DATA);
         }
@@ -226,12 +228,15 @@ impl<K: Kernel, V: VirtioDevice> Engine<K, V> {
 
     fn query_all(&self) -> KResult {
         let engine = self;
-        let (jacks, streams, chmaps, controls) = engine.config;
-        let jack_list: Vec<JackInfo> = engine.query_items(RequestCode::JackInfo, jacks, true)?;
-        let pcm: Vec<PcmInfo> = engine.query_items(RequestCode::PcmInfo, streams, false)?;
-        let maps: Vec<ChmapInfo> = engine.query_items(RequestCode::ChmapInfo, chmaps, true)?;
+        let cfg = &engine.config;
+        let jack_list: Vec<JackInfo> =
+            engine.query_items(RequestCode::JackInfo, cfg.jacks.get(), true)?;
+        let pcm: Vec<PcmInfo> =
+            engine.query_items(RequestCode::PcmInfo, cfg.streams.get(), false)?;
+        let maps: Vec<ChmapInfo> =
+            engine.query_items(RequestCode::ChmapInfo, cfg.chmaps.get(), true)?;
         let ctls: Vec<CtlInfo> = if engine.features & FEATURE_CTLS != 0 {
-            engine.query_items(RequestCode::CtlInfo, controls, true)?
+            engine.query_items(RequestCode::CtlInfo, cfg.controls.get(), true)?
         } else {
             Vec::new()
         };
