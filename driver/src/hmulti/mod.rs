@@ -50,7 +50,8 @@ pub struct Settings {
 /// 48 kHz, 128 ms at 8 kHz).
 pub const DEFAULT_STOP_PADDING_US: u32 = 20_000;
 
-/// One direction of a card.
+/// One direction of a card: its stream and what the stream can do, fixed for the card's
+/// life (what changes as the client goes is in the locked state).
 #[derive(Clone, Debug)]
 pub struct Side {
     pub stream: u32,
@@ -86,8 +87,9 @@ struct Buffers {
     area: BufferArea,
     count: u32,
     frames: u32,
-    out: Option<Region>,
-    inp: Option<Region>,
+    /// Where each direction's buffers are in the area.
+    output: Option<Region>,
+    input: Option<Region>,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -97,25 +99,61 @@ struct Report {
     frames: i64,
 }
 
+/// What one direction of the card keeps under the card's lock, next to its fixed [`Side`].
+#[derive(Debug, Default)]
+struct SideState {
+    /// (`B_SR_*` bit, `B_FMT_*` bit) the direction runs at; `None` when the card lacks it.
+    format: Option<(u32, u32)>,
+    /// Frames of earlier runs, so the counts only grow across FORCE_STOP and format changes.
+    base: i64,
+    /// What the last exchange reported: frames played (output) or recorded (input).
+    report: Report,
+}
+
+impl SideState {
+    /// A direction before its first run, at the format the media add-on would pick. No
+    /// buffer is ready yet: cycle -1 is outside every ring, so the client reads nothing.
+    fn new(side: Option<&Side>) -> Self {
+        SideState {
+            format: side
+                .and_then(|s| Some((format::best_rate(s.rates)?, format::best_format(s.formats)?))),
+            base: 0,
+            report: Report {
+                cycle: -1,
+                ..Default::default()
+            },
+        }
+    }
+}
+
+/// A `(B_SR_*, B_FMT_*)` choice's rate in Hz; 48 kHz when there is none.
+fn hz_of(format: Option<(u32, u32)>) -> u32 {
+    format
+        .and_then(|f| format::rate_of(f.0))
+        .and_then(|r| r.hz())
+        .unwrap_or(48000)
+}
+
 #[derive(Debug, Default)]
 struct State {
-    /// (`B_SR_*` bit, `B_FMT_*` bit) of each direction.
-    out_format: Option<(u32, u32)>,
-    in_format: Option<(u32, u32)>,
+    output: SideState,
+    input: SideState,
     enabled: u64,
     buffers: Option<Buffers>,
     /// Buffers the client got but whose layout no longer matches the format.
     stale: bool,
     running: bool,
-    /// Frames of earlier runs, so the counts only grow across FORCE_STOP and format changes.
-    out_base: i64,
-    in_base: i64,
-    played: Report,
-    recorded: Report,
     /// Exchanges that found the device starved.
     starved: u32,
     /// `starved` when the current run started (the log reports each run's count).
     starved_at_start: u32,
+}
+
+impl State {
+    /// The rate the card runs at, in Hz: the output's, else the input's.
+    fn hz(&self) -> u32 {
+        hz_of(self.output.format.or(self.input.format))
+    }
 }
 
 /// Counters a test or the simulator summary can read.
@@ -201,30 +239,13 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
         if output.is_none() && input.is_none() {
             return Err(Status::NOT_SUPPORTED);
         }
-        let pick = |s: &Option<Side>| {
-            s.as_ref()
-                .and_then(|s| Some((format::best_rate(s.rates)?, format::best_format(s.formats)?)))
-        };
         let state = State {
-            out_format: pick(&output),
-            in_format: pick(&input),
+            output: SideState::new(output.as_ref()),
+            input: SideState::new(input.as_ref()),
             enabled: u64::MAX,
-            // No buffer is ready yet: -1 is outside every ring, so the client reads nothing.
-            played: Report {
-                cycle: -1,
-                ..Default::default()
-            },
-            recorded: Report {
-                cycle: -1,
-                ..Default::default()
-            },
             ..Default::default()
         };
-        let streams: Vec<u32> = output
-            .iter()
-            .chain(input.iter())
-            .map(|s| s.stream)
-            .collect();
+        let streams: Vec<u32> = output.iter().chain(&input).map(|s| s.stream).collect();
         let mixer = mix::Mixer::new(&engine, &streams);
         let state = SemMutex::new(&*kernel, "virtio_sound card", state)?;
         Ok(Card {
@@ -246,6 +267,11 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
         &self.engine
     }
 
+    /// The directions the card has, the output first.
+    fn sides(&self) -> impl Iterator<Item = &Side> {
+        self.output.iter().chain(&self.input)
+    }
+
     fn out_channels(&self) -> usize {
         self.output.as_ref().map_or(0, |s| s.layout.channels())
     }
@@ -255,12 +281,7 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
     }
 
     pub fn stats(&self) -> Stats {
-        let xruns = self
-            .output
-            .iter()
-            .chain(self.input.iter())
-            .map(|s| self.engine.xruns(s.stream))
-            .sum();
+        let xruns = self.sides().map(|s| self.engine.xruns(s.stream)).sum();
         match self.state.lock(&*self.kernel, LOCK_TIMEOUT) {
             Ok(st) => Stats {
                 xruns,
@@ -280,7 +301,7 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
     pub fn shutdown(self) {
         let k = self.kernel.clone();
         let st = self.state.destroy(&*k);
-        for s in self.output.iter().chain(self.input.iter()) {
+        for s in self.output.iter().chain(&self.input) {
             let _ = self.engine.detach_stream(s.stream);
         }
         drop(st);
@@ -318,7 +339,7 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
     fn halt(&self, st: &mut State, drain: bool) -> KResult {
         let mut result = Ok(());
         if st.running {
-            for s in self.output.iter().chain(self.input.iter()) {
+            for s in self.sides() {
                 let padding = self
                     .settings
                     .stop_padding_us
@@ -339,9 +360,10 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
                     ),
                 );
             }
-            st.out_base = st.played.frames;
-            st.in_base = st.recorded.frames;
-            st.recorded.cycle = -1;
+            for d in [&mut st.output, &mut st.input] {
+                d.base = d.report.frames;
+            }
+            st.input.report.cycle = -1;
             if result.is_ok() {
                 // The next run queues every buffer before the client writes one: they must
                 // not hold the end of this run.
@@ -364,7 +386,7 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
         let Some(b) = st.buffers.as_ref() else {
             return Ok(());
         };
-        for (region, fmt) in [(b.out, st.out_format), (b.inp, st.in_format)] {
+        for (region, fmt) in [(b.output, st.output.format), (b.input, st.input.format)] {
             let (Some(r), Some((_, bits))) = (region, fmt) else {
                 continue;
             };
@@ -390,23 +412,17 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
         count: u32,
     ) -> KResult<(Option<Region>, Option<Region>, u64)> {
         let mut size = 0u64;
-        let out = match (&self.output, st.out_format) {
-            (Some(s), Some(f)) => {
-                let r = Self::region(s, f, frames, 0)?;
-                size += r.period_bytes as u64 * count as u64;
-                Some(r)
-            }
-            _ => None,
+        let mut place = |side: &Option<Side>, fmt: Option<(u32, u32)>| -> KResult<_> {
+            let (Some(s), Some(f)) = (side, fmt) else {
+                return Ok(None);
+            };
+            let offset = size.div_ceil(128) * 128;
+            let r = Self::region(s, f, frames, offset)?;
+            size = offset + r.period_bytes as u64 * count as u64;
+            Ok(Some(r))
         };
-        let inp = match (&self.input, st.in_format) {
-            (Some(s), Some(f)) => {
-                let offset = size.div_ceil(128) * 128;
-                let r = Self::region(s, f, frames, offset)?;
-                size = offset + r.period_bytes as u64 * count as u64;
-                Some(r)
-            }
-            _ => None,
-        };
+        let out = place(&self.output, st.output.format)?;
+        let inp = place(&self.input, st.input.format)?;
         Ok((out, inp, size))
     }
 
@@ -420,13 +436,14 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
         out: Option<Region>,
         inp: Option<Region>,
     ) -> KResult {
-        if let (Some(s), Some(f), Some(r)) = (&self.output, st.out_format, out) {
-            let p = Self::params_for(s, f, frames, count)?;
-            self.engine.set_params(s.stream, p, area, r.offset)?;
-        }
-        if let (Some(s), Some(f), Some(r)) = (&self.input, st.in_format, inp) {
-            let p = Self::params_for(s, f, frames, count)?;
-            self.engine.set_params(s.stream, p, area, r.offset)?;
+        for (side, fmt, region) in [
+            (&self.output, st.output.format, out),
+            (&self.input, st.input.format, inp),
+        ] {
+            if let (Some(s), Some(f), Some(r)) = (side, fmt, region) {
+                let p = Self::params_for(s, f, frames, count)?;
+                self.engine.set_params(s.stream, p, area, r.offset)?;
+            }
         }
         Ok(())
     }
@@ -453,8 +470,8 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
             area,
             count,
             frames,
-            out,
-            inp,
+            output: out,
+            input: inp,
         });
         st.stale = false;
         if let Err(e) = self.fill_silence(st, true) {
@@ -471,11 +488,7 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
         if self.settings.frames_per_buffer != 0 {
             return self.settings.frames_per_buffer.clamp(16, 65536);
         }
-        let bit = st
-            .out_format
-            .or(st.in_format)
-            .map_or(hm::B_SR_48000, |f| f.0);
-        format::default_frames(format::rate_of(bit).and_then(|r| r.hz()).unwrap_or(48000))
+        format::default_frames(st.hz())
     }
 
     fn write_descs(
@@ -528,37 +541,18 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
                 .unwrap_or_default()
         };
         let (od, id) = (designs(&self.output), designs(&self.input));
-        for (n, d) in od.iter().enumerate() {
-            list.push(channels::channel_info(
-                n as i32,
-                hm::B_MULTI_OUTPUT_CHANNEL,
-                *d,
-                0,
-            ));
-        }
-        for (n, d) in id.iter().enumerate() {
-            list.push(channels::channel_info(
-                (o + n) as i32,
-                hm::B_MULTI_INPUT_CHANNEL,
-                *d,
-                0,
-            ));
-        }
-        for (n, d) in od.iter().enumerate() {
-            list.push(channels::channel_info(
-                (o + i + n) as i32,
-                hm::B_MULTI_OUTPUT_BUS,
-                *d,
-                hm::B_CHANNEL_MINI_JACK_STEREO,
-            ));
-        }
-        for (n, d) in id.iter().enumerate() {
-            list.push(channels::channel_info(
-                (2 * o + i + n) as i32,
-                hm::B_MULTI_INPUT_BUS,
-                *d,
-                hm::B_CHANNEL_MINI_JACK_STEREO,
-            ));
+        // Channels numbered in order: output channels, input channels, output buses, input
+        // buses.
+        for (designations, kind, connectors) in [
+            (&od, hm::B_MULTI_OUTPUT_CHANNEL, 0),
+            (&id, hm::B_MULTI_INPUT_CHANNEL, 0),
+            (&od, hm::B_MULTI_OUTPUT_BUS, hm::B_CHANNEL_MINI_JACK_STEREO),
+            (&id, hm::B_MULTI_INPUT_BUS, hm::B_CHANNEL_MINI_JACK_STEREO),
+        ] {
+            for d in designations {
+                let n = list.len() as i32;
+                list.push(channels::channel_info(n, kind, *d, connectors));
+            }
         }
         let room = d.request_channel_count.max(0) as usize;
         if room > 0 && d.channels.is_null() {
@@ -600,13 +594,7 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
             0
         });
         let frames = self.frames_for(&st, 0) as i64;
-        let hz = st
-            .out_format
-            .or(st.in_format)
-            .and_then(|f| format::rate_of(f.0))
-            .and_then(|r| r.hz())
-            .unwrap_or(48000) as i64;
-        d.start_latency = frames * 1_000_000 / hz;
+        d.start_latency = frames * 1_000_000 / st.hz() as i64;
         d.control_panel = [0; 64];
         Ok(())
     }
@@ -664,11 +652,13 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
             format: fmt.map_or(0, |f| f.1),
             ..Default::default()
         };
-        f.output = fill(st.out_format);
-        f.input = fill(st.in_format);
+        f.output = fill(st.output.format);
+        f.input = fill(st.input.format);
         let latency = |fmt: Option<(u32, u32)>| -> i64 {
-            let Some((rate, _)) = fmt else { return 0 };
-            let hz = format::rate_of(rate).and_then(|r| r.hz()).unwrap_or(48000) as i64;
+            if fmt.is_none() {
+                return 0;
+            }
+            let hz = hz_of(fmt) as i64;
             let (frames, count) = st
                 .buffers
                 .as_ref()
@@ -677,8 +667,8 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
                 });
             frames as i64 * count as i64 * 1_000_000 / hz
         };
-        f.output_latency = latency(st.out_format);
-        f.input_latency = latency(st.in_format);
+        f.output_latency = latency(st.output.format);
+        f.input_latency = latency(st.input.format);
         f.timecode_kind = 0;
         Ok(())
     }
@@ -699,14 +689,14 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
         let out = check(&self.output, &f.output)?;
         let inp = check(&self.input, &f.input)?;
         let mut st = self.state.lock(&*self.kernel, LOCK_TIMEOUT)?;
-        if out == st.out_format && inp == st.in_format {
+        if out == st.output.format && inp == st.input.format {
             return Ok(());
         }
         // A new format while streaming: stop, and keep the buffers until the client asks
         // for new ones (it does, right after).
         let halted = self.halt(&mut st, false);
-        st.out_format = out;
-        st.in_format = inp;
+        st.output.format = out;
+        st.input.format = inp;
         if st.buffers.is_some() {
             st.stale = true;
         }
@@ -747,16 +737,14 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
         let Some(b) = st.buffers.as_ref() else {
             return Err(Status::ERROR);
         };
-        let written = b
-            .out
-            .map_or(Ok(()), |r| {
-                self.write_descs(l.playback_buffers, b, r, self.out_channels())
-            })
-            .and_then(|_| {
-                b.inp.map_or(Ok(()), |r| {
-                    self.write_descs(l.record_buffers, b, r, self.in_channels())
-                })
-            });
+        let written = [
+            (l.playback_buffers, b.output, self.out_channels()),
+            (l.record_buffers, b.input, self.in_channels()),
+        ]
+        .into_iter()
+        .try_for_each(|(table, region, channels)| {
+            region.map_or(Ok(()), |r| self.write_descs(table, b, r, channels))
+        });
         if let Err(e) = written {
             // The client cannot know these buffers: drop them rather than stream into them.
             st.buffers = None;
@@ -765,12 +753,16 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
         let Some(b) = st.buffers.as_ref() else {
             return Err(Status::ERROR);
         };
-        l.return_playback_buffers = if b.out.is_some() { b.count as i32 } else { 0 };
+        l.return_playback_buffers = if b.output.is_some() {
+            b.count as i32
+        } else {
+            0
+        };
         l.return_playback_channels = self.out_channels() as i32;
-        l.return_playback_buffer_size = if b.out.is_some() { b.frames } else { 0 };
-        l.return_record_buffers = if b.inp.is_some() { b.count as i32 } else { 0 };
+        l.return_playback_buffer_size = if b.output.is_some() { b.frames } else { 0 };
+        l.return_record_buffers = if b.input.is_some() { b.count as i32 } else { 0 };
         l.return_record_channels = self.in_channels() as i32;
-        l.return_record_buffer_size = if b.inp.is_some() { b.frames } else { 0 };
+        l.return_record_buffer_size = if b.input.is_some() { b.frames } else { 0 };
         Ok(())
     }
 
@@ -785,15 +777,7 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
             return Err(Status::NO_INIT);
         };
         let (count, frames) = (b.count, b.frames as i64);
-        let period = {
-            let hz = st
-                .out_format
-                .or(st.in_format)
-                .and_then(|f| format::rate_of(f.0))
-                .and_then(|r| r.hz())
-                .unwrap_or(48000) as i64;
-            frames * 1_000_000 / hz
-        };
+        let period = frames * 1_000_000 / st.hz() as i64;
         if st.stale {
             // New format, old buffers: lay them out again in place if they fit.
             // (relayout refuses when the new layout does not fit the old area.)
@@ -806,7 +790,7 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
         }
         let result = if !st.running {
             let mut r = Ok(());
-            for s in self.output.iter().chain(self.input.iter()) {
+            for s in self.sides() {
                 if let Err(e) = self.engine.start_stream(s.stream) {
                     r = Err(e);
                     break;
@@ -818,7 +802,7 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
             r
         } else {
             let mut r = Ok(());
-            for s in self.output.iter().chain(self.input.iter()) {
+            for s in self.sides() {
                 if self
                     .engine
                     .stream(s.stream)
@@ -844,23 +828,18 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
         let stream = self.engine.stream(primary).ok_or(Status::NO_INIT)?;
         let timeout = (4 * period).max(50_000);
         let c = stream.next_completion(k, timeout)?;
-        let hz_of = |f: Option<(u32, u32)>| {
-            f.and_then(|f| format::rate_of(f.0))
-                .and_then(|r| r.hz())
-                .unwrap_or(48000) as i64
-        };
         if self.output.is_some() {
             let fb = b_frame_bytes(&st, true);
             let latency = if fb > 0 {
-                c.latency_bytes as i64 / fb as i64 * 1_000_000 / hz_of(st.out_format)
+                c.latency_bytes as i64 / fb as i64 * 1_000_000 / hz_of(st.output.format) as i64
             } else {
                 0
             };
-            let time = (c.time + latency).max(st.played.time + 1);
-            st.played = Report {
+            let time = (c.time + latency).max(st.output.report.time + 1);
+            st.output.report = Report {
                 cycle: ((c.buffer + 1) % count) as i32,
                 time,
-                frames: st.out_base + (c.seq as i64 + 1) * frames,
+                frames: st.output.base + (c.seq as i64 + 1) * frames,
             };
         }
         if let Some(inp) = &self.input {
@@ -872,22 +851,22 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
                     .and_then(|s| s.take_completion(k))
             };
             if let Some(rc) = rc {
-                st.recorded = Report {
+                st.input.report = Report {
                     cycle: rc.buffer as i32,
-                    time: rc.time.max(st.recorded.time + 1),
-                    frames: st.in_base + (rc.seq as i64 + 1) * frames,
+                    time: rc.time.max(st.input.report.time + 1),
+                    frames: st.input.base + (rc.seq as i64 + 1) * frames,
                 };
             }
         }
         if self.output.is_some() {
-            info.played_real_time = st.played.time;
-            info.played_frames_count = st.played.frames;
-            info.playback_buffer_cycle = st.played.cycle;
+            info.played_real_time = st.output.report.time;
+            info.played_frames_count = st.output.report.frames;
+            info.playback_buffer_cycle = st.output.report.cycle;
         }
         if self.input.is_some() {
-            info.recorded_real_time = st.recorded.time;
-            info.recorded_frames_count = st.recorded.frames;
-            info.record_buffer_cycle = st.recorded.cycle;
+            info.recorded_real_time = st.input.report.time;
+            info.recorded_frames_count = st.input.report.frames;
+            info.record_buffer_cycle = st.input.report.cycle;
         }
         Ok(())
     }
@@ -964,7 +943,7 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
 fn b_frame_bytes(st: &State, output: bool) -> u32 {
     st.buffers
         .as_ref()
-        .and_then(|b| if output { b.out } else { b.inp })
+        .and_then(|b| if output { b.output } else { b.input })
         .map_or(0, |r| r.frame_bytes)
 }
 
@@ -989,7 +968,11 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
                 return Err(e);
             }
         };
-        st.buffers = Some(Buffers { out, inp, ..b });
+        st.buffers = Some(Buffers {
+            output: out,
+            input: inp,
+            ..b
+        });
         st.stale = false;
         // The buffers hold samples of the old format: noise in the new one.
         self.fill_silence(st, false)
