@@ -17,7 +17,7 @@ use alloc::vec::Vec;
 use spec::hmulti_audio as hm;
 use spec::UserPtr;
 
-use crate::virtio::pcm::{silence_byte, PcmParams, MAX_PERIODS};
+use crate::virtio::pcm::{silence_byte, Completion, PcmParams, MAX_PERIODS};
 use crate::virtio::Engine;
 use channels::Layout;
 use platform::dma::BufferArea;
@@ -123,6 +123,16 @@ impl SideState {
                 ..Default::default()
             },
         }
+    }
+
+    /// Counts a completed period: `seq` is its number in this run, `cycle` the buffer to
+    /// report, `time` when it completed (reported times only grow).
+    fn complete(&mut self, cycle: u32, time: i64, seq: u64, frames: i64) {
+        self.report = Report {
+            cycle: cycle as i32,
+            time: time.max(self.report.time + 1),
+            frames: self.base + (seq as i64 + 1) * frames,
+        };
     }
 }
 
@@ -778,15 +788,26 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
         };
         let (count, frames) = (b.count, b.frames as i64);
         let period = frames * 1_000_000 / st.hz() as i64;
+        if let Err(e) = self.exchange_start(&mut st) {
+            drop(st);
+            k.snooze(period.clamp(1_000, 100_000));
+            return Err(e);
+        }
+        let c = self.exchange_wait(period)?;
+        self.exchange_report(&mut st, c, count, frames, info);
+        Ok(())
+    }
+
+    /// An exchange's first step: lays the buffers out again after a format change, then
+    /// starts the streams (the run's first exchange; starting queues every buffer) or queues
+    /// the buffer the client filled since the last exchange, counting the exchanges that
+    /// found the device with nothing queued. A stream that cannot start or be refilled
+    /// halts the run.
+    fn exchange_start(&self, st: &mut State) -> KResult {
         if st.stale {
             // New format, old buffers: lay them out again in place if they fit.
             // (relayout refuses when the new layout does not fit the old area.)
-            let rebuilt = self.relayout(&mut st);
-            if let Err(e) = rebuilt {
-                drop(st);
-                k.snooze(period.clamp(1_000, 100_000));
-                return Err(e);
-            }
+            self.relayout(st)?;
         }
         let result = if !st.running {
             let mut r = Ok(());
@@ -806,7 +827,7 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
                 if self
                     .engine
                     .stream(s.stream)
-                    .is_some_and(|p| p.in_flight(k) == 0)
+                    .is_some_and(|p| p.in_flight(&*self.kernel) == 0)
                 {
                     st.starved += 1;
                 }
@@ -816,31 +837,45 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
             }
             r
         };
-        if let Err(e) = result {
-            let _ = self.halt(&mut st, false);
-            drop(st);
-            k.snooze(period.clamp(1_000, 100_000));
-            return Err(e);
+        if result.is_err() {
+            let _ = self.halt(st, false);
         }
-        let Some(primary) = self.primary_stream() else {
-            return Err(Status::NO_INIT);
-        };
+        result
+    }
+
+    /// An exchange's second step: waits for the next period of the primary stream (the
+    /// output's, else the input's) to complete, for four periods and at least 50 ms.
+    fn exchange_wait(&self, period: i64) -> KResult<Completion> {
+        let primary = self.primary_stream().ok_or(Status::NO_INIT)?;
         let stream = self.engine.stream(primary).ok_or(Status::NO_INIT)?;
-        let timeout = (4 * period).max(50_000);
-        let c = stream.next_completion(k, timeout)?;
+        stream.next_completion(&*self.kernel, (4 * period).max(50_000))
+    }
+
+    /// An exchange's last step: counts the completed period `c` of the primary stream (and,
+    /// on a duplex card, the input's next one, if it has come) in each direction's report,
+    /// and fills `info` from the reports. Playback reports the buffer after the completed
+    /// one (the one the client fills next) and its time plus the device's latency.
+    fn exchange_report(
+        &self,
+        st: &mut State,
+        c: Completion,
+        count: u32,
+        frames: i64,
+        info: &mut hm::MultiBufferInfo,
+    ) {
         if self.output.is_some() {
-            let fb = b_frame_bytes(&st, true);
+            let fb = st
+                .buffers
+                .as_ref()
+                .and_then(|b| b.output)
+                .map_or(0, |r| r.frame_bytes);
             let latency = if fb > 0 {
                 c.latency_bytes as i64 / fb as i64 * 1_000_000 / hz_of(st.output.format) as i64
             } else {
                 0
             };
-            let time = (c.time + latency).max(st.output.report.time + 1);
-            st.output.report = Report {
-                cycle: ((c.buffer + 1) % count) as i32,
-                time,
-                frames: st.output.base + (c.seq as i64 + 1) * frames,
-            };
+            let cycle = (c.buffer + 1) % count;
+            st.output.complete(cycle, c.time + latency, c.seq, frames);
         }
         if let Some(inp) = &self.input {
             let rc = if self.output.is_none() {
@@ -848,14 +883,10 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
             } else {
                 self.engine
                     .stream(inp.stream)
-                    .and_then(|s| s.take_completion(k))
+                    .and_then(|s| s.take_completion(&*self.kernel))
             };
             if let Some(rc) = rc {
-                st.input.report = Report {
-                    cycle: rc.buffer as i32,
-                    time: rc.time.max(st.input.report.time + 1),
-                    frames: st.input.base + (rc.seq as i64 + 1) * frames,
-                };
+                st.input.complete(rc.buffer, rc.time, rc.seq, frames);
             }
         }
         if self.output.is_some() {
@@ -868,7 +899,6 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
             info.recorded_frames_count = st.input.report.frames;
             info.record_buffer_cycle = st.input.report.cycle;
         }
-        Ok(())
     }
 
     #[ioctl(BufferForceStop)]
@@ -938,13 +968,6 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
         m.actual_count = 0;
         Ok(())
     }
-}
-
-fn b_frame_bytes(st: &State, output: bool) -> u32 {
-    st.buffers
-        .as_ref()
-        .and_then(|b| if output { b.output } else { b.input })
-        .map_or(0, |r| r.frame_bytes)
 }
 
 impl<K: Kernel, V: VirtioDevice> Card<K, V> {
