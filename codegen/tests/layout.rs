@@ -1,5 +1,5 @@
-//! The layout engine on the real spec files, against sizes and offsets the reference notes
-//! give (each measured with gcc on the real headers).
+//! The layout engine on the real spec files, against sizes and offsets measured with gcc on
+//! the real headers (`linux/virtio_snd.h`, Haiku's `hmulti_audio.h` and kernel headers).
 
 use std::path::{Path, PathBuf};
 

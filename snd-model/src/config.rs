@@ -1,6 +1,6 @@
 //! What the simulated device has: streams, jacks, channel maps, control elements.
 //!
-//! The default is QEMU's `virtio-sound-pci` as the reference notes describe it (two streams,
+//! The default is QEMU's `virtio-sound-pci` as its source describes it (`hw/audio/virtio-snd.c`: two streams,
 //! seven formats, fourteen rates, one or two channels, no jacks, chmaps or controls, queues of
 //! 64), because that is the device the driver must work with first. Everything else a host
 //! might offer (crosvm's many streams, vhost-device-sound's controls, 12/24 kHz from virtio
