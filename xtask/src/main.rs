@@ -3,7 +3,8 @@
 //! - `gen [--check] [--haiku PATH]`: regenerate everything derived from `spec/*.toml`
 //! - `layout --json`: every structure and constant, by C name
 //! - `spec-diff [REV | OLD.toml NEW.toml] [--deny-breaking]`: an ABI review
-//! - `test`: everything CI runs
+//! - `test`: everything CI runs, after installing what it needs (`setup`)
+//! - `setup [--check]`: install (or only look for) what the tests need from the machine
 //! - `bench`: the exchange benchmark (callgrind)
 //! - `sim`: play through the built add-on in the Haiku kernel simulator
 //! - `qemu`: the same against QEMU's virtio-sound-pci device, in a Linux guest
@@ -18,6 +19,7 @@ mod gen;
 mod haiku;
 mod qemu;
 mod qemucmd;
+mod setup;
 mod simcmd;
 mod spec_diff;
 
@@ -59,8 +61,16 @@ enum Cmd {
         #[arg(long)]
         deny_breaking: bool,
     },
-    /// Run everything CI runs: gen --check, fmt, clippy, the tests.
+    /// Run everything CI runs: gen --check, fmt, clippy, the tests (first installing what
+    /// they need when it can, as `setup` does).
     Test,
+    /// Install what the tests need from the machine (libclang, the Linux UAPI headers, a C
+    /// compiler, QEMU with virtio-sound-pci) with apt-get, through sudo when not root.
+    Setup {
+        /// Only report what is installed and what is missing; fail if the tests need more.
+        #[arg(long)]
+        check: bool,
+    },
     /// Build the Haiku add-on: target/haiku/virtio_sound (audited) and target/haiku/install/.
     BuildHaiku {
         /// For tests: build with arithmetic overflow checks, into
@@ -101,6 +111,7 @@ fn main() -> ExitCode {
             deny_breaking,
         } => spec_diff::run(&args, deny_breaking),
         Cmd::Test => run_tests(),
+        Cmd::Setup { check } => setup::run(check),
         Cmd::Bench => bench::run(),
         Cmd::Sim(args) => simcmd::run(&args),
         Cmd::Qemu(args) => qemucmd::run(&args),
@@ -140,6 +151,7 @@ fn step(name: &str, cmd: &mut std::process::Command) -> Result {
 }
 
 fn run_tests() -> Result {
+    setup::before_tests()?;
     gen::run(true, None)?;
     step(
         "cargo fmt --check",
