@@ -2,6 +2,7 @@
 //! x86_64, validation, and the emitters (Rust, C header, layout dump, kernel stub, ABI diff).
 //!
 //! It is a library so xtask, tests and the simulator read the spec the same way.
+#![forbid(unsafe_code)]
 
 pub mod diag;
 pub mod diff;

@@ -1,5 +1,5 @@
 //! An ELF loader with the rules of Haiku's kernel add-on loader (`load_kernel_add_on` in
-//! src/system/kernel/elf.cpp and arch_elf.cpp, as summarised in the reference notes), so a
+//! Haiku's `src/system/kernel/elf.cpp` and `src/system/kernel/arch/x86/arch_elf.cpp`), so a
 //! file this loader accepts is one Haiku would load, and a file it refuses is refused with
 //! Haiku's reason and status.
 //!

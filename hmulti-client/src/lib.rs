@@ -7,6 +7,7 @@
 //! It talks to any [`Hmulti`]: a loaded add-on's `control` hook (`haiku-sim`), or a driver's
 //! card called directly (the driver's tests). It never depends on a driver: what it expects
 //! comes from hmulti's definitions and the driver's documented behaviour.
+#![forbid(unsafe_code)]
 
 pub mod wav;
 

@@ -18,6 +18,7 @@
 //! with `B_DEV_INVALID_IOCTL`; and `HANDLED`, the opcodes that have one. The impl block must
 //! provide `fn kernel(&self) -> &K` for the copies. Control flow stays visible: the generated
 //! code is one `match`.
+#![forbid(unsafe_code)]
 
 use proc_macro::TokenStream;
 use quote::quote;

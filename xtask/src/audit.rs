@@ -1,8 +1,8 @@
 //! `cargo xtask audit FILE`: does Haiku's kernel ELF loader accept this add-on?
 //!
 //! The checks follow `load_kernel_add_on` (`src/system/kernel/elf.cpp`) and
-//! `arch_elf_relocate_rela` (`arch/x86/arch_elf.cpp`); see DESIGN.md §5 and the reference
-//! notes on the kernel ABI (§0 and §5) for why each rule exists. The file is read the way
+//! `arch_elf_relocate_rela` (`arch/x86/arch_elf.cpp`); each rule's message says why it
+//! exists. The file is read the way
 //! the loader reads it: program headers and the dynamic section, never section headers.
 //! Section headers, when present, only say which bytes are code and name functions.
 //!
@@ -1853,8 +1853,8 @@ mod tests {
     use super::*;
     use std::process::Command;
 
-    /// The add-on's code generation (no red zone, frame pointers) and link, as DESIGN.md §5
-    /// gives them, for gcc and GNU ld (which has no `--no-rosegment`: `-z noseparate-code`
+    /// The add-on's code generation (no red zone, frame pointers) and link, as
+    /// `crate::haiku::rustflags` gives them, for gcc and GNU ld (which has no `--no-rosegment`: `-z noseparate-code`
     /// alone gives one R+X and one RW PT_LOAD).
     const ADDON: &[&str] = &[
         "-shared",

@@ -2,7 +2,7 @@
 //!
 //! Stable Rust has no Haiku kernel target, so the driver is built for the host target as a
 //! `no_std` cdylib with the code-generation and link flags that make a file Haiku's kernel
-//! loader accepts (DESIGN.md §5), linked against a stub `kernel_x86_64` generated from the
+//! loader accepts (`load_kernel_add_on` in Haiku's `src/system/kernel/elf.cpp`), linked against a stub `kernel_x86_64` generated from the
 //! kernel import table so every import carries its ELF type. The audit then checks every
 //! loader rule on the result.
 
@@ -122,7 +122,8 @@ pub struct Variant {
 /// Where the overflow-checked add-on goes, relative to the workspace root.
 pub const CHECKED_DIR: &str = "target/haiku/overflow-checks";
 
-/// The flags that make a host-target cdylib loadable by Haiku's kernel (DESIGN.md §5), plus
+/// The flags that make a host-target cdylib loadable by Haiku's kernel (one RX and one RW
+/// PT_LOAD, DT_HASH, no RELRO, PIC; `src/system/kernel/elf.cpp`), plus
 /// frame pointers: Haiku builds x86_64 kernel code with `-fno-omit-frame-pointer` because its
 /// kernel debugger walks stacks through rbp, and a function that uses rbp as a general
 /// register breaks every backtrace taken below it.

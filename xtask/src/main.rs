@@ -11,6 +11,7 @@
 //! - `build-haiku`: the add-on, audited, and its install tree
 //! - `audit FILE`: would Haiku's kernel ELF loader accept this add-on, and can its kernel
 //!   debugger walk the add-on's stack?
+#![forbid(unsafe_code)]
 
 mod audit;
 mod bench;
