@@ -3,16 +3,25 @@
 use std::path::Path;
 use std::process::Command;
 
-/// Nothing committed names a path of the machine it was written on or a package registry.
-#[test]
-fn no_machine_paths_or_registry_hosts() {
+/// The repository's files (tracked, and untracked but not ignored) with their text, by path
+/// relative to the root; files that are not UTF-8 text are left out.
+fn repository_files() -> Vec<(String, String)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let out = Command::new("git")
         .current_dir(&root)
         .args(["ls-files", "-co", "--exclude-standard"])
         .output()
         .unwrap();
-    let files = String::from_utf8(out.stdout).unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|f| Some((f.to_string(), std::fs::read_to_string(root.join(f)).ok()?)))
+        .collect()
+}
+
+/// Nothing committed names a path of the machine it was written on or a package registry.
+#[test]
+fn no_machine_paths_or_registry_hosts() {
     let forbidden = [
         ["/wo", "rk/"].concat(),
         ["/ro", "ot/"].concat(),
@@ -22,13 +31,10 @@ fn no_machine_paths_or_registry_hosts() {
         ["registry", ".npmjs"].concat(),
     ];
     let mut hits = Vec::new();
-    for f in files.lines() {
+    for (f, text) in repository_files() {
         if f == "Cargo.lock" {
             continue;
         }
-        let Ok(text) = std::fs::read_to_string(root.join(f)) else {
-            continue;
-        };
         for (i, line) in text.lines().enumerate() {
             for bad in &forbidden {
                 if line.contains(bad.as_str()) {
@@ -459,11 +465,6 @@ fn generated_files_carry_their_header() {
 /// source instead.
 #[test]
 fn nothing_cites_documents_outside_the_repository() {
-    let out = Command::new("git")
-        .current_dir(root())
-        .args(["ls-files", "-co", "--exclude-standard"])
-        .output()
-        .unwrap();
     let forbidden = [
         ["reference", " notes"].concat(),
         ["DESIGN", ".md"].concat(),
@@ -472,10 +473,7 @@ fn nothing_cites_documents_outside_the_repository() {
         ["shared/", "reference"].concat(),
     ];
     let mut hits = Vec::new();
-    for f in String::from_utf8(out.stdout).unwrap().lines() {
-        let Ok(text) = std::fs::read_to_string(root().join(f)) else {
-            continue;
-        };
+    for (f, text) in repository_files() {
         for (i, line) in text.lines().enumerate() {
             for bad in &forbidden {
                 if line.contains(bad.as_str()) {
