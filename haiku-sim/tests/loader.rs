@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use haiku_elf::build;
 use haiku_sim::loader::{self, KernelSymbol, SymbolKind};
 use spec::haiku_driver as hd;
 
@@ -44,31 +45,19 @@ module_info* modules[] = { &m, 0 };
 int probe(void) { return create_sem(1, "x"); }
 "#;
 
-const GOOD_FLAGS: &[&str] = &[
-    "-shared",
-    "-nostdlib",
-    "-fPIC",
-    "-O2",
-    "-mno-red-zone",
-    "-fno-omit-frame-pointer",
-    "-Wl,--hash-style=sysv",
-    "-Wl,-z,noseparate-code",
-    "-Wl,-z,norelro",
-    "-Wl,-z,max-page-size=0x1000",
-];
+/// The add-on's flags for the C compiler and GNU ld, optimised as C usually is.
+fn good_flags() -> Vec<&'static str> {
+    let mut flags = build::c_addon();
+    flags.push("-O2");
+    flags
+}
 
 fn build(dir: &Path, name: &str, src: &str, flags: &[&str], stub: &str) -> PathBuf {
     let stub_c = dir.join(format!("{name}_stub.c"));
     std::fs::write(&stub_c, stub).unwrap();
     let st = Command::new("cc")
-        .args([
-            "-shared",
-            "-nostdlib",
-            "-fPIC",
-            "-fno-builtin",
-            "-Wl,-soname,kernel_x86_64",
-            "-o",
-        ])
+        .args(build::KERNEL_STUB)
+        .arg("-o")
         .arg(dir.join(format!("lib{name}k.so")))
         .arg(&stub_c)
         .status()
@@ -90,13 +79,13 @@ fn build(dir: &Path, name: &str, src: &str, flags: &[&str], stub: &str) -> PathB
     out
 }
 
-/// [`GOOD_FLAGS`] with the flag `from` replaced by `to`.
+/// [`good_flags`] with the flag `from` replaced by `to`.
 fn replaced(from: &str, to: &'static str) -> Vec<&'static str> {
-    let mut flags = GOOD_FLAGS.to_vec();
+    let mut flags = good_flags();
     let i = flags
         .iter()
         .position(|f| *f == from)
-        .expect("a flag of GOOD_FLAGS");
+        .expect("a flag of good_flags()");
     flags[i] = to;
     flags
 }
@@ -108,7 +97,7 @@ fn refused(path: &Path) -> loader::LoadError {
 #[test]
 fn accepts_a_good_addon_and_binds_imports() {
     let d = tempfile::tempdir().unwrap();
-    let f = build(d.path(), "good", GOOD, GOOD_FLAGS, STUB);
+    let f = build(d.path(), "good", GOOD, &good_flags(), STUB);
     let image = loader::load(&f, &kernel()).unwrap_or_else(|e| panic!("{e}"));
     assert!(!image.modules().is_null());
     let probe = image.symbol("probe").expect("probe");
@@ -143,7 +132,7 @@ fn refuses_what_haiku_refuses() {
     );
 
     let tls = format!("{GOOD}\n__thread int counter;\nint bump(void) {{ return ++counter; }}\n");
-    let mut ie = GOOD_FLAGS.to_vec();
+    let mut ie = good_flags();
     ie.push("-ftls-model=initial-exec");
     let e = refused(&build(dir, "tls", &tls, &ie, STUB));
     assert_eq!(e.status, hd::B_BAD_DATA, "{e}");
@@ -156,7 +145,7 @@ fn refuses_what_haiku_refuses() {
         dir,
         "missing",
         &missing,
-        GOOD_FLAGS,
+        &good_flags(),
         &format!("{STUB}void not_in_kernel(void) {{}}\n"),
     ));
     assert_eq!(e.status, hd::B_MISSING_SYMBOL, "{e}");
@@ -167,18 +156,18 @@ fn refuses_what_haiku_refuses() {
         dir,
         "wrongtype",
         wrong,
-        GOOD_FLAGS,
+        &good_flags(),
         "void __stack_chk_guard(void) {}\n",
     ));
     assert_eq!(e.status, hd::B_MISSING_SYMBOL, "{e}");
     assert!(e.reason.contains("wrong type"), "{e}");
 
     let nomod = "extern int create_sem(int, const char*);\nint probe(void) { return create_sem(1, \"x\"); }\n";
-    let e = refused(&build(dir, "nomodules", nomod, GOOD_FLAGS, STUB));
+    let e = refused(&build(dir, "nomodules", nomod, &good_flags(), STUB));
     assert_eq!(e.status, hd::B_BAD_TYPE, "{e}");
 
     // A dynamic relocation type Haiku does not handle, made by patching the good fixture.
-    let good = build(dir, "patch", GOOD, GOOD_FLAGS, STUB);
+    let good = build(dir, "patch", GOOD, &good_flags(), STUB);
     let mut bytes = std::fs::read(&good).unwrap();
     let pos = find_relative_reloc(&bytes).expect("a RELATIVE relocation to patch");
     bytes[pos] = 37; // R_X86_64_IRELATIVE
@@ -199,7 +188,11 @@ fn initialisers_and_relr_load_but_are_noted() {
     let ctor = format!(
         "{GOOD}\nint ran;\n__attribute__((constructor)) static void init(void) {{ ran = 1; }}\n"
     );
-    let image = loader::load(&build(d.path(), "ctor", &ctor, GOOD_FLAGS, STUB), &kernel()).unwrap();
+    let image = loader::load(
+        &build(d.path(), "ctor", &ctor, &good_flags(), STUB),
+        &kernel(),
+    )
+    .unwrap();
     assert!(
         image.notes.iter().any(|n| n.contains("never run")),
         "{:?}",

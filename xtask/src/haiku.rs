@@ -2,9 +2,11 @@
 //!
 //! Stable Rust has no Haiku kernel target, so the driver is built for the host target as a
 //! `no_std` cdylib with the code-generation and link flags that make a file Haiku's kernel
-//! loader accepts (`load_kernel_add_on` in Haiku's `src/system/kernel/elf.cpp`), linked against a stub `kernel_x86_64` generated from the
-//! kernel import table so every import carries its ELF type. The audit then checks every
-//! loader rule on the result.
+//! loader accepts ([`haiku_elf::build`]: one R+X and one R+W PT_LOAD, DT_HASH, PIC, as
+//! `load_kernel_add_on` in Haiku's src/system/kernel/elf.cpp and `arch_elf_relocate_rela`
+//! in src/system/kernel/arch/x86/arch_elf.cpp require), linked against a stub
+//! `kernel_x86_64` generated from the kernel import table so every import carries its ELF
+//! type. The audit then checks every loader rule on the result.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -95,14 +97,8 @@ pub fn build_stub(dir: &Path) -> Result<PathBuf> {
     run(
         "compiling the kernel stub",
         Command::new(cc)
-            .args([
-                "-shared",
-                "-nostdlib",
-                "-fPIC",
-                "-fno-builtin",
-                "-Wl,-soname,kernel_x86_64",
-                "-o",
-            ])
+            .args(haiku_elf::build::KERNEL_STUB)
+            .arg("-o")
             .arg(&so_tmp)
             .arg(&c),
     )?;
@@ -122,40 +118,22 @@ pub struct Variant {
 /// Where the overflow-checked add-on goes, relative to the workspace root.
 pub const CHECKED_DIR: &str = "target/haiku/overflow-checks";
 
-/// The flags that make a host-target cdylib loadable by Haiku's kernel (one RX and one RW
-/// PT_LOAD, DT_HASH, no RELRO, PIC; `src/system/kernel/elf.cpp`), plus
-/// frame pointers: Haiku builds x86_64 kernel code with `-fno-omit-frame-pointer` because its
-/// kernel debugger walks stacks through rbp, and a function that uses rbp as a general
-/// register breaks every backtrace taken below it.
+/// The flags that make a host-target cdylib loadable by Haiku's kernel
+/// ([`haiku_elf::build`], where each is explained), plus frame pointers: Haiku builds x86_64
+/// kernel code with `-fno-omit-frame-pointer` because its kernel debugger walks stacks
+/// through rbp, and a function that uses rbp as a general register breaks every backtrace
+/// taken below it.
 pub fn rustflags(stub_dir: &Path, variant: Variant) -> String {
-    let link = [
-        "-nostdlib",
-        "-Wl,--hash-style=sysv",
-        "-Wl,-z,max-page-size=0x1000",
-        "-Wl,-z,noseparate-code",
-        "-Wl,-z,norelro",
-        "-Wl,--no-rosegment",
-        "-Wl,--build-id=none",
-        "-Wl,-Bsymbolic",
-        "-Wl,-soname,virtio_sound",
-    ];
-    let mut flags = vec![
-        "-C".to_string(),
-        "no-redzone=yes".into(),
-        "-C".into(),
-        "force-frame-pointers=yes".into(),
-        "-C".into(),
-        "relocation-model=pic".into(),
-        "-C".into(),
-        "relro-level=off".into(),
-        "-C".into(),
-        "panic=abort".into(),
-    ];
+    let mut flags = Vec::new();
+    for c in haiku_elf::build::RUSTC_CODEGEN {
+        flags.push("-C".to_string());
+        flags.push(c.into());
+    }
     if variant.overflow_checks {
         flags.push("-C".into());
         flags.push("overflow-checks=on".into());
     }
-    for l in link {
+    for l in haiku_elf::build::rustc_link_args() {
         flags.push("-C".into());
         flags.push(format!("link-arg={l}"));
     }

@@ -1,7 +1,9 @@
 //! `cargo xtask audit FILE` as a user runs it: exit codes and where the output goes.
-//! The rules themselves are tested in `src/audit.rs` against fixtures built there.
+//! The rules themselves are tested in the `haiku-elf` crate against fixtures built there.
 
 use std::path::Path;
+
+use haiku_elf::build;
 use std::process::{Command, Output};
 
 fn audit(file: &Path) -> Output {
@@ -34,39 +36,15 @@ fn a_good_add_on_exits_zero_and_prints_the_report() {
         "void dprintf(const char *f, ...) {}\n",
     )
     .unwrap();
-    cc(
-        dir.path(),
-        &[
-            "-shared",
-            "-nostdlib",
-            "-fPIC",
-            "-Wl,-soname,kernel_x86_64",
-            "-o",
-            "libkernel_x86_64.so",
-            "kernel.c",
-        ],
-    );
+    let mut stub = build::KERNEL_STUB.to_vec();
+    stub.extend(["-o", "libkernel_x86_64.so", "kernel.c"]);
+    cc(dir.path(), &stub);
     let src = "extern void dprintf(const char *, ...);\n\
                static void hello(void) { dprintf(\"hello\\n\"); }\n\
                void (*modules[])(void) = { hello, 0 };\n";
     std::fs::write(dir.path().join("addon.c"), src).unwrap();
-    let flags = [
-        "-shared",
-        "-nostdlib",
-        "-fPIC",
-        "-O2",
-        "-mno-red-zone",
-        "-fno-omit-frame-pointer",
-        "-Wl,--hash-style=sysv",
-        "-Wl,-z,noseparate-code",
-        "-Wl,-z,norelro",
-        "-Wl,-z,max-page-size=0x1000",
-        "-o",
-        "addon.so",
-        "addon.c",
-        "-L.",
-        "-lkernel_x86_64",
-    ];
+    let mut flags = build::c_addon();
+    flags.extend(["-O2", "-o", "addon.so", "addon.c", "-L.", "-lkernel_x86_64"]);
     cc(dir.path(), &flags);
     let o = audit(&dir.path().join("addon.so"));
     let stdout = String::from_utf8_lossy(&o.stdout);
@@ -90,7 +68,8 @@ fn a_good_add_on_exits_zero_and_prints_the_report() {
 fn a_refused_file_exits_nonzero_with_every_violation_on_stderr() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("lib.c"), "int f(void) { return 1; }\n").unwrap();
-    // GNU hash only, no `modules`: two rules broken.
+    // Deliberately not the add-on's flags (`build::c_addon`): GNU hash only, and no
+    // `modules` in the source, so two rules are broken.
     cc(
         dir.path(),
         &[
