@@ -16,6 +16,7 @@
 //! like the others (what Haiku's kernel needs of the code it loads), share the audit's
 //! reader and report, and are tested with the same fixtures; `xtask` only handles the
 //! command line.
+#![forbid(unsafe_code)]
 
 pub mod audit;
 pub mod build;

@@ -65,7 +65,7 @@ fn no_machine_paths_or_registry_hosts() {
 // keeps the list and these checks the same set.
 
 /// The invariant ids this file checks, in the order ARCHITECTURE.md lists them.
-const CHECKED: [&str; 10] = [
+const CHECKED: [&str; 11] = [
     "code-map",
     "driver-sees-only-platform",
     "no-std",
@@ -76,6 +76,7 @@ const CHECKED: [&str; 10] = [
     "unsafe-documented",
     "generated-header",
     "stands-alone",
+    "build-flags-once",
 ];
 
 fn root() -> std::path::PathBuf {
@@ -374,6 +375,7 @@ fn unsafe_only_where_allowed() {
         "hmulti-client/src/lib.rs",
         "codegen/src/lib.rs",
         "macros/src/lib.rs",
+        "haiku-elf/src/lib.rs",
         "xtask/src/main.rs",
     ] {
         assert!(
@@ -485,6 +487,40 @@ fn nothing_cites_documents_outside_the_repository() {
     assert!(
         hits.is_empty(),
         "citations outside the repository:\n{}",
+        hits.join("\n")
+    );
+}
+
+/// build-flags-once: the add-on's link flags are written in `haiku_elf::build` only; the
+/// build, the audit's tests and the loader's tests take them from there (a test that links
+/// a deliberately different file writes its own, without these, or names the one flag it
+/// swaps, as the loader's tests do with `-z noseparate-code`).
+#[test]
+fn the_addons_build_flags_are_defined_once() {
+    let flags = [
+        "\"-Wl,-z,max-page-size=0x1000\"",
+        "\"-Wl,-z,norelro\"",
+        "\"relocation-model=pic\"",
+        "\"no-redzone=yes\"",
+        "\"-Wl,-soname,kernel_x86_64\"",
+        "\"-Wl,-soname,virtio_sound\"",
+    ];
+    let mut hits = Vec::new();
+    for (f, text) in repository_files() {
+        if !f.ends_with(".rs") || f == "haiku-elf/src/build.rs" {
+            continue;
+        }
+        for (n, l) in code_lines(&text) {
+            for flag in &flags {
+                if l.contains(flag) {
+                    hits.push(format!("{f}:{n}: {flag}"));
+                }
+            }
+        }
+    }
+    assert!(
+        hits.is_empty(),
+        "the add-on's build flags written outside haiku_elf::build:\n{}",
         hits.join("\n")
     );
 }
