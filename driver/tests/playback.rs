@@ -11,9 +11,17 @@ use common::*;
 use driver::hmulti::Settings;
 use snd_model::{ModelConfig, StreamConfig};
 use spec::hmulti_audio as hm;
+use spec::virtio_snd::PcmRate;
 
 fn config(channels: u8) -> ModelConfig {
     ModelConfig::hmulti_full(channels)
+}
+
+/// The rate in Hz the model's stream was set to: the device's ground truth, read from the
+/// raw `PcmRate` number of its SET_PARAMS with the spec's table.
+fn model_hz(rig: &Rig, stream: u32) -> Option<u32> {
+    let params = rig.model.stream_params(stream)?;
+    PcmRate::from_raw(params.rate)?.hz()
 }
 
 /// Plays `periods` buffers of a known signal and checks what the device received.
@@ -42,6 +50,20 @@ fn play(channels: u8, rate: u32, format: u32, periods: usize) {
     }
     card.dispatch(hm::B_MULTI_BUFFER_FORCE_STOP, 0, 1)
         .expect("FORCE_STOP");
+    // The rate the client hears (the Hz hmulti's `B_SR_*` name gives) is the rate the device
+    // plays and records at.
+    let hz = hmulti_client::rate_hz(rate);
+    assert!(hz.is_some(), "rate bit {rate:#x} is one hmulti rate");
+    assert_eq!(
+        model_hz(&rig, 0),
+        hz,
+        "rate bit {rate:#x}: the output's rate"
+    );
+    assert_eq!(
+        model_hz(&rig, 1),
+        hz,
+        "rate bit {rate:#x}: the input's rate"
+    );
     let played = rig.model.played(0);
     let pad = c.stop_padding_bytes();
     assert_eq!(
@@ -90,11 +112,33 @@ fn play(channels: u8, rate: u32, format: u32, periods: usize) {
     rig.finish(Some(card));
 }
 
+/// Every rate the spec defines, which the model offers all of: the card publishes exactly
+/// those hmulti has a bit for (all but 5512 Hz), and each plays bit-exact at its own rate. The
+/// expectations come from the spec (`PcmRate::hz`) and hmulti's `B_SR_*` names
+/// (`hmulti_client::RATES`), never from the driver's rate table, so a wrong row there (a bit
+/// sent as another virtio rate) fails here.
 #[test]
 fn every_rate_s16_stereo() {
-    // Every virtio rate that has a B_SR bit (the model offers all 16; 5512 Hz has no bit).
-    for (_, rate) in driver::hmulti::format::RATES {
-        play(2, rate, hm::B_FMT_16BIT, 12);
+    let mut with_a_bit = 0;
+    for r in PcmRate::ALL {
+        let hz = r.hz().expect("every virtio rate has a frequency");
+        match hmulti_client::rate_bit(hz) {
+            Some(bit) => with_a_bit |= bit,
+            None => assert_eq!(hz, 5512, "only 5512 Hz lacks a B_SR bit"),
+        }
+    }
+    assert_eq!(with_a_bit.count_ones(), 15);
+    let mut rig = Rig::new(config(2));
+    let card = rig.card(Settings::default());
+    let c = Client::init(&card, None, None);
+    assert_eq!(
+        (c.desc.output_rates, c.desc.input_rates),
+        (with_a_bit, with_a_bit),
+        "the published rates"
+    );
+    rig.finish(Some(card));
+    for bit in (0..32).map(|i| 1u32 << i).filter(|b| with_a_bit & b != 0) {
+        play(2, bit, hm::B_FMT_16BIT, 12);
     }
 }
 

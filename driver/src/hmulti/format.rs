@@ -105,11 +105,36 @@ pub const DEFAULT_BUFFERS: u32 = 4;
 mod tests {
     use super::*;
 
+    /// Hz -> `B_SR_*` bit as hmulti_audio.h names them, written out here so that the table
+    /// under test is checked against something it is not.
+    const BY_HZ: [(u32, u32); 15] = [
+        (8_000, hm::B_SR_8000),
+        (11_025, hm::B_SR_11025),
+        (12_000, hm::B_SR_12000),
+        (16_000, hm::B_SR_16000),
+        (22_050, hm::B_SR_22050),
+        (24_000, hm::B_SR_24000),
+        (32_000, hm::B_SR_32000),
+        (44_100, hm::B_SR_44100),
+        (48_000, hm::B_SR_48000),
+        (64_000, hm::B_SR_64000),
+        (88_200, hm::B_SR_88200),
+        (96_000, hm::B_SR_96000),
+        (176_400, hm::B_SR_176400),
+        (192_000, hm::B_SR_192000),
+        (384_000, hm::B_SR_384000),
+    ];
+
     #[test]
     fn every_rate_with_a_bit_maps_back() {
-        for (r, b) in RATES {
-            assert_eq!(rate_of(b), Some(r));
-            assert_eq!(rate_bits(r.mask(), None), b);
+        // Every virtio rate of the spec with the bit of its frequency, both ways.
+        for &r in PcmRate::ALL {
+            let hz = r.hz().unwrap();
+            let bit = BY_HZ.iter().find(|(h, _)| *h == hz).map(|(_, b)| *b);
+            assert_eq!(rate_bits(r.mask(), None), bit.unwrap_or(0), "{hz} Hz");
+            if let Some(b) = bit {
+                assert_eq!(rate_of(b), Some(r), "{hz} Hz");
+            }
         }
         assert_eq!(
             rate_bits(PcmRate::Rate5512.mask(), None),
