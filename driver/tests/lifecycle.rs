@@ -8,8 +8,7 @@ mod common;
 static ALLOC: sim_kernel::memory::CheckingAllocator = sim_kernel::memory::CheckingAllocator;
 
 use common::*;
-use driver::hmulti::{cards_for, Card, Settings, DEFAULT_STOP_PADDING_US};
-use driver::virtio::pcm::padding_frames;
+use driver::hmulti::{cards_for, Card, Settings};
 use driver::virtio::{Engine, Options};
 use snd_model::ModelConfig;
 use spec::hmulti_audio as hm;
@@ -46,8 +45,10 @@ fn force_stop_then_resume_with_the_same_buffers() {
         c.fill(&card, b, &vec![0u8; pb]);
     }
     let played_before = rig.model.played(0);
-    // Then the stop padding: silence that pushes the device's own buffer out.
-    let pad = padding_frames(DEFAULT_STOP_PADDING_US, 48000) as usize * 4;
+    // Then the stop padding: silence that pushes the device's own buffer out. With no
+    // settings file it is the documented default of `stop_padding_ms`, 20 ms: at 48 kHz
+    // that is 960 frames, of 4 bytes in stereo S16.
+    let pad = 960 * 4;
     assert_eq!(
         played_before.len(),
         n * pb + a + pad,
@@ -110,8 +111,8 @@ fn format_change_while_running() {
     assert_eq!(params.rate_hz(), 96000);
     let played = rig.model.played(0);
     let after = &played[played_at_change..];
-    // 96 kHz stereo S32: 8-byte frames.
-    let pad = padding_frames(DEFAULT_STOP_PADDING_US, 96000) as usize * 8;
+    // The default stop padding, 20 ms: at 96 kHz 1920 frames, of 8 bytes in stereo S32.
+    let pad = 1920 * 8;
     assert_eq!(after.len(), n * pb + used + pad);
     assert!(
         after[n * pb..n * pb + used] == input[..used],

@@ -107,9 +107,10 @@ pub fn rate_hz(bit: u32) -> Option<u32> {
 }
 
 /// The least silence the virtio_sound driver plays after the last buffer at FORCE_STOP with
-/// its settings file absent: the documented default of its `stop_padding_ms` key (the README's
-/// settings), in ms. A client that checks the tail of a recording needs it; it is the
-/// driver's published behaviour, not read from the driver's code.
+/// its settings file absent: the documented default of its `stop_padding_ms` key (the example
+/// settings file `cargo xtask build-haiku` writes next to the add-on), in ms. A client that
+/// checks the tail of a recording needs it; it is the driver's published behaviour, not read
+/// from the driver's code.
 pub const DRIVER_STOP_PADDING_MS: u32 = 20;
 
 /// The hmulti format bit (`B_FMT_*`) of a WAV sample format hmulti plays (8-bit unsigned,

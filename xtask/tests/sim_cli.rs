@@ -44,10 +44,9 @@ fn plays_a_wav_bit_exact_and_reports() {
         (got.rate, got.channels, got.format),
         (96000, 2, SampleFormat::S16)
     );
-    // Lead-in, the input, then the driver's stop padding (silence).
-    let pad = driver::virtio::pcm::padding_frames(driver::hmulti::DEFAULT_STOP_PADDING_US, 96000)
-        as usize
-        * 4;
+    // Lead-in, the input, then the driver's stop padding (silence): the documented default
+    // of `stop_padding_ms`, 20 ms, is 1920 frames at 96 kHz, of 4 bytes in stereo S16.
+    let pad = 1920 * 4;
     let lead = got.data.len() - input.data.len() - pad;
     assert!(
         got.data[..lead].iter().all(|&b| b == 0),
