@@ -373,7 +373,27 @@ fn pcm_info_round_trip() {
     assert_eq!(infos[1].direction, Direction::Input.raw());
     assert_eq!(infos[0].formats.get(), QEMU_FORMATS);
     assert_eq!(infos[0].formats.get(), 0x000E_0078);
-    assert_eq!(infos[0].rates.get(), QEMU_RATES);
+    // QEMU's `supported_rates` (hw/audio/virtio-snd.c): every rate from 5512 to 384000 Hz,
+    // written out here rather than taken from the model's constant.
+    let qemu_rates = [
+        vs::PcmRate::Rate5512,
+        vs::PcmRate::Rate8000,
+        vs::PcmRate::Rate11025,
+        vs::PcmRate::Rate16000,
+        vs::PcmRate::Rate22050,
+        vs::PcmRate::Rate32000,
+        vs::PcmRate::Rate44100,
+        vs::PcmRate::Rate48000,
+        vs::PcmRate::Rate64000,
+        vs::PcmRate::Rate88200,
+        vs::PcmRate::Rate96000,
+        vs::PcmRate::Rate176400,
+        vs::PcmRate::Rate192000,
+        vs::PcmRate::Rate384000,
+    ]
+    .iter()
+    .fold(0, |m, r| m | r.mask());
+    assert_eq!(infos[0].rates.get(), qemu_rates);
     assert_eq!((infos[1].channels_min, infos[1].channels_max), (1, 2));
     assert_eq!(f.irq.calls.lock().unwrap().as_slice(), &[(CTL, t0 + 50)]);
 
@@ -723,8 +743,13 @@ fn capture_produces_the_predicted_samples() {
     f.k.area_user_read(area.addr, &mut got).unwrap();
     assert_eq!(got, f.m.expected_capture(1, 0, 3 * period));
     assert_eq!(got, f.m.recorded(1));
-    // Sample k of stream 1 is k + 0x100, as little-endian S16.
+    // Sample k of stream 1 is k + 0x100, as little-endian S16 (the model's documented
+    // pattern, written out here rather than taken from the model).
     assert_eq!(&got[..6], &[0x00, 0x01, 0x01, 0x01, 0x02, 0x01]);
+    let want: Vec<u8> = (0..3 * period as u16 / 2)
+        .flat_map(|k| (k + 0x100).to_le_bytes())
+        .collect();
+    assert_eq!(got, want);
     assert_eq!(got, capture_pattern(1, 2, 0, 3 * period));
     assert_eq!(f.pcm(RequestCode::PcmStop, 1), vs::VIRTIO_SND_S_OK);
     assert_eq!(f.pcm(RequestCode::PcmRelease, 1), vs::VIRTIO_SND_S_OK);
