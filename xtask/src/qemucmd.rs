@@ -63,12 +63,11 @@ pub const TIMEOUT: std::ops::RangeInclusive<u64> = 1..=3600;
 /// The rates in Hz QEMU's device offers that have an hmulti bit (QEMU has the fourteen
 /// virtio 1.2 rates, 5512 to 384000 Hz; 5512 Hz has no bit), ascending.
 pub fn qemu_rates() -> Vec<u32> {
-    let mut v: Vec<u32> = driver::hmulti::format::RATES
-        .iter()
-        .filter(|(r, _)| r.mask() & snd_model::QEMU_RATES != 0)
-        .filter_map(|(r, _)| r.hz())
-        .collect();
-    v.sort_unstable();
+    let mut v = crate::simcmd::hmulti_rates();
+    v.retain(|&hz| {
+        spec::virtio_snd::PcmRate::from_hz(hz)
+            .is_some_and(|r| r.mask() & snd_model::QEMU_RATES != 0)
+    });
     v
 }
 

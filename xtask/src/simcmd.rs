@@ -44,11 +44,13 @@ pub const CHANNELS: std::ops::RangeInclusive<u16> = 1..=driver::hmulti::MAX_CHAN
 /// memory: ten minutes of 16 channels at 384 kHz are 15 GB).
 pub const SECONDS: std::ops::RangeInclusive<f64> = 0.001..=600.0;
 
-/// The rates in Hz that have an hmulti bit (`B_SR_*`), ascending.
+/// The rates in Hz that have an hmulti bit (`B_SR_*`) and a virtio rate (`PcmRate`), ascending:
+/// what a card can publish, from the two ABIs' own tables, not the driver's.
 pub fn hmulti_rates() -> Vec<u32> {
-    let mut v: Vec<u32> = driver::hmulti::format::RATES
+    let mut v: Vec<u32> = client::RATES
         .iter()
-        .filter_map(|(r, _)| r.hz())
+        .map(|&(_, hz)| hz)
+        .filter(|&hz| PcmRate::from_hz(hz).is_some())
         .collect();
     v.sort_unstable();
     v
