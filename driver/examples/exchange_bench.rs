@@ -30,7 +30,7 @@ fn main() {
     let mut c = Client::init(&card, Some(bit), Some(spec::hmulti_audio::B_FMT_16BIT));
     let n = c.list.return_playback_buffers as usize;
     let frames = c.list.return_playback_buffer_size as i64;
-    let chunk = vec![0x11u8; c.play_bytes()];
+    let chunk = vec![0x11u8; c.play.bytes()];
     let mut reports = Vec::with_capacity(exchanges);
     for _ in 0..exchanges {
         c.exchange(&card).expect("exchange");

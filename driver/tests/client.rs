@@ -32,13 +32,13 @@ fn client_plays_bit_exact_through_the_driver() {
         },
     )
     .unwrap();
-    let input: Vec<u8> = (0..s.play_bytes() * 20)
+    let input: Vec<u8> = (0..s.play.bytes() * 20)
         .map(|i| (i * 7 % 251) as u8)
         .collect();
     let p = play(&d, &mut s, &input);
     assert_eq!(p.errors, 0);
     let played = model.played(0);
-    let lead = p.buffers * s.play_bytes();
+    let lead = p.buffers * s.play.bytes();
     s.check_played(&played, lead, &input)
         .unwrap_or_else(|e| panic!("after {} buffers of lead-in: {e}", p.buffers));
     assert!(!p.recorded.is_empty());

@@ -398,7 +398,7 @@ fn a_half_configured_buffer_change_never_leaves_a_stream_in_freed_memory() {
     c.get_buffers(&card);
     let before = rig.model.played(0).len();
     let n = c.list.return_playback_buffers as usize;
-    let pb = c.play_bytes();
+    let pb = c.play.bytes();
     let input = signal(pb * 8, 7);
     for chunk in input.chunks(pb) {
         c.exchange(&card).expect("exchange");

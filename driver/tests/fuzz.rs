@@ -85,8 +85,8 @@ proptest! {
                         let cycle = c.info.playback_buffer_cycle;
                         // Random GET_BUFFERS calls may have replaced the buffers this client
                         // knows: write through the old address and accept a refusal.
-                        if let Some(d) = c.play.get(((cycle.max(0) as usize) + n - 1) % n).and_then(|b| b.first()) {
-                            let _ = k.area_user_write(d.base.addr(), &vec![1u8; c.play_bytes()]);
+                        if let Some(d) = c.play.descs.get(((cycle.max(0) as usize) + n - 1) % n).and_then(|b| b.first()) {
+                            let _ = k.area_user_write(d.base.addr(), &vec![1u8; c.play.bytes()]);
                         }
                     }
                 }

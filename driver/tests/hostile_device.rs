@@ -61,12 +61,12 @@ fn check_streams(streams: &[Stream]) -> Result<(), String> {
             ));
         }
         if let Some(o) = o {
-            let input = signal(c.play_bytes() * 3, o);
+            let input = signal(c.play.bytes() * 3, o);
             let p = play(&d, &mut c, &input);
             if p.errors != 0 {
                 return Err(format!("stream {o}: {} exchanges failed", p.errors));
             }
-            c.check_played(&rig.model.played(o), p.buffers * c.play_bytes(), &input)
+            c.check_played(&rig.model.played(o), p.buffers * c.play.bytes(), &input)
                 .map_err(|e| format!("stream {o}: {e}"))?;
         }
         c.release(&d);

@@ -16,7 +16,7 @@ use spec::hmulti_audio as hm;
 /// Runs `count` exchanges, filling each returned buffer from `input`; returns bytes used.
 fn stream(card: &TestCard, c: &mut Client, input: &[u8], count: usize) -> usize {
     let n = c.list.return_playback_buffers as usize;
-    let pb = c.play_bytes();
+    let pb = c.play.bytes();
     let mut used = 0;
     for _ in 0..count {
         c.exchange(card).expect("exchange");
@@ -33,7 +33,7 @@ fn force_stop_then_resume_with_the_same_buffers() {
     let card = rig.card(Settings::default());
     let mut c = Client::init(&card, Some(hm::B_SR_48000), Some(hm::B_FMT_16BIT));
     let n = c.list.return_playback_buffers as usize;
-    let pb = c.play_bytes();
+    let pb = c.play.bytes();
     let input = signal(pb * 40, 7);
     let a = stream(&card, &mut c, &input, 10);
     let t1 = c.info.played_real_time;
@@ -102,7 +102,7 @@ fn format_change_while_running() {
     );
     let played_at_change = rig.model.played(0).len();
     let n = c.list.return_playback_buffers as usize;
-    let pb = c.play_bytes();
+    let pb = c.play.bytes();
     let used = stream(&card, &mut c, &input, 8);
     assert!(c.info.played_frames_count > frames_before && c.info.played_real_time > time_before);
     card.dispatch(hm::B_MULTI_BUFFER_FORCE_STOP, 0, 1)
@@ -152,7 +152,7 @@ fn a_hundred_open_close_cycles_leave_nothing() {
         let card = Card::new(engine.clone(), o, inp, Settings::default()).expect("card");
         let mut c = Client::init(&card, None, Some(hm::B_FMT_16BIT));
         if i % 10 == 0 {
-            let input = signal(c.play_bytes() * 3, i);
+            let input = signal(c.play.bytes() * 3, i);
             stream(&card, &mut c, &input, 3);
         }
         card.shutdown();
@@ -228,7 +228,7 @@ fn a_late_client_is_counted_and_reported_at_stop() {
     let mut rig = Rig::new(ModelConfig::default());
     let card = rig.card(Settings::default());
     let mut c = Client::init(&card, Some(hm::B_SR_48000), Some(hm::B_FMT_16BIT));
-    let pb = c.play_bytes();
+    let pb = c.play.bytes();
     let input = signal(pb * 40, 11);
     stream(&card, &mut c, &input, 5);
     assert_eq!(card.stats().starved, 0);
@@ -280,7 +280,7 @@ fn a_device_that_takes_ahead_loses_nothing_at_stop() {
             });
             let mut c = Client::init(&card, Some(rate), Some(hm::B_FMT_16BIT));
             let n = c.list.return_playback_buffers as usize;
-            let pb = c.play_bytes();
+            let pb = c.play.bytes();
             let input = signal(pb * 30, hz);
             let used = stream(&card, &mut c, &input, 30);
             card.dispatch(hm::B_MULTI_BUFFER_FORCE_STOP, 0, 1)
@@ -330,7 +330,7 @@ fn buffers_hold_the_formats_silence() {
         let card = rig.card(Settings::default());
         let mut c = Client::init(&card, Some(hm::B_SR_48000), Some(format));
         let n = c.list.return_playback_buffers as usize;
-        let pb = c.play_bytes();
+        let pb = c.play.bytes();
         for b in 0..c.list.return_record_buffers as usize {
             assert!(
                 c.read_record(&card, b).iter().all(|&x| x == quiet),
@@ -363,7 +363,7 @@ fn buffers_hold_the_formats_silence() {
     let card = rig.card(Settings::default());
     let mut c = Client::init(&card, Some(hm::B_SR_48000), Some(hm::B_FMT_16BIT));
     let n = c.list.return_playback_buffers as usize;
-    let input = signal(c.play_bytes() * 10, 3);
+    let input = signal(c.play.bytes() * 10, 3);
     stream(&card, &mut c, &input, 6);
     let mut f = c.format;
     f.output.format = hm::B_FMT_8BIT_U;
@@ -375,7 +375,7 @@ fn buffers_hold_the_formats_silence() {
         .expect("FORCE_STOP");
     // The client was told nothing new: its buffers are still 16-bit sized, so in 8-bit
     // frames each holds half as many bytes.
-    let pb8 = c.play_bytes() / 2;
+    let pb8 = c.play.bytes() / 2;
     let after = &rig.model.played(0)[before..];
     assert!(after.len() >= n * pb8);
     assert!(

@@ -33,7 +33,7 @@ fn play(channels: u8, rate: u32, format: u32, periods: usize) {
     assert_eq!(c.format.output.format, format);
     assert_eq!(c.desc.output_channel_count, channels as i32);
     let n = c.list.return_playback_buffers as usize;
-    let pb = c.play_bytes();
+    let pb = c.play.bytes();
     let input = signal(pb * periods, rate ^ format ^ channels as u32);
     let mut recorded = Vec::new();
     let mut last_rec_cycle = -1;
@@ -167,15 +167,15 @@ fn every_stream_gets_a_card() {
         (1, 0)
     );
     let n = c.list.return_playback_buffers as usize;
-    let input = signal(c.play_bytes() * 5, 3);
-    for chunk in input.chunks(c.play_bytes()) {
+    let input = signal(c.play.bytes() * 5, 3);
+    for chunk in input.chunks(c.play.bytes()) {
         c.exchange(&card).unwrap();
         let cycle = c.info.playback_buffer_cycle as usize;
         c.fill(&card, (cycle + n - 1) % n, chunk);
     }
     card.dispatch(hm::B_MULTI_BUFFER_FORCE_STOP, 0, 1).unwrap();
     let played = rig.model.played(2);
-    let body = &played[n * c.play_bytes()..];
+    let body = &played[n * c.play.bytes()..];
     assert!(body[..input.len()] == input[..]);
     assert_eq!(body.len(), input.len() + c.stop_padding_bytes());
     drop(engine);

@@ -163,10 +163,10 @@ fn designations_and_bus_grouping() {
         .count();
     assert_eq!(groups, 1);
     // Buffers: one descriptor per channel, interleaved strides.
-    assert_eq!(c.play[0].len(), 6);
+    assert_eq!(c.play.descs[0].len(), 6);
     assert_eq!(
-        c.play[0][1].base.addr() - c.play[0][0].base.addr(),
-        c.play[0][0].stride / 6
+        c.play.descs[0][1].base.addr() - c.play.descs[0][0].base.addr(),
+        c.play.descs[0][0].stride / 6
     );
     let engine = rig.engine.clone().unwrap();
     assert_eq!(engine.jack_connected(0), Some(true));

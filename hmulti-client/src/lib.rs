@@ -57,6 +57,126 @@ pub fn ioctl<T: IntoBytes + FromBytes + Immutable, D: Hmulti + ?Sized>(
     r
 }
 
+/// One direction's buffers as GET_BUFFERS returned them: playback or record.
+#[derive(Debug, Default)]
+pub struct Buffers {
+    /// Per buffer, each channel's descriptor (`base` and `stride`).
+    pub descs: Vec<Vec<hm::BufferDesc>>,
+    /// Frames per buffer (`return_playback_buffer_size` or `return_record_buffer_size`).
+    pub frames: usize,
+}
+
+impl Buffers {
+    /// Reads `count` buffers of `channels` descriptors from the blocks the client handed over.
+    fn read_table<D: Hmulti + ?Sized>(
+        d: &D,
+        blocks: &[u64],
+        count: i32,
+        channels: i32,
+        frames: u32,
+    ) -> Buffers {
+        let descs = (0..count.clamp(0, 32) as usize)
+            .map(|b| {
+                (0..channels.clamp(0, 32) as u64)
+                    .map(|c| read_value(d, blocks[b] + c * 24))
+                    .collect()
+            })
+            .collect();
+        Buffers {
+            descs,
+            frames: frames as usize,
+        }
+    }
+
+    /// How many buffers there are.
+    pub fn len(&self) -> usize {
+        self.descs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.descs.is_empty()
+    }
+
+    /// Bytes of one buffer (all channels, interleaved).
+    pub fn bytes(&self) -> usize {
+        self.descs
+            .first()
+            .and_then(|b| b.first())
+            .map_or(0, |d| self.frames * d.stride as usize)
+    }
+
+    /// Bytes of one frame (all channels).
+    pub fn frame_bytes(&self) -> usize {
+        self.bytes() / self.frames.max(1)
+    }
+
+    /// Whether a buffer's descriptors are plain interleaved frames: channel c at
+    /// `base + c * sample`, all with the stride of a whole frame.
+    fn interleaved(descs: &[hm::BufferDesc], sample: usize) -> bool {
+        let Some(first) = descs.first() else {
+            return false;
+        };
+        let stride = first.stride as usize;
+        stride == sample * descs.len()
+            && descs.iter().enumerate().all(|(c, d)| {
+                d.stride as usize == stride
+                    && d.base.addr() == first.base.addr() + (c * sample) as u64
+            })
+    }
+
+    /// Writes interleaved frames into buffer `b` through each channel's base/stride.
+    pub fn write<D: Hmulti + ?Sized>(&self, d: &D, b: usize, frames: &[u8]) -> Result<(), String> {
+        let descs = self.descs.get(b).ok_or("no such buffer")?;
+        let first = descs.first().ok_or("no channels")?;
+        let stride = first.stride as usize;
+        let sample = stride / descs.len();
+        // Build the buffer's bytes as the descriptors lay them out, then write once.
+        let span = self.bytes();
+        if Self::interleaved(descs, sample) && frames.len() <= span {
+            // Channel c at base + c * sample, every stride the same: the frames as they are.
+            let mut image = frames.to_vec();
+            image.resize(span, 0);
+            return d.buffer_write(first.base.addr(), &image);
+        }
+        let mut image = vec![0u8; span];
+        for (f, frame) in frames.chunks(stride).enumerate() {
+            for (c, dsc) in descs.iter().enumerate() {
+                let off = (dsc.base.addr() - first.base.addr()) as usize + f * dsc.stride as usize;
+                if let (Some(dst), Some(src)) = (
+                    image.get_mut(off..off + sample),
+                    frame.get(c * sample..(c + 1) * sample),
+                ) {
+                    dst.copy_from_slice(src);
+                }
+            }
+        }
+        d.buffer_write(first.base.addr(), &image)
+    }
+
+    /// Buffer `b` as interleaved frames.
+    pub fn read<D: Hmulti + ?Sized>(&self, d: &D, b: usize) -> Result<Vec<u8>, String> {
+        let descs = self.descs.get(b).ok_or("no such buffer")?;
+        let first = descs.first().ok_or("no channels")?;
+        let span = self.bytes();
+        let raw = d.buffer_read(first.base.addr(), span)?;
+        let sample = first.stride as usize / descs.len();
+        if Self::interleaved(descs, sample) {
+            return Ok(raw);
+        }
+        let mut out = Vec::with_capacity(span);
+        for f in 0..self.frames {
+            for dsc in descs {
+                let off = (dsc.base.addr() - first.base.addr()) as usize + f * dsc.stride as usize;
+                out.extend_from_slice(
+                    raw.get(off..off + sample)
+                        .ok_or("descriptor outside the buffer")?,
+                );
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// What the init sequence learned, and the exchange state.
 #[derive(Debug)]
 pub struct Session {
@@ -64,8 +184,10 @@ pub struct Session {
     pub channels: Vec<hm::MultiChannelInfo>,
     pub format: hm::MultiFormatInfo,
     pub list: hm::MultiBufferList,
-    pub play: Vec<Vec<hm::BufferDesc>>,
-    pub rec: Vec<Vec<hm::BufferDesc>>,
+    /// The playback buffers: what the client fills.
+    pub play: Buffers,
+    /// The record buffers: what the client reads.
+    pub rec: Buffers,
     pub controls: Vec<hm::MultiMixControl>,
     /// The values GET_MIX gave for the parameter web (gains, enables, muxes), by control id.
     pub mix: Vec<(i32, hm::MultiMixValue)>,
@@ -222,8 +344,8 @@ impl Session {
             channels,
             format: f,
             list: garbage(),
-            play: Vec::new(),
-            rec: Vec::new(),
+            play: Buffers::default(),
+            rec: Buffers::default(),
             controls: Vec::new(),
             mix: Vec::new(),
             info: garbage(),
@@ -282,26 +404,29 @@ impl Session {
         out
     }
 
+    /// One direction's table for GET_BUFFERS: 32 pointers to blocks of 32 descriptors, the
+    /// blocks full of garbage. Returns the table and the blocks.
+    fn buffer_table<D: Hmulti + ?Sized>(&mut self, d: &D) -> (u64, Vec<u64>) {
+        let blocks: Vec<u64> = (0..32)
+            .map(|_| {
+                let a = d.user_alloc(32 * 24);
+                d.user_write(a, &[GARBAGE; 32 * 24]);
+                a
+            })
+            .collect();
+        let t = d.user_alloc(32 * 8);
+        for (i, b) in blocks.iter().enumerate() {
+            d.user_write(t + i as u64 * 8, &b.to_le_bytes());
+        }
+        self.allocations.extend(blocks.iter().copied());
+        self.allocations.push(t);
+        (t, blocks)
+    }
+
     /// GET_BUFFERS with 32 buffers of 32 descriptors per direction and the default size.
     pub fn get_buffers<D: Hmulti + ?Sized>(&mut self, d: &D) -> Result<(), String> {
-        let mut table = |d: &D| -> (u64, Vec<u64>) {
-            let blocks: Vec<u64> = (0..32)
-                .map(|_| {
-                    let a = d.user_alloc(32 * 24);
-                    d.user_write(a, &[GARBAGE; 32 * 24]);
-                    a
-                })
-                .collect();
-            let t = d.user_alloc(32 * 8);
-            for (i, b) in blocks.iter().enumerate() {
-                d.user_write(t + i as u64 * 8, &b.to_le_bytes());
-            }
-            self.allocations.extend(blocks.iter().copied());
-            self.allocations.push(t);
-            (t, blocks)
-        };
-        let (pt, pblocks) = table(d);
-        let (rt, rblocks) = table(d);
+        let (pt, pblocks) = self.buffer_table(d);
+        let (rt, rblocks) = self.buffer_table(d);
         let mut l: hm::MultiBufferList = garbage();
         l.info_size = core::mem::size_of::<hm::MultiBufferList>() as u64;
         l.request_playback_buffer_size = 0;
@@ -316,24 +441,19 @@ impl Session {
         if r != 0 {
             return Err(format!("GET_BUFFERS failed: {r:#x}"));
         }
-        let read = |blocks: &[u64], n: i32, ch: i32| -> Vec<Vec<hm::BufferDesc>> {
-            (0..n.clamp(0, 32) as usize)
-                .map(|b| {
-                    (0..ch.clamp(0, 32) as u64)
-                        .map(|c| read_value(d, blocks[b] + c * 24))
-                        .collect()
-                })
-                .collect()
-        };
-        self.play = read(
+        self.play = Buffers::read_table(
+            d,
             &pblocks,
             l.return_playback_buffers,
             self.desc.output_channel_count,
+            l.return_playback_buffer_size,
         );
-        self.rec = read(
+        self.rec = Buffers::read_table(
+            d,
             &rblocks,
             l.return_record_buffers,
             self.desc.input_channel_count,
+            l.return_record_buffer_size,
         );
         self.list = l;
         Ok(())
@@ -360,11 +480,9 @@ impl Session {
     /// Bytes of silence the driver plays after the last buffer when playback stops (its
     /// default stop padding) in the session's output format.
     pub fn stop_padding_bytes(&self) -> usize {
-        let frames = self.list.return_playback_buffer_size.max(1) as usize;
-        let frame_bytes = self.play_bytes() / frames;
         // Whole frames covering the time, rounded up.
         (u64::from(DRIVER_STOP_PADDING_MS) * u64::from(self.output_hz())).div_ceil(1000) as usize
-            * frame_bytes
+            * self.play.frame_bytes()
     }
 
     /// The byte of a silent sample in the output format: 0x80 in unsigned 8-bit, else 0.
@@ -410,85 +528,6 @@ impl Session {
         Ok(())
     }
 
-    /// Bytes of one playback buffer (all channels, interleaved).
-    pub fn play_bytes(&self) -> usize {
-        self.play.first().and_then(|b| b.first()).map_or(0, |d| {
-            self.list.return_playback_buffer_size as usize * d.stride as usize
-        })
-    }
-
-    pub fn record_bytes(&self) -> usize {
-        self.rec.first().and_then(|b| b.first()).map_or(0, |d| {
-            self.list.return_record_buffer_size as usize * d.stride as usize
-        })
-    }
-
-    /// Whether a buffer's descriptors are plain interleaved frames: channel c at
-    /// `base + c * sample`, all with the stride of a whole frame.
-    fn interleaved(descs: &[hm::BufferDesc], sample: usize) -> bool {
-        let Some(first) = descs.first() else {
-            return false;
-        };
-        let stride = first.stride as usize;
-        stride == sample * descs.len()
-            && descs.iter().enumerate().all(|(c, d)| {
-                d.stride as usize == stride
-                    && d.base.addr() == first.base.addr() + (c * sample) as u64
-            })
-    }
-
-    /// Writes interleaved frames into playback buffer `b` through each channel's base/stride.
-    pub fn fill<D: Hmulti + ?Sized>(&self, d: &D, b: usize, frames: &[u8]) -> Result<(), String> {
-        let descs = self.play.get(b).ok_or("no such buffer")?;
-        let first = descs.first().ok_or("no channels")?;
-        let stride = first.stride as usize;
-        let sample = stride / descs.len();
-        // Build the buffer's bytes as the descriptors lay them out, then write once.
-        let span = self.list.return_playback_buffer_size as usize * stride;
-        if Self::interleaved(descs, sample) && frames.len() <= span {
-            // Channel c at base + c * sample, every stride the same: the frames as they are.
-            let mut image = frames.to_vec();
-            image.resize(span, 0);
-            return d.buffer_write(first.base.addr(), &image);
-        }
-        let mut image = vec![0u8; span];
-        for (f, frame) in frames.chunks(stride).enumerate() {
-            for (c, dsc) in descs.iter().enumerate() {
-                let off = (dsc.base.addr() - first.base.addr()) as usize + f * dsc.stride as usize;
-                if let (Some(dst), Some(src)) = (
-                    image.get_mut(off..off + sample),
-                    frame.get(c * sample..(c + 1) * sample),
-                ) {
-                    dst.copy_from_slice(src);
-                }
-            }
-        }
-        d.buffer_write(first.base.addr(), &image)
-    }
-
-    /// Record buffer `b` as interleaved frames.
-    pub fn read_record<D: Hmulti + ?Sized>(&self, d: &D, b: usize) -> Result<Vec<u8>, String> {
-        let descs = self.rec.get(b).ok_or("no such buffer")?;
-        let first = descs.first().ok_or("no channels")?;
-        let span = self.record_bytes();
-        let raw = d.buffer_read(first.base.addr(), span)?;
-        let sample = first.stride as usize / descs.len();
-        if Self::interleaved(descs, sample) {
-            return Ok(raw);
-        }
-        let mut out = Vec::with_capacity(span);
-        for f in 0..self.list.return_record_buffer_size as usize {
-            for dsc in descs {
-                let off = (dsc.base.addr() - first.base.addr()) as usize + f * dsc.stride as usize;
-                out.extend_from_slice(
-                    raw.get(off..off + sample)
-                        .ok_or("descriptor outside the buffer")?,
-                );
-            }
-        }
-        Ok(out)
-    }
-
     /// FORCE_STOP as the media add-on sends it: NULL argument, length 1.
     pub fn force_stop<D: Hmulti + ?Sized>(&self, d: &D) -> i32 {
         d.ioctl(hm::B_MULTI_BUFFER_FORCE_STOP, 0, 1)
@@ -521,10 +560,10 @@ pub struct Played {
 /// record, one buffer per exchange, then FORCE_STOP.
 pub fn play<D: Hmulti + ?Sized>(d: &D, s: &mut Session, input: &[u8]) -> Played {
     let n = s.play.len().max(s.rec.len()).max(1);
-    let pb = s.play_bytes();
+    let pb = s.play.bytes();
     let mut out = Played {
         buffers: n,
-        buffer_frames: s.list.return_playback_buffer_size as usize,
+        buffer_frames: s.play.frames,
         ..Default::default()
     };
     let mut last_rec = -1;
@@ -541,11 +580,11 @@ pub fn play<D: Hmulti + ?Sized>(d: &D, s: &mut Session, input: &[u8]) -> Played 
         if (0..n as i32).contains(&cycle) {
             let mut chunk = input[k * pb..((k + 1) * pb).min(input.len())].to_vec();
             chunk.resize(pb, 0);
-            let _ = s.fill(d, (cycle as usize + n - 1) % n, &chunk);
+            let _ = s.play.write(d, (cycle as usize + n - 1) % n, &chunk);
         }
         let rc = s.info.record_buffer_cycle;
         if rc != last_rec && (0..s.rec.len() as i32).contains(&rc) {
-            if let Ok(r) = s.read_record(d, rc as usize) {
+            if let Ok(r) = s.rec.read(d, rc as usize) {
                 out.recorded.extend(r);
             }
         }

@@ -480,7 +480,7 @@ mod real {
             let p = play(d, s, data);
             let cpu = cpu_time_us() - c0;
             let rate = s.output_hz();
-            let frame = (s.play_bytes() / p.buffer_frames.max(1)).max(1);
+            let frame = s.play.frame_bytes().max(1);
             let audio_s = (data.len() / frame) as f64 / f64::from(rate.max(1));
             let dry = ran_dry(&self.kernel, &mut self.seen);
             let t = timing(&p.reports, rate, p.buffer_frames, since);
@@ -519,7 +519,7 @@ mod real {
 
     fn silence(s: &Session, seconds: f64) -> Vec<u8> {
         let frames = (f64::from(s.output_hz()) * seconds) as usize;
-        let bytes = frames * s.play_bytes() / s.list.return_playback_buffer_size.max(1) as usize;
+        let bytes = frames * s.play.frame_bytes();
         vec![s.silence_byte(); bytes]
     }
 

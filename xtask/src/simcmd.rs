@@ -353,7 +353,7 @@ pub fn run(args: &SimArgs) -> Result {
         p.reports.len(),
         p.errors
     );
-    let frame_bytes = (s.play_bytes() / p.buffer_frames.max(1)).max(1);
+    let frame_bytes = s.play.frame_bytes().max(1);
     let padding = s.stop_padding_bytes() / frame_bytes;
     let quiet = s.silence_byte();
     // "Silence" only where the bytes are the format's silence.

@@ -107,12 +107,12 @@ fn check_streams(streams: &[Stream], play_all: bool) -> Result<(), String> {
             ));
         }
         if let (Some(o), true) = (o, play_all || n == 0) {
-            let input = pattern(s.play_bytes() * 3, o);
+            let input = pattern(s.play.bytes() * 3, o);
             let p = play(&d, &mut s, &input);
             if p.errors != 0 {
                 return Err(format!("stream {o}: {} exchanges failed", p.errors));
             }
-            s.check_played(&a.model().played(o), p.buffers * s.play_bytes(), &input)
+            s.check_played(&a.model().played(o), p.buffers * s.play.bytes(), &input)
                 .map_err(|e| format!("stream {o}: {e}"))?;
         }
         s.release(&d);

@@ -73,10 +73,10 @@ fn playback_and_recording_are_bit_exact() {
                     (rate, format),
                     "{what}"
                 );
-                let input = pattern(s.play_bytes() * 6, ri + channels as usize);
+                let input = pattern(s.play.bytes() * 6, ri + channels as usize);
                 let p = play(&d, &mut s, &input);
                 assert_eq!(p.errors, 0, "{what}");
-                let lead = p.buffers * s.play_bytes();
+                let lead = p.buffers * s.play.bytes();
                 let played = a.model().played(0);
                 s.check_played(&played, lead, &input)
                     .unwrap_or_else(|e| panic!("{what}: playback not bit-exact: {e}"));
@@ -113,18 +113,18 @@ fn the_media_addons_whole_life() {
     )
     .unwrap();
     // Several seconds of exchanges.
-    let input = pattern(s.play_bytes() * 300, 1);
+    let input = pattern(s.play.bytes() * 300, 1);
     let p = play(&d, &mut s, &input);
     assert_eq!(p.errors, 0);
     let t_end = p.reports.last().unwrap().0 - p.reports[0].0;
     assert!(t_end >= 2_900_000, "{t_end} µs of streaming");
     let played_before = a.model().played(0).len();
     // Resume with the same buffers after FORCE_STOP (play() ended with one).
-    let more = pattern(s.play_bytes() * 10, 2);
+    let more = pattern(s.play.bytes() * 10, 2);
     let p2 = play(&d, &mut s, &more);
     assert_eq!(p2.errors, 0);
     let after = &a.model().played(0)[played_before..];
-    s.check_played(after, p2.buffers * s.play_bytes(), &more)
+    s.check_played(after, p2.buffers * s.play.bytes(), &more)
         .unwrap();
     // Format change between exchanges, as the frequency parameter does it.
     let mut f = s.format;
@@ -134,13 +134,13 @@ fn the_media_addons_whole_life() {
     s.format = f;
     s.get_buffers(&d).unwrap();
     let at_change = a.model().played(0).len();
-    let third = pattern(s.play_bytes() * 8, 3);
+    let third = pattern(s.play.bytes() * 8, 3);
     let p3 = play(&d, &mut s, &third);
     assert_eq!(p3.errors, 0);
     assert_eq!(a.model().stream_params(0).unwrap().rate_hz(), 96000);
     s.check_played(
         &a.model().played(0)[at_change..],
-        p3.buffers * s.play_bytes(),
+        p3.buffers * s.play.bytes(),
         &third,
     )
     .unwrap();
@@ -348,10 +348,10 @@ fn the_stop_padding_follows_the_settings_file() {
             },
         )
         .unwrap();
-        let input = pattern(s.play_bytes() * 5, 9);
+        let input = pattern(s.play.bytes() * 5, 9);
         let p = play(&d, &mut s, &input);
         assert_eq!(p.errors, 0);
-        let lead = p.buffers * s.play_bytes();
+        let lead = p.buffers * s.play.bytes();
         let played = a.model().played(0);
         assert!(played[lead..lead + input.len()] == input[..], "{text}");
         let tail = &played[lead + input.len()..];

@@ -193,14 +193,16 @@ impl Client {
     /// per-channel base/stride descriptors.
     pub fn fill(&self, card: &TestCard, b: usize, frames: &[u8]) {
         self.session
-            .fill(&direct(card), b, frames)
+            .play
+            .write(&direct(card), b, frames)
             .expect("buffer memory");
     }
 
     /// Reads record buffer `b` back into interleaved frames.
     pub fn read_record(&self, card: &TestCard, b: usize) -> Vec<u8> {
         self.session
-            .read_record(&direct(card), b)
+            .rec
+            .read(&direct(card), b)
             .expect("buffer memory")
     }
 }
