@@ -1,8 +1,8 @@
 //! A client that drives an hmulti device the way Haiku's multi_audio media add-on does
-//! (`src/add-ons/media/media-add-ons/multi_audio/MultiAudioDevice.cpp` in Haiku): the init sequence with garbage in the fields it leaves unset, 32
-//! channels and 32 buffers requested, the exchange loop that fills buffer (cycle − 1) mod N
-//! and ignores errors, format changes between exchanges, FORCE_STOP then resume with the
-//! same buffers, and the mix-control walk.
+//! (`src/add-ons/media/media-add-ons/multi_audio/MultiAudioDevice.cpp` in Haiku): the init
+//! sequence with garbage in the fields it leaves unset, 32 channels and 32 buffers requested,
+//! the exchange loop that fills buffer (cycle − 1) mod N and ignores errors, format changes
+//! between exchanges, FORCE_STOP then resume with the same buffers, and the mix-control walk.
 //!
 //! It talks to any [`Hmulti`]: a loaded add-on's `control` hook (`haiku-sim`), or a driver's
 //! card called directly (the driver's tests). It never depends on a driver: what it expects
