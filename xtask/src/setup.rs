@@ -23,7 +23,8 @@ use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::qemu::{qemu_version, BACKPORTS, KERNEL_ENV, MIN_QEMU, QEMU};
+use crate::qemu::debian::KERNEL_ENV;
+use crate::qemu::prereq::{qemu_version, BACKPORTS, MIN_QEMU, QEMU};
 use crate::Result;
 
 /// Set (to anything) to make the QEMU tests fail rather than skip when QEMU is missing.
