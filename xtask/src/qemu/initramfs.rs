@@ -1,7 +1,11 @@
 //! Step 3, the initramfs: `sim-guest` built statically, the guest's `/init`, and the newc
 //! cpio archive with busybox, the add-on, the kernel modules and the run's files.
 
+use std::io::Write;
 use std::path::PathBuf;
+
+use cpio::newc::ModeFileType;
+use cpio::NewcBuilder;
 
 use super::debian::GUEST_MODULE_DIR;
 use super::{EXIT_MARK, GUEST_ADDON, OUT_DIR};
@@ -44,88 +48,60 @@ pub fn build_sim_guest() -> Result<PathBuf> {
     Ok(dir.join(TARGET).join("release/sim-guest"))
 }
 
-/// A newc ("070701") cpio archive, the format of Linux's initramfs. Names are stored
-/// without the leading `/`; owner root, mtime 0, so the same inputs give the same bytes.
-pub struct Cpio {
+/// A newc ("070701") cpio archive, the format of Linux's initramfs, written with the `cpio`
+/// crate. Names are stored without the leading `/`; owner root, mtime 0 and inode numbers
+/// counting from 1, so the same inputs give the same bytes.
+#[derive(Default)]
+struct Archive {
     buf: Vec<u8>,
     ino: u32,
 }
 
-const S_IFDIR: u32 = 0o040000;
-const S_IFREG: u32 = 0o100000;
-const S_IFCHR: u32 = 0o020000;
-
-impl Cpio {
-    pub fn new() -> Cpio {
-        Cpio {
-            buf: Vec::new(),
-            ino: 0,
-        }
-    }
-
-    fn entry(&mut self, name: &str, mode: u32, nlink: u32, rdev: (u32, u32), data: &[u8]) {
+impl Archive {
+    /// One entry: `perm` is e.g. 0o755, `rdev` a device node's (major, minor).
+    fn entry(
+        &mut self,
+        name: &str,
+        kind: ModeFileType,
+        perm: u32,
+        nlink: u32,
+        rdev: (u32, u32),
+        data: &[u8],
+    ) -> Result {
         let name = name.trim_start_matches('/');
+        let size = u32::try_from(data.len())
+            .map_err(|_| format!("/{name}: {} bytes do not fit a cpio archive", data.len()))?;
         self.ino += 1;
-        let fields = [
-            self.ino,
-            mode,
-            0, // uid
-            0, // gid
-            nlink,
-            0, // mtime
-            data.len() as u32,
-            0, // devmajor
-            0, // devminor
-            rdev.0,
-            rdev.1,
-            name.len() as u32 + 1,
-            0, // check
-        ];
-        self.buf.extend_from_slice(b"070701");
-        for f in fields {
-            self.buf.extend_from_slice(format!("{f:08x}").as_bytes());
-        }
-        self.buf.extend_from_slice(name.as_bytes());
-        self.buf.push(0);
-        self.pad();
-        self.buf.extend_from_slice(data);
-        self.pad();
+        let mut w = NewcBuilder::new(name)
+            .ino(self.ino)
+            .mode(perm)
+            .set_mode_file_type(kind)
+            .nlink(nlink)
+            .rdev_major(rdev.0)
+            .rdev_minor(rdev.1)
+            .write(&mut self.buf, size);
+        w.write_all(data)
+            .and_then(|()| w.finish())
+            .map_err(|e| format!("/{name} in the initramfs: {e}"))?;
+        Ok(())
     }
 
-    fn pad(&mut self) {
-        while self.buf.len() & 3 != 0 {
-            self.buf.push(0);
-        }
+    fn dir(&mut self, name: &str, perm: u32) -> Result {
+        self.entry(name, ModeFileType::Directory, perm, 2, (0, 0), &[])
     }
 
-    /// A directory; `perm` is e.g. 0o755.
-    pub fn dir(&mut self, name: &str, perm: u32) -> &mut Cpio {
-        self.entry(name, S_IFDIR | perm, 2, (0, 0), &[]);
-        self
+    fn file(&mut self, name: &str, perm: u32, data: &[u8]) -> Result {
+        self.entry(name, ModeFileType::Regular, perm, 1, (0, 0), data)
     }
 
-    /// A regular file.
-    pub fn file(&mut self, name: &str, perm: u32, data: &[u8]) -> &mut Cpio {
-        self.entry(name, S_IFREG | perm, 1, (0, 0), data);
-        self
-    }
-
-    /// A character device node.
-    pub fn char_dev(&mut self, name: &str, perm: u32, major: u32, minor: u32) -> &mut Cpio {
-        self.entry(name, S_IFCHR | perm, 1, (major, minor), &[]);
-        self
+    fn char_dev(&mut self, name: &str, perm: u32, major: u32, minor: u32) -> Result {
+        self.entry(name, ModeFileType::Char, perm, 1, (major, minor), &[])
     }
 
     /// The archive, with its `TRAILER!!!`.
-    pub fn finish(mut self) -> Vec<u8> {
-        self.entry("TRAILER!!!", 0, 1, (0, 0), &[]);
-        self.buf
-    }
-}
-
-impl Default for Cpio {
-    fn default() -> Self {
-        Cpio::new()
+    fn finish(mut self) -> Result<Vec<u8>> {
+        cpio::newc::trailer(&mut self.buf).map_err(|e| format!("initramfs trailer: {e}"))?;
+        Ok(self.buf)
     }
 }
 
@@ -189,7 +165,7 @@ pub fn initramfs(
     modules: &[(String, Vec<u8>)],
     args: &[String],
     files: &[(String, Vec<u8>)],
-) -> Vec<u8> {
+) -> Result<Vec<u8>> {
     let names: Vec<String> = modules.iter().map(|(n, _)| n.clone()).collect();
     let init = init_script(args, &names);
     let norm = |p: &str| p.trim_start_matches('/').to_string();
@@ -224,18 +200,18 @@ pub fn initramfs(
     ];
     fixed.extend(module_files.iter().map(|(p, d)| (norm(p), 0o644, *d)));
     fixed.retain(|(name, _, _)| !files.iter().any(|(p, _)| norm(p) == *name));
-    let mut c = Cpio::new();
+    let mut c = Archive::default();
     for d in &dirs {
-        c.dir(d, 0o755);
+        c.dir(d, 0o755)?;
     }
     // The kernel gives /init /dev/console as its standard streams: make sure it exists
     // before devtmpfs is mounted.
-    c.char_dev("dev/console", 0o600, 5, 1);
+    c.char_dev("dev/console", 0o600, 5, 1)?;
     for (name, perm, data) in fixed {
-        c.file(&name, perm, data);
+        c.file(&name, perm, data)?;
     }
     for (path, data) in files {
-        c.file(&norm(path), 0o644, data);
+        c.file(&norm(path), 0o644, data)?;
     }
     c.finish()
 }
@@ -246,6 +222,11 @@ mod tests {
     use std::process::Command;
 
     use super::*;
+
+    /// File types of `st_mode` (Linux's include/uapi/linux/stat.h).
+    const S_IFDIR: u32 = 0o040000;
+    const S_IFREG: u32 = 0o100000;
+    const S_IFCHR: u32 = 0o020000;
 
     /// name, mode, rdev (major, minor), data
     type Entry = (String, u32, (u32, u32), Vec<u8>);
@@ -295,6 +276,7 @@ mod tests {
                 ("/deep/er/x".into(), vec![]),
             ],
         )
+        .unwrap()
     }
 
     #[test]
@@ -363,7 +345,8 @@ mod tests {
             &[],
             &[],
             &[("/virtio_sound".into(), b"x".to_vec())],
-        );
+        )
+        .unwrap();
         let e = parse_cpio(&a);
         let addons: Vec<_> = e.iter().filter(|e| e.0 == "virtio_sound").collect();
         assert_eq!(addons.len(), 1);
@@ -376,15 +359,21 @@ mod tests {
 
     #[test]
     fn busybox_cpio_lists_the_archive() {
-        let bb = Path::new("/bin/busybox");
-        if !bb.exists() {
-            eprintln!("no /bin/busybox: skipping the busybox cpio listing");
-            return;
-        }
+        // The host's busybox, or else the guest's (Debian's busybox-static, fetched once).
+        let bb = match Path::new("/bin/busybox") {
+            bb if bb.exists() => bb.to_path_buf(),
+            _ => match super::super::debian::guest_kernel_and_busybox() {
+                Ok((_, bb)) => bb,
+                Err(e) => {
+                    eprintln!("no busybox ({e}): skipping the busybox cpio listing");
+                    return;
+                }
+            },
+        };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.cpio");
         std::fs::write(&path, sample()).unwrap();
-        let out = Command::new(bb)
+        let out = Command::new(&bb)
             .args(["cpio", "-t"])
             .stdin(std::fs::File::open(&path).unwrap())
             .output()

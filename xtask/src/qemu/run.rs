@@ -197,7 +197,7 @@ impl Guest {
             &guest_modules(&self.kernel),
             &run.args,
             &run.files,
-        );
+        )?;
         let dir = run_dir()?;
         let initrd = dir.path().join("initramfs.cpio");
         std::fs::write(&initrd, image).map_err(|e| format!("{}: {e}", initrd.display()))?;
