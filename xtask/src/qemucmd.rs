@@ -225,7 +225,7 @@ pub fn play(guest: &Guest, wav: &Wav, timeout: Duration) -> Result<Played> {
     }
     let run = GuestRun {
         args,
-        files: vec![(GUEST_INPUT.to_string(), wav.to_bytes())],
+        files: vec![(GUEST_INPUT.to_string(), wav.to_bytes()?)],
         audiodev: Audiodev::Wav {
             path: file.clone(),
             frequency: wav.rate,
@@ -396,7 +396,7 @@ pub fn run(args: &QemuArgs) -> Result {
                 println!("  completions: {mode}");
             }
             if let (Some(out), false) = (&args.out, args.sweep) {
-                std::fs::write(out, p.output.to_bytes())
+                std::fs::write(out, p.output.to_bytes()?)
                     .map_err(|e| format!("{}: {e}", out.display()))?;
                 println!(
                     "  QEMU's recording ({} frames at {} Hz, {} channels) -> {}",

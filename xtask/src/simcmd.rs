@@ -333,7 +333,7 @@ pub fn run(args: &SimArgs) -> Result {
         format: sample,
         data: played,
     };
-    std::fs::write(&args.out, out.to_bytes())
+    std::fs::write(&args.out, out.to_bytes()?)
         .map_err(|e| format!("{}: {e}", args.out.display()))?;
     if let Some(r) = &args.record {
         let rec = Wav {
@@ -342,7 +342,7 @@ pub fn run(args: &SimArgs) -> Result {
             format: sample,
             data: p.recorded.clone(),
         };
-        std::fs::write(r, rec.to_bytes()).map_err(|e| format!("{}: {e}", r.display()))?;
+        std::fs::write(r, rec.to_bytes()?).map_err(|e| format!("{}: {e}", r.display()))?;
     }
     let lead = p.buffers * p.buffer_frames;
     println!("rate {rate} Hz, format {sample:?}, {channels} channels");

@@ -17,7 +17,7 @@ fn plays_a_wav_bit_exact_and_reports() {
         data: (0..96000 * 4 / 5).map(|i| (i * 37 % 256) as u8).collect(),
     };
     let inp = dir.path().join("in.wav");
-    std::fs::write(&inp, input.to_bytes()).unwrap();
+    std::fs::write(&inp, input.to_bytes().unwrap()).unwrap();
     let out = dir.path().join("out.wav");
     let rec = dir.path().join("rec.wav");
     let o = xtask(&[
@@ -294,7 +294,7 @@ fn out_of_range_options_are_refused_with_the_range() {
         format: SampleFormat::S16,
         data: vec![0; 17 * 2 * 10],
     };
-    std::fs::write(&wav, many.to_bytes()).unwrap();
+    std::fs::write(&wav, many.to_bytes().unwrap()).unwrap();
     let o = xtask(&["sim", "--input", wav.to_str().unwrap(), "--out", out]);
     let t = text(&o);
     assert!(!o.status.success(), "{t}");

@@ -126,26 +126,51 @@ pub fn verdict(
     }
 }
 
-/// Sets the RIFF and `data` sizes of a WAV file QEMU did not finish (its wav backend writes
-/// them only at a clean exit) from the file's length: a `data` chunk whose size is 0 or runs
-/// past the end holds the rest of the file.
-fn fix_wav_sizes(b: &mut [u8]) {
+/// Makes the header of a WAV file written by QEMU's wav audio backend (audio/wavaudio.c,
+/// `wav_init_out` and `wav_fini_out`) say what the file holds, for a reader that takes it at
+/// its word:
+///
+/// - QEMU writes the RIFF and `data` sizes only at a clean exit: killed, or left through
+///   isa-debug-exit, it leaves them 0 (a crash may leave them past the end). A `data` chunk
+///   whose size is 0 or runs past the end holds the rest of the file, in whole frames.
+/// - QEMU computes the byte rate and frame size as for one or two channels
+///   (`1 << (bits16 + stereo)`, where `stereo` is `nchannels == 2`): they are set from the
+///   channels and bits per sample, which it writes right.
+fn fix_qemu_header(b: &mut [u8]) {
     if b.len() < 12 || &b[0..4] != b"RIFF" || &b[8..12] != b"WAVE" {
         return;
     }
+    let u16_at = |b: &[u8], at: usize| u16::from_le_bytes([b[at], b[at + 1]]);
+    let u32_at = |b: &[u8], at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
     let riff = (b.len() - 8) as u32;
     b[4..8].copy_from_slice(&riff.to_le_bytes());
+    let mut frame = 1;
     let mut pos = 12;
     while pos + 8 <= b.len() {
-        let len = u32::from_le_bytes([b[pos + 4], b[pos + 5], b[pos + 6], b[pos + 7]]) as usize;
-        let rest = b.len() - pos - 8;
-        if &b[pos..pos + 4] == b"data" {
-            if len == 0 || len > rest {
-                b[pos + 4..pos + 8].copy_from_slice(&(rest as u32).to_le_bytes());
+        let len = u32_at(b, pos + 4) as usize;
+        let body = pos + 8;
+        let rest = b.len() - body;
+        match &b[pos..pos + 4] {
+            // WAVE_FORMAT_PCM: tag, channels, rate, byte rate, frame size, bits per sample.
+            b"fmt " if len >= 16 && rest >= 16 && u16_at(b, body) == 1 => {
+                let block = u32::from(u16_at(b, body + 2)) * u32::from(u16_at(b, body + 14)) / 8;
+                if let Ok(block16) = u16::try_from(block) {
+                    let rate = u32_at(b, body + 4);
+                    b[body + 8..body + 12].copy_from_slice(&rate.wrapping_mul(block).to_le_bytes());
+                    b[body + 12..body + 14].copy_from_slice(&block16.to_le_bytes());
+                    frame = block.max(1) as usize;
+                }
             }
-            return;
+            b"data" => {
+                if len == 0 || len > rest {
+                    let whole = (rest / frame * frame) as u32;
+                    b[pos + 4..pos + 8].copy_from_slice(&whole.to_le_bytes());
+                }
+                return;
+            }
+            _ => {}
         }
-        pos += 8 + len + (len & 1);
+        pos = body + len + (len & 1);
     }
 }
 
@@ -153,18 +178,20 @@ fn fix_wav_sizes(b: &mut [u8]) {
 /// written because QEMU was killed or left through isa-debug-exit.
 pub fn read_qemu_wav(path: &Path) -> Result<Wav> {
     let mut b = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    fix_wav_sizes(&mut b);
+    fix_qemu_header(&mut b);
     Ok(Wav::parse(&b).map_err(|e| format!("{}: {e}", path.display()))?)
 }
 
 #[cfg(test)]
 mod tests {
+    use hmulti_client::wav::SampleFormat;
+
     use super::*;
 
     #[test]
     fn unfinished_qemu_wavs_read() {
-        let w = Wav::sine(997.0, 48000, 2, hmulti_client::wav::SampleFormat::S16, 0.01);
-        let good = w.to_bytes();
+        let w = Wav::sine(997.0, 48000, 2, SampleFormat::S16, 0.01);
+        let good = w.to_bytes().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("q.wav");
         // As QEMU leaves it when killed: both sizes 0.
@@ -186,5 +213,37 @@ mod tests {
         odd.push(7);
         std::fs::write(&path, &odd).unwrap();
         assert_eq!(read_qemu_wav(&path).unwrap(), w);
+    }
+
+    /// The header `wav_init_out` (QEMU's audio/wavaudio.c) writes for 4 channels of 16-bit at
+    /// 48 kHz: byte rate `freq << 1` and frame size `1 << 1`, as for mono; sizes 0.
+    #[test]
+    fn qemu_headers_of_more_than_two_channels_read() {
+        let mut b: Vec<u8> = [
+            *b"RIFF",
+            [0, 0, 0, 0],
+            *b"WAVE",
+            *b"fmt ",
+            [16, 0, 0, 0],
+            [1, 0, 4, 0],           // PCM, 4 channels
+            48000u32.to_le_bytes(), // rate
+            96000u32.to_le_bytes(), // byte rate
+            [2, 0, 16, 0],          // frame size 2, 16 bits
+            *b"data",
+            [0, 0, 0, 0],
+        ]
+        .concat();
+        let frames: Vec<u8> = (1..=16).collect(); // two frames of four 16-bit samples
+        b.extend_from_slice(&frames);
+        b.push(99); // a partial frame
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.wav");
+        std::fs::write(&path, &b).unwrap();
+        let w = read_qemu_wav(&path).unwrap();
+        assert_eq!(
+            (w.rate, w.channels, w.format),
+            (48000, 4, SampleFormat::S16)
+        );
+        assert_eq!(w.data, frames);
     }
 }
