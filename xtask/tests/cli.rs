@@ -46,7 +46,7 @@ fn spec_diff_between_files_and_deny_breaking() {
     ]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(
-        text(&o).contains("additive  size 12 -> 16 bytes (grows at the end)"),
+        text(&o).contains("additive  size 12 -> 16 bytes (grows at the end; read only with VIRTIO_SND_F_CTLS)"),
         "{}",
         text(&o)
     );
