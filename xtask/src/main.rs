@@ -2,7 +2,8 @@
 //!
 //! - `gen [--check] [--haiku PATH]`: regenerate everything derived from `spec/*.toml`
 //! - `layout --json`: every structure and constant, by C name
-//! - `spec-diff [REV | OLD.toml NEW.toml] [--deny-breaking]`: an ABI review
+//! - `spec-diff [REV | OLD.toml NEW.toml | --baseline] [--deny-breaking] [--json]`: an ABI
+//!   review; `--update-baseline` makes the working tree the released ABI
 //! - `test`: everything CI runs, after installing what it needs (`setup`)
 //! - `setup [--check]`: install (or only look for) what the tests need from the machine
 //! - `bench`: the exchange benchmark (callgrind)
@@ -54,14 +55,9 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Review the ABI change between two versions of the spec.
-    SpecDiff {
-        /// A git revision to compare the working tree with (default HEAD), or two TOML files.
-        args: Vec<String>,
-        /// Exit non-zero if anything breaking changed.
-        #[arg(long)]
-        deny_breaking: bool,
-    },
+    /// Review the ABI change between two versions of the spec: each change is breaking,
+    /// rename (binary-compatible, source-breaking) or additive.
+    SpecDiff(spec_diff::SpecDiffArgs),
     /// Run everything CI runs: gen --check, fmt, clippy, the tests (first installing what
     /// they need when it can, as `setup` does).
     Test,
@@ -107,10 +103,7 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Gen { check, haiku } => gen::run(check, haiku.as_deref()),
         Cmd::Layout { json: _ } => gen::layout(),
-        Cmd::SpecDiff {
-            args,
-            deny_breaking,
-        } => spec_diff::run(&args, deny_breaking),
+        Cmd::SpecDiff(args) => spec_diff::run(&args),
         Cmd::Test => run_tests(),
         Cmd::Setup { check } => setup::run(check),
         Cmd::Bench => bench::run(),
@@ -154,6 +147,8 @@ fn step(name: &str, cmd: &mut std::process::Command) -> Result {
 fn run_tests() -> Result {
     setup::before_tests()?;
     gen::run(true, None)?;
+    eprintln!("==> cargo xtask spec-diff --baseline --deny-breaking");
+    spec_diff::gate()?;
     step(
         "cargo fmt --check",
         cargo().args(["fmt", "--all", "--check"]),

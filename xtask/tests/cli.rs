@@ -46,7 +46,9 @@ fn spec_diff_between_files_and_deny_breaking() {
     ]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(
-        text(&o).contains("additive  size 12 -> 16 bytes (grows at the end; read only with VIRTIO_SND_F_CTLS)"),
+        text(&o).contains(
+            "additive  size 12 -> 16 bytes (grows at the end; read only with VIRTIO_SND_F_CTLS)"
+        ),
         "{}",
         text(&o)
     );
@@ -102,4 +104,78 @@ fn a_malformed_spec_file_is_named() {
     assert!(!o.status.success());
     let t = text(&o);
     assert!(t.contains("bad.toml:7:1") && t.contains("bogus"), "{t}");
+}
+
+#[test]
+fn spec_diff_json_is_an_array_of_changes() {
+    let fx = "codegen/tests/fixtures";
+    let new = format!("{fx}/ioctl_new.toml");
+    let o = xtask(&["spec-diff", "--json", &format!("{fx}/ioctl_old.toml"), &new]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stdout is only JSON");
+    let changes = v.as_array().expect("an array");
+    assert_eq!(changes.len(), 6, "{v:#}");
+    for c in changes {
+        let keys: Vec<&str> = c.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        assert_eq!(keys.len(), 4, "{c}");
+        for k in ["file", "section", "class", "text"] {
+            assert!(c[k].is_string(), "{k} in {c}");
+        }
+    }
+    assert_eq!(
+        changes[5],
+        serde_json::json!({
+            "file": new,
+            "section": "ioctl B_MULTI_GET_MIX",
+            "class": "additive",
+            "text": "direction inout -> out (the driver reads less of the argument)",
+        })
+    );
+    let o = xtask(&[
+        "spec-diff",
+        "--json",
+        &format!("{fx}/renames_old.toml"),
+        &format!("{fx}/renames_new.toml"),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        v.as_array().unwrap().iter().all(|c| c["class"] == "rename"),
+        "{v:#}"
+    );
+}
+
+#[test]
+fn spec_diff_deny_breaking_gates_on_the_baseline() {
+    // Today's tree is the released ABI, or differs from it only in compatible ways.
+    let o = xtask(&["spec-diff", "--baseline", "--deny-breaking"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .last()
+            .unwrap_or("")
+            .starts_with("summary: 0 breaking, "),
+        "{}",
+        text(&o)
+    );
+    // A breaking pair fails, and the failure lists what broke.
+    let fx = "codegen/tests/fixtures";
+    let o = xtask(&[
+        "spec-diff",
+        "--json",
+        "--deny-breaking",
+        &format!("{fx}/growth_old.toml"),
+        &format!("{fx}/growth_new.toml"),
+    ]);
+    assert!(!o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("error: 8 breaking ABI change(s):\n"), "{err}");
+    assert!(
+        err.contains("growth_new.toml: struct virtio_snd_pcm_hdr: size 8 -> 12 bytes: grows at the end, but a wire message part"),
+        "{err}"
+    );
+    assert!(serde_json::from_slice::<serde_json::Value>(&o.stdout).is_ok());
+    // --baseline compares with the checked-in baseline only.
+    let o = xtask(&["spec-diff", "--baseline", "HEAD"]);
+    assert!(!o.status.success());
 }
