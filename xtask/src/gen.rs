@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use codegen::{emit_c, emit_json, emit_rust, model, Spec};
+use codegen::{emit_c, emit_json, emit_md, emit_rust, model, Spec};
 
 use crate::{bindgen_check, root, Result};
 
@@ -13,6 +13,11 @@ pub const SPECS: [&str; 3] = [
     "spec/hmulti_audio.toml",
     "spec/haiku_driver.toml",
 ];
+
+/// Where the generated reference documents go: a directory of their own, so every file in
+/// it is generated (the tidy test checks each one's header) and the hand-written guides in
+/// `docs/` are never mistaken for them.
+pub const GENERATED_DOCS: &str = "docs/generated";
 
 /// Loads every spec; all diagnostics of all files are reported together.
 pub fn load_all() -> Result<Vec<Spec>> {
@@ -46,6 +51,10 @@ pub fn outputs(specs: &[Spec]) -> Result<BTreeMap<PathBuf, String>> {
         out.insert(
             PathBuf::from(format!("spec/generated/{}.h", s.name)),
             emit_c::header(s),
+        );
+        out.insert(
+            PathBuf::from(format!("{GENERATED_DOCS}/{}.md", s.name)),
+            emit_md::emit(s),
         );
     }
     let json = emit_json::layout(specs);
