@@ -200,6 +200,7 @@ fn implementation(name: &str) -> Option<(u64, SymKind)> {
         "kernel_debugger" => f!(sim_kernel_debugger),
         "system_time" => f!(sim_system_time),
         "system_time_nsecs" => f!(sim_system_time_nsecs),
+        "real_time_clock_usecs" => f!(sim_real_time_clock_usecs),
         "snooze" => f!(sim_snooze),
         "snooze_etc" => f!(sim_snooze_etc),
         "snooze_until" => f!(sim_snooze_until),
@@ -1021,22 +1022,48 @@ pub extern "C" fn sim_system_time_nsecs() -> bigtime_t {
 
 /// Sleeps in simulated time (not in interrupt context).
 pub extern "C" fn sim_snooze(amount: bigtime_t) -> status_t {
-    with_core("snooze", hd::B_OK, |core| {
-        core.kernel.snooze(amount);
-        hd::B_OK
-    })
+    sim_snooze_etc(amount, hd::B_SYSTEM_TIMEBASE, hd::B_RELATIVE_TIMEOUT)
 }
 
-/// `snooze_etc`: only the system time base exists; `B_ABSOLUTE_TIMEOUT` sleeps until a time.
+/// The simulated machine's real-time clock at boot: 2026-01-01 00:00:00 UTC, in
+/// microseconds since the epoch. Fixed, so that runs are reproducible; the clock then
+/// moves with the simulated system time and is never set.
+pub const REAL_TIME_AT_BOOT: bigtime_t = 1_767_225_600_000_000;
+
+/// `real_time_clock_usecs`: the wall clock, [`REAL_TIME_AT_BOOT`] plus the system time.
+pub extern "C" fn sim_real_time_clock_usecs() -> bigtime_t {
+    REAL_TIME_AT_BOOT.saturating_add(sim_system_time())
+}
+
+/// `snooze_etc` as Haiku's `common_snooze_etc` (src/system/kernel/thread.cpp) takes it:
+/// the time base is a POSIX clock id. `CLOCK_REALTIME` adds `B_TIMEOUT_REAL_TIME_BASE` and
+/// sleeps like `CLOCK_MONOTONIC` (= `B_SYSTEM_TIMEBASE`); `thread_block_with_timeout` reads
+/// that flag only for an absolute timeout, which is then a wall-clock time. A thread-CPU-time
+/// clock is `B_BAD_VALUE`, any other clock `ENOTSUP`. Without a timeout flag, or with
+/// `B_INFINITE_TIMEOUT`, Haiku's thread never wakes (no timer is set and a kernel sleep
+/// takes no signals): the simulator records that and returns at once.
 pub extern "C" fn sim_snooze_etc(amount: bigtime_t, time_base: i32, flags: u32) -> status_t {
-    if time_base != hd::B_SYSTEM_TIMEBASE {
-        return hd::B_BAD_VALUE;
-    }
+    let flags = match time_base {
+        hd::CLOCK_REALTIME => flags | hd::B_TIMEOUT_REAL_TIME_BASE,
+        hd::B_SYSTEM_TIMEBASE => flags,
+        hd::CLOCK_THREAD_CPUTIME_ID => return hd::B_BAD_VALUE,
+        _ => return hd::ENOTSUP,
+    };
     with_core("snooze_etc", hd::B_OK, |core| {
-        let d = if flags & hd::B_ABSOLUTE_TIMEOUT != 0 {
-            amount.saturating_sub(core.kernel.system_time())
-        } else {
+        let timed = flags & (hd::B_RELATIVE_TIMEOUT | hd::B_ABSOLUTE_TIMEOUT) != 0;
+        if !timed || amount == hd::B_INFINITE_TIMEOUT {
+            core.record(format!(
+                "snooze_etc({amount}, {time_base}, {flags:#x}) sleeps forever: no timeout \
+                 is set, and nothing wakes a snoozing kernel thread"
+            ));
+            return hd::B_OK;
+        }
+        let d = if flags & hd::B_RELATIVE_TIMEOUT != 0 {
             amount
+        } else if flags & hd::B_TIMEOUT_REAL_TIME_BASE != 0 {
+            amount.saturating_sub(sim_real_time_clock_usecs())
+        } else {
+            amount.saturating_sub(core.kernel.system_time())
         };
         core.kernel.snooze(d);
         hd::B_OK

@@ -1052,6 +1052,65 @@ fn threads_and_timers_run_on_the_simulated_clock() {
 }
 
 #[test]
+fn snooze_takes_haikus_clock_ids() {
+    let (env, kernel) = env();
+    // The values of headers/posix/time.h and headers/os/support/Errors.h, written out.
+    const CLOCK_MONOTONIC: i32 = 0;
+    const CLOCK_REALTIME: i32 = -1;
+    const CLOCK_PROCESS_CPUTIME_ID: i32 = -2;
+    const CLOCK_THREAD_CPUTIME_ID: i32 = -3;
+    const RELATIVE: u32 = 0x08;
+    const ABSOLUTE: u32 = 0x10;
+    const B_BAD_VALUE: i32 = 0x8000_0005_u32 as i32;
+    const ENOTSUP: i32 = 0x8000_7038_u32 as i32;
+
+    // The wall clock starts at 2026-01-01 00:00 UTC and moves with the system time.
+    let epoch_2026: i64 = 1_767_225_600 * 1_000_000;
+    assert_eq!(sim_real_time_clock_usecs() - sim_system_time(), epoch_2026);
+
+    let t0 = sim_system_time();
+    assert_eq!(sim_snooze_etc(1000, CLOCK_MONOTONIC, RELATIVE), hd::B_OK);
+    assert_eq!(sim_system_time(), t0 + 1000);
+    // A relative sleep on the real-time clock is as long as on the monotonic one.
+    assert_eq!(sim_snooze_etc(500, CLOCK_REALTIME, RELATIVE), hd::B_OK);
+    assert_eq!(sim_system_time(), t0 + 1500);
+    // Absolute deadlines: a system time, and a wall-clock time.
+    assert_eq!(sim_snooze_until(t0 + 2200, CLOCK_MONOTONIC), hd::B_OK);
+    assert_eq!(sim_system_time(), t0 + 2200);
+    let wall = sim_real_time_clock_usecs();
+    assert_eq!(sim_snooze_until(wall + 2500, CLOCK_REALTIME), hd::B_OK);
+    assert_eq!(sim_system_time(), t0 + 4700);
+    assert_eq!(
+        sim_snooze_etc(wall, CLOCK_REALTIME, ABSOLUTE),
+        hd::B_OK,
+        "past"
+    );
+    assert_eq!(sim_system_time(), t0 + 4700);
+
+    // Clocks a kernel thread cannot sleep on change nothing.
+    assert_eq!(
+        sim_snooze_etc(10, CLOCK_THREAD_CPUTIME_ID, RELATIVE),
+        B_BAD_VALUE
+    );
+    assert_eq!(
+        sim_snooze_etc(10, CLOCK_PROCESS_CPUTIME_ID, RELATIVE),
+        ENOTSUP
+    );
+    assert_eq!(sim_snooze_etc(10, 7, RELATIVE), ENOTSUP);
+    assert_eq!(sim_system_time(), t0 + 4700);
+    assert!(kernel.take_failures().is_empty());
+
+    // No timeout flag, or an infinite timeout: Haiku's thread would never wake.
+    assert_eq!(sim_snooze_etc(10, CLOCK_MONOTONIC, 0), hd::B_OK);
+    assert_eq!(sim_snooze(i64::MAX), hd::B_OK);
+    assert_eq!(sim_system_time(), t0 + 4700);
+    let f = kernel.take_failures();
+    assert_eq!(f.len(), 2, "{f:#?}");
+    assert!(f.iter().all(|f| f.contains("sleeps forever")), "{f:#?}");
+    env.assert_clean();
+}
+
+#[test]
 fn dprintf_and_snprintf_go_through_the_c_shim() {
     let (env, kernel) = env();
     type Printf = unsafe extern "C" fn(*const c_char, ...);

@@ -62,6 +62,7 @@
 #define ERANGE (-2147454959) /* status */
 #define ENOSYS (-2147454967) /* status */
 #define ENOTTY (-2147454966) /* status */
+#define ENOTSUP (-2147454920) /* status */
 #define B_DEV_INVALID_IOCTL (-2147442688) /* status */
 #define B_DEV_NO_MEMORY (-2147442687) /* status */
 #define B_DEV_TIMEOUT (-2147442682) /* status */
@@ -156,6 +157,10 @@
 #define B_RELEASE_IF_WAITING_ONLY 0x10 /* sem_release_flags */
 #define B_INFINITE_TIMEOUT (9223372036854775807LL) /* timeouts */
 #define B_SYSTEM_TIMEBASE (0) /* time_base */
+#define CLOCK_MONOTONIC (0) /* time_base */
+#define CLOCK_REALTIME (-1) /* time_base */
+#define CLOCK_PROCESS_CPUTIME_ID (-2) /* time_base */
+#define CLOCK_THREAD_CPUTIME_ID (-3) /* time_base */
 #define B_IDLE_PRIORITY (0) /* thread_priority */
 #define B_LOWEST_ACTIVE_PRIORITY (1) /* thread_priority */
 #define B_LOW_PRIORITY (5) /* thread_priority */
@@ -547,6 +552,7 @@ extern void panic(const char *format, ...);
 extern void kernel_debugger(const char *message);
 extern bigtime_t system_time(void);
 extern nanotime_t system_time_nsecs(void);
+extern bigtime_t real_time_clock_usecs(void);
 extern status_t snooze(bigtime_t amount);
 extern status_t snooze_etc(bigtime_t amount, int32_t time_base, uint32_t flags);
 extern status_t snooze_until(bigtime_t time, int32_t time_base);

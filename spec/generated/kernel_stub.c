@@ -44,6 +44,7 @@ void panic(void) {}
 void kernel_debugger(void) {}
 void system_time(void) {}
 void system_time_nsecs(void) {}
+void real_time_clock_usecs(void) {}
 void snooze(void) {}
 void snooze_etc(void) {}
 void snooze_until(void) {}

@@ -172,6 +172,8 @@ pub const ERANGE: i32 = -2147454959;
 pub const ENOSYS: i32 = -2147454967;
 /// `ENOTTY`: Inappropriate ioctl for the device (0x8000700A).
 pub const ENOTTY: i32 = -2147454966;
+/// `ENOTSUP`: Not supported (0x80007038; a POSIX code of its own, not B_NOT_SUPPORTED): snooze_etc() of a clock it cannot wait on.
+pub const ENOTSUP: i32 = -2147454920;
 /// `B_DEV_INVALID_IOCTL`: Unknown ioctl opcode; the usual answer of a control hook (0x8000A000).
 pub const B_DEV_INVALID_IOCTL: i32 = -2147442688;
 /// `B_DEV_NO_MEMORY`: The device ran out of memory (0x8000A001).
@@ -568,6 +570,13 @@ pub const STATUS: &[Constant<i32>] = &[
     Constant {
         name: "ENOTTY",
         value: ENOTTY,
+        hz: None,
+        width: None,
+        phys_width: None,
+    },
+    Constant {
+        name: "ENOTSUP",
+        value: ENOTSUP,
         hz: None,
         width: None,
         phys_width: None,
@@ -1367,11 +1376,47 @@ pub const TIMEOUTS: &[Constant<i64>] = &[
 ];
 /// `B_SYSTEM_TIMEBASE`: Time since boot, as system_time() reports it.
 pub const B_SYSTEM_TIMEBASE: i32 = 0;
-/// Constant group `time_base`: Clock bases for snooze_until() and snooze_etc().
+/// `CLOCK_MONOTONIC`: POSIX name of B_SYSTEM_TIMEBASE.
+pub const CLOCK_MONOTONIC: i32 = 0;
+/// `CLOCK_REALTIME`: The real-time clock (real_time_clock_usecs()): an absolute timeout (B_ABSOLUTE_TIMEOUT) is a wall-clock time; a relative one is measured as on B_SYSTEM_TIMEBASE.
+pub const CLOCK_REALTIME: i32 = -1;
+/// `CLOCK_PROCESS_CPUTIME_ID`: The team's CPU time: snooze_etc() returns ENOTSUP.
+pub const CLOCK_PROCESS_CPUTIME_ID: i32 = -2;
+/// `CLOCK_THREAD_CPUTIME_ID`: The calling thread's CPU time: snooze_etc() returns B_BAD_VALUE (a thread cannot wait for its own CPU time).
+pub const CLOCK_THREAD_CPUTIME_ID: i32 = -3;
+/// Constant group `time_base`: Clock bases of snooze_until() and snooze_etc(): Haiku's kernel takes a POSIX clockid_t there (headers/posix/time.h; src/system/kernel/thread.cpp common_snooze_etc). CLOCK_MONOTONIC and CLOCK_REALTIME sleep; CLOCK_THREAD_CPUTIME_ID is refused with B_BAD_VALUE, any other clock with ENOTSUP.
 pub const TIME_BASE: &[Constant<i32>] = &[
     Constant {
         name: "B_SYSTEM_TIMEBASE",
         value: B_SYSTEM_TIMEBASE,
+        hz: None,
+        width: None,
+        phys_width: None,
+    },
+    Constant {
+        name: "CLOCK_MONOTONIC",
+        value: CLOCK_MONOTONIC,
+        hz: None,
+        width: None,
+        phys_width: None,
+    },
+    Constant {
+        name: "CLOCK_REALTIME",
+        value: CLOCK_REALTIME,
+        hz: None,
+        width: None,
+        phys_width: None,
+    },
+    Constant {
+        name: "CLOCK_PROCESS_CPUTIME_ID",
+        value: CLOCK_PROCESS_CPUTIME_ID,
+        hz: None,
+        width: None,
+        phys_width: None,
+    },
+    Constant {
+        name: "CLOCK_THREAD_CPUTIME_ID",
+        value: CLOCK_THREAD_CPUTIME_ID,
         hz: None,
         width: None,
         phys_width: None,
