@@ -43,10 +43,22 @@ impl Addon {
         settings: Option<&str>,
         prepare: impl FnOnce(&SndModel),
     ) -> Result<Addon, String> {
+        Self::load_in(path, config, settings, EnvConfig::default(), prepare)
+    }
+
+    /// As [`Addon::load_with`], in an environment configured by `env` (how interrupts are
+    /// delivered, SMAP).
+    pub fn load_in(
+        path: &Path,
+        config: ModelConfig,
+        settings: Option<&str>,
+        env: EnvConfig,
+        prepare: impl FnOnce(&SndModel),
+    ) -> Result<Addon, String> {
         let kernel = SimKernel::new();
         let model = SndModel::new(&kernel, config);
         prepare(&model);
-        let env = Environment::new(kernel.clone(), model.clone());
+        let env = Environment::with_config(kernel.clone(), model.clone(), env);
         Self::attach(path, env, Some(model), kernel, settings)
     }
 

@@ -45,6 +45,7 @@ use spec::haiku_driver::{self as hd, status_t, ModuleDependency, ModuleInfo};
 
 pub use exports::{kernel_symbols, SymKind};
 pub use heap::BlockInfo;
+pub use virtio_bus::InterruptStats;
 
 use sim_kernel::memory::SimCode;
 use sim_kernel::report::lock;
@@ -60,6 +61,8 @@ pub struct EnvConfig {
     /// Put client memory in the reserved user range, where a direct access by the add-on
     /// faults (see [`user`]). Off, client memory is plain host bytes.
     pub smap: bool,
+    /// How the virtio bus delivers queue interrupts to the add-on.
+    pub interrupts: Interrupts,
 }
 
 impl Default for EnvConfig {
@@ -67,6 +70,39 @@ impl Default for EnvConfig {
         EnvConfig {
             virtio_device_type: hd::VIRTIO_DEVICE_ID_SOUND,
             smap: true,
+            interrupts: Interrupts::PerQueue,
+        }
+    }
+}
+
+/// How Haiku's virtio_pci bus (src/add-ons/kernel/busses/virtio/virtio_pci/virtio_pci.cpp)
+/// delivers queue interrupts, which depends on the interrupts the PCI function gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interrupts {
+    /// MSI-X with a vector per queue (queues + 1 vectors): only the completed queue's
+    /// callback runs.
+    PerQueue,
+    /// INTx, or MSI-X with fewer vectors than queues + 1 (one vector for every queue): the
+    /// handler calls `queue_interrupt_handler(sim, INT16_MAX)`, and the bus manager's
+    /// `VirtioDevice::QueueInterrupt` then runs *every* queue's callback, each between its
+    /// queue's `DisableInterrupt`/`EnableInterrupt`. The simulator also raises the shared
+    /// interrupt at random moments after real ones (seeded by `seed`, so runs reproduce):
+    /// callbacks that find nothing completed, as another device on the line would cause.
+    Shared {
+        /// Seed of the spurious interrupts' times.
+        seed: u64,
+    },
+}
+
+impl std::str::FromStr for Interrupts {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Interrupts, String> {
+        match s {
+            "per-queue" => Ok(Interrupts::PerQueue),
+            "shared" => Ok(Interrupts::Shared { seed: 1 }),
+            _ => Err(format!(
+                "unknown interrupt delivery {s:?}: per-queue or shared"
+            )),
         }
     }
 }
@@ -350,7 +386,7 @@ impl Environment {
             settings: Mutex::new(Settings::default()),
             modules: Mutex::new(Modules::default()),
             dm: devmgr::DeviceManager::new(config.virtio_device_type),
-            bus: virtio_bus::Bus::new(),
+            bus: virtio_bus::Bus::new(config.interrupts),
             threads: threads::Threads::default(),
             smap,
             lines: Mutex::new(HashMap::new()),
@@ -361,6 +397,11 @@ impl Environment {
 
     pub fn kernel(&self) -> &SimKernel {
         &self.core.kernel
+    }
+
+    /// How many interrupts and queue callbacks the virtio bus has delivered.
+    pub fn interrupt_stats(&self) -> InterruptStats {
+        self.core.bus.stats()
     }
 
     /// The device model.

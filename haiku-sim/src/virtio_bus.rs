@@ -19,7 +19,10 @@ use spec::haiku_driver::{
     DriverModuleInfo, ModuleInfo, PhysicalEntry, VirtioDeviceInterface,
 };
 
-use super::{current, Core};
+use super::{current, Core, Interrupts};
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
+use sim_kernel::clock::EventSource;
 use sim_kernel::memory::SimCode;
 use sim_kernel::report::lock;
 
@@ -53,15 +56,50 @@ struct BusState {
 pub(crate) struct Bus {
     queues: [QueueSlot; MAX_QUEUES],
     state: Mutex<BusState>,
+    delivery: Interrupts,
+    /// In shared delivery, the source of spurious interrupts while interrupts are set up.
+    spurious: Mutex<Option<Arc<Spurious>>>,
+    stats: Mutex<InterruptStats>,
+}
+
+/// What the bus delivered: the figures `cargo xtask sim` prints.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InterruptStats {
+    /// Interrupts the device raised.
+    pub device: u64,
+    /// Spurious shared interrupts the simulator raised.
+    pub spurious: u64,
+    /// Queue callbacks run.
+    pub callbacks: u64,
 }
 
 impl Bus {
-    pub(crate) fn new() -> Bus {
+    pub(crate) fn new(delivery: Interrupts) -> Bus {
         Bus {
             queues: std::array::from_fn(|_| QueueSlot {
                 callback: Mutex::new(None),
             }),
             state: Mutex::new(BusState::default()),
+            delivery,
+            spurious: Mutex::new(None),
+            stats: Mutex::new(InterruptStats::default()),
+        }
+    }
+
+    pub(crate) fn stats(&self) -> InterruptStats {
+        *lock(&self.stats)
+    }
+
+    /// The callbacks one interrupt for `queue` runs, in the order the bus manager runs them:
+    /// that queue's alone, or in shared delivery every queue's (`VirtioDevice::QueueInterrupt`
+    /// with `INT16_MAX` loops over the queues in index order, skipping those without one).
+    fn callbacks_for(&self, queue: Option<u16>) -> Vec<(usize, usize)> {
+        let count = lock(&self.state).queues.min(MAX_QUEUES);
+        let one = |i: usize| self.queues.get(i).and_then(|slot| *lock(&slot.callback));
+        match (self.delivery, queue) {
+            (Interrupts::PerQueue, Some(q)) => one(q as usize).into_iter().collect(),
+            (Interrupts::PerQueue, None) => Vec::new(),
+            (Interrupts::Shared { .. }, _) => (0..count).filter_map(one).collect(),
         }
     }
 
@@ -346,35 +384,88 @@ unsafe extern "C" fn free_queues(dev: virtio_device) {
     let _ = core.device.free_queues();
 }
 
-/// The model's interrupt handler: calls the queue's stored callback.
+/// The model's interrupt handler: calls the stored callbacks the interrupt reaches.
 struct Irq {
     core: Weak<Core>,
 }
 
 impl QueueHandler for Irq {
     fn queue_interrupt(&self, queue: u16) {
-        let (cb, cookie, driver_cookie) = {
-            let _sim = SimCode::enter();
-            let Some(core) = self.core.upgrade() else {
-                return;
-            };
-            let Some(slot) = core.bus.queues.get(queue as usize) else {
-                return;
-            };
-            let Some((cb, cookie)) = *lock(&slot.callback) else {
-                return;
-            };
-            let driver_cookie = lock(&core.bus.state).driver_cookie;
-            (cb, cookie, driver_cookie)
+        let Some(core) = self.core.upgrade() else {
+            return;
         };
-        on_interrupt_thread(move || {
-            // SAFETY: `cb` is the virtio_callback_func the driver stored for this queue; it
-            // is called with the cookies it asked for, as on Haiku.
+        if let Some(spurious) = lock(&core.bus.spurious).clone() {
+            spurious.after_interrupt(core.kernel.clock().now());
+        }
+        lock(&core.bus.stats).device += 1;
+        run_callbacks(&core, Some(queue));
+    }
+}
+
+/// Runs, on the interrupt thread, the callbacks an interrupt for `queue` (`None`: the shared
+/// vector with no queue in particular) reaches, with the cookies each asked for.
+fn run_callbacks(core: &Core, queue: Option<u16>) {
+    let (callbacks, driver_cookie) = {
+        let _sim = SimCode::enter();
+        let callbacks = core.bus.callbacks_for(queue);
+        (callbacks, lock(&core.bus.state).driver_cookie)
+    };
+    if callbacks.is_empty() {
+        return;
+    }
+    lock(&core.bus.stats).callbacks += callbacks.len() as u64;
+    on_interrupt_thread(move || {
+        for (cb, cookie) in callbacks {
+            // SAFETY: `cb` is a virtio_callback_func the driver stored with
+            // queue_setup_interrupt and has not cleared (free_queues clears them); it is
+            // called with the cookies it asked for, as on Haiku.
             let f: unsafe extern "C" fn(*mut c_void, *mut c_void) =
                 unsafe { std::mem::transmute(cb) };
             // SAFETY: as above.
             unsafe { f(driver_cookie as *mut c_void, cookie as *mut c_void) };
-        });
+        }
+    });
+}
+
+/// Spurious shared interrupts: after a real interrupt, with probability 1/2, one more at a
+/// random moment up to 2 ms later. They come only after real ones, so an idle device has
+/// none pending and the clock can still tell a wait that never ends.
+struct Spurious {
+    core: Weak<Core>,
+    state: Mutex<(SmallRng, Option<i64>)>,
+}
+
+impl Spurious {
+    const MAX_DELAY_US: i64 = 2000;
+
+    fn after_interrupt(&self, now: i64) {
+        let mut st = lock(&self.state);
+        let (rng, next) = &mut *st;
+        if next.is_none() && rng.random_bool(0.5) {
+            *next = Some(now + rng.random_range(1..=Self::MAX_DELAY_US));
+        }
+    }
+}
+
+impl EventSource for Spurious {
+    fn next_event(&self) -> Option<i64> {
+        lock(&self.state).1
+    }
+
+    fn run_due(&self, now: i64) {
+        let due = {
+            let mut st = lock(&self.state);
+            match st.1 {
+                Some(t) if t <= now => st.1.take(),
+                _ => None,
+            }
+        };
+        if due.is_some() {
+            if let Some(core) = self.core.upgrade() {
+                lock(&core.bus.stats).spurious += 1;
+                run_callbacks(&core, None);
+            }
+        }
     }
 }
 
@@ -450,6 +541,15 @@ unsafe extern "C" fn setup_interrupt(
     match r {
         Ok(()) => {
             lock(&core.bus.state).interrupts = true;
+            if let Interrupts::Shared { seed } = core.bus.delivery {
+                let spurious = Arc::new(Spurious {
+                    core: Arc::downgrade(&core),
+                    state: Mutex::new((SmallRng::seed_from_u64(seed), None)),
+                });
+                let source: Arc<dyn EventSource> = spurious.clone();
+                core.kernel.clock().add_source(Arc::downgrade(&source));
+                *lock(&core.bus.spurious) = Some(spurious);
+            }
             hd::B_OK
         }
         Err(e) => e.0,
@@ -465,6 +565,7 @@ unsafe extern "C" fn free_interrupts(dev: virtio_device) -> status_t {
         core.device.free_interrupts();
     }
     lock(&core.bus.state).interrupts = false;
+    *lock(&core.bus.spurious) = None;
     hd::B_OK
 }
 

@@ -170,6 +170,11 @@ pub struct SimArgs {
     /// A device description (TOML) instead of the default two-stream device.
     #[arg(long)]
     pub device_config: Option<PathBuf>,
+    /// How the virtio bus delivers queue interrupts, as Haiku's virtio_pci does with the
+    /// interrupts it gets: `per-queue` (MSI-X, a vector per queue) or `shared` (INTx or one
+    /// MSI-X vector: every queue's callback on each interrupt, plus spurious ones).
+    #[arg(long, default_value = "per-queue", value_name = "per-queue|shared")]
+    pub interrupts: haiku_sim::Interrupts,
 }
 
 fn parse_format(s: &str) -> Result<(SampleFormat, u32)> {
@@ -281,7 +286,11 @@ pub fn run(args: &SimArgs) -> Result {
         args.device_config.as_deref(),
         u8::try_from(channels).map_err(|_| "too many channels")?,
     )?;
-    let host = haiku_sim::addon::Addon::load(&addon, config, None)
+    let env = haiku_sim::EnvConfig {
+        interrupts: args.interrupts,
+        ..haiku_sim::EnvConfig::default()
+    };
+    let host = haiku_sim::addon::Addon::load_in(&addon, config, None, env, |_| {})
         .map_err(|e| format!("loading {}: {e}", addon.display()))?;
     let dev = host.open_first().map_err(|e| {
         // The add-on's log says why (each stream it leaves out has a line).
@@ -374,6 +383,17 @@ pub fn run(args: &SimArgs) -> Result {
     );
     println!("xruns: {xruns} (the device underruns once when a drained stream ends)");
     println!("played_real_time vs device ground truth: p50 {p50} us, p99 {p99} us, max {max} us");
+    let irq = host.env().interrupt_stats();
+    println!(
+        "interrupts ({}): {} from the device, {} spurious, {} queue callbacks",
+        match args.interrupts {
+            haiku_sim::Interrupts::PerQueue => "per-queue",
+            haiku_sim::Interrupts::Shared { .. } => "shared",
+        },
+        irq.device,
+        irq.spurious,
+        irq.callbacks
+    );
     s.release(&dev);
     dev.close();
     host.unload()

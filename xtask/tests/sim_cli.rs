@@ -90,6 +90,45 @@ fn the_default_sine_and_other_formats() {
     );
 }
 
+/// Shared interrupts (INTx, or one MSI-X vector): every queue's callback on every interrupt,
+/// plus spurious ones; the add-on plays the same bytes as with a vector per queue.
+#[test]
+fn shared_interrupts_play_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut outputs = Vec::new();
+    for mode in ["per-queue", "shared"] {
+        let out = dir.path().join(format!("{mode}.wav"));
+        let args = ["sim", "--seconds", "0.2", "--interrupts", mode];
+        let o = xtask(&[&args[..], &["--out", out.to_str().unwrap()]].concat());
+        assert!(o.status.success(), "{}", text(&o));
+        let t = text(&o);
+        let line = t
+            .lines()
+            .find(|l| l.starts_with(&format!("interrupts ({mode}): ")))
+            .unwrap_or_else(|| panic!("no interrupts line for {mode}:\n{t}"));
+        // "interrupts (MODE): D from the device, S spurious, C queue callbacks"
+        let n: Vec<u64> = line
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        let [device, spurious, callbacks] = n[..] else {
+            panic!("{line}")
+        };
+        if mode == "shared" {
+            // The add-on has four queues (control, event, tx, rx): each interrupt runs all.
+            assert!(spurious > 0, "{line}");
+            assert_eq!(callbacks, 4 * (device + spurious), "{line}");
+        } else {
+            assert_eq!((spurious, callbacks), (0, device), "{line}");
+        }
+        outputs.push(std::fs::read(&out).unwrap());
+    }
+    assert!(
+        outputs[0] == outputs[1],
+        "the output differs with shared interrupts"
+    );
+}
+
 /// Unsigned 8-bit: silence is 0x80, not 0 (0 is full negative amplitude, a click at every
 /// start). The lead-in and the padding hold 0x80, and the summary calls them silence.
 #[test]
@@ -146,6 +185,10 @@ fn clear_errors() {
         (
             vec!["sim", "--addon", "/nonexistent/virtio_sound", "--out", out],
             "/nonexistent/virtio_sound",
+        ),
+        (
+            vec!["sim", "--interrupts", "msi", "--out", out],
+            "unknown interrupt delivery \"msi\": per-queue or shared",
         ),
     ] {
         let o = xtask(&args);
