@@ -29,6 +29,7 @@ use spec::haiku_driver::{
 use super::heap::FreeError;
 use super::user::{kernel_read, kernel_read_cstr, kernel_write};
 use super::{current, Core};
+use sim_kernel::kernel::Poll;
 use sim_kernel::memory::{SimCode, PAGE_SIZE};
 use sim_kernel::report::lock;
 
@@ -1012,8 +1013,14 @@ pub extern "C" fn sim_stack_chk_fail() {
 
 // ---- time ----
 
+/// `system_time`: the simulated clock. A caller that calls it over and over at one instant
+/// is spinning on it, and time passes for it (`SimKernel::busy_poll`).
 pub extern "C" fn sim_system_time() -> bigtime_t {
-    with_core("system_time", 0, |core| core.kernel.system_time())
+    with_core("system_time", 0, |core| {
+        // A driver that spins on the clock lets time pass, as a real CPU would.
+        let _ = core.kernel.busy_poll(Poll::Clock);
+        core.kernel.system_time()
+    })
 }
 
 pub extern "C" fn sim_system_time_nsecs() -> bigtime_t {

@@ -23,6 +23,7 @@ use super::{current, Core, Interrupts};
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use sim_kernel::clock::EventSource;
+use sim_kernel::kernel::Poll;
 use sim_kernel::memory::SimCode;
 use sim_kernel::report::lock;
 
@@ -702,8 +703,13 @@ unsafe extern "C" fn queue_dequeue(
         core.device.queue_dequeue(index)
     };
     let Some((c, len)) = got else {
+        // A driver that spins on the queue lets time pass, as a real CPU would.
+        if let Err(why) = core.kernel.busy_poll(Poll::Queue) {
+            panic!("{why}");
+        }
         return false;
     };
+    core.kernel.poll_succeeded();
     // SAFETY: each is NULL or the driver's out parameter.
     unsafe {
         if !cookie.is_null() {

@@ -40,8 +40,14 @@ static LEAK_IN_UNINIT: AtomicBool = AtomicBool::new(false);
 static KEEP_PARENT_REF: AtomicBool = AtomicBool::new(false);
 static INITS: AtomicI32 = AtomicI32::new(0);
 static IRQS: AtomicU32 = AtomicU32::new(0);
+/// init_driver waits for its control request by spinning on `queue_dequeue` (queue 0 gets
+/// no callback), as the 2024 C++ driver does, instead of sleeping on a semaphore.
+static BUSY_POLL: AtomicBool = AtomicBool::new(false);
+/// The driver cookie init_driver made last.
+static FAKE: AtomicPtr<Fake> = AtomicPtr::new(std::ptr::null_mut());
 
 fn reset_knobs() {
+    BUSY_POLL.store(false, Ordering::SeqCst);
     SUPPORTS_CALLS.store(0, Ordering::SeqCst);
     LEAK_IN_UNINIT.store(false, Ordering::SeqCst);
     KEEP_PARENT_REF.store(false, Ordering::SeqCst);
@@ -245,7 +251,8 @@ unsafe extern "C" fn init_driver(node: *mut DeviceNode, cookie: *mut *mut c_void
             v.setup_interrupt.unwrap()(f.dev, None, f as *mut Fake as *mut c_void),
             hd::B_OK
         );
-        for q in 0..4usize {
+        let busy = BUSY_POLL.load(Ordering::SeqCst);
+        for q in usize::from(busy)..4 {
             v.queue_setup_interrupt.unwrap()(f.queues[q], Some(queue_callback), q as *mut c_void);
         }
         f.sem = sim_create_sem(0, c"fake completion".as_ptr());
@@ -288,15 +295,26 @@ unsafe extern "C" fn init_driver(node: *mut DeviceNode, cookie: *mut *mut c_void
         sim_release_spinlock(&mut f.lock);
         sim_restore_interrupts(st);
         assert_eq!(r, hd::B_OK);
-        let r = sim_acquire_sem_etc(
-            f.sem,
-            1,
-            hd::B_RELATIVE_TIMEOUT | hd::B_CAN_INTERRUPT,
-            1_000_000,
-        );
-        assert_eq!(r, hd::B_OK, "the control request completed");
+        if busy {
+            let (mut c, mut len) = (std::ptr::null_mut(), 0u32);
+            while !v.queue_dequeue.unwrap()(f.queues[0], &mut c, &mut len) {}
+            assert_eq!(
+                (c as usize, len),
+                (7, 4 + 32),
+                "the control request completed"
+            );
+        } else {
+            let r = sim_acquire_sem_etc(
+                f.sem,
+                1,
+                hd::B_RELATIVE_TIMEOUT | hd::B_CAN_INTERRUPT,
+                1_000_000,
+            );
+            assert_eq!(r, hd::B_OK, "the control request completed");
+        }
         f.last_status = *f.dma.add(64).cast::<u32>();
         *cookie = f as *mut Fake as *mut c_void;
+        FAKE.store(f, Ordering::SeqCst);
     }
     hd::B_OK
 }
@@ -1049,6 +1067,77 @@ fn threads_and_timers_run_on_the_simulated_clock() {
     assert_eq!(r, hd::B_OK);
     assert!(!sim_cancel_timer(&mut timer));
     env.assert_clean();
+}
+
+/// Time passes while code spins: a driver that waits for its control answer by polling
+/// `queue_dequeue` gets it (the device answers while it spins, as QEMU does on Haiku), and a
+/// loop on `system_time()` ends at its deadline.
+#[test]
+fn spinning_lets_time_pass() {
+    let (env, _kernel) = env();
+    BUSY_POLL.store(true, Ordering::SeqCst);
+    let t0 = sim_system_time();
+    let paths = attach(&env).unwrap();
+    assert_eq!(paths.len(), 1, "{paths:?}");
+    assert!(sim_system_time() > t0, "the answer took device time");
+    assert_eq!(IRQS.load(Ordering::SeqCst), 0, "queue 0 has no callback");
+
+    // 500 µs of spinning on the clock ends within one quantum (10 µs) of the deadline.
+    let end = sim_system_time() + 500;
+    let mut calls = 0u32;
+    let last = loop {
+        let now = sim_system_time();
+        if now >= end {
+            break now;
+        }
+        calls += 1;
+    };
+    let over = last - end;
+    assert!((0..10).contains(&over), "{over} µs late");
+    // A spin starts after 1000 calls at one instant; then every call moves time 10 µs.
+    assert!((1000..1100).contains(&calls), "{calls} calls");
+    detach(&env);
+    env.assert_clean();
+}
+
+/// The child of [`a_queue_spun_on_forever_is_reported`]: polls a queue nothing was posted to.
+#[test]
+fn child_spins_on_an_idle_queue() {
+    if std::env::var(CHILD).as_deref() != Ok("child_spins_on_an_idle_queue") {
+        return;
+    }
+    let (env, _kernel) = env();
+    assert!(attach(&env).is_ok());
+    let f = FAKE.load(Ordering::SeqCst);
+    // SAFETY: the attached fake driver's cookie and its virtio table.
+    unsafe {
+        let v = &*(*f).virtio;
+        while !v.queue_dequeue.unwrap()((*f).queues[3], std::ptr::null_mut(), std::ptr::null_mut())
+        {
+        }
+    }
+    println!("the idle queue answered");
+}
+
+#[test]
+fn a_queue_spun_on_forever_is_reported() {
+    let out = run_child("child_spins_on_an_idle_queue");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    // "a virtqueue polled in vain from T0 µs to T1 µs: ..." with T1 - T0 >= 10 s.
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("the driver busy-polls a queue the device does not complete"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    let t: Vec<i64> = line
+        .split("polled in vain from ")
+        .nth(1)
+        .unwrap()
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .take(2)
+        .collect();
+    assert!(t[1] - t[0] >= 10_000_000, "{line}");
 }
 
 #[test]

@@ -107,7 +107,39 @@ struct CpuState {
     spinlocks: Vec<usize>,
     /// Consecutive endless waits; a driver that retries one in a loop would hang the test.
     endless_waits: u32,
+    /// The current run of polls that found nothing (see [`SimKernel::busy_poll`]).
+    spin: Spin,
 }
+
+/// A run of polls that found nothing: `count` of them at simulated time `at`. Once the
+/// caller spins, `advanced_to` is where its last wait ended and `since` when the spin began;
+/// a poll right at `advanced_to` continues the spin, anything else starts a new one.
+#[derive(Default)]
+struct Spin {
+    at: i64,
+    count: u32,
+    advanced_to: Option<i64>,
+    since: i64,
+    /// Consecutive advances with no device event pending (the quantum doubles each time).
+    idle_steps: u32,
+}
+
+/// What a caller polled and found unchanged, for [`SimKernel::busy_poll`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Poll {
+    /// `system_time()`.
+    Clock,
+    /// A virtqueue whose `queue_dequeue` came back empty.
+    Queue,
+}
+
+/// Polls at one simulated instant after which the caller counts as spinning. Far above
+/// what an interrupt-driven driver makes (a few per exchange), so its timing is untouched.
+pub const SPIN_POLLS: u32 = 1000;
+/// How far a spinning clock poll moves time (µs).
+pub const SPIN_QUANTUM_US: i64 = 10;
+/// Simulated time a queue may be polled in vain before the simulator calls it endless.
+pub const SPIN_FOREVER_US: i64 = 10_000_000;
 
 /// Allocation failures a test asked for.
 #[derive(Default)]
@@ -264,6 +296,79 @@ impl SimKernel {
     fn with_cpu<R>(&self, f: impl FnOnce(&mut CpuState) -> R) -> R {
         let mut cpus = lock(&self.inner.cpus);
         f(cpus.entry(thread::current().id()).or_default())
+    }
+
+    /// A poll that found nothing new (a `system_time()` call, an empty `queue_dequeue`): the
+    /// caller may be busy-waiting. On a real CPU time passes while it spins and the device
+    /// answers meanwhile; here time moves only when threads wait. So after [`SPIN_POLLS`]
+    /// polls at one instant with interrupts enabled the caller spins, and each of its polls
+    /// then waits: a queue poll until the next device event (nothing changes before it), a
+    /// clock poll [`SPIN_QUANTUM_US`] (its caller has a deadline of its own); a queue poll
+    /// with no device event pending waits a step that doubles each time (up to 100 ms). Deterministic, like every wait. With interrupts disabled time
+    /// cannot move here (the device model's own limit then reports the hang). A queue
+    /// polled in vain for [`SPIN_FOREVER_US`] of simulated time is recorded, and `Err` says
+    /// why: the spin would never end.
+    pub fn busy_poll(&self, poll: Poll) -> Result<(), String> {
+        const MAX_IDLE_STEP_US: i64 = 100_000;
+        let clock = &self.inner.clock;
+        let now = clock.now();
+        let next_event = clock.next_event_time();
+        let step = self.with_cpu(|c| {
+            if c.interrupts_disabled {
+                return None;
+            }
+            let continuing = c.spin.advanced_to == Some(now);
+            if !continuing {
+                if c.spin.at == now {
+                    c.spin.count = c.spin.count.saturating_add(1);
+                } else {
+                    c.spin = Spin {
+                        at: now,
+                        count: 1,
+                        ..Spin::default()
+                    };
+                }
+                if c.spin.count < SPIN_POLLS {
+                    return None;
+                }
+                c.spin.since = now;
+                c.spin.idle_steps = 0;
+            }
+            let to = match (poll, next_event) {
+                (Poll::Queue, Some(t)) if t > now => {
+                    c.spin.idle_steps = 0;
+                    t
+                }
+                (Poll::Queue, Some(_)) => now + 1,
+                (Poll::Queue, None) => {
+                    let k = c.spin.idle_steps.min(20);
+                    c.spin.idle_steps += 1;
+                    now + (SPIN_QUANTUM_US << k).min(MAX_IDLE_STEP_US)
+                }
+                (Poll::Clock, _) => now + SPIN_QUANTUM_US,
+            };
+            c.spin.advanced_to = Some(to);
+            Some((to, c.spin.since))
+        });
+        let Some((to, since)) = step else {
+            return Ok(());
+        };
+        if poll == Poll::Queue && now - since >= SPIN_FOREVER_US {
+            self.with_cpu(|c| c.spin = Spin::default());
+            let msg = format!(
+                "a virtqueue polled in vain from {since} µs to {now} µs: the driver busy-polls \
+                 a queue the device does not complete"
+            );
+            self.record_failure(msg.clone());
+            return Err(msg);
+        }
+        clock.advance_to(to);
+        Ok(())
+    }
+
+    /// A queue poll found something: the caller's spin, if any, is over.
+    pub fn poll_succeeded(&self) {
+        self.with_cpu(|c| c.spin = Spin::default());
     }
 
     /// Whether interrupts are disabled on the calling thread (simulated CPU).
