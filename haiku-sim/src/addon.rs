@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::loader::{self, Image, KernelSymbol, SymbolKind};
 use crate::{BusDevice, Device, EnvConfig, Environment, SymKind};
 use hmulti_client::Hmulti;
-use sim_kernel::SimKernel;
+use sim_kernel::{Locator, SimKernel};
 use snd_model::{ModelConfig, SndModel};
 
 /// A loaded, attached add-on.
@@ -96,6 +96,7 @@ impl Addon {
             })
             .collect();
         let image = loader::load(path, &symbols).map_err(|e| e.to_string())?;
+        kernel.set_failure_locator(Some(caller_in(&image, path)));
         // SAFETY: the image was just loaded with our kernel's symbols; `modules` and
         // `module_dependencies` point into it and it stays mapped until `unload`.
         let paths = unsafe { env.attach(image.modules(), image.module_dependencies()) }?;
@@ -153,9 +154,41 @@ impl Addon {
         // SAFETY: every device was closed (AddonDevice borrows self); the image is still
         // mapped while its hooks run.
         unsafe { self.env.detach() };
+        self.kernel.set_failure_locator(None);
         drop(self.image.take());
         self.env.check_clean()
     }
+}
+
+/// A failure locator for `image`: the innermost return address on the calling thread's
+/// stack that lies in the image's code, as `NAME+0xOFFSET`, with the nearest function
+/// symbol the image exports before it when there is one (`NAME+0xOFFSET (init_driver+0x3b)`).
+/// The return address is the instruction after the call that did the deed. It copies the
+/// numbers it needs, so it never reads the image, which may be unmapped by then.
+fn caller_in(image: &loader::Image, path: &Path) -> Locator {
+    let name = path
+        .file_name()
+        .map_or_else(|| "add-on".into(), |n| n.to_string_lossy().into_owned());
+    let (base, text, functions) = (image.base(), image.text(), image.functions());
+    Arc::new(move || {
+        let mut found = None;
+        backtrace::trace(|frame| {
+            let ip = frame.ip() as u64;
+            if text.contains(&ip) {
+                found = Some(ip);
+                return false;
+            }
+            true
+        });
+        let ip = found?;
+        let symbol = functions
+            .iter()
+            .rev()
+            .find(|(addr, _)| *addr <= ip)
+            .map(|(addr, f)| format!(" ({f}+{:#x})", ip - addr))
+            .unwrap_or_default();
+        Some(format!("{name}+{:#x}{symbol}", ip - base))
+    })
 }
 
 /// One open device of a loaded add-on.

@@ -124,6 +124,23 @@ impl Image {
             || (off >= self.data.start && off < self.data.end)
     }
 
+    /// The image's code: its executable segment's addresses.
+    pub fn text(&self) -> std::ops::Range<u64> {
+        self.base() + self.text.start..self.base() + self.text.end
+    }
+
+    /// The image's function symbols, by address (for naming code addresses).
+    pub fn functions(&self) -> Vec<(u64, String)> {
+        let mut f: Vec<(u64, String)> = self
+            .symbols
+            .iter()
+            .filter(|(_, (_, kind))| *kind == SymbolKind::Func)
+            .map(|(name, &(addr, _))| (addr, name.clone()))
+            .collect();
+        f.sort();
+        f
+    }
+
     /// The address of a symbol the image defines.
     pub fn symbol(&self, name: &str) -> Option<u64> {
         self.symbols.get(name).map(|s| s.0)

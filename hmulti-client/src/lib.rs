@@ -279,9 +279,26 @@ fn best_format(mask: u32) -> u32 {
 }
 
 impl Session {
-    /// `MultiAudioDevice::_InitDriver` and `_GetBuffers`, then LIST_MIX_CONTROLS.
+    /// `MultiAudioDevice::_InitDriver` and `_GetBuffers`, then LIST_MIX_CONTROLS. On an
+    /// error the client memory it mapped is unmapped again.
     pub fn init<D: Hmulti + ?Sized>(d: &D, choice: Choice) -> Result<Session, String> {
         let mut allocations = Vec::new();
+        let r = Self::init_into(d, choice, &mut allocations);
+        if r.is_err() {
+            for a in allocations {
+                d.user_free(a);
+            }
+        }
+        r
+    }
+
+    /// [`Session::init`]'s steps; every user mapping made before an error is in
+    /// `allocations` when it returns one.
+    fn init_into<D: Hmulti + ?Sized>(
+        d: &D,
+        choice: Choice,
+        allocations: &mut Vec<u64>,
+    ) -> Result<Session, String> {
         let chan_addr = d.user_alloc(32 * 32);
         allocations.push(chan_addr);
         d.user_write(chan_addr, &[GARBAGE; 32 * 32]);
@@ -350,8 +367,20 @@ impl Session {
             mix: Vec::new(),
             info: garbage(),
             info_addr,
-            allocations,
+            allocations: std::mem::take(allocations),
         };
+        match s.finish_init(d) {
+            Ok(()) => Ok(s),
+            Err(e) => {
+                allocations.append(&mut s.allocations);
+                Err(e)
+            }
+        }
+    }
+
+    /// The steps of [`Session::init`] once the session exists.
+    fn finish_init<D: Hmulti + ?Sized>(&mut self, d: &D) -> Result<(), String> {
+        let s = self;
         s.get_buffers(d)?;
         let ctl = d.user_alloc(128 * core::mem::size_of::<hm::MultiMixControl>());
         s.allocations.push(ctl);
@@ -370,7 +399,7 @@ impl Session {
         s.info.info_size = core::mem::size_of::<hm::MultiBufferInfo>() as u64;
         s.info.playback_buffer_cycle = 0;
         s.info.record_buffer_cycle = 0;
-        Ok(s)
+        Ok(())
     }
 
     /// The parameter web's initial read: one GET_MIX per GAIN, ENABLE or MUX control, with

@@ -25,7 +25,7 @@ use crate::memory::{
     count_irq_allocs, Access, AreaInfo, DmaBacking, Memory, PhysMemory, SimCode,
     DEFAULT_MEMORY_SIZE, PAGE_SIZE,
 };
-use crate::report::{echo_enabled, lock, FailureLog};
+use crate::report::{echo_enabled, lock, Failure, FailureLog, Locator};
 use crate::user::{UserMapper, UserSpace};
 
 /// How a kernel is built.
@@ -240,6 +240,16 @@ impl SimKernel {
     /// Every failure recorded so far.
     pub fn failures(&self) -> Vec<String> {
         self.inner.failures.snapshot()
+    }
+
+    /// The recorded failures with the code address of each call, where known.
+    pub fn failure_entries(&self) -> Vec<Failure> {
+        self.inner.failures.entries()
+    }
+
+    /// Sets what names the calling code of each failure (see [`FailureLog::set_locator`]).
+    pub fn set_failure_locator(&self, locator: Option<Locator>) {
+        self.inner.failures.set_locator(locator);
     }
 
     /// Removes and returns the recorded failures (after provoking one on purpose).

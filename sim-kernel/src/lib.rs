@@ -26,4 +26,4 @@ pub use clock::{Clock, EventSource, SimThread, WaitOutcome};
 pub use device::BusDevice;
 pub use kernel::{DmaMemory, KernelConfig, LogRecord, SemInfo, SimKernel};
 pub use memory::{AreaInfo, DmaBacking, DmaError, PhysMemory, PAGE_SIZE, PHYS_BASE};
-pub use report::FailureLog;
+pub use report::{Failure, FailureLog, Locator};

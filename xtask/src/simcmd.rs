@@ -175,6 +175,10 @@ pub struct SimArgs {
     /// MSI-X vector: every queue's callback on each interrupt, plus spurious ones).
     #[arg(long, default_value = "per-queue", value_name = "per-queue|shared")]
     pub interrupts: haiku_sim::Interrupts,
+    /// Play even when the add-on misuses the kernel (double deletes, invalid ids, leaks:
+    /// the report is printed either way), and exit 0 if the playback itself worked.
+    #[arg(long)]
+    pub allow_misuse: bool,
 }
 
 fn parse_format(s: &str) -> Result<(SampleFormat, u32)> {
@@ -276,7 +280,7 @@ pub fn run(args: &SimArgs) -> Result {
     args.stream
         .check(&hmulti_rates(), "a rate hmulti has a bit for")?;
     let (wav, fmt_bit) = args.stream.wav()?;
-    let (rate, channels, sample) = (wav.rate, wav.channels, wav.format);
+    let (rate, channels) = (wav.rate, wav.channels);
     let rate_bit = client::rate_bit(rate).ok_or(format!("{rate} Hz has no hmulti rate bit"))?;
     let addon = match &args.stream.addon {
         Some(p) => p.clone(),
@@ -292,6 +296,71 @@ pub fn run(args: &SimArgs) -> Result {
     };
     let host = haiku_sim::addon::Addon::load_in(&addon, config, None, env, |_| {})
         .map_err(|e| format!("loading {}: {e}", addon.display()))?;
+    let kernel = host.kernel().clone();
+    let played = play_through(&host, args, &wav, rate_bit, fmt_bit);
+    let leftovers = host.unload().err().unwrap_or_default();
+    let misuse = misuse_rows(&kernel, &leftovers);
+    if !misuse.is_empty() {
+        print!("{}", misuse_table(&misuse));
+    }
+    played?;
+    if !misuse.is_empty() && !args.allow_misuse {
+        return Err(format!(
+            "the add-on misused the kernel {} time(s) (listed above; --allow-misuse to ignore)",
+            misuse.len()
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// One row of the misuse report: the code address of the call (`None` for what is found
+/// left over at unload) and what was wrong.
+type MisuseRow = (Option<String>, String);
+
+/// What the simulator found wrong: the failures it recorded during the run, each with the
+/// code address of the add-on's call, then what was left over at unload.
+fn misuse_rows(kernel: &sim_kernel::SimKernel, leftovers: &[String]) -> Vec<MisuseRow> {
+    let recorded = kernel.failure_entries();
+    let mut rows: Vec<MisuseRow> = recorded
+        .iter()
+        .map(|f| (f.site.clone(), f.message.clone()))
+        .collect();
+    rows.extend(
+        leftovers
+            .iter()
+            .filter(|l| !recorded.iter().any(|f| &f.message == *l))
+            .map(|l| (None, l.clone())),
+    );
+    rows
+}
+
+/// The misuse report as `cargo xtask sim` prints it: a table of code address and misuse.
+fn misuse_table(rows: &[MisuseRow]) -> String {
+    let site = |s: &Option<String>| s.clone().unwrap_or_else(|| "(at unload)".into());
+    let width = rows
+        .iter()
+        .map(|(s, _)| site(s).len())
+        .chain(["code address".len()])
+        .max()
+        .unwrap_or(0);
+    let mut t = format!("misuse: {} found by the simulated kernel\n", rows.len());
+    t += &format!("  {:width$}  what\n", "code address");
+    for (s, what) in rows {
+        t += &format!("  {:width$}  {what}\n", site(s));
+    }
+    t
+}
+
+/// Opens the add-on's device and plays `wav` through it, printing the run's figures.
+fn play_through(
+    host: &haiku_sim::addon::Addon,
+    args: &SimArgs,
+    wav: &Wav,
+    rate_bit: u32,
+    fmt_bit: u32,
+) -> Result {
+    let (rate, channels, sample) = (wav.rate, wav.channels, wav.format);
     let dev = host.open_first().map_err(|e| {
         // The add-on's log says why (each stream it leaves out has a line).
         let why: Vec<String> = host
@@ -303,6 +372,14 @@ pub fn run(args: &SimArgs) -> Result {
             .collect();
         format!("opening the device: {e}{}", why.concat())
     })?;
+    let found = host.kernel().failures().len();
+    if found > 0 && !args.allow_misuse {
+        return Err(format!(
+            "the add-on misused the kernel {found} time(s) before playing (listed above); \
+             --allow-misuse plays anyway"
+        )
+        .into());
+    }
     let mut s = Session::init(
         &dev,
         Choice {
@@ -396,7 +473,5 @@ pub fn run(args: &SimArgs) -> Result {
     );
     s.release(&dev);
     dev.close();
-    host.unload()
-        .map_err(|v| format!("unload: {}", v.join("; ")))?;
     Ok(())
 }

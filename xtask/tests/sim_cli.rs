@@ -381,3 +381,97 @@ fn a_device_the_driver_cannot_serve_is_a_clear_error() {
     }
     assert!(!t.contains("KERNEL PANIC"), "{t}");
 }
+
+/// Builds `tests/fixtures/NAME.c` as a Haiku add-on with the C compiler: the add-on flags
+/// of `haiku_elf::build`, the generated `haiku_driver.h`, linked against the stub kernel
+/// compiled from the generated `kernel_stub.c`.
+fn c_fixture(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let stub = dir.join("libkernel_x86_64.so");
+    let st = std::process::Command::new("cc")
+        .args(haiku_elf::build::KERNEL_STUB)
+        .arg("-o")
+        .arg(&stub)
+        .arg(root.join("spec/generated/kernel_stub.c"))
+        .status()
+        .unwrap();
+    assert!(st.success(), "the stub kernel");
+    let out = dir.join(name);
+    let st = std::process::Command::new("cc")
+        .args(haiku_elf::build::c_addon())
+        // No sibling calls: a tail call's return address is its caller's, and the test
+        // names the function each misuse is called from.
+        .args(["-O2", "-fno-optimize-sibling-calls", "-Wall", "-Werror"])
+        .arg("-I")
+        .arg(root.join("spec/generated"))
+        .arg("-o")
+        .arg(&out)
+        .arg(root.join(format!("xtask/tests/fixtures/{name}.c")))
+        .arg(format!("-L{}", dir.display()))
+        .arg("-lkernel_x86_64")
+        .status()
+        .unwrap();
+    assert!(st.success(), "building the fixture {name}");
+    out
+}
+
+/// `--addon` with an add-on that misuses kernel objects: the run stops before playing
+/// with a table of every misuse and the code address of its call (the leak, found at
+/// unload, has none), and exits non-zero; `--allow-misuse` goes on to play (this add-on
+/// then fails at its first hmulti ioctl) and still prints the table.
+#[test]
+fn misuse_is_reported_with_code_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let addon = c_fixture(dir.path(), "misuse");
+    let out = dir.path().join("out.wav");
+    let base = [
+        "sim",
+        "--seconds",
+        "0.1",
+        "--addon",
+        addon.to_str().unwrap(),
+    ];
+    let run = |extra: &[&str]| {
+        let o = xtask(&[&base[..], &["--out", out.to_str().unwrap()], extra].concat());
+        assert!(!o.status.success(), "{}", text(&o));
+        text(&o)
+    };
+    let table = |t: &str| -> Vec<String> {
+        t.lines()
+            .skip_while(|l| !l.starts_with("misuse: "))
+            .skip(2)
+            .take_while(|l| l.starts_with("  "))
+            .map(|l| l.trim().to_owned())
+            .collect()
+    };
+    let t = run(&[]);
+    assert!(t.contains("misuse: 3 found by the simulated kernel"), "{t}");
+    assert!(
+        t.contains("the add-on misused the kernel 2 time(s) before playing"),
+        "{t}"
+    );
+    let rows = table(&t);
+    assert_eq!(rows.len(), 3, "{t}");
+    // The double delete, called from misuse_double_delete; the invalid id, from
+    // misuse_invalid_id (both exported, so the table names them); the leak at unload.
+    assert!(
+        rows[0].starts_with("misuse+0x") && rows[0].contains("(misuse_double_delete+0x"),
+        "{t}"
+    );
+    assert!(
+        rows[1].starts_with("misuse+0x") && rows[1].contains("(misuse_invalid_id+0x"),
+        "{t}"
+    );
+    assert!(
+        rows[2].starts_with("(at unload)") && rows[2].contains("\"leaked\""),
+        "{t}"
+    );
+
+    let t = run(&["--allow-misuse"]);
+    assert!(!t.contains("before playing"), "{t}");
+    assert!(
+        t.contains("B_MULTI_GET_DESCRIPTION") || t.contains("GET_DESCRIPTION"),
+        "{t}"
+    );
+    assert_eq!(table(&t).len(), 3, "{t}");
+}
