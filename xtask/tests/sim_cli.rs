@@ -475,3 +475,47 @@ fn misuse_is_reported_with_code_addresses() {
     );
     assert_eq!(table(&t).len(), 3, "{t}");
 }
+
+/// An add-on that waits for its control answer by spinning on `queue_dequeue` (no callback
+/// on the control queue), as the 2024 C++ driver does, then sleeps until a wall-clock
+/// deadline with `snooze_until(..., CLOCK_REALTIME)`: in the simulator the device answers
+/// while it spins, and the sleep lasts exactly as long as the deadline says.
+#[test]
+fn a_busy_polling_add_on_gets_its_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let addon = c_fixture(dir.path(), "spin");
+    let a = haiku_sim::addon::Addon::load(&addon, snd_model::ModelConfig::default(), None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(a.paths, ["audio/hmulti/spin/1"]);
+    let log = a.kernel().log_lines().join("\n");
+    let answer = log
+        .lines()
+        .find(|l| l.contains("spin: control answer"))
+        .unwrap_or_else(|| panic!("{log}"));
+    // VIRTIO_SND_S_OK is 0x8000; the cookie given with the request is 7; the device wrote
+    // the status and one 32-byte virtio_snd_pcm_info.
+    assert!(
+        answer.contains("spin: control answer 0x8000, cookie 7, 36 bytes"),
+        "{answer}"
+    );
+    let n: Vec<u64> = answer
+        .split("after ")
+        .nth(1)
+        .unwrap()
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let [waited, polls] = n[..] else {
+        panic!("{answer}")
+    };
+    // The model answers a control request 50 µs after it is queued (its default). Time
+    // moves for a caller after 1000 polls at one instant: the system_time() before the
+    // request and 999 empty queue_dequeue calls, the last of which waits until the
+    // device's answer; the next finds it.
+    assert_eq!((waited, polls), (50, 999), "{answer}");
+    assert!(
+        log.contains("spin: snooze_until(CLOCK_REALTIME) returned 0 after 2500 us"),
+        "{log}"
+    );
+    a.unload().unwrap_or_else(|v| panic!("{}", v.join("\n")));
+}
