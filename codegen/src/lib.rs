@@ -10,6 +10,7 @@ pub mod emit_c;
 pub mod emit_json;
 pub mod emit_md;
 pub mod emit_rust;
+pub mod marker;
 pub mod model;
 pub mod schema;
 pub mod types;
