@@ -75,6 +75,18 @@ pub fn run(check: bool, haiku: Option<&Path>) -> Result {
 
 /// `gen` on the workspace at `root`.
 pub fn run_in(root: &Path, check: bool, haiku: Option<&Path>) -> Result {
+    run_with_header(root, check, haiku, None)
+}
+
+/// `gen`, with the spec that records `imported`'s file name cross-checked against that
+/// file instead of the system's copy (what `gen --import` does: the header just imported
+/// is the truth, and the system's may be older).
+pub fn run_with_header(
+    root: &Path,
+    check: bool,
+    haiku: Option<&Path>,
+    imported: Option<&Path>,
+) -> Result {
     let specs = load_all_in(root)?;
     let files = outputs(&specs)?;
     // A real C compiler confirms every size and offset of the emitted headers.
@@ -83,7 +95,9 @@ pub fn run_in(root: &Path, check: bool, haiku: Option<&Path>) -> Result {
     let mut mismatches = Vec::new();
     for s in &specs {
         if let Some(h) = &s.header {
-            if h.starts_with("linux/") {
+            if let Some(file) = imported.filter(|i| i.file_name() == Path::new(h).file_name()) {
+                mismatches.extend(bindgen_check::check_header_file(s, file)?);
+            } else if h.starts_with("linux/") {
                 mismatches.extend(bindgen_check::check_system_header(s)?);
             }
         }

@@ -1,6 +1,7 @@
 //! `cargo xtask`: the developer front door (the cargo-xtask pattern).
 //!
-//! - `gen [--check] [--haiku PATH]`: regenerate everything derived from `spec/*.toml`
+//! - `gen [--check] [--haiku PATH]`: regenerate everything derived from `spec/*.toml`;
+//!   `gen --import HEADER.h [--allow-removal]` first brings a changed header into its spec
 //! - `layout --json`: every structure and constant, by C name
 //! - `spec-diff [REV | OLD.toml NEW.toml | --baseline] [--deny-breaking] [--json]`: an ABI
 //!   review; `--update-baseline` makes the working tree the released ABI
@@ -19,6 +20,7 @@ mod bench;
 mod bindgen_check;
 mod gen;
 mod haiku;
+mod import;
 mod qemu;
 mod qemucmd;
 mod setup;
@@ -48,6 +50,17 @@ enum Cmd {
         /// A Haiku source tree: also cross-check hmulti_audio.h and the driver ABI headers.
         #[arg(long, value_name = "PATH")]
         haiku: Option<PathBuf>,
+        /// First update the spec file that records this header's name from the header
+        /// (in place, comments kept), print the spec-diff, then regenerate. What the header
+        /// cannot say is left as `todo` markers (spec/SCHEMA.md) and nothing is generated.
+        #[arg(long, value_name = "HEADER.h", conflicts_with_all = ["check", "haiku"])]
+        import: Option<PathBuf>,
+        /// With --import: remove what the header no longer declares (default: report, keep).
+        #[arg(long, requires = "import")]
+        allow_removal: bool,
+        /// With --import: arguments for libclang, after `--` (include paths, a target).
+        #[arg(last = true, requires = "import")]
+        clang_args: Vec<String>,
     },
     /// Print the layout of every structure and the value of every constant.
     Layout {
@@ -101,7 +114,19 @@ pub fn root() -> PathBuf {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
-        Cmd::Gen { check, haiku } => gen::run(check, haiku.as_deref()),
+        Cmd::Gen {
+            import: Some(header),
+            allow_removal,
+            clang_args,
+            ..
+        } => import::run(
+            &header,
+            &import::Options {
+                allow_removal,
+                clang_args,
+            },
+        ),
+        Cmd::Gen { check, haiku, .. } => gen::run(check, haiku.as_deref()),
         Cmd::Layout { json: _ } => gen::layout(),
         Cmd::SpecDiff(args) => spec_diff::run(&args),
         Cmd::Test => run_tests(),
