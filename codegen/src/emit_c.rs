@@ -205,28 +205,7 @@ pub fn header(spec: &Spec) -> String {
         s.push('\n');
     }
     for i in &spec.imports {
-        match i.elf {
-            ElfType::Func => {
-                let mut params: Vec<String> = i.args.iter().map(|(n, t)| decl(t, n)).collect();
-                if i.variadic {
-                    params.push("...".into());
-                }
-                if params.is_empty() {
-                    params.push("void".into());
-                }
-                let f = format!("{}({})", i.name, params.join(", "));
-                let _ = writeln!(
-                    s,
-                    "extern {};",
-                    decl(i.returns.as_ref().unwrap_or(&Ty::Void), &f)
-                );
-            }
-            ElfType::Object => {
-                if let Some(t) = &i.ty {
-                    let _ = writeln!(s, "extern {};", decl(t, &i.name));
-                }
-            }
-        }
+        let _ = writeln!(s, "extern {};", crate::emit_imports::c_declaration(i));
     }
     let _ = writeln!(s, "\n#endif /* {g} */");
     s

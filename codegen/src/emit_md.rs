@@ -722,29 +722,11 @@ fn imports(s: &mut String, spec: &Spec) {
         "| Symbol | ELF type | Declaration | Availability | Meaning |\n|---|---|---|---|---|"
     );
     for i in &spec.imports {
-        let (elf, decl) = match i.elf {
-            ElfType::Func => {
-                let mut params: Vec<String> =
-                    i.args.iter().map(|(n, t)| emit_c::decl(t, n)).collect();
-                if i.variadic {
-                    params.push("...".into());
-                }
-                if params.is_empty() {
-                    params.push("void".into());
-                }
-                let f = format!("{}({})", i.name, params.join(", "));
-                (
-                    "FUNC",
-                    emit_c::decl(i.returns.as_ref().unwrap_or(&Ty::Void), &f),
-                )
-            }
-            ElfType::Object => (
-                "OBJECT",
-                i.ty.as_ref()
-                    .map(|t| emit_c::decl(t, &i.name))
-                    .unwrap_or_else(|| i.name.clone()),
-            ),
+        let elf = match i.elf {
+            ElfType::Func => "FUNC",
+            ElfType::Object => "OBJECT",
         };
+        let decl = crate::emit_imports::c_declaration(i);
         let _ = writeln!(
             s,
             "| {} | {elf} | {} | {} | {} |",

@@ -1,5 +1,6 @@
 //! The code generator behind `cargo xtask gen`: the spec TOML schema, a C layout engine for
-//! x86_64, validation, and the emitters (Rust, C header, layout dump, kernel stub, Markdown reference, ABI diff).
+//! x86_64, validation, and the emitters (Rust, C header, layout dump, kernel stub, kernel import
+//! tables, Markdown reference, ABI diff).
 //!
 //! It is a library so xtask, tests and the simulator read the spec the same way.
 #![forbid(unsafe_code)]
@@ -7,6 +8,7 @@
 pub mod diag;
 pub mod diff;
 pub mod emit_c;
+pub mod emit_imports;
 pub mod emit_json;
 pub mod emit_md;
 pub mod emit_rust;

@@ -902,6 +902,27 @@ fn build(b: &mut Builder<'_>, file: &schema::File, path: &Path) -> Spec {
             })
             .collect();
         let ty = ir.ty.as_ref().and_then(|t| ty_of(t, "type", false));
+        // C passes an array parameter as a pointer and cannot return one: the declaration
+        // would not say what the call does.
+        let array_at = ir
+            .returns
+            .iter()
+            .filter(|r| matches!(types::parse(r.get_ref()), Ok(Ty::Array(..))))
+            .map(|r| (r.span(), "returns"))
+            .chain(
+                ir.args
+                    .iter()
+                    .filter(|a| matches!(types::parse(a.get_ref().ty.get_ref()), Ok(Ty::Array(..))))
+                    .map(|a| (a.get_ref().ty.span(), "args")),
+            )
+            .next();
+        if let Some((span, k)) = array_at {
+            b.err(
+                span,
+                format!("{key}, key {k}"),
+                "an array is passed as a pointer in C: write `ptr<T>` or `const_ptr<T>`",
+            );
+        }
         match ir.elf {
             ElfType::Func => {
                 if ir.ty.is_some() {

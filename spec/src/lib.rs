@@ -11,6 +11,7 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub mod kernel_import;
 pub mod user;
 pub mod wire;
 

@@ -2876,3 +2876,1889 @@ const _: () = {
     assert!(::core::mem::offset_of!(Timer, hook) == 32);
     assert!(::core::mem::offset_of!(Timer, period) == 40);
 };
+/// Every kernel symbol an add-on may import (`[[import]]` of `spec/haiku_driver.toml`): its name, ELF type and signature. The audit refuses any other import; the simulator implements exactly these.
+pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
+    use crate::kernel_import::{CType, KernelImport, Param, Signature, SymbolType};
+    &[
+        KernelImport {
+            name: "create_sem",
+            elf: SymbolType::Func,
+            c: "sem_id create_sem(int32_t count, const char *name)",
+            signature: Signature::Func {
+                returns: CType::I32,
+                params: &[
+                    Param {
+                        name: "count",
+                        c: "int32_t",
+                        ty: CType::I32,
+                    },
+                    Param {
+                        name: "name",
+                        c: "const char *",
+                        ty: CType::const_ptr(&CType::Char),
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "delete_sem",
+            elf: SymbolType::Func,
+            c: "status_t delete_sem(sem_id id)",
+            signature: Signature::Func {
+                returns: CType::I32,
+                params: &[
+                    Param {
+                        name: "id",
+                        c: "sem_id",
+                        ty: CType::I32,
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "acquire_sem",
+            elf: SymbolType::Func,
+            c: "status_t acquire_sem(sem_id id)",
+            signature: Signature::Func {
+                returns: CType::I32,
+                params: &[
+                    Param {
+                        name: "id",
+                        c: "sem_id",
+                        ty: CType::I32,
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "acquire_sem_etc",
+            elf: SymbolType::Func,
+            c: "status_t acquire_sem_etc(sem_id id, int32_t count, uint32_t flags, bigtime_t timeout)",
+            signature: Signature::Func {
+                returns: CType::I32,
+                params: &[
+                    Param {
+                        name: "id",
+                        c: "sem_id",
+                        ty: CType::I32,
+                    },
+                    Param {
+                        name: "count",
+                        c: "int32_t",
+                        ty: CType::I32,
+                    },
+                    Param {
+                        name: "flags",
+                        c: "uint32_t",
+                        ty: CType::U32,
+                    },
+                    Param {
+                        name: "timeout",
+                        c: "bigtime_t",
+                        ty: CType::I64,
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "release_sem",
+            elf: SymbolType::Func,
+            c: "status_t release_sem(sem_id id)",
+            signature: Signature::Func {
+                returns: CType::I32,
+                params: &[
+                    Param {
+                        name: "id",
+                        c: "sem_id",
+                        ty: CType::I32,
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "release_sem_etc",
+            elf: SymbolType::Func,
+            c: "status_t release_sem_etc(sem_id id, int32_t count, uint32_t flags)",
+            signature: Signature::Func {
+                returns: CType::I32,
+                params: &[
+                    Param {
+                        name: "id",
+                        c: "sem_id",
+                        ty: CType::I32,
+                    },
+                    Param {
+                        name: "count",
+                        c: "int32_t",
+                        ty: CType::I32,
+                    },
+                    Param {
+                        name: "flags",
+                        c: "uint32_t",
+                        ty: CType::U32,
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "get_sem_count",
+            elf: SymbolType::Func,
+            c: "status_t get_sem_count(sem_id id, int32_t *thread_count)",
+            signature: Signature::Func {
+                returns: CType::I32,
+                params: &[
+                    Param {
+                        name: "id",
+                        c: "sem_id",
+                        ty: CType::I32,
+                    },
+                    Param {
+                        name: "thread_count",
+                        c: "int32_t *",
+                        ty: CType::ptr(&CType::I32),
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "create_area",
+            elf: SymbolType::Func,
+            c: "area_id create_area(const char *name, void **start_address, uint32_t address_spec, size_t size, uint32_t lock, uint32_t protection)",
+            signature: Signature::Func {
+                returns: CType::I32,
+                params: &[
+                    Param {
+                        name: "name",
+                        c: "const char *",
+                        ty: CType::const_ptr(&CType::Char),
+                    },
+                    Param {
+                        name: "start_address",
+                        c: "void **",
+                        ty: CType::ptr(&CType::ptr(&CType::Void)),
+                    },
+                    Param {
+                        name: "address_spec",
+                        c: "uint32_t",
+                        ty: CType::U32,
+                    },
+                    Param {
+                        name: "size",
+                        c: "size_t",
+                        ty: CType::U64,
+                    },
+                    Param {
+                        name: "lock",
+                        c: "uint32_t",
+                        ty: CType::U32,
+                    },
+                    Param {
+                        name: "protection",
+                        c: "uint32_t",
+                        ty: CType::U32,
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "delete_area",
+            elf: SymbolType::Func,
+            c: "status_t delete_area(area_id id)",
+            signature: Signature::Func {
+                returns: CType::I32,
+                params: &[
+                    Param {
+                        name: "id",
+                        c: "area_id",
+                        ty: CType::I32,
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "area_for",
+            elf: SymbolType::Func,
+            c: "area_id area_for(void *address)",
+            signature: Signature::Func {
+                returns: CType::I32,
+                params: &[
+                    Param {
+                        name: "address",
+                        c: "void *",
+                        ty: CType::ptr(&CType::Void),
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "clone_area",
+            elf: SymbolType::Func,
+            c: "area_id clone_area(const char *name, void **dest_address, uint32_t address_spec, uint32_t protection, area_id source)",
+            signature: Signature::Func {
+                returns: CType::I32,
+                params: &[
+                    Param {
+                        name: "name",
+                        c: "const char *",
+                        ty: CType::const_ptr(&CType::Char),
+                    },
+                    Param {
+                        name: "dest_address",
+                        c: "void **",
+                        ty: CType::ptr(&CType::ptr(&CType::Void)),
+                    },
+                    Param {
+                        name: "address_spec",
+                        c: "uint32_t",
+                        ty: CType::U32,
+                    },
+                    Param {
+                        name: "protection",
+                        c: "uint32_t",
+                        ty: CType::U32,
+                    },
+                    Param {
+                        name: "source",
+                        c: "area_id",
+                        ty: CType::I32,
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "get_memory_map",
+            elf: SymbolType::Func,
+            c: "int32_t get_memory_map(const void *address, size_t size, physical_entry *table, int32_t num_entries)",
+            signature: Signature::Func {
+                returns: CType::I32,
+                params: &[
+                    Param {
+                        name: "address",
+                        c: "const void *",
+                        ty: CType::const_ptr(&CType::Void),
+                    },
+                    Param {
+                        name: "size",
+                        c: "size_t",
+                        ty: CType::U64,
+                    },
+                    Param {
+                        name: "table",
+                        c: "physical_entry *",
+                        ty: CType::ptr(
+                            &CType::Record {
+                                name: "physical_entry",
+                                size: 16,
+                                align: 8,
+                            },
+                        ),
+                    },
+                    Param {
+                        name: "num_entries",
+                        c: "int32_t",
+                        ty: CType::I32,
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "get_memory_map_etc",
+            elf: SymbolType::Func,
+            c: "status_t get_memory_map_etc(team_id team, const void *address, size_t size, physical_entry *table, uint32_t *num_entries)",
+            signature: Signature::Func {
+                returns: CType::I32,
+                params: &[
+                    Param {
+                        name: "team",
+                        c: "team_id",
+                        ty: CType::I32,
+                    },
+                    Param {
+                        name: "address",
+                        c: "const void *",
+                        ty: CType::const_ptr(&CType::Void),
+                    },
+                    Param {
+                        name: "size",
+                        c: "size_t",
+                        ty: CType::U64,
+                    },
+                    Param {
+                        name: "table",
+                        c: "physical_entry *",
+                        ty: CType::ptr(
+                            &CType::Record {
+                                name: "physical_entry",
+                                size: 16,
+                                align: 8,
+                            },
+                        ),
+                    },
+                    Param {
+                        name: "num_entries",
+                        c: "uint32_t *",
+                        ty: CType::ptr(&CType::U32),
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "map_physical_memory",
+            elf: SymbolType::Func,
+            c: "area_id map_physical_memory(const char *area_name, phys_addr_t physical_address, size_t size, uint32_t flags, uint32_t protection, void **mapped_address)",
+            signature: Signature::Func {
+                returns: CType::I32,
+                params: &[
+                    Param {
+                        name: "area_name",
+                        c: "const char *",
+                        ty: CType::const_ptr(&CType::Char),
+                    },
+                    Param {
+                        name: "physical_address",
+                        c: "phys_addr_t",
+                        ty: CType::U64,
+                    },
+                    Param {
+                        name: "size",
+                        c: "size_t",
+                        ty: CType::U64,
+                    },
+                    Param {
+                        name: "flags",
+                        c: "uint32_t",
+                        ty: CType::U32,
+                    },
+                    Param {
+                        name: "protection",
+                        c: "uint32_t",
+                        ty: CType::U32,
+                    },
+                    Param {
+                        name: "mapped_address",
+                        c: "void **",
+                        ty: CType::ptr(&CType::ptr(&CType::Void)),
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "lock_memory",
+            elf: SymbolType::Func,
+            c: "status_t lock_memory(void *address, size_t num_bytes, uint32_t flags)",
+            signature: Signature::Func {
+                returns: CType::I32,
+                params: &[
+                    Param {
+                        name: "address",
+                        c: "void *",
+                        ty: CType::ptr(&CType::Void),
+                    },
+                    Param {
+                        name: "num_bytes",
+                        c: "size_t",
+                        ty: CType::U64,
+                    },
+                    Param {
+                        name: "flags",
+                        c: "uint32_t",
+                        ty: CType::U32,
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "unlock_memory",
+            elf: SymbolType::Func,
+            c: "status_t unlock_memory(void *address, size_t num_bytes, uint32_t flags)",
+            signature: Signature::Func {
+                returns: CType::I32,
+                params: &[
+                    Param {
+                        name: "address",
+                        c: "void *",
+                        ty: CType::ptr(&CType::Void),
+                    },
+                    Param {
+                        name: "num_bytes",
+                        c: "size_t",
+                        ty: CType::U64,
+                    },
+                    Param {
+                        name: "flags",
+                        c: "uint32_t",
+                        ty: CType::U32,
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "user_memcpy",
+            elf: SymbolType::Func,
+            c: "status_t user_memcpy(void *to, const void *from, size_t size)",
+            signature: Signature::Func {
+                returns: CType::I32,
+                params: &[
+                    Param {
+                        name: "to",
+                        c: "void *",
+                        ty: CType::ptr(&CType::Void),
+                    },
+                    Param {
+                        name: "from",
+                        c: "const void *",
+                        ty: CType::const_ptr(&CType::Void),
+                    },
+                    Param {
+                        name: "size",
+                        c: "size_t",
+                        ty: CType::U64,
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "user_memset",
+            elf: SymbolType::Func,
+            c: "status_t user_memset(void *start, char c, size_t count)",
+            signature: Signature::Func {
+                returns: CType::I32,
+                params: &[
+                    Param {
+                        name: "start",
+                        c: "void *",
+                        ty: CType::ptr(&CType::Void),
+                    },
+                    Param {
+                        name: "c",
+                        c: "char",
+                        ty: CType::Char,
+                    },
+                    Param {
+                        name: "count",
+                        c: "size_t",
+                        ty: CType::U64,
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "user_strlcpy",
+            elf: SymbolType::Func,
+            c: "ssize_t user_strlcpy(char *to, const char *from, size_t size)",
+            signature: Signature::Func {
+                returns: CType::I64,
+                params: &[
+                    Param {
+                        name: "to",
+                        c: "char *",
+                        ty: CType::ptr(&CType::Char),
+                    },
+                    Param {
+                        name: "from",
+                        c: "const char *",
+                        ty: CType::const_ptr(&CType::Char),
+                    },
+                    Param {
+                        name: "size",
+                        c: "size_t",
+                        ty: CType::U64,
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "malloc",
+            elf: SymbolType::Func,
+            c: "void *malloc(size_t size)",
+            signature: Signature::Func {
+                returns: CType::ptr(&CType::Void),
+                params: &[
+                    Param {
+                        name: "size",
+                        c: "size_t",
+                        ty: CType::U64,
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "calloc",
+            elf: SymbolType::Func,
+            c: "void *calloc(size_t count, size_t size)",
+            signature: Signature::Func {
+                returns: CType::ptr(&CType::Void),
+                params: &[
+                    Param {
+                        name: "count",
+                        c: "size_t",
+                        ty: CType::U64,
+                    },
+                    Param {
+                        name: "size",
+                        c: "size_t",
+                        ty: CType::U64,
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "realloc",
+            elf: SymbolType::Func,
+            c: "void *realloc(void *address, size_t new_size)",
+            signature: Signature::Func {
+                returns: CType::ptr(&CType::Void),
+                params: &[
+                    Param {
+                        name: "address",
+                        c: "void *",
+                        ty: CType::ptr(&CType::Void),
+                    },
+                    Param {
+                        name: "new_size",
+                        c: "size_t",
+                        ty: CType::U64,
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "free",
+            elf: SymbolType::Func,
+            c: "void free(void *address)",
+            signature: Signature::Func {
+                returns: CType::Void,
+                params: &[
+                    Param {
+                        name: "address",
+                        c: "void *",
+                        ty: CType::ptr(&CType::Void),
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "memalign",
+            elf: SymbolType::Func,
+            c: "void *memalign(size_t alignment, size_t size)",
+            signature: Signature::Func {
+                returns: CType::ptr(&CType::Void),
+                params: &[
+                    Param {
+                        name: "alignment",
+                        c: "size_t",
+                        ty: CType::U64,
+                    },
+                    Param {
+                        name: "size",
+                        c: "size_t",
+                        ty: CType::U64,
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "memcpy",
+            elf: SymbolType::Func,
+            c: "void *memcpy(void *dest, const void *src, size_t length)",
+            signature: Signature::Func {
+                returns: CType::ptr(&CType::Void),
+                params: &[
+                    Param {
+                        name: "dest",
+                        c: "void *",
+                        ty: CType::ptr(&CType::Void),
+                    },
+                    Param {
+                        name: "src",
+                        c: "const void *",
+                        ty: CType::const_ptr(&CType::Void),
+                    },
+                    Param {
+                        name: "length",
+                        c: "size_t",
+                        ty: CType::U64,
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "memmove",
+            elf: SymbolType::Func,
+            c: "void *memmove(void *dest, const void *src, size_t length)",
+            signature: Signature::Func {
+                returns: CType::ptr(&CType::Void),
+                params: &[
+                    Param {
+                        name: "dest",
+                        c: "void *",
+                        ty: CType::ptr(&CType::Void),
+                    },
+                    Param {
+                        name: "src",
+                        c: "const void *",
+                        ty: CType::const_ptr(&CType::Void),
+                    },
+                    Param {
+                        name: "length",
+                        c: "size_t",
+                        ty: CType::U64,
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "memset",
+            elf: SymbolType::Func,
+            c: "void *memset(void *dest, int32_t value, size_t length)",
+            signature: Signature::Func {
+                returns: CType::ptr(&CType::Void),
+                params: &[
+                    Param {
+                        name: "dest",
+                        c: "void *",
+                        ty: CType::ptr(&CType::Void),
+                    },
+                    Param {
+                        name: "value",
+                        c: "int32_t",
+                        ty: CType::I32,
+                    },
+                    Param {
+                        name: "length",
+                        c: "size_t",
+                        ty: CType::U64,
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "memcmp",
+            elf: SymbolType::Func,
+            c: "int32_t memcmp(const void *a, const void *b, size_t length)",
+            signature: Signature::Func {
+                returns: CType::I32,
+                params: &[
+                    Param {
+                        name: "a",
+                        c: "const void *",
+                        ty: CType::const_ptr(&CType::Void),
+                    },
+                    Param {
+                        name: "b",
+                        c: "const void *",
+                        ty: CType::const_ptr(&CType::Void),
+                    },
+                    Param {
+                        name: "length",
+                        c: "size_t",
+                        ty: CType::U64,
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "strlen",
+            elf: SymbolType::Func,
+            c: "size_t strlen(const char *s)",
+            signature: Signature::Func {
+                returns: CType::U64,
+                params: &[
+                    Param {
+                        name: "s",
+                        c: "const char *",
+                        ty: CType::const_ptr(&CType::Char),
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "strnlen",
+            elf: SymbolType::Func,
+            c: "size_t strnlen(const char *s, size_t max_length)",
+            signature: Signature::Func {
+                returns: CType::U64,
+                params: &[
+                    Param {
+                        name: "s",
+                        c: "const char *",
+                        ty: CType::const_ptr(&CType::Char),
+                    },
+                    Param {
+                        name: "max_length",
+                        c: "size_t",
+                        ty: CType::U64,
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "strcmp",
+            elf: SymbolType::Func,
+            c: "int32_t strcmp(const char *a, const char *b)",
+            signature: Signature::Func {
+                returns: CType::I32,
+                params: &[
+                    Param {
+                        name: "a",
+                        c: "const char *",
+                        ty: CType::const_ptr(&CType::Char),
+                    },
+                    Param {
+                        name: "b",
+                        c: "const char *",
+                        ty: CType::const_ptr(&CType::Char),
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "strncmp",
+            elf: SymbolType::Func,
+            c: "int32_t strncmp(const char *a, const char *b, size_t count)",
+            signature: Signature::Func {
+                returns: CType::I32,
+                params: &[
+                    Param {
+                        name: "a",
+                        c: "const char *",
+                        ty: CType::const_ptr(&CType::Char),
+                    },
+                    Param {
+                        name: "b",
+                        c: "const char *",
+                        ty: CType::const_ptr(&CType::Char),
+                    },
+                    Param {
+                        name: "count",
+                        c: "size_t",
+                        ty: CType::U64,
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "strcpy",
+            elf: SymbolType::Func,
+            c: "char *strcpy(char *dest, const char *src)",
+            signature: Signature::Func {
+                returns: CType::ptr(&CType::Char),
+                params: &[
+                    Param {
+                        name: "dest",
+                        c: "char *",
+                        ty: CType::ptr(&CType::Char),
+                    },
+                    Param {
+                        name: "src",
+                        c: "const char *",
+                        ty: CType::const_ptr(&CType::Char),
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "strlcpy",
+            elf: SymbolType::Func,
+            c: "size_t strlcpy(char *dest, const char *src, size_t size)",
+            signature: Signature::Func {
+                returns: CType::U64,
+                params: &[
+                    Param {
+                        name: "dest",
+                        c: "char *",
+                        ty: CType::ptr(&CType::Char),
+                    },
+                    Param {
+                        name: "src",
+                        c: "const char *",
+                        ty: CType::const_ptr(&CType::Char),
+                    },
+                    Param {
+                        name: "size",
+                        c: "size_t",
+                        ty: CType::U64,
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "strlcat",
+            elf: SymbolType::Func,
+            c: "size_t strlcat(char *dest, const char *src, size_t size)",
+            signature: Signature::Func {
+                returns: CType::U64,
+                params: &[
+                    Param {
+                        name: "dest",
+                        c: "char *",
+                        ty: CType::ptr(&CType::Char),
+                    },
+                    Param {
+                        name: "src",
+                        c: "const char *",
+                        ty: CType::const_ptr(&CType::Char),
+                    },
+                    Param {
+                        name: "size",
+                        c: "size_t",
+                        ty: CType::U64,
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "strerror",
+            elf: SymbolType::Func,
+            c: "char *strerror(int32_t error)",
+            signature: Signature::Func {
+                returns: CType::ptr(&CType::Char),
+                params: &[
+                    Param {
+                        name: "error",
+                        c: "int32_t",
+                        ty: CType::I32,
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "snprintf",
+            elf: SymbolType::Func,
+            c: "int32_t snprintf(char *buffer, size_t size, const char *format, ...)",
+            signature: Signature::Func {
+                returns: CType::I32,
+                params: &[
+                    Param {
+                        name: "buffer",
+                        c: "char *",
+                        ty: CType::ptr(&CType::Char),
+                    },
+                    Param {
+                        name: "size",
+                        c: "size_t",
+                        ty: CType::U64,
+                    },
+                    Param {
+                        name: "format",
+                        c: "const char *",
+                        ty: CType::const_ptr(&CType::Char),
+                    },
+                ],
+                variadic: true,
+            },
+        },
+        KernelImport {
+            name: "dprintf",
+            elf: SymbolType::Func,
+            c: "void dprintf(const char *format, ...)",
+            signature: Signature::Func {
+                returns: CType::Void,
+                params: &[
+                    Param {
+                        name: "format",
+                        c: "const char *",
+                        ty: CType::const_ptr(&CType::Char),
+                    },
+                ],
+                variadic: true,
+            },
+        },
+        KernelImport {
+            name: "kprintf",
+            elf: SymbolType::Func,
+            c: "void kprintf(const char *format, ...)",
+            signature: Signature::Func {
+                returns: CType::Void,
+                params: &[
+                    Param {
+                        name: "format",
+                        c: "const char *",
+                        ty: CType::const_ptr(&CType::Char),
+                    },
+                ],
+                variadic: true,
+            },
+        },
+        KernelImport {
+            name: "panic",
+            elf: SymbolType::Func,
+            c: "void panic(const char *format, ...)",
+            signature: Signature::Func {
+                returns: CType::Void,
+                params: &[
+                    Param {
+                        name: "format",
+                        c: "const char *",
+                        ty: CType::const_ptr(&CType::Char),
+                    },
+                ],
+                variadic: true,
+            },
+        },
+        KernelImport {
+            name: "kernel_debugger",
+            elf: SymbolType::Func,
+            c: "void kernel_debugger(const char *message)",
+            signature: Signature::Func {
+                returns: CType::Void,
+                params: &[
+                    Param {
+                        name: "message",
+                        c: "const char *",
+                        ty: CType::const_ptr(&CType::Char),
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "system_time",
+            elf: SymbolType::Func,
+            c: "bigtime_t system_time(void)",
+            signature: Signature::Func {
+                returns: CType::I64,
+                params: &[],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "system_time_nsecs",
+            elf: SymbolType::Func,
+            c: "nanotime_t system_time_nsecs(void)",
+            signature: Signature::Func {
+                returns: CType::I64,
+                params: &[],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "snooze",
+            elf: SymbolType::Func,
+            c: "status_t snooze(bigtime_t amount)",
+            signature: Signature::Func {
+                returns: CType::I32,
+                params: &[
+                    Param {
+                        name: "amount",
+                        c: "bigtime_t",
+                        ty: CType::I64,
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "snooze_etc",
+            elf: SymbolType::Func,
+            c: "status_t snooze_etc(bigtime_t amount, int32_t time_base, uint32_t flags)",
+            signature: Signature::Func {
+                returns: CType::I32,
+                params: &[
+                    Param {
+                        name: "amount",
+                        c: "bigtime_t",
+                        ty: CType::I64,
+                    },
+                    Param {
+                        name: "time_base",
+                        c: "int32_t",
+                        ty: CType::I32,
+                    },
+                    Param {
+                        name: "flags",
+                        c: "uint32_t",
+                        ty: CType::U32,
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "snooze_until",
+            elf: SymbolType::Func,
+            c: "status_t snooze_until(bigtime_t time, int32_t time_base)",
+            signature: Signature::Func {
+                returns: CType::I32,
+                params: &[
+                    Param {
+                        name: "time",
+                        c: "bigtime_t",
+                        ty: CType::I64,
+                    },
+                    Param {
+                        name: "time_base",
+                        c: "int32_t",
+                        ty: CType::I32,
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "spin",
+            elf: SymbolType::Func,
+            c: "void spin(bigtime_t microseconds)",
+            signature: Signature::Func {
+                returns: CType::Void,
+                params: &[
+                    Param {
+                        name: "microseconds",
+                        c: "bigtime_t",
+                        ty: CType::I64,
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "add_timer",
+            elf: SymbolType::Func,
+            c: "status_t add_timer(timer *event, timer_hook hook, bigtime_t period, int32_t flags)",
+            signature: Signature::Func {
+                returns: CType::I32,
+                params: &[
+                    Param {
+                        name: "event",
+                        c: "timer *",
+                        ty: CType::ptr(
+                            &CType::Record {
+                                name: "timer",
+                                size: 48,
+                                align: 8,
+                            },
+                        ),
+                    },
+                    Param {
+                        name: "hook",
+                        c: "timer_hook",
+                        ty: CType::FnPtr {
+                            returns: &CType::I32,
+                            params: &[
+                                CType::ptr(
+                                    &CType::Record {
+                                        name: "timer",
+                                        size: 48,
+                                        align: 8,
+                                    },
+                                ),
+                            ],
+                            variadic: false,
+                        },
+                    },
+                    Param {
+                        name: "period",
+                        c: "bigtime_t",
+                        ty: CType::I64,
+                    },
+                    Param {
+                        name: "flags",
+                        c: "int32_t",
+                        ty: CType::I32,
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "cancel_timer",
+            elf: SymbolType::Func,
+            c: "bool cancel_timer(timer *event)",
+            signature: Signature::Func {
+                returns: CType::Bool,
+                params: &[
+                    Param {
+                        name: "event",
+                        c: "timer *",
+                        ty: CType::ptr(
+                            &CType::Record {
+                                name: "timer",
+                                size: 48,
+                                align: 8,
+                            },
+                        ),
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "disable_interrupts",
+            elf: SymbolType::Func,
+            c: "cpu_status disable_interrupts(void)",
+            signature: Signature::Func {
+                returns: CType::U64,
+                params: &[],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "restore_interrupts",
+            elf: SymbolType::Func,
+            c: "void restore_interrupts(cpu_status status)",
+            signature: Signature::Func {
+                returns: CType::Void,
+                params: &[
+                    Param {
+                        name: "status",
+                        c: "cpu_status",
+                        ty: CType::U64,
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "acquire_spinlock",
+            elf: SymbolType::Func,
+            c: "void acquire_spinlock(spinlock *lock)",
+            signature: Signature::Func {
+                returns: CType::Void,
+                params: &[
+                    Param {
+                        name: "lock",
+                        c: "spinlock *",
+                        ty: CType::ptr(
+                            &CType::Record {
+                                name: "spinlock",
+                                size: 4,
+                                align: 4,
+                            },
+                        ),
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "try_acquire_spinlock",
+            elf: SymbolType::Func,
+            c: "bool try_acquire_spinlock(spinlock *lock)",
+            signature: Signature::Func {
+                returns: CType::Bool,
+                params: &[
+                    Param {
+                        name: "lock",
+                        c: "spinlock *",
+                        ty: CType::ptr(
+                            &CType::Record {
+                                name: "spinlock",
+                                size: 4,
+                                align: 4,
+                            },
+                        ),
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "release_spinlock",
+            elf: SymbolType::Func,
+            c: "void release_spinlock(spinlock *lock)",
+            signature: Signature::Func {
+                returns: CType::Void,
+                params: &[
+                    Param {
+                        name: "lock",
+                        c: "spinlock *",
+                        ty: CType::ptr(
+                            &CType::Record {
+                                name: "spinlock",
+                                size: 4,
+                                align: 4,
+                            },
+                        ),
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "memory_read_barrier",
+            elf: SymbolType::Func,
+            c: "void memory_read_barrier(void)",
+            signature: Signature::Func {
+                returns: CType::Void,
+                params: &[],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "memory_write_barrier",
+            elf: SymbolType::Func,
+            c: "void memory_write_barrier(void)",
+            signature: Signature::Func {
+                returns: CType::Void,
+                params: &[],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "install_io_interrupt_handler",
+            elf: SymbolType::Func,
+            c: "status_t install_io_interrupt_handler(int32_t interrupt_number, interrupt_handler handler, void *data, uint32_t flags)",
+            signature: Signature::Func {
+                returns: CType::I32,
+                params: &[
+                    Param {
+                        name: "interrupt_number",
+                        c: "int32_t",
+                        ty: CType::I32,
+                    },
+                    Param {
+                        name: "handler",
+                        c: "interrupt_handler",
+                        ty: CType::FnPtr {
+                            returns: &CType::I32,
+                            params: &[CType::ptr(&CType::Void)],
+                            variadic: false,
+                        },
+                    },
+                    Param {
+                        name: "data",
+                        c: "void *",
+                        ty: CType::ptr(&CType::Void),
+                    },
+                    Param {
+                        name: "flags",
+                        c: "uint32_t",
+                        ty: CType::U32,
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "remove_io_interrupt_handler",
+            elf: SymbolType::Func,
+            c: "status_t remove_io_interrupt_handler(int32_t interrupt_number, interrupt_handler handler, void *data)",
+            signature: Signature::Func {
+                returns: CType::I32,
+                params: &[
+                    Param {
+                        name: "interrupt_number",
+                        c: "int32_t",
+                        ty: CType::I32,
+                    },
+                    Param {
+                        name: "handler",
+                        c: "interrupt_handler",
+                        ty: CType::FnPtr {
+                            returns: &CType::I32,
+                            params: &[CType::ptr(&CType::Void)],
+                            variadic: false,
+                        },
+                    },
+                    Param {
+                        name: "data",
+                        c: "void *",
+                        ty: CType::ptr(&CType::Void),
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "spawn_kernel_thread",
+            elf: SymbolType::Func,
+            c: "thread_id spawn_kernel_thread(thread_func function, const char *name, int32_t priority, void *arg)",
+            signature: Signature::Func {
+                returns: CType::I32,
+                params: &[
+                    Param {
+                        name: "function",
+                        c: "thread_func",
+                        ty: CType::FnPtr {
+                            returns: &CType::I32,
+                            params: &[CType::ptr(&CType::Void)],
+                            variadic: false,
+                        },
+                    },
+                    Param {
+                        name: "name",
+                        c: "const char *",
+                        ty: CType::const_ptr(&CType::Char),
+                    },
+                    Param {
+                        name: "priority",
+                        c: "int32_t",
+                        ty: CType::I32,
+                    },
+                    Param {
+                        name: "arg",
+                        c: "void *",
+                        ty: CType::ptr(&CType::Void),
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "resume_thread",
+            elf: SymbolType::Func,
+            c: "status_t resume_thread(thread_id thread)",
+            signature: Signature::Func {
+                returns: CType::I32,
+                params: &[
+                    Param {
+                        name: "thread",
+                        c: "thread_id",
+                        ty: CType::I32,
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "wait_for_thread",
+            elf: SymbolType::Func,
+            c: "status_t wait_for_thread(thread_id thread, status_t *return_value)",
+            signature: Signature::Func {
+                returns: CType::I32,
+                params: &[
+                    Param {
+                        name: "thread",
+                        c: "thread_id",
+                        ty: CType::I32,
+                    },
+                    Param {
+                        name: "return_value",
+                        c: "status_t *",
+                        ty: CType::ptr(&CType::I32),
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "find_thread",
+            elf: SymbolType::Func,
+            c: "thread_id find_thread(const char *name)",
+            signature: Signature::Func {
+                returns: CType::I32,
+                params: &[
+                    Param {
+                        name: "name",
+                        c: "const char *",
+                        ty: CType::const_ptr(&CType::Char),
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "load_driver_settings",
+            elf: SymbolType::Func,
+            c: "void *load_driver_settings(const char *driver_name)",
+            signature: Signature::Func {
+                returns: CType::ptr(&CType::Void),
+                params: &[
+                    Param {
+                        name: "driver_name",
+                        c: "const char *",
+                        ty: CType::const_ptr(&CType::Char),
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "unload_driver_settings",
+            elf: SymbolType::Func,
+            c: "status_t unload_driver_settings(void *handle)",
+            signature: Signature::Func {
+                returns: CType::I32,
+                params: &[
+                    Param {
+                        name: "handle",
+                        c: "void *",
+                        ty: CType::ptr(&CType::Void),
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "get_driver_parameter",
+            elf: SymbolType::Func,
+            c: "const char *get_driver_parameter(void *handle, const char *key, const char *unknown_value, const char *noarg_value)",
+            signature: Signature::Func {
+                returns: CType::const_ptr(&CType::Char),
+                params: &[
+                    Param {
+                        name: "handle",
+                        c: "void *",
+                        ty: CType::ptr(&CType::Void),
+                    },
+                    Param {
+                        name: "key",
+                        c: "const char *",
+                        ty: CType::const_ptr(&CType::Char),
+                    },
+                    Param {
+                        name: "unknown_value",
+                        c: "const char *",
+                        ty: CType::const_ptr(&CType::Char),
+                    },
+                    Param {
+                        name: "noarg_value",
+                        c: "const char *",
+                        ty: CType::const_ptr(&CType::Char),
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "get_driver_boolean_parameter",
+            elf: SymbolType::Func,
+            c: "bool get_driver_boolean_parameter(void *handle, const char *key, bool unknown_value, bool noarg_value)",
+            signature: Signature::Func {
+                returns: CType::Bool,
+                params: &[
+                    Param {
+                        name: "handle",
+                        c: "void *",
+                        ty: CType::ptr(&CType::Void),
+                    },
+                    Param {
+                        name: "key",
+                        c: "const char *",
+                        ty: CType::const_ptr(&CType::Char),
+                    },
+                    Param {
+                        name: "unknown_value",
+                        c: "bool",
+                        ty: CType::Bool,
+                    },
+                    Param {
+                        name: "noarg_value",
+                        c: "bool",
+                        ty: CType::Bool,
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "get_module",
+            elf: SymbolType::Func,
+            c: "status_t get_module(const char *path, module_info **info)",
+            signature: Signature::Func {
+                returns: CType::I32,
+                params: &[
+                    Param {
+                        name: "path",
+                        c: "const char *",
+                        ty: CType::const_ptr(&CType::Char),
+                    },
+                    Param {
+                        name: "info",
+                        c: "module_info **",
+                        ty: CType::ptr(
+                            &CType::ptr(
+                                &CType::Record {
+                                    name: "module_info",
+                                    size: 24,
+                                    align: 8,
+                                },
+                            ),
+                        ),
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "put_module",
+            elf: SymbolType::Func,
+            c: "status_t put_module(const char *path)",
+            signature: Signature::Func {
+                returns: CType::I32,
+                params: &[
+                    Param {
+                        name: "path",
+                        c: "const char *",
+                        ty: CType::const_ptr(&CType::Char),
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
+            name: "__stack_chk_guard",
+            elf: SymbolType::Object,
+            c: "int64_t __stack_chk_guard",
+            signature: Signature::Object {
+                ty: CType::I64,
+            },
+        },
+        KernelImport {
+            name: "__stack_chk_fail",
+            elf: SymbolType::Func,
+            c: "void __stack_chk_fail(void)",
+            signature: Signature::Func {
+                returns: CType::Void,
+                params: &[],
+                variadic: false,
+            },
+        },
+    ]
+};
+/// The Rust type of each kernel symbol of [`KERNEL_IMPORTS`](super::KERNEL_IMPORTS): a
+/// function's `unsafe extern "C" fn` pointer type, or a data object's type. An
+/// implementation of a symbol is checked against it by the compiler (`sim_create_sem as
+/// kernel_symbol::create_sem`).
+#[allow(non_camel_case_types)]
+pub mod kernel_symbol {
+    /// `sem_id create_sem(int32_t count, const char *name)`
+    pub type create_sem = unsafe extern "C" fn(
+        count: i32,
+        name: *const ::core::ffi::c_char,
+    ) -> super::sem_id;
+    /// `status_t delete_sem(sem_id id)`
+    pub type delete_sem = unsafe extern "C" fn(id: super::sem_id) -> super::status_t;
+    /// `status_t acquire_sem(sem_id id)`
+    pub type acquire_sem = unsafe extern "C" fn(id: super::sem_id) -> super::status_t;
+    /// `status_t acquire_sem_etc(sem_id id, int32_t count, uint32_t flags, bigtime_t timeout)`
+    pub type acquire_sem_etc = unsafe extern "C" fn(
+        id: super::sem_id,
+        count: i32,
+        flags: u32,
+        timeout: super::bigtime_t,
+    ) -> super::status_t;
+    /// `status_t release_sem(sem_id id)`
+    pub type release_sem = unsafe extern "C" fn(id: super::sem_id) -> super::status_t;
+    /// `status_t release_sem_etc(sem_id id, int32_t count, uint32_t flags)`
+    pub type release_sem_etc = unsafe extern "C" fn(
+        id: super::sem_id,
+        count: i32,
+        flags: u32,
+    ) -> super::status_t;
+    /// `status_t get_sem_count(sem_id id, int32_t *thread_count)`
+    pub type get_sem_count = unsafe extern "C" fn(
+        id: super::sem_id,
+        thread_count: *mut i32,
+    ) -> super::status_t;
+    /// `area_id create_area(const char *name, void **start_address, uint32_t address_spec, size_t size, uint32_t lock, uint32_t protection)`
+    pub type create_area = unsafe extern "C" fn(
+        name: *const ::core::ffi::c_char,
+        start_address: *mut *mut ::core::ffi::c_void,
+        address_spec: u32,
+        size: usize,
+        lock: u32,
+        protection: u32,
+    ) -> super::area_id;
+    /// `status_t delete_area(area_id id)`
+    pub type delete_area = unsafe extern "C" fn(id: super::area_id) -> super::status_t;
+    /// `area_id area_for(void *address)`
+    pub type area_for = unsafe extern "C" fn(
+        address: *mut ::core::ffi::c_void,
+    ) -> super::area_id;
+    /// `area_id clone_area(const char *name, void **dest_address, uint32_t address_spec, uint32_t protection, area_id source)`
+    pub type clone_area = unsafe extern "C" fn(
+        name: *const ::core::ffi::c_char,
+        dest_address: *mut *mut ::core::ffi::c_void,
+        address_spec: u32,
+        protection: u32,
+        source: super::area_id,
+    ) -> super::area_id;
+    /// `int32_t get_memory_map(const void *address, size_t size, physical_entry *table, int32_t num_entries)`
+    pub type get_memory_map = unsafe extern "C" fn(
+        address: *const ::core::ffi::c_void,
+        size: usize,
+        table: *mut super::PhysicalEntry,
+        num_entries: i32,
+    ) -> i32;
+    /// `status_t get_memory_map_etc(team_id team, const void *address, size_t size, physical_entry *table, uint32_t *num_entries)`
+    pub type get_memory_map_etc = unsafe extern "C" fn(
+        team: super::team_id,
+        address: *const ::core::ffi::c_void,
+        size: usize,
+        table: *mut super::PhysicalEntry,
+        num_entries: *mut u32,
+    ) -> super::status_t;
+    /// `area_id map_physical_memory(const char *area_name, phys_addr_t physical_address, size_t size, uint32_t flags, uint32_t protection, void **mapped_address)`
+    pub type map_physical_memory = unsafe extern "C" fn(
+        area_name: *const ::core::ffi::c_char,
+        physical_address: super::phys_addr_t,
+        size: usize,
+        flags: u32,
+        protection: u32,
+        mapped_address: *mut *mut ::core::ffi::c_void,
+    ) -> super::area_id;
+    /// `status_t lock_memory(void *address, size_t num_bytes, uint32_t flags)`
+    pub type lock_memory = unsafe extern "C" fn(
+        address: *mut ::core::ffi::c_void,
+        num_bytes: usize,
+        flags: u32,
+    ) -> super::status_t;
+    /// `status_t unlock_memory(void *address, size_t num_bytes, uint32_t flags)`
+    pub type unlock_memory = unsafe extern "C" fn(
+        address: *mut ::core::ffi::c_void,
+        num_bytes: usize,
+        flags: u32,
+    ) -> super::status_t;
+    /// `status_t user_memcpy(void *to, const void *from, size_t size)`
+    pub type user_memcpy = unsafe extern "C" fn(
+        to: *mut ::core::ffi::c_void,
+        from: *const ::core::ffi::c_void,
+        size: usize,
+    ) -> super::status_t;
+    /// `status_t user_memset(void *start, char c, size_t count)`
+    pub type user_memset = unsafe extern "C" fn(
+        start: *mut ::core::ffi::c_void,
+        c: ::core::ffi::c_char,
+        count: usize,
+    ) -> super::status_t;
+    /// `ssize_t user_strlcpy(char *to, const char *from, size_t size)`
+    pub type user_strlcpy = unsafe extern "C" fn(
+        to: *mut ::core::ffi::c_char,
+        from: *const ::core::ffi::c_char,
+        size: usize,
+    ) -> super::ssize_t;
+    /// `void *malloc(size_t size)`
+    pub type malloc = unsafe extern "C" fn(size: usize) -> *mut ::core::ffi::c_void;
+    /// `void *calloc(size_t count, size_t size)`
+    pub type calloc = unsafe extern "C" fn(
+        count: usize,
+        size: usize,
+    ) -> *mut ::core::ffi::c_void;
+    /// `void *realloc(void *address, size_t new_size)`
+    pub type realloc = unsafe extern "C" fn(
+        address: *mut ::core::ffi::c_void,
+        new_size: usize,
+    ) -> *mut ::core::ffi::c_void;
+    /// `void free(void *address)`
+    pub type free = unsafe extern "C" fn(address: *mut ::core::ffi::c_void);
+    /// `void *memalign(size_t alignment, size_t size)`
+    pub type memalign = unsafe extern "C" fn(
+        alignment: usize,
+        size: usize,
+    ) -> *mut ::core::ffi::c_void;
+    /// `void *memcpy(void *dest, const void *src, size_t length)`
+    pub type memcpy = unsafe extern "C" fn(
+        dest: *mut ::core::ffi::c_void,
+        src: *const ::core::ffi::c_void,
+        length: usize,
+    ) -> *mut ::core::ffi::c_void;
+    /// `void *memmove(void *dest, const void *src, size_t length)`
+    pub type memmove = unsafe extern "C" fn(
+        dest: *mut ::core::ffi::c_void,
+        src: *const ::core::ffi::c_void,
+        length: usize,
+    ) -> *mut ::core::ffi::c_void;
+    /// `void *memset(void *dest, int32_t value, size_t length)`
+    pub type memset = unsafe extern "C" fn(
+        dest: *mut ::core::ffi::c_void,
+        value: i32,
+        length: usize,
+    ) -> *mut ::core::ffi::c_void;
+    /// `int32_t memcmp(const void *a, const void *b, size_t length)`
+    pub type memcmp = unsafe extern "C" fn(
+        a: *const ::core::ffi::c_void,
+        b: *const ::core::ffi::c_void,
+        length: usize,
+    ) -> i32;
+    /// `size_t strlen(const char *s)`
+    pub type strlen = unsafe extern "C" fn(s: *const ::core::ffi::c_char) -> usize;
+    /// `size_t strnlen(const char *s, size_t max_length)`
+    pub type strnlen = unsafe extern "C" fn(
+        s: *const ::core::ffi::c_char,
+        max_length: usize,
+    ) -> usize;
+    /// `int32_t strcmp(const char *a, const char *b)`
+    pub type strcmp = unsafe extern "C" fn(
+        a: *const ::core::ffi::c_char,
+        b: *const ::core::ffi::c_char,
+    ) -> i32;
+    /// `int32_t strncmp(const char *a, const char *b, size_t count)`
+    pub type strncmp = unsafe extern "C" fn(
+        a: *const ::core::ffi::c_char,
+        b: *const ::core::ffi::c_char,
+        count: usize,
+    ) -> i32;
+    /// `char *strcpy(char *dest, const char *src)`
+    pub type strcpy = unsafe extern "C" fn(
+        dest: *mut ::core::ffi::c_char,
+        src: *const ::core::ffi::c_char,
+    ) -> *mut ::core::ffi::c_char;
+    /// `size_t strlcpy(char *dest, const char *src, size_t size)`
+    pub type strlcpy = unsafe extern "C" fn(
+        dest: *mut ::core::ffi::c_char,
+        src: *const ::core::ffi::c_char,
+        size: usize,
+    ) -> usize;
+    /// `size_t strlcat(char *dest, const char *src, size_t size)`
+    pub type strlcat = unsafe extern "C" fn(
+        dest: *mut ::core::ffi::c_char,
+        src: *const ::core::ffi::c_char,
+        size: usize,
+    ) -> usize;
+    /// `char *strerror(int32_t error)`
+    pub type strerror = unsafe extern "C" fn(error: i32) -> *mut ::core::ffi::c_char;
+    /// `int32_t snprintf(char *buffer, size_t size, const char *format, ...)`
+    pub type snprintf = unsafe extern "C" fn(
+        buffer: *mut ::core::ffi::c_char,
+        size: usize,
+        format: *const ::core::ffi::c_char,
+        ...
+    ) -> i32;
+    /// `void dprintf(const char *format, ...)`
+    pub type dprintf = unsafe extern "C" fn(format: *const ::core::ffi::c_char, ...);
+    /// `void kprintf(const char *format, ...)`
+    pub type kprintf = unsafe extern "C" fn(format: *const ::core::ffi::c_char, ...);
+    /// `void panic(const char *format, ...)`
+    pub type panic = unsafe extern "C" fn(format: *const ::core::ffi::c_char, ...);
+    /// `void kernel_debugger(const char *message)`
+    pub type kernel_debugger = unsafe extern "C" fn(message: *const ::core::ffi::c_char);
+    /// `bigtime_t system_time(void)`
+    pub type system_time = unsafe extern "C" fn() -> super::bigtime_t;
+    /// `nanotime_t system_time_nsecs(void)`
+    pub type system_time_nsecs = unsafe extern "C" fn() -> super::nanotime_t;
+    /// `status_t snooze(bigtime_t amount)`
+    pub type snooze = unsafe extern "C" fn(amount: super::bigtime_t) -> super::status_t;
+    /// `status_t snooze_etc(bigtime_t amount, int32_t time_base, uint32_t flags)`
+    pub type snooze_etc = unsafe extern "C" fn(
+        amount: super::bigtime_t,
+        time_base: i32,
+        flags: u32,
+    ) -> super::status_t;
+    /// `status_t snooze_until(bigtime_t time, int32_t time_base)`
+    pub type snooze_until = unsafe extern "C" fn(
+        time: super::bigtime_t,
+        time_base: i32,
+    ) -> super::status_t;
+    /// `void spin(bigtime_t microseconds)`
+    pub type spin = unsafe extern "C" fn(microseconds: super::bigtime_t);
+    /// `status_t add_timer(timer *event, timer_hook hook, bigtime_t period, int32_t flags)`
+    pub type add_timer = unsafe extern "C" fn(
+        event: *mut super::Timer,
+        hook: super::timer_hook,
+        period: super::bigtime_t,
+        flags: i32,
+    ) -> super::status_t;
+    /// `bool cancel_timer(timer *event)`
+    pub type cancel_timer = unsafe extern "C" fn(event: *mut super::Timer) -> bool;
+    /// `cpu_status disable_interrupts(void)`
+    pub type disable_interrupts = unsafe extern "C" fn() -> super::cpu_status;
+    /// `void restore_interrupts(cpu_status status)`
+    pub type restore_interrupts = unsafe extern "C" fn(status: super::cpu_status);
+    /// `void acquire_spinlock(spinlock *lock)`
+    pub type acquire_spinlock = unsafe extern "C" fn(lock: *mut super::Spinlock);
+    /// `bool try_acquire_spinlock(spinlock *lock)`
+    pub type try_acquire_spinlock = unsafe extern "C" fn(
+        lock: *mut super::Spinlock,
+    ) -> bool;
+    /// `void release_spinlock(spinlock *lock)`
+    pub type release_spinlock = unsafe extern "C" fn(lock: *mut super::Spinlock);
+    /// `void memory_read_barrier(void)`
+    pub type memory_read_barrier = unsafe extern "C" fn();
+    /// `void memory_write_barrier(void)`
+    pub type memory_write_barrier = unsafe extern "C" fn();
+    /// `status_t install_io_interrupt_handler(int32_t interrupt_number, interrupt_handler handler, void *data, uint32_t flags)`
+    pub type install_io_interrupt_handler = unsafe extern "C" fn(
+        interrupt_number: i32,
+        handler: super::interrupt_handler,
+        data: *mut ::core::ffi::c_void,
+        flags: u32,
+    ) -> super::status_t;
+    /// `status_t remove_io_interrupt_handler(int32_t interrupt_number, interrupt_handler handler, void *data)`
+    pub type remove_io_interrupt_handler = unsafe extern "C" fn(
+        interrupt_number: i32,
+        handler: super::interrupt_handler,
+        data: *mut ::core::ffi::c_void,
+    ) -> super::status_t;
+    /// `thread_id spawn_kernel_thread(thread_func function, const char *name, int32_t priority, void *arg)`
+    pub type spawn_kernel_thread = unsafe extern "C" fn(
+        function: super::thread_func,
+        name: *const ::core::ffi::c_char,
+        priority: i32,
+        arg: *mut ::core::ffi::c_void,
+    ) -> super::thread_id;
+    /// `status_t resume_thread(thread_id thread)`
+    pub type resume_thread = unsafe extern "C" fn(
+        thread: super::thread_id,
+    ) -> super::status_t;
+    /// `status_t wait_for_thread(thread_id thread, status_t *return_value)`
+    pub type wait_for_thread = unsafe extern "C" fn(
+        thread: super::thread_id,
+        return_value: *mut super::status_t,
+    ) -> super::status_t;
+    /// `thread_id find_thread(const char *name)`
+    pub type find_thread = unsafe extern "C" fn(
+        name: *const ::core::ffi::c_char,
+    ) -> super::thread_id;
+    /// `void *load_driver_settings(const char *driver_name)`
+    pub type load_driver_settings = unsafe extern "C" fn(
+        driver_name: *const ::core::ffi::c_char,
+    ) -> *mut ::core::ffi::c_void;
+    /// `status_t unload_driver_settings(void *handle)`
+    pub type unload_driver_settings = unsafe extern "C" fn(
+        handle: *mut ::core::ffi::c_void,
+    ) -> super::status_t;
+    /// `const char *get_driver_parameter(void *handle, const char *key, const char *unknown_value, const char *noarg_value)`
+    pub type get_driver_parameter = unsafe extern "C" fn(
+        handle: *mut ::core::ffi::c_void,
+        key: *const ::core::ffi::c_char,
+        unknown_value: *const ::core::ffi::c_char,
+        noarg_value: *const ::core::ffi::c_char,
+    ) -> *const ::core::ffi::c_char;
+    /// `bool get_driver_boolean_parameter(void *handle, const char *key, bool unknown_value, bool noarg_value)`
+    pub type get_driver_boolean_parameter = unsafe extern "C" fn(
+        handle: *mut ::core::ffi::c_void,
+        key: *const ::core::ffi::c_char,
+        unknown_value: bool,
+        noarg_value: bool,
+    ) -> bool;
+    /// `status_t get_module(const char *path, module_info **info)`
+    pub type get_module = unsafe extern "C" fn(
+        path: *const ::core::ffi::c_char,
+        info: *mut *mut super::ModuleInfo,
+    ) -> super::status_t;
+    /// `status_t put_module(const char *path)`
+    pub type put_module = unsafe extern "C" fn(
+        path: *const ::core::ffi::c_char,
+    ) -> super::status_t;
+    /// `int64_t __stack_chk_guard`
+    pub type __stack_chk_guard = i64;
+    /// `void __stack_chk_fail(void)`
+    pub type __stack_chk_fail = unsafe extern "C" fn();
+}
