@@ -6,7 +6,7 @@ use core::sync::atomic::{AtomicI32, AtomicU8, Ordering};
 
 use spec::haiku_driver as hd;
 
-use super::ffi;
+use super::kernel_imports as ki;
 use platform::{Area, InterruptState, KResult, Kernel, LogLevel, SemId, Status};
 
 /// Lines above this level are dropped (set from the settings file).
@@ -72,7 +72,7 @@ pub fn log_line(prefix: &str, args: fmt::Arguments<'_>) {
     let line = format_line(prefix, args, true);
     // SAFETY: the format is a literal "%s" and the argument a NUL-terminated buffer that
     // lives across the call.
-    unsafe { ffi::dprintf(c"%s".as_ptr(), line.as_ptr()) };
+    unsafe { ki::dprintf(c"%s".as_ptr(), line.as_ptr()) };
 }
 
 // SAFETY: every method forwards to the kernel export with the same contract: areas are
@@ -81,12 +81,12 @@ pub fn log_line(prefix: &str, args: fmt::Arguments<'_>) {
 unsafe impl Kernel for HaikuKernel {
     fn system_time(&self) -> i64 {
         // SAFETY: no arguments, no preconditions.
-        unsafe { ffi::system_time() }
+        unsafe { ki::system_time() }
     }
 
     fn snooze(&self, micros: i64) {
         // SAFETY: plain value argument.
-        unsafe { ffi::snooze(micros) };
+        unsafe { ki::snooze(micros) };
     }
 
     fn log(&self, level: LogLevel, message: fmt::Arguments<'_>) {
@@ -98,7 +98,7 @@ unsafe impl Kernel for HaikuKernel {
     fn create_sem(&self, count: i32, name: &str) -> KResult<SemId> {
         let n = CName::new(name);
         // SAFETY: `n` is NUL-terminated and outlives the call; the kernel copies the name.
-        let id = unsafe { ffi::create_sem(count, n.as_ptr()) };
+        let id = unsafe { ki::create_sem(count, n.as_ptr()) };
         if id < 0 {
             Err(Status(id))
         } else {
@@ -109,7 +109,7 @@ unsafe impl Kernel for HaikuKernel {
 
     fn delete_sem(&self, sem: SemId) {
         // SAFETY: plain value argument; a stale id only returns an error.
-        unsafe { ffi::delete_sem(sem.raw()) };
+        unsafe { ki::delete_sem(sem.raw()) };
     }
 
     fn acquire_sem(&self, sem: &SemId, timeout_micros: i64) -> KResult {
@@ -119,7 +119,7 @@ unsafe impl Kernel for HaikuKernel {
             (hd::B_CAN_INTERRUPT | hd::B_RELATIVE_TIMEOUT, timeout_micros)
         };
         // SAFETY: plain value arguments.
-        Status(unsafe { ffi::acquire_sem_etc(sem.raw(), 1, flags, timeout) }).to_result()
+        Status(unsafe { ki::acquire_sem_etc(sem.raw(), 1, flags, timeout) }).to_result()
     }
 
     fn release_sem(&self, sem: &SemId, from_interrupt: bool) {
@@ -130,29 +130,29 @@ unsafe impl Kernel for HaikuKernel {
         };
         // SAFETY: plain value arguments; B_DO_NOT_RESCHEDULE makes it legal with
         // interrupts disabled.
-        unsafe { ffi::release_sem_etc(sem.raw(), 1, flags) };
+        unsafe { ki::release_sem_etc(sem.raw(), 1, flags) };
     }
 
     fn disable_interrupts(&self) -> InterruptState {
         // SAFETY: no preconditions; the state saved on this CPU becomes its one token.
-        unsafe { InterruptState::from_raw(ffi::disable_interrupts()) }
+        unsafe { InterruptState::from_raw(ki::disable_interrupts()) }
     }
 
     fn restore_interrupts(&self, state: InterruptState) {
         // SAFETY: a token only `disable_interrupts` makes, restored once (it is consumed) on
         // the CPU that made it (it is neither Send nor Sync).
-        unsafe { ffi::restore_interrupts(state.into_raw()) }
+        unsafe { ki::restore_interrupts(state.into_raw()) }
     }
 
     fn acquire_spinlock(&self, lock: &AtomicI32) {
         // SAFETY: a kernel spinlock is `struct { int32 lock; }`, the same layout as
         // AtomicI32, and the kernel only touches it atomically.
-        unsafe { ffi::acquire_spinlock(lock.as_ptr().cast()) }
+        unsafe { ki::acquire_spinlock(lock.as_ptr().cast()) }
     }
 
     fn release_spinlock(&self, lock: &AtomicI32) {
         // SAFETY: as in `acquire_spinlock`.
-        unsafe { ffi::release_spinlock(lock.as_ptr().cast()) }
+        unsafe { ki::release_spinlock(lock.as_ptr().cast()) }
     }
 
     fn create_area(&self, name: &str, size: usize, user: bool) -> KResult<Area> {
@@ -166,7 +166,7 @@ unsafe impl Kernel for HaikuKernel {
         // SAFETY: `n` is NUL-terminated, `addr` a valid out pointer; the kernel picks the
         // address (B_ANY_KERNEL_ADDRESS) and backs it with contiguous, locked pages.
         let id = unsafe {
-            ffi::create_area(
+            ki::create_area(
                 n.as_ptr(),
                 &mut addr,
                 hd::B_ANY_KERNEL_ADDRESS,
@@ -184,10 +184,10 @@ unsafe impl Kernel for HaikuKernel {
         };
         // SAFETY: the area was just created at `addr` with `size` bytes; one entry is
         // enough for a contiguous area.
-        let r = unsafe { ffi::get_memory_map(addr, size, &mut entry, 1) };
+        let r = unsafe { ki::get_memory_map(addr, size, &mut entry, 1) };
         if r < 0 || entry.size < size as u64 {
             // SAFETY: `id` is the area created above.
-            unsafe { ffi::delete_area(id) };
+            unsafe { ki::delete_area(id) };
             return Err(if r < 0 { Status(r) } else { Status::NO_MEMORY });
         }
         Ok(Area {
@@ -201,14 +201,14 @@ unsafe impl Kernel for HaikuKernel {
     unsafe fn delete_area(&self, area: &Area) {
         // SAFETY: a plain value argument; that no chain points into the area any more is
         // this function's own contract.
-        unsafe { ffi::delete_area(area.id) };
+        unsafe { ki::delete_area(area.id) };
     }
 
     fn copy_from_user(&self, dst: &mut [u8], src: u64) -> KResult {
         // SAFETY: `dst` is a valid kernel buffer of its length; user_memcpy checks `src`
         // and reports a bad address instead of faulting.
         Status(unsafe {
-            ffi::user_memcpy(
+            ki::user_memcpy(
                 dst.as_mut_ptr().cast(),
                 src as usize as *const c_void,
                 dst.len(),
@@ -220,7 +220,7 @@ unsafe impl Kernel for HaikuKernel {
     fn copy_to_user(&self, dst: u64, src: &[u8]) -> KResult {
         // SAFETY: as in `copy_from_user`, the other way round.
         Status(unsafe {
-            ffi::user_memcpy(dst as usize as *mut c_void, src.as_ptr().cast(), src.len())
+            ki::user_memcpy(dst as usize as *mut c_void, src.as_ptr().cast(), src.len())
         })
         .to_result()
     }
@@ -228,7 +228,7 @@ unsafe impl Kernel for HaikuKernel {
     fn user_memset(&self, dst: u64, value: u8, len: usize) -> KResult {
         // SAFETY: user_memset checks the range like user_memcpy and returns B_BAD_ADDRESS on
         // a fault instead of faulting.
-        Status(unsafe { ffi::user_memset(dst as usize as *mut c_void, value as c_char, len) })
+        Status(unsafe { ki::user_memset(dst as usize as *mut c_void, value as c_char, len) })
             .to_result()
     }
 }

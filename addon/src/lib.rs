@@ -1,6 +1,7 @@
 //! The Haiku kernel add-on `virtio_sound`: module exports, device-manager hooks, and the
 //! kernel and virtio bus behind the `platform` traits. This crate is the only one with
-//! `extern "C"` and the only one that names Haiku's kernel symbols (`ffi`).
+//! `extern "C"` and the only one that names Haiku's kernel symbols ([`kernel_imports`], generated from the
+//! spec's import table).
 //!
 //! Life of the driver: `supports_device` claims virtio nodes of type 25; `register_device`
 //! adds our node; `init_driver` brings the device up (the engine) and reads the settings
@@ -13,7 +14,11 @@
 extern crate alloc;
 
 mod exported;
-mod ffi;
+/// The kernel symbols the add-on may import (`cargo xtask gen` writes them from the spec's
+/// import table).
+#[rustfmt::skip]
+#[path = "generated/kernel_imports.rs"]
+pub mod kernel_imports;
 pub mod kernel;
 #[cfg(not(test))]
 mod runtime;

@@ -3,9 +3,9 @@
 //! `core` refers to that the kernel does not export.
 
 use core::alloc::{GlobalAlloc, Layout};
-use core::ffi::c_void;
+use core::ffi::{c_void, CStr};
 
-use super::ffi;
+use super::kernel_imports as ki;
 
 /// The kernel heap. Blocks may sleep: never allocate with interrupts disabled (the engine's
 /// interrupt path does not allocate).
@@ -18,16 +18,16 @@ unsafe impl GlobalAlloc for KernelHeap {
         // SAFETY: plain value arguments; NULL is a valid failure answer for GlobalAlloc.
         unsafe {
             if layout.align() <= 8 {
-                ffi::malloc(layout.size()).cast()
+                ki::malloc(layout.size()).cast()
             } else {
-                ffi::memalign(layout.align(), layout.size()).cast()
+                ki::memalign(layout.align(), layout.size()).cast()
             }
         }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
         // SAFETY: `ptr` came from `alloc` above.
-        unsafe { ffi::free(ptr.cast()) }
+        unsafe { ki::free(ptr.cast()) }
     }
 }
 
@@ -38,24 +38,32 @@ static HEAP: KernelHeap = KernelHeap;
 fn on_panic(info: &core::panic::PanicInfo<'_>) -> ! {
     let line =
         super::kernel::format_line("virtio_sound: ", format_args!("{}", info.message()), false);
-    // SAFETY: the kernel's panic with a literal "%s" format and a NUL-terminated message;
-    // it does not return.
-    unsafe { ffi::panic(c"%s".as_ptr(), line.as_ptr()) }
+    let message = CStr::from_bytes_until_nul(&line).unwrap_or(c"virtio_sound: panic");
+    kernel_panic(message)
+}
+
+/// Stops in the kernel debugger with `message`. Haiku's `panic` returns when the user
+/// continues from the debugger (`spec/haiku_driver.toml`), but the Rust code that panicked
+/// cannot go on, so it stops there again.
+fn kernel_panic(message: &CStr) -> ! {
+    loop {
+        // SAFETY: the kernel's panic with a literal "%s" format and a NUL-terminated
+        // message that lives across the call.
+        unsafe { ki::panic(c"%s".as_ptr(), message.as_ptr()) }
+    }
 }
 
 /// The precompiled `core` was built for unwinding and names this; with panic=abort it is
 /// never called. The kernel does not export it, so the add-on defines it.
 #[no_mangle]
 pub extern "C" fn rust_eh_personality() -> ! {
-    // SAFETY: as in `on_panic`.
-    unsafe { ffi::panic(c"virtio_sound: rust_eh_personality called".as_ptr()) }
+    kernel_panic(c"virtio_sound: rust_eh_personality called")
 }
 
 /// Referenced by the precompiled `core`'s unwinding paths; never reached with panic=abort.
 #[no_mangle]
 pub extern "C" fn _Unwind_Resume() -> ! {
-    // SAFETY: as in `on_panic`.
-    unsafe { ffi::panic(c"virtio_sound: _Unwind_Resume called".as_ptr()) }
+    kernel_panic(c"virtio_sound: _Unwind_Resume called")
 }
 
 /// LLVM emits `bcmp` for byte comparisons on this target; the kernel exports only `memcmp`.
@@ -66,5 +74,5 @@ pub extern "C" fn _Unwind_Resume() -> ! {
 #[no_mangle]
 pub unsafe extern "C" fn bcmp(a: *const c_void, b: *const c_void, n: usize) -> i32 {
     // SAFETY: the caller's contract is memcmp's.
-    unsafe { ffi::memcmp(a, b, n) }
+    unsafe { ki::memcmp(a, b, n) }
 }

@@ -17,7 +17,7 @@
 
 use core::ffi::{c_char, CStr};
 
-use super::ffi;
+use super::kernel_imports as ki;
 use driver::hmulti::Settings;
 use platform::LogLevel;
 
@@ -75,7 +75,7 @@ impl DriverSettings {
     /// Reads the settings file; a missing file gives the defaults.
     pub fn load() -> Self {
         // SAFETY: a static C string naming the driver; a NULL handle means no file.
-        let handle = unsafe { ffi::load_driver_settings(c"virtio_sound".as_ptr()) };
+        let handle = unsafe { ki::load_driver_settings(c"virtio_sound".as_ptr()) };
         if handle.is_null() {
             return DriverSettings::default();
         }
@@ -87,7 +87,7 @@ impl DriverSettings {
             // SAFETY: `handle` is live, `k` NUL-terminated; the value (if any) is a
             // NUL-terminated string owned by the handle.
             let v: *const c_char = unsafe {
-                ffi::get_driver_parameter(
+                ki::get_driver_parameter(
                     handle,
                     k.as_ptr().cast(),
                     core::ptr::null(),
@@ -101,7 +101,7 @@ impl DriverSettings {
             parse_u32(unsafe { CStr::from_ptr(v) }.to_bytes())
         });
         // SAFETY: the handle from load_driver_settings.
-        unsafe { ffi::unload_driver_settings(handle) };
+        unsafe { ki::unload_driver_settings(handle) };
         s
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use codegen::{emit_c, emit_json, emit_md, emit_rust, model, Spec};
+use codegen::{emit_c, emit_imports, emit_json, emit_md, emit_rust, model, Spec};
 
 use crate::{bindgen_check, root, Result};
 
@@ -65,6 +65,11 @@ pub fn outputs(specs: &[Spec]) -> Result<BTreeMap<PathBuf, String>> {
     out.insert(
         PathBuf::from("spec/generated/kernel_stub.c"),
         emit_c::kernel_stub(specs),
+    );
+    // The add-on's declarations of the same imports (the only `extern "C"` block of them).
+    out.insert(
+        PathBuf::from(emit_imports::ADDON_FILE),
+        emit_imports::extern_block(specs)?,
     );
     Ok(out)
 }
