@@ -1,8 +1,8 @@
 //! The kernel symbols a Haiku add-on imports, implemented over the current [`Environment`].
 //!
-//! Every `[[import]]` of `spec/haiku_driver.toml` is here: the non-variadic ones as
-//! `sim_<name>` Rust functions with the C signature the table gives, the variadic ones
-//! (`dprintf`, `kprintf`, `panic`, `snprintf`) in `shim.c`. None is `#[no_mangle]`: the
+//! Every `[[import]]` of `spec/haiku_driver.toml` (the generated [`hd::KERNEL_IMPORTS`]) is
+//! here: the non-variadic ones as `sim_<name>` Rust functions with the C signature the table
+//! gives, the variadic ones (`dprintf`, `kprintf`, `panic`, `snprintf`) in `shim.c`. None is `#[no_mangle]`: the
 //! loader binds the add-on's imports by address through [`kernel_symbols`], so the host's own
 //! `malloc` or `memcpy` are never interposed.
 //!
@@ -22,10 +22,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use platform::{Kernel, Status};
 use spec::haiku_driver::{
-    self as hd, area_id, bigtime_t, cpu_status, interrupt_handler, sem_id, status_t, team_id,
-    thread_func, thread_id, timer_hook, ModuleInfo, PhysicalEntry, Spinlock, Timer,
+    self as hd, area_id, bigtime_t, cpu_status, interrupt_handler, sem_id, ssize_t, status_t,
+    team_id, thread_func, thread_id, timer_hook, ModuleInfo, PhysicalEntry, Spinlock, Timer,
 };
+use spec::kernel_import::SymbolType;
 
+use super::abi::{FnSig, Signed};
 use super::heap::FreeError;
 use super::user::{kernel_read, kernel_read_cstr, kernel_write};
 use super::{current, Core};
@@ -107,40 +109,42 @@ fn kernel_panic(core: Option<&Core>, message: &str) -> ! {
 
 // ---- the symbol table ----
 
-/// Every kernel symbol of `spec/haiku_driver.toml`'s import table with the address of its
-/// implementation. Panics if the table names a symbol the simulator does not implement,
-/// or with another ELF type: the loader would bind the add-on to nothing.
+/// Every kernel symbol of the import table ([`hd::KERNEL_IMPORTS`], generated from
+/// `spec/haiku_driver.toml`) with the address of its implementation. Panics if the table
+/// names a symbol the simulator does not implement, or implements with another ELF type or
+/// another C signature: the loader would bind the add-on to nothing, or to a function that
+/// reads its arguments wrongly.
 pub fn kernel_symbols() -> Vec<(String, u64, SymKind)> {
     install_sink();
     static TABLE: OnceLock<Vec<(String, u64, SymKind)>> = OnceLock::new();
     TABLE
         .get_or_init(|| {
-            // Built in, so that a simulator copied elsewhere (into a guest) has it too.
-            let path = "spec/haiku_driver.toml";
-            let text = include_str!("../../spec/haiku_driver.toml");
-            let spec = codegen::model::parse(text, path.as_ref())
-                .unwrap_or_else(|e| panic!("cannot read the kernel import table {path}:\n{e}"));
             let mut missing = Vec::new();
             let mut table = Vec::new();
-            for import in &spec.imports {
+            for import in hd::KERNEL_IMPORTS {
                 let want = match import.elf {
-                    codegen::schema::ElfType::Func => SymKind::Func,
-                    codegen::schema::ElfType::Object => SymKind::Object,
+                    SymbolType::Func => SymKind::Func,
+                    SymbolType::Object => SymKind::Object,
                 };
-                match implementation(&import.name) {
-                    Some((addr, kind)) if kind == want => {
-                        table.push((import.name.clone(), addr, kind))
-                    }
-                    Some((_, kind)) => missing.push(format!(
-                        "{} is {want:?} in the table but {kind:?} in the simulator",
-                        import.name
+                match implementation(import.name) {
+                    Some(i) if i.kind != want => missing.push(format!(
+                        "{} is {want:?} in the table but {:?} in the simulator",
+                        import.name, i.kind
                     )),
+                    Some(i) => {
+                        if let (Some(have), Some(want)) = (&i.signature, FnSig::of(&import.signature)) {
+                            for d in have.differences(&want) {
+                                missing.push(format!("{} ({}): {d}", import.name, import.c));
+                            }
+                        }
+                        table.push((import.name.to_string(), i.address, i.kind));
+                    }
                     None => missing.push(format!("{} has no implementation", import.name)),
                 }
             }
             assert!(
                 missing.is_empty(),
-                "haiku_sim::exports does not cover spec/haiku_driver.toml:\n  {}",
+                "haiku_sim::exports does not cover the import table of spec/haiku_driver.toml:\n  {}",
                 missing.join("\n  ")
             );
             table
@@ -151,85 +155,124 @@ pub fn kernel_symbols() -> Vec<(String, u64, SymKind)> {
 /// The stack protector canary (`__stack_chk_guard`, a C `long`).
 static STACK_CHK_GUARD: AtomicI64 = AtomicI64::new(0x5ca1_ab1e_0ddb_a11d);
 
-fn implementation(name: &str) -> Option<(u64, SymKind)> {
-    macro_rules! f {
-        ($e:expr) => {
-            Some(($e as *const () as usize as u64, SymKind::Func))
+/// What the simulator has for one kernel symbol.
+pub struct Implementation {
+    pub address: u64,
+    pub kind: SymKind,
+    /// A function's C signature, read back from its Rust type.
+    pub signature: Option<FnSig>,
+}
+
+/// The implementation of kernel symbol `name`. Each function is first coerced to the
+/// table's type of its symbol (`hd::kernel_symbol::NAME`), so an implementation whose Rust
+/// signature differs from the generated one does not compile. `create_sem` takes
+/// `(int32_t count, const char *name)` and returns a `sem_id`:
+///
+/// ```
+/// extern "C" fn right(count: i32, name: *const std::ffi::c_char) -> i32 { 0 }
+/// let _: spec::haiku_driver::kernel_symbol::create_sem = right;
+/// ```
+///
+/// ```compile_fail
+/// extern "C" fn wrong(count: i64, name: *const std::ffi::c_char) -> i32 { 0 }
+/// let _: spec::haiku_driver::kernel_symbol::create_sem = wrong;
+/// ```
+pub fn implementation(name: &str) -> Option<Implementation> {
+    macro_rules! functions {
+        ($($symbol:ident => $implementation:expr,)*) => {
+            match name {
+                $(stringify!($symbol) => {
+                    let f: hd::kernel_symbol::$symbol = $implementation;
+                    Some(Implementation {
+                        address: f as usize as u64,
+                        kind: SymKind::Func,
+                        signature: Some(<hd::kernel_symbol::$symbol as Signed>::signature()),
+                    })
+                })*
+                "__stack_chk_guard" => {
+                    // The canary holds exactly the table's type.
+                    let _: fn(hd::kernel_symbol::__stack_chk_guard) -> AtomicI64 = AtomicI64::new;
+                    Some(Implementation {
+                        address: STACK_CHK_GUARD.as_ptr() as u64,
+                        kind: SymKind::Object,
+                        signature: None,
+                    })
+                }
+                _ => None,
+            }
         };
     }
-    match name {
-        "create_sem" => f!(sim_create_sem),
-        "delete_sem" => f!(sim_delete_sem),
-        "acquire_sem" => f!(sim_acquire_sem),
-        "acquire_sem_etc" => f!(sim_acquire_sem_etc),
-        "release_sem" => f!(sim_release_sem),
-        "release_sem_etc" => f!(sim_release_sem_etc),
-        "get_sem_count" => f!(sim_get_sem_count),
-        "create_area" => f!(sim_create_area),
-        "delete_area" => f!(sim_delete_area),
-        "area_for" => f!(sim_area_for),
-        "clone_area" => f!(sim_clone_area),
-        "get_memory_map" => f!(sim_get_memory_map),
-        "get_memory_map_etc" => f!(sim_get_memory_map_etc),
-        "map_physical_memory" => f!(sim_map_physical_memory),
-        "lock_memory" => f!(sim_lock_memory),
-        "unlock_memory" => f!(sim_unlock_memory),
-        "user_memcpy" => f!(sim_user_memcpy),
-        "user_memset" => f!(sim_user_memset),
-        "user_strlcpy" => f!(sim_user_strlcpy),
-        "malloc" => f!(sim_malloc),
-        "calloc" => f!(sim_calloc),
-        "realloc" => f!(sim_realloc),
-        "free" => f!(sim_free),
-        "memalign" => f!(sim_memalign),
-        "memcpy" => f!(sim_memcpy),
-        "memmove" => f!(sim_memmove),
-        "memset" => f!(sim_memset),
-        "memcmp" => f!(sim_memcmp),
-        "strlen" => f!(sim_strlen),
-        "strnlen" => f!(sim_strnlen),
-        "strcmp" => f!(sim_strcmp),
-        "strncmp" => f!(sim_strncmp),
-        "strcpy" => f!(sim_strcpy),
-        "strlcpy" => f!(sim_strlcpy),
-        "strlcat" => f!(sim_strlcat),
-        "strerror" => f!(sim_strerror),
-        "snprintf" => f!(sim_haiku_snprintf),
-        "dprintf" => f!(sim_haiku_dprintf),
-        "kprintf" => f!(sim_haiku_kprintf),
-        "panic" => f!(sim_haiku_panic),
-        "kernel_debugger" => f!(sim_kernel_debugger),
-        "system_time" => f!(sim_system_time),
-        "system_time_nsecs" => f!(sim_system_time_nsecs),
-        "real_time_clock_usecs" => f!(sim_real_time_clock_usecs),
-        "snooze" => f!(sim_snooze),
-        "snooze_etc" => f!(sim_snooze_etc),
-        "snooze_until" => f!(sim_snooze_until),
-        "spin" => f!(sim_spin),
-        "add_timer" => f!(sim_add_timer),
-        "cancel_timer" => f!(sim_cancel_timer),
-        "disable_interrupts" => f!(sim_disable_interrupts),
-        "restore_interrupts" => f!(sim_restore_interrupts),
-        "acquire_spinlock" => f!(sim_acquire_spinlock),
-        "try_acquire_spinlock" => f!(sim_try_acquire_spinlock),
-        "release_spinlock" => f!(sim_release_spinlock),
-        "memory_read_barrier" => f!(sim_memory_read_barrier),
-        "memory_write_barrier" => f!(sim_memory_write_barrier),
-        "install_io_interrupt_handler" => f!(sim_install_io_interrupt_handler),
-        "remove_io_interrupt_handler" => f!(sim_remove_io_interrupt_handler),
-        "spawn_kernel_thread" => f!(sim_spawn_kernel_thread),
-        "resume_thread" => f!(sim_resume_thread),
-        "wait_for_thread" => f!(sim_wait_for_thread),
-        "find_thread" => f!(sim_find_thread),
-        "load_driver_settings" => f!(sim_load_driver_settings),
-        "unload_driver_settings" => f!(sim_unload_driver_settings),
-        "get_driver_parameter" => f!(sim_get_driver_parameter),
-        "get_driver_boolean_parameter" => f!(sim_get_driver_boolean_parameter),
-        "get_module" => f!(sim_get_module),
-        "put_module" => f!(sim_put_module),
-        "__stack_chk_guard" => Some((STACK_CHK_GUARD.as_ptr() as u64, SymKind::Object)),
-        "__stack_chk_fail" => f!(sim_stack_chk_fail),
-        _ => None,
+    functions! {
+        create_sem => sim_create_sem,
+        delete_sem => sim_delete_sem,
+        acquire_sem => sim_acquire_sem,
+        acquire_sem_etc => sim_acquire_sem_etc,
+        release_sem => sim_release_sem,
+        release_sem_etc => sim_release_sem_etc,
+        get_sem_count => sim_get_sem_count,
+        create_area => sim_create_area,
+        delete_area => sim_delete_area,
+        area_for => sim_area_for,
+        clone_area => sim_clone_area,
+        get_memory_map => sim_get_memory_map,
+        get_memory_map_etc => sim_get_memory_map_etc,
+        map_physical_memory => sim_map_physical_memory,
+        lock_memory => sim_lock_memory,
+        unlock_memory => sim_unlock_memory,
+        user_memcpy => sim_user_memcpy,
+        user_memset => sim_user_memset,
+        user_strlcpy => sim_user_strlcpy,
+        malloc => sim_malloc,
+        calloc => sim_calloc,
+        realloc => sim_realloc,
+        free => sim_free,
+        memalign => sim_memalign,
+        memcpy => sim_memcpy,
+        memmove => sim_memmove,
+        memset => sim_memset,
+        memcmp => sim_memcmp,
+        strlen => sim_strlen,
+        strnlen => sim_strnlen,
+        strcmp => sim_strcmp,
+        strncmp => sim_strncmp,
+        strcpy => sim_strcpy,
+        strlcpy => sim_strlcpy,
+        strlcat => sim_strlcat,
+        strerror => sim_strerror,
+        snprintf => sim_haiku_snprintf,
+        dprintf => sim_haiku_dprintf,
+        kprintf => sim_haiku_kprintf,
+        panic => sim_haiku_panic,
+        kernel_debugger => sim_kernel_debugger,
+        system_time => sim_system_time,
+        system_time_nsecs => sim_system_time_nsecs,
+        real_time_clock_usecs => sim_real_time_clock_usecs,
+        snooze => sim_snooze,
+        snooze_etc => sim_snooze_etc,
+        snooze_until => sim_snooze_until,
+        spin => sim_spin,
+        add_timer => sim_add_timer,
+        cancel_timer => sim_cancel_timer,
+        disable_interrupts => sim_disable_interrupts,
+        restore_interrupts => sim_restore_interrupts,
+        acquire_spinlock => sim_acquire_spinlock,
+        try_acquire_spinlock => sim_try_acquire_spinlock,
+        release_spinlock => sim_release_spinlock,
+        memory_read_barrier => sim_memory_read_barrier,
+        memory_write_barrier => sim_memory_write_barrier,
+        install_io_interrupt_handler => sim_install_io_interrupt_handler,
+        remove_io_interrupt_handler => sim_remove_io_interrupt_handler,
+        spawn_kernel_thread => sim_spawn_kernel_thread,
+        resume_thread => sim_resume_thread,
+        wait_for_thread => sim_wait_for_thread,
+        find_thread => sim_find_thread,
+        load_driver_settings => sim_load_driver_settings,
+        unload_driver_settings => sim_unload_driver_settings,
+        get_driver_parameter => sim_get_driver_parameter,
+        get_driver_boolean_parameter => sim_get_driver_boolean_parameter,
+        get_module => sim_get_module,
+        put_module => sim_put_module,
+        __stack_chk_fail => sim_stack_chk_fail,
     }
 }
 
@@ -731,8 +774,8 @@ pub extern "C" fn sim_user_memset(start: *mut c_void, c: c_char, count: usize) -
 
 /// Haiku's `user_strlcpy`: copies at most `size - 1` bytes and a NUL, returns the length of
 /// the source string (which must be readable to its NUL) or `B_BAD_ADDRESS`.
-pub extern "C" fn sim_user_strlcpy(to: *mut c_char, from: *const c_char, size: usize) -> isize {
-    with_core("user_strlcpy", hd::B_BAD_ADDRESS as isize, |core| {
+pub extern "C" fn sim_user_strlcpy(to: *mut c_char, from: *const c_char, size: usize) -> ssize_t {
+    with_core("user_strlcpy", hd::B_BAD_ADDRESS as ssize_t, |core| {
         core.kernel.forbid_in_interrupt("user_strlcpy");
         let from = from as u64;
         // Read the source a byte at a time up to its NUL: a string that ends right before
@@ -742,17 +785,17 @@ pub extern "C" fn sim_user_strlcpy(to: *mut c_char, from: *const c_char, size: u
             let mut b = [0u8];
             let at = match from.checked_add(src.len() as u64) {
                 Some(a) => a,
-                None => return hd::B_BAD_ADDRESS as isize,
+                None => return hd::B_BAD_ADDRESS as ssize_t,
             };
             if read_any(core, at, &mut b).is_err() {
-                return hd::B_BAD_ADDRESS as isize;
+                return hd::B_BAD_ADDRESS as ssize_t;
             }
             if b[0] == 0 {
                 break;
             }
             src.push(b[0]);
             if src.len() > MAX_KERNEL_STRING {
-                return hd::B_BAD_ADDRESS as isize;
+                return hd::B_BAD_ADDRESS as ssize_t;
             }
         }
         if size > 0 {
@@ -760,10 +803,10 @@ pub extern "C" fn sim_user_strlcpy(to: *mut c_char, from: *const c_char, size: u
             let mut out = src[..n].to_vec();
             out.push(0);
             if write_any(core, to as u64, &out).is_err() {
-                return hd::B_BAD_ADDRESS as isize;
+                return hd::B_BAD_ADDRESS as ssize_t;
             }
         }
-        src.len() as isize
+        src.len() as ssize_t
     })
 }
 

@@ -22,6 +22,7 @@
 //! - [`loader`]: Haiku's kernel add-on loader rules; [`addon`]: load, probe, open and unload
 //!   of a built add-on, which is then an hmulti device for `hmulti-client`.
 
+pub mod abi;
 pub mod addon;
 mod devmgr;
 pub mod exports;

@@ -721,7 +721,7 @@ fn user_memory_copies_check_every_address() {
     env.user_write(u + page - 2, b"ab");
     assert_eq!(
         sim_user_strlcpy(sp, (u + page - 2) as *const c_char, 4),
-        hd::B_BAD_ADDRESS as isize,
+        hd::B_BAD_ADDRESS as hd::ssize_t,
         "no NUL before the end"
     );
     // Interrupt context forbids it.

@@ -287,6 +287,10 @@ extern "C" {
     ///
     /// Nanoseconds since boot.
     pub fn system_time_nsecs() -> nanotime_t;
+    /// `bigtime_t real_time_clock_usecs(void)`
+    ///
+    /// Microseconds since 1970-01-01 00:00 UTC on the real-time clock (src/system/kernel/real_time_clock.cpp); the time base of CLOCK_REALTIME deadlines.
+    pub fn real_time_clock_usecs() -> bigtime_t;
     /// `status_t snooze(bigtime_t amount)`
     ///
     /// Sleeps the current thread for a number of microseconds.
@@ -297,7 +301,7 @@ extern "C" {
     pub fn snooze_etc(amount: bigtime_t, time_base: i32, flags: u32) -> status_t;
     /// `status_t snooze_until(bigtime_t time, int32_t time_base)`
     ///
-    /// Sleeps until an absolute time of the given time base (B_SYSTEM_TIMEBASE).
+    /// Sleeps until an absolute time of the given time base (B_SYSTEM_TIMEBASE or CLOCK_REALTIME).
     pub fn snooze_until(time: bigtime_t, time_base: i32) -> status_t;
     /// `void spin(bigtime_t microseconds)`
     ///

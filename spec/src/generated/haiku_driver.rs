@@ -3869,6 +3869,16 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
             },
         },
         KernelImport {
+            name: "real_time_clock_usecs",
+            elf: SymbolType::Func,
+            c: "bigtime_t real_time_clock_usecs(void)",
+            signature: Signature::Func {
+                returns: CType::I64,
+                params: &[],
+                variadic: false,
+            },
+        },
+        KernelImport {
             name: "snooze",
             elf: SymbolType::Func,
             c: "status_t snooze(bigtime_t amount)",
@@ -4653,6 +4663,8 @@ pub mod kernel_symbol {
     pub type system_time = unsafe extern "C" fn() -> super::bigtime_t;
     /// `nanotime_t system_time_nsecs(void)`
     pub type system_time_nsecs = unsafe extern "C" fn() -> super::nanotime_t;
+    /// `bigtime_t real_time_clock_usecs(void)`
+    pub type real_time_clock_usecs = unsafe extern "C" fn() -> super::bigtime_t;
     /// `status_t snooze(bigtime_t amount)`
     pub type snooze = unsafe extern "C" fn(amount: super::bigtime_t) -> super::status_t;
     /// `status_t snooze_etc(bigtime_t amount, int32_t time_base, uint32_t flags)`
