@@ -255,6 +255,22 @@ pub fn audit(path: &Path, imports: &[(String, SymKind)]) -> Result<Report, Vec<V
     audit_bytes(&data, imports)
 }
 
+/// The kernel import table the audit holds an add-on to: every symbol of
+/// [`spec::haiku_driver::KERNEL_IMPORTS`] (generated from `spec/haiku_driver.toml`) with its
+/// ELF type.
+pub fn kernel_imports() -> Vec<(String, SymKind)> {
+    spec::haiku_driver::KERNEL_IMPORTS
+        .iter()
+        .map(|i| {
+            let kind = match i.elf {
+                spec::kernel_import::SymbolType::Func => SymKind::Func,
+                spec::kernel_import::SymbolType::Object => SymKind::Object,
+            };
+            (i.name.to_string(), kind)
+        })
+        .collect()
+}
+
 /// Audits an ELF image held in memory.
 pub fn audit_bytes(data: &[u8], imports: &[(String, SymKind)]) -> Result<Report, Vec<Violation>> {
     let mut out = Vec::new();

@@ -1,41 +1,19 @@
 //! `cargo xtask audit FILE`: does Haiku's kernel ELF loader accept this add-on?
 //!
 //! The command line over [`haiku_elf::audit`], which holds the rules, the checks and the
-//! report; this module supplies the kernel import table from `spec/haiku_driver.toml` and
+//! report and the kernel import table (generated from `spec/haiku_driver.toml`); this module
 //! prints.
 
 use std::path::Path;
 
-use codegen::schema::ElfType;
 use haiku_elf::audit::Failed;
 #[cfg(test)]
 pub use haiku_elf::audit::FRAME_POINTER;
-pub use haiku_elf::audit::{audit, Report};
-use haiku_elf::elf::SymKind;
-
-/// The kernel import table: every `[[import]]` of `spec/haiku_driver.toml`.
-pub fn kernel_imports() -> crate::Result<Vec<(String, SymKind)>> {
-    let specs = crate::gen::load_all()?;
-    let spec = specs
-        .iter()
-        .find(|s| s.name == "haiku_driver")
-        .ok_or("no spec named haiku_driver")?;
-    Ok(spec
-        .imports
-        .iter()
-        .map(|i| {
-            let kind = match i.elf {
-                ElfType::Func => SymKind::Func,
-                ElfType::Object => SymKind::Object,
-            };
-            (i.name.clone(), kind)
-        })
-        .collect())
-}
+pub use haiku_elf::audit::{audit, kernel_imports, Report};
 
 /// Audits `file` against the kernel import table; the error lists every violation.
 pub fn check(file: &Path) -> crate::Result<Report> {
-    let imports = kernel_imports()?;
+    let imports = kernel_imports();
     audit(file, &imports).map_err(|violations| {
         Box::new(Failed {
             file: file.to_path_buf(),
@@ -63,6 +41,7 @@ mod tests {
 
     use super::*;
     use haiku_elf::build;
+    use haiku_elf::elf::SymKind;
     use std::process::Command;
 
     fn cc(dir: &Path, args: &[&str]) {
@@ -81,7 +60,7 @@ mod tests {
 
     #[test]
     fn a_good_add_on_passes_against_the_real_import_table() {
-        let imports = kernel_imports().unwrap();
+        let imports = kernel_imports();
         assert!(imports.contains(&("create_sem".into(), SymKind::Func)));
         assert!(imports.contains(&("__stack_chk_guard".into(), SymKind::Object)));
         // An add-on importing a function, a variadic function and a data object of the
