@@ -65,11 +65,12 @@ fn no_machine_paths_or_registry_hosts() {
 // keeps the list and these checks the same set.
 
 /// The invariant ids this file checks, in the order ARCHITECTURE.md lists them.
-const CHECKED: [&str; 11] = [
+const CHECKED: [&str; 12] = [
     "code-map",
     "driver-sees-only-platform",
     "no-std",
     "ffi-in-addon",
+    "kernel-imports-in-spec",
     "independent-of-driver",
     "no-dev-cycles",
     "unsafe-where-allowed",
@@ -317,6 +318,47 @@ fn ffi_only_in_the_addon() {
                         "{f}:{n}: a C export outside addon/ and haiku-sim/"
                     );
                 }
+            }
+        }
+    }
+}
+
+/// kernel-imports-in-spec: the kernel symbols the add-on may import, with their signatures,
+/// are written only in `spec/haiku_driver.toml`. The add-on's only foreign-import block is
+/// the one `cargo xtask gen` writes into `addon/src/generated/`, and nothing but the
+/// generator and the front door reads a spec TOML: no other crate reaches `codegen`, and
+/// none builds a TOML file into itself.
+#[test]
+fn kernel_imports_only_in_the_spec() {
+    for (f, text) in rust_files("addon/src") {
+        for (n, l) in code_lines(&text) {
+            let t = l.trim_start();
+            if t.starts_with("extern \"C\" {") || t.starts_with("unsafe extern \"C\" {") {
+                assert!(
+                    f.starts_with("addon/src/generated/"),
+                    "{f}:{n}: a hand-written extern block; the kernel imports are generated \
+                     from spec/haiku_driver.toml"
+                );
+            }
+        }
+    }
+    let m = members();
+    for (name, c) in &m {
+        if c.dir == "codegen" || c.dir.starts_with("xtask") {
+            continue;
+        }
+        assert!(
+            !reaches(&m, name).contains(&"codegen".to_string()),
+            "{name} depends on codegen: it would read the spec TOML at run time instead of \
+             the generated tables"
+        );
+        for (f, text) in rust_files(&format!("{}/src", c.dir)) {
+            for (n, l) in code_lines(&text) {
+                assert!(
+                    !(l.contains("include_str!(") || l.contains("include_bytes!("))
+                        || !l.contains(".toml"),
+                    "{f}:{n}: builds a TOML file in; take the generated tables from `spec`"
+                );
             }
         }
     }
