@@ -40,6 +40,22 @@ fn doc(text: &str) -> TokenStream {
     quote! { #(#[doc = #lines])* }
 }
 
+/// The TOML's plain text as Markdown: a `<` outside code spans is escaped, so that
+/// `kernel/drivers/<name>` is not read as an HTML tag.
+fn markdown_text(text: &str) -> String {
+    text.split('`')
+        .enumerate()
+        .map(|(n, part)| {
+            if n % 2 == 0 {
+                part.replace('<', "\\<")
+            } else {
+                part.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("`")
+}
+
 /// The C declaration of an import: `sem_id create_sem(int32_t count, const char *name)`.
 pub fn c_declaration(i: &Import) -> String {
     match i.elf {
@@ -264,9 +280,9 @@ pub fn table(spec: &Spec) -> Result<TokenStream, String> {
             &[#(#entries),*]
         };
 
-        /// The Rust type of each kernel symbol of [`KERNEL_IMPORTS`](super::KERNEL_IMPORTS): a
-        /// function's `unsafe extern "C" fn` pointer type, or a data object's type. An
-        /// implementation of a symbol is checked against it by the compiler (`sim_create_sem as
+        /// The Rust type of each kernel symbol of [`KERNEL_IMPORTS`]: a function's
+        /// `unsafe extern "C" fn` pointer type, or a data object's type. An implementation of a
+        /// symbol is checked against it by the compiler (`sim_create_sem as
         /// kernel_symbol::create_sem`).
         #[allow(non_camel_case_types)]
         pub mod kernel_symbol {
@@ -296,7 +312,7 @@ pub fn extern_block(specs: &[Spec]) -> Result<String, String> {
             for part in [Some(&i.doc), i.note.as_ref()].into_iter().flatten() {
                 if !part.trim().is_empty() {
                     text.push_str("\n\n");
-                    text.push_str(part.trim());
+                    text.push_str(&markdown_text(part.trim()));
                 }
             }
             let d = doc(&text);

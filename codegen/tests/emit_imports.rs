@@ -10,7 +10,8 @@ use codegen::{emit_imports, model};
 /// A typedef, a kernel structure, an opaque type and a function-pointer typedef; a function
 /// with a typedef result and a `const char *` parameter, a variadic function, a `void`
 /// function of no parameters, one with pointer parameters (to a structure, to a pointer,
-/// to `size_t`), one taking a function pointer, and a data object.
+/// to `size_t`), one taking a function pointer, and a data object. A `<` in the TOML's text
+/// is escaped in the Rust docs outside code spans (rustdoc would take it for HTML).
 const SPEC: &str = r#"
 [abi]
 name = "toy_kernel"
@@ -52,7 +53,7 @@ elf = "FUNC"
 args = [ { name = "format", type = "const_ptr<char>" } ]
 variadic = true
 doc = "Logs."
-note = "From any context."
+note = "From any context, even <irq>; `ptr<T>` stays."
 
 [[import]]
 name = "memory_barrier"
@@ -180,9 +181,9 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
     ]
 };
 
-/// The Rust type of each kernel symbol of [`KERNEL_IMPORTS`](super::KERNEL_IMPORTS): a
-/// function's `unsafe extern "C" fn` pointer type, or a data object's type. An
-/// implementation of a symbol is checked against it by the compiler (`sim_create_sem as
+/// The Rust type of each kernel symbol of [`KERNEL_IMPORTS`]: a function's
+/// `unsafe extern "C" fn` pointer type, or a data object's type. An implementation of a
+/// symbol is checked against it by the compiler (`sim_create_sem as
 /// kernel_symbol::create_sem`).
 #[allow(non_camel_case_types)]
 pub mod kernel_symbol {
@@ -232,7 +233,7 @@ extern "C" {
     ///
     /// Logs.
     ///
-    /// From any context.
+    /// From any context, even \<irq>; `ptr<T>` stays.
     pub fn dprintf(format: *const ::core::ffi::c_char, ...);
     /// `void memory_barrier(void)`
     pub fn memory_barrier();

@@ -394,7 +394,7 @@ extern "C" {
     pub fn find_thread(name: *const ::core::ffi::c_char) -> thread_id;
     /// `void *load_driver_settings(const char *driver_name)`
     ///
-    /// Loads and parses the driver settings of that name (the file kernel/drivers/<name> in the settings directory, or a copy the boot loader passed in); returns an opaque handle, or NULL when there are none. May block on file I/O.
+    /// Loads and parses the driver settings of that name (the file kernel/drivers/\<name> in the settings directory, or a copy the boot loader passed in); returns an opaque handle, or NULL when there are none. May block on file I/O.
     pub fn load_driver_settings(
         driver_name: *const ::core::ffi::c_char,
     ) -> *mut ::core::ffi::c_void;

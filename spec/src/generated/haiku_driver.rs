@@ -4452,9 +4452,9 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         },
     ]
 };
-/// The Rust type of each kernel symbol of [`KERNEL_IMPORTS`](super::KERNEL_IMPORTS): a
-/// function's `unsafe extern "C" fn` pointer type, or a data object's type. An
-/// implementation of a symbol is checked against it by the compiler (`sim_create_sem as
+/// The Rust type of each kernel symbol of [`KERNEL_IMPORTS`]: a function's
+/// `unsafe extern "C" fn` pointer type, or a data object's type. An implementation of a
+/// symbol is checked against it by the compiler (`sim_create_sem as
 /// kernel_symbol::create_sem`).
 #[allow(non_camel_case_types)]
 pub mod kernel_symbol {
