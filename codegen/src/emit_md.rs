@@ -11,7 +11,7 @@ use std::fmt::Write;
 
 use crate::emit_c;
 use crate::model::{Group, ItemCount, Payload, Spec, TypeDef, Val, Value};
-use crate::schema::{ConstKind, Direction, ElfType, OnlyIn, StructKind};
+use crate::schema::{ConstKind, Direction, ElfType, Encoding, OnlyIn, StructKind};
 use crate::types::{Prim, PtrKind, Ty};
 
 /// The anchor of a structure or union.
@@ -669,6 +669,7 @@ fn group(s: &mut String, spec: &Spec, g: &Group) {
     paragraphs(s, None, &g.doc, &g.note);
     let hz = g.values.iter().any(|v| v.hz.is_some());
     let width = g.values.iter().any(|v| v.width.is_some());
+    let encoding = g.values.iter().any(|v| v.encoding.is_some());
     let gated = g
         .values
         .iter()
@@ -680,6 +681,9 @@ fn group(s: &mut String, spec: &Spec, g: &Group) {
     }
     if width {
         head.push("Bits (significant / container)");
+    }
+    if encoding {
+        head.push("Encoding");
     }
     if gated {
         head.push("Availability");
@@ -696,6 +700,14 @@ fn group(s: &mut String, spec: &Spec, g: &Group) {
             row.push(match (v.width, v.phys_width) {
                 (Some(w), Some(p)) => format!("{w} / {p}"),
                 _ => String::new(),
+            });
+        }
+        if encoding {
+            row.push(match v.encoding {
+                Some(Encoding::Signed) => "signed".into(),
+                Some(Encoding::Unsigned) => "unsigned".into(),
+                Some(Encoding::Float) => "float".into(),
+                None => String::new(),
             });
         }
         if gated {

@@ -6,7 +6,7 @@ use proc_macro2::{Literal, TokenStream};
 use quote::{format_ident, quote};
 
 use crate::model::{Group, ItemCount, Payload, Spec, TypeDef, Val, Value};
-use crate::schema::{ConstKind, Direction, StructKind};
+use crate::schema::{ConstKind, Direction, Encoding, StructKind};
 use crate::types::{Prim, PtrKind, Ty};
 
 /// The formatted Rust source for `spec`.
@@ -17,9 +17,11 @@ pub fn emit(spec: &Spec) -> Result<String, String> {
     }
     for g in &spec.groups {
         items.push(emit_group(g));
+        items.push(emit_flag_set(spec, g));
     }
     for t in &spec.types {
         items.push(emit_type(spec, t));
+        items.push(emit_accessors(spec, t)?);
     }
     if !spec.requests.is_empty() {
         items.push(emit_requests(spec));
@@ -255,6 +257,104 @@ fn value_doc(v: &Value) -> TokenStream {
     )
 }
 
+fn encoding_path(e: Encoding) -> TokenStream {
+    match e {
+        Encoding::Signed => quote! { crate::user::SampleEncoding::Signed },
+        Encoding::Unsigned => quote! { crate::user::SampleEncoding::Unsigned },
+        Encoding::Float => quote! { crate::user::SampleEncoding::Float },
+    }
+}
+
+fn encoding_tokens(e: Option<Encoding>) -> TokenStream {
+    match e {
+        Some(e) => {
+            let p = encoding_path(e);
+            quote! { Some(#p) }
+        }
+        None => quote! { None },
+    }
+}
+
+/// The per-value facts of an enum or bit group as `const fn`s: a fact every value has
+/// returns the value itself; one only some values have returns an `Option`.
+fn emit_facts(g: &Group, ids: &[proc_macro2::Ident]) -> TokenStream {
+    fn fact(
+        g: &Group,
+        ids: &[proc_macro2::Ident],
+        name: &str,
+        doc: &str,
+        ty: TokenStream,
+        get: impl Fn(&Value) -> Option<TokenStream>,
+    ) -> TokenStream {
+        let vals: Vec<Option<TokenStream>> = g.values.iter().map(&get).collect();
+        if vals.iter().all(Option::is_none) {
+            return quote! {};
+        }
+        let f = format_ident!("{name}");
+        if vals.iter().all(Option::is_some) {
+            let vals = vals.into_iter().flatten();
+            quote! {
+                #[doc = #doc]
+                pub const fn #f(self) -> #ty { match self { #(Self::#ids => #vals,)* } }
+            }
+        } else {
+            let vals = vals.into_iter().map(|v| match v {
+                Some(v) => quote! { Some(#v) },
+                None => quote! { None },
+            });
+            let doc = format!("{doc} `None` for the values the spec gives none.");
+            quote! {
+                #[doc = #doc]
+                pub const fn #f(self) -> Option<#ty> { match self { #(Self::#ids => #vals,)* } }
+            }
+        }
+    }
+    let mut out = fact(
+        g,
+        ids,
+        "hz",
+        " The sample rate in Hz.",
+        quote! { u32 },
+        |v| v.hz.map(|h| quote! { #h }),
+    );
+    if g.values.iter().any(|v| v.hz.is_some()) {
+        let test = if g.values.iter().all(|v| v.hz.is_some()) {
+            quote! { v.hz() == hz }
+        } else {
+            quote! { v.hz() == Some(hz) }
+        };
+        out.extend(quote! {
+            /// The value for a rate in Hz.
+            pub fn from_hz(hz: u32) -> Option<Self> { Self::ALL.iter().copied().find(|v| #test) }
+        });
+    }
+    out.extend(fact(
+        g,
+        ids,
+        "width",
+        " Significant bits per sample.",
+        quote! { u32 },
+        |v| v.width.map(|w| quote! { #w }),
+    ));
+    out.extend(fact(
+        g,
+        ids,
+        "phys_width",
+        " Bits a sample occupies in memory.",
+        quote! { u32 },
+        |v| v.phys_width.map(|w| quote! { #w }),
+    ));
+    out.extend(fact(
+        g,
+        ids,
+        "encoding",
+        " How a sample is encoded (linear PCM formats).",
+        quote! { crate::user::SampleEncoding },
+        |v| v.encoding.map(encoding_path),
+    ));
+    out
+}
+
 fn opt_u32(v: Option<u32>) -> TokenStream {
     match v {
         Some(v) => quote! { Some(#v) },
@@ -343,25 +443,7 @@ fn emit_group(g: &Group) -> TokenStream {
                     }
                 });
             }
-            if g.values.iter().any(|v| v.hz.is_some()) {
-                let hz: Vec<_> = g.values.iter().map(|v| opt_u32(v.hz)).collect();
-                extra.extend(quote! {
-                    /// The sample rate in Hz.
-                    pub const fn hz(self) -> Option<u32> { match self { #(Self::#ids => #hz,)* } }
-                    /// The value for a rate in Hz.
-                    pub fn from_hz(hz: u32) -> Option<Self> { Self::ALL.iter().copied().find(|v| v.hz() == Some(hz)) }
-                });
-            }
-            if g.values.iter().any(|v| v.width.is_some()) {
-                let w: Vec<_> = g.values.iter().map(|v| opt_u32(v.width)).collect();
-                let p: Vec<_> = g.values.iter().map(|v| opt_u32(v.phys_width)).collect();
-                extra.extend(quote! {
-                    /// Significant bits per sample.
-                    pub const fn width(self) -> Option<u32> { match self { #(Self::#ids => #w,)* } }
-                    /// Bits a sample occupies in memory.
-                    pub const fn phys_width(self) -> Option<u32> { match self { #(Self::#ids => #p,)* } }
-                });
-            }
+            extra.extend(emit_facts(g, &ids));
             let from_ty = if g.kind == ConstKind::Bit {
                 quote! { u8 }
             } else {
@@ -397,6 +479,15 @@ fn emit_group(g: &Group) -> TokenStream {
                     fn from(v: #ename) -> #from_ty { v as #from_ty }
                 }
             });
+            if g.kind == ConstKind::Bit {
+                out.extend(quote! {
+                    impl crate::mask::BitNumber for #ename {
+                        const GROUP: &'static str = #gname;
+                        const ALL: &'static [Self] = Self::ALL;
+                        fn mask(self) -> u64 { Self::mask(self) }
+                    }
+                });
+            }
         }
         ConstKind::Flags | ConstKind::Values => {
             let table = format_ident!("{}", screaming(&g.rust));
@@ -409,7 +500,9 @@ fn emit_group(g: &Group) -> TokenStream {
                     let hz = opt_u32(v.hz);
                     let w = opt_u32(v.width);
                     let p = opt_u32(v.phys_width);
-                    quote! { Constant { name: #name, value: #id, hz: #hz, width: #w, phys_width: #p } }
+                    let e = encoding_tokens(v.encoding);
+                    let c = v.composite;
+                    quote! { Constant { name: #name, value: #id, hz: #hz, width: #w, phys_width: #p, encoding: #e, composite: #c } }
                 })
                 .collect();
             out.extend(quote! {
@@ -1152,4 +1245,201 @@ fn emit_ioctls(spec: &Spec) -> TokenStream {
             pub fn direction(&self) -> ArgDirection { match self { #(#dir_arms,)* } }
         }
     }
+}
+
+/// Whether some field is a mask of `g`.
+fn is_mask_group(spec: &Spec, g: &Group) -> bool {
+    spec.types
+        .iter()
+        .flat_map(|t| &t.fields)
+        .any(|f| f.bits.as_deref() == Some(g.name.as_str()))
+}
+
+/// The set type of a flags group that some field is a mask of: the raw mask with its unknown
+/// bits kept, iterated as the group's constants.
+fn emit_flag_set(spec: &Spec, g: &Group) -> TokenStream {
+    let Some(prim) = g.prim else {
+        return quote! {};
+    };
+    if g.kind != ConstKind::Flags || !is_mask_group(spec, g) {
+        return quote! {};
+    }
+    let raw = rust_int(prim);
+    let set = format_ident!("{}Set", g.rust);
+    let table = format_ident!("{}", screaming(&g.rust));
+    let known: Vec<_> = g
+        .values
+        .iter()
+        .map(|v| format_ident!("{}", v.name))
+        .collect();
+    let doc = format!(
+        " A mask of `{}` flags as a field holds it; bits no flag names are kept.",
+        g.name
+    );
+    quote! {
+        #[doc = #doc]
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+        pub struct #set(#raw);
+        impl #set {
+            /// The set with no bit.
+            pub const EMPTY: Self = Self(0);
+            /// The set of a raw mask, unknown bits kept.
+            pub const fn from_bits(bits: #raw) -> Self { Self(bits) }
+            /// The raw mask, unknown bits included.
+            pub const fn bits(self) -> #raw { self.0 }
+            /// The bits no flag of the group names.
+            pub const fn unknown_bits(self) -> #raw { self.0 & !(#(#known)|*) }
+            /// Whether every bit of `flag` is set (no set contains the empty flag).
+            pub const fn contains(self, flag: #raw) -> bool { flag != 0 && self.0 & flag == flag }
+            /// The set with the bits of `flag` set as well.
+            #[must_use]
+            pub const fn with(self, flag: #raw) -> Self { Self(self.0 | flag) }
+            /// Whether no bit (known or not) is set.
+            pub const fn is_empty(self) -> bool { self.0 == 0 }
+            /// The group's flags (not its composite masks) that are set, in declaration order.
+            pub fn iter(self) -> impl Iterator<Item = &'static Constant<#raw>> {
+                #table.iter().filter(move |c| !c.composite && self.contains(c.value))
+            }
+        }
+        impl ::core::fmt::Debug for #set {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut l = f.debug_set();
+                l.entries(self.iter().map(|c| c.name));
+                if self.unknown_bits() != 0 {
+                    l.entry(&format_args!("unknown {:#x}", self.unknown_bits()));
+                }
+                l.finish()
+            }
+        }
+    }
+}
+
+/// The integer primitive a field type stands for, through typedefs.
+fn scalar_prim(spec: &Spec, ty: &Ty) -> Option<Prim> {
+    match ty {
+        Ty::Prim(p) => Some(*p),
+        Ty::Named(n) => spec.typedef_named(n).and_then(|t| scalar_prim(spec, &t.ty)),
+        _ => None,
+    }
+}
+
+/// Typed accessors of a structure's enum- and mask-typed fields: `fn direction(&self) ->
+/// Result<Direction, UnknownValue<u8>>` for a field holding a value of an enum group,
+/// `BitSet<PcmRate>` for a mask of a bit group and `SampleRateSet` for a mask of flags.
+fn emit_accessors(spec: &Spec, t: &TypeDef) -> Result<TokenStream, String> {
+    if t.is_union || t.kind == StructKind::Opaque {
+        return Ok(quote! {});
+    }
+    let name = format_ident!("{}", t.rust);
+    let mut methods = Vec::new();
+    for f in &t.fields {
+        let what = format!("{} {}, field {}", t.name, t.rust, f.name);
+        let fname = ident(&f.name);
+        let fdoc = format!(" `{}`, typed.", f.name);
+        let (elem, count) = match &f.ty {
+            Ty::Array(e, n) => (&**e, Some(*n)),
+            other => (other, None),
+        };
+        let Some(prim) = scalar_prim(spec, elem) else {
+            if f.enum_group.is_some() || f.bits.is_some() {
+                return Err(format!("{what}: an enum or mask field must be an integer"));
+            }
+            continue;
+        };
+        let get = |v: TokenStream| match prim {
+            Prim::Le16 | Prim::Le32 | Prim::Le64 => quote! { #v.get() },
+            _ => v,
+        };
+        let fty = rust_int(prim);
+        if let Some(gname) = &f.enum_group {
+            let g = spec
+                .group_named(gname)
+                .ok_or_else(|| format!("{what}: no group {gname}"))?;
+            let raw = match g.kind {
+                ConstKind::Bit => format_ident!("u8"),
+                ConstKind::Enum => g
+                    .prim
+                    .map(rust_int)
+                    .ok_or_else(|| format!("{what}: group {gname} has no type"))?,
+                _ => {
+                    return Err(format!(
+                        "{what}: `enum = \"{gname}\"` names a {:?} group, not an enum",
+                        g.kind
+                    ))
+                }
+            };
+            if raw != fty {
+                return Err(format!(
+                    "{what}: a {fty} field cannot hold group {gname}'s {raw} values"
+                ));
+            }
+            let e = format_ident!("{}", g.rust);
+            match count {
+                None => {
+                    let v = get(quote! { self.#fname });
+                    methods.push(quote! {
+                        #[doc = #fdoc]
+                        pub fn #fname(&self) -> Result<#e, UnknownValue<#raw>> { #e::try_from(#v) }
+                    });
+                }
+                Some(n) => {
+                    let n = Literal::usize_unsuffixed(n as usize);
+                    let v = get(quote! { v });
+                    methods.push(quote! {
+                        #[doc = #fdoc]
+                        pub fn #fname(&self) -> [Result<#e, UnknownValue<#raw>>; #n] { self.#fname.map(|v| #e::try_from(#v)) }
+                    });
+                }
+            }
+        }
+        if let Some(gname) = &f.bits {
+            if count.is_some() {
+                return Err(format!("{what}: a mask field cannot be an array"));
+            }
+            let g = spec
+                .group_named(gname)
+                .ok_or_else(|| format!("{what}: no group {gname}"))?;
+            let v = get(quote! { self.#fname });
+            match g.kind {
+                ConstKind::Bit => {
+                    if matches!(prim, Prim::I8 | Prim::I16 | Prim::I32 | Prim::I64) {
+                        return Err(format!("{what}: a mask of bit numbers must be unsigned"));
+                    }
+                    let e = format_ident!("{}", g.rust);
+                    methods.push(quote! {
+                        #[doc = #fdoc]
+                        pub fn #fname(&self) -> crate::mask::BitSet<#e> { crate::mask::BitSet::from_bits(u64::from(#v)) }
+                    });
+                }
+                ConstKind::Flags => {
+                    let raw = g
+                        .prim
+                        .map(rust_int)
+                        .ok_or_else(|| format!("{what}: group {gname} has no type"))?;
+                    if raw != fty {
+                        return Err(format!(
+                            "{what}: a {fty} field cannot hold group {gname}'s {raw} flags"
+                        ));
+                    }
+                    let set = format_ident!("{}Set", g.rust);
+                    methods.push(quote! {
+                        #[doc = #fdoc]
+                        pub fn #fname(&self) -> #set { #set::from_bits(#v) }
+                    });
+                }
+                _ => {
+                    return Err(format!(
+                        "{what}: `bits = \"{gname}\"` names a {:?} group, not bits or flags",
+                        g.kind
+                    ))
+                }
+            }
+        }
+    }
+    if methods.is_empty() {
+        return Ok(quote! {});
+    }
+    Ok(quote! {
+        impl #name { #(#methods)* }
+    })
 }

@@ -6,7 +6,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use crate::diag::{Diag, Diags, Source};
-use crate::schema::{self, ConstKind, Direction, ElfType, OnlyIn, StructKind};
+use crate::schema::{self, ConstKind, Direction, ElfType, Encoding, OnlyIn, StructKind};
 use crate::types::{self, Prim, PtrKind, Ty};
 
 /// One spec file, resolved.
@@ -107,6 +107,7 @@ pub struct Value {
     pub hz: Option<u32>,
     pub width: Option<u32>,
     pub phys_width: Option<u32>,
+    pub encoding: Option<Encoding>,
     pub note: Option<String>,
     pub only_in: Option<OnlyIn>,
 }
@@ -1311,6 +1312,13 @@ fn build_group(
                 "`width` and `phys_width` come together",
             );
         }
+        if vr.encoding.is_some() && vr.width.is_none() {
+            b.err(
+                vr.name.span(),
+                format!("{key}, key encoding"),
+                "`encoding` belongs to a sample format with a `width`",
+            );
+        }
         if let (Some(w), Some(p)) = (vr.width, vr.phys_width) {
             if w > p {
                 b.err(
@@ -1331,6 +1339,7 @@ fn build_group(
             hz: vr.hz,
             width: vr.width,
             phys_width: vr.phys_width,
+            encoding: vr.encoding,
             note: vr.note.clone(),
             only_in: vr.only_in,
         });

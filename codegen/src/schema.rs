@@ -124,6 +124,18 @@ pub enum OnlyIn {
     Beta5,
 }
 
+/// How a linear PCM sample format encodes a sample (a value's `encoding` fact).
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    /// Two's-complement integer.
+    Signed,
+    /// Offset-binary integer (silence is the middle value).
+    Unsigned,
+    /// IEEE 754 floating point.
+    Float,
+}
+
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum ConstKind {
@@ -183,6 +195,8 @@ pub struct ConstValue {
     pub width: Option<u32>,
     #[serde(default)]
     pub phys_width: Option<u32>,
+    #[serde(default)]
+    pub encoding: Option<Encoding>,
     #[serde(default)]
     pub note: Option<String>,
     #[serde(default)]

@@ -116,6 +116,21 @@ fn overlapping_flags() {
 }
 
 #[test]
+fn sample_facts_are_checked() {
+    // An encoding is a fact of a sample format, which has a width.
+    let (line, msg) = error(
+        "\n[[consts]]\nname = \"g\"\nkind = \"bit\"\ntype = \"u8\"\nvalues = [\n  { name = \"A\", value = 0, encoding = \"signed\" },\n]\n",
+        "key encoding",
+    );
+    assert_eq!(line, 13, "{msg}");
+    assert!(msg.contains("consts g, value A"), "{msg}");
+    // Only the encodings the schema names.
+    let text = format!("{HEAD}\n[[consts]]\nname = \"g\"\nkind = \"bit\"\ntype = \"u8\"\nvalues = [\n  {{ name = \"A\", value = 0, width = 8, phys_width = 8, encoding = \"bcd\" }},\n]\n");
+    let err = model::parse(&text, Path::new("spec/t.toml")).expect_err("must be rejected");
+    assert!(err.to_string().contains("bcd"), "{err}");
+}
+
+#[test]
 fn duplicate_constant_names_and_out_of_range_values() {
     let (_, msg) = error(
         "\n[[consts]]\nname = \"g\"\nkind = \"values\"\ntype = \"u8\"\nvalues = [\n  { name = \"A\", value = 1 },\n  { name = \"A\", value = 2 },\n]\n",

@@ -20,11 +20,7 @@ fn main() {
     let hz: u32 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(48000);
     let exchanges: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(1000);
     let rate = spec::virtio_snd::PcmRate::from_hz(hz).expect("a virtio rate");
-    let bit = format::RATES
-        .iter()
-        .find(|(r, _)| *r == rate)
-        .map(|(_, b)| *b)
-        .expect("a B_SR rate");
+    let bit = format::rate_bit(rate).expect("a B_SR rate");
     let mut rig = Rig::new(ModelConfig::default());
     let card = rig.card(Settings::default());
     let mut c = Client::init(&card, Some(bit), Some(spec::hmulti_audio::B_FMT_16BIT));

@@ -21,7 +21,7 @@ fn config(channels: u8) -> ModelConfig {
 /// raw `PcmRate` number of its SET_PARAMS with the spec's table.
 fn model_hz(rig: &Rig, stream: u32) -> Option<u32> {
     let params = rig.model.stream_params(stream)?;
-    PcmRate::from_raw(params.rate)?.hz()
+    PcmRate::from_raw(params.rate).map(PcmRate::hz)
 }
 
 /// Plays `periods` buffers of a known signal and checks what the device received.
@@ -121,7 +121,7 @@ fn play(channels: u8, rate: u32, format: u32, periods: usize) {
 fn every_rate_s16_stereo() {
     let mut with_a_bit = 0;
     for r in PcmRate::ALL {
-        let hz = r.hz().expect("every virtio rate has a frequency");
+        let hz = r.hz();
         match hmulti_client::rate_bit(hz) {
             Some(bit) => with_a_bit |= bit,
             None => assert_eq!(hz, 5512, "only 5512 Hz lacks a B_SR bit"),

@@ -328,7 +328,7 @@ impl ModelConfig {
 /// Bits of one frame (all channels) in `format`, or `None` for a format the model cannot
 /// size. IMA ADPCM's 4-bit samples make this bits rather than bytes.
 pub fn frame_bits(format: u8, channels: u8) -> Option<u64> {
-    let width = PcmFormat::from_raw(format)?.phys_width()?;
+    let width = PcmFormat::from_raw(format)?.phys_width();
     let bits = u64::from(width) * u64::from(channels);
     (bits > 0).then_some(bits)
 }
@@ -336,6 +336,6 @@ pub fn frame_bits(format: u8, channels: u8) -> Option<u64> {
 /// Bytes of one sample of `format` (at least 1), for the capture pattern.
 pub fn sample_bytes(format: u8) -> usize {
     PcmFormat::from_raw(format)
-        .and_then(PcmFormat::phys_width)
+        .map(PcmFormat::phys_width)
         .map_or(1, |w| (w as usize / 8).max(1))
 }

@@ -72,7 +72,7 @@ impl StreamParams {
     /// Frames per second.
     pub fn rate_hz(&self) -> u32 {
         PcmRate::from_raw(self.rate)
-            .and_then(PcmRate::hz)
+            .map(PcmRate::hz)
             .unwrap_or(48_000)
     }
 

@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod kernel_import;
+pub mod mask;
 pub mod user;
 pub mod wire;
 
@@ -30,5 +31,6 @@ pub mod hmulti_audio;
 #[path = "generated/haiku_driver.rs"]
 pub mod haiku_driver;
 
-pub use user::{Constant, UnknownValue, UserPtr};
+pub use mask::{BitNumber, BitSet};
+pub use user::{Constant, SampleEncoding, UnknownValue, UserPtr};
 pub use wire::{DecodeError, EncodeError, IoctlError};

@@ -112,4 +112,19 @@ pub struct Constant<T: 'static> {
     pub width: Option<u32>,
     /// Bits a sample occupies in memory, for format constants.
     pub phys_width: Option<u32>,
+    /// How a sample is encoded, for linear PCM format constants.
+    pub encoding: Option<SampleEncoding>,
+    /// A mask made of other values of the group (not a flag of its own).
+    pub composite: bool,
+}
+
+/// How a linear PCM sample format encodes a sample: the spec's `encoding` fact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SampleEncoding {
+    /// Two's-complement integer.
+    Signed,
+    /// Offset-binary integer (silence is the middle value).
+    Unsigned,
+    /// IEEE 754 floating point.
+    Float,
 }

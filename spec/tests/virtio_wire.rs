@@ -273,11 +273,11 @@ fn a_tlv_reply_longer_than_asked_is_refused() {
 
 #[test]
 fn rates_and_formats_carry_their_facts() {
-    assert_eq!(PcmRate::Rate384000.hz(), Some(384000));
+    assert_eq!(PcmRate::Rate384000.hz(), 384000);
     assert_eq!(PcmRate::from_hz(44100), Some(PcmRate::Rate44100));
     assert_eq!(PcmRate::Rate12000.since(), Some("1.4"));
-    assert_eq!(PcmFormat::S24.width(), Some(24));
-    assert_eq!(PcmFormat::S24.phys_width(), Some(32));
+    assert_eq!(PcmFormat::S24.width(), 24);
+    assert_eq!(PcmFormat::S24.phys_width(), 32);
     assert_eq!(PcmFormat::S16.mask(), 1 << 5);
     assert_eq!(
         PcmRate::in_mask((1 << 6) | (1 << 7)).collect::<Vec<_>>(),

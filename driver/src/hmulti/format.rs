@@ -2,65 +2,84 @@
 
 use spec::hmulti_audio as hm;
 use spec::virtio_snd::{PcmFormat, PcmRate};
+use spec::BitSet;
 
-/// Every virtio rate that has a `B_SR_*` bit (5512 Hz has none).
-pub const RATES: [(PcmRate, u32); 15] = [
-    (PcmRate::Rate8000, hm::B_SR_8000),
-    (PcmRate::Rate11025, hm::B_SR_11025),
-    (PcmRate::Rate12000, hm::B_SR_12000),
-    (PcmRate::Rate16000, hm::B_SR_16000),
-    (PcmRate::Rate22050, hm::B_SR_22050),
-    (PcmRate::Rate24000, hm::B_SR_24000),
-    (PcmRate::Rate32000, hm::B_SR_32000),
-    (PcmRate::Rate44100, hm::B_SR_44100),
-    (PcmRate::Rate48000, hm::B_SR_48000),
-    (PcmRate::Rate64000, hm::B_SR_64000),
-    (PcmRate::Rate88200, hm::B_SR_88200),
-    (PcmRate::Rate96000, hm::B_SR_96000),
-    (PcmRate::Rate176400, hm::B_SR_176400),
-    (PcmRate::Rate192000, hm::B_SR_192000),
-    (PcmRate::Rate384000, hm::B_SR_384000),
-];
+// The maps between hmulti's bits and virtio's values are the spec's facts, not tables of
+// their own: a rate is its frequency (`hz`), a format its encoding and sample size.
 
-/// hmulti formats and the virtio format that carries each. The media kit hands over
-/// 18/20/24-bit audio left-adjusted in a full 32-bit word, which is what virtio S32 means;
-/// virtio's S24 is right-adjusted and would be wrong, so `B_FMT_24BIT` travels as S32.
-pub const FORMATS: [(u32, PcmFormat); 7] = [
-    (hm::B_FMT_8BIT_S, PcmFormat::S8),
-    (hm::B_FMT_8BIT_U, PcmFormat::U8),
-    (hm::B_FMT_16BIT, PcmFormat::S16),
-    (hm::B_FMT_24BIT, PcmFormat::S32),
-    (hm::B_FMT_32BIT, PcmFormat::S32),
-    (hm::B_FMT_FLOAT, PcmFormat::Float),
-    (hm::B_FMT_DOUBLE, PcmFormat::Float64),
-];
-
-/// The `B_SR_*` mask of a virtio rate mask, optionally capped at `max_hz`.
-pub fn rate_bits(virtio_rates: u64, max_hz: Option<u32>) -> u32 {
-    RATES
+/// The `B_SR_*` bit of a virtio rate: the hmulti rate of the same frequency (5512 Hz has
+/// none).
+pub fn rate_bit(r: PcmRate) -> Option<u32> {
+    hm::SAMPLE_RATE
         .iter()
-        .filter(|(r, _)| {
-            virtio_rates & r.mask() != 0 && max_hz.is_none_or(|m| r.hz().unwrap_or(0) <= m)
-        })
-        .fold(0, |acc, (_, b)| acc | b)
+        .find(|c| c.hz == Some(r.hz()))
+        .map(|c| c.value)
 }
 
-/// The `B_FMT_*` mask of a virtio format mask.
-pub fn format_bits(virtio_formats: u64) -> u32 {
-    FORMATS
-        .iter()
-        .filter(|(_, f)| virtio_formats & f.mask() != 0)
-        .fold(0, |acc, (b, _)| acc | b)
-}
-
-/// The virtio rate for exactly one `B_SR_*` bit.
+/// The virtio rate for exactly one `B_SR_*` bit: the one of the same frequency.
 pub fn rate_of(bit: u32) -> Option<PcmRate> {
-    RATES.iter().find(|(_, b)| *b == bit).map(|(r, _)| *r)
+    let hz = hm::SAMPLE_RATE.iter().find(|c| c.value == bit)?.hz?;
+    PcmRate::from_hz(hz)
 }
 
-/// The virtio format for exactly one `B_FMT_*` bit.
+/// The virtio format for exactly one `B_FMT_*` bit: the one that carries its samples bit for
+/// bit. An hmulti sample narrower than its container is MSB-aligned in it (18, 20 and 24-bit
+/// audio fill a 32-bit word, low bits zero), so the carrier is the virtio format of the same
+/// encoding whose sample fills a container of that size (S32, not the right-adjusted S24).
 pub fn format_of(bit: u32) -> Option<PcmFormat> {
-    FORMATS.iter().find(|(b, _)| *b == bit).map(|(_, f)| *f)
+    let h = hm::SAMPLE_FORMAT
+        .iter()
+        .find(|c| c.value == bit && !c.composite)?;
+    let (encoding, container) = (h.encoding?, h.phys_width?);
+    PcmFormat::ALL.iter().copied().find(|f| {
+        f.encoding() == Some(encoding) && f.width() == container && f.phys_width() == container
+    })
+}
+
+/// The `B_SR_*` mask of a virtio rate set, optionally capped at `max_hz`.
+pub fn rate_bits(virtio_rates: BitSet<PcmRate>, max_hz: Option<u32>) -> u32 {
+    virtio_rates
+        .iter()
+        .filter(|r| max_hz.is_none_or(|m| r.hz() <= m))
+        .filter_map(rate_bit)
+        .fold(0, |acc, b| acc | b)
+}
+
+/// The `B_FMT_*` mask of a virtio format set: every hmulti format one of them carries.
+pub fn format_bits(virtio_formats: BitSet<PcmFormat>) -> u32 {
+    hm::SAMPLE_FORMAT
+        .iter()
+        .filter(|c| format_of(c.value).is_some_and(|f| virtio_formats.contains(f)))
+        .fold(0, |acc, c| acc | c.value)
+}
+
+/// A rate and a format a direction runs at: the hmulti bits the client chose and the virtio
+/// values that carry them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Choice {
+    /// The one `B_SR_*` bit.
+    pub rate_bit: u32,
+    /// The one `B_FMT_*` bit.
+    pub format_bit: u32,
+    pub rate: PcmRate,
+    pub format: PcmFormat,
+}
+
+impl Choice {
+    /// The choice of one `B_SR_*` and one `B_FMT_*` bit, if virtio carries both.
+    pub fn new(rate_bit: u32, format_bit: u32) -> Option<Choice> {
+        Some(Choice {
+            rate_bit,
+            format_bit,
+            rate: rate_of(rate_bit)?,
+            format: format_of(format_bit)?,
+        })
+    }
+
+    /// Frames per second.
+    pub fn hz(&self) -> u32 {
+        self.rate.hz()
+    }
 }
 
 /// What the media add-on would choose from a mask: the highest rate.
@@ -71,12 +90,14 @@ pub fn best_rate(bits: u32) -> Option<u32> {
         .find(|b| bits & b != 0 && rate_of(*b).is_some())
 }
 
-/// What the media add-on would choose: 32 > 24 > 16 > 8-bit signed > 8-bit unsigned, then
-/// float and double, which it cannot pick itself but a user may.
+/// What the media add-on would choose: 32 > 24 > 20 > 18 > 16 > 8-bit signed > 8-bit
+/// unsigned, then float and double, which it cannot pick itself but a user may.
 pub fn best_format(bits: u32) -> Option<u32> {
     [
         hm::B_FMT_32BIT,
         hm::B_FMT_24BIT,
+        hm::B_FMT_20BIT,
+        hm::B_FMT_18BIT,
         hm::B_FMT_16BIT,
         hm::B_FMT_8BIT_S,
         hm::B_FMT_8BIT_U,
@@ -89,7 +110,7 @@ pub fn best_format(bits: u32) -> Option<u32> {
 
 /// Bytes one sample takes in memory.
 pub fn sample_bytes(f: PcmFormat) -> u32 {
-    f.phys_width().unwrap_or(8).div_ceil(8)
+    f.phys_width().div_ceil(8)
 }
 
 /// Default frames per buffer: about 10 ms, a multiple of 16 frames.
@@ -105,7 +126,7 @@ pub const DEFAULT_BUFFERS: u32 = 4;
 mod tests {
     use super::*;
 
-    /// Hz -> `B_SR_*` bit as hmulti_audio.h names them, written out here so that the table
+    /// Hz -> `B_SR_*` bit as hmulti_audio.h names them, written out here so that the map
     /// under test is checked against something it is not.
     const BY_HZ: [(u32, u32); 15] = [
         (8_000, hm::B_SR_8000),
@@ -125,23 +146,49 @@ mod tests {
         (384_000, hm::B_SR_384000),
     ];
 
+    /// `B_FMT_*` -> the virtio format carrying it: the media kit hands 18/20/24-bit audio
+    /// left-adjusted in a 32-bit word (hmulti_audio.h), which is virtio S32, while virtio's
+    /// S24 follows ALSA's S24_LE (right-adjusted); formats with no virtio carrier are absent.
+    const CARRIERS: [(u32, PcmFormat); 9] = [
+        (hm::B_FMT_8BIT_S, PcmFormat::S8),
+        (hm::B_FMT_8BIT_U, PcmFormat::U8),
+        (hm::B_FMT_16BIT, PcmFormat::S16),
+        (hm::B_FMT_18BIT, PcmFormat::S32),
+        (hm::B_FMT_20BIT, PcmFormat::S32),
+        (hm::B_FMT_24BIT, PcmFormat::S32),
+        (hm::B_FMT_32BIT, PcmFormat::S32),
+        (hm::B_FMT_FLOAT, PcmFormat::Float),
+        (hm::B_FMT_DOUBLE, PcmFormat::Float64),
+    ];
+
     #[test]
     fn every_rate_with_a_bit_maps_back() {
         // Every virtio rate of the spec with the bit of its frequency, both ways.
         for &r in PcmRate::ALL {
-            let hz = r.hz().unwrap();
+            let hz = r.hz();
             let bit = BY_HZ.iter().find(|(h, _)| *h == hz).map(|(_, b)| *b);
-            assert_eq!(rate_bits(r.mask(), None), bit.unwrap_or(0), "{hz} Hz");
+            assert_eq!(rate_bits(r.into(), None), bit.unwrap_or(0), "{hz} Hz");
+            assert_eq!(rate_bit(r), bit, "{hz} Hz");
             if let Some(b) = bit {
                 assert_eq!(rate_of(b), Some(r), "{hz} Hz");
             }
         }
         assert_eq!(
-            rate_bits(PcmRate::Rate5512.mask(), None),
+            rate_bits(PcmRate::Rate5512.into(), None),
             0,
             "5512 Hz has no B_SR bit"
         );
-        assert_eq!(rate_bits(u64::MAX, Some(48000)) & hm::B_SR_96000, 0);
+        assert_eq!(rate_of(hm::B_SR_CVSR), None, "no fixed rate");
+        assert_eq!(rate_of(hm::B_SR_8000 | hm::B_SR_48000), None, "not one bit");
+        assert_eq!(
+            rate_bits(BitSet::from_bits(u64::MAX), Some(48000)) & hm::B_SR_96000,
+            0
+        );
+        assert_eq!(
+            rate_bits(BitSet::from_bits(u64::MAX), None),
+            BY_HZ.iter().fold(0, |a, (_, b)| a | b),
+            "unknown rate bits add nothing"
+        );
         assert_eq!(
             best_rate(hm::B_SR_44100 | hm::B_SR_384000),
             Some(hm::B_SR_384000)
@@ -150,18 +197,32 @@ mod tests {
 
     #[test]
     fn formats() {
+        for c in hm::SAMPLE_FORMAT {
+            let want = CARRIERS
+                .iter()
+                .find(|(b, _)| *b == c.value)
+                .map(|(_, f)| *f);
+            assert_eq!(format_of(c.value), want, "{}", c.name);
+        }
+        for &f in PcmFormat::ALL {
+            let want = CARRIERS
+                .iter()
+                .filter(|(_, v)| *v == f)
+                .fold(0, |a, (b, _)| a | b);
+            assert_eq!(format_bits(f.into()), want, "{f:?}");
+        }
         assert_eq!(
-            format_bits(PcmFormat::S24.mask()),
+            format_bits(PcmFormat::S24.into()),
             0,
             "right-adjusted S24 is not offered"
         );
         assert_eq!(
-            format_bits(PcmFormat::S32.mask()),
-            hm::B_FMT_24BIT | hm::B_FMT_32BIT
-        );
-        assert_eq!(
             best_format(hm::B_FMT_16BIT | hm::B_FMT_FLOAT),
             Some(hm::B_FMT_16BIT)
+        );
+        assert_eq!(
+            best_format(format_bits(PcmFormat::S32.into())),
+            Some(hm::B_FMT_32BIT)
         );
         assert_eq!(sample_bytes(PcmFormat::Float64), 8);
         assert_eq!(default_frames(48000), 480);

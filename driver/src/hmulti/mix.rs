@@ -105,15 +105,15 @@ pub fn db_scale(tlv: &[u8], min_raw: i32, max_raw: i32) -> Option<DbScale> {
 
 /// Elements without a role say their direction the ALSA way, in their name ("Capture
 /// Source", "Master Playback Volume"); anything else is taken for output.
-fn direction_from_name(name: &str) -> u8 {
+fn direction_from_name(name: &str) -> vs::Direction {
     let lower: alloc::string::String = name.chars().map(|c| c.to_ascii_lowercase()).collect();
     if ["capture", "input", "mic", "record"]
         .iter()
         .any(|w| lower.contains(w))
     {
-        vs::Direction::Input as u8
+        vs::Direction::Input
     } else {
-        vs::Direction::Output as u8
+        vs::Direction::Output
     }
 }
 
@@ -242,14 +242,14 @@ impl Mixer {
     pub fn new<K: Kernel, V: VirtioDevice>(engine: &Engine<K, V>, streams: &[u32]) -> Self {
         let mut controls = Vec::new();
         let mut bindings = Vec::new();
-        let dirs: Vec<u8> = streams
+        let dirs: Vec<vs::Direction> = streams
             .iter()
             .filter_map(|s| engine.stream(*s))
-            .map(|s| s.info.direction)
+            .filter_map(|s| s.info.direction().ok())
             .collect();
         for (dir, string) in [
-            (vs::Direction::Output as u8, hm::S_OUTPUT),
-            (vs::Direction::Input as u8, hm::S_INPUT),
+            (vs::Direction::Output, hm::S_OUTPUT),
+            (vs::Direction::Input, hm::S_INPUT),
         ] {
             if !dirs.contains(&dir) {
                 continue;
@@ -261,23 +261,26 @@ impl Mixer {
                 string,
                 ..Default::default()
             };
-            group.name = name48(if dir == 0 { "Output" } else { "Input" });
+            group.name = name48(match dir {
+                vs::Direction::Output => "Output",
+                vs::Direction::Input => "Input",
+            });
             let group_at = controls.len();
             controls.push(group);
             bindings.push(Binding::None);
             for c in engine.controls() {
                 let role = c.info.role.get();
+                // Bit 0 of a role is its direction (a `Direction` value).
                 let c_dir = if role == vs::VIRTIO_SND_CTL_ROLE_UNDEFINED {
-                    direction_from_name(&c.name)
+                    Some(direction_from_name(&c.name))
                 } else {
-                    (role & 1) as u8
+                    vs::Direction::from_raw(u8::from(role & 1 == 1))
                 };
-                let access = c.info.access.get();
-                let rw =
-                    (1 << vs::VIRTIO_SND_CTL_ACCESS_READ) | (1 << vs::VIRTIO_SND_CTL_ACCESS_WRITE);
-                if c_dir != dir
-                    || access & rw != rw
-                    || access & (1 << vs::VIRTIO_SND_CTL_ACCESS_INACTIVE) != 0
+                let access = c.info.access();
+                if c_dir != Some(dir)
+                    || !access.contains(vs::CtlAccess::Read)
+                    || !access.contains(vs::CtlAccess::Write)
+                    || access.contains(vs::CtlAccess::Inactive)
                 {
                     continue;
                 }
@@ -562,10 +565,13 @@ mod tests {
 
     #[test]
     fn direction_by_name() {
-        assert_eq!(direction_from_name("Capture Source"), 1);
-        assert_eq!(direction_from_name("Mic Boost"), 1);
-        assert_eq!(direction_from_name("Master Playback Volume"), 0);
-        assert_eq!(direction_from_name("Tone"), 0);
+        assert_eq!(direction_from_name("Capture Source"), vs::Direction::Input);
+        assert_eq!(direction_from_name("Mic Boost"), vs::Direction::Input);
+        assert_eq!(
+            direction_from_name("Master Playback Volume"),
+            vs::Direction::Output
+        );
+        assert_eq!(direction_from_name("Tone"), vs::Direction::Output);
     }
 
     #[test]

@@ -20,6 +20,7 @@ use spec::UserPtr;
 use crate::virtio::pcm::{silence_byte, Completion, PcmParams, MAX_PERIODS};
 use crate::virtio::Engine;
 use channels::Layout;
+use format::Choice;
 use platform::dma::BufferArea;
 use platform::sync::SemMutex;
 use platform::user;
@@ -27,6 +28,9 @@ use platform::{KResult, Kernel, LogLevel, Status, VirtioDevice};
 
 /// How long an ioctl waits for the card's state lock before it gives up.
 const LOCK_TIMEOUT: i64 = 5_000_000;
+/// The frames per buffer a client may ask for.
+const MIN_FRAMES: u32 = 16;
+const MAX_FRAMES: u32 = 65536;
 /// Most channels one direction publishes (the media add-on's arrays hold 32 in all).
 pub const MAX_CHANNELS: u8 = 16;
 
@@ -102,8 +106,8 @@ struct Report {
 /// What one direction of the card keeps under the card's lock, next to its fixed [`Side`].
 #[derive(Debug, Default)]
 struct SideState {
-    /// (`B_SR_*` bit, `B_FMT_*` bit) the direction runs at; `None` when the card lacks it.
-    format: Option<(u32, u32)>,
+    /// The rate and format the direction runs at; `None` when the card lacks it.
+    format: Option<Choice>,
     /// Frames of earlier runs, so the counts only grow across FORCE_STOP and format changes.
     base: i64,
     /// What the last exchange reported: frames played (output) or recorded (input).
@@ -115,8 +119,9 @@ impl SideState {
     /// buffer is ready yet: cycle -1 is outside every ring, so the client reads nothing.
     fn new(side: Option<&Side>) -> Self {
         SideState {
-            format: side
-                .and_then(|s| Some((format::best_rate(s.rates)?, format::best_format(s.formats)?))),
+            format: side.and_then(|s| {
+                Choice::new(format::best_rate(s.rates)?, format::best_format(s.formats)?)
+            }),
             base: 0,
             report: Report {
                 cycle: -1,
@@ -136,14 +141,6 @@ impl SideState {
     }
 }
 
-/// A `(B_SR_*, B_FMT_*)` choice's rate in Hz; 48 kHz when there is none.
-fn hz_of(format: Option<(u32, u32)>) -> u32 {
-    format
-        .and_then(|f| format::rate_of(f.0))
-        .and_then(|r| r.hz())
-        .unwrap_or(48000)
-}
-
 #[derive(Debug, Default)]
 struct State {
     output: SideState,
@@ -161,8 +158,8 @@ struct State {
 
 impl State {
     /// The rate the card runs at, in Hz: the output's, else the input's.
-    fn hz(&self) -> u32 {
-        hz_of(self.output.format.or(self.input.format))
+    fn hz(&self) -> Option<u32> {
+        self.output.format.or(self.input.format).map(|c| c.hz())
     }
 }
 
@@ -228,8 +225,8 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
                     return Ok(None);
                 }
             };
-            let rates = format::rate_bits(s.info.rates.get(), settings.max_rate);
-            let formats = format::format_bits(s.info.formats.get());
+            let rates = format::rate_bits(s.info.rates(), settings.max_rate);
+            let formats = format::format_bits(s.info.formats());
             if rates == 0 || formats == 0 {
                 kernel.log(
                     LogLevel::Warn,
@@ -317,25 +314,22 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
         drop(st);
     }
 
-    fn params_for(side: &Side, format: (u32, u32), frames: u32, count: u32) -> KResult<PcmParams> {
-        let rate = format::rate_of(format.0).ok_or(Status::BAD_VALUE)?;
-        let fmt = format::format_of(format.1).ok_or(Status::BAD_VALUE)?;
+    fn params_for(side: &Side, choice: Choice, frames: u32, count: u32) -> KResult<PcmParams> {
         let channels = side.layout.channels() as u32;
         let period_bytes = frames
-            .checked_mul(channels * format::sample_bytes(fmt))
+            .checked_mul(channels * format::sample_bytes(choice.format))
             .ok_or(Status::BAD_VALUE)?;
         Ok(PcmParams {
             channels: channels as u8,
-            format: fmt,
-            rate,
+            format: choice.format,
+            rate: choice.rate,
             period_bytes,
             periods: count,
         })
     }
 
-    fn region(side: &Side, format: (u32, u32), frames: u32, offset: u64) -> KResult<Region> {
-        let fmt = format::format_of(format.1).ok_or(Status::BAD_VALUE)?;
-        let sample_bytes = format::sample_bytes(fmt);
+    fn region(side: &Side, choice: Choice, frames: u32, offset: u64) -> KResult<Region> {
+        let sample_bytes = format::sample_bytes(choice.format);
         let frame_bytes = sample_bytes * side.layout.channels() as u32;
         Ok(Region {
             offset,
@@ -397,10 +391,10 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
             return Ok(());
         };
         for (region, fmt) in [(b.output, st.output.format), (b.input, st.input.format)] {
-            let (Some(r), Some((_, bits))) = (region, fmt) else {
+            let (Some(r), Some(choice)) = (region, fmt) else {
                 continue;
             };
-            let byte = format::format_of(bits).map_or(0, silence_byte);
+            let byte = silence_byte(choice.format);
             if fresh && byte == 0 {
                 continue;
             }
@@ -422,7 +416,7 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
         count: u32,
     ) -> KResult<(Option<Region>, Option<Region>, u64)> {
         let mut size = 0u64;
-        let mut place = |side: &Option<Side>, fmt: Option<(u32, u32)>| -> KResult<_> {
+        let mut place = |side: &Option<Side>, fmt: Option<Choice>| -> KResult<_> {
             let (Some(s), Some(f)) = (side, fmt) else {
                 return Ok(None);
             };
@@ -492,13 +486,17 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
     }
 
     fn frames_for(&self, st: &State, requested: u32) -> u32 {
-        if (16..=65536).contains(&requested) {
+        if (MIN_FRAMES..=MAX_FRAMES).contains(&requested) {
             return requested;
         }
         if self.settings.frames_per_buffer != 0 {
-            return self.settings.frames_per_buffer.clamp(16, 65536);
+            return self
+                .settings
+                .frames_per_buffer
+                .clamp(MIN_FRAMES, MAX_FRAMES);
         }
-        format::default_frames(st.hz())
+        // With no direction there is nothing to size: the smallest buffer will do.
+        st.hz().map_or(MIN_FRAMES, format::default_frames)
     }
 
     fn write_descs(
@@ -604,7 +602,7 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
             0
         });
         let frames = self.frames_for(&st, 0) as i64;
-        d.start_latency = frames * 1_000_000 / st.hz() as i64;
+        d.start_latency = st.hz().map_or(0, |hz| frames * 1_000_000 / i64::from(hz));
         d.control_panel = [0; 64];
         Ok(())
     }
@@ -656,19 +654,19 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
     #[ioctl(GetGlobalFormat)]
     fn get_global_format(&self, f: &mut hm::MultiFormatInfo) -> KResult {
         let st = self.state.lock(&*self.kernel, LOCK_TIMEOUT)?;
-        let fill = |fmt: Option<(u32, u32)>| hm::MultiFormat {
-            rate: fmt.map_or(0, |f| f.0),
+        let fill = |fmt: Option<Choice>| hm::MultiFormat {
+            rate: fmt.map_or(0, |c| c.rate_bit),
             cvsr: 0.0,
-            format: fmt.map_or(0, |f| f.1),
+            format: fmt.map_or(0, |c| c.format_bit),
             ..Default::default()
         };
         f.output = fill(st.output.format);
         f.input = fill(st.input.format);
-        let latency = |fmt: Option<(u32, u32)>| -> i64 {
-            if fmt.is_none() {
+        let latency = |fmt: Option<Choice>| -> i64 {
+            let Some(choice) = fmt else {
                 return 0;
-            }
-            let hz = hz_of(fmt) as i64;
+            };
+            let hz = i64::from(choice.hz());
             let (frames, count) = st
                 .buffers
                 .as_ref()
@@ -685,7 +683,7 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
 
     #[ioctl(SetGlobalFormat)]
     fn set_global_format(&self, f: &hm::MultiFormatInfo) -> KResult {
-        let check = |side: &Option<Side>, fmt: &hm::MultiFormat| -> KResult<Option<(u32, u32)>> {
+        let check = |side: &Option<Side>, fmt: &hm::MultiFormat| -> KResult<Option<Choice>> {
             let Some(s) = side else { return Ok(None) };
             if !single_bit(fmt.rate)
                 || s.rates & fmt.rate == 0
@@ -694,7 +692,9 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
             {
                 return Err(Status::BAD_VALUE);
             }
-            Ok(Some((fmt.rate, fmt.format)))
+            Choice::new(fmt.rate, fmt.format)
+                .map(Some)
+                .ok_or(Status::BAD_VALUE)
         };
         let out = check(&self.output, &f.output)?;
         let inp = check(&self.input, &f.input)?;
@@ -780,14 +780,15 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
     fn buffer_exchange(&self, info: &mut hm::MultiBufferInfo) -> KResult {
         let k = &*self.kernel;
         let mut st = self.state.lock(k, LOCK_TIMEOUT)?;
-        let Some(b) = st.buffers.as_ref() else {
+        // Buffers are laid out only for a direction with a rate.
+        let (Some(b), Some(hz)) = (st.buffers.as_ref(), st.hz()) else {
             drop(st);
             // The client ignores errors and would spin: never fail fast.
             k.snooze(10_000);
             return Err(Status::NO_INIT);
         };
         let (count, frames) = (b.count, b.frames as i64);
-        let period = frames * 1_000_000 / st.hz() as i64;
+        let period = frames * 1_000_000 / i64::from(hz);
         if let Err(e) = self.exchange_start(&mut st) {
             drop(st);
             k.snooze(period.clamp(1_000, 100_000));
@@ -869,10 +870,11 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
                 .as_ref()
                 .and_then(|b| b.output)
                 .map_or(0, |r| r.frame_bytes);
-            let latency = if fb > 0 {
-                c.latency_bytes as i64 / fb as i64 * 1_000_000 / hz_of(st.output.format) as i64
-            } else {
-                0
+            let latency = match st.output.format {
+                Some(choice) if fb > 0 => {
+                    c.latency_bytes as i64 / fb as i64 * 1_000_000 / i64::from(choice.hz())
+                }
+                _ => 0,
             };
             let cycle = (c.buffer + 1) % count;
             st.output.complete(cycle, c.time + latency, c.seq, frames);

@@ -6,7 +6,7 @@
 use alloc::vec::Vec;
 use core::fmt;
 
-use spec::virtio_snd::{Direction, PcmInfo};
+use spec::virtio_snd::PcmInfo;
 
 use super::{channels, format};
 use crate::virtio::Engine;
@@ -54,15 +54,15 @@ impl fmt::Display for Unservable {
 /// Whether a card can publish the stream `info` describes with at most `max_channels`
 /// channels.
 pub fn check(info: &PcmInfo, max_channels: u8) -> Result<(), Unservable> {
-    if Direction::from_raw(info.direction).is_none() {
-        return Err(Unservable::Direction(info.direction));
+    if let Err(e) = info.direction() {
+        return Err(Unservable::Direction(e.value));
     }
     channels::range(info, max_channels)?;
-    if format::rate_bits(info.rates.get(), None) == 0 {
-        return Err(Unservable::NoRate(info.rates.get()));
+    if format::rate_bits(info.rates(), None) == 0 {
+        return Err(Unservable::NoRate(info.rates().bits()));
     }
-    if format::format_bits(info.formats.get()) == 0 {
-        return Err(Unservable::NoFormat(info.formats.get()));
+    if format::format_bits(info.formats()) == 0 {
+        return Err(Unservable::NoFormat(info.formats().bits()));
     }
     Ok(())
 }
@@ -76,7 +76,7 @@ pub fn streams<K: Kernel, V: VirtioDevice>(
     let (mut outs, mut ins) = (Vec::new(), Vec::new());
     for s in engine.streams() {
         match check(&s.info, max_channels) {
-            Ok(()) if s.info.direction == Direction::Output as u8 => outs.push(s.id),
+            Ok(()) if s.is_output() => outs.push(s.id),
             Ok(()) => ins.push(s.id),
             Err(why) => engine.kernel.log(
                 LogLevel::Warn,

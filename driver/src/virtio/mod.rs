@@ -11,8 +11,8 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use spec::virtio_snd::{
-    ChmapInfo, Config, ControlRequest, ControlResponse, CtlHdr, CtlInfo, CtlType, CtlValue,
-    DeviceEvent, JackInfo, PcmInfo, QueryInfo, QueueIndex, RequestCode,
+    ChmapInfo, Config, ControlRequest, ControlResponse, CtlAccess, CtlHdr, CtlInfo, CtlType,
+    CtlValue, DeviceEvent, JackInfo, PcmInfo, QueryInfo, QueueIndex, RequestCode,
 };
 use zerocopy::little_endian::U32 as Le32;
 use zerocopy::{FromBytes, IntoBytes};
@@ -368,8 +368,7 @@ impl<K: Kernel, V: VirtioDevice> Engine<K, V> {
             }
         }
         let mut tlv = None;
-        let access = info.access.get();
-        if access & (1 << spec::virtio_snd::VIRTIO_SND_CTL_ACCESS_TLV_READ) != 0 {
+        if info.access().contains(CtlAccess::TlvRead) {
             let io = self.io();
             let req = ControlRequest::CtlTlvRead {
                 request: hdr,

@@ -83,7 +83,7 @@ pub struct PcmParams {
 
 impl PcmParams {
     pub fn frame_bytes(&self) -> u32 {
-        self.channels as u32 * self.format.phys_width().unwrap_or(8).div_ceil(8)
+        self.channels as u32 * self.format.phys_width().div_ceil(8)
     }
 
     pub fn period_frames(&self) -> u32 {
@@ -92,7 +92,7 @@ impl PcmParams {
 
     /// Microseconds one period lasts.
     pub fn period_micros(&self) -> i64 {
-        let hz = self.rate.hz().unwrap_or(48000).max(1) as i64;
+        let hz = i64::from(self.rate.hz());
         self.period_frames() as i64 * 1_000_000 / hz
     }
 }
@@ -265,7 +265,7 @@ impl PcmStream {
     }
 
     pub fn is_output(&self) -> bool {
-        self.info.direction == Direction::Output as u8
+        self.info.direction() == Ok(Direction::Output)
     }
 
     pub fn state<K: Kernel>(&self, kernel: &K) -> PcmState {
@@ -278,8 +278,8 @@ impl PcmStream {
 
     /// Whether the device advertised this format, rate and channel count.
     pub fn supports(&self, p: &PcmParams) -> bool {
-        self.info.formats.get() & p.format.mask() != 0
-            && self.info.rates.get() & p.rate.mask() != 0
+        self.info.formats().contains(p.format)
+            && self.info.rates().contains(p.rate)
             && (self.info.channels_min..=self.info.channels_max).contains(&p.channels)
             && p.channels > 0
     }
@@ -377,10 +377,12 @@ impl PcmStream {
         if !self.state(io.kernel).allows(RequestCode::PcmSetParams) {
             return Err(Status::BAD_VALUE);
         }
-        let mut features = 0u32;
-        if self.info.features.get() & (1 << PcmFeature::EvtXruns as u32) != 0 {
-            features |= 1 << PcmFeature::EvtXruns as u32;
-        }
+        // The one stream feature the driver uses, where offered.
+        let features = if self.info.features().contains(PcmFeature::EvtXruns) {
+            1u32 << PcmFeature::EvtXruns.raw()
+        } else {
+            0
+        };
         let request = PcmSetParams {
             hdr: PcmHdr {
                 stream_id: Le32::new(self.id),
@@ -390,8 +392,8 @@ impl PcmStream {
             period_bytes: Le32::new(p.period_bytes),
             features: Le32::new(features),
             channels: p.channels,
-            format: p.format as u8,
-            rate: p.rate as u8,
+            format: p.format.raw(),
+            rate: p.rate.raw(),
             padding: 0,
         };
         io.control(&ControlRequest::PcmSetParams { request })?;
@@ -551,7 +553,7 @@ impl PcmStream {
             // How far the device is ahead of real time; the most it ever was is what the stop
             // padding must cover (a stall since START makes the current figure too small).
             let elapsed = (now - r.started_at).max(0) as u64;
-            let hz = p.rate.hz().unwrap_or(48000);
+            let hz = p.rate.hz();
             let lead = held_ahead(r.completed * p.period_frames() as u64, elapsed, hz);
             r.max_lead = r.max_lead.max(lead);
         }
@@ -626,7 +628,7 @@ impl PcmStream {
     /// effort: a queue that is full or a request that fails ends the padding early.
     fn pad<K: Kernel, V: VirtioDevice>(&self, io: &Io<'_, K, V>, p: &PcmParams, micros: u32) {
         let frame = p.frame_bytes().max(1) as u64;
-        let hz = p.rate.hz().unwrap_or(48000);
+        let hz = p.rate.hz();
         // Every completion updated the lead, and after the drain none is due: the lead now
         // is at most the last one measured, so the most measured covers it.
         let inside = self.ring.lock(io.kernel).max_lead;

@@ -33,14 +33,17 @@ pub const RATE_BITS: [(u8, u32); 15] = [
     (15, hm::B_SR_24000),
 ];
 
-/// virtio format number -> `B_FMT_*` bits: S8, U8, S16, S32 (left-adjusted, so 24-bit
-/// audio too), FLOAT, FLOAT64. Every other format (0..=24) has no hmulti bit; 25 and up
+/// virtio format number -> `B_FMT_*` bits: S8, U8, S16, S32 (hmulti's 18, 20 and 24-bit
+/// samples are left-adjusted in a 32-bit word, so S32 carries them too), FLOAT, FLOAT64. Every other format (0..=24) has no hmulti bit; 25 and up
 /// are not formats.
 pub const FORMAT_BITS: [(u8, u32); 6] = [
     (3, hm::B_FMT_8BIT_S),
     (4, hm::B_FMT_8BIT_U),
     (5, hm::B_FMT_16BIT),
-    (17, hm::B_FMT_24BIT | hm::B_FMT_32BIT),
+    (
+        17,
+        hm::B_FMT_18BIT | hm::B_FMT_20BIT | hm::B_FMT_24BIT | hm::B_FMT_32BIT,
+    ),
     (19, hm::B_FMT_FLOAT),
     (20, hm::B_FMT_DOUBLE),
 ];

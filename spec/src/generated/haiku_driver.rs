@@ -202,6 +202,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_NO_ERROR",
@@ -209,6 +211,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_ERROR",
@@ -216,6 +220,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_NO_MEMORY",
@@ -223,6 +229,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "ENOMEM",
@@ -230,6 +238,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_IO_ERROR",
@@ -237,6 +247,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "EIO",
@@ -244,6 +256,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_PERMISSION_DENIED",
@@ -251,6 +265,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "EACCES",
@@ -258,6 +274,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_BAD_INDEX",
@@ -265,6 +283,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_BAD_TYPE",
@@ -272,6 +292,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_BAD_VALUE",
@@ -279,6 +301,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "EINVAL",
@@ -286,6 +310,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_MISMATCHED_VALUES",
@@ -293,6 +319,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_NAME_NOT_FOUND",
@@ -300,6 +328,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_NAME_IN_USE",
@@ -307,6 +337,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_TIMED_OUT",
@@ -314,6 +346,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "ETIMEDOUT",
@@ -321,6 +355,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_INTERRUPTED",
@@ -328,6 +364,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "EINTR",
@@ -335,6 +373,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_WOULD_BLOCK",
@@ -342,6 +382,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "EAGAIN",
@@ -349,6 +391,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_CANCELED",
@@ -356,6 +400,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_NO_INIT",
@@ -363,6 +409,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_NOT_INITIALIZED",
@@ -370,6 +418,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_BUSY",
@@ -377,6 +427,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "EBUSY",
@@ -384,6 +436,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_NOT_ALLOWED",
@@ -391,6 +445,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "EPERM",
@@ -398,6 +454,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_BAD_DATA",
@@ -405,6 +463,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_BAD_SEM_ID",
@@ -412,6 +472,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_NO_MORE_SEMS",
@@ -419,6 +481,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_BAD_THREAD_ID",
@@ -426,6 +490,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_NO_MORE_THREADS",
@@ -433,6 +499,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_BAD_TEAM_ID",
@@ -440,6 +508,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_BAD_IMAGE_ID",
@@ -447,6 +517,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_BAD_ADDRESS",
@@ -454,6 +526,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "EFAULT",
@@ -461,6 +535,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_NOT_AN_EXECUTABLE",
@@ -468,6 +544,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_MISSING_SYMBOL",
@@ -475,6 +553,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_FILE_ERROR",
@@ -482,6 +562,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_ENTRY_NOT_FOUND",
@@ -489,6 +571,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "ENOENT",
@@ -496,6 +580,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_UNSUPPORTED",
@@ -503,6 +589,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_BUFFER_OVERFLOW",
@@ -510,6 +598,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "EOVERFLOW",
@@ -517,6 +607,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_DEVICE_NOT_FOUND",
@@ -524,6 +616,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "ENODEV",
@@ -531,6 +625,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_NOT_SUPPORTED",
@@ -538,6 +634,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "EOPNOTSUPP",
@@ -545,6 +643,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_RESULT_NOT_REPRESENTABLE",
@@ -552,6 +652,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "ERANGE",
@@ -559,6 +661,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "ENOSYS",
@@ -566,6 +670,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "ENOTTY",
@@ -573,6 +679,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "ENOTSUP",
@@ -580,6 +688,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_DEV_INVALID_IOCTL",
@@ -587,6 +697,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_DEV_NO_MEMORY",
@@ -594,6 +706,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_DEV_TIMEOUT",
@@ -601,6 +715,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_DEV_READ_ERROR",
@@ -608,6 +724,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_DEV_WRITE_ERROR",
@@ -615,6 +733,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_DEV_NOT_READY",
@@ -622,6 +742,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_DEV_RESOURCE_CONFLICT",
@@ -629,6 +751,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_DEV_CONFIGURATION_ERROR",
@@ -636,6 +760,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_DEV_FIFO_UNDERRUN",
@@ -643,6 +769,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_DEV_TOO_LATE",
@@ -650,6 +778,8 @@ pub const STATUS: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
 ];
 /// `B_MODULE_INIT`: The module was just loaded (after its dependencies); set it up.
@@ -720,8 +850,56 @@ pub const MODULE_FLAGS: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
 ];
+/// A mask of `module_flags` flags as a field holds it; bits no flag names are kept.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct ModuleFlagsSet(u32);
+impl ModuleFlagsSet {
+    /// The set with no bit.
+    pub const EMPTY: Self = Self(0);
+    /// The set of a raw mask, unknown bits kept.
+    pub const fn from_bits(bits: u32) -> Self {
+        Self(bits)
+    }
+    /// The raw mask, unknown bits included.
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+    /// The bits no flag of the group names.
+    pub const fn unknown_bits(self) -> u32 {
+        self.0 & !(B_KEEP_LOADED)
+    }
+    /// Whether every bit of `flag` is set (no set contains the empty flag).
+    pub const fn contains(self, flag: u32) -> bool {
+        flag != 0 && self.0 & flag == flag
+    }
+    /// The set with the bits of `flag` set as well.
+    #[must_use]
+    pub const fn with(self, flag: u32) -> Self {
+        Self(self.0 | flag)
+    }
+    /// Whether no bit (known or not) is set.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    /// The group's flags (not its composite masks) that are set, in declaration order.
+    pub fn iter(self) -> impl Iterator<Item = &'static Constant<u32>> {
+        MODULE_FLAGS.iter().filter(move |c| !c.composite && self.contains(c.value))
+    }
+}
+impl ::core::fmt::Debug for ModuleFlagsSet {
+    fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+        let mut l = f.debug_set();
+        l.entries(self.iter().map(|c| c.name));
+        if self.unknown_bits() != 0 {
+            l.entry(&format_args!("unknown {:#x}", self.unknown_bits()));
+        }
+        l.finish()
+    }
+}
 /// `B_STRING_TYPE`: 'CSTR': value.string.
 pub const B_STRING_TYPE: u32 = 0x43535452;
 /// `B_UINT8_TYPE`: 'UBYT': value.ui8.
@@ -898,6 +1076,8 @@ pub const DEVICE_FLAGS: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_FIND_MULTIPLE_CHILDREN",
@@ -905,6 +1085,8 @@ pub const DEVICE_FLAGS: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_KEEP_DRIVER_LOADED",
@@ -912,6 +1094,8 @@ pub const DEVICE_FLAGS: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
 ];
 /// `B_DEVICE_PRETTY_NAME`: String: human-readable device name.
@@ -1006,6 +1190,8 @@ pub const VIRTIO_DEVICE_ID: &[Constant<u16>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "VIRTIO_DEVICE_ID_BLOCK",
@@ -1013,6 +1199,8 @@ pub const VIRTIO_DEVICE_ID: &[Constant<u16>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "VIRTIO_DEVICE_ID_CONSOLE",
@@ -1020,6 +1208,8 @@ pub const VIRTIO_DEVICE_ID: &[Constant<u16>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "VIRTIO_DEVICE_ID_ENTROPY",
@@ -1027,6 +1217,8 @@ pub const VIRTIO_DEVICE_ID: &[Constant<u16>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "VIRTIO_DEVICE_ID_BALLOON",
@@ -1034,6 +1226,8 @@ pub const VIRTIO_DEVICE_ID: &[Constant<u16>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "VIRTIO_DEVICE_ID_IOMEMORY",
@@ -1041,6 +1235,8 @@ pub const VIRTIO_DEVICE_ID: &[Constant<u16>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "VIRTIO_DEVICE_ID_RP_MESSAGE",
@@ -1048,6 +1244,8 @@ pub const VIRTIO_DEVICE_ID: &[Constant<u16>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "VIRTIO_DEVICE_ID_SCSI",
@@ -1055,6 +1253,8 @@ pub const VIRTIO_DEVICE_ID: &[Constant<u16>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "VIRTIO_DEVICE_ID_9P",
@@ -1062,6 +1262,8 @@ pub const VIRTIO_DEVICE_ID: &[Constant<u16>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "VIRTIO_DEVICE_ID_RP_SERIAL",
@@ -1069,6 +1271,8 @@ pub const VIRTIO_DEVICE_ID: &[Constant<u16>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "VIRTIO_DEVICE_ID_CAIF",
@@ -1076,6 +1280,8 @@ pub const VIRTIO_DEVICE_ID: &[Constant<u16>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "VIRTIO_DEVICE_ID_GPU",
@@ -1083,6 +1289,8 @@ pub const VIRTIO_DEVICE_ID: &[Constant<u16>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "VIRTIO_DEVICE_ID_INPUT",
@@ -1090,6 +1298,8 @@ pub const VIRTIO_DEVICE_ID: &[Constant<u16>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "VIRTIO_DEVICE_ID_VSOCK",
@@ -1097,6 +1307,8 @@ pub const VIRTIO_DEVICE_ID: &[Constant<u16>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "VIRTIO_DEVICE_ID_CRYPTO",
@@ -1104,6 +1316,8 @@ pub const VIRTIO_DEVICE_ID: &[Constant<u16>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "VIRTIO_DEVICE_ID_SOUND",
@@ -1111,6 +1325,8 @@ pub const VIRTIO_DEVICE_ID: &[Constant<u16>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
 ];
 /// `VIRTIO_FEATURE_NOTIFY_ON_EMPTY`: Bit 24: legacy notify-on-empty; the bus clears it on modern devices.
@@ -1135,6 +1351,8 @@ pub const VIRTIO_FEATURE: &[Constant<u64>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "VIRTIO_FEATURE_ANY_LAYOUT",
@@ -1142,6 +1360,8 @@ pub const VIRTIO_FEATURE: &[Constant<u64>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "VIRTIO_FEATURE_RING_INDIRECT_DESC",
@@ -1149,6 +1369,8 @@ pub const VIRTIO_FEATURE: &[Constant<u64>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "VIRTIO_FEATURE_RING_EVENT_IDX",
@@ -1156,6 +1378,8 @@ pub const VIRTIO_FEATURE: &[Constant<u64>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "VIRTIO_FEATURE_BAD_FEATURE",
@@ -1163,6 +1387,8 @@ pub const VIRTIO_FEATURE: &[Constant<u64>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "VIRTIO_FEATURE_VERSION_1",
@@ -1170,6 +1396,8 @@ pub const VIRTIO_FEATURE: &[Constant<u64>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "VIRTIO_FEATURE_TRANSPORT_MASK",
@@ -1177,6 +1405,8 @@ pub const VIRTIO_FEATURE: &[Constant<u64>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: true,
     },
 ];
 /// `VIRTIO_CONFIG_STATUS_RESET`: All clear: the device is reset.
@@ -1201,6 +1431,8 @@ pub const VIRTIO_CONFIG_STATUS: &[Constant<u8>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "VIRTIO_CONFIG_STATUS_ACK",
@@ -1208,6 +1440,8 @@ pub const VIRTIO_CONFIG_STATUS: &[Constant<u8>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "VIRTIO_CONFIG_STATUS_DRIVER",
@@ -1215,6 +1449,8 @@ pub const VIRTIO_CONFIG_STATUS: &[Constant<u8>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "VIRTIO_CONFIG_STATUS_DRIVER_OK",
@@ -1222,6 +1458,8 @@ pub const VIRTIO_CONFIG_STATUS: &[Constant<u8>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "VIRTIO_CONFIG_STATUS_FEATURES_OK",
@@ -1229,6 +1467,8 @@ pub const VIRTIO_CONFIG_STATUS: &[Constant<u8>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "VIRTIO_CONFIG_STATUS_DEVICE_NEEDS_RESET",
@@ -1236,6 +1476,8 @@ pub const VIRTIO_CONFIG_STATUS: &[Constant<u8>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "VIRTIO_CONFIG_STATUS_FAILED",
@@ -1243,6 +1485,8 @@ pub const VIRTIO_CONFIG_STATUS: &[Constant<u8>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
 ];
 /// `VIRTIO_VIRTQUEUES_MAX_COUNT`: Most queues alloc_queues() accepts for one device.
@@ -1255,6 +1499,8 @@ pub const VIRTIO_LIMITS: &[Constant<u64>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
 ];
 /// `B_CAN_INTERRUPT`: A signal may break the wait (returns B_INTERRUPTED).
@@ -1283,6 +1529,8 @@ pub const SEM_FLAGS: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_DO_NOT_RESCHEDULE",
@@ -1290,6 +1538,8 @@ pub const SEM_FLAGS: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_CHECK_PERMISSION",
@@ -1297,6 +1547,8 @@ pub const SEM_FLAGS: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_RELATIVE_TIMEOUT",
@@ -1304,6 +1556,8 @@ pub const SEM_FLAGS: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_TIMEOUT",
@@ -1311,6 +1565,8 @@ pub const SEM_FLAGS: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: true,
     },
     Constant {
         name: "B_ABSOLUTE_TIMEOUT",
@@ -1318,6 +1574,8 @@ pub const SEM_FLAGS: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_KILL_CAN_INTERRUPT",
@@ -1325,6 +1583,8 @@ pub const SEM_FLAGS: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_TIMEOUT_REAL_TIME_BASE",
@@ -1332,6 +1592,8 @@ pub const SEM_FLAGS: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_ABSOLUTE_REAL_TIME_TIMEOUT",
@@ -1339,6 +1601,8 @@ pub const SEM_FLAGS: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: true,
     },
 ];
 /// `B_RELEASE_ALL`: Wake every waiter and leave the count at zero.
@@ -1353,6 +1617,8 @@ pub const SEM_RELEASE_FLAGS: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_RELEASE_IF_WAITING_ONLY",
@@ -1360,6 +1626,8 @@ pub const SEM_RELEASE_FLAGS: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
 ];
 /// `B_INFINITE_TIMEOUT`: Largest bigtime_t: wait forever.
@@ -1372,6 +1640,8 @@ pub const TIMEOUTS: &[Constant<i64>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
 ];
 /// `B_SYSTEM_TIMEBASE`: Time since boot, as system_time() reports it.
@@ -1392,6 +1662,8 @@ pub const TIME_BASE: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "CLOCK_MONOTONIC",
@@ -1399,6 +1671,8 @@ pub const TIME_BASE: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: true,
     },
     Constant {
         name: "CLOCK_REALTIME",
@@ -1406,6 +1680,8 @@ pub const TIME_BASE: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "CLOCK_PROCESS_CPUTIME_ID",
@@ -1413,6 +1689,8 @@ pub const TIME_BASE: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "CLOCK_THREAD_CPUTIME_ID",
@@ -1420,6 +1698,8 @@ pub const TIME_BASE: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
 ];
 /// `B_IDLE_PRIORITY`: Only the idle threads.
@@ -1450,6 +1730,8 @@ pub const THREAD_PRIORITY: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_LOWEST_ACTIVE_PRIORITY",
@@ -1457,6 +1739,8 @@ pub const THREAD_PRIORITY: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_LOW_PRIORITY",
@@ -1464,6 +1748,8 @@ pub const THREAD_PRIORITY: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_NORMAL_PRIORITY",
@@ -1471,6 +1757,8 @@ pub const THREAD_PRIORITY: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_DISPLAY_PRIORITY",
@@ -1478,6 +1766,8 @@ pub const THREAD_PRIORITY: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_URGENT_DISPLAY_PRIORITY",
@@ -1485,6 +1775,8 @@ pub const THREAD_PRIORITY: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_REAL_TIME_DISPLAY_PRIORITY",
@@ -1492,6 +1784,8 @@ pub const THREAD_PRIORITY: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_FIRST_REAL_TIME_PRIORITY",
@@ -1499,6 +1793,8 @@ pub const THREAD_PRIORITY: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_URGENT_PRIORITY",
@@ -1506,6 +1802,8 @@ pub const THREAD_PRIORITY: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_REAL_TIME_PRIORITY",
@@ -1513,6 +1811,8 @@ pub const THREAD_PRIORITY: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
 ];
 /// `B_NO_LOCK`: Pages come and go on demand and may be swapped.
@@ -1751,6 +2051,8 @@ pub const AREA_PROTECTION: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_WRITE_AREA",
@@ -1758,6 +2060,8 @@ pub const AREA_PROTECTION: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_EXECUTE_AREA",
@@ -1765,6 +2069,8 @@ pub const AREA_PROTECTION: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_STACK_AREA",
@@ -1772,6 +2078,8 @@ pub const AREA_PROTECTION: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_KERNEL_READ_AREA",
@@ -1779,6 +2087,8 @@ pub const AREA_PROTECTION: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_KERNEL_WRITE_AREA",
@@ -1786,6 +2096,8 @@ pub const AREA_PROTECTION: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_KERNEL_EXECUTE_AREA",
@@ -1793,6 +2105,8 @@ pub const AREA_PROTECTION: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_KERNEL_STACK_AREA",
@@ -1800,6 +2114,8 @@ pub const AREA_PROTECTION: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_CLONEABLE_AREA",
@@ -1807,6 +2123,8 @@ pub const AREA_PROTECTION: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
 ];
 /// `B_UNCACHED_MEMORY`: Uncached.
@@ -1865,6 +2183,8 @@ pub const MEMORY_TYPE: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_WRITE_COMBINING_MEMORY",
@@ -1872,6 +2192,8 @@ pub const MEMORY_TYPE: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_WRITE_THROUGH_MEMORY",
@@ -1879,6 +2201,8 @@ pub const MEMORY_TYPE: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_WRITE_PROTECTED_MEMORY",
@@ -1886,6 +2210,8 @@ pub const MEMORY_TYPE: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_WRITE_BACK_MEMORY",
@@ -1893,6 +2219,8 @@ pub const MEMORY_TYPE: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_MEMORY_TYPE_MASK",
@@ -1900,6 +2228,8 @@ pub const MEMORY_TYPE: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_MTR_UC",
@@ -1907,6 +2237,8 @@ pub const MEMORY_TYPE: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_MTR_WC",
@@ -1914,6 +2246,8 @@ pub const MEMORY_TYPE: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_MTR_WT",
@@ -1921,6 +2255,8 @@ pub const MEMORY_TYPE: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_MTR_WP",
@@ -1928,6 +2264,8 @@ pub const MEMORY_TYPE: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_MTR_WB",
@@ -1935,6 +2273,8 @@ pub const MEMORY_TYPE: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_MTR_MASK",
@@ -1942,6 +2282,8 @@ pub const MEMORY_TYPE: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
 ];
 /// `B_DMA_IO`: The memory will be the target or source of DMA.
@@ -1956,6 +2298,8 @@ pub const LOCK_MEMORY_FLAGS: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_READ_DEVICE",
@@ -1963,6 +2307,8 @@ pub const LOCK_MEMORY_FLAGS: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
 ];
 /// `B_PAGE_SIZE`: Size of a virtual memory page on x86_64.
@@ -1977,6 +2323,8 @@ pub const OS_LIMITS: &[Constant<u64>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_OS_NAME_LENGTH",
@@ -1984,6 +2332,8 @@ pub const OS_LIMITS: &[Constant<u64>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
 ];
 /// `USER_BASE`: Lowest user address; the first MiB is never mapped.
@@ -2008,6 +2358,8 @@ pub const ADDRESS_RANGE: &[Constant<u64>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "USER_SIZE",
@@ -2015,6 +2367,8 @@ pub const ADDRESS_RANGE: &[Constant<u64>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "USER_TOP",
@@ -2022,6 +2376,8 @@ pub const ADDRESS_RANGE: &[Constant<u64>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "KERNEL_BASE",
@@ -2029,6 +2385,8 @@ pub const ADDRESS_RANGE: &[Constant<u64>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "KERNEL_SIZE",
@@ -2036,6 +2394,8 @@ pub const ADDRESS_RANGE: &[Constant<u64>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "KERNEL_TOP",
@@ -2043,6 +2403,8 @@ pub const ADDRESS_RANGE: &[Constant<u64>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "KERNEL_LOAD_BASE",
@@ -2050,6 +2412,8 @@ pub const ADDRESS_RANGE: &[Constant<u64>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
 ];
 /// `B_UNHANDLED_INTERRUPT`: Not ours: try the next handler on the line.
@@ -2131,6 +2495,8 @@ pub const INTERRUPT_INSTALL_FLAGS: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
 ];
 /// `B_ONE_SHOT_ABSOLUTE_TIMER`: Fire once at the absolute system time given as the period argument.
@@ -2230,6 +2596,12 @@ const _: () = {
     assert!(::core::mem::offset_of!(IoResource, base) == 4);
     assert!(::core::mem::offset_of!(IoResource, length) == 8);
 };
+impl IoResource {
+    /// `type`, typed.
+    pub fn r#type(&self) -> Result<IoResourceType, UnknownValue<u32>> {
+        IoResourceType::try_from(self.r#type)
+    }
+}
 /// `struct io_request` (0 bytes, align 1): A block I/O request (the C++ IORequest class); passed to the device `io` hook, which this driver does not implement.
 #[repr(C)]
 pub struct IoRequest {
@@ -2265,6 +2637,12 @@ const _: () = {
     assert!(::core::mem::offset_of!(ModuleInfo, flags) == 8);
     assert!(::core::mem::offset_of!(ModuleInfo, std_ops) == 16);
 };
+impl ModuleInfo {
+    /// `flags`, typed.
+    pub fn flags(&self) -> ModuleFlagsSet {
+        ModuleFlagsSet::from_bits(self.flags)
+    }
+}
 /// `struct module_dependency` (16 bytes, align 8): One entry of the optional exported `module_dependencies` array (terminated by an all-NULL entry); each named module is loaded and stored before B_MODULE_INIT. 16 bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -2306,6 +2684,12 @@ const _: () = {
     assert!(::core::mem::offset_of!(DeviceAttr, r#type) == 8);
     assert!(::core::mem::offset_of!(DeviceAttr, value) == 16);
 };
+impl DeviceAttr {
+    /// `type`, typed.
+    pub fn r#type(&self) -> Result<DeviceAttrType, UnknownValue<u32>> {
+        DeviceAttrType::try_from(self.r#type)
+    }
+}
 /// `union device_attr_value` (16 bytes, align 8): The value of a device_attr, selected by its type code. 16 bytes (the raw member is the largest).
 #[repr(C)]
 #[derive(Clone, Copy)]

@@ -26,6 +26,8 @@ pub const DRIVER_BASE: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_MULTI_DRIVER_BASE",
@@ -33,6 +35,8 @@ pub const DRIVER_BASE: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
 ];
 /// `B_MULTI_CONTROL`: Open for control only (mixer and settings), without taking the data stream.
@@ -45,6 +49,8 @@ pub const OPEN_MODE: &[Constant<i32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
 ];
 /// `B_MULTI_GET_DESCRIPTION`: Describe the device: names, channels, rates, formats and capabilities.
@@ -348,6 +354,8 @@ pub const SAMPLE_RATE: &[Constant<u32>] = &[
         hz: Some(8000u32),
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_SR_11025",
@@ -355,6 +363,8 @@ pub const SAMPLE_RATE: &[Constant<u32>] = &[
         hz: Some(11025u32),
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_SR_12000",
@@ -362,6 +372,8 @@ pub const SAMPLE_RATE: &[Constant<u32>] = &[
         hz: Some(12000u32),
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_SR_16000",
@@ -369,6 +381,8 @@ pub const SAMPLE_RATE: &[Constant<u32>] = &[
         hz: Some(16000u32),
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_SR_22050",
@@ -376,6 +390,8 @@ pub const SAMPLE_RATE: &[Constant<u32>] = &[
         hz: Some(22050u32),
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_SR_24000",
@@ -383,6 +399,8 @@ pub const SAMPLE_RATE: &[Constant<u32>] = &[
         hz: Some(24000u32),
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_SR_32000",
@@ -390,6 +408,8 @@ pub const SAMPLE_RATE: &[Constant<u32>] = &[
         hz: Some(32000u32),
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_SR_44100",
@@ -397,6 +417,8 @@ pub const SAMPLE_RATE: &[Constant<u32>] = &[
         hz: Some(44100u32),
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_SR_48000",
@@ -404,6 +426,8 @@ pub const SAMPLE_RATE: &[Constant<u32>] = &[
         hz: Some(48000u32),
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_SR_64000",
@@ -411,6 +435,8 @@ pub const SAMPLE_RATE: &[Constant<u32>] = &[
         hz: Some(64000u32),
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_SR_88200",
@@ -418,6 +444,8 @@ pub const SAMPLE_RATE: &[Constant<u32>] = &[
         hz: Some(88200u32),
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_SR_96000",
@@ -425,6 +453,8 @@ pub const SAMPLE_RATE: &[Constant<u32>] = &[
         hz: Some(96000u32),
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_SR_176400",
@@ -432,6 +462,8 @@ pub const SAMPLE_RATE: &[Constant<u32>] = &[
         hz: Some(176400u32),
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_SR_192000",
@@ -439,6 +471,8 @@ pub const SAMPLE_RATE: &[Constant<u32>] = &[
         hz: Some(192000u32),
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_SR_384000",
@@ -446,6 +480,8 @@ pub const SAMPLE_RATE: &[Constant<u32>] = &[
         hz: Some(384000u32),
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_SR_1536000",
@@ -453,6 +489,8 @@ pub const SAMPLE_RATE: &[Constant<u32>] = &[
         hz: Some(1536000u32),
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_SR_CVSR",
@@ -460,6 +498,8 @@ pub const SAMPLE_RATE: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_SR_IS_GLOBAL",
@@ -467,6 +507,8 @@ pub const SAMPLE_RATE: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_SR_SAME_AS_INPUT",
@@ -474,8 +516,60 @@ pub const SAMPLE_RATE: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
 ];
+/// A mask of `sample_rate` flags as a field holds it; bits no flag names are kept.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct SampleRateSet(u32);
+impl SampleRateSet {
+    /// The set with no bit.
+    pub const EMPTY: Self = Self(0);
+    /// The set of a raw mask, unknown bits kept.
+    pub const fn from_bits(bits: u32) -> Self {
+        Self(bits)
+    }
+    /// The raw mask, unknown bits included.
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+    /// The bits no flag of the group names.
+    pub const fn unknown_bits(self) -> u32 {
+        self.0
+            & !(B_SR_8000 | B_SR_11025 | B_SR_12000 | B_SR_16000 | B_SR_22050
+                | B_SR_24000 | B_SR_32000 | B_SR_44100 | B_SR_48000 | B_SR_64000
+                | B_SR_88200 | B_SR_96000 | B_SR_176400 | B_SR_192000 | B_SR_384000
+                | B_SR_1536000 | B_SR_CVSR | B_SR_IS_GLOBAL | B_SR_SAME_AS_INPUT)
+    }
+    /// Whether every bit of `flag` is set (no set contains the empty flag).
+    pub const fn contains(self, flag: u32) -> bool {
+        flag != 0 && self.0 & flag == flag
+    }
+    /// The set with the bits of `flag` set as well.
+    #[must_use]
+    pub const fn with(self, flag: u32) -> Self {
+        Self(self.0 | flag)
+    }
+    /// Whether no bit (known or not) is set.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    /// The group's flags (not its composite masks) that are set, in declaration order.
+    pub fn iter(self) -> impl Iterator<Item = &'static Constant<u32>> {
+        SAMPLE_RATE.iter().filter(move |c| !c.composite && self.contains(c.value))
+    }
+}
+impl ::core::fmt::Debug for SampleRateSet {
+    fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+        let mut l = f.debug_set();
+        l.entries(self.iter().map(|c| c.name));
+        if self.unknown_bits() != 0 {
+            l.entry(&format_args!("unknown {:#x}", self.unknown_bits()));
+        }
+        l.finish()
+    }
+}
 /// `B_FMT_8BIT_S` (8 bits in 8): Signed 8-bit integer.
 pub const B_FMT_8BIT_S: u32 = 1;
 /// `B_FMT_8BIT_U` (8 bits in 8): Unsigned 8-bit integer (silence is 0x80).
@@ -502,7 +596,7 @@ pub const B_FMT_BITSTREAM: u32 = 0x1000000;
 pub const B_FMT_IS_GLOBAL: u32 = 0x80000000;
 /// `B_FMT_SAME_AS_INPUT`: Only in output_formats: the output format always follows the input format.
 pub const B_FMT_SAME_AS_INPUT: u32 = 0x40000000;
-/// Constant group `sample_format`: Sample-format bits: a mask of supported formats in multi_description, a single chosen format in _multi_format.format. width is the number of significant bits, phys_width the size of one sample in memory.
+/// Constant group `sample_format`: Sample-format bits: a mask of supported formats in multi_description, a single chosen format in _multi_format.format. width is the number of significant bits, phys_width the size of one sample in memory; a sample narrower than its container is MSB-aligned in it. encoding says how a linear PCM sample is coded (signed, unsigned or float).
 pub const SAMPLE_FORMAT: &[Constant<u32>] = &[
     Constant {
         name: "B_FMT_8BIT_S",
@@ -510,6 +604,8 @@ pub const SAMPLE_FORMAT: &[Constant<u32>] = &[
         hz: None,
         width: Some(8u32),
         phys_width: Some(8u32),
+        encoding: Some(crate::user::SampleEncoding::Signed),
+        composite: false,
     },
     Constant {
         name: "B_FMT_8BIT_U",
@@ -517,6 +613,8 @@ pub const SAMPLE_FORMAT: &[Constant<u32>] = &[
         hz: None,
         width: Some(8u32),
         phys_width: Some(8u32),
+        encoding: Some(crate::user::SampleEncoding::Unsigned),
+        composite: false,
     },
     Constant {
         name: "B_FMT_16BIT",
@@ -524,6 +622,8 @@ pub const SAMPLE_FORMAT: &[Constant<u32>] = &[
         hz: None,
         width: Some(16u32),
         phys_width: Some(16u32),
+        encoding: Some(crate::user::SampleEncoding::Signed),
+        composite: false,
     },
     Constant {
         name: "B_FMT_18BIT",
@@ -531,6 +631,8 @@ pub const SAMPLE_FORMAT: &[Constant<u32>] = &[
         hz: None,
         width: Some(18u32),
         phys_width: Some(32u32),
+        encoding: Some(crate::user::SampleEncoding::Signed),
+        composite: false,
     },
     Constant {
         name: "B_FMT_20BIT",
@@ -538,6 +640,8 @@ pub const SAMPLE_FORMAT: &[Constant<u32>] = &[
         hz: None,
         width: Some(20u32),
         phys_width: Some(32u32),
+        encoding: Some(crate::user::SampleEncoding::Signed),
+        composite: false,
     },
     Constant {
         name: "B_FMT_24BIT",
@@ -545,6 +649,8 @@ pub const SAMPLE_FORMAT: &[Constant<u32>] = &[
         hz: None,
         width: Some(24u32),
         phys_width: Some(32u32),
+        encoding: Some(crate::user::SampleEncoding::Signed),
+        composite: false,
     },
     Constant {
         name: "B_FMT_32BIT",
@@ -552,6 +658,8 @@ pub const SAMPLE_FORMAT: &[Constant<u32>] = &[
         hz: None,
         width: Some(32u32),
         phys_width: Some(32u32),
+        encoding: Some(crate::user::SampleEncoding::Signed),
+        composite: false,
     },
     Constant {
         name: "B_FMT_FLOAT",
@@ -559,6 +667,8 @@ pub const SAMPLE_FORMAT: &[Constant<u32>] = &[
         hz: None,
         width: Some(32u32),
         phys_width: Some(32u32),
+        encoding: Some(crate::user::SampleEncoding::Float),
+        composite: false,
     },
     Constant {
         name: "B_FMT_DOUBLE",
@@ -566,6 +676,8 @@ pub const SAMPLE_FORMAT: &[Constant<u32>] = &[
         hz: None,
         width: Some(64u32),
         phys_width: Some(64u32),
+        encoding: Some(crate::user::SampleEncoding::Float),
+        composite: false,
     },
     Constant {
         name: "B_FMT_EXTENDED",
@@ -573,6 +685,8 @@ pub const SAMPLE_FORMAT: &[Constant<u32>] = &[
         hz: None,
         width: Some(80u32),
         phys_width: Some(80u32),
+        encoding: Some(crate::user::SampleEncoding::Float),
+        composite: false,
     },
     Constant {
         name: "B_FMT_BITSTREAM",
@@ -580,6 +694,8 @@ pub const SAMPLE_FORMAT: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_FMT_IS_GLOBAL",
@@ -587,6 +703,8 @@ pub const SAMPLE_FORMAT: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_FMT_SAME_AS_INPUT",
@@ -594,8 +712,59 @@ pub const SAMPLE_FORMAT: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
 ];
+/// A mask of `sample_format` flags as a field holds it; bits no flag names are kept.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct SampleFormatSet(u32);
+impl SampleFormatSet {
+    /// The set with no bit.
+    pub const EMPTY: Self = Self(0);
+    /// The set of a raw mask, unknown bits kept.
+    pub const fn from_bits(bits: u32) -> Self {
+        Self(bits)
+    }
+    /// The raw mask, unknown bits included.
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+    /// The bits no flag of the group names.
+    pub const fn unknown_bits(self) -> u32 {
+        self.0
+            & !(B_FMT_8BIT_S | B_FMT_8BIT_U | B_FMT_16BIT | B_FMT_18BIT | B_FMT_20BIT
+                | B_FMT_24BIT | B_FMT_32BIT | B_FMT_FLOAT | B_FMT_DOUBLE | B_FMT_EXTENDED
+                | B_FMT_BITSTREAM | B_FMT_IS_GLOBAL | B_FMT_SAME_AS_INPUT)
+    }
+    /// Whether every bit of `flag` is set (no set contains the empty flag).
+    pub const fn contains(self, flag: u32) -> bool {
+        flag != 0 && self.0 & flag == flag
+    }
+    /// The set with the bits of `flag` set as well.
+    #[must_use]
+    pub const fn with(self, flag: u32) -> Self {
+        Self(self.0 | flag)
+    }
+    /// Whether no bit (known or not) is set.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    /// The group's flags (not its composite masks) that are set, in declaration order.
+    pub fn iter(self) -> impl Iterator<Item = &'static Constant<u32>> {
+        SAMPLE_FORMAT.iter().filter(move |c| !c.composite && self.contains(c.value))
+    }
+}
+impl ::core::fmt::Debug for SampleFormatSet {
+    fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+        let mut l = f.debug_set();
+        l.entries(self.iter().map(|c| c.name));
+        if self.unknown_bits() != 0 {
+            l.entry(&format_args!("unknown {:#x}", self.unknown_bits()));
+        }
+        l.finish()
+    }
+}
 /// `B_MULTI_LOCK_INPUT_CHANNEL`: Follow the clock recovered from an input channel; lock_data holds its channel id.
 pub const B_MULTI_LOCK_INPUT_CHANNEL: u32 = 0;
 /// `B_MULTI_LOCK_INTERNAL`: The device's own clock. The client always selects this one.
@@ -622,6 +791,8 @@ pub const LOCK_SOURCE: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_MULTI_LOCK_INTERNAL",
@@ -629,6 +800,8 @@ pub const LOCK_SOURCE: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_MULTI_LOCK_WORDCLOCK",
@@ -636,6 +809,8 @@ pub const LOCK_SOURCE: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_MULTI_LOCK_SUPERCLOCK",
@@ -643,6 +818,8 @@ pub const LOCK_SOURCE: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_MULTI_LOCK_LIGHTPIPE",
@@ -650,6 +827,8 @@ pub const LOCK_SOURCE: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_MULTI_LOCK_VIDEO",
@@ -657,6 +836,8 @@ pub const LOCK_SOURCE: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_MULTI_LOCK_FIRST_CARD",
@@ -664,6 +845,8 @@ pub const LOCK_SOURCE: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_MULTI_LOCK_MTC",
@@ -671,6 +854,8 @@ pub const LOCK_SOURCE: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_MULTI_LOCK_SPDIF",
@@ -678,8 +863,60 @@ pub const LOCK_SOURCE: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
 ];
+/// A mask of `lock_source` flags as a field holds it; bits no flag names are kept.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct LockSourceSet(u32);
+impl LockSourceSet {
+    /// The set with no bit.
+    pub const EMPTY: Self = Self(0);
+    /// The set of a raw mask, unknown bits kept.
+    pub const fn from_bits(bits: u32) -> Self {
+        Self(bits)
+    }
+    /// The raw mask, unknown bits included.
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+    /// The bits no flag of the group names.
+    pub const fn unknown_bits(self) -> u32 {
+        self.0
+            & !(B_MULTI_LOCK_INPUT_CHANNEL | B_MULTI_LOCK_INTERNAL
+                | B_MULTI_LOCK_WORDCLOCK | B_MULTI_LOCK_SUPERCLOCK
+                | B_MULTI_LOCK_LIGHTPIPE | B_MULTI_LOCK_VIDEO | B_MULTI_LOCK_FIRST_CARD
+                | B_MULTI_LOCK_MTC | B_MULTI_LOCK_SPDIF)
+    }
+    /// Whether every bit of `flag` is set (no set contains the empty flag).
+    pub const fn contains(self, flag: u32) -> bool {
+        flag != 0 && self.0 & flag == flag
+    }
+    /// The set with the bits of `flag` set as well.
+    #[must_use]
+    pub const fn with(self, flag: u32) -> Self {
+        Self(self.0 | flag)
+    }
+    /// Whether no bit (known or not) is set.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    /// The group's flags (not its composite masks) that are set, in declaration order.
+    pub fn iter(self) -> impl Iterator<Item = &'static Constant<u32>> {
+        LOCK_SOURCE.iter().filter(move |c| !c.composite && self.contains(c.value))
+    }
+}
+impl ::core::fmt::Debug for LockSourceSet {
+    fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+        let mut l = f.debug_set();
+        l.entries(self.iter().map(|c| c.name));
+        if self.unknown_bits() != 0 {
+            l.entry(&format_args!("unknown {:#x}", self.unknown_bits()));
+        }
+        l.finish()
+    }
+}
 /// `B_MULTI_TIMECODE_MTC`: MIDI time code.
 pub const B_MULTI_TIMECODE_MTC: u32 = 1;
 /// `B_MULTI_TIMECODE_VTC`: Vertical-interval time code from video.
@@ -698,6 +935,8 @@ pub const TIMECODE_SOURCE: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_MULTI_TIMECODE_VTC",
@@ -705,6 +944,8 @@ pub const TIMECODE_SOURCE: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_MULTI_TIMECODE_SMPTE",
@@ -712,6 +953,8 @@ pub const TIMECODE_SOURCE: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_MULTI_TIMECODE_SUPERCLOCK",
@@ -719,6 +962,8 @@ pub const TIMECODE_SOURCE: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_MULTI_TIMECODE_FIREWIRE",
@@ -726,8 +971,58 @@ pub const TIMECODE_SOURCE: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
 ];
+/// A mask of `timecode_source` flags as a field holds it; bits no flag names are kept.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct TimecodeSourceSet(u32);
+impl TimecodeSourceSet {
+    /// The set with no bit.
+    pub const EMPTY: Self = Self(0);
+    /// The set of a raw mask, unknown bits kept.
+    pub const fn from_bits(bits: u32) -> Self {
+        Self(bits)
+    }
+    /// The raw mask, unknown bits included.
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+    /// The bits no flag of the group names.
+    pub const fn unknown_bits(self) -> u32 {
+        self.0
+            & !(B_MULTI_TIMECODE_MTC | B_MULTI_TIMECODE_VTC | B_MULTI_TIMECODE_SMPTE
+                | B_MULTI_TIMECODE_SUPERCLOCK | B_MULTI_TIMECODE_FIREWIRE)
+    }
+    /// Whether every bit of `flag` is set (no set contains the empty flag).
+    pub const fn contains(self, flag: u32) -> bool {
+        flag != 0 && self.0 & flag == flag
+    }
+    /// The set with the bits of `flag` set as well.
+    #[must_use]
+    pub const fn with(self, flag: u32) -> Self {
+        Self(self.0 | flag)
+    }
+    /// Whether no bit (known or not) is set.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    /// The group's flags (not its composite masks) that are set, in declaration order.
+    pub fn iter(self) -> impl Iterator<Item = &'static Constant<u32>> {
+        TIMECODE_SOURCE.iter().filter(move |c| !c.composite && self.contains(c.value))
+    }
+}
+impl ::core::fmt::Debug for TimecodeSourceSet {
+    fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+        let mut l = f.debug_set();
+        l.entries(self.iter().map(|c| c.name));
+        if self.unknown_bits() != 0 {
+            l.entry(&format_args!("unknown {:#x}", self.unknown_bits()));
+        }
+        l.finish()
+    }
+}
 /// `B_MULTI_NO_TIMECODE`: Timecode is not used.
 pub const B_MULTI_NO_TIMECODE: i32 = 0;
 /// `B_MULTI_TIMECODE_30`: 30 frames per second, as used with MIDI.
@@ -845,6 +1140,8 @@ pub const INTERFACE_FLAG: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_MULTI_INTERFACE_RECORD",
@@ -852,6 +1149,8 @@ pub const INTERFACE_FLAG: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_MULTI_INTERFACE_TRANSPORT",
@@ -859,6 +1158,8 @@ pub const INTERFACE_FLAG: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_MULTI_INTERFACE_TIMECODE",
@@ -866,6 +1167,8 @@ pub const INTERFACE_FLAG: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_MULTI_INTERFACE_SOFT_PLAY_BUFFERS",
@@ -873,6 +1176,8 @@ pub const INTERFACE_FLAG: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_MULTI_INTERFACE_SOFT_REC_BUFFERS",
@@ -880,6 +1185,8 @@ pub const INTERFACE_FLAG: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_MULTI_INTERFACE_CLICKS_WHEN_ENABLING_OUTPUTS",
@@ -887,6 +1194,8 @@ pub const INTERFACE_FLAG: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_MULTI_INTERFACE_CLICKS_WHEN_ENABLING_INPUTS",
@@ -894,8 +1203,62 @@ pub const INTERFACE_FLAG: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
 ];
+/// A mask of `interface_flag` flags as a field holds it; bits no flag names are kept.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct InterfaceFlagSet(u32);
+impl InterfaceFlagSet {
+    /// The set with no bit.
+    pub const EMPTY: Self = Self(0);
+    /// The set of a raw mask, unknown bits kept.
+    pub const fn from_bits(bits: u32) -> Self {
+        Self(bits)
+    }
+    /// The raw mask, unknown bits included.
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+    /// The bits no flag of the group names.
+    pub const fn unknown_bits(self) -> u32 {
+        self.0
+            & !(B_MULTI_INTERFACE_PLAYBACK | B_MULTI_INTERFACE_RECORD
+                | B_MULTI_INTERFACE_TRANSPORT | B_MULTI_INTERFACE_TIMECODE
+                | B_MULTI_INTERFACE_SOFT_PLAY_BUFFERS
+                | B_MULTI_INTERFACE_SOFT_REC_BUFFERS
+                | B_MULTI_INTERFACE_CLICKS_WHEN_ENABLING_OUTPUTS
+                | B_MULTI_INTERFACE_CLICKS_WHEN_ENABLING_INPUTS)
+    }
+    /// Whether every bit of `flag` is set (no set contains the empty flag).
+    pub const fn contains(self, flag: u32) -> bool {
+        flag != 0 && self.0 & flag == flag
+    }
+    /// The set with the bits of `flag` set as well.
+    #[must_use]
+    pub const fn with(self, flag: u32) -> Self {
+        Self(self.0 | flag)
+    }
+    /// Whether no bit (known or not) is set.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    /// The group's flags (not its composite masks) that are set, in declaration order.
+    pub fn iter(self) -> impl Iterator<Item = &'static Constant<u32>> {
+        INTERFACE_FLAG.iter().filter(move |c| !c.composite && self.contains(c.value))
+    }
+}
+impl ::core::fmt::Debug for InterfaceFlagSet {
+    fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+        let mut l = f.debug_set();
+        l.entries(self.iter().map(|c| c.name));
+        if self.unknown_bits() != 0 {
+            l.entry(&format_args!("unknown {:#x}", self.unknown_bits()));
+        }
+        l.finish()
+    }
+}
 /// `B_CURRENT_INTERFACE_VERSION`: Version of the interface this description implements.
 pub const B_CURRENT_INTERFACE_VERSION: u32 = 0x4502;
 /// `B_MINIMUM_INTERFACE_VERSION`: Oldest interface version a client must understand to use the driver.
@@ -908,6 +1271,8 @@ pub const INTERFACE_VERSION: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_MINIMUM_INTERFACE_VERSION",
@@ -915,6 +1280,8 @@ pub const INTERFACE_VERSION: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
 ];
 /// `B_CHANNEL_LEFT`: Front left; also marks the first channel of a stereo or surround group.
@@ -961,6 +1328,8 @@ pub const CHANNEL_DESIGNATION: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_CHANNEL_RIGHT",
@@ -968,6 +1337,8 @@ pub const CHANNEL_DESIGNATION: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_CHANNEL_CENTER",
@@ -975,6 +1346,8 @@ pub const CHANNEL_DESIGNATION: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_CHANNEL_SUB",
@@ -982,6 +1355,8 @@ pub const CHANNEL_DESIGNATION: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_CHANNEL_REARLEFT",
@@ -989,6 +1364,8 @@ pub const CHANNEL_DESIGNATION: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_CHANNEL_REARRIGHT",
@@ -996,6 +1373,8 @@ pub const CHANNEL_DESIGNATION: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_CHANNEL_FRONT_LEFT_CENTER",
@@ -1003,6 +1382,8 @@ pub const CHANNEL_DESIGNATION: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_CHANNEL_FRONT_RIGHT_CENTER",
@@ -1010,6 +1391,8 @@ pub const CHANNEL_DESIGNATION: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_CHANNEL_BACK_CENTER",
@@ -1017,6 +1400,8 @@ pub const CHANNEL_DESIGNATION: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_CHANNEL_SIDE_LEFT",
@@ -1024,6 +1409,8 @@ pub const CHANNEL_DESIGNATION: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_CHANNEL_SIDE_RIGHT",
@@ -1031,6 +1418,8 @@ pub const CHANNEL_DESIGNATION: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_CHANNEL_TOP_CENTER",
@@ -1038,6 +1427,8 @@ pub const CHANNEL_DESIGNATION: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_CHANNEL_TOP_FRONT_LEFT",
@@ -1045,6 +1436,8 @@ pub const CHANNEL_DESIGNATION: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_CHANNEL_TOP_FRONT_CENTER",
@@ -1052,6 +1445,8 @@ pub const CHANNEL_DESIGNATION: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_CHANNEL_TOP_FRONT_RIGHT",
@@ -1059,6 +1454,8 @@ pub const CHANNEL_DESIGNATION: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_CHANNEL_TOP_BACK_LEFT",
@@ -1066,6 +1463,8 @@ pub const CHANNEL_DESIGNATION: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_CHANNEL_TOP_BACK_CENTER",
@@ -1073,6 +1472,8 @@ pub const CHANNEL_DESIGNATION: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_CHANNEL_TOP_BACK_RIGHT",
@@ -1080,8 +1481,65 @@ pub const CHANNEL_DESIGNATION: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
 ];
+/// A mask of `channel_designation` flags as a field holds it; bits no flag names are kept.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct ChannelDesignationSet(u32);
+impl ChannelDesignationSet {
+    /// The set with no bit.
+    pub const EMPTY: Self = Self(0);
+    /// The set of a raw mask, unknown bits kept.
+    pub const fn from_bits(bits: u32) -> Self {
+        Self(bits)
+    }
+    /// The raw mask, unknown bits included.
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+    /// The bits no flag of the group names.
+    pub const fn unknown_bits(self) -> u32 {
+        self.0
+            & !(B_CHANNEL_LEFT | B_CHANNEL_RIGHT | B_CHANNEL_CENTER | B_CHANNEL_SUB
+                | B_CHANNEL_REARLEFT | B_CHANNEL_REARRIGHT | B_CHANNEL_FRONT_LEFT_CENTER
+                | B_CHANNEL_FRONT_RIGHT_CENTER | B_CHANNEL_BACK_CENTER
+                | B_CHANNEL_SIDE_LEFT | B_CHANNEL_SIDE_RIGHT | B_CHANNEL_TOP_CENTER
+                | B_CHANNEL_TOP_FRONT_LEFT | B_CHANNEL_TOP_FRONT_CENTER
+                | B_CHANNEL_TOP_FRONT_RIGHT | B_CHANNEL_TOP_BACK_LEFT
+                | B_CHANNEL_TOP_BACK_CENTER | B_CHANNEL_TOP_BACK_RIGHT)
+    }
+    /// Whether every bit of `flag` is set (no set contains the empty flag).
+    pub const fn contains(self, flag: u32) -> bool {
+        flag != 0 && self.0 & flag == flag
+    }
+    /// The set with the bits of `flag` set as well.
+    #[must_use]
+    pub const fn with(self, flag: u32) -> Self {
+        Self(self.0 | flag)
+    }
+    /// Whether no bit (known or not) is set.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    /// The group's flags (not its composite masks) that are set, in declaration order.
+    pub fn iter(self) -> impl Iterator<Item = &'static Constant<u32>> {
+        CHANNEL_DESIGNATION
+            .iter()
+            .filter(move |c| !c.composite && self.contains(c.value))
+    }
+}
+impl ::core::fmt::Debug for ChannelDesignationSet {
+    fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+        let mut l = f.debug_set();
+        l.entries(self.iter().map(|c| c.name));
+        if self.unknown_bits() != 0 {
+            l.entry(&format_args!("unknown {:#x}", self.unknown_bits()));
+        }
+        l.finish()
+    }
+}
 /// `B_CHANNEL_MONO_BUS`: The channel is a group of its own; the client starts a new media input or output for it.
 pub const B_CHANNEL_MONO_BUS: u32 = 0x4000000;
 /// `B_CHANNEL_STEREO_BUS`: Member of a stereo pair; set on both channels, with Left on the first and Right on the second.
@@ -1100,6 +1558,8 @@ pub const CHANNEL_BUS: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_CHANNEL_STEREO_BUS",
@@ -1107,6 +1567,8 @@ pub const CHANNEL_BUS: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_CHANNEL_SURROUND_BUS",
@@ -1114,6 +1576,8 @@ pub const CHANNEL_BUS: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_CHANNEL_INTERACTION",
@@ -1121,6 +1585,8 @@ pub const CHANNEL_BUS: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_CHANNEL_SIMPLEX",
@@ -1128,6 +1594,8 @@ pub const CHANNEL_BUS: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
 ];
 /// `B_CHANNEL_RCA`: Analog RCA (phono) jack.
@@ -1176,6 +1644,8 @@ pub const CHANNEL_CONNECTOR: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_CHANNEL_XLR",
@@ -1183,6 +1653,8 @@ pub const CHANNEL_CONNECTOR: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_CHANNEL_TRS",
@@ -1190,6 +1662,8 @@ pub const CHANNEL_CONNECTOR: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_CHANNEL_QUARTER_INCH_MONO",
@@ -1197,6 +1671,8 @@ pub const CHANNEL_CONNECTOR: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_CHANNEL_MINI_JACK_STEREO",
@@ -1204,6 +1680,8 @@ pub const CHANNEL_CONNECTOR: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_CHANNEL_QUARTER_INCH_STEREO",
@@ -1211,6 +1689,8 @@ pub const CHANNEL_CONNECTOR: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_CHANNEL_ANALOG_HEADER",
@@ -1218,6 +1698,8 @@ pub const CHANNEL_CONNECTOR: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_CHANNEL_SNAKE",
@@ -1225,6 +1707,8 @@ pub const CHANNEL_CONNECTOR: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_CHANNEL_OPTICAL_SPDIF",
@@ -1232,6 +1716,8 @@ pub const CHANNEL_CONNECTOR: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_CHANNEL_COAX_SPDIF",
@@ -1239,6 +1725,8 @@ pub const CHANNEL_CONNECTOR: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_CHANNEL_COAX_EBU",
@@ -1246,6 +1734,8 @@ pub const CHANNEL_CONNECTOR: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_CHANNEL_XLR_EBU",
@@ -1253,6 +1743,8 @@ pub const CHANNEL_CONNECTOR: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_CHANNEL_TRS_EBU",
@@ -1260,6 +1752,8 @@ pub const CHANNEL_CONNECTOR: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_CHANNEL_SPDIF_HEADER",
@@ -1267,6 +1761,8 @@ pub const CHANNEL_CONNECTOR: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_CHANNEL_LIGHTPIPE",
@@ -1274,6 +1770,8 @@ pub const CHANNEL_CONNECTOR: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_CHANNEL_TDIF",
@@ -1281,6 +1779,8 @@ pub const CHANNEL_CONNECTOR: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_CHANNEL_FIREWIRE",
@@ -1288,6 +1788,8 @@ pub const CHANNEL_CONNECTOR: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_CHANNEL_USB",
@@ -1295,6 +1797,8 @@ pub const CHANNEL_CONNECTOR: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_CHANNEL_EXCLUSIVE_SELECTION",
@@ -1302,8 +1806,63 @@ pub const CHANNEL_CONNECTOR: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
 ];
+/// A mask of `channel_connector` flags as a field holds it; bits no flag names are kept.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct ChannelConnectorSet(u32);
+impl ChannelConnectorSet {
+    /// The set with no bit.
+    pub const EMPTY: Self = Self(0);
+    /// The set of a raw mask, unknown bits kept.
+    pub const fn from_bits(bits: u32) -> Self {
+        Self(bits)
+    }
+    /// The raw mask, unknown bits included.
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+    /// The bits no flag of the group names.
+    pub const fn unknown_bits(self) -> u32 {
+        self.0
+            & !(B_CHANNEL_RCA | B_CHANNEL_XLR | B_CHANNEL_TRS
+                | B_CHANNEL_QUARTER_INCH_MONO | B_CHANNEL_MINI_JACK_STEREO
+                | B_CHANNEL_QUARTER_INCH_STEREO | B_CHANNEL_ANALOG_HEADER
+                | B_CHANNEL_SNAKE | B_CHANNEL_OPTICAL_SPDIF | B_CHANNEL_COAX_SPDIF
+                | B_CHANNEL_COAX_EBU | B_CHANNEL_XLR_EBU | B_CHANNEL_TRS_EBU
+                | B_CHANNEL_SPDIF_HEADER | B_CHANNEL_LIGHTPIPE | B_CHANNEL_TDIF
+                | B_CHANNEL_FIREWIRE | B_CHANNEL_USB | B_CHANNEL_EXCLUSIVE_SELECTION)
+    }
+    /// Whether every bit of `flag` is set (no set contains the empty flag).
+    pub const fn contains(self, flag: u32) -> bool {
+        flag != 0 && self.0 & flag == flag
+    }
+    /// The set with the bits of `flag` set as well.
+    #[must_use]
+    pub const fn with(self, flag: u32) -> Self {
+        Self(self.0 | flag)
+    }
+    /// Whether no bit (known or not) is set.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    /// The group's flags (not its composite masks) that are set, in declaration order.
+    pub fn iter(self) -> impl Iterator<Item = &'static Constant<u32>> {
+        CHANNEL_CONNECTOR.iter().filter(move |c| !c.composite && self.contains(c.value))
+    }
+}
+impl ::core::fmt::Debug for ChannelConnectorSet {
+    fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+        let mut l = f.debug_set();
+        l.entries(self.iter().map(|c| c.name));
+        if self.unknown_bits() != 0 {
+            l.entry(&format_args!("unknown {:#x}", self.unknown_bits()));
+        }
+        l.finish()
+    }
+}
 /// `B_MULTI_NO_CHANNEL_KIND`: Unused or unknown entry.
 pub const B_MULTI_NO_CHANNEL_KIND: i32 = 0;
 /// `B_MULTI_OUTPUT_CHANNEL`: A playback channel that has a slot in the playback buffers.
@@ -1409,6 +1968,8 @@ pub const EVENT_LIMIT: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_MULTI_MAX_EXTENSION_COUNT",
@@ -1416,6 +1977,8 @@ pub const EVENT_LIMIT: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
 ];
 /// `B_MULTI_EVENT_TRANSPORT`: Set in every transport event code.
@@ -1430,6 +1993,8 @@ pub const EVENT_FLAG: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_MULTI_EVENT_HAS_TIMECODE",
@@ -1437,6 +2002,8 @@ pub const EVENT_FLAG: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
 ];
 /// `B_MULTI_EVENT_NONE`: No event.
@@ -1778,6 +2345,8 @@ pub const MIX_CONTROL_FLAG: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: true,
     },
     Constant {
         name: "B_MULTI_MIX_RAMP",
@@ -1785,8 +2354,56 @@ pub const MIX_CONTROL_FLAG: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
 ];
+/// A mask of `mix_control_flag` flags as a field holds it; bits no flag names are kept.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct MixControlFlagSet(u32);
+impl MixControlFlagSet {
+    /// The set with no bit.
+    pub const EMPTY: Self = Self(0);
+    /// The set of a raw mask, unknown bits kept.
+    pub const fn from_bits(bits: u32) -> Self {
+        Self(bits)
+    }
+    /// The raw mask, unknown bits included.
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+    /// The bits no flag of the group names.
+    pub const fn unknown_bits(self) -> u32 {
+        self.0 & !(B_MULTI_MIX_KIND_MASK | B_MULTI_MIX_RAMP)
+    }
+    /// Whether every bit of `flag` is set (no set contains the empty flag).
+    pub const fn contains(self, flag: u32) -> bool {
+        flag != 0 && self.0 & flag == flag
+    }
+    /// The set with the bits of `flag` set as well.
+    #[must_use]
+    pub const fn with(self, flag: u32) -> Self {
+        Self(self.0 | flag)
+    }
+    /// Whether no bit (known or not) is set.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    /// The group's flags (not its composite masks) that are set, in declaration order.
+    pub fn iter(self) -> impl Iterator<Item = &'static Constant<u32>> {
+        MIX_CONTROL_FLAG.iter().filter(move |c| !c.composite && self.contains(c.value))
+    }
+}
+impl ::core::fmt::Debug for MixControlFlagSet {
+    fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+        let mut l = f.debug_set();
+        l.entries(self.iter().map(|c| c.name));
+        if self.unknown_bits() != 0 {
+            l.entry(&format_args!("unknown {:#x}", self.unknown_bits()));
+        }
+        l.finish()
+    }
+}
 /// `S_null`: No predefined label: use the name field.
 pub const S_null: i32 = 0;
 /// `S_OUTPUT`: "Output".
@@ -2104,6 +2721,8 @@ pub const BUFFER_FLAG: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_MULTI_BUFFER_RECORD",
@@ -2111,6 +2730,8 @@ pub const BUFFER_FLAG: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_MULTI_BUFFER_METERING",
@@ -2118,6 +2739,8 @@ pub const BUFFER_FLAG: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "B_MULTI_BUFFER_TIMECODE",
@@ -2125,8 +2748,58 @@ pub const BUFFER_FLAG: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
 ];
+/// A mask of `buffer_flag` flags as a field holds it; bits no flag names are kept.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct BufferFlagSet(u32);
+impl BufferFlagSet {
+    /// The set with no bit.
+    pub const EMPTY: Self = Self(0);
+    /// The set of a raw mask, unknown bits kept.
+    pub const fn from_bits(bits: u32) -> Self {
+        Self(bits)
+    }
+    /// The raw mask, unknown bits included.
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+    /// The bits no flag of the group names.
+    pub const fn unknown_bits(self) -> u32 {
+        self.0
+            & !(B_MULTI_BUFFER_PLAYBACK | B_MULTI_BUFFER_RECORD | B_MULTI_BUFFER_METERING
+                | B_MULTI_BUFFER_TIMECODE)
+    }
+    /// Whether every bit of `flag` is set (no set contains the empty flag).
+    pub const fn contains(self, flag: u32) -> bool {
+        flag != 0 && self.0 & flag == flag
+    }
+    /// The set with the bits of `flag` set as well.
+    #[must_use]
+    pub const fn with(self, flag: u32) -> Self {
+        Self(self.0 | flag)
+    }
+    /// Whether no bit (known or not) is set.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    /// The group's flags (not its composite masks) that are set, in declaration order.
+    pub fn iter(self) -> impl Iterator<Item = &'static Constant<u32>> {
+        BUFFER_FLAG.iter().filter(move |c| !c.composite && self.contains(c.value))
+    }
+}
+impl ::core::fmt::Debug for BufferFlagSet {
+    fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+        let mut l = f.debug_set();
+        l.entries(self.iter().map(|c| c.name));
+        if self.unknown_bits() != 0 {
+            l.entry(&format_args!("unknown {:#x}", self.unknown_bits()));
+        }
+        l.finish()
+    }
+}
 /// `B_MULTI_EX_CLOCK_GENERATION`: 'CLGE': which clock a digital output generates; payload multi_ex_clock_generation.
 pub const B_MULTI_EX_CLOCK_GENERATION: u32 = 0x434c4745;
 /// `B_MULTI_EX_DIGITAL_FORMAT`: 'DIFO': consumer or professional digital format; payload multi_ex_digital_format.
@@ -2433,6 +3106,36 @@ const _: () = {
     assert!(::core::mem::offset_of!(MultiDescription, _reserved_) == 160);
     assert!(::core::mem::offset_of!(MultiDescription, control_panel) == 204);
 };
+impl MultiDescription {
+    /// `output_rates`, typed.
+    pub fn output_rates(&self) -> SampleRateSet {
+        SampleRateSet::from_bits(self.output_rates)
+    }
+    /// `input_rates`, typed.
+    pub fn input_rates(&self) -> SampleRateSet {
+        SampleRateSet::from_bits(self.input_rates)
+    }
+    /// `output_formats`, typed.
+    pub fn output_formats(&self) -> SampleFormatSet {
+        SampleFormatSet::from_bits(self.output_formats)
+    }
+    /// `input_formats`, typed.
+    pub fn input_formats(&self) -> SampleFormatSet {
+        SampleFormatSet::from_bits(self.input_formats)
+    }
+    /// `lock_sources`, typed.
+    pub fn lock_sources(&self) -> LockSourceSet {
+        LockSourceSet::from_bits(self.lock_sources)
+    }
+    /// `timecode_sources`, typed.
+    pub fn timecode_sources(&self) -> TimecodeSourceSet {
+        TimecodeSourceSet::from_bits(self.timecode_sources)
+    }
+    /// `interface_flags`, typed.
+    pub fn interface_flags(&self) -> InterfaceFlagSet {
+        InterfaceFlagSet::from_bits(self.interface_flags)
+    }
+}
 /// `struct multi_channel_info` (32 bytes, align 4): One entry of the channel list returned by B_MULTI_GET_DESCRIPTION. Order of entries: outputs, inputs, output buses, input buses, aux buses. 32 bytes.
 #[repr(C)]
 #[derive(
@@ -2499,6 +3202,20 @@ const _: () = {
     assert!(::core::mem::offset_of!(MultiChannelInfo, connectors) == 12);
     assert!(::core::mem::offset_of!(MultiChannelInfo, _reserved_) == 16);
 };
+impl MultiChannelInfo {
+    /// `kind`, typed.
+    pub fn kind(&self) -> Result<ChannelKind, UnknownValue<i32>> {
+        ChannelKind::try_from(self.kind)
+    }
+    /// `designations`, typed.
+    pub fn designations(&self) -> ChannelDesignationSet {
+        ChannelDesignationSet::from_bits(self.designations)
+    }
+    /// `connectors`, typed.
+    pub fn connectors(&self) -> ChannelConnectorSet {
+        ChannelConnectorSet::from_bits(self.connectors)
+    }
+}
 /// `struct multi_get_event_info` (40 bytes, align 8): Argument of B_MULTI_GET_EVENT_INFO: event support and queue state. 40 bytes.
 #[repr(C)]
 #[derive(
@@ -2887,6 +3604,16 @@ const _: () = {
     assert!(::core::mem::offset_of!(MultiChannelEnable, timecode_source) == 24);
     assert!(::core::mem::offset_of!(MultiChannelEnable, connectors) == 32);
 };
+impl MultiChannelEnable {
+    /// `lock_source`, typed.
+    pub fn lock_source(&self) -> LockSourceSet {
+        LockSourceSet::from_bits(self.lock_source)
+    }
+    /// `timecode_source`, typed.
+    pub fn timecode_source(&self) -> TimecodeSourceSet {
+        TimecodeSourceSet::from_bits(self.timecode_source)
+    }
+}
 /// `struct _multi_format` (24 bytes, align 4): Rate and sample format of one direction or one channel. 24 bytes. The C name really starts with an underscore.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, FromBytes, IntoBytes, Immutable, KnownLayout)]
@@ -2935,6 +3662,16 @@ const _: () = {
     assert!(::core::mem::offset_of!(MultiFormat, format) == 8);
     assert!(::core::mem::offset_of!(MultiFormat, _reserved_) == 12);
 };
+impl MultiFormat {
+    /// `rate`, typed.
+    pub fn rate(&self) -> SampleRateSet {
+        SampleRateSet::from_bits(self.rate)
+    }
+    /// `format`, typed.
+    pub fn format(&self) -> SampleFormatSet {
+        SampleFormatSet::from_bits(self.format)
+    }
+}
 /// `struct multi_format_info` (104 bytes, align 8): Argument of B_MULTI_GET_GLOBAL_FORMAT and B_MULTI_SET_GLOBAL_FORMAT. 104 bytes. On SET the driver only reads input and output (the other fields are uninitialised from the client); on GET it fills the listed fields. The client never reads the latencies.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, FromBytes, IntoBytes, Immutable, KnownLayout)]
@@ -2996,6 +3733,12 @@ const _: () = {
     assert!(::core::mem::offset_of!(MultiFormatInfo, input) == 56);
     assert!(::core::mem::offset_of!(MultiFormatInfo, output) == 80);
 };
+impl MultiFormatInfo {
+    /// `timecode_kind`, typed.
+    pub fn timecode_kind(&self) -> Result<TimecodeKind, UnknownValue<i32>> {
+        TimecodeKind::try_from(self.timecode_kind)
+    }
+}
 /// `struct multi_channel_formats` (56 bytes, align 8): Argument of B_MULTI_GET_CHANNEL_FORMATS and B_MULTI_SET_CHANNEL_FORMATS: per-channel formats for a range of channels. 56 bytes. On GET the driver writes the format entries and latencies through the two pointers.
 #[repr(C)]
 #[derive(
@@ -3061,6 +3804,12 @@ const _: () = {
     assert!(::core::mem::offset_of!(MultiChannelFormats, channels) == 40);
     assert!(::core::mem::offset_of!(MultiChannelFormats, latencies) == 48);
 };
+impl MultiChannelFormats {
+    /// `timecode_kind`, typed.
+    pub fn timecode_kind(&self) -> Result<TimecodeKind, UnknownValue<i32>> {
+        TimecodeKind::try_from(self.timecode_kind)
+    }
+}
 /// `union multi_mix_value_u` (8 bytes, align 4): Unnamed union holding the value of one mixer control; the member used follows the control's kind. 8 bytes.
 #[repr(C)]
 #[repr(align(4))]
@@ -3491,6 +4240,16 @@ const _: () = {
     assert!(::core::mem::offset_of!(MultiMixControl, parent) == 64);
     assert!(::core::mem::offset_of!(MultiMixControl, name) == 68);
 };
+impl MultiMixControl {
+    /// `flags`, typed.
+    pub fn flags(&self) -> MixControlFlagSet {
+        MixControlFlagSet::from_bits(self.flags)
+    }
+    /// `string`, typed.
+    pub fn string(&self) -> Result<StrindId, UnknownValue<i32>> {
+        StrindId::try_from(self.string)
+    }
+}
 /// `struct multi_mix_channel_info` (40 bytes, align 8): Argument of B_MULTI_LIST_MIX_CHANNELS: which controls act on which channels. 40 bytes. The driver writes control ids through controls and the largest per-channel count to actual_count. Never called by the multi_audio client.
 #[repr(C)]
 #[derive(
@@ -3846,6 +4605,12 @@ const _: () = {
     assert!(::core::mem::offset_of!(MultiBufferList, record_buffers) == 80);
     assert!(::core::mem::offset_of!(MultiBufferList, _reserved_2) == 88);
 };
+impl MultiBufferList {
+    /// `flags`, typed.
+    pub fn flags(&self) -> BufferFlagSet {
+        BufferFlagSet::from_bits(self.flags)
+    }
+}
 /// `struct multi_buffer_info` (112 bytes, align 8): Argument of B_MULTI_BUFFER_EXCHANGE: progress reported at a buffer boundary. 112 bytes. The client reuses one struct for every call, so fields keep their previous values between calls. flags is not listed as written: the client never reads it, and the record fields must be filled whenever inputs are announced.
 #[repr(C)]
 #[derive(
@@ -3956,6 +4721,12 @@ const _: () = {
     assert!(::core::mem::offset_of!(MultiBufferInfo, tc_frames) == 100);
     assert!(::core::mem::offset_of!(MultiBufferInfo, at_frame_delta) == 104);
 };
+impl MultiBufferInfo {
+    /// `flags`, typed.
+    pub fn flags(&self) -> BufferFlagSet {
+        BufferFlagSet::from_bits(self.flags)
+    }
+}
 /// `struct multi_mode_info` (256 bytes, align 4): One operating mode, an element of the array filled by B_MULTI_LIST_MODES. 256 bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, FromBytes, IntoBytes, Immutable, KnownLayout)]
@@ -4040,6 +4811,16 @@ const _: () = {
     assert!(::core::mem::offset_of!(MultiModeInfo, sample_formats_out) == 92);
     assert!(::core::mem::offset_of!(MultiModeInfo, _reserved) == 96);
 };
+impl MultiModeInfo {
+    /// `sample_formats_in`, typed.
+    pub fn sample_formats_in(&self) -> SampleFormatSet {
+        SampleFormatSet::from_bits(self.sample_formats_in)
+    }
+    /// `sample_formats_out`, typed.
+    pub fn sample_formats_out(&self) -> SampleFormatSet {
+        SampleFormatSet::from_bits(self.sample_formats_out)
+    }
+}
 /// `struct multi_mode_list` (32 bytes, align 8): Argument of B_MULTI_LIST_MODES. 32 bytes. The driver fills the io_modes array and reports the counts.
 #[repr(C)]
 #[derive(
@@ -4148,6 +4929,12 @@ const _: () = {
     assert!(::core::mem::offset_of!(MultiExtensionInfo, flags) == 4);
     assert!(::core::mem::offset_of!(MultiExtensionInfo, name) == 8);
 };
+impl MultiExtensionInfo {
+    /// `code`, typed.
+    pub fn code(&self) -> Result<ExtensionCode, UnknownValue<u32>> {
+        ExtensionCode::try_from(self.code)
+    }
+}
 /// `struct multi_extension_list` (24 bytes, align 8): Argument of B_MULTI_LIST_EXTENSIONS. 24 bytes.
 #[repr(C)]
 #[derive(
@@ -4251,6 +5038,12 @@ const _: () = {
     assert!(::core::mem::offset_of!(MultiExtensionCmd, out_data) == 32);
     assert!(::core::mem::offset_of!(MultiExtensionCmd, out_size) == 40);
 };
+impl MultiExtensionCmd {
+    /// `code`, typed.
+    pub fn code(&self) -> Result<ExtensionCode, UnknownValue<u32>> {
+        ExtensionCode::try_from(self.code)
+    }
+}
 /// `struct multi_ex_clock_generation` (8 bytes, align 4): Payload of the B_MULTI_EX_CLOCK_GENERATION extension. 8 bytes.
 #[repr(C)]
 #[derive(
@@ -4295,6 +5088,12 @@ const _: () = {
     assert!(::core::mem::offset_of!(MultiExClockGeneration, channel) == 0);
     assert!(::core::mem::offset_of!(MultiExClockGeneration, clock) == 4);
 };
+impl MultiExClockGeneration {
+    /// `clock`, typed.
+    pub fn clock(&self) -> LockSourceSet {
+        LockSourceSet::from_bits(self.clock)
+    }
+}
 /// `struct multi_ex_digital_format` (8 bytes, align 4): Payload of the B_MULTI_EX_DIGITAL_FORMAT extension. 8 bytes.
 #[repr(C)]
 #[derive(
@@ -4339,6 +5138,12 @@ const _: () = {
     assert!(::core::mem::offset_of!(MultiExDigitalFormat, channel) == 0);
     assert!(::core::mem::offset_of!(MultiExDigitalFormat, format) == 4);
 };
+impl MultiExDigitalFormat {
+    /// `format`, typed.
+    pub fn format(&self) -> ChannelConnectorSet {
+        ChannelConnectorSet::from_bits(self.format)
+    }
+}
 /// `struct multi_ex_nominal_level` (8 bytes, align 4): Payload of the B_MULTI_EX_OUTPUT_NOMINAL and B_MULTI_EX_INPUT_NOMINAL extensions. 8 bytes.
 #[repr(C)]
 #[derive(
@@ -4383,6 +5188,12 @@ const _: () = {
     assert!(::core::mem::offset_of!(MultiExNominalLevel, channel) == 0);
     assert!(::core::mem::offset_of!(MultiExNominalLevel, level) == 4);
 };
+impl MultiExNominalLevel {
+    /// `level`, typed.
+    pub fn level(&self) -> Result<NominalLevel, UnknownValue<i32>> {
+        NominalLevel::try_from(self.level)
+    }
+}
 /// Who reads and who writes an ioctl argument.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ArgDirection {

@@ -25,6 +25,8 @@ pub const DEVICE_ID: &[Constant<u16>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
 ];
 /// `VIRTIO_SND_VQ_CONTROL`: Control queue: the driver posts requests (info queries, stream commands, control element access) and the device answers in place.
@@ -109,6 +111,8 @@ pub const QUEUE_COUNT: &[Constant<u16>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
 ];
 /// `VIRTIO_SND_F_CTLS`: The device has control elements (mixer-style volume, mute, switches). Only when it is negotiated may the driver read config.controls or send CTL_* requests.
@@ -172,6 +176,13 @@ impl TryFrom<u8> for DeviceFeature {
 impl From<DeviceFeature> for u8 {
     fn from(v: DeviceFeature) -> u8 {
         v as u8
+    }
+}
+impl crate::mask::BitNumber for DeviceFeature {
+    const GROUP: &'static str = "feature";
+    const ALL: &'static [Self] = Self::ALL;
+    fn mask(self) -> u64 {
+        Self::mask(self)
     }
 }
 /// `VIRTIO_SND_D_OUTPUT`: Playback: the driver sends frames to the device on the tx queue.
@@ -724,6 +735,13 @@ impl From<PcmFeature> for u8 {
         v as u8
     }
 }
+impl crate::mask::BitNumber for PcmFeature {
+    const GROUP: &'static str = "pcm_feature";
+    const ALL: &'static [Self] = Self::ALL;
+    fn mask(self) -> u64 {
+        Self::mask(self)
+    }
+}
 /// `VIRTIO_SND_PCM_FMT_IMA_ADPCM` (4 bits in 4): IMA ADPCM compressed audio, 4 bits per sample.
 pub const VIRTIO_SND_PCM_FMT_IMA_ADPCM: u8 = 0;
 /// `VIRTIO_SND_PCM_FMT_MU_LAW` (8 bits in 8): G.711 mu-law companded 8-bit samples.
@@ -774,7 +792,7 @@ pub const VIRTIO_SND_PCM_FMT_DSD_U16: u8 = 0x16;
 pub const VIRTIO_SND_PCM_FMT_DSD_U32: u8 = 0x17;
 /// `VIRTIO_SND_PCM_FMT_IEC958_SUBFRAME` (32 bits in 32): Raw S/PDIF (IEC 60958) subframes, one per 32-bit word.
 pub const VIRTIO_SND_PCM_FMT_IEC958_SUBFRAME: u8 = 0x18;
-/// Constant group `pcm_format`: Sample encodings. A stream's supported set is the bit mask pcm_info.formats; set_params.format holds the one chosen. All multi-byte samples are little-endian and frames are interleaved. width = significant bits, phys_width = bits the sample occupies in memory.
+/// Constant group `pcm_format`: Sample encodings. A stream's supported set is the bit mask pcm_info.formats; set_params.format holds the one chosen. All multi-byte samples are little-endian and frames are interleaved. width = significant bits, phys_width = bits the sample occupies in memory (a narrower sample sits in the low bits, as in ALSA's S24_LE); encoding = how a linear PCM sample is coded (signed, unsigned or float), absent for companded, compressed and DSD formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u8)]
 pub enum PcmFormat {
@@ -962,63 +980,93 @@ impl PcmFormat {
         Self::ALL.iter().copied().filter(move |v| mask & v.mask() != 0)
     }
     /// Significant bits per sample.
-    pub const fn width(self) -> Option<u32> {
+    pub const fn width(self) -> u32 {
         match self {
-            Self::ImaAdpcm => Some(4u32),
-            Self::MuLaw => Some(8u32),
-            Self::ALaw => Some(8u32),
-            Self::S8 => Some(8u32),
-            Self::U8 => Some(8u32),
-            Self::S16 => Some(16u32),
-            Self::U16 => Some(16u32),
-            Self::S18_3 => Some(18u32),
-            Self::U18_3 => Some(18u32),
-            Self::S20_3 => Some(20u32),
-            Self::U20_3 => Some(20u32),
-            Self::S24_3 => Some(24u32),
-            Self::U24_3 => Some(24u32),
-            Self::S20 => Some(20u32),
-            Self::U20 => Some(20u32),
-            Self::S24 => Some(24u32),
-            Self::U24 => Some(24u32),
-            Self::S32 => Some(32u32),
-            Self::U32 => Some(32u32),
-            Self::Float => Some(32u32),
-            Self::Float64 => Some(64u32),
-            Self::DsdU8 => Some(8u32),
-            Self::DsdU16 => Some(16u32),
-            Self::DsdU32 => Some(32u32),
-            Self::Iec958Subframe => Some(32u32),
+            Self::ImaAdpcm => 4u32,
+            Self::MuLaw => 8u32,
+            Self::ALaw => 8u32,
+            Self::S8 => 8u32,
+            Self::U8 => 8u32,
+            Self::S16 => 16u32,
+            Self::U16 => 16u32,
+            Self::S18_3 => 18u32,
+            Self::U18_3 => 18u32,
+            Self::S20_3 => 20u32,
+            Self::U20_3 => 20u32,
+            Self::S24_3 => 24u32,
+            Self::U24_3 => 24u32,
+            Self::S20 => 20u32,
+            Self::U20 => 20u32,
+            Self::S24 => 24u32,
+            Self::U24 => 24u32,
+            Self::S32 => 32u32,
+            Self::U32 => 32u32,
+            Self::Float => 32u32,
+            Self::Float64 => 64u32,
+            Self::DsdU8 => 8u32,
+            Self::DsdU16 => 16u32,
+            Self::DsdU32 => 32u32,
+            Self::Iec958Subframe => 32u32,
         }
     }
     /// Bits a sample occupies in memory.
-    pub const fn phys_width(self) -> Option<u32> {
+    pub const fn phys_width(self) -> u32 {
         match self {
-            Self::ImaAdpcm => Some(4u32),
-            Self::MuLaw => Some(8u32),
-            Self::ALaw => Some(8u32),
-            Self::S8 => Some(8u32),
-            Self::U8 => Some(8u32),
-            Self::S16 => Some(16u32),
-            Self::U16 => Some(16u32),
-            Self::S18_3 => Some(24u32),
-            Self::U18_3 => Some(24u32),
-            Self::S20_3 => Some(24u32),
-            Self::U20_3 => Some(24u32),
-            Self::S24_3 => Some(24u32),
-            Self::U24_3 => Some(24u32),
-            Self::S20 => Some(32u32),
-            Self::U20 => Some(32u32),
-            Self::S24 => Some(32u32),
-            Self::U24 => Some(32u32),
-            Self::S32 => Some(32u32),
-            Self::U32 => Some(32u32),
-            Self::Float => Some(32u32),
-            Self::Float64 => Some(64u32),
-            Self::DsdU8 => Some(8u32),
-            Self::DsdU16 => Some(16u32),
-            Self::DsdU32 => Some(32u32),
-            Self::Iec958Subframe => Some(32u32),
+            Self::ImaAdpcm => 4u32,
+            Self::MuLaw => 8u32,
+            Self::ALaw => 8u32,
+            Self::S8 => 8u32,
+            Self::U8 => 8u32,
+            Self::S16 => 16u32,
+            Self::U16 => 16u32,
+            Self::S18_3 => 24u32,
+            Self::U18_3 => 24u32,
+            Self::S20_3 => 24u32,
+            Self::U20_3 => 24u32,
+            Self::S24_3 => 24u32,
+            Self::U24_3 => 24u32,
+            Self::S20 => 32u32,
+            Self::U20 => 32u32,
+            Self::S24 => 32u32,
+            Self::U24 => 32u32,
+            Self::S32 => 32u32,
+            Self::U32 => 32u32,
+            Self::Float => 32u32,
+            Self::Float64 => 64u32,
+            Self::DsdU8 => 8u32,
+            Self::DsdU16 => 16u32,
+            Self::DsdU32 => 32u32,
+            Self::Iec958Subframe => 32u32,
+        }
+    }
+    /// How a sample is encoded (linear PCM formats). `None` for the values the spec gives none.
+    pub const fn encoding(self) -> Option<crate::user::SampleEncoding> {
+        match self {
+            Self::ImaAdpcm => None,
+            Self::MuLaw => None,
+            Self::ALaw => None,
+            Self::S8 => Some(crate::user::SampleEncoding::Signed),
+            Self::U8 => Some(crate::user::SampleEncoding::Unsigned),
+            Self::S16 => Some(crate::user::SampleEncoding::Signed),
+            Self::U16 => Some(crate::user::SampleEncoding::Unsigned),
+            Self::S18_3 => Some(crate::user::SampleEncoding::Signed),
+            Self::U18_3 => Some(crate::user::SampleEncoding::Unsigned),
+            Self::S20_3 => Some(crate::user::SampleEncoding::Signed),
+            Self::U20_3 => Some(crate::user::SampleEncoding::Unsigned),
+            Self::S24_3 => Some(crate::user::SampleEncoding::Signed),
+            Self::U24_3 => Some(crate::user::SampleEncoding::Unsigned),
+            Self::S20 => Some(crate::user::SampleEncoding::Signed),
+            Self::U20 => Some(crate::user::SampleEncoding::Unsigned),
+            Self::S24 => Some(crate::user::SampleEncoding::Signed),
+            Self::U24 => Some(crate::user::SampleEncoding::Unsigned),
+            Self::S32 => Some(crate::user::SampleEncoding::Signed),
+            Self::U32 => Some(crate::user::SampleEncoding::Unsigned),
+            Self::Float => Some(crate::user::SampleEncoding::Float),
+            Self::Float64 => Some(crate::user::SampleEncoding::Float),
+            Self::DsdU8 => None,
+            Self::DsdU16 => None,
+            Self::DsdU32 => None,
+            Self::Iec958Subframe => None,
         }
     }
 }
@@ -1035,6 +1083,13 @@ impl TryFrom<u8> for PcmFormat {
 impl From<PcmFormat> for u8 {
     fn from(v: PcmFormat) -> u8 {
         v as u8
+    }
+}
+impl crate::mask::BitNumber for PcmFormat {
+    const GROUP: &'static str = "pcm_format";
+    const ALL: &'static [Self] = Self::ALL;
+    fn mask(self) -> u64 {
+        Self::mask(self)
     }
 }
 /// `VIRTIO_SND_PCM_RATE_5512` (5512 Hz): 5512 frames per second.
@@ -1219,29 +1274,29 @@ impl PcmRate {
         Self::ALL.iter().copied().filter(move |v| mask & v.mask() != 0)
     }
     /// The sample rate in Hz.
-    pub const fn hz(self) -> Option<u32> {
+    pub const fn hz(self) -> u32 {
         match self {
-            Self::Rate5512 => Some(5512u32),
-            Self::Rate8000 => Some(8000u32),
-            Self::Rate11025 => Some(11025u32),
-            Self::Rate16000 => Some(16000u32),
-            Self::Rate22050 => Some(22050u32),
-            Self::Rate32000 => Some(32000u32),
-            Self::Rate44100 => Some(44100u32),
-            Self::Rate48000 => Some(48000u32),
-            Self::Rate64000 => Some(64000u32),
-            Self::Rate88200 => Some(88200u32),
-            Self::Rate96000 => Some(96000u32),
-            Self::Rate176400 => Some(176400u32),
-            Self::Rate192000 => Some(192000u32),
-            Self::Rate384000 => Some(384000u32),
-            Self::Rate12000 => Some(12000u32),
-            Self::Rate24000 => Some(24000u32),
+            Self::Rate5512 => 5512u32,
+            Self::Rate8000 => 8000u32,
+            Self::Rate11025 => 11025u32,
+            Self::Rate16000 => 16000u32,
+            Self::Rate22050 => 22050u32,
+            Self::Rate32000 => 32000u32,
+            Self::Rate44100 => 44100u32,
+            Self::Rate48000 => 48000u32,
+            Self::Rate64000 => 64000u32,
+            Self::Rate88200 => 88200u32,
+            Self::Rate96000 => 96000u32,
+            Self::Rate176400 => 176400u32,
+            Self::Rate192000 => 192000u32,
+            Self::Rate384000 => 384000u32,
+            Self::Rate12000 => 12000u32,
+            Self::Rate24000 => 24000u32,
         }
     }
     /// The value for a rate in Hz.
     pub fn from_hz(hz: u32) -> Option<Self> {
-        Self::ALL.iter().copied().find(|v| v.hz() == Some(hz))
+        Self::ALL.iter().copied().find(|v| v.hz() == hz)
     }
 }
 impl TryFrom<u8> for PcmRate {
@@ -1257,6 +1312,13 @@ impl TryFrom<u8> for PcmRate {
 impl From<PcmRate> for u8 {
     fn from(v: PcmRate) -> u8 {
         v as u8
+    }
+}
+impl crate::mask::BitNumber for PcmRate {
+    const GROUP: &'static str = "pcm_rate";
+    const ALL: &'static [Self] = Self::ALL;
+    fn mask(self) -> u64 {
+        Self::mask(self)
     }
 }
 /// `VIRTIO_SND_CHMAP_NONE`: Position not specified.
@@ -1666,6 +1728,8 @@ pub const LIMITS: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "VIRTIO_SND_CTL_COUNT_MAX_BOOLEAN",
@@ -1673,6 +1737,8 @@ pub const LIMITS: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "VIRTIO_SND_CTL_COUNT_MAX_INTEGER",
@@ -1680,6 +1746,8 @@ pub const LIMITS: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "VIRTIO_SND_CTL_COUNT_MAX_INTEGER64",
@@ -1687,6 +1755,8 @@ pub const LIMITS: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "VIRTIO_SND_CTL_COUNT_MAX_ENUMERATED",
@@ -1694,6 +1764,8 @@ pub const LIMITS: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "VIRTIO_SND_CTL_COUNT_MAX_BYTES",
@@ -1701,6 +1773,8 @@ pub const LIMITS: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "VIRTIO_SND_CTL_COUNT_MAX_IEC958",
@@ -1708,6 +1782,8 @@ pub const LIMITS: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
     Constant {
         name: "VIRTIO_SND_CTL_TLV_VALUE_MAX",
@@ -1715,6 +1791,8 @@ pub const LIMITS: &[Constant<u32>] = &[
         hz: None,
         width: None,
         phys_width: None,
+        encoding: None,
+        composite: false,
     },
 ];
 /// `VIRTIO_SND_JACK_F_REMAP`: The jack accepts JACK_REMAP requests.
@@ -1774,6 +1852,13 @@ impl TryFrom<u8> for JackFeature {
 impl From<JackFeature> for u8 {
     fn from(v: JackFeature) -> u8 {
         v as u8
+    }
+}
+impl crate::mask::BitNumber for JackFeature {
+    const GROUP: &'static str = "jack_feature";
+    const ALL: &'static [Self] = Self::ALL;
+    fn mask(self) -> u64 {
+        Self::mask(self)
     }
 }
 /// `VIRTIO_SND_CTL_ROLE_UNDEFINED`: No particular role; the raw field is plain 0.
@@ -2203,6 +2288,13 @@ impl From<CtlAccess> for u8 {
         v as u8
     }
 }
+impl crate::mask::BitNumber for CtlAccess {
+    const GROUP: &'static str = "ctl_access";
+    const ALL: &'static [Self] = Self::ALL;
+    fn mask(self) -> u64 {
+        Self::mask(self)
+    }
+}
 /// `VIRTIO_SND_CTL_EVT_MASK_VALUE`: The element's value changed.
 ///
 /// Since: 1.3
@@ -2302,6 +2394,13 @@ impl TryFrom<u8> for CtlEvtMask {
 impl From<CtlEvtMask> for u8 {
     fn from(v: CtlEvtMask) -> u8 {
         v as u8
+    }
+}
+impl crate::mask::BitNumber for CtlEvtMask {
+    const GROUP: &'static str = "ctl_evt_mask";
+    const ALL: &'static [Self] = Self::ALL;
+    fn mask(self) -> u64 {
+        Self::mask(self)
     }
 }
 /// `struct virtio_snd_config` (16 bytes, align 4): Device configuration space: how many of each kind of item the device has. Read-only for the driver; 12 bytes on devices without control elements.
@@ -2559,6 +2658,12 @@ const _: () = {
     assert!(::core::mem::offset_of!(JackInfo, connected) == 16);
     assert!(::core::mem::offset_of!(JackInfo, padding) == 17);
 };
+impl JackInfo {
+    /// `features`, typed.
+    pub fn features(&self) -> crate::mask::BitSet<JackFeature> {
+        crate::mask::BitSet::from_bits(u64::from(self.features.get()))
+    }
+}
 /// `struct virtio_snd_jack_remap` (16 bytes, align 4): JACK_REMAP request: move a jack to another HDA association and sequence.
 #[repr(C)]
 #[derive(
@@ -2687,6 +2792,24 @@ const _: () = {
     assert!(::core::mem::offset_of!(PcmInfo, channels_max) == 26);
     assert!(::core::mem::offset_of!(PcmInfo, padding) == 27);
 };
+impl PcmInfo {
+    /// `features`, typed.
+    pub fn features(&self) -> crate::mask::BitSet<PcmFeature> {
+        crate::mask::BitSet::from_bits(u64::from(self.features.get()))
+    }
+    /// `formats`, typed.
+    pub fn formats(&self) -> crate::mask::BitSet<PcmFormat> {
+        crate::mask::BitSet::from_bits(u64::from(self.formats.get()))
+    }
+    /// `rates`, typed.
+    pub fn rates(&self) -> crate::mask::BitSet<PcmRate> {
+        crate::mask::BitSet::from_bits(u64::from(self.rates.get()))
+    }
+    /// `direction`, typed.
+    pub fn direction(&self) -> Result<Direction, UnknownValue<u8>> {
+        Direction::try_from(self.direction)
+    }
+}
 /// `struct virtio_snd_pcm_set_params` (24 bytes, align 4): PCM_SET_PARAMS request: the configuration a stream will use from its next PREPARE on.
 #[repr(C)]
 #[derive(
@@ -2744,6 +2867,20 @@ const _: () = {
     assert!(::core::mem::offset_of!(PcmSetParams, rate) == 22);
     assert!(::core::mem::offset_of!(PcmSetParams, padding) == 23);
 };
+impl PcmSetParams {
+    /// `features`, typed.
+    pub fn features(&self) -> crate::mask::BitSet<PcmFeature> {
+        crate::mask::BitSet::from_bits(u64::from(self.features.get()))
+    }
+    /// `format`, typed.
+    pub fn format(&self) -> Result<PcmFormat, UnknownValue<u8>> {
+        PcmFormat::try_from(self.format)
+    }
+    /// `rate`, typed.
+    pub fn rate(&self) -> Result<PcmRate, UnknownValue<u8>> {
+        PcmRate::try_from(self.rate)
+    }
+}
 /// `struct virtio_snd_pcm_xfer` (4 bytes, align 4): Device-readable header at the front of every tx or rx I/O buffer; for tx the frames follow it, for rx the writable frame area follows.
 #[repr(C)]
 #[derive(
@@ -2809,6 +2946,12 @@ const _: () = {
     assert!(::core::mem::offset_of!(PcmStatus, status) == 0);
     assert!(::core::mem::offset_of!(PcmStatus, latency_bytes) == 4);
 };
+impl PcmStatus {
+    /// `status`, typed.
+    pub fn status(&self) -> Result<StatusCode, UnknownValue<u32>> {
+        StatusCode::try_from(self.status.get())
+    }
+}
 /// `struct virtio_snd_chmap_hdr` (8 bytes, align 4): Header of a request that addresses one channel map. Linux's header declares it, but no request in the spec uses it (CHMAP_INFO takes a query_info).
 ///
 /// Note: Present in Linux's uapi header only; not defined by the virtio spec text.
@@ -2887,6 +3030,16 @@ const _: () = {
     assert!(::core::mem::offset_of!(ChmapInfo, channels) == 5);
     assert!(::core::mem::offset_of!(ChmapInfo, positions) == 6);
 };
+impl ChmapInfo {
+    /// `direction`, typed.
+    pub fn direction(&self) -> Result<Direction, UnknownValue<u8>> {
+        Direction::try_from(self.direction)
+    }
+    /// `positions`, typed.
+    pub fn positions(&self) -> [Result<ChmapPosition, UnknownValue<u8>>; 18] {
+        self.positions.map(|v| ChmapPosition::try_from(v))
+    }
+}
 /// `struct virtio_snd_ctl_hdr` (8 bytes, align 4): Header of a request that addresses one control element.
 ///
 /// Since: 1.3
@@ -3181,6 +3334,16 @@ const _: () = {
     assert!(::core::mem::offset_of!(CtlInfo, padding) == 68);
     assert!(::core::mem::offset_of!(CtlInfo, value) == 72);
 };
+impl CtlInfo {
+    /// `type`, typed.
+    pub fn r#type(&self) -> Result<CtlType, UnknownValue<u32>> {
+        CtlType::try_from(self.r#type.get())
+    }
+    /// `access`, typed.
+    pub fn access(&self) -> crate::mask::BitSet<CtlAccess> {
+        crate::mask::BitSet::from_bits(u64::from(self.access.get()))
+    }
+}
 /// `struct virtio_snd_ctl_enum_item` (64 bytes, align 1): Name of one option of an ENUMERATED control element; CTL_ENUM_ITEMS returns an array of these.
 ///
 /// Since: 1.3
@@ -3480,6 +3643,12 @@ const _: () = {
     assert!(::core::mem::offset_of!(CtlEvent, control_id) == 4);
     assert!(::core::mem::offset_of!(CtlEvent, mask) == 6);
 };
+impl CtlEvent {
+    /// `mask`, typed.
+    pub fn mask(&self) -> crate::mask::BitSet<CtlEvtMask> {
+        crate::mask::BitSet::from_bits(u64::from(self.mask.get()))
+    }
+}
 /// The most TLV value bytes a driver may send in one control request.
 pub const TLV_VALUE_MAX: usize = 65536usize;
 fn check_tlv(tlv: &[u8]) -> Result<(), EncodeError> {
