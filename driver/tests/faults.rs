@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use common::*;
 use driver::hmulti::Settings;
+use driver::virtio::pcm::Command;
 use driver::virtio::{Engine, Options};
 use platform::{Kernel, Status};
 use sim_kernel::SimKernel;
@@ -294,10 +295,10 @@ fn illegal_transitions_never_reach_the_device() {
     let sent_before = rig.model.control_log().len();
     // Fresh stream: START, STOP and RELEASE are all illegal.
     for op in [
-        RequestCode::PcmStart,
-        RequestCode::PcmStop,
-        RequestCode::PcmRelease,
-        RequestCode::PcmPrepare,
+        Command::Start,
+        Command::Stop,
+        Command::Release,
+        Command::Prepare,
     ] {
         assert_eq!(
             engine.stream_command(0, op),

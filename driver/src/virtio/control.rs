@@ -8,7 +8,7 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
-use spec::virtio_snd::{ControlRequest, ControlResponse, QueueIndex, StatusCode};
+use spec::virtio_snd::{QueueIndex, Request, StatusCode};
 use spec::DecodeError;
 
 use platform::dma::DmaRegion;
@@ -60,7 +60,8 @@ pub fn status_of(code: u32) -> Status {
         Some(StatusCode::NotSupp) => Status::NOT_SUPPORTED,
         Some(StatusCode::IoErr) => Status::IO_ERROR,
         Some(StatusCode::BadMsg) => Status::BAD_VALUE,
-        _ => Status::BAD_DATA,
+        // OK is no error, and a status the spec does not define is a device fault.
+        Some(StatusCode::Ok) | None => Status::BAD_DATA,
     }
 }
 
@@ -141,34 +142,36 @@ impl ControlChannel {
         matched
     }
 
-    /// Sends `req`, waits for the answer, and hands the decoded response to `f`.
-    pub fn call<K: Kernel, V: VirtioDevice, R>(
+    /// Sends `req`, waits for the answer, and hands what it carries (the type the spec pairs
+    /// with the request) to `f`.
+    pub fn call<K: Kernel, V: VirtioDevice, Q: Request, R>(
         &self,
         kernel: &K,
         dev: &V,
-        req: &ControlRequest<'_>,
-        f: impl FnOnce(ControlResponse<'_>) -> R,
+        req: &Q,
+        f: impl FnOnce(Q::Response<'_>) -> R,
     ) -> KResult<R> {
         self.serial.with(kernel, self.timeout_micros * 4, || {
             self.call_locked(kernel, dev, req, f)
         })?
     }
 
-    fn call_locked<K: Kernel, V: VirtioDevice, R>(
+    fn call_locked<K: Kernel, V: VirtioDevice, Q: Request, R>(
         &self,
         kernel: &K,
         dev: &V,
-        req: &ControlRequest<'_>,
-        f: impl FnOnce(ControlResponse<'_>) -> R,
+        req: &Q,
+        f: impl FnOnce(Q::Response<'_>) -> R,
     ) -> KResult<R> {
-        let code = req.code();
-        let reply_len = req.response_len();
-        if req.encoded_len() > REQUEST_MAX || reply_len > REPLY_MAX {
+        let msg = req.message();
+        let code = msg.code();
+        let reply_len = msg.response_len();
+        if msg.encoded_len() > REQUEST_MAX || reply_len > REPLY_MAX {
             kernel.log(
                 LogLevel::Error,
                 format_args!(
                     "control {code:?}: message too large ({} + {reply_len} bytes)",
-                    req.encoded_len()
+                    msg.encoded_len()
                 ),
             );
             return Err(Status::BAD_VALUE);
@@ -199,7 +202,7 @@ impl ControlChannel {
             kernel.log(LogLevel::Error, format_args!("control {code:?}: device claims {used} bytes written, {reply_len} were offered"));
             return Err(Status::BAD_DATA);
         }
-        match req.decode_response(&reply) {
+        let decoded = match req.decode_response(&reply) {
             Ok(resp) => Ok(f(resp)),
             Err(DecodeError::Status(s)) => {
                 kernel.log(
@@ -215,14 +218,15 @@ impl ControlChannel {
                 );
                 Err(Status::BAD_DATA)
             }
-        }
+        };
+        decoded
     }
 
-    fn send_and_wait<K: Kernel, V: VirtioDevice>(
+    fn send_and_wait<K: Kernel, V: VirtioDevice, Q: Request>(
         &self,
         kernel: &K,
         dev: &V,
-        req: &ControlRequest<'_>,
+        req: &Q,
         base: usize,
         slot: usize,
         seq: u32,
@@ -231,12 +235,13 @@ impl ControlChannel {
             self.slots.lock(kernel).0[slot] = Slot::Free;
             Err(e)
         };
-        let mut buf: Vec<u8> = vec![0u8; req.encoded_len()];
-        let n = match req.encode(&mut buf) {
+        let msg = req.message();
+        let mut buf: Vec<u8> = vec![0u8; msg.encoded_len()];
+        let n = match msg.encode(&mut buf) {
             Ok(n) => n,
             Err(_) => return fail(Status::BAD_VALUE),
         };
-        let reply_len = req.response_len();
+        let reply_len = msg.response_len();
         if let Err(e) = self.region.write(base, &buf[..n]) {
             return fail(e);
         }
@@ -282,7 +287,7 @@ impl ControlChannel {
                     LogLevel::Error,
                     format_args!(
                         "control {:?}: no answer within {} ms",
-                        req.code(),
+                        msg.code(),
                         self.timeout_micros / 1000
                     ),
                 );

@@ -11,11 +11,11 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use spec::virtio_snd::{
-    ChmapInfo, Config, ControlRequest, ControlResponse, CtlAccess, CtlHdr, CtlInfo, CtlType,
-    CtlValue, DeviceEvent, JackInfo, PcmInfo, QueryInfo, QueueIndex, RequestCode,
+    requests, ChmapInfo, Config, CtlAccess, CtlHdr, CtlInfo, CtlType, CtlValue, DeviceEvent,
+    JackInfo, PcmInfo, QueryInfo, QueueIndex, Request,
 };
 use zerocopy::little_endian::U32 as Le32;
-use zerocopy::{FromBytes, IntoBytes};
+use zerocopy::IntoBytes;
 
 use control::ControlChannel;
 use pcm::{Io, PcmStream};
@@ -229,14 +229,27 @@ impl<K: Kernel, V: VirtioDevice> Engine<K, V> {
     fn query_all(&self) -> KResult {
         let engine = self;
         let cfg = &engine.config;
-        let jack_list: Vec<JackInfo> =
-            engine.query_items(RequestCode::JackInfo, cfg.jacks.get(), true)?;
-        let pcm: Vec<PcmInfo> =
-            engine.query_items(RequestCode::PcmInfo, cfg.streams.get(), false)?;
-        let maps: Vec<ChmapInfo> =
-            engine.query_items(RequestCode::ChmapInfo, cfg.chmaps.get(), true)?;
+        let jack_list: Vec<JackInfo> = engine.query_items(
+            |request| requests::JackInfo { request },
+            cfg.jacks.get(),
+            true,
+        )?;
+        let pcm: Vec<PcmInfo> = engine.query_items(
+            |request| requests::PcmInfo { request },
+            cfg.streams.get(),
+            false,
+        )?;
+        let maps: Vec<ChmapInfo> = engine.query_items(
+            |request| requests::ChmapInfo { request },
+            cfg.chmaps.get(),
+            true,
+        )?;
         let ctls: Vec<CtlInfo> = if engine.features & FEATURE_CTLS != 0 {
-            engine.query_items(RequestCode::CtlInfo, cfg.controls.get(), true)?
+            engine.query_items(
+                |request| requests::CtlInfo { request },
+                cfg.controls.get(),
+                true,
+            )?
         } else {
             Vec::new()
         };
@@ -280,12 +293,17 @@ impl<K: Kernel, V: VirtioDevice> Engine<K, V> {
 
     /// An info query for `total` items, in batches that fit one reply. With `optional`, a
     /// device that does not support the query (QEMU's jacks and chmaps) gives no items.
-    fn query_items<T: FromBytes + IntoBytes + zerocopy::Immutable + Copy>(
+    fn query_items<Q, T>(
         &self,
-        code: RequestCode,
+        query: impl Fn(QueryInfo) -> Q,
         total: u32,
         optional: bool,
-    ) -> KResult<Vec<T>> {
+    ) -> KResult<Vec<T>>
+    where
+        Q: for<'r> Request<Response<'r> = &'r [T]>,
+        T: Copy + 'static,
+    {
+        let code = query(QueryInfo::default()).message().code();
         let size = core::mem::size_of::<T>();
         let per_batch = (BATCH_BYTES / size) as u32;
         let mut out = Vec::new();
@@ -298,26 +316,8 @@ impl<K: Kernel, V: VirtioDevice> Engine<K, V> {
                 size: Le32::new(size as u32),
                 ..Default::default()
             };
-            let req = match code {
-                RequestCode::JackInfo => ControlRequest::JackInfo { request: q },
-                RequestCode::PcmInfo => ControlRequest::PcmInfo { request: q },
-                RequestCode::ChmapInfo => ControlRequest::ChmapInfo { request: q },
-                _ => ControlRequest::CtlInfo { request: q },
-            };
             let io = self.io();
-            let got = io.call(&req, |resp| {
-                let bytes: &[u8] = match resp {
-                    ControlResponse::JackInfo(items) => items.as_bytes(),
-                    ControlResponse::PcmInfo(items) => items.as_bytes(),
-                    ControlResponse::ChmapInfo(items) => items.as_bytes(),
-                    ControlResponse::CtlInfo(items) => items.as_bytes(),
-                    _ => &[],
-                };
-                bytes
-                    .chunks_exact(size)
-                    .filter_map(|c| T::read_from_bytes(c).ok())
-                    .collect::<Vec<T>>()
-            });
+            let got = io.call(&query(q), |items| items.to_vec());
             match got {
                 Ok(items) => out.extend(items),
                 Err(Status::NOT_SUPPORTED) if optional => {
@@ -350,15 +350,12 @@ impl<K: Kernel, V: VirtioDevice> Engine<K, V> {
         if CtlType::from_raw(info.r#type.get()) == Some(CtlType::Enumerated) {
             let n = info.value.enumerated().items.get().min(128);
             let io = self.io();
-            let req = ControlRequest::CtlEnumItems {
+            let req = requests::CtlEnumItems {
                 request: hdr,
                 items: n,
             };
-            match io.call(&req, |resp| match resp {
-                ControlResponse::CtlEnumItems(list) => {
-                    list.iter().map(|i| c_string(&i.item)).collect()
-                }
-                _ => Vec::new(),
+            match io.call(&req, |list| {
+                list.iter().map(|i| c_string(&i.item)).collect()
             }) {
                 Ok(list) => items = list,
                 Err(e) => self.kernel.log(
@@ -370,15 +367,12 @@ impl<K: Kernel, V: VirtioDevice> Engine<K, V> {
         let mut tlv = None;
         if info.access().contains(CtlAccess::TlvRead) {
             let io = self.io();
-            let req = ControlRequest::CtlTlvRead {
+            let req = requests::CtlTlvRead {
                 request: hdr,
                 max_value_len: 256,
             };
-            match io.call(&req, |resp| match resp {
-                ControlResponse::CtlTlvRead { tlv } => Some(tlv.to_vec()),
-                _ => None,
-            }) {
-                Ok(t) => tlv = t,
+            match io.call(&req, |t| t.to_vec()) {
+                Ok(t) => tlv = Some(t),
                 Err(e) => self.kernel.log(
                     LogLevel::Warn,
                     format_args!("control {id} ({name}): TLV: {e}"),
@@ -427,18 +421,15 @@ impl<K: Kernel, V: VirtioDevice> Engine<K, V> {
     pub fn read_control(&self, id: u32) -> KResult<CtlValue> {
         let c = self.controls().get(id as usize).ok_or(Status::BAD_VALUE)?;
         let io = self.io();
-        let req = ControlRequest::CtlRead {
+        let req = requests::CtlRead {
             request: CtlHdr {
                 control_id: Le32::new(id),
                 ..Default::default()
             },
         };
-        let v = io.call(&req, |resp| match resp {
-            ControlResponse::CtlRead(v) => Some(*v),
-            _ => None,
-        })?;
+        let v = io.call(&req, |v| *v)?;
         c.stale.store(false, Ordering::Relaxed);
-        v.ok_or(Status::BAD_DATA)
+        Ok(v)
     }
 
     /// Writes a control element's value.
@@ -447,7 +438,7 @@ impl<K: Kernel, V: VirtioDevice> Engine<K, V> {
             return Err(Status::BAD_VALUE);
         }
         let io = self.io();
-        io.control(&ControlRequest::CtlWrite {
+        io.control(&requests::CtlWrite {
             request: CtlHdr {
                 control_id: Le32::new(id),
                 ..Default::default()
@@ -608,7 +599,7 @@ impl<K: Kernel, V: VirtioDevice> Engine<K, V> {
 
     /// Sends a command straight to a stream's state machine (tests use it to prove illegal
     /// transitions never reach the device).
-    pub fn stream_command(&self, stream: u32, op: RequestCode) -> KResult {
+    pub fn stream_command(&self, stream: u32, op: pcm::Command) -> KResult {
         self.stream(stream)
             .ok_or(Status::BAD_VALUE)?
             .command(&self.io(), op)

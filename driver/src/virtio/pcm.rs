@@ -7,8 +7,8 @@
 //! The interrupt callback timestamps completions; the ioctl thread reports them one by one.
 
 use spec::virtio_snd::{
-    ControlRequest, Direction, PcmFeature, PcmFormat, PcmHdr, PcmInfo, PcmRate, PcmSetParams,
-    QueueIndex, RequestCode,
+    requests, Direction, PcmFeature, PcmFormat, PcmHdr, PcmInfo, PcmRate, PcmSetParams, QueueIndex,
+    Request,
 };
 use zerocopy::little_endian::U32 as Le32;
 
@@ -45,26 +45,55 @@ pub enum PcmState {
 }
 
 impl PcmState {
-    /// Whether `op` may be sent in this state (virtio 1.3 §5.14.6.6.1).
-    pub fn allows(self, op: RequestCode) -> bool {
+    /// Whether `step` may be taken in this state (virtio 1.3 §5.14.6.6.1).
+    pub fn allows(self, step: Step) -> bool {
         use PcmState::*;
-        match op {
-            RequestCode::PcmSetParams => matches!(self, Initial | ParamsSet | Prepared | Released),
-            RequestCode::PcmPrepare => matches!(self, ParamsSet | Prepared | Released),
-            RequestCode::PcmStart => matches!(self, Prepared | Stopped),
-            RequestCode::PcmStop => matches!(self, Running),
-            RequestCode::PcmRelease => matches!(self, Prepared | Stopped),
-            _ => false,
+        match step {
+            Step::SetParams => matches!(self, Initial | ParamsSet | Prepared | Released),
+            Step::Prepare => matches!(self, ParamsSet | Prepared | Released),
+            Step::Start => matches!(self, Prepared | Stopped),
+            Step::Stop => matches!(self, Running),
+            Step::Release => matches!(self, Prepared | Stopped),
         }
     }
 
-    fn after(op: RequestCode) -> PcmState {
-        match op {
-            RequestCode::PcmSetParams => PcmState::ParamsSet,
-            RequestCode::PcmPrepare => PcmState::Prepared,
-            RequestCode::PcmStart => PcmState::Running,
-            RequestCode::PcmStop => PcmState::Stopped,
-            _ => PcmState::Released,
+    fn after(step: Step) -> PcmState {
+        match step {
+            Step::SetParams => PcmState::ParamsSet,
+            Step::Prepare => PcmState::Prepared,
+            Step::Start => PcmState::Running,
+            Step::Stop => PcmState::Stopped,
+            Step::Release => PcmState::Released,
+        }
+    }
+}
+
+/// A request of a stream's state machine (the PCM control requests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    SetParams,
+    Prepare,
+    Start,
+    Stop,
+    Release,
+}
+
+/// The steps whose request carries nothing but the stream id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    Prepare,
+    Start,
+    Stop,
+    Release,
+}
+
+impl Command {
+    pub fn step(self) -> Step {
+        match self {
+            Command::Prepare => Step::Prepare,
+            Command::Start => Step::Start,
+            Command::Stop => Step::Stop,
+            Command::Release => Step::Release,
         }
     }
 }
@@ -285,13 +314,9 @@ impl PcmStream {
     }
 
     /// Sends one lifecycle command, refusing what the state machine forbids.
-    pub fn command<K: Kernel, V: VirtioDevice>(
-        &self,
-        io: &Io<'_, K, V>,
-        op: RequestCode,
-    ) -> KResult {
+    pub fn command<K: Kernel, V: VirtioDevice>(&self, io: &Io<'_, K, V>, op: Command) -> KResult {
         let state = self.state(io.kernel);
-        if !state.allows(op) {
+        if !state.allows(op.step()) {
             io.kernel.log(
                 LogLevel::Error,
                 format_args!(
@@ -305,15 +330,13 @@ impl PcmStream {
             stream_id: Le32::new(self.id),
             ..Default::default()
         };
-        let req = match op {
-            RequestCode::PcmPrepare => ControlRequest::PcmPrepare { request: hdr },
-            RequestCode::PcmStart => ControlRequest::PcmStart { request: hdr },
-            RequestCode::PcmStop => ControlRequest::PcmStop { request: hdr },
-            RequestCode::PcmRelease => ControlRequest::PcmRelease { request: hdr },
-            _ => return Err(Status::BAD_VALUE),
-        };
-        io.control(&req)?;
-        *self.state.lock(io.kernel) = PcmState::after(op);
+        match op {
+            Command::Prepare => io.control(&requests::PcmPrepare { request: hdr }),
+            Command::Start => io.control(&requests::PcmStart { request: hdr }),
+            Command::Stop => io.control(&requests::PcmStop { request: hdr }),
+            Command::Release => io.control(&requests::PcmRelease { request: hdr }),
+        }?;
+        *self.state.lock(io.kernel) = PcmState::after(op.step());
         Ok(())
     }
 
@@ -374,7 +397,7 @@ impl PcmStream {
         p: &PcmParams,
         buffer_bytes: u32,
     ) -> KResult {
-        if !self.state(io.kernel).allows(RequestCode::PcmSetParams) {
+        if !self.state(io.kernel).allows(Step::SetParams) {
             return Err(Status::BAD_VALUE);
         }
         // The one stream feature the driver uses, where offered.
@@ -396,7 +419,7 @@ impl PcmStream {
             rate: p.rate.raw(),
             padding: 0,
         };
-        io.control(&ControlRequest::PcmSetParams { request })?;
+        io.control(&requests::PcmSetParams { request })?;
         *self.state.lock(io.kernel) = PcmState::ParamsSet;
         Ok(())
     }
@@ -438,7 +461,7 @@ impl PcmStream {
                     self.send_params(io, &p, p.period_bytes * p.periods)?;
                 }
             }
-            self.command(io, RequestCode::PcmPrepare)?;
+            self.command(io, Command::Prepare)?;
             let mut r = self.ring.lock(io.kernel);
             if r.outstanding() > 0 {
                 return Err(Status::BUSY);
@@ -456,7 +479,7 @@ impl PcmStream {
             r.started_at = io.kernel.system_time();
             r.max_lead = 0;
         }
-        self.command(io, RequestCode::PcmStart)
+        self.command(io, Command::Start)
     }
 
     /// Queues every period whose buffer the client has had back since its last use.
@@ -745,13 +768,13 @@ impl PcmStream {
                     }
                 }
             }
-            self.command(io, RequestCode::PcmStop)?;
+            self.command(io, Command::Stop)?;
         }
         if matches!(
             self.state(io.kernel),
             PcmState::Prepared | PcmState::Stopped
         ) {
-            self.command(io, RequestCode::PcmRelease)?;
+            self.command(io, Command::Release)?;
         }
         // RELEASE returns every pending buffer before it completes; a device that does not
         // gets a grace period, after which the buffers are reported as still held.
@@ -785,17 +808,13 @@ pub struct Io<'a, K: Kernel, V: VirtioDevice> {
 }
 
 impl<K: Kernel, V: VirtioDevice> Io<'_, K, V> {
-    /// Sends a control request and hands the decoded answer to `f`.
-    pub fn call<R>(
-        &self,
-        req: &ControlRequest<'_>,
-        f: impl FnOnce(spec::virtio_snd::ControlResponse<'_>) -> R,
-    ) -> KResult<R> {
+    /// Sends a control request and hands what its answer carries to `f`.
+    pub fn call<Q: Request, R>(&self, req: &Q, f: impl FnOnce(Q::Response<'_>) -> R) -> KResult<R> {
         self.control.call(self.kernel, self.dev, req, f)
     }
 
-    /// A control request whose answer carries nothing but the status.
-    pub fn control(&self, req: &ControlRequest<'_>) -> KResult {
+    /// Sends a control request whose answer matters only by its status.
+    pub fn control<Q: Request>(&self, req: &Q) -> KResult {
         self.call(req, |_| ())
     }
 }

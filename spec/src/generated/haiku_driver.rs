@@ -3,15 +3,9 @@
     missing_docs,
     missing_debug_implementations,
     non_upper_case_globals,
-    non_snake_case,
-    dead_code,
-    unused_imports,
-    unused_variables
+    non_snake_case
 )]
-use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligned};
-use zerocopy::little_endian::{U16 as Le16, U32 as Le32, U64 as Le64};
-use crate::user::{Constant, UnknownValue, UserPtr};
-use crate::wire::{DecodeError, EncodeError, IoctlError};
+use crate::user::{Constant, UnknownValue};
 /// `status_t`: Result code of almost every kernel call: B_OK (0) on success, a negative error code otherwise.
 pub type status_t = i32;
 /// `bigtime_t`: A time or duration in microseconds (system_time() counts from boot).

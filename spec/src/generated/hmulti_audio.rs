@@ -3,15 +3,11 @@
     missing_docs,
     missing_debug_implementations,
     non_upper_case_globals,
-    non_snake_case,
-    dead_code,
-    unused_imports,
-    unused_variables
+    non_snake_case
 )]
-use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligned};
-use zerocopy::little_endian::{U16 as Le16, U32 as Le32, U64 as Le64};
+use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout};
 use crate::user::{Constant, UnknownValue, UserPtr};
-use crate::wire::{DecodeError, EncodeError, IoctlError};
+use crate::wire::IoctlError;
 /// `bigtime_t`: Haiku time value in microseconds; here always in the system_time() base (time since boot).
 pub type bigtime_t = i64;
 /// `B_AUDIO_DRIVER_BASE`: First opcode reserved for audio drivers (from Drivers.h).
@@ -5382,8 +5378,6 @@ impl MultiIoctl {
             }
             Opcode::GetMode => Ok(Self::GetMode(user_arg::<i32>(buffer, length)?)),
             Opcode::SetMode => Ok(Self::SetMode(user_arg::<i32>(buffer, length)?)),
-            #[allow(unreachable_patterns)]
-            _ => Err(IoctlError::UnknownOpcode(op)),
         }
     }
     pub fn opcode(&self) -> Opcode {

@@ -6,15 +6,12 @@
     missing_docs,
     missing_debug_implementations,
     non_upper_case_globals,
-    non_snake_case,
-    dead_code,
-    unused_imports,
-    unused_variables
+    non_snake_case
 )]
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligned};
 use zerocopy::little_endian::{U16 as Le16, U32 as Le32, U64 as Le64};
-use crate::user::{Constant, UnknownValue, UserPtr};
-use crate::wire::{DecodeError, EncodeError, IoctlError};
+use crate::user::{Constant, UnknownValue};
+use crate::wire::{DecodeError, EncodeError};
 /// `VIRTIO_ID_SOUND`: Virtio device type of a sound card (on modern PCI it shows up as device id 0x1059, vendor 0x1af4).
 pub const VIRTIO_ID_SOUND: u16 = 0x19;
 /// Constant group `device_id`: The virtio device type a sound device reports; the bus matches the driver on it.
@@ -3659,6 +3656,553 @@ fn check_tlv(tlv: &[u8]) -> Result<(), EncodeError> {
     }
     Ok(())
 }
+/// What every reply must be before its payload is looked at: no longer than the
+/// request allows (`max`), and an OK status.
+fn check_reply(reply: &[u8], max: usize) -> Result<(), DecodeError> {
+    let status = crate::wire::code_of(reply)?;
+    if reply.len() > max {
+        return Err(DecodeError::Oversized {
+            max,
+            got: reply.len(),
+        });
+    }
+    if status != 32768u32 {
+        return Err(DecodeError::Status(status));
+    }
+    Ok(())
+}
+/// A control request paired by type with its answer: each value of [`requests`] says
+/// what an OK reply to it carries, so a driver never matches on a response it cannot get.
+pub trait Request {
+    /// What an OK answer carries, borrowed from the reply bytes.
+    type Response<'r>;
+    /// The message to send (its code, lengths and encoding).
+    fn message(&self) -> ControlRequest<'_>;
+    /// Decodes what the device wrote (`reply` is the `used_len` bytes of the writable
+    /// part): the status must be OK and the length exactly what this request asked for.
+    fn decode_response<'r>(
+        &self,
+        reply: &'r [u8],
+    ) -> Result<Self::Response<'r>, DecodeError>;
+}
+/// One type per control request, each implementing [`Request`].
+pub mod requests {
+    use super::{ControlRequest, DecodeError};
+    use zerocopy::FromBytes;
+    /// `VIRTIO_SND_R_JACK_INFO`: Describe jacks start_id .. start_id + count; on OK the status is followed by count jack_info records.
+    ///
+    /// `VIRTIO_SND_R_JACK_INFO`, paired with its answer: [`Request::Response`](super::Request::Response) is what the spec says an OK reply carries.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    pub struct JackInfo {
+        pub request: super::QueryInfo,
+    }
+    impl super::Request for JackInfo {
+        type Response<'r> = &'r [super::JackInfo];
+        fn message(&self) -> ControlRequest<'_> {
+            ControlRequest::JackInfo {
+                request: self.request,
+            }
+        }
+        fn decode_response<'r>(
+            &self,
+            reply: &'r [u8],
+        ) -> Result<&'r [super::JackInfo], DecodeError> {
+            let expected = self.message().response_len();
+            super::check_reply(reply, expected)?;
+            let Self { .. } = self;
+            if reply.len() != expected {
+                return Err(DecodeError::Short {
+                    needed: expected,
+                    got: reply.len(),
+                });
+            }
+            <[super::JackInfo]>::ref_from_bytes(&reply[4usize..])
+                .map_err(|_| DecodeError::BadLength {
+                    got: reply.len(),
+                })
+        }
+    }
+    /// `VIRTIO_SND_R_JACK_REMAP`: Reassign a jack's HDA association and sequence; only for jacks whose features include REMAP.
+    ///
+    /// `VIRTIO_SND_R_JACK_REMAP`, paired with its answer: [`Request::Response`](super::Request::Response) is what the spec says an OK reply carries.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    pub struct JackRemap {
+        pub request: super::JackRemap,
+    }
+    impl super::Request for JackRemap {
+        type Response<'r> = ();
+        fn message(&self) -> ControlRequest<'_> {
+            ControlRequest::JackRemap {
+                request: self.request,
+            }
+        }
+        fn decode_response<'r>(&self, reply: &'r [u8]) -> Result<(), DecodeError> {
+            let expected = self.message().response_len();
+            super::check_reply(reply, expected)?;
+            let Self { .. } = self;
+            if reply.len() != expected {
+                return Err(DecodeError::Short {
+                    needed: expected,
+                    got: reply.len(),
+                });
+            }
+            Ok(())
+        }
+    }
+    /// `VIRTIO_SND_R_PCM_INFO`: Describe PCM streams start_id .. start_id + count; on OK the status is followed by count pcm_info records.
+    ///
+    /// `VIRTIO_SND_R_PCM_INFO`, paired with its answer: [`Request::Response`](super::Request::Response) is what the spec says an OK reply carries.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    pub struct PcmInfo {
+        pub request: super::QueryInfo,
+    }
+    impl super::Request for PcmInfo {
+        type Response<'r> = &'r [super::PcmInfo];
+        fn message(&self) -> ControlRequest<'_> {
+            ControlRequest::PcmInfo {
+                request: self.request,
+            }
+        }
+        fn decode_response<'r>(
+            &self,
+            reply: &'r [u8],
+        ) -> Result<&'r [super::PcmInfo], DecodeError> {
+            let expected = self.message().response_len();
+            super::check_reply(reply, expected)?;
+            let Self { .. } = self;
+            if reply.len() != expected {
+                return Err(DecodeError::Short {
+                    needed: expected,
+                    got: reply.len(),
+                });
+            }
+            <[super::PcmInfo]>::ref_from_bytes(&reply[4usize..])
+                .map_err(|_| DecodeError::BadLength {
+                    got: reply.len(),
+                })
+        }
+    }
+    /// `VIRTIO_SND_R_PCM_SET_PARAMS`: Configure a stream. Allowed when the stream is fresh, prepared or released (never straight after STOP); takes effect at the next PREPARE.
+    ///
+    /// `VIRTIO_SND_R_PCM_SET_PARAMS`, paired with its answer: [`Request::Response`](super::Request::Response) is what the spec says an OK reply carries.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    pub struct PcmSetParams {
+        pub request: super::PcmSetParams,
+    }
+    impl super::Request for PcmSetParams {
+        type Response<'r> = ();
+        fn message(&self) -> ControlRequest<'_> {
+            ControlRequest::PcmSetParams {
+                request: self.request,
+            }
+        }
+        fn decode_response<'r>(&self, reply: &'r [u8]) -> Result<(), DecodeError> {
+            let expected = self.message().response_len();
+            super::check_reply(reply, expected)?;
+            let Self { .. } = self;
+            if reply.len() != expected {
+                return Err(DecodeError::Short {
+                    needed: expected,
+                    got: reply.len(),
+                });
+            }
+            Ok(())
+        }
+    }
+    /// `VIRTIO_SND_R_PCM_PREPARE`: Have the device set up the stream with its current parameters. Afterwards an output stream may be pre-filled on the tx queue before START.
+    ///
+    /// `VIRTIO_SND_R_PCM_PREPARE`, paired with its answer: [`Request::Response`](super::Request::Response) is what the spec says an OK reply carries.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    pub struct PcmPrepare {
+        pub request: super::PcmHdr,
+    }
+    impl super::Request for PcmPrepare {
+        type Response<'r> = ();
+        fn message(&self) -> ControlRequest<'_> {
+            ControlRequest::PcmPrepare {
+                request: self.request,
+            }
+        }
+        fn decode_response<'r>(&self, reply: &'r [u8]) -> Result<(), DecodeError> {
+            let expected = self.message().response_len();
+            super::check_reply(reply, expected)?;
+            let Self { .. } = self;
+            if reply.len() != expected {
+                return Err(DecodeError::Short {
+                    needed: expected,
+                    got: reply.len(),
+                });
+            }
+            Ok(())
+        }
+    }
+    /// `VIRTIO_SND_R_PCM_RELEASE`: Release a prepared or stopped stream. The device hands back every outstanding tx/rx buffer of the stream before it answers.
+    ///
+    /// `VIRTIO_SND_R_PCM_RELEASE`, paired with its answer: [`Request::Response`](super::Request::Response) is what the spec says an OK reply carries.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    pub struct PcmRelease {
+        pub request: super::PcmHdr,
+    }
+    impl super::Request for PcmRelease {
+        type Response<'r> = ();
+        fn message(&self) -> ControlRequest<'_> {
+            ControlRequest::PcmRelease {
+                request: self.request,
+            }
+        }
+        fn decode_response<'r>(&self, reply: &'r [u8]) -> Result<(), DecodeError> {
+            let expected = self.message().response_len();
+            super::check_reply(reply, expected)?;
+            let Self { .. } = self;
+            if reply.len() != expected {
+                return Err(DecodeError::Short {
+                    needed: expected,
+                    got: reply.len(),
+                });
+            }
+            Ok(())
+        }
+    }
+    /// `VIRTIO_SND_R_PCM_START`: Start a prepared or stopped stream; from then on tx/rx buffer completions pace the stream.
+    ///
+    /// `VIRTIO_SND_R_PCM_START`, paired with its answer: [`Request::Response`](super::Request::Response) is what the spec says an OK reply carries.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    pub struct PcmStart {
+        pub request: super::PcmHdr,
+    }
+    impl super::Request for PcmStart {
+        type Response<'r> = ();
+        fn message(&self) -> ControlRequest<'_> {
+            ControlRequest::PcmStart {
+                request: self.request,
+            }
+        }
+        fn decode_response<'r>(&self, reply: &'r [u8]) -> Result<(), DecodeError> {
+            let expected = self.message().response_len();
+            super::check_reply(reply, expected)?;
+            let Self { .. } = self;
+            if reply.len() != expected {
+                return Err(DecodeError::Short {
+                    needed: expected,
+                    got: reply.len(),
+                });
+            }
+            Ok(())
+        }
+    }
+    /// `VIRTIO_SND_R_PCM_STOP`: Stop a running stream. Queued buffers may stay with the device until START or RELEASE.
+    ///
+    /// `VIRTIO_SND_R_PCM_STOP`, paired with its answer: [`Request::Response`](super::Request::Response) is what the spec says an OK reply carries.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    pub struct PcmStop {
+        pub request: super::PcmHdr,
+    }
+    impl super::Request for PcmStop {
+        type Response<'r> = ();
+        fn message(&self) -> ControlRequest<'_> {
+            ControlRequest::PcmStop {
+                request: self.request,
+            }
+        }
+        fn decode_response<'r>(&self, reply: &'r [u8]) -> Result<(), DecodeError> {
+            let expected = self.message().response_len();
+            super::check_reply(reply, expected)?;
+            let Self { .. } = self;
+            if reply.len() != expected {
+                return Err(DecodeError::Short {
+                    needed: expected,
+                    got: reply.len(),
+                });
+            }
+            Ok(())
+        }
+    }
+    /// `VIRTIO_SND_R_CHMAP_INFO`: Describe channel maps start_id .. start_id + count; on OK the status is followed by count chmap_info records.
+    ///
+    /// `VIRTIO_SND_R_CHMAP_INFO`, paired with its answer: [`Request::Response`](super::Request::Response) is what the spec says an OK reply carries.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    pub struct ChmapInfo {
+        pub request: super::QueryInfo,
+    }
+    impl super::Request for ChmapInfo {
+        type Response<'r> = &'r [super::ChmapInfo];
+        fn message(&self) -> ControlRequest<'_> {
+            ControlRequest::ChmapInfo {
+                request: self.request,
+            }
+        }
+        fn decode_response<'r>(
+            &self,
+            reply: &'r [u8],
+        ) -> Result<&'r [super::ChmapInfo], DecodeError> {
+            let expected = self.message().response_len();
+            super::check_reply(reply, expected)?;
+            let Self { .. } = self;
+            if reply.len() != expected {
+                return Err(DecodeError::Short {
+                    needed: expected,
+                    got: reply.len(),
+                });
+            }
+            <[super::ChmapInfo]>::ref_from_bytes(&reply[4usize..])
+                .map_err(|_| DecodeError::BadLength {
+                    got: reply.len(),
+                })
+        }
+    }
+    /// `VIRTIO_SND_R_CTL_INFO`: Describe control elements start_id .. start_id + count; on OK the status is followed by count 96-byte ctl_info records.
+    ///
+    /// Since: 1.3
+    ///
+    /// Feature: VIRTIO_SND_F_CTLS
+    ///
+    /// `VIRTIO_SND_R_CTL_INFO`, paired with its answer: [`Request::Response`](super::Request::Response) is what the spec says an OK reply carries.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    pub struct CtlInfo {
+        pub request: super::QueryInfo,
+    }
+    impl super::Request for CtlInfo {
+        type Response<'r> = &'r [super::CtlInfo];
+        fn message(&self) -> ControlRequest<'_> {
+            ControlRequest::CtlInfo {
+                request: self.request,
+            }
+        }
+        fn decode_response<'r>(
+            &self,
+            reply: &'r [u8],
+        ) -> Result<&'r [super::CtlInfo], DecodeError> {
+            let expected = self.message().response_len();
+            super::check_reply(reply, expected)?;
+            let Self { .. } = self;
+            if reply.len() != expected {
+                return Err(DecodeError::Short {
+                    needed: expected,
+                    got: reply.len(),
+                });
+            }
+            <[super::CtlInfo]>::ref_from_bytes(&reply[4usize..])
+                .map_err(|_| DecodeError::BadLength {
+                    got: reply.len(),
+                })
+        }
+    }
+    /// `VIRTIO_SND_R_CTL_ENUM_ITEMS`: List the option names of an ENUMERATED element; the caller sizes the reply from ctl_info.value.enumerated.items.
+    ///
+    /// Since: 1.3
+    ///
+    /// Feature: VIRTIO_SND_F_CTLS
+    ///
+    /// `VIRTIO_SND_R_CTL_ENUM_ITEMS`, paired with its answer: [`Request::Response`](super::Request::Response) is what the spec says an OK reply carries.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    pub struct CtlEnumItems {
+        pub request: super::CtlHdr,
+        pub items: u32,
+    }
+    impl super::Request for CtlEnumItems {
+        type Response<'r> = &'r [super::CtlEnumItem];
+        fn message(&self) -> ControlRequest<'_> {
+            ControlRequest::CtlEnumItems {
+                request: self.request,
+                items: self.items,
+            }
+        }
+        fn decode_response<'r>(
+            &self,
+            reply: &'r [u8],
+        ) -> Result<&'r [super::CtlEnumItem], DecodeError> {
+            let expected = self.message().response_len();
+            super::check_reply(reply, expected)?;
+            let Self { .. } = self;
+            if reply.len() != expected {
+                return Err(DecodeError::Short {
+                    needed: expected,
+                    got: reply.len(),
+                });
+            }
+            <[super::CtlEnumItem]>::ref_from_bytes(&reply[4usize..])
+                .map_err(|_| DecodeError::BadLength {
+                    got: reply.len(),
+                })
+        }
+    }
+    /// `VIRTIO_SND_R_CTL_READ`: Read an element's current value (needs ACCESS_READ); the device writes the status and then the 512-byte value.
+    ///
+    /// Since: 1.3
+    ///
+    /// Feature: VIRTIO_SND_F_CTLS
+    ///
+    /// `VIRTIO_SND_R_CTL_READ`, paired with its answer: [`Request::Response`](super::Request::Response) is what the spec says an OK reply carries.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    pub struct CtlRead {
+        pub request: super::CtlHdr,
+    }
+    impl super::Request for CtlRead {
+        type Response<'r> = &'r super::CtlValue;
+        fn message(&self) -> ControlRequest<'_> {
+            ControlRequest::CtlRead {
+                request: self.request,
+            }
+        }
+        fn decode_response<'r>(
+            &self,
+            reply: &'r [u8],
+        ) -> Result<&'r super::CtlValue, DecodeError> {
+            let expected = self.message().response_len();
+            super::check_reply(reply, expected)?;
+            let Self { .. } = self;
+            if reply.len() != expected {
+                return Err(DecodeError::Short {
+                    needed: expected,
+                    got: reply.len(),
+                });
+            }
+            super::CtlValue::ref_from_bytes(&reply[4usize..])
+                .map_err(|_| DecodeError::BadLength {
+                    got: reply.len(),
+                })
+        }
+    }
+    /// `VIRTIO_SND_R_CTL_WRITE`: Set an element's value (needs ACCESS_WRITE); the driver sends the header and then the 512-byte value.
+    ///
+    /// Since: 1.3
+    ///
+    /// Feature: VIRTIO_SND_F_CTLS
+    ///
+    /// `VIRTIO_SND_R_CTL_WRITE`, paired with its answer: [`Request::Response`](super::Request::Response) is what the spec says an OK reply carries.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    pub struct CtlWrite {
+        pub request: super::CtlHdr,
+        pub payload: super::CtlValue,
+    }
+    impl super::Request for CtlWrite {
+        type Response<'r> = ();
+        fn message(&self) -> ControlRequest<'_> {
+            ControlRequest::CtlWrite {
+                request: self.request,
+                payload: self.payload,
+            }
+        }
+        fn decode_response<'r>(&self, reply: &'r [u8]) -> Result<(), DecodeError> {
+            let expected = self.message().response_len();
+            super::check_reply(reply, expected)?;
+            let Self { .. } = self;
+            if reply.len() != expected {
+                return Err(DecodeError::Short {
+                    needed: expected,
+                    got: reply.len(),
+                });
+            }
+            Ok(())
+        }
+    }
+    /// `VIRTIO_SND_R_CTL_TLV_READ`: Read an element's TLV metadata (needs ACCESS_TLV_READ); if the writable buffer is too small the device should fill what fits and still report OK.
+    ///
+    /// Since: 1.3
+    ///
+    /// Feature: VIRTIO_SND_F_CTLS
+    ///
+    /// `VIRTIO_SND_R_CTL_TLV_READ`, paired with its answer: [`Request::Response`](super::Request::Response) is what the spec says an OK reply carries.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    pub struct CtlTlvRead {
+        pub request: super::CtlHdr,
+        pub max_value_len: u32,
+    }
+    impl super::Request for CtlTlvRead {
+        type Response<'r> = &'r [u8];
+        fn message(&self) -> ControlRequest<'_> {
+            ControlRequest::CtlTlvRead {
+                request: self.request,
+                max_value_len: self.max_value_len,
+            }
+        }
+        fn decode_response<'r>(&self, reply: &'r [u8]) -> Result<&'r [u8], DecodeError> {
+            super::check_reply(reply, self.message().response_len())?;
+            let Self { max_value_len, .. } = self;
+            let needed = 4usize + 8usize;
+            if reply.len() < needed {
+                return Err(DecodeError::Short {
+                    needed,
+                    got: reply.len(),
+                });
+            }
+            let body = &reply[4usize..];
+            let length = crate::wire::code_of(&body[4..])? as usize;
+            if length > *max_value_len as usize || 8usize + length > body.len() {
+                return Err(DecodeError::BadLength {
+                    got: reply.len(),
+                });
+            }
+            Ok(&body[..8usize + length])
+        }
+    }
+    /// `VIRTIO_SND_R_CTL_TLV_WRITE`: Replace an element's TLV metadata (needs ACCESS_TLV_WRITE); the TLV value sent must not exceed 65536 bytes.
+    ///
+    /// Since: 1.3
+    ///
+    /// Feature: VIRTIO_SND_F_CTLS
+    ///
+    /// `VIRTIO_SND_R_CTL_TLV_WRITE`, paired with its answer: [`Request::Response`](super::Request::Response) is what the spec says an OK reply carries.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    pub struct CtlTlvWrite<'a> {
+        pub request: super::CtlHdr,
+        pub tlv: &'a [u8],
+    }
+    impl<'a> super::Request for CtlTlvWrite<'a> {
+        type Response<'r> = ();
+        fn message(&self) -> ControlRequest<'_> {
+            ControlRequest::CtlTlvWrite {
+                request: self.request,
+                tlv: self.tlv,
+            }
+        }
+        fn decode_response<'r>(&self, reply: &'r [u8]) -> Result<(), DecodeError> {
+            let expected = self.message().response_len();
+            super::check_reply(reply, expected)?;
+            let Self { .. } = self;
+            if reply.len() != expected {
+                return Err(DecodeError::Short {
+                    needed: expected,
+                    got: reply.len(),
+                });
+            }
+            Ok(())
+        }
+    }
+    /// `VIRTIO_SND_R_CTL_TLV_COMMAND`: Send a TLV-encoded command to an element (needs ACCESS_TLV_COMMAND); the TLV value sent must not exceed 65536 bytes.
+    ///
+    /// Since: 1.3
+    ///
+    /// Feature: VIRTIO_SND_F_CTLS
+    ///
+    /// `VIRTIO_SND_R_CTL_TLV_COMMAND`, paired with its answer: [`Request::Response`](super::Request::Response) is what the spec says an OK reply carries.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    pub struct CtlTlvCommand<'a> {
+        pub request: super::CtlHdr,
+        pub tlv: &'a [u8],
+    }
+    impl<'a> super::Request for CtlTlvCommand<'a> {
+        type Response<'r> = ();
+        fn message(&self) -> ControlRequest<'_> {
+            ControlRequest::CtlTlvCommand {
+                request: self.request,
+                tlv: self.tlv,
+            }
+        }
+        fn decode_response<'r>(&self, reply: &'r [u8]) -> Result<(), DecodeError> {
+            let expected = self.message().response_len();
+            super::check_reply(reply, expected)?;
+            let Self { .. } = self;
+            if reply.len() != expected {
+                return Err(DecodeError::Short {
+                    needed: expected,
+                    got: reply.len(),
+                });
+            }
+            Ok(())
+        }
+    }
+}
 /// A control-queue request: the device-readable part the driver sends. Encoding writes
 /// the right request code, whatever the header field holds.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -3749,68 +4293,24 @@ impl<'a> ControlRequest<'a> {
     /// Bytes of the device-readable part.
     pub fn encoded_len(&self) -> usize {
         match self {
-            Self::JackInfo { request, .. } => {
-                let _ = request;
-                ::core::mem::size_of::<QueryInfo>() + 0usize
-            }
-            Self::JackRemap { request, .. } => {
-                let _ = request;
-                ::core::mem::size_of::<JackRemap>() + 0usize
-            }
-            Self::PcmInfo { request, .. } => {
-                let _ = request;
-                ::core::mem::size_of::<QueryInfo>() + 0usize
-            }
-            Self::PcmSetParams { request, .. } => {
-                let _ = request;
-                ::core::mem::size_of::<PcmSetParams>() + 0usize
-            }
-            Self::PcmPrepare { request, .. } => {
-                let _ = request;
-                ::core::mem::size_of::<PcmHdr>() + 0usize
-            }
-            Self::PcmRelease { request, .. } => {
-                let _ = request;
-                ::core::mem::size_of::<PcmHdr>() + 0usize
-            }
-            Self::PcmStart { request, .. } => {
-                let _ = request;
-                ::core::mem::size_of::<PcmHdr>() + 0usize
-            }
-            Self::PcmStop { request, .. } => {
-                let _ = request;
-                ::core::mem::size_of::<PcmHdr>() + 0usize
-            }
-            Self::ChmapInfo { request, .. } => {
-                let _ = request;
-                ::core::mem::size_of::<QueryInfo>() + 0usize
-            }
-            Self::CtlInfo { request, .. } => {
-                let _ = request;
-                ::core::mem::size_of::<QueryInfo>() + 0usize
-            }
-            Self::CtlEnumItems { request, items, .. } => {
-                let _ = request;
-                ::core::mem::size_of::<CtlHdr>() + 0usize
-            }
-            Self::CtlRead { request, .. } => {
-                let _ = request;
-                ::core::mem::size_of::<CtlHdr>() + 0usize
-            }
-            Self::CtlWrite { request, payload, .. } => {
-                let _ = request;
+            Self::JackInfo { .. } => ::core::mem::size_of::<QueryInfo>() + 0usize,
+            Self::JackRemap { .. } => ::core::mem::size_of::<JackRemap>() + 0usize,
+            Self::PcmInfo { .. } => ::core::mem::size_of::<QueryInfo>() + 0usize,
+            Self::PcmSetParams { .. } => ::core::mem::size_of::<PcmSetParams>() + 0usize,
+            Self::PcmPrepare { .. } => ::core::mem::size_of::<PcmHdr>() + 0usize,
+            Self::PcmRelease { .. } => ::core::mem::size_of::<PcmHdr>() + 0usize,
+            Self::PcmStart { .. } => ::core::mem::size_of::<PcmHdr>() + 0usize,
+            Self::PcmStop { .. } => ::core::mem::size_of::<PcmHdr>() + 0usize,
+            Self::ChmapInfo { .. } => ::core::mem::size_of::<QueryInfo>() + 0usize,
+            Self::CtlInfo { .. } => ::core::mem::size_of::<QueryInfo>() + 0usize,
+            Self::CtlEnumItems { .. } => ::core::mem::size_of::<CtlHdr>() + 0usize,
+            Self::CtlRead { .. } => ::core::mem::size_of::<CtlHdr>() + 0usize,
+            Self::CtlWrite { .. } => {
                 ::core::mem::size_of::<CtlHdr>() + ::core::mem::size_of::<CtlValue>()
             }
-            Self::CtlTlvRead { request, max_value_len, .. } => {
-                let _ = request;
-                ::core::mem::size_of::<CtlHdr>() + 0usize
-            }
-            Self::CtlTlvWrite { request, tlv, .. } => {
-                let _ = request;
-                ::core::mem::size_of::<CtlHdr>() + tlv.len()
-            }
-            Self::CtlTlvCommand { request, tlv, .. } => {
-                let _ = request;
+            Self::CtlTlvRead { .. } => ::core::mem::size_of::<CtlHdr>() + 0usize,
+            Self::CtlTlvWrite { tlv, .. } => ::core::mem::size_of::<CtlHdr>() + tlv.len(),
+            Self::CtlTlvCommand { tlv, .. } => {
                 ::core::mem::size_of::<CtlHdr>() + tlv.len()
             }
         }
@@ -3819,47 +4319,26 @@ impl<'a> ControlRequest<'a> {
     pub fn response_len(&self) -> usize {
         match self {
             Self::JackInfo { request, .. } => {
-                let _ = request;
                 4usize
                     .saturating_add(
                         (request.count.get() as usize)
                             .saturating_mul(::core::mem::size_of::<JackInfo>()),
                     )
             }
-            Self::JackRemap { request, .. } => {
-                let _ = request;
-                4usize
-            }
+            Self::JackRemap { .. } => 4usize,
             Self::PcmInfo { request, .. } => {
-                let _ = request;
                 4usize
                     .saturating_add(
                         (request.count.get() as usize)
                             .saturating_mul(::core::mem::size_of::<PcmInfo>()),
                     )
             }
-            Self::PcmSetParams { request, .. } => {
-                let _ = request;
-                4usize
-            }
-            Self::PcmPrepare { request, .. } => {
-                let _ = request;
-                4usize
-            }
-            Self::PcmRelease { request, .. } => {
-                let _ = request;
-                4usize
-            }
-            Self::PcmStart { request, .. } => {
-                let _ = request;
-                4usize
-            }
-            Self::PcmStop { request, .. } => {
-                let _ = request;
-                4usize
-            }
+            Self::PcmSetParams { .. } => 4usize,
+            Self::PcmPrepare { .. } => 4usize,
+            Self::PcmRelease { .. } => 4usize,
+            Self::PcmStart { .. } => 4usize,
+            Self::PcmStop { .. } => 4usize,
             Self::ChmapInfo { request, .. } => {
-                let _ = request;
                 4usize
                     .saturating_add(
                         (request.count.get() as usize)
@@ -3867,41 +4346,26 @@ impl<'a> ControlRequest<'a> {
                     )
             }
             Self::CtlInfo { request, .. } => {
-                let _ = request;
                 4usize
                     .saturating_add(
                         (request.count.get() as usize)
                             .saturating_mul(::core::mem::size_of::<CtlInfo>()),
                     )
             }
-            Self::CtlEnumItems { request, items, .. } => {
-                let _ = request;
+            Self::CtlEnumItems { items, .. } => {
                 4usize
                     .saturating_add(
                         (*items as usize)
                             .saturating_mul(::core::mem::size_of::<CtlEnumItem>()),
                     )
             }
-            Self::CtlRead { request, .. } => {
-                let _ = request;
-                4usize + ::core::mem::size_of::<CtlValue>()
-            }
-            Self::CtlWrite { request, payload, .. } => {
-                let _ = request;
-                4usize
-            }
-            Self::CtlTlvRead { request, max_value_len, .. } => {
-                let _ = request;
+            Self::CtlRead { .. } => 4usize + ::core::mem::size_of::<CtlValue>(),
+            Self::CtlWrite { .. } => 4usize,
+            Self::CtlTlvRead { max_value_len, .. } => {
                 4usize + 8usize + (*max_value_len as usize)
             }
-            Self::CtlTlvWrite { request, tlv, .. } => {
-                let _ = request;
-                4usize
-            }
-            Self::CtlTlvCommand { request, tlv, .. } => {
-                let _ = request;
-                4usize
-            }
+            Self::CtlTlvWrite { .. } => 4usize,
+            Self::CtlTlvCommand { .. } => 4usize,
         }
     }
     /// Writes the device-readable part into `out`; returns its length.
@@ -3938,7 +4402,7 @@ impl<'a> ControlRequest<'a> {
             Self::CtlInfo { request, .. } => {
                 crate::wire::put(out, &mut pos, request.as_bytes())?;
             }
-            Self::CtlEnumItems { request, items, .. } => {
+            Self::CtlEnumItems { request, .. } => {
                 crate::wire::put(out, &mut pos, request.as_bytes())?;
             }
             Self::CtlRead { request, .. } => {
@@ -3948,7 +4412,7 @@ impl<'a> ControlRequest<'a> {
                 crate::wire::put(out, &mut pos, request.as_bytes())?;
                 crate::wire::put(out, &mut pos, payload.as_bytes())?;
             }
-            Self::CtlTlvRead { request, max_value_len, .. } => {
+            Self::CtlTlvRead { request, .. } => {
                 crate::wire::put(out, &mut pos, request.as_bytes())?;
             }
             Self::CtlTlvWrite { request, tlv, .. } => {
@@ -4428,247 +4892,131 @@ impl<'a> ControlRequest<'a> {
                 }
                 Ok(r)
             }
-            #[allow(unreachable_patterns)]
-            _ => Err(DecodeError::UnknownCode(raw)),
         }
     }
-    /// Decodes what the device wrote (`reply` is the `used_len` bytes of the writable
-    /// part): the status must be OK and the length exactly what this request asked for.
+    /// Decodes what the device wrote as the answer to this request, whichever it is
+    /// (a driver that knows the request uses its [`requests`] type instead).
     pub fn decode_response<'b>(
         &self,
         reply: &'b [u8],
     ) -> Result<ControlResponse<'b>, DecodeError> {
-        let status = crate::wire::code_of(reply)?;
-        let max = self.response_len();
-        if reply.len() > max {
-            return Err(DecodeError::Oversized {
-                max,
-                got: reply.len(),
-            });
-        }
-        if status != 32768u32 {
-            return Err(DecodeError::Status(status));
-        }
         match self {
-            Self::JackInfo { request, .. } => {
-                let _ = request;
-                let expected = 4usize
-                    .saturating_add(
-                        (request.count.get() as usize)
-                            .saturating_mul(::core::mem::size_of::<JackInfo>()),
-                    );
-                if reply.len() != expected {
-                    return Err(DecodeError::Short {
-                        needed: expected,
-                        got: reply.len(),
-                    });
+            Self::JackInfo { request } => {
+                requests::JackInfo {
+                    request: *request,
                 }
-                let items = <[JackInfo]>::ref_from_bytes(&reply[4usize..])
-                    .map_err(|_| DecodeError::BadLength {
-                        got: reply.len(),
-                    })?;
-                Ok(ControlResponse::JackInfo(items))
+                    .decode_response(reply)
+                    .map(ControlResponse::JackInfo)
             }
-            Self::JackRemap { request, .. } => {
-                let _ = request;
-                if reply.len() != 4usize {
-                    return Err(DecodeError::Short {
-                        needed: 4usize,
-                        got: reply.len(),
-                    });
+            Self::JackRemap { request } => {
+                requests::JackRemap {
+                    request: *request,
                 }
-                Ok(ControlResponse::JackRemap)
+                    .decode_response(reply)
+                    .map(|()| ControlResponse::JackRemap)
             }
-            Self::PcmInfo { request, .. } => {
-                let _ = request;
-                let expected = 4usize
-                    .saturating_add(
-                        (request.count.get() as usize)
-                            .saturating_mul(::core::mem::size_of::<PcmInfo>()),
-                    );
-                if reply.len() != expected {
-                    return Err(DecodeError::Short {
-                        needed: expected,
-                        got: reply.len(),
-                    });
+            Self::PcmInfo { request } => {
+                requests::PcmInfo {
+                    request: *request,
                 }
-                let items = <[PcmInfo]>::ref_from_bytes(&reply[4usize..])
-                    .map_err(|_| DecodeError::BadLength {
-                        got: reply.len(),
-                    })?;
-                Ok(ControlResponse::PcmInfo(items))
+                    .decode_response(reply)
+                    .map(ControlResponse::PcmInfo)
             }
-            Self::PcmSetParams { request, .. } => {
-                let _ = request;
-                if reply.len() != 4usize {
-                    return Err(DecodeError::Short {
-                        needed: 4usize,
-                        got: reply.len(),
-                    });
+            Self::PcmSetParams { request } => {
+                requests::PcmSetParams {
+                    request: *request,
                 }
-                Ok(ControlResponse::PcmSetParams)
+                    .decode_response(reply)
+                    .map(|()| ControlResponse::PcmSetParams)
             }
-            Self::PcmPrepare { request, .. } => {
-                let _ = request;
-                if reply.len() != 4usize {
-                    return Err(DecodeError::Short {
-                        needed: 4usize,
-                        got: reply.len(),
-                    });
+            Self::PcmPrepare { request } => {
+                requests::PcmPrepare {
+                    request: *request,
                 }
-                Ok(ControlResponse::PcmPrepare)
+                    .decode_response(reply)
+                    .map(|()| ControlResponse::PcmPrepare)
             }
-            Self::PcmRelease { request, .. } => {
-                let _ = request;
-                if reply.len() != 4usize {
-                    return Err(DecodeError::Short {
-                        needed: 4usize,
-                        got: reply.len(),
-                    });
+            Self::PcmRelease { request } => {
+                requests::PcmRelease {
+                    request: *request,
                 }
-                Ok(ControlResponse::PcmRelease)
+                    .decode_response(reply)
+                    .map(|()| ControlResponse::PcmRelease)
             }
-            Self::PcmStart { request, .. } => {
-                let _ = request;
-                if reply.len() != 4usize {
-                    return Err(DecodeError::Short {
-                        needed: 4usize,
-                        got: reply.len(),
-                    });
+            Self::PcmStart { request } => {
+                requests::PcmStart {
+                    request: *request,
                 }
-                Ok(ControlResponse::PcmStart)
+                    .decode_response(reply)
+                    .map(|()| ControlResponse::PcmStart)
             }
-            Self::PcmStop { request, .. } => {
-                let _ = request;
-                if reply.len() != 4usize {
-                    return Err(DecodeError::Short {
-                        needed: 4usize,
-                        got: reply.len(),
-                    });
+            Self::PcmStop { request } => {
+                requests::PcmStop {
+                    request: *request,
                 }
-                Ok(ControlResponse::PcmStop)
+                    .decode_response(reply)
+                    .map(|()| ControlResponse::PcmStop)
             }
-            Self::ChmapInfo { request, .. } => {
-                let _ = request;
-                let expected = 4usize
-                    .saturating_add(
-                        (request.count.get() as usize)
-                            .saturating_mul(::core::mem::size_of::<ChmapInfo>()),
-                    );
-                if reply.len() != expected {
-                    return Err(DecodeError::Short {
-                        needed: expected,
-                        got: reply.len(),
-                    });
+            Self::ChmapInfo { request } => {
+                requests::ChmapInfo {
+                    request: *request,
                 }
-                let items = <[ChmapInfo]>::ref_from_bytes(&reply[4usize..])
-                    .map_err(|_| DecodeError::BadLength {
-                        got: reply.len(),
-                    })?;
-                Ok(ControlResponse::ChmapInfo(items))
+                    .decode_response(reply)
+                    .map(ControlResponse::ChmapInfo)
             }
-            Self::CtlInfo { request, .. } => {
-                let _ = request;
-                let expected = 4usize
-                    .saturating_add(
-                        (request.count.get() as usize)
-                            .saturating_mul(::core::mem::size_of::<CtlInfo>()),
-                    );
-                if reply.len() != expected {
-                    return Err(DecodeError::Short {
-                        needed: expected,
-                        got: reply.len(),
-                    });
+            Self::CtlInfo { request } => {
+                requests::CtlInfo {
+                    request: *request,
                 }
-                let items = <[CtlInfo]>::ref_from_bytes(&reply[4usize..])
-                    .map_err(|_| DecodeError::BadLength {
-                        got: reply.len(),
-                    })?;
-                Ok(ControlResponse::CtlInfo(items))
+                    .decode_response(reply)
+                    .map(ControlResponse::CtlInfo)
             }
-            Self::CtlEnumItems { request, items, .. } => {
-                let _ = request;
-                let expected = 4usize
-                    .saturating_add(
-                        (*items as usize)
-                            .saturating_mul(::core::mem::size_of::<CtlEnumItem>()),
-                    );
-                if reply.len() != expected {
-                    return Err(DecodeError::Short {
-                        needed: expected,
-                        got: reply.len(),
-                    });
+            Self::CtlEnumItems { request, items } => {
+                requests::CtlEnumItems {
+                    request: *request,
+                    items: *items,
                 }
-                let items = <[CtlEnumItem]>::ref_from_bytes(&reply[4usize..])
-                    .map_err(|_| DecodeError::BadLength {
-                        got: reply.len(),
-                    })?;
-                Ok(ControlResponse::CtlEnumItems(items))
+                    .decode_response(reply)
+                    .map(ControlResponse::CtlEnumItems)
             }
-            Self::CtlRead { request, .. } => {
-                let _ = request;
-                let expected = 4usize + ::core::mem::size_of::<CtlValue>();
-                if reply.len() != expected {
-                    return Err(DecodeError::Short {
-                        needed: expected,
-                        got: reply.len(),
-                    });
+            Self::CtlRead { request } => {
+                requests::CtlRead {
+                    request: *request,
                 }
-                let payload = CtlValue::ref_from_bytes(&reply[4usize..])
-                    .map_err(|_| DecodeError::BadLength {
-                        got: reply.len(),
-                    })?;
-                Ok(ControlResponse::CtlRead(payload))
+                    .decode_response(reply)
+                    .map(ControlResponse::CtlRead)
             }
-            Self::CtlWrite { request, payload, .. } => {
-                let _ = request;
-                if reply.len() != 4usize {
-                    return Err(DecodeError::Short {
-                        needed: 4usize,
-                        got: reply.len(),
-                    });
+            Self::CtlWrite { request, payload } => {
+                requests::CtlWrite {
+                    request: *request,
+                    payload: *payload,
                 }
-                Ok(ControlResponse::CtlWrite)
+                    .decode_response(reply)
+                    .map(|()| ControlResponse::CtlWrite)
             }
-            Self::CtlTlvRead { request, max_value_len, .. } => {
-                let _ = request;
-                let needed = 4usize + 8usize;
-                if reply.len() < needed {
-                    return Err(DecodeError::Short {
-                        needed,
-                        got: reply.len(),
-                    });
+            Self::CtlTlvRead { request, max_value_len } => {
+                requests::CtlTlvRead {
+                    request: *request,
+                    max_value_len: *max_value_len,
                 }
-                let body = &reply[4usize..];
-                let length = crate::wire::code_of(&body[4..])? as usize;
-                if length > *max_value_len as usize || 8usize + length > body.len() {
-                    return Err(DecodeError::BadLength {
-                        got: reply.len(),
-                    });
-                }
-                Ok(ControlResponse::CtlTlvRead {
-                    tlv: &body[..8usize + length],
-                })
+                    .decode_response(reply)
+                    .map(|tlv| ControlResponse::CtlTlvRead { tlv })
             }
-            Self::CtlTlvWrite { request, tlv, .. } => {
-                let _ = request;
-                if reply.len() != 4usize {
-                    return Err(DecodeError::Short {
-                        needed: 4usize,
-                        got: reply.len(),
-                    });
+            Self::CtlTlvWrite { request, tlv } => {
+                requests::CtlTlvWrite {
+                    request: *request,
+                    tlv: *tlv,
                 }
-                Ok(ControlResponse::CtlTlvWrite)
+                    .decode_response(reply)
+                    .map(|()| ControlResponse::CtlTlvWrite)
             }
-            Self::CtlTlvCommand { request, tlv, .. } => {
-                let _ = request;
-                if reply.len() != 4usize {
-                    return Err(DecodeError::Short {
-                        needed: 4usize,
-                        got: reply.len(),
-                    });
+            Self::CtlTlvCommand { request, tlv } => {
+                requests::CtlTlvCommand {
+                    request: *request,
+                    tlv: *tlv,
                 }
-                Ok(ControlResponse::CtlTlvCommand)
+                    .decode_response(reply)
+                    .map(|()| ControlResponse::CtlTlvCommand)
             }
         }
     }
@@ -4914,8 +5262,6 @@ impl DeviceEvent {
                     mask: raw.mask.get(),
                 })
             }
-            #[allow(unreachable_patterns)]
-            _ => Err(DecodeError::UnknownCode(raw)),
         }
     }
     /// Device side: writes the event; returns its length.
