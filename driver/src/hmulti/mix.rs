@@ -458,7 +458,7 @@ impl Mixer {
             }
             Binding::Enable { element } => {
                 let on = self.value(engine, element)?.value.integer()[0].get() != 0;
-                value.u.set_enable(&(on as u8));
+                value.u.set_enable(&u8::from(on));
             }
             Binding::Mux { element } => {
                 let item = self.value(engine, element)?.value.enumerated()[0].get();

@@ -8,7 +8,7 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
-use spec::virtio_snd::{QueueIndex, Request, StatusCode};
+use spec::virtio_snd::{ControlRequest, QueueIndex, Request, RequestCode, StatusCode};
 use spec::DecodeError;
 
 use platform::dma::DmaRegion;
@@ -52,6 +52,26 @@ impl core::fmt::Debug for ControlChannel {
 
 fn cookie(slot: usize, seq: u32) -> u64 {
     ((seq as u64) << 8) | slot as u64
+}
+
+/// The status for a reply that did not decode, logged.
+fn refused<K: Kernel>(kernel: &K, code: RequestCode, e: DecodeError) -> Status {
+    match e {
+        DecodeError::Status(s) => {
+            kernel.log(
+                LogLevel::Debug,
+                format_args!("control {code:?}: device status {s:#x}"),
+            );
+            status_of(s)
+        }
+        e => {
+            kernel.log(
+                LogLevel::Error,
+                format_args!("control {code:?}: malformed reply: {e}"),
+            );
+            Status::BAD_DATA
+        }
+    }
 }
 
 /// The Haiku status for a virtio status code.
@@ -151,19 +171,27 @@ impl ControlChannel {
         req: &Q,
         f: impl FnOnce(Q::Response<'_>) -> R,
     ) -> KResult<R> {
-        self.serial.with(kernel, self.timeout_micros * 4, || {
-            self.call_locked(kernel, dev, req, f)
-        })?
+        // Only the typing is per request: the exchange and the error reports are not, so
+        // the add-on carries one copy of them.
+        let msg = req.message();
+        let reply = self.serial.with(kernel, self.timeout_micros * 4, || {
+            self.exchange(kernel, dev, &msg)
+        })??;
+        // Bound before `reply` goes: the response type borrows from it.
+        let decoded = match req.decode_response(&reply) {
+            Ok(resp) => Ok(f(resp)),
+            Err(e) => Err(refused(kernel, msg.code(), e)),
+        };
+        decoded
     }
 
-    fn call_locked<K: Kernel, V: VirtioDevice, Q: Request, R>(
+    /// Sends `msg` and returns the bytes the device wrote back (no more than it was offered).
+    fn exchange<K: Kernel, V: VirtioDevice>(
         &self,
         kernel: &K,
         dev: &V,
-        req: &Q,
-        f: impl FnOnce(Q::Response<'_>) -> R,
-    ) -> KResult<R> {
-        let msg = req.message();
+        msg: &ControlRequest<'_>,
+    ) -> KResult<Vec<u8>> {
         let code = msg.code();
         let reply_len = msg.response_len();
         if msg.encoded_len() > REQUEST_MAX || reply_len > REPLY_MAX {
@@ -192,7 +220,7 @@ impl ControlChannel {
             (slot, seq)
         };
         let base = slot * SLOT_SIZE;
-        let used = self.send_and_wait(kernel, dev, req, base, slot, seq)?;
+        let used = self.send_and_wait(kernel, dev, msg, base, slot, seq)?;
         // The slot is ours again: copy the reply out and free it.
         let mut reply = vec![0u8; (used as usize).min(reply_len)];
         let read = self.region.read(base + REQUEST_MAX, &mut reply);
@@ -202,31 +230,14 @@ impl ControlChannel {
             kernel.log(LogLevel::Error, format_args!("control {code:?}: device claims {used} bytes written, {reply_len} were offered"));
             return Err(Status::BAD_DATA);
         }
-        let decoded = match req.decode_response(&reply) {
-            Ok(resp) => Ok(f(resp)),
-            Err(DecodeError::Status(s)) => {
-                kernel.log(
-                    LogLevel::Debug,
-                    format_args!("control {code:?}: device status {s:#x}"),
-                );
-                Err(status_of(s))
-            }
-            Err(e) => {
-                kernel.log(
-                    LogLevel::Error,
-                    format_args!("control {code:?}: malformed reply: {e}"),
-                );
-                Err(Status::BAD_DATA)
-            }
-        };
-        decoded
+        Ok(reply)
     }
 
-    fn send_and_wait<K: Kernel, V: VirtioDevice, Q: Request>(
+    fn send_and_wait<K: Kernel, V: VirtioDevice>(
         &self,
         kernel: &K,
         dev: &V,
-        req: &Q,
+        msg: &ControlRequest<'_>,
         base: usize,
         slot: usize,
         seq: u32,
@@ -235,7 +246,6 @@ impl ControlChannel {
             self.slots.lock(kernel).0[slot] = Slot::Free;
             Err(e)
         };
-        let msg = req.message();
         let mut buf: Vec<u8> = vec![0u8; msg.encoded_len()];
         let n = match msg.encode(&mut buf) {
             Ok(n) => n,
