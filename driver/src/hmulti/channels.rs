@@ -127,10 +127,10 @@ pub fn layout(
         });
     let positions: Vec<ChmapPosition> = match map {
         Some(m) => m
-            .positions
-            .iter()
+            .positions()
+            .into_iter()
             .take(m.channels as usize)
-            .map(|&p| ChmapPosition::from_raw(p).unwrap_or(ChmapPosition::Na))
+            .map(|p| p.unwrap_or(ChmapPosition::Na))
             .collect(),
         // `range` is never empty, so `max(start).min(end)` is inside it.
         None => default_positions(2u8.max(*fits.start()).min(*fits.end())),

@@ -64,7 +64,7 @@ pub struct Control {
 
 impl Control {
     pub fn kind(&self) -> Option<CtlType> {
-        CtlType::from_raw(self.info.r#type.get())
+        self.info.r#type().ok()
     }
 }
 
@@ -347,7 +347,7 @@ impl<K: Kernel, V: VirtioDevice> Engine<K, V> {
             control_id: Le32::new(id),
             ..Default::default()
         };
-        if CtlType::from_raw(info.r#type.get()) == Some(CtlType::Enumerated) {
+        if info.r#type() == Ok(CtlType::Enumerated) {
             let n = info.value.enumerated().items.get().min(128);
             let io = self.io();
             let req = requests::CtlEnumItems {
