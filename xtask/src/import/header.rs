@@ -97,7 +97,9 @@ fn builder(path: &Path, clang_args: &[String]) -> bindgen::Builder {
         .layout_tests(true)
         .generate_comments(false)
         .derive_debug(false)
-        .derive_copy(false)
+        // Copy, so that bindgen writes a C union as a Rust union (without it, as a struct of
+        // `__BindgenUnionField`s, a helper type the header does not declare).
+        .derive_copy(true)
         .prepend_enum_name(false)
         .default_enum_style(bindgen::EnumVariation::Consts)
 }
