@@ -7,7 +7,7 @@ use std::process::Command;
 #[test]
 fn build_haiku_produces_an_audited_addon_and_install_tree() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask-addon"))
         .arg("build-haiku")
         .current_dir(&root)
         .output()
@@ -48,7 +48,7 @@ fn build_haiku_produces_an_audited_addon_and_install_tree() {
         );
     }
     // The audit on its own accepts the file too.
-    let audit = Command::new(env!("CARGO_BIN_EXE_xtask"))
+    let audit = Command::new(env!("CARGO_BIN_EXE_xtask-addon"))
         .args(["audit"])
         .arg(&addon)
         .current_dir(&root)

@@ -26,7 +26,7 @@ fn addon() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        let out = Command::new(env!("CARGO_BIN_EXE_xtask-addon"))
             .args(["build-haiku", "--overflow-checks"])
             .current_dir(&root)
             .output()

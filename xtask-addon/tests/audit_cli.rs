@@ -7,7 +7,7 @@ use haiku_elf::build;
 use std::process::{Command, Output};
 
 fn audit(file: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xtask"))
+    Command::new(env!("CARGO_BIN_EXE_xtask-addon"))
         .arg("audit")
         .arg(file)
         .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))

@@ -196,7 +196,7 @@ fn stop_reconfigure_and_reopen_in_one_boot() {
 fn a_missing_or_old_qemu_is_explained() {
     let dir = tempfile::tempdir().unwrap();
     let run = |path: &Path| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+        std::process::Command::new(env!("CARGO_BIN_EXE_xtask-addon"))
             .args(["qemu", "--out", "x.wav"])
             .env("PATH", path)
             .current_dir(dir.path())

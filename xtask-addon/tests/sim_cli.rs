@@ -406,7 +406,7 @@ fn c_fixture(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
         .arg(root.join("spec/generated"))
         .arg("-o")
         .arg(&out)
-        .arg(root.join(format!("xtask/tests/fixtures/{name}.c")))
+        .arg(root.join(format!("xtask-addon/tests/fixtures/{name}.c")))
         .arg(format!("-L{}", dir.display()))
         .arg("-lkernel_x86_64")
         .status()

@@ -1,5 +1,7 @@
-//! Cross-checks of the spec against real C: the emitted headers compiled by the system C
-//! compiler (static assertions), and bindgen's view of the real headers compared with ours.
+//! `cargo xtask crosscheck`: the spec against real C. The emitted headers compiled by the
+//! system C compiler (static assertions), and bindgen's view of the real headers compared
+//! with ours. bindgen loads libclang at run time, only here: `cargo xtask gen --check` never
+//! comes here.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -8,7 +10,32 @@ use std::process::Command;
 use codegen::model::Val;
 use codegen::Spec;
 
-use crate::Result;
+use crate::{gen, Result};
+
+/// `cargo xtask crosscheck [--haiku PATH]`: the C compiler on every emitted header, then
+/// bindgen on each spec's system header (`[abi] header`) and, with `haiku`, on a Haiku
+/// source tree's headers; every disagreement is listed.
+pub fn run(haiku: Option<&Path>) -> Result {
+    let specs = gen::load_all()?;
+    compile_headers(&gen::outputs(&specs)?)?;
+    let mut mismatches = Vec::new();
+    for s in &specs {
+        if s.header.as_deref().is_some_and(|h| h.starts_with("linux/")) {
+            mismatches.extend(check_system_header(s)?);
+        }
+    }
+    if let Some(tree) = haiku {
+        mismatches.extend(check_haiku(&specs, tree)?);
+    }
+    if !mismatches.is_empty() {
+        return Err(format!(
+            "the spec disagrees with the C headers:\n  {}",
+            mismatches.join("\n  ")
+        )
+        .into());
+    }
+    Ok(())
+}
 
 /// Compiles every emitted `.h` and `.c` with `-fsyntax-only -Werror`: each `_Static_assert`
 /// is a layout fact the compiler must agree with. The kernel stub defines `malloc` and friends
@@ -130,7 +157,23 @@ fn int_expr(e: &syn::Expr) -> Option<i128> {
     }
 }
 
+/// Whether libclang loads, found as bindgen finds it (clang-sys's search: `LIBCLANG_PATH`,
+/// `llvm-config`, the usual directories); then lets it go, as bindgen loads its own copy.
+/// Without this, bindgen panics when it finds none.
+pub fn libclang() -> std::result::Result<String, String> {
+    clang_sys::load()?;
+    let path = clang_sys::get_library().map(|l| l.path().display().to_string());
+    clang_sys::unload()?;
+    Ok(path.unwrap_or_else(|| "loaded".into()))
+}
+
 fn bindgen_facts(contents: &str, clang_args: &[String], allow: &str) -> Result<HeaderFacts> {
+    libclang().map_err(|e| {
+        format!(
+            "bindgen reads the real headers with libclang, which does not load: {e}\n\
+             (Debian: libclang-dev; `cargo xtask setup` installs it)"
+        )
+    })?;
     let bindings = bindgen::Builder::default()
         .header_contents("xtask_check.h", contents)
         .clang_args(clang_args)
@@ -423,7 +466,6 @@ const _: () = {
 #[cfg(test)]
 mod cross_check {
     use super::*;
-    use crate::gen;
 
     fn virtio_spec() -> Spec {
         gen::load_all()
@@ -534,7 +576,6 @@ mod cross_check {
 #[cfg(test)]
 mod haiku_tree {
     use super::*;
-    use crate::gen;
 
     /// A made-up Haiku tree whose hmulti_audio.h has two fields swapped and a wrong opcode:
     /// the `--haiku` path compiles it for the Haiku target and reports both.

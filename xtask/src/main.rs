@@ -1,36 +1,34 @@
 //! `cargo xtask`: the developer front door (the cargo-xtask pattern).
 //!
-//! - `gen [--check] [--haiku PATH]`: regenerate everything derived from `spec/*.toml`;
+//! - `gen [--check] [--haiku PATH]`: regenerate everything derived from `spec/*.toml`
+//!   (`--check`: only compare, in memory, with the checked-in files);
 //!   `gen --import HEADER.h [--allow-removal]` first brings a changed header into its spec
+//! - `crosscheck [--haiku PATH]`: the spec against real C (the C compiler on the emitted
+//!   headers, bindgen on `linux/virtio_snd.h` and, with `--haiku`, a Haiku tree)
 //! - `layout --json`: every structure and constant, by C name
 //! - `spec-diff [REV | OLD.toml NEW.toml | --baseline] [--deny-breaking] [--json]`: an ABI
 //!   review; `--update-baseline` makes the working tree the released ABI
 //! - `test`: everything CI runs, after installing what it needs (`setup`)
 //! - `setup [--check]`: install (or only look for) what the tests need from the machine
 //! - `bench`: the exchange benchmark (callgrind)
-//! - `sim`: play through the built add-on in the Haiku kernel simulator
-//! - `qemu`: the same against QEMU's virtio-sound-pci device, in a Linux guest
-//! - `build-haiku`: the add-on, audited, and its install tree
-//! - `audit FILE`: would Haiku's kernel ELF loader accept this add-on, and can its kernel
-//!   debugger walk the add-on's stack?
+//! - `build-haiku`, `sim`, `qemu`, `audit`: the add-on's commands, run by `xtask-addon`
+//!   ([`xtask::forward`]): the add-on, audited, and its install tree; playing through the
+//!   built add-on in the Haiku kernel simulator or against QEMU's device; Haiku's kernel
+//!   ELF loader rules and frame pointers on any add-on
+//!
+//! This binary's crate graph holds no crate of the driver, the add-on or the simulator (the
+//! tidy invariant `front-door-alone`).
 #![forbid(unsafe_code)]
 
-mod audit;
 mod bench;
-mod bindgen_check;
-mod gen;
-mod haiku;
-mod import;
-mod qemu;
-mod qemucmd;
-mod setup;
-mod simcmd;
-mod spec_diff;
 
-use std::path::{Path, PathBuf};
+use std::ffi::OsString;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+// `cargo`, `root` and `Result` are also what `bench` reaches through `crate::`.
+use xtask::{bindgen_check, cargo, forward, gen, import, root, setup, spec_diff, step, Result};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "virtio_sound developer tasks")]
@@ -41,13 +39,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Regenerate spec/src/generated/ and spec/generated/ from spec/*.toml, after checking
-    /// the layouts with a C compiler and bindgen against the real headers.
+    /// Regenerate spec/src/generated/, spec/generated/ and docs/generated/ from spec/*.toml
+    /// (writing checks the emitted C headers with a C compiler first; bindgen's check
+    /// against the real headers is `crosscheck`).
     Gen {
-        /// Do not write; fail and show the diff if a checked-in file is stale.
+        /// Do not write; fail and show the diff if a checked-in file is stale. Needs neither
+        /// a C compiler nor libclang.
         #[arg(long)]
         check: bool,
-        /// A Haiku source tree: also cross-check hmulti_audio.h and the driver ABI headers.
+        /// A Haiku source tree: also cross-check hmulti_audio.h and the driver ABI headers
+        /// (bindgen; needs libclang).
         #[arg(long, value_name = "PATH")]
         haiku: Option<PathBuf>,
         /// First update the spec file that records this header's name from the header
@@ -62,6 +63,14 @@ enum Cmd {
         #[arg(last = true, requires = "import")]
         clang_args: Vec<String>,
     },
+    /// Cross-check the spec against real C: the emitted headers compiled by a C compiler,
+    /// and bindgen's reading of linux/virtio_snd.h and, with --haiku, a Haiku tree's
+    /// headers.
+    Crosscheck {
+        /// A Haiku source tree: also hmulti_audio.h and the driver ABI headers.
+        #[arg(long, value_name = "PATH")]
+        haiku: Option<PathBuf>,
+    },
     /// Print the layout of every structure and the value of every constant.
     Layout {
         /// JSON (the only format).
@@ -71,8 +80,8 @@ enum Cmd {
     /// Review the ABI change between two versions of the spec: each change is breaking,
     /// rename (binary-compatible, source-breaking) or additive.
     SpecDiff(spec_diff::SpecDiffArgs),
-    /// Run everything CI runs: gen --check, fmt, clippy, the tests (first installing what
-    /// they need when it can, as `setup` does).
+    /// Run everything CI runs: gen --check, crosscheck, fmt, clippy, the tests (first
+    /// installing what they need when it can, as `setup` does).
     Test,
     /// Install what the tests need from the machine (libclang, the Linux UAPI headers, a C
     /// compiler, QEMU with virtio-sound-pci) with apt-get, through sudo when not root.
@@ -81,37 +90,34 @@ enum Cmd {
         #[arg(long)]
         check: bool,
     },
-    /// Build the Haiku add-on: target/haiku/virtio_sound (audited) and target/haiku/install/.
-    BuildHaiku {
-        /// For tests: build with arithmetic overflow checks, into
-        /// target/haiku/overflow-checks/ (the add-on a user installs is left alone).
-        #[arg(long, hide = true)]
-        overflow_checks: bool,
-    },
+    #[command(about = forward::BUILD_HAIKU, disable_help_flag = true)]
+    BuildHaiku(Forwarded),
     /// The exchange benchmark: timing error and instructions per BUFFER_EXCHANGE.
     Bench,
-    /// Play a WAV file (or a sine) through the built add-on in the Haiku kernel simulator.
-    Sim(simcmd::SimArgs),
-    /// Play a WAV file (or a sine) through the built add-on against QEMU's virtio-sound-pci
-    /// device, in a small Linux guest; writes what QEMU's wav backend received.
-    Qemu(qemucmd::QemuArgs),
-    /// Check a built add-on against every rule of Haiku's kernel ELF loader, and that Haiku's
-    /// kernel debugger can walk its stack (frame pointers).
-    Audit {
-        /// The add-on (an ELF shared object).
-        file: PathBuf,
-    },
+    #[command(about = forward::SIM, disable_help_flag = true)]
+    Sim(Forwarded),
+    #[command(about = forward::QEMU, disable_help_flag = true)]
+    Qemu(Forwarded),
+    #[command(about = forward::AUDIT, disable_help_flag = true)]
+    Audit(Forwarded),
 }
 
-/// The workspace root (xtask lives one level below it).
-pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
+/// The arguments of a command `xtask-addon` runs, passed on as they are (its own parser
+/// checks them and prints its `--help`).
+#[derive(Args)]
+struct Forwarded {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    args: Vec<OsString>,
 }
 
 fn main() -> ExitCode {
+    let argv: Vec<OsString> = std::env::args_os().skip(1).collect();
+    // `cargo xtask help sim` shows xtask-addon's help of `sim`, as `cargo xtask sim --help`.
+    if let [help, name] = &argv[..] {
+        if help == "help" && name.to_str().is_some_and(forward::is_forwarded) {
+            return forward::run(&argv);
+        }
+    }
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Gen {
@@ -127,16 +133,15 @@ fn main() -> ExitCode {
             },
         ),
         Cmd::Gen { check, haiku, .. } => gen::run(check, haiku.as_deref()),
+        Cmd::Crosscheck { haiku } => bindgen_check::run(haiku.as_deref()),
         Cmd::Layout { json: _ } => gen::layout(),
         Cmd::SpecDiff(args) => spec_diff::run(&args),
         Cmd::Test => run_tests(),
         Cmd::Setup { check } => setup::run(check),
         Cmd::Bench => bench::run(),
-        Cmd::Sim(args) => simcmd::run(&args),
-        Cmd::Qemu(args) => qemucmd::run(&args),
-        Cmd::Audit { file } => audit::run(&file),
-        Cmd::BuildHaiku { overflow_checks } => {
-            haiku::build_variant(haiku::Variant { overflow_checks }).map(|_| ())
+        Cmd::BuildHaiku(_) | Cmd::Sim(_) | Cmd::Qemu(_) | Cmd::Audit(_) => {
+            // The command's name and its arguments, exactly as given.
+            return forward::run(&argv);
         }
     };
     match result {
@@ -148,30 +153,12 @@ fn main() -> ExitCode {
     }
 }
 
-pub type Result<T = (), E = Box<dyn std::error::Error>> = std::result::Result<T, E>;
-
-fn cargo() -> std::process::Command {
-    let mut c =
-        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    c.current_dir(root());
-    c
-}
-
-fn step(name: &str, cmd: &mut std::process::Command) -> Result {
-    eprintln!("==> {name}");
-    let status = cmd
-        .status()
-        .map_err(|e| format!("{name}: cannot run: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("{name} failed ({status})").into())
-    }
-}
-
 fn run_tests() -> Result {
     setup::before_tests()?;
+    eprintln!("==> cargo xtask gen --check");
     gen::run(true, None)?;
+    eprintln!("==> cargo xtask crosscheck");
+    bindgen_check::run(None)?;
     eprintln!("==> cargo xtask spec-diff --baseline --deny-breaking");
     spec_diff::gate()?;
     step(
@@ -190,8 +177,10 @@ fn run_tests() -> Result {
             "warnings",
         ]),
     )?;
-    eprintln!("==> cargo xtask build-haiku");
-    haiku::build()?;
+    step(
+        "cargo xtask build-haiku",
+        &mut forward::command(["build-haiku"]),
+    )?;
     step(
         "cargo test",
         cargo().args(["test", "--workspace", "--quiet"]),

@@ -23,8 +23,6 @@ use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::qemu::debian::KERNEL_ENV;
-use crate::qemu::prereq::{qemu_version, BACKPORTS, MIN_QEMU, QEMU};
 use crate::Result;
 
 /// Set (to anything) to make the QEMU tests fail rather than skip when QEMU is missing.
@@ -92,7 +90,7 @@ pub static PREREQS: [Prereq; 7] = [
     },
     Prereq {
         name: "libclang",
-        purpose: "bindgen reads the real headers in cargo xtask gen --check",
+        purpose: "bindgen reads the real headers in cargo xtask crosscheck",
         packages: &["libclang-dev"],
         scope: Scope::All,
         backports: false,
@@ -172,6 +170,42 @@ pub fn to_install<'a>(missing: &[&'a Prereq], os: &OsRelease) -> Vec<&'a Prereq>
 }
 
 // ---------------------------------------------------------------------------------------
+// QEMU and its guest kernel (`xtask-addon`'s `qemu` command uses these too)
+
+/// The QEMU binary.
+pub const QEMU: &str = "qemu-system-x86_64";
+/// The oldest QEMU with `virtio-sound-pci`.
+pub const MIN_QEMU: (u32, u32, u32) = (8, 2, 0);
+/// The Debian suite QEMU, the guest kernel and the Linux UAPI headers come from on bookworm.
+pub const BACKPORTS: &str = "bookworm-backports";
+
+/// `qemu-system-x86_64 --version`, or `None` if it cannot be run or says something else.
+pub fn qemu_version() -> Option<(u32, u32, u32)> {
+    let out = Command::new(QEMU).arg("--version").output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    parse_qemu_version(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// The version in `QEMU emulator version 10.0.2 (Debian ...)`.
+fn parse_qemu_version(text: &str) -> Option<(u32, u32, u32)> {
+    let rest = &text[text.find("version ")? + "version ".len()..];
+    let word: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    let mut parts = word.split('.').map(|p| p.parse::<u32>().ok());
+    let major = parts.next()??;
+    let minor = parts.next().flatten().unwrap_or(0);
+    let patch = parts.next().flatten().unwrap_or(0);
+    Some((major, minor, patch))
+}
+
+/// A guest kernel for `cargo xtask qemu` to use instead of the downloaded one (a `vmlinuz`).
+pub const KERNEL_ENV: &str = "VIRTIO_SOUND_QEMU_KERNEL";
+
+// ---------------------------------------------------------------------------------------
 // Detection
 
 /// The first line `PROGRAM ARGS` prints, if it runs and succeeds.
@@ -203,14 +237,9 @@ fn detect_strip() -> std::result::Result<String, String> {
     first_line("strip", &["--version"])
 }
 
-/// libclang as bindgen finds it: the same crate (clang-sys) and search (`LIBCLANG_PATH`,
-/// `llvm-config`, the usual directories), loaded and then let go.
+/// libclang as bindgen finds it (`bindgen_check::libclang`).
 fn detect_libclang() -> std::result::Result<String, String> {
-    clang_sys::load()?;
-    let path = clang_sys::get_library().map(|l| l.path().display().to_string());
-    // Leave the thread as it was: bindgen loads its own copy when it runs.
-    clang_sys::unload()?;
-    Ok(path.unwrap_or_else(|| "loaded".into()))
+    crate::bindgen_check::libclang()
 }
 
 fn detect_uapi_header() -> std::result::Result<String, String> {
@@ -926,6 +955,22 @@ Suites: bookworm-security
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 ";
+
+    #[test]
+    fn versions_parse() {
+        assert_eq!(
+            parse_qemu_version(
+                "QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)\nCopyright"
+            ),
+            Some((10, 0, 2))
+        );
+        assert_eq!(
+            parse_qemu_version("QEMU emulator version 8.2"),
+            Some((8, 2, 0))
+        );
+        assert_eq!(parse_qemu_version("something else"), None);
+        assert!((7, 2, 9) < MIN_QEMU && (8, 2, 0) >= MIN_QEMU && (10, 0, 0) > MIN_QEMU);
+    }
 
     #[test]
     fn os_release_of_debian_ubuntu_and_others() {

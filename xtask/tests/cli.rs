@@ -179,3 +179,99 @@ fn spec_diff_deny_breaking_gates_on_the_baseline() {
     let o = xtask(&["spec-diff", "--baseline", "HEAD"]);
     assert!(!o.status.success());
 }
+
+/// `cargo xtask --help` lists every command, those `xtask-addon` runs included.
+#[test]
+fn help_lists_every_command() {
+    let o = xtask(&["--help"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let listed: Vec<&str> = out
+        .split("Commands:\n")
+        .nth(1)
+        .expect("a command list")
+        .lines()
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            "gen",
+            "crosscheck",
+            "layout",
+            "spec-diff",
+            "test",
+            "setup",
+            "build-haiku",
+            "bench",
+            "sim",
+            "qemu",
+            "audit",
+            "help"
+        ],
+        "{out}"
+    );
+}
+
+/// The add-on's commands are passed on to `xtask-addon` as they are: its help, its option
+/// errors (clap's status 2), its failures (status 1) and its output come back unchanged.
+#[test]
+fn the_addons_commands_are_passed_on() {
+    for args in [&["sim", "--help"][..], &["help", "sim"]] {
+        let o = xtask(args);
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            out.contains("Usage: xtask sim [OPTIONS] --out <OUT>"),
+            "{out}"
+        );
+        assert!(out.contains("--device-config"), "{out}");
+    }
+    let o = xtask(&["sim", "--channels", "99", "--out", "x.wav"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("invalid value '99' for '--channels <CHANNELS>': 99 is not in 1..=16"),
+        "{}",
+        text(&o)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.so");
+    let o = xtask(&["audit", missing.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("[elf] cannot read"),
+        "{}",
+        text(&o)
+    );
+}
+
+/// `gen --check` is the freshness check alone: it runs without libclang and without a C
+/// compiler. The cross-check is what needs them (with `LIBCLANG_PATH` naming an empty
+/// directory, libclang's search looks nowhere else).
+#[test]
+fn gen_check_needs_neither_libclang_nor_a_c_compiler() {
+    let empty = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], env: &[(&str, &std::ffi::OsStr)]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"));
+        c.args(args)
+            .current_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".."));
+        c.envs(env.iter().copied());
+        c.output().unwrap()
+    };
+    let no_clang = ("LIBCLANG_PATH", empty.path().as_os_str());
+    let no_cc = ("CC", std::ffi::OsStr::new("/nonexistent/cc"));
+    let o = run(&["gen", "--check"], &[no_clang, no_cc]);
+    assert!(o.status.success(), "{}", text(&o));
+    // The same environment stops the cross-check: at the C compiler, then at libclang.
+    let o = run(&["crosscheck"], &[no_clang, no_cc]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("cannot run the C compiler `/nonexistent/cc`"),
+        "{}",
+        text(&o)
+    );
+    let o = run(&["crosscheck"], &[no_clang]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("libclang"), "{}", text(&o));
+}

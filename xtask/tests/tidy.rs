@@ -65,8 +65,9 @@ fn no_machine_paths_or_registry_hosts() {
 // keeps the list and these checks the same set.
 
 /// The invariant ids this file checks, in the order ARCHITECTURE.md lists them.
-const CHECKED: [&str; 12] = [
+const CHECKED: [&str; 13] = [
     "code-map",
+    "front-door-alone",
     "driver-sees-only-platform",
     "no-std",
     "ffi-in-addon",
@@ -241,6 +242,42 @@ fn code_map_names_every_crate() {
             "the code map names {d}/, which is not a crate"
         );
     }
+}
+
+/// front-door-alone: `cargo xtask` (the `xtask` package, library and binary) reaches no
+/// workspace crate but `codegen` through its normal and build dependencies, so a spec edit
+/// that breaks the ABI crate, the driver, the add-on or the simulator cannot keep
+/// `gen --check`, `gen`, `layout`, `spec-diff`, `crosscheck` or `setup` from building.
+/// `xtask/tests/front_door_alone.rs` proves it by building in a copy where nothing else
+/// compiles.
+#[test]
+fn the_front_door_reaches_only_codegen() {
+    let m = members();
+    let r = reaches(&m, "xtask");
+    for c in [
+        "spec",
+        "driver",
+        "virtio-sound-addon",
+        "platform",
+        "macros",
+        "sim-kernel",
+        "snd-model",
+        "haiku-sim",
+        "haiku-elf",
+        "virtio-pci-uio",
+        "hmulti-client",
+        "sim-guest",
+        "xtask-addon",
+    ] {
+        assert!(
+            m.contains_key(c),
+            "{c} is no longer a crate: update this list"
+        );
+        assert!(!r.contains(&c.to_string()), "xtask depends on {c}: {r:?}");
+    }
+    assert_eq!(r, ["codegen"], "the front door reaches more than codegen");
+    // The add-on's commands are run through cargo by package name, never linked.
+    assert!(m.contains_key(xtask::forward::PACKAGE));
 }
 
 /// driver-sees-only-platform: the driver depends on the seams, the ABI and its macros only.
@@ -418,7 +455,9 @@ fn unsafe_only_where_allowed() {
         "codegen/src/lib.rs",
         "macros/src/lib.rs",
         "haiku-elf/src/lib.rs",
+        "xtask/src/lib.rs",
         "xtask/src/main.rs",
+        "xtask-addon/src/main.rs",
     ] {
         assert!(
             read(lib).contains("#![forbid(unsafe_code)]"),

@@ -11,7 +11,7 @@ use super::OUT_DIR;
 use crate::{root, Result};
 
 /// A guest kernel to use instead of the downloaded one (a `vmlinuz`).
-pub const KERNEL_ENV: &str = "VIRTIO_SOUND_QEMU_KERNEL";
+pub use xtask::setup::KERNEL_ENV;
 /// A static busybox to use instead of the downloaded one.
 pub const BUSYBOX_ENV: &str = "VIRTIO_SOUND_BUSYBOX";
 /// The Debian metapackage the guest kernel comes from (in [`BACKPORTS`]).

@@ -3,35 +3,8 @@
 
 use std::process::{Command, Stdio};
 
-/// The QEMU binary.
-pub const QEMU: &str = "qemu-system-x86_64";
-/// The oldest QEMU with `virtio-sound-pci`.
-pub const MIN_QEMU: (u32, u32, u32) = (8, 2, 0);
-/// The Debian suite QEMU and the guest kernel come from.
-pub const BACKPORTS: &str = "bookworm-backports";
-
-/// `qemu-system-x86_64 --version`, or `None` if it cannot be run or says something else.
-pub fn qemu_version() -> Option<(u32, u32, u32)> {
-    let out = Command::new(QEMU).arg("--version").output().ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    parse_qemu_version(&String::from_utf8_lossy(&out.stdout))
-}
-
-/// The version in `QEMU emulator version 10.0.2 (Debian ...)`.
-fn parse_qemu_version(text: &str) -> Option<(u32, u32, u32)> {
-    let rest = &text[text.find("version ")? + "version ".len()..];
-    let word: String = rest
-        .chars()
-        .take_while(|c| c.is_ascii_digit() || *c == '.')
-        .collect();
-    let mut parts = word.split('.').map(|p| p.parse::<u32>().ok());
-    let major = parts.next()??;
-    let minor = parts.next().flatten().unwrap_or(0);
-    let patch = parts.next().flatten().unwrap_or(0);
-    Some((major, minor, patch))
-}
+// The facts `cargo xtask setup` needs too live in the front door's setup module.
+pub use xtask::setup::{qemu_version, BACKPORTS, MIN_QEMU, QEMU};
 
 /// The lines a user adds to apt's sources for bookworm-backports: the first stanza of
 /// `/etc/apt/sources.list.d/debian.sources` with its suite replaced, when that file exists.
@@ -111,22 +84,6 @@ pub fn qemu_usable() -> std::result::Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn versions_parse() {
-        assert_eq!(
-            parse_qemu_version(
-                "QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)\nCopyright"
-            ),
-            Some((10, 0, 2))
-        );
-        assert_eq!(
-            parse_qemu_version("QEMU emulator version 8.2"),
-            Some((8, 2, 0))
-        );
-        assert_eq!(parse_qemu_version("something else"), None);
-        assert!((7, 2, 9) < MIN_QEMU && (8, 2, 0) >= MIN_QEMU && (10, 0, 0) > MIN_QEMU);
-    }
 
     #[test]
     fn backports_hint_names_the_suite() {
