@@ -51,6 +51,8 @@ pub struct TypeDef {
     pub note: Option<String>,
     pub only_in: Option<OnlyIn>,
     pub driver_writes: Vec<String>,
+    /// Whether `[abi] header` declares it (`in_header = false`: only the spec does).
+    pub in_header: bool,
     pub fields: Vec<Field>,
     pub size: u64,
     pub align: u64,
@@ -110,6 +112,8 @@ pub struct Value {
     pub encoding: Option<Encoding>,
     pub note: Option<String>,
     pub only_in: Option<OnlyIn>,
+    /// Whether `[abi] header` defines it (`in_header = false`: a name of the spec's own).
+    pub in_header: bool,
 }
 
 impl Value {
@@ -629,6 +633,7 @@ fn build(b: &mut Builder<'_>, file: &schema::File, path: &Path) -> Spec {
             note: d.note.clone(),
             only_in: d.only_in,
             driver_writes,
+            in_header: d.in_header,
             fields,
             size,
             align,
@@ -1342,6 +1347,7 @@ fn build_group(
             encoding: vr.encoding,
             note: vr.note.clone(),
             only_in: vr.only_in,
+            in_header: vr.in_header,
         });
     }
     if values.is_empty() && gr.values.is_empty() {

@@ -89,6 +89,10 @@ pub struct Struct {
     pub only_in: Option<OnlyIn>,
     #[serde(default)]
     pub driver_writes: Option<Spanned<Vec<String>>>,
+    /// `false`: `[abi] header` does not declare it (the spec does, in prose or in a form the
+    /// header leaves out), so the cross-check does not look for it there.
+    #[serde(default = "yes")]
+    pub in_header: bool,
     #[serde(default)]
     pub fields: Vec<Spanned<Field>>,
 }
@@ -201,6 +205,14 @@ pub struct ConstValue {
     pub note: Option<String>,
     #[serde(default)]
     pub only_in: Option<OnlyIn>,
+    /// `false`: the name is the spec's own (the spec gives the value only in prose), so
+    /// `[abi] header` does not define it and the cross-check does not look for it there.
+    #[serde(default = "yes")]
+    pub in_header: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]

@@ -13,6 +13,8 @@ use zerocopy::little_endian::{U16 as Le16, U32 as Le32, U64 as Le64};
 use crate::user::{Constant, UnknownValue};
 use crate::wire::{DecodeError, EncodeError};
 /// `VIRTIO_ID_SOUND`: Virtio device type of a sound card (on modern PCI it shows up as device id 0x1059, vendor 0x1af4).
+///
+/// Note: Linux defines it in include/uapi/linux/virtio_ids.h, not in virtio_snd.h.
 pub const VIRTIO_ID_SOUND: u16 = 0x19;
 /// Constant group `device_id`: The virtio device type a sound device reports; the bus matches the driver on it.
 pub const DEVICE_ID: &[Constant<u16>] = &[
