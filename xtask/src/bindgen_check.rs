@@ -187,23 +187,47 @@ fn bindgen_facts(contents: &str, clang_args: &[String], allow: &str) -> Result<H
     facts_from_bindings(&bindings.to_string())
 }
 
-/// A field or structure is *gated* when it belongs to a newer spec version or a feature, so
-/// an older header may lack it.
-fn gated(since: &Option<String>, feature: &Option<String>) -> bool {
-    since.is_some() || feature.is_some()
+/// How much of a spec a header must hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Coverage {
+    /// The header is at the spec's `[abi] version`: every structure, field and constant of
+    /// the spec must be in it, except what is newer than that version (`since`) and the
+    /// constants marked `in_header = false`. Linux's UAPI header.
+    Complete,
+    /// The header may be older: structures and fields of a newer version or behind a
+    /// feature may be missing, and the spec's constants are not looked for. A Haiku tree,
+    /// whose headers differ between Haiku versions.
+    Partial,
 }
 
-/// Every difference between `spec` and what a header says. An older header may lack gated
-/// items (newer versions, feature-gated fields at the end of a structure).
-pub fn compare(spec: &Spec, facts: &HeaderFacts, header: &str) -> Vec<String> {
+impl Coverage {
+    /// Whether a header may lack an item with this `since` and `feature`.
+    fn may_lack(self, spec: &Spec, since: Option<&String>, feature: Option<&String>) -> bool {
+        match self {
+            Coverage::Complete => since.is_some_and(|s| newer(s, &spec.version)),
+            Coverage::Partial => since.is_some() || feature.is_some(),
+        }
+    }
+}
+
+/// Whether version `a` is newer than `b` (dotted numbers: "1.4" is newer than "1.3").
+fn newer(a: &str, b: &str) -> bool {
+    let parts = |v: &str| -> Vec<u64> { v.split('.').map(|p| p.parse().unwrap_or(0)).collect() };
+    parts(a) > parts(b)
+}
+
+/// Every difference between `spec` and what a header says, `coverage` saying what the
+/// header may lack.
+pub fn compare(spec: &Spec, facts: &HeaderFacts, header: &str, coverage: Coverage) -> Vec<String> {
     let mut out = Vec::new();
     let file = spec.path.display();
     for t in &spec.types {
         let Some(&hsize) = facts.sizes.get(&t.name) else {
-            if !t.anonymous
-                && !gated(&t.since, &t.feature)
-                && t.kind != codegen::schema::StructKind::Opaque
-            {
+            let may_lack = match coverage {
+                Coverage::Complete => !t.in_header,
+                Coverage::Partial => false,
+            } || coverage.may_lack(spec, t.since.as_ref(), t.feature.as_ref());
+            if !t.anonymous && !may_lack && t.kind != codegen::schema::StructKind::Opaque {
                 out.push(format!("{file}: {} is not in {header}", t.name));
             }
             continue;
@@ -233,7 +257,9 @@ pub fn compare(spec: &Spec, facts: &HeaderFacts, header: &str) -> Vec<String> {
                     && hfields
                         .iter()
                         .any(|(n, off)| n.starts_with("__bindgen_anon") && *off == f.offset) => {}
-                None if gated(&f.since, &f.feature) && !t.is_union => {
+                None if coverage.may_lack(spec, f.since.as_ref(), f.feature.as_ref())
+                    && !t.is_union =>
+                {
                     first_missing.get_or_insert(f.offset);
                 }
                 None => out.push(format!("{file}: {}.{} is not in {header}", t.name, f.name)),
@@ -274,6 +300,18 @@ pub fn compare(spec: &Spec, facts: &HeaderFacts, header: &str) -> Vec<String> {
             Val::Str(_) => None,
         })
         .collect();
+    if coverage == Coverage::Complete {
+        for (g, v) in spec.constants() {
+            let since = v.since.as_ref().or(g.since.as_ref());
+            if matches!(v.value, Val::Int(_))
+                && v.in_header
+                && !coverage.may_lack(spec, since, None)
+                && !facts.constants.contains_key(&v.name)
+            {
+                out.push(format!("{file}: {} is not in {header}", v.name));
+            }
+        }
+    }
     let mut names: Vec<&String> = facts.constants.keys().collect();
     names.sort();
     for name in names {
@@ -294,23 +332,96 @@ pub fn compare(spec: &Spec, facts: &HeaderFacts, header: &str) -> Vec<String> {
     out
 }
 
-/// The spec against a header under the system include path (Debian's linux-libc-dev).
+/// Where a spec's `[abi] header` is looked for.
+pub const SYSTEM_INCLUDE: &str = "/usr/include";
+
+/// How to get a header new enough on Debian bookworm, whose own (Linux 6.1) lacks virtio
+/// 1.3's control elements: Linux added them to `include/uapi/linux/virtio_snd.h` in 6.9, and
+/// bookworm-backports has linux-libc-dev 6.12.
+pub const NEWER_HEADER: &str = "`cargo xtask setup` installs a newer one (on Debian bookworm: \
+    `apt-get install -t bookworm-backports linux-libc-dev`, Linux 6.12)";
+
+/// The spec's structures (those not newer than its `[abi] version`, not `in_header = false`,
+/// not anonymous or opaque) that a header's text does not define: a header older than the
+/// spec lacks some. A scan of the text for `struct NAME {` (or `union`), without libclang,
+/// so that `cargo xtask setup --check` can tell an old header in no time.
+pub fn structs_missing_from(spec: &Spec, header_text: &str) -> Vec<String> {
+    let code = without_comments(header_text);
+    let words: Vec<&str> = code.split_whitespace().collect();
+    let defined = |keyword: &str, name: &str| {
+        words.windows(3).any(|w| {
+            w[0] == keyword
+                && (w[1] == format!("{name}{{") || (w[1] == name && w[2].starts_with('{')))
+        })
+    };
+    spec.types
+        .iter()
+        .filter(|t| {
+            t.in_header
+                && !t.anonymous
+                && t.kind != codegen::schema::StructKind::Opaque
+                && !t.since.as_deref().is_some_and(|v| newer(v, &spec.version))
+        })
+        .filter(|t| !defined(if t.is_union { "union" } else { "struct" }, &t.name))
+        .map(|t| t.name.clone())
+        .collect()
+}
+
+/// C text with its `/* */` and `//` comments replaced by spaces.
+fn without_comments(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    loop {
+        let block = rest.find("/*");
+        let line = rest.find("//");
+        let (at, end) = match (block, line) {
+            (Some(b), l) if l.is_none_or(|l| b < l) => (
+                b,
+                rest[b + 2..]
+                    .find("*/")
+                    .map_or(rest.len(), |e| b + 2 + e + 2),
+            ),
+            (_, Some(l)) => (l, rest[l..].find('\n').map_or(rest.len(), |e| l + e)),
+            _ => break,
+        };
+        out.push_str(&rest[..at]);
+        out.push(' ');
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Whether the header at `path` is one `spec` can be checked against completely: it exists
+/// and defines every structure of the spec's version. `Ok(path)` or `Err(what is wrong)`.
+pub fn header_is_current(spec: &Spec, path: &Path) -> std::result::Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("no {} ({e})", path.display()))?;
+    let missing = structs_missing_from(spec, &text);
+    if missing.is_empty() {
+        Ok(path.display().to_string())
+    } else {
+        Err(format!(
+            "{} is older than virtio {} (the spec's version): it lacks {}",
+            path.display(),
+            spec.version,
+            missing.join(", ")
+        ))
+    }
+}
+
+/// The spec against its header under the system include path (Debian's linux-libc-dev),
+/// which must be at the spec's version: every structure and constant is compared.
 pub fn check_system_header(spec: &Spec) -> Result<Vec<String>> {
     let Some(h) = &spec.header else {
         return Ok(Vec::new());
     };
-    let path = Path::new("/usr/include").join(h);
-    if !path.exists() {
-        return Err(format!(
-            "{} is missing: install Debian's linux-libc-dev (it provides {h}) for the bindgen cross-check",
-            path.display()
-        )
-        .into());
-    }
+    let path = Path::new(SYSTEM_INCLUDE).join(h);
+    header_is_current(spec, &path).map_err(|e| format!("{e}; {NEWER_HEADER}"))?;
     check_header_file(spec, &path)
 }
 
-/// The spec against one header file given by path.
+/// The spec against one header file given by path: every structure, field and constant
+/// of the spec's version must be in it ([`Coverage::Complete`]).
 pub fn check_header_file(spec: &Spec, path: &Path) -> Result<Vec<String>> {
     let contents = format!("#include \"{}\"\n", path.display());
     let name = path
@@ -318,7 +429,7 @@ pub fn check_header_file(spec: &Spec, path: &Path) -> Result<Vec<String>> {
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
     let facts = bindgen_facts(&contents, &[], &format!(".*{}", regex_escape(&name)))?;
-    Ok(compare(spec, &facts, &name))
+    Ok(compare(spec, &facts, &name, Coverage::Complete))
 }
 
 fn regex_escape(s: &str) -> String {
@@ -415,6 +526,7 @@ pub fn check_haiku(specs: &[Spec], tree: &Path) -> Result<Vec<String>> {
             spec,
             &filtered,
             &format!("{} (Haiku tree)", spec.name),
+            Coverage::Partial,
         ));
     }
     Ok(out)
@@ -529,6 +641,76 @@ mod cross_check {
                 .all(|l| l.contains("set_params") || l.contains("VIRTIO_SND_S_")),
             "{joined}"
         );
+    }
+
+    /// The spec with `edit` made to the text of `spec/virtio_snd.toml`.
+    fn edited_spec(edit: impl Fn(&str) -> String) -> Spec {
+        let text = std::fs::read_to_string(crate::root().join("spec/virtio_snd.toml")).unwrap();
+        let edited = edit(&text);
+        assert_ne!(edited, text, "the edit changed nothing");
+        codegen::model::parse(&edited, Path::new("spec/virtio_snd.toml")).unwrap()
+    }
+
+    /// A deliberately wrong TOML: `role` and `type` of virtio_snd_ctl_info (a virtio 1.3
+    /// structure) swapped. Linux's header has `role` at 4 and `type` at 8, after the 4-byte
+    /// `struct virtio_snd_info hdr`; the check names both fields, and nothing else.
+    #[test]
+    fn a_wrong_offset_in_the_toml_is_reported() {
+        let spec = edited_spec(|t| {
+            let role = t
+                .lines()
+                .find(|l| l.contains("{ name = \"role\", type = \"le32\""))
+                .unwrap();
+            let ty = t
+                .lines()
+                .find(|l| l.contains("{ name = \"type\", type = \"le32\", enum = \"ctl_type\""))
+                .unwrap();
+            t.replacen(&format!("{role}\n{ty}\n"), &format!("{ty}\n{role}\n"), 1)
+        });
+        let found = check_system_header(&spec).unwrap();
+        assert_eq!(
+            found,
+            [
+                "spec/virtio_snd.toml: virtio_snd_ctl_info.type is at offset 4 in the spec but 8 in virtio_snd.h",
+                "spec/virtio_snd.toml: virtio_snd_ctl_info.role is at offset 8 in the spec but 4 in virtio_snd.h",
+            ]
+        );
+    }
+
+    /// A header at the spec's version must hold every structure and constant of it; what
+    /// is newer (`since = "1.4"`) or `in_header = false` may be missing.
+    #[test]
+    fn what_the_header_lacks_is_reported() {
+        let real = std::fs::read_to_string("/usr/include/linux/virtio_snd.h").unwrap();
+        let start = real.find("struct virtio_snd_ctl_enum_item {").unwrap();
+        let end = start + real[start..].find("};").unwrap() + 2;
+        let gain = "\tVIRTIO_SND_CTL_ROLE_GAIN\n";
+        assert!(real.contains(gain));
+        let text = format!("{}{}", &real[..start], &real[end..]).replacen(gain, "", 1);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("virtio_snd.h");
+        std::fs::write(&path, text).unwrap();
+        let found = check_header_file(&virtio_spec(), &path).unwrap();
+        assert_eq!(
+            found,
+            [
+                "spec/virtio_snd.toml: virtio_snd_ctl_enum_item is not in virtio_snd.h",
+                "spec/virtio_snd.toml: VIRTIO_SND_CTL_ROLE_GAIN is not in virtio_snd.h",
+            ]
+        );
+        // The spec's own names and virtio 1.4's rates are not looked for.
+        let spec = virtio_spec();
+        let exempt: Vec<&str> = spec
+            .constants()
+            .filter(|(_, v)| !v.in_header || v.since.as_deref() == Some("1.4"))
+            .map(|(_, v)| v.name.as_str())
+            .collect();
+        assert!(exempt.contains(&"VIRTIO_SND_PCM_RATE_12000"), "{exempt:?}");
+        assert!(
+            exempt.contains(&"VIRTIO_SND_CTL_COUNT_MAX_BYTES"),
+            "{exempt:?}"
+        );
+        assert!(!real.contains("VIRTIO_SND_PCM_RATE_12000"));
     }
 
     #[test]

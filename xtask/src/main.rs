@@ -64,8 +64,8 @@ enum Cmd {
         clang_args: Vec<String>,
     },
     /// Cross-check the spec against real C: the emitted headers compiled by a C compiler,
-    /// and bindgen's reading of linux/virtio_snd.h and, with --haiku, a Haiku tree's
-    /// headers.
+    /// and bindgen's reading of linux/virtio_snd.h (Linux 6.9 or newer: every struct and
+    /// constant of spec/virtio_snd.toml) and, with --haiku, a Haiku tree's headers.
     Crosscheck {
         /// A Haiku source tree: also hmulti_audio.h and the driver ABI headers.
         #[arg(long, value_name = "PATH")]

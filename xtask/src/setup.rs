@@ -99,10 +99,13 @@ pub static PREREQS: [Prereq; 7] = [
     },
     Prereq {
         name: "Linux UAPI headers",
-        purpose: "the virtio sound spec is checked against linux/virtio_snd.h",
+        purpose: "cargo xtask crosscheck compares every struct and constant of the virtio \
+                  sound spec with linux/virtio_snd.h, which has virtio 1.3's control elements \
+                  since Linux 6.9",
         packages: &["linux-libc-dev"],
         scope: Scope::All,
-        backports: false,
+        // Bookworm's own is Linux 6.1's.
+        backports: true,
         applies: always,
         detect: detect_uapi_header,
     },
@@ -243,11 +246,21 @@ fn detect_libclang() -> std::result::Result<String, String> {
 }
 
 fn detect_uapi_header() -> std::result::Result<String, String> {
-    if Path::new(UAPI_HEADER).is_file() {
-        Ok(UAPI_HEADER.into())
-    } else {
-        Err(format!("no {UAPI_HEADER}"))
+    uapi_header(Path::new(UAPI_HEADER))
+}
+
+/// The header at `path` as `spec/virtio_snd.toml` needs it: there, and defining every
+/// structure of the spec's version (`bindgen_check::header_is_current`, a text scan).
+pub fn uapi_header(path: &Path) -> std::result::Result<String, String> {
+    if !path.is_file() {
+        return Err(format!("no {}", path.display()));
     }
+    let specs = crate::gen::load_all().map_err(|e| format!("cannot read the spec: {e}"))?;
+    let spec = specs
+        .iter()
+        .find(|s| s.name == "virtio_snd")
+        .ok_or("no virtio_snd spec")?;
+    crate::bindgen_check::header_is_current(spec, path)
 }
 
 fn detect_qemu() -> std::result::Result<String, String> {
@@ -1160,9 +1173,114 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
                         .into(),
                 },
                 words("apt-get update"),
-                words("apt-get install -y gcc binutils libclang-dev linux-libc-dev"),
-                words("apt-get install -y -t bookworm-backports qemu-system-x86"),
+                words("apt-get install -y gcc binutils libclang-dev"),
+                words("apt-get install -y -t bookworm-backports linux-libc-dev qemu-system-x86"),
             ]
+        );
+    }
+
+    /// Linux 6.1's header (bookworm's own) is replaced by bookworm-backports' newer one, the
+    /// source entry made first when there is none.
+    #[test]
+    fn plan_for_an_old_uapi_header() {
+        let os = parse_os_release(BOOKWORM);
+        let sources = Sources {
+            has_backports: false,
+            debian_sources: Some(DEBIAN_SOURCES_TEXT.into()),
+            sources_list: None,
+        };
+        let steps = plan(&[prereq("Linux UAPI headers")], &os, &sources).unwrap();
+        assert!(
+            matches!(&steps[0], Step::Write { path, .. } if path == BACKPORTS_SOURCES),
+            "{steps:?}"
+        );
+        assert_eq!(
+            steps[1..],
+            [
+                words("apt-get update"),
+                words("apt-get install -y -t bookworm-backports linux-libc-dev")
+            ]
+        );
+        // Elsewhere, the release's own (which the check then judges).
+        let noble = parse_os_release("ID=ubuntu\nID_LIKE=debian\nVERSION_CODENAME=noble\n");
+        assert_eq!(
+            plan(&[prereq("Linux UAPI headers")], &noble, &Sources::default()).unwrap(),
+            [
+                words("apt-get update"),
+                words("apt-get install -y linux-libc-dev")
+            ]
+        );
+    }
+
+    /// The structures of Linux's `include/uapi/linux/virtio_snd.h` as of 6.12 (virtio 1.3),
+    /// in the header's order; the last six, the control elements, came in 6.9.
+    const LINUX_6_12_STRUCTS: [&str; 21] = [
+        "virtio_snd_config",
+        "virtio_snd_hdr",
+        "virtio_snd_event",
+        "virtio_snd_query_info",
+        "virtio_snd_info",
+        "virtio_snd_jack_hdr",
+        "virtio_snd_jack_info",
+        "virtio_snd_jack_remap",
+        "virtio_snd_pcm_hdr",
+        "virtio_snd_pcm_info",
+        "virtio_snd_pcm_set_params",
+        "virtio_snd_pcm_xfer",
+        "virtio_snd_pcm_status",
+        "virtio_snd_chmap_hdr",
+        "virtio_snd_chmap_info",
+        "virtio_snd_ctl_hdr",
+        "virtio_snd_ctl_info",
+        "virtio_snd_ctl_enum_item",
+        "virtio_snd_ctl_iec958",
+        "virtio_snd_ctl_value",
+        "virtio_snd_ctl_event",
+    ];
+
+    /// A header that declares `structs` (with both brace placements).
+    fn fake_header(dir: &Path, structs: &[&str]) -> std::path::PathBuf {
+        let text: String = structs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let brace = if i % 2 == 0 { " {" } else { "\n{" };
+                format!("struct {s}{brace}\n\t__le32 x;\n}};\n\n")
+            })
+            .collect();
+        let path = dir.join("virtio_snd.h");
+        std::fs::write(&path, format!("#ifndef VIRTIO_SND_IF_H\n{text}#endif\n")).unwrap();
+        path
+    }
+
+    #[test]
+    fn the_uapi_header_must_have_the_control_elements() {
+        let dir = tempfile::tempdir().unwrap();
+        let current = fake_header(dir.path(), &LINUX_6_12_STRUCTS);
+        assert_eq!(uapi_header(&current), Ok(current.display().to_string()));
+        // Linux 6.1's (bookworm's own): no control elements.
+        let old = fake_header(dir.path(), &LINUX_6_12_STRUCTS[..15]);
+        let err = uapi_header(&old).unwrap_err();
+        assert_eq!(
+            err,
+            format!(
+                "{} is older than virtio 1.3 (the spec's version): it lacks {}",
+                old.display(),
+                LINUX_6_12_STRUCTS[15..].join(", ")
+            )
+        );
+        // A struct named only in a comment or a declaration is not defined.
+        std::fs::write(
+            &old,
+            "/* struct virtio_snd_hdr { */\nstruct virtio_snd_hdr;\n",
+        )
+        .unwrap();
+        assert!(uapi_header(&old)
+            .unwrap_err()
+            .contains("lacks virtio_snd_config, virtio_snd_hdr,"));
+        assert_eq!(
+            uapi_header(&dir.path().join("none.h")),
+            Err(format!("no {}", dir.path().join("none.h").display()))
         );
     }
 
