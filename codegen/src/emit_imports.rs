@@ -20,7 +20,7 @@ use quote::{format_ident, quote};
 
 use crate::emit_c;
 use crate::model::{Import, Spec};
-use crate::schema::{ElfType, StructKind};
+use crate::schema::{ElfType, OnlyIn, StructKind};
 use crate::types::{Prim, PtrKind, Ty};
 
 /// The add-on's generated file: its `extern "C"` block of every kernel import.
@@ -193,6 +193,15 @@ fn ctype(spec: &Spec, ty: &Ty) -> Result<TokenStream, String> {
     })
 }
 
+/// `only_in` as a `spec::kernel_import::HaikuRelease`.
+fn release(only_in: Option<OnlyIn>) -> TokenStream {
+    match only_in {
+        None => quote! { None },
+        Some(OnlyIn::Beta5) => quote! { Some(HaikuRelease::Beta5) },
+        Some(OnlyIn::Nightly) => quote! { Some(HaikuRelease::Nightly) },
+    }
+}
+
 /// `KERNEL_IMPORTS` and the `kernel_symbol` module, for the spec's module; nothing when the
 /// spec has no `[[import]]`.
 pub fn table(spec: &Spec) -> Result<TokenStream, String> {
@@ -210,6 +219,7 @@ pub fn table(spec: &Spec) -> Result<TokenStream, String> {
         let c = c_declaration(i);
         let id = ident(name);
         let alias_doc = doc(&format!("`{c}`"));
+        let only_in = release(i.only_in);
         match i.elf {
             ElfType::Func => {
                 let returns = ctype(spec, i.returns.as_ref().unwrap_or(&Ty::Void))?;
@@ -228,6 +238,7 @@ pub fn table(spec: &Spec) -> Result<TokenStream, String> {
                     KernelImport {
                         name: #name,
                         elf: SymbolType::Func,
+                        only_in: #only_in,
                         c: #c,
                         signature: Signature::Func {
                             returns: #returns,
@@ -255,6 +266,7 @@ pub fn table(spec: &Spec) -> Result<TokenStream, String> {
                     KernelImport {
                         name: #name,
                         elf: SymbolType::Object,
+                        only_in: #only_in,
                         c: #c,
                         signature: Signature::Object { ty: #t },
                     }
@@ -269,14 +281,17 @@ pub fn table(spec: &Spec) -> Result<TokenStream, String> {
     }
     let table_doc = doc(&format!(
         "Every kernel symbol an add-on may import (`[[import]]` of `{}`): its name, ELF \
-         type and signature. The audit refuses any other import; the simulator implements \
-         exactly these.",
+         type, the one release that exports it if only one does, and signature. The audit \
+         refuses any other import, and one only a release exports; the simulator implements \
+         exactly these, and offers each only where its release does.",
         spec.path.display()
     ));
     Ok(quote! {
         #table_doc
         pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
-            use crate::kernel_import::{CType, KernelImport, Param, Signature, SymbolType};
+            use crate::kernel_import::{
+                CType, HaikuRelease, KernelImport, Param, Signature, SymbolType,
+            };
             &[#(#entries),*]
         };
 
@@ -309,6 +324,16 @@ pub fn extern_block(specs: &[Spec]) -> Result<String, String> {
         for i in &spec.imports {
             let id = ident(&i.name);
             let mut text = format!("`{}`", c_declaration(i));
+            if let Some(o) = i.only_in {
+                let r = match o {
+                    OnlyIn::Beta5 => "R1/beta5",
+                    OnlyIn::Nightly => "nightly",
+                };
+                text.push_str(&format!(
+                    "\n\nExported only by the {r} kernel: an add-on that imports it does not \
+                     load on the other release."
+                ));
+            }
             for part in [Some(&i.doc), i.note.as_ref()].into_iter().flatten() {
                 if !part.trim().is_empty() {
                     text.push_str("\n\n");

@@ -9,7 +9,7 @@ use codegen::{emit_imports, model};
 
 /// A typedef, a kernel structure, an opaque type and a function-pointer typedef; a function
 /// with a typedef result and a `const char *` parameter, a variadic function, a `void`
-/// function of no parameters, one with pointer parameters (to a structure, to a pointer,
+/// function of no parameters that only one release exports, one with pointer parameters (to a structure, to a pointer,
 /// to `size_t`), one taking a function pointer, and a data object. A `<` in the TOML's text
 /// is escaped in the Rust docs outside code spans (rustdoc would take it for HTML).
 const SPEC: &str = r#"
@@ -58,6 +58,7 @@ note = "From any context, even <irq>; `ptr<T>` stays."
 [[import]]
 name = "memory_barrier"
 elf = "FUNC"
+only_in = "nightly"
 
 [[import]]
 name = "lock_it"
@@ -92,13 +93,14 @@ fn tokens(text: &str) -> String {
 fn the_table_and_the_symbol_types_are_the_tomls() {
     let got = emit_imports::table(&spec()).unwrap().to_string();
     let want = r#"
-/// Every kernel symbol an add-on may import (`[[import]]` of `toy_kernel.toml`): its name, ELF type and signature. The audit refuses any other import; the simulator implements exactly these.
+/// Every kernel symbol an add-on may import (`[[import]]` of `toy_kernel.toml`): its name, ELF type, the one release that exports it if only one does, and signature. The audit refuses any other import, and one only a release exports; the simulator implements exactly these, and offers each only where its release does.
 pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
-    use crate::kernel_import::{CType, KernelImport, Param, Signature, SymbolType};
+    use crate::kernel_import::{CType, HaikuRelease, KernelImport, Param, Signature, SymbolType};
     &[
         KernelImport {
             name: "create_sem",
             elf: SymbolType::Func,
+            only_in: None,
             c: "sem_id create_sem(int32_t count, const char *name)",
             signature: Signature::Func {
                 returns: CType::I32,
@@ -112,6 +114,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "dprintf",
             elf: SymbolType::Func,
+            only_in: None,
             c: "void dprintf(const char *format, ...)",
             signature: Signature::Func {
                 returns: CType::Void,
@@ -124,12 +127,14 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "memory_barrier",
             elf: SymbolType::Func,
+            only_in: Some(HaikuRelease::Nightly),
             c: "void memory_barrier(void)",
             signature: Signature::Func { returns: CType::Void, params: &[], variadic: false },
         },
         KernelImport {
             name: "lock_it",
             elf: SymbolType::Func,
+            only_in: None,
             c: "bool lock_it(spinlock *lock, void **out, size_t *size, const device_node *node)",
             signature: Signature::Func {
                 returns: CType::Bool,
@@ -153,6 +158,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "call_me",
             elf: SymbolType::Func,
+            only_in: None,
             c: "uint64_t call_me(hook_fn hook, size_t length, char c)",
             signature: Signature::Func {
                 returns: CType::U64,
@@ -175,6 +181,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "guard",
             elf: SymbolType::Object,
+            only_in: None,
             c: "int64_t guard",
             signature: Signature::Object { ty: CType::I64 },
         },
@@ -236,6 +243,8 @@ extern "C" {
     /// From any context, even \<irq>; `ptr<T>` stays.
     pub fn dprintf(format: *const ::core::ffi::c_char, ...);
     /// `void memory_barrier(void)`
+    ///
+    /// Exported only by the nightly kernel: an add-on that imports it does not load on the other release.
     pub fn memory_barrier();
     /// `bool lock_it(spinlock *lock, void **out, size_t *size, const device_node *node)`
     pub fn lock_it(

@@ -256,11 +256,13 @@ pub fn audit(path: &Path, imports: &[(String, SymKind)]) -> Result<Report, Vec<V
 }
 
 /// The kernel import table the audit holds an add-on to: every symbol of
-/// [`spec::haiku_driver::KERNEL_IMPORTS`] (generated from `spec/haiku_driver.toml`) with its
-/// ELF type.
+/// [`spec::haiku_driver::KERNEL_IMPORTS`] (generated from `spec/haiku_driver.toml`) that both
+/// R1/beta5's and nightly's kernels export, with its ELF type. The add-on loads on both, so a
+/// symbol only one release exports (`only_in`) is refused like one the table does not have.
 pub fn kernel_imports() -> Vec<(String, SymKind)> {
     spec::haiku_driver::KERNEL_IMPORTS
         .iter()
+        .filter(|i| i.only_in.is_none())
         .map(|i| {
             let kind = match i.elf {
                 spec::kernel_import::SymbolType::Func => SymKind::Func,
@@ -819,11 +821,22 @@ fn check_imports(syms: &[DynSym], imports: &[(String, SymKind)], out: &mut Vec<V
                  FUNC/OBJECT type; Haiku refuses a type mismatch)",
                 s.name
             ),
-            (_, None) => format!(
-                "`{}` ({weak}{}) is imported but is not in the kernel import table \
-                 (spec/haiku_driver.toml): Haiku would fail to resolve it (B_MISSING_SYMBOL)",
-                s.name, s.kind
-            ),
+            (_, None) => match only_in(&s.name) {
+                Some(release) => format!(
+                    "`{}` ({weak}{}) is imported but only Haiku {}'s kernel exports it \
+                     (`only_in` in spec/haiku_driver.toml): the other release would fail to \
+                     resolve it (B_MISSING_SYMBOL)",
+                    s.name,
+                    s.kind,
+                    release.name()
+                ),
+                None => format!(
+                    "`{}` ({weak}{}) is imported but is not in the kernel import table \
+                     (spec/haiku_driver.toml): Haiku would fail to resolve it \
+                     (B_MISSING_SYMBOL)",
+                    s.name, s.kind
+                ),
+            },
             (kind, Some(expected)) => {
                 if kind == expected {
                     continue;
@@ -837,6 +850,14 @@ fn check_imports(syms: &[DynSym], imports: &[(String, SymKind)], out: &mut Vec<V
         };
         out.push(violation(IMPORTS, message));
     }
+}
+
+/// The one release whose kernel exports `name`, if the import table says only one does.
+fn only_in(name: &str) -> Option<spec::kernel_import::HaikuRelease> {
+    spec::haiku_driver::KERNEL_IMPORTS
+        .iter()
+        .find(|i| i.name == name)
+        .and_then(|i| i.only_in)
 }
 
 fn check_modules(syms: &[DynSym], out: &mut Vec<Violation>) {
@@ -1423,6 +1444,35 @@ mod tests {
             IMPORTS,
             &["`not_a_kernel_function`", "not in the kernel import table"],
         );
+    }
+
+    /// `ffsl` is in the table but only nightly's kernel exports it (`only_in`): the add-on
+    /// must load on R1/beta5 too, so the audit refuses it and says which release has it.
+    #[test]
+    fn an_import_only_one_release_exports_breaks_imports() {
+        let dir = Dir::new();
+        let lib = dir.stub(
+            "kernel_ffsl",
+            &format!("{STUB}\nint ffsl(long v) {{ return v != 0; }}\n"),
+        );
+        let src =
+            format!("{GOOD}\nextern int ffsl(long);\nint low(long v) {{ return ffsl(v); }}\n");
+        let so = dir.addon("nightly_only", &src, &["-fno-builtin"], Some(&lib));
+        let v = refuse(&so, &[IMPORTS]);
+        assert_eq!(v.len(), 1, "{}", list(&v));
+        has(
+            &v,
+            IMPORTS,
+            &[
+                "`ffsl`",
+                "only Haiku nightly's kernel exports it",
+                "B_MISSING_SYMBOL",
+            ],
+        );
+        // The table the audit of the add-on uses leaves it out.
+        let both = kernel_imports();
+        assert!(both.iter().any(|(n, _)| n == "create_sem"));
+        assert!(!both.iter().any(|(n, _)| n == "ffsl"));
     }
 
     #[test]

@@ -25,7 +25,7 @@ use spec::haiku_driver::{
     self as hd, area_id, bigtime_t, cpu_status, interrupt_handler, sem_id, ssize_t, status_t,
     team_id, thread_func, thread_id, timer_hook, ModuleInfo, PhysicalEntry, Spinlock, Timer,
 };
-use spec::kernel_import::SymbolType;
+use spec::kernel_import::{HaikuRelease, SymbolType};
 
 use super::abi::{FnSig, Signed};
 use super::heap::FreeError;
@@ -109,8 +109,23 @@ fn kernel_panic(core: Option<&Core>, message: &str) -> ! {
 
 // ---- the symbol table ----
 
+/// The kernel symbols `release`'s kernel exports: [`kernel_symbols`] without those the
+/// table marks as the other release's only (`only_in`). An add-on importing one of those
+/// is refused by the loader, as Haiku's refuses it (`B_MISSING_SYMBOL`).
+pub fn kernel_symbols_of(release: HaikuRelease) -> Vec<(String, u64, SymKind)> {
+    let exported: Vec<&str> = hd::KERNEL_IMPORTS
+        .iter()
+        .filter(|i| i.exported_by(release))
+        .map(|i| i.name)
+        .collect();
+    kernel_symbols()
+        .into_iter()
+        .filter(|(name, _, _)| exported.contains(&name.as_str()))
+        .collect()
+}
+
 /// Every kernel symbol of the import table ([`hd::KERNEL_IMPORTS`], generated from
-/// `spec/haiku_driver.toml`) with the address of its implementation. Panics if the table
+/// `spec/haiku_driver.toml`), of either release, with the address of its implementation. Panics if the table
 /// names a symbol the simulator does not implement, or implements with another ELF type or
 /// another C signature: the loader would bind the add-on to nothing, or to a function that
 /// reads its arguments wrongly.
@@ -239,6 +254,7 @@ pub fn implementation(name: &str) -> Option<Implementation> {
         strlcpy => sim_strlcpy,
         strlcat => sim_strlcat,
         strerror => sim_strerror,
+        ffsl => sim_ffsl,
         snprintf => sim_haiku_snprintf,
         dprintf => sim_haiku_dprintf,
         kprintf => sim_haiku_kprintf,
@@ -1011,6 +1027,15 @@ pub unsafe extern "C" fn sim_strlcat(dest: *mut c_char, src: *const c_char, size
     }
     // SAFETY: `dest + dlen` is inside the buffer with `size - dlen` bytes left.
     dlen + unsafe { sim_strlcpy(dest.add(dlen), src, size - dlen) }
+}
+
+/// `ffsl` (nightly only): the 1-based index of the lowest set bit, 0 for 0.
+pub extern "C" fn sim_ffsl(value: i64) -> i32 {
+    if value == 0 {
+        0
+    } else {
+        value.trailing_zeros() as i32 + 1
+    }
 }
 
 /// A static description of a status code: its Haiku constant name ("B_BAD_ADDRESS"),

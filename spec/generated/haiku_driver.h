@@ -545,6 +545,7 @@ extern char *strcpy(char *dest, const char *src);
 extern size_t strlcpy(char *dest, const char *src, size_t size);
 extern size_t strlcat(char *dest, const char *src, size_t size);
 extern char *strerror(int32_t error);
+extern int32_t ffsl(int64_t value);
 extern int32_t snprintf(char *buffer, size_t size, const char *format, ...);
 extern void dprintf(const char *format, ...);
 extern void kprintf(const char *format, ...);

@@ -37,6 +37,7 @@ void strcpy(void) {}
 void strlcpy(void) {}
 void strlcat(void) {}
 void strerror(void) {}
+void ffsl(void) {}
 void snprintf(void) {}
 void dprintf(void) {}
 void kprintf(void) {}

@@ -15,6 +15,34 @@ pub enum SymbolType {
     Object,
 }
 
+/// A Haiku release whose kernel ABI the spec describes (the TOML's `only_in`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum HaikuRelease {
+    /// R1/beta5 (the r1beta5 branch).
+    Beta5,
+    /// Nightly (master).
+    #[default]
+    Nightly,
+}
+
+impl HaikuRelease {
+    /// Both releases, oldest first.
+    pub const ALL: [HaikuRelease; 2] = [HaikuRelease::Beta5, HaikuRelease::Nightly];
+
+    /// The spelling of `only_in` and of the tools' `--haiku` option: `beta5` or `nightly`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            HaikuRelease::Beta5 => "beta5",
+            HaikuRelease::Nightly => "nightly",
+        }
+    }
+
+    /// The release spelled `name` (as [`HaikuRelease::name`] spells it).
+    pub fn from_name(name: &str) -> Option<HaikuRelease> {
+        HaikuRelease::ALL.into_iter().find(|r| r.name() == name)
+    }
+}
+
 /// One kernel symbol an add-on may import.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KernelImport {
@@ -22,10 +50,19 @@ pub struct KernelImport {
     pub name: &'static str,
     /// Its ELF symbol type.
     pub elf: SymbolType,
+    /// The one release whose kernel exports it (`only_in`); `None` when both do.
+    pub only_in: Option<HaikuRelease>,
     /// The C declaration, e.g. `sem_id create_sem(int32_t count, const char *name)`.
     pub c: &'static str,
     /// The typed signature.
     pub signature: Signature,
+}
+
+impl KernelImport {
+    /// Whether `release`'s kernel exports the symbol.
+    pub fn exported_by(&self, release: HaikuRelease) -> bool {
+        self.only_in.is_none_or(|r| r == release)
+    }
 }
 
 /// What a kernel symbol is, typed.

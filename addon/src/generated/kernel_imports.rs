@@ -254,6 +254,14 @@ extern "C" {
     ///
     /// Returns a static English description of a status code.
     pub fn strerror(error: i32) -> *mut ::core::ffi::c_char;
+    /// `int32_t ffsl(int64_t value)`
+    ///
+    /// Exported only by the nightly kernel: an add-on that imports it does not load on the other release.
+    ///
+    /// The 1-based index of the lowest set bit of `value` (a C `long`), 0 when none is set (strings.h).
+    ///
+    /// Nightly only: the kernel links musl's ffsl.c and ffsll.c since b739532218 (src/system/kernel/lib/Jamfile); R1/beta5's kernel has only ffs, so its loader refuses an add-on importing ffsl or ffsll (B_MISSING_SYMBOL). Every other symbol of this table is exported by both kernels.
+    pub fn ffsl(value: i64) -> i32;
     /// `int32_t snprintf(char *buffer, size_t size, const char *format, ...)`
     ///
     /// Formats into a bounded buffer (the kernel's own printf engine); returns the length the full output would have.

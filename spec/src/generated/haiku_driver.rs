@@ -1117,6 +1117,8 @@ pub const B_DEVICE_UNIQUE_ID: &::core::ffi::CStr = c"device/unique id";
 /// `B_DEVICE_PUBLISHED_PATH`: String: devfs path the node published.
 ///
 /// Only in: Nightly
+///
+/// Note: Nightly's publish_device adds it to the node ("/dev/" and the path) since 315411d839; R1/beta5 has no such attribute.
 pub const B_DEVICE_PUBLISHED_PATH: &::core::ffi::CStr = c"device/published path";
 /// `B_DEVICE_MANAGER_MODULE_NAME`: The device manager module (device_manager_info).
 pub const B_DEVICE_MANAGER_MODULE_NAME: &::core::ffi::CStr = c"system/device_manager/v1";
@@ -1129,6 +1131,8 @@ pub const VIRTIO_DEVICE_TYPE_ITEM: &::core::ffi::CStr = c"virtio/type";
 /// `VIRTIO_VRING_ALIGNMENT_ITEM`: Uint16 attribute: ring alignment the transport needs.
 pub const VIRTIO_VRING_ALIGNMENT_ITEM: &::core::ffi::CStr = c"virtio/vring_alignment";
 /// `VIRTIO_VERSION_ITEM`: Uint8 attribute: virtio transport version.
+///
+/// Note: virtio_pci sets it to the PCI revision on R1/beta5 and to 1 for a modern (0x1040+) device ID, 0 otherwise, on nightly (74b5b25f77); for a modern-only device such as QEMU's virtio-sound-pci (revision 1, which beta5 requires of a modern ID) both give 1.
 pub const VIRTIO_VERSION_ITEM: &::core::ffi::CStr = c"virtio/version";
 /// `VIRTIO_BUS_NAME`: Value of B_DEVICE_BUS on virtio device nodes (a literal in the bus manager, not a named C macro).
 pub const VIRTIO_BUS_NAME: &::core::ffi::CStr = c"virtio";
@@ -2927,6 +2931,8 @@ pub struct DriverModuleInfo {
         unsafe extern "C" fn(*mut ::core::ffi::c_void) -> status_t,
     >,
     /// `device_removed` at offset 72, 8 bytes: Tells the driver the hardware has gone away; optional.
+    ///
+    /// Note: R1/beta5's device_node::DeviceRemoved passes the device_node, not the driver cookie; nightly passes the cookie since 5fec48b27d (src/system/kernel/device_manager/device_manager.cpp). A driver that uses the argument must not rely on either.
     pub device_removed: ::core::option::Option<
         unsafe extern "C" fn(*mut ::core::ffi::c_void),
     >,
@@ -3062,7 +3068,7 @@ pub struct VirtioDeviceInterface {
     pub info: DriverModuleInfo,
     /// `negotiate_features` at offset 96, 8 bytes: Intersects the device's features with `supported` (plus the transport bits the bus handles), writes them back, sets FEATURES_OK and returns the result through the pointer. The last argument names device-specific bits for the debug log and may return NULL for unknown bits.
     ///
-    /// Note: Always pass a non-NULL name callback: R1/beta5 calls it without a NULL check for every bit it does not know itself (VERSION_1 included), so NULL crashes the kernel there. Nightly checks for NULL since b57d5d2f41.
+    /// Note: Always pass a non-NULL name callback: R1/beta5 calls it without a NULL check for every bit it does not know itself (VERSION_1 included), so NULL crashes the kernel there. Nightly checks for NULL since b57d5d2f41. Both call it (VirtioDevice::_DumpFeatures) for the features the device offers and again for the negotiated ones, whether or not tracing is on.
     pub negotiate_features: ::core::option::Option<
         unsafe extern "C" fn(
             virtio_device,
@@ -3097,11 +3103,13 @@ pub struct VirtioDeviceInterface {
     >,
     /// `alloc_queues` at offset 128, 8 bytes: Creates `count` (at most VIRTIO_VIRTQUEUES_MAX_COUNT) virtqueues and stores their cookies in the array; the optional last array asks for specific ring sizes (0 = device maximum).
     ///
-    /// Note: R1/beta5 takes only the first three arguments. Passing NULL as the fourth is safe on both: beta5 ignores the extra register argument and nightly treats NULL as 'use the maximum size'.
+    /// Note: R1/beta5 takes only the first three arguments (virtio.h and VirtioDevice::AllocateQueues before b90dc7a4f3). Passing NULL as the fourth is safe on both: beta5 ignores the extra register argument and nightly treats NULL as 'use the maximum size'. A caller built against beta5's three-argument header leaves whatever it last put in rcx, which nightly reads as the size array: a stale pointer into memory gives sizes from whatever it points at (B_BUFFER_OVERFLOW above the device's size), an unmapped one a kernel page fault.
     pub alloc_queues: ::core::option::Option<
         unsafe extern "C" fn(virtio_device, u64, *mut virtio_queue, *mut u16) -> status_t,
     >,
     /// `free_queues` at offset 136, 8 bytes: Destroys all queues and resets the device.
+    ///
+    /// Note: Nightly's virtio_pci waits for the device status to read back 0 after the reset (1c64d7a913), as virtio 1.x section 4.1.4.3.2 requires; R1/beta5 writes 0 and goes on, so on beta5 a device may still be finishing its reset when free_queues returns.
     pub free_queues: ::core::option::Option<unsafe extern "C" fn(virtio_device)>,
     /// `setup_interrupt` at offset 144, 8 bytes: Allocates interrupts for the queues made by alloc_queues (so call it after that), sets DRIVER_OK and enables queue interrupts. The config handler may be NULL; the cookie becomes the first argument of every queue callback.
     pub setup_interrupt: ::core::option::Option<
@@ -3254,13 +3262,16 @@ const _: () = {
     assert!(::core::mem::offset_of!(Timer, hook) == 32);
     assert!(::core::mem::offset_of!(Timer, period) == 40);
 };
-/// Every kernel symbol an add-on may import (`[[import]]` of `spec/haiku_driver.toml`): its name, ELF type and signature. The audit refuses any other import; the simulator implements exactly these.
+/// Every kernel symbol an add-on may import (`[[import]]` of `spec/haiku_driver.toml`): its name, ELF type, the one release that exports it if only one does, and signature. The audit refuses any other import, and one only a release exports; the simulator implements exactly these, and offers each only where its release does.
 pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
-    use crate::kernel_import::{CType, KernelImport, Param, Signature, SymbolType};
+    use crate::kernel_import::{
+        CType, HaikuRelease, KernelImport, Param, Signature, SymbolType,
+    };
     &[
         KernelImport {
             name: "create_sem",
             elf: SymbolType::Func,
+            only_in: None,
             c: "sem_id create_sem(int32_t count, const char *name)",
             signature: Signature::Func {
                 returns: CType::I32,
@@ -3282,6 +3293,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "delete_sem",
             elf: SymbolType::Func,
+            only_in: None,
             c: "status_t delete_sem(sem_id id)",
             signature: Signature::Func {
                 returns: CType::I32,
@@ -3298,6 +3310,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "acquire_sem",
             elf: SymbolType::Func,
+            only_in: None,
             c: "status_t acquire_sem(sem_id id)",
             signature: Signature::Func {
                 returns: CType::I32,
@@ -3314,6 +3327,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "acquire_sem_etc",
             elf: SymbolType::Func,
+            only_in: None,
             c: "status_t acquire_sem_etc(sem_id id, int32_t count, uint32_t flags, bigtime_t timeout)",
             signature: Signature::Func {
                 returns: CType::I32,
@@ -3345,6 +3359,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "release_sem",
             elf: SymbolType::Func,
+            only_in: None,
             c: "status_t release_sem(sem_id id)",
             signature: Signature::Func {
                 returns: CType::I32,
@@ -3361,6 +3376,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "release_sem_etc",
             elf: SymbolType::Func,
+            only_in: None,
             c: "status_t release_sem_etc(sem_id id, int32_t count, uint32_t flags)",
             signature: Signature::Func {
                 returns: CType::I32,
@@ -3387,6 +3403,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "get_sem_count",
             elf: SymbolType::Func,
+            only_in: None,
             c: "status_t get_sem_count(sem_id id, int32_t *thread_count)",
             signature: Signature::Func {
                 returns: CType::I32,
@@ -3408,6 +3425,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "create_area",
             elf: SymbolType::Func,
+            only_in: None,
             c: "area_id create_area(const char *name, void **start_address, uint32_t address_spec, size_t size, uint32_t lock, uint32_t protection)",
             signature: Signature::Func {
                 returns: CType::I32,
@@ -3449,6 +3467,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "delete_area",
             elf: SymbolType::Func,
+            only_in: None,
             c: "status_t delete_area(area_id id)",
             signature: Signature::Func {
                 returns: CType::I32,
@@ -3465,6 +3484,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "area_for",
             elf: SymbolType::Func,
+            only_in: None,
             c: "area_id area_for(void *address)",
             signature: Signature::Func {
                 returns: CType::I32,
@@ -3481,6 +3501,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "clone_area",
             elf: SymbolType::Func,
+            only_in: None,
             c: "area_id clone_area(const char *name, void **dest_address, uint32_t address_spec, uint32_t protection, area_id source)",
             signature: Signature::Func {
                 returns: CType::I32,
@@ -3517,6 +3538,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "get_memory_map",
             elf: SymbolType::Func,
+            only_in: None,
             c: "int32_t get_memory_map(const void *address, size_t size, physical_entry *table, int32_t num_entries)",
             signature: Signature::Func {
                 returns: CType::I32,
@@ -3554,6 +3576,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "get_memory_map_etc",
             elf: SymbolType::Func,
+            only_in: None,
             c: "status_t get_memory_map_etc(team_id team, const void *address, size_t size, physical_entry *table, uint32_t *num_entries)",
             signature: Signature::Func {
                 returns: CType::I32,
@@ -3596,6 +3619,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "map_physical_memory",
             elf: SymbolType::Func,
+            only_in: None,
             c: "area_id map_physical_memory(const char *area_name, phys_addr_t physical_address, size_t size, uint32_t flags, uint32_t protection, void **mapped_address)",
             signature: Signature::Func {
                 returns: CType::I32,
@@ -3637,6 +3661,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "lock_memory",
             elf: SymbolType::Func,
+            only_in: None,
             c: "status_t lock_memory(void *address, size_t num_bytes, uint32_t flags)",
             signature: Signature::Func {
                 returns: CType::I32,
@@ -3663,6 +3688,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "unlock_memory",
             elf: SymbolType::Func,
+            only_in: None,
             c: "status_t unlock_memory(void *address, size_t num_bytes, uint32_t flags)",
             signature: Signature::Func {
                 returns: CType::I32,
@@ -3689,6 +3715,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "user_memcpy",
             elf: SymbolType::Func,
+            only_in: None,
             c: "status_t user_memcpy(void *to, const void *from, size_t size)",
             signature: Signature::Func {
                 returns: CType::I32,
@@ -3715,6 +3742,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "user_memset",
             elf: SymbolType::Func,
+            only_in: None,
             c: "status_t user_memset(void *start, char c, size_t count)",
             signature: Signature::Func {
                 returns: CType::I32,
@@ -3741,6 +3769,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "user_strlcpy",
             elf: SymbolType::Func,
+            only_in: None,
             c: "ssize_t user_strlcpy(char *to, const char *from, size_t size)",
             signature: Signature::Func {
                 returns: CType::I64,
@@ -3767,6 +3796,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "malloc",
             elf: SymbolType::Func,
+            only_in: None,
             c: "void *malloc(size_t size)",
             signature: Signature::Func {
                 returns: CType::ptr(&CType::Void),
@@ -3783,6 +3813,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "calloc",
             elf: SymbolType::Func,
+            only_in: None,
             c: "void *calloc(size_t count, size_t size)",
             signature: Signature::Func {
                 returns: CType::ptr(&CType::Void),
@@ -3804,6 +3835,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "realloc",
             elf: SymbolType::Func,
+            only_in: None,
             c: "void *realloc(void *address, size_t new_size)",
             signature: Signature::Func {
                 returns: CType::ptr(&CType::Void),
@@ -3825,6 +3857,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "free",
             elf: SymbolType::Func,
+            only_in: None,
             c: "void free(void *address)",
             signature: Signature::Func {
                 returns: CType::Void,
@@ -3841,6 +3874,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "memalign",
             elf: SymbolType::Func,
+            only_in: None,
             c: "void *memalign(size_t alignment, size_t size)",
             signature: Signature::Func {
                 returns: CType::ptr(&CType::Void),
@@ -3862,6 +3896,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "memcpy",
             elf: SymbolType::Func,
+            only_in: None,
             c: "void *memcpy(void *dest, const void *src, size_t length)",
             signature: Signature::Func {
                 returns: CType::ptr(&CType::Void),
@@ -3888,6 +3923,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "memmove",
             elf: SymbolType::Func,
+            only_in: None,
             c: "void *memmove(void *dest, const void *src, size_t length)",
             signature: Signature::Func {
                 returns: CType::ptr(&CType::Void),
@@ -3914,6 +3950,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "memset",
             elf: SymbolType::Func,
+            only_in: None,
             c: "void *memset(void *dest, int32_t value, size_t length)",
             signature: Signature::Func {
                 returns: CType::ptr(&CType::Void),
@@ -3940,6 +3977,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "memcmp",
             elf: SymbolType::Func,
+            only_in: None,
             c: "int32_t memcmp(const void *a, const void *b, size_t length)",
             signature: Signature::Func {
                 returns: CType::I32,
@@ -3966,6 +4004,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "strlen",
             elf: SymbolType::Func,
+            only_in: None,
             c: "size_t strlen(const char *s)",
             signature: Signature::Func {
                 returns: CType::U64,
@@ -3982,6 +4021,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "strnlen",
             elf: SymbolType::Func,
+            only_in: None,
             c: "size_t strnlen(const char *s, size_t max_length)",
             signature: Signature::Func {
                 returns: CType::U64,
@@ -4003,6 +4043,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "strcmp",
             elf: SymbolType::Func,
+            only_in: None,
             c: "int32_t strcmp(const char *a, const char *b)",
             signature: Signature::Func {
                 returns: CType::I32,
@@ -4024,6 +4065,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "strncmp",
             elf: SymbolType::Func,
+            only_in: None,
             c: "int32_t strncmp(const char *a, const char *b, size_t count)",
             signature: Signature::Func {
                 returns: CType::I32,
@@ -4050,6 +4092,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "strcpy",
             elf: SymbolType::Func,
+            only_in: None,
             c: "char *strcpy(char *dest, const char *src)",
             signature: Signature::Func {
                 returns: CType::ptr(&CType::Char),
@@ -4071,6 +4114,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "strlcpy",
             elf: SymbolType::Func,
+            only_in: None,
             c: "size_t strlcpy(char *dest, const char *src, size_t size)",
             signature: Signature::Func {
                 returns: CType::U64,
@@ -4097,6 +4141,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "strlcat",
             elf: SymbolType::Func,
+            only_in: None,
             c: "size_t strlcat(char *dest, const char *src, size_t size)",
             signature: Signature::Func {
                 returns: CType::U64,
@@ -4123,6 +4168,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "strerror",
             elf: SymbolType::Func,
+            only_in: None,
             c: "char *strerror(int32_t error)",
             signature: Signature::Func {
                 returns: CType::ptr(&CType::Char),
@@ -4137,8 +4183,26 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
             },
         },
         KernelImport {
+            name: "ffsl",
+            elf: SymbolType::Func,
+            only_in: Some(HaikuRelease::Nightly),
+            c: "int32_t ffsl(int64_t value)",
+            signature: Signature::Func {
+                returns: CType::I32,
+                params: &[
+                    Param {
+                        name: "value",
+                        c: "int64_t",
+                        ty: CType::I64,
+                    },
+                ],
+                variadic: false,
+            },
+        },
+        KernelImport {
             name: "snprintf",
             elf: SymbolType::Func,
+            only_in: None,
             c: "int32_t snprintf(char *buffer, size_t size, const char *format, ...)",
             signature: Signature::Func {
                 returns: CType::I32,
@@ -4165,6 +4229,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "dprintf",
             elf: SymbolType::Func,
+            only_in: None,
             c: "void dprintf(const char *format, ...)",
             signature: Signature::Func {
                 returns: CType::Void,
@@ -4181,6 +4246,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "kprintf",
             elf: SymbolType::Func,
+            only_in: None,
             c: "void kprintf(const char *format, ...)",
             signature: Signature::Func {
                 returns: CType::Void,
@@ -4197,6 +4263,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "panic",
             elf: SymbolType::Func,
+            only_in: None,
             c: "void panic(const char *format, ...)",
             signature: Signature::Func {
                 returns: CType::Void,
@@ -4213,6 +4280,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "kernel_debugger",
             elf: SymbolType::Func,
+            only_in: None,
             c: "void kernel_debugger(const char *message)",
             signature: Signature::Func {
                 returns: CType::Void,
@@ -4229,6 +4297,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "system_time",
             elf: SymbolType::Func,
+            only_in: None,
             c: "bigtime_t system_time(void)",
             signature: Signature::Func {
                 returns: CType::I64,
@@ -4239,6 +4308,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "system_time_nsecs",
             elf: SymbolType::Func,
+            only_in: None,
             c: "nanotime_t system_time_nsecs(void)",
             signature: Signature::Func {
                 returns: CType::I64,
@@ -4249,6 +4319,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "real_time_clock_usecs",
             elf: SymbolType::Func,
+            only_in: None,
             c: "bigtime_t real_time_clock_usecs(void)",
             signature: Signature::Func {
                 returns: CType::I64,
@@ -4259,6 +4330,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "snooze",
             elf: SymbolType::Func,
+            only_in: None,
             c: "status_t snooze(bigtime_t amount)",
             signature: Signature::Func {
                 returns: CType::I32,
@@ -4275,6 +4347,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "snooze_etc",
             elf: SymbolType::Func,
+            only_in: None,
             c: "status_t snooze_etc(bigtime_t amount, int32_t time_base, uint32_t flags)",
             signature: Signature::Func {
                 returns: CType::I32,
@@ -4301,6 +4374,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "snooze_until",
             elf: SymbolType::Func,
+            only_in: None,
             c: "status_t snooze_until(bigtime_t time, int32_t time_base)",
             signature: Signature::Func {
                 returns: CType::I32,
@@ -4322,6 +4396,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "spin",
             elf: SymbolType::Func,
+            only_in: None,
             c: "void spin(bigtime_t microseconds)",
             signature: Signature::Func {
                 returns: CType::Void,
@@ -4338,6 +4413,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "add_timer",
             elf: SymbolType::Func,
+            only_in: None,
             c: "status_t add_timer(timer *event, timer_hook hook, bigtime_t period, int32_t flags)",
             signature: Signature::Func {
                 returns: CType::I32,
@@ -4387,6 +4463,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "cancel_timer",
             elf: SymbolType::Func,
+            only_in: None,
             c: "bool cancel_timer(timer *event)",
             signature: Signature::Func {
                 returns: CType::Bool,
@@ -4409,6 +4486,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "disable_interrupts",
             elf: SymbolType::Func,
+            only_in: None,
             c: "cpu_status disable_interrupts(void)",
             signature: Signature::Func {
                 returns: CType::U64,
@@ -4419,6 +4497,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "restore_interrupts",
             elf: SymbolType::Func,
+            only_in: None,
             c: "void restore_interrupts(cpu_status status)",
             signature: Signature::Func {
                 returns: CType::Void,
@@ -4435,6 +4514,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "acquire_spinlock",
             elf: SymbolType::Func,
+            only_in: None,
             c: "void acquire_spinlock(spinlock *lock)",
             signature: Signature::Func {
                 returns: CType::Void,
@@ -4457,6 +4537,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "try_acquire_spinlock",
             elf: SymbolType::Func,
+            only_in: None,
             c: "bool try_acquire_spinlock(spinlock *lock)",
             signature: Signature::Func {
                 returns: CType::Bool,
@@ -4479,6 +4560,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "release_spinlock",
             elf: SymbolType::Func,
+            only_in: None,
             c: "void release_spinlock(spinlock *lock)",
             signature: Signature::Func {
                 returns: CType::Void,
@@ -4501,6 +4583,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "memory_read_barrier",
             elf: SymbolType::Func,
+            only_in: None,
             c: "void memory_read_barrier(void)",
             signature: Signature::Func {
                 returns: CType::Void,
@@ -4511,6 +4594,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "memory_write_barrier",
             elf: SymbolType::Func,
+            only_in: None,
             c: "void memory_write_barrier(void)",
             signature: Signature::Func {
                 returns: CType::Void,
@@ -4521,6 +4605,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "install_io_interrupt_handler",
             elf: SymbolType::Func,
+            only_in: None,
             c: "status_t install_io_interrupt_handler(int32_t interrupt_number, interrupt_handler handler, void *data, uint32_t flags)",
             signature: Signature::Func {
                 returns: CType::I32,
@@ -4556,6 +4641,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "remove_io_interrupt_handler",
             elf: SymbolType::Func,
+            only_in: None,
             c: "status_t remove_io_interrupt_handler(int32_t interrupt_number, interrupt_handler handler, void *data)",
             signature: Signature::Func {
                 returns: CType::I32,
@@ -4586,6 +4672,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "spawn_kernel_thread",
             elf: SymbolType::Func,
+            only_in: None,
             c: "thread_id spawn_kernel_thread(thread_func function, const char *name, int32_t priority, void *arg)",
             signature: Signature::Func {
                 returns: CType::I32,
@@ -4621,6 +4708,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "resume_thread",
             elf: SymbolType::Func,
+            only_in: None,
             c: "status_t resume_thread(thread_id thread)",
             signature: Signature::Func {
                 returns: CType::I32,
@@ -4637,6 +4725,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "wait_for_thread",
             elf: SymbolType::Func,
+            only_in: None,
             c: "status_t wait_for_thread(thread_id thread, status_t *return_value)",
             signature: Signature::Func {
                 returns: CType::I32,
@@ -4658,6 +4747,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "find_thread",
             elf: SymbolType::Func,
+            only_in: None,
             c: "thread_id find_thread(const char *name)",
             signature: Signature::Func {
                 returns: CType::I32,
@@ -4674,6 +4764,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "load_driver_settings",
             elf: SymbolType::Func,
+            only_in: None,
             c: "void *load_driver_settings(const char *driver_name)",
             signature: Signature::Func {
                 returns: CType::ptr(&CType::Void),
@@ -4690,6 +4781,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "unload_driver_settings",
             elf: SymbolType::Func,
+            only_in: None,
             c: "status_t unload_driver_settings(void *handle)",
             signature: Signature::Func {
                 returns: CType::I32,
@@ -4706,6 +4798,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "get_driver_parameter",
             elf: SymbolType::Func,
+            only_in: None,
             c: "const char *get_driver_parameter(void *handle, const char *key, const char *unknown_value, const char *noarg_value)",
             signature: Signature::Func {
                 returns: CType::const_ptr(&CType::Char),
@@ -4737,6 +4830,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "get_driver_boolean_parameter",
             elf: SymbolType::Func,
+            only_in: None,
             c: "bool get_driver_boolean_parameter(void *handle, const char *key, bool unknown_value, bool noarg_value)",
             signature: Signature::Func {
                 returns: CType::Bool,
@@ -4768,6 +4862,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "get_module",
             elf: SymbolType::Func,
+            only_in: None,
             c: "status_t get_module(const char *path, module_info **info)",
             signature: Signature::Func {
                 returns: CType::I32,
@@ -4797,6 +4892,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "put_module",
             elf: SymbolType::Func,
+            only_in: None,
             c: "status_t put_module(const char *path)",
             signature: Signature::Func {
                 returns: CType::I32,
@@ -4813,6 +4909,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "__stack_chk_guard",
             elf: SymbolType::Object,
+            only_in: None,
             c: "int64_t __stack_chk_guard",
             signature: Signature::Object {
                 ty: CType::I64,
@@ -4821,6 +4918,7 @@ pub const KERNEL_IMPORTS: &[crate::kernel_import::KernelImport] = {
         KernelImport {
             name: "__stack_chk_fail",
             elf: SymbolType::Func,
+            only_in: None,
             c: "void __stack_chk_fail(void)",
             signature: Signature::Func {
                 returns: CType::Void,
@@ -5022,6 +5120,8 @@ pub mod kernel_symbol {
     ) -> usize;
     /// `char *strerror(int32_t error)`
     pub type strerror = unsafe extern "C" fn(error: i32) -> *mut ::core::ffi::c_char;
+    /// `int32_t ffsl(int64_t value)`
+    pub type ffsl = unsafe extern "C" fn(value: i64) -> i32;
     /// `int32_t snprintf(char *buffer, size_t size, const char *format, ...)`
     pub type snprintf = unsafe extern "C" fn(
         buffer: *mut ::core::ffi::c_char,
