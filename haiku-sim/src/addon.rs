@@ -99,7 +99,19 @@ impl Addon {
         kernel.set_failure_locator(Some(caller_in(&image, path)));
         // SAFETY: the image was just loaded with our kernel's symbols; `modules` and
         // `module_dependencies` point into it and it stays mapped until `unload`.
-        let paths = unsafe { env.attach(image.modules(), image.module_dependencies()) }?;
+        let paths =
+            unsafe { env.attach(image.modules(), image.module_dependencies()) }.map_err(|e| {
+                // What the simulated kernel recorded on the way often says why.
+                let failures = kernel.failures();
+                if failures.is_empty() {
+                    e
+                } else {
+                    format!(
+                        "{e}\n  recorded by the simulated kernel:\n    {}",
+                        failures.join("\n    ")
+                    )
+                }
+            })?;
         Ok(Addon {
             env,
             image: Some(image),

@@ -11,7 +11,7 @@
 //! `B_DEVICE_BUS`); an error on the way unregisters the node again. Probing asks every
 //! `driver_v1` module of the image `supports_device` and lets the best positive score
 //! `register_device`. `publish_device` puts a devfs entry (path relative to /dev) on the
-//! node; opening it initialises the device module (`init_device`) on the first open and
+//! node (and, on nightly, the node attribute `B_DEVICE_PUBLISHED_PATH`); opening it initialises the device module (`init_device`) on the first open and
 //! uninitialises it after the last `free`, as devfs does.
 //!
 //! Two Haiku behaviours are kept on purpose, because a driver that relies on the opposite
@@ -35,7 +35,7 @@ use spec::haiku_driver::{
 };
 
 use super::exports::{c_string, B_FILE_EXISTS};
-use super::{current, Core};
+use super::{current, Core, HaikuRelease};
 use sim_kernel::report::lock;
 
 /// A static C table of raw pointers that the add-on only reads.
@@ -176,16 +176,37 @@ unsafe fn attrs_from_c(p: *const DeviceAttr) -> Result<Vec<Attr>, String> {
 struct Attrs {
     list: Vec<Attr>,
     table: Box<[DeviceAttr]>,
+    /// Tables replaced by [`Attrs::push`], kept because the add-on may hold a pointer into
+    /// one (`get_next_attr`), as a Haiku attribute stays where it is when another is added.
+    retired: Vec<Box<[DeviceAttr]>>,
 }
 
-// SAFETY: `table` holds pointers only into `list`'s heap buffers, owned by this value and
-// never mutated after construction.
+// SAFETY: `table` and `retired` hold pointers only into `list`'s heap buffers (a CString's
+// or a Vec's contents, which stay put when `list` grows), owned by this value; no buffer is
+// mutated or freed while the value lives.
 unsafe impl Send for Attrs {}
 
 impl Attrs {
+    /// Adds an attribute at the end, as the device manager adds one to a node.
+    fn push(&mut self, a: Attr) {
+        let mut list = std::mem::take(&mut self.list);
+        list.push(a);
+        let old = std::mem::replace(&mut self.table, Attrs::table(&list));
+        self.retired.push(old);
+        self.list = list;
+    }
+
     fn new(list: Vec<Attr>) -> Attrs {
-        let table = list
-            .iter()
+        Attrs {
+            table: Attrs::table(&list),
+            list,
+            retired: Vec::new(),
+        }
+    }
+
+    /// The C array over `list`.
+    fn table(list: &[Attr]) -> Box<[DeviceAttr]> {
+        list.iter()
             .map(|a| DeviceAttr {
                 name: a.name.as_ptr(),
                 r#type: a.value.type_code(),
@@ -205,8 +226,7 @@ impl Attrs {
                     },
                 },
             })
-            .collect();
-        Attrs { list, table }
+            .collect()
     }
 
     fn find(&self, name: &[u8], ty: type_code) -> Option<usize> {
@@ -1179,6 +1199,16 @@ unsafe extern "C" fn publish_device(
     let mut t = lock(&core.dm.tree);
     if t.published.iter().any(|p| p.path == path) {
         return B_FILE_EXISTS;
+    }
+    if core.haiku == HaikuRelease::Nightly {
+        // Nightly's publish_device records the path on the node (315411d839).
+        if let (Some(n), Ok(p)) = (
+            t.nodes.get_mut(&(node as usize)),
+            CString::new(format!("/dev/{path}")),
+        ) {
+            n.attrs
+                .push(attr(hd::B_DEVICE_PUBLISHED_PATH, Value::Str(Some(p))));
+        }
     }
     t.published.push(Published {
         path,

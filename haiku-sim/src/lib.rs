@@ -2,7 +2,8 @@
 //! devfs, over a [`SimKernel`] and an [`SndModel`] (or a real device: [`BusDevice`]).
 //!
 //! An [`Environment`] is one simulated Haiku with one virtio sound device. The add-on's
-//! imports are bound (by the loader) to [`exports::kernel_symbols`]; [`Environment::attach`]
+//! imports are bound (by the loader) to [`exports::kernel_symbols_of`] its Haiku release
+//! ([`EnvConfig::haiku`]); [`Environment::attach`]
 //! then does what Haiku's module loader and device manager do with its `modules`: fills
 //! `module_dependencies`, runs `std_ops(B_MODULE_INIT)`, probes the virtio device node,
 //! registers the winning driver's node (which initialises it and publishes its devices);
@@ -44,8 +45,9 @@ use std::time::Duration;
 use platform::{Kernel, LogLevel, Status};
 use spec::haiku_driver::{self as hd, status_t, ModuleDependency, ModuleInfo};
 
-pub use exports::{kernel_symbols, SymKind};
+pub use exports::{kernel_symbols, kernel_symbols_of, SymKind};
 pub use heap::BlockInfo;
+pub use spec::kernel_import::HaikuRelease;
 pub use virtio_bus::InterruptStats;
 
 use sim_kernel::memory::SimCode;
@@ -64,6 +66,11 @@ pub struct EnvConfig {
     pub smap: bool,
     /// How the virtio bus delivers queue interrupts to the add-on.
     pub interrupts: Interrupts,
+    /// The Haiku release whose ABI the add-on meets: its kernel exports, its virtio bus
+    /// manager's `alloc_queues` (three arguments on R1/beta5, four on nightly) and
+    /// `negotiate_features` (beta5 calls the name callback without a NULL check), and its
+    /// device manager's `publish_device` (nightly adds `B_DEVICE_PUBLISHED_PATH`).
+    pub haiku: HaikuRelease,
 }
 
 impl Default for EnvConfig {
@@ -72,6 +79,7 @@ impl Default for EnvConfig {
             virtio_device_type: hd::VIRTIO_DEVICE_ID_SOUND,
             smap: true,
             interrupts: Interrupts::PerQueue,
+            haiku: HaikuRelease::Nightly,
         }
     }
 }
@@ -141,6 +149,8 @@ pub(crate) struct Core {
     pub(crate) timers: Arc<threads::Timers>,
     /// Whether client memory is in the reserved user range.
     smap: bool,
+    /// The release whose ABI this kernel presents.
+    pub(crate) haiku: HaikuRelease,
     /// Partial `dprintf` lines, per thread.
     lines: Mutex<HashMap<ThreadId, String>>,
 }
@@ -390,6 +400,7 @@ impl Environment {
             bus: virtio_bus::Bus::new(config.interrupts),
             threads: threads::Threads::default(),
             smap,
+            haiku: config.haiku,
             lines: Mutex::new(HashMap::new()),
         });
         *lock(&CURRENT) = Some(core.clone());
@@ -417,9 +428,15 @@ impl Environment {
             .expect("this environment runs a real device, not the model")
     }
 
-    /// Every kernel symbol of the import table with its address and ELF type.
+    /// Every kernel symbol this environment's Haiku release exports, with its address and
+    /// ELF type.
     pub fn kernel_symbols(&self) -> Vec<(String, u64, SymKind)> {
-        kernel_symbols()
+        kernel_symbols_of(self.core.haiku)
+    }
+
+    /// The Haiku release whose ABI this environment presents.
+    pub fn haiku(&self) -> HaikuRelease {
+        self.core.haiku
     }
 
     /// The text of the `virtio_sound` driver settings file.

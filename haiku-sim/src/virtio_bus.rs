@@ -5,9 +5,10 @@
 //! implementation, with the bus manager's own
 //! rules on top (Haiku's `VirtioDevice.cpp`/`VirtioQueue.cpp`): `negotiate_features` adds
 //! VERSION_1 and masks to what the bus lets through, and calls the name callback for every
-//! feature bit R1/beta5 does not know (so a NULL callback, which crashes beta5, is a recorded
-//! failure); `setup_interrupt` must follow `alloc_queues`; a queue's callback gets the driver
-//! cookie and the queue cookie. Queue interrupts come from the model's clock events, already
+//! feature bit the bus manager has no name for (on R1/beta5 without a NULL check, so there a
+//! NULL callback is a recorded failure); `alloc_queues` takes three arguments on beta5 and
+//! four on nightly, as the environment's [`HaikuRelease`] says; `setup_interrupt` must follow
+//! `alloc_queues`; a queue's callback gets the driver cookie and the queue cookie. Queue interrupts come from the model's clock events, already
 //! inside `SimKernel::run_in_interrupt`, so the kernel's misuse checks apply to the callback.
 
 use std::ffi::{c_char, c_void, CStr};
@@ -19,7 +20,8 @@ use spec::haiku_driver::{
     DriverModuleInfo, ModuleInfo, PhysicalEntry, VirtioDeviceInterface,
 };
 
-use super::{current, Core, Interrupts};
+use super::user::kernel_read;
+use super::{current, Core, HaikuRelease, Interrupts};
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use sim_kernel::clock::EventSource;
@@ -30,9 +32,10 @@ use sim_kernel::report::lock;
 /// Queues a virtio device can have (`VIRTIO_VIRTQUEUES_MAX_COUNT`).
 const MAX_QUEUES: usize = hd::VIRTIO_VIRTQUEUES_MAX_COUNT as usize;
 
-/// Feature bits R1/beta5's bus manager has names for; it calls the driver's name callback
-/// for every other bit (VERSION_1 included).
-const KNOWN_TO_BETA5: u64 = hd::VIRTIO_FEATURE_NOTIFY_ON_EMPTY
+/// Feature bits the bus manager has names for (`virtio_get_feature_name`, the same on
+/// R1/beta5 and nightly); it calls the driver's name callback for every other bit
+/// (VERSION_1 included).
+const KNOWN_TO_BUS: u64 = hd::VIRTIO_FEATURE_NOTIFY_ON_EMPTY
     | hd::VIRTIO_FEATURE_ANY_LAYOUT
     | hd::VIRTIO_FEATURE_RING_INDIRECT_DESC
     | hd::VIRTIO_FEATURE_RING_EVENT_IDX
@@ -221,10 +224,11 @@ unsafe extern "C" fn negotiate_features(
         Ok(f) => f,
         Err(e) => return e.0,
     };
-    // Beta5's _DumpFeatures: the name of every bit it does not know, unchecked.
-    let unknown = features & !KNOWN_TO_BETA5;
+    // _DumpFeatures: the name of every bit the bus does not know; unchecked on beta5,
+    // skipped for a NULL callback on nightly (b57d5d2f41).
+    let unknown = features & !KNOWN_TO_BUS;
     match get_feature_name {
-        None if unknown != 0 => core.record(format!(
+        None if unknown != 0 && core.haiku == HaikuRelease::Beta5 => core.record(format!(
             "virtio negotiate_features with a NULL get_feature_name: R1/beta5 calls it for \
              features {unknown:#x} without a NULL check and would crash"
         )),
@@ -310,10 +314,13 @@ unsafe extern "C" fn write_device_config(
     hd::B_OK
 }
 
-/// `alloc_queues(dev, count, queues, requestedSizes)`. The fourth argument exists on
-/// nightly only: an R1/beta5 caller leaves garbage in its register, which cannot be told
-/// from a real pointer, so the simulator follows nightly (NULL or an array of sizes, 0 =
-/// the device maximum). The model has one ring size per queue: a request above it is
+/// `alloc_queues`: `(dev, count, queues)` on R1/beta5, `(dev, count, queues,
+/// requestedSizes)` on nightly (b90dc7a4f3). The C function always has the fourth
+/// parameter, which is the caller's rcx: on beta5 it is not read; on nightly it is NULL or an
+/// array of `count` sizes (0 = the device maximum), read as the bus manager reads it, so a
+/// caller built for beta5 gets whatever its stale rcx points at. An address that is not
+/// mapped, where nightly would take a kernel page fault, is a recorded failure and
+/// `B_BAD_ADDRESS`. The model has one ring size per queue: a request above it is
 /// `B_BUFFER_OVERFLOW` (as on Haiku), a smaller one is accepted but the ring keeps the
 /// model's size (recorded in the log).
 unsafe extern "C" fn alloc_queues(
@@ -332,10 +339,20 @@ unsafe extern "C" fn alloc_queues(
         core.record("virtio alloc_queues with a NULL queue array");
         return hd::B_BAD_VALUE;
     }
-    if !requested_sizes.is_null() {
-        for i in 0..count as usize {
-            // SAFETY: nightly's contract: `count` sizes.
-            let want = unsafe { *requested_sizes.add(i) };
+    if core.haiku == HaikuRelease::Nightly && !requested_sizes.is_null() {
+        let mut raw = vec![0u8; count as usize * 2];
+        if kernel_read(requested_sizes as u64, &mut raw).is_err() {
+            core.record(format!(
+                "virtio alloc_queues reads its fourth argument, requestedSizes = {:#x}, as an \
+                 array of {count} queue sizes, and that memory is not mapped: nightly's bus \
+                 manager takes a kernel page fault here. A caller built for R1/beta5's \
+                 three-argument alloc_queues leaves a stale register in that place: pass NULL",
+                requested_sizes as usize
+            ));
+            return hd::B_BAD_ADDRESS;
+        }
+        for (i, pair) in raw.chunks_exact(2).enumerate() {
+            let want = u16::from_ne_bytes([pair[0], pair[1]]);
             let max = core.device.queue_size(i as u16);
             if want > max {
                 return hd::B_BUFFER_OVERFLOW;
