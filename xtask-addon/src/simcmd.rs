@@ -175,10 +175,20 @@ pub struct SimArgs {
     /// MSI-X vector: every queue's callback on each interrupt, plus spurious ones).
     #[arg(long, default_value = "per-queue", value_name = "per-queue|shared")]
     pub interrupts: haiku_sim::Interrupts,
+    /// The Haiku release whose ABI the simulated kernel presents: `nightly` or `beta5`
+    /// (R1/beta5: its kernel exports, a three-argument `alloc_queues`, a `negotiate_features`
+    /// that calls the name callback without a NULL check).
+    #[arg(long, default_value = "nightly", value_name = "beta5|nightly", value_parser = haiku_release)]
+    pub haiku: haiku_sim::HaikuRelease,
     /// Play even when the add-on misuses the kernel (double deletes, invalid ids, leaks:
     /// the report is printed either way), and exit 0 if the playback itself worked.
     #[arg(long)]
     pub allow_misuse: bool,
+}
+
+fn haiku_release(s: &str) -> std::result::Result<haiku_sim::HaikuRelease, String> {
+    haiku_sim::HaikuRelease::from_name(s)
+        .ok_or_else(|| format!("unknown Haiku release {s:?}: beta5 or nightly"))
 }
 
 fn parse_format(s: &str) -> Result<(SampleFormat, u32)> {
@@ -292,6 +302,7 @@ pub fn run(args: &SimArgs) -> Result {
     )?;
     let env = haiku_sim::EnvConfig {
         interrupts: args.interrupts,
+        haiku: args.haiku,
         ..haiku_sim::EnvConfig::default()
     };
     let host = haiku_sim::addon::Addon::load_in(&addon, config, None, env, |_| {})
@@ -431,7 +442,10 @@ fn play_through(
         std::fs::write(r, rec.to_bytes()?).map_err(|e| format!("{}: {e}", r.display()))?;
     }
     let lead = p.buffers * p.buffer_frames;
-    println!("rate {rate} Hz, format {sample:?}, {channels} channels");
+    println!(
+        "Haiku {}: rate {rate} Hz, format {sample:?}, {channels} channels",
+        args.haiku.name()
+    );
     println!(
         "periods: {} buffers x {} frames; {} exchanges, {} failed",
         p.buffers,

@@ -129,6 +129,29 @@ fn shared_interrupts_play_the_same() {
     );
 }
 
+/// `--haiku beta5`: the add-on loads against R1/beta5's kernel exports and bus interface
+/// and plays the same bytes as on nightly (the default).
+#[test]
+fn beta5_plays_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut outputs = Vec::new();
+    for haiku in ["nightly", "beta5"] {
+        let out = dir.path().join(format!("{haiku}.wav"));
+        let args = ["sim", "--seconds", "0.2", "--haiku", haiku];
+        let o = xtask(&[&args[..], &["--out", out.to_str().unwrap()]].concat());
+        let t = text(&o);
+        assert!(o.status.success(), "{t}");
+        assert!(
+            t.contains(&format!(
+                "Haiku {haiku}: rate 48000 Hz, format S16, 2 channels"
+            )),
+            "{t}"
+        );
+        outputs.push(std::fs::read(&out).unwrap());
+    }
+    assert!(outputs[0] == outputs[1], "the output differs on beta5");
+}
+
 /// Unsigned 8-bit: silence is 0x80, not 0 (0 is full negative amplitude, a click at every
 /// start). The lead-in and the padding hold 0x80, and the summary calls them silence.
 #[test]
@@ -189,6 +212,10 @@ fn clear_errors() {
         (
             vec!["sim", "--interrupts", "msi", "--out", out],
             "unknown interrupt delivery \"msi\": per-queue or shared",
+        ),
+        (
+            vec!["sim", "--haiku", "beta4", "--out", out],
+            "unknown Haiku release \"beta4\": beta5 or nightly",
         ),
     ] {
         let o = xtask(&args);
@@ -518,4 +545,142 @@ fn a_busy_polling_add_on_gets_its_answer() {
         "{log}"
     );
     a.unload().unwrap_or_else(|v| panic!("{}", v.join("\n")));
+}
+
+/// Loads C fixture `addon` in a simulated Haiku `haiku`, with `settings` as the
+/// `virtio_sound` driver settings file.
+fn load_on(
+    addon: &std::path::Path,
+    haiku: haiku_sim::HaikuRelease,
+    settings: Option<&str>,
+) -> Result<haiku_sim::addon::Addon, String> {
+    let env = haiku_sim::EnvConfig {
+        haiku,
+        ..haiku_sim::EnvConfig::default()
+    };
+    let device = snd_model::ModelConfig::default();
+    haiku_sim::addon::Addon::load_in(addon, device, settings, env, |_| {})
+}
+
+/// The lines of `a`'s log that the fixture wrote (they start with its name).
+fn fixture_lines(lines: &[String], name: &str) -> Vec<String> {
+    lines
+        .iter()
+        .filter_map(|l| l.find(name).map(|i| l[i..].to_owned()))
+        .collect()
+}
+
+/// A driver built against R1/beta5's virtio.h calls `alloc_queues` with three arguments;
+/// nightly's has a fourth (`requestedSizes`, b90dc7a4f3) and reads it from rcx, whatever
+/// the caller left there. Under `--haiku beta5` the fourth register is never read: the
+/// queues get the device's ring size (the model's `queue_size`, 64 by default), whatever rcx
+/// holds. Under nightly, a stale rcx pointing at memory gives the sizes found there (0x7fff
+/// is above the ring: B_BUFFER_OVERFLOW, 0x80007029), and an unmapped one, where nightly's
+/// bus manager takes a kernel page fault, is a recorded failure and B_BAD_ADDRESS
+/// (0x80001301).
+#[test]
+fn a_beta5_alloc_queues_caller_on_each_release() {
+    use haiku_sim::HaikuRelease::{Beta5, Nightly};
+    let dir = tempfile::tempdir().unwrap();
+    let addon = c_fixture(dir.path(), "beta5_caller");
+    let ring = snd_model::ModelConfig::default().queue_size;
+    assert_eq!(ring, 64);
+    for stale in [
+        None,
+        Some("stale_rcx unmapped\n"),
+        Some("stale_rcx sizes\n"),
+    ] {
+        let a = load_on(&addon, Beta5, stale).unwrap_or_else(|e| panic!("beta5, {stale:?}: {e}"));
+        assert_eq!(a.paths, ["audio/hmulti/beta5_caller/1"]);
+        let log = fixture_lines(&a.kernel().log_lines(), "beta5_caller: ");
+        assert_eq!(
+            log,
+            [
+                "beta5_caller: alloc_queues returned 0".to_owned(),
+                format!("beta5_caller: queue sizes {ring} {ring} {ring} {ring}"),
+            ],
+            "beta5, {stale:?}"
+        );
+        let kernel = a.kernel().clone();
+        a.unload()
+            .unwrap_or_else(|v| panic!("beta5, {stale:?}: {}", v.join("\n")));
+        // R1/beta5's publish_device adds no B_DEVICE_PUBLISHED_PATH to the node.
+        let log = fixture_lines(&kernel.log_lines(), "beta5_caller: ");
+        assert_eq!(
+            log.last().map(String::as_str),
+            Some("beta5_caller: no published path attribute")
+        );
+    }
+
+    // Nightly, the stale register pointing at 0x7fff sizes: B_BUFFER_OVERFLOW.
+    let e = load_on(&addon, Nightly, Some("stale_rcx sizes\n"))
+        .expect_err("nightly refuses sizes above the ring");
+    assert!(e.contains("B_BUFFER_OVERFLOW"), "{e}");
+
+    // Nightly, the stale register pointing at nothing: recorded, B_BAD_ADDRESS.
+    let e = load_on(&addon, Nightly, Some("stale_rcx unmapped\n"))
+        .expect_err("nightly fails a requestedSizes that is not mapped");
+    for needle in [
+        "B_BAD_ADDRESS",
+        "recorded by the simulated kernel",
+        "alloc_queues reads its fourth argument, requestedSizes = 0xdead000000000000",
+        "nightly's bus manager takes a kernel page fault here",
+    ] {
+        assert!(e.contains(needle), "{needle:?} missing from:\n{e}");
+    }
+
+    // Nightly, the stale register holding NULL: the device's sizes, as for a nightly caller
+    // passing NULL; and nightly's publish_device records the path on the node.
+    let a = load_on(&addon, Nightly, Some("stale_rcx null\n")).unwrap_or_else(|e| panic!("{e}"));
+    let kernel = a.kernel().clone();
+    a.unload().unwrap_or_else(|v| panic!("{}", v.join("\n")));
+    assert_eq!(
+        fixture_lines(&kernel.log_lines(), "beta5_caller: "),
+        [
+            "beta5_caller: alloc_queues returned 0".to_owned(),
+            format!("beta5_caller: queue sizes {ring} {ring} {ring} {ring}"),
+            "beta5_caller: published path attribute /dev/audio/hmulti/beta5_caller/1".to_owned(),
+        ]
+    );
+}
+
+/// `negotiate_features` with a NULL feature-name callback: R1/beta5's bus manager calls it
+/// unchecked for every feature bit it has no name for (VERSION_1 at least), so there it is a
+/// recorded failure; nightly checks for NULL (b57d5d2f41).
+#[test]
+fn a_null_feature_name_callback_crashes_only_beta5() {
+    use haiku_sim::HaikuRelease::{Beta5, Nightly};
+    let dir = tempfile::tempdir().unwrap();
+    let addon = c_fixture(dir.path(), "beta5_caller");
+    let settings = Some("stale_rcx null\nnull_feature_name\n");
+    let a = load_on(&addon, Beta5, settings).unwrap_or_else(|e| panic!("{e}"));
+    let failures = a.kernel().failures();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert!(
+        failures[0].contains("NULL get_feature_name: R1/beta5 calls it"),
+        "{failures:?}"
+    );
+    assert!(a.unload().is_err(), "the failure stays on the record");
+    let a = load_on(&addon, Nightly, settings).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(a.kernel().failures(), Vec::<String>::new());
+    a.unload().unwrap_or_else(|v| panic!("{}", v.join("\n")));
+}
+
+/// An add-on importing a symbol only nightly's kernel exports (`ffsl`, `only_in =
+/// "nightly"` in spec/haiku_driver.toml) loads on nightly and is refused on R1/beta5 with
+/// Haiku's loader's status and message (elf.cpp: "could not resolve symbol",
+/// B_MISSING_SYMBOL).
+#[test]
+fn a_nightly_only_import_is_refused_on_beta5() {
+    use haiku_sim::HaikuRelease::{Beta5, Nightly};
+    let dir = tempfile::tempdir().unwrap();
+    let addon = c_fixture(dir.path(), "nightly_import");
+    let a = load_on(&addon, Nightly, None).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        fixture_lines(&a.kernel().log_lines(), "nightly_import: "),
+        ["nightly_import: ffsl(0x100) = 9"]
+    );
+    a.unload().unwrap_or_else(|v| panic!("{}", v.join("\n")));
+    let e = load_on(&addon, Beta5, None).expect_err("beta5's kernel has no ffsl");
+    assert_eq!(e, "B_MISSING_SYMBOL: could not resolve symbol `ffsl`");
 }
