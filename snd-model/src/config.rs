@@ -7,8 +7,8 @@
 //! 1.4, a device that lies in its config space) is a field away.
 
 use spec::virtio_snd::{
-    CtlType, CtlValue, Direction, PcmFeature, PcmFormat, PcmRate, VIRTIO_SND_CTL_ACCESS_READ,
-    VIRTIO_SND_CTL_ACCESS_TLV_READ, VIRTIO_SND_CTL_ACCESS_WRITE,
+    ChmapPosition, CtlType, CtlValue, Direction, PcmFeature, PcmFormat, PcmRate,
+    VIRTIO_SND_CTL_ACCESS_READ, VIRTIO_SND_CTL_ACCESS_TLV_READ, VIRTIO_SND_CTL_ACCESS_WRITE,
 };
 use zerocopy::little_endian::{U32 as Le32, U64 as Le64};
 use zerocopy::FromZeros;
@@ -236,6 +236,75 @@ pub fn rw_access() -> u32 {
     (1 << VIRTIO_SND_CTL_ACCESS_READ) | (1 << VIRTIO_SND_CTL_ACCESS_WRITE)
 }
 
+/// When the device hands capture (rx) buffers back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CaptureCompletion {
+    /// Each buffer is filled at the stream's rate from START and completes when full, with
+    /// `used_len` = its frames + 8 and the status after the frames.
+    #[default]
+    Paced,
+    /// QEMU with an audio backend that has no capture voice (`-audiodev wav`: its driver in
+    /// `audio/wavaudio.c` declares `max_voices_in = 0`, so `virtio_snd_pcm_in_cb` in
+    /// `hw/audio/virtio-snd.c` never runs). A buffer waits in the stream's queue through
+    /// START and STOP (STOP only clears `active`); RELEASE flushes it with
+    /// `return_rx_buffer`, which writes the status (OK, latency 0) at offset `buffer->size`
+    /// of the device-writable part, 0 for a buffer that got no frames, i.e. over the first
+    /// 8 bytes of the frame space, and puts it in the used ring with `used_len` 8. The
+    /// status the driver put after the frames is left as it was.
+    AtRelease,
+    /// vhost-device-sound's null backend (`src/audio_backends/null.rs` in rust-vmm's
+    /// vhost-device): its `read` does nothing and it keeps the `AudioBackend` trait's default
+    /// `stop` and `release`, which do nothing either, so a capture request stays in the
+    /// stream's `requests` for ever: not completed at STOP, not at RELEASE (which is still
+    /// answered OK). Only a device reset forgets it.
+    Never,
+}
+
+impl CaptureCompletion {
+    /// The names a device config uses, in order.
+    pub const NAMES: [&'static str; 3] = ["paced", "at-release", "never"];
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "paced" => Some(Self::Paced),
+            "at-release" => Some(Self::AtRelease),
+            "never" => Some(Self::Never),
+            _ => None,
+        }
+    }
+}
+
+/// When the device hands playback (tx) buffers back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PlaybackCompletion {
+    /// Consumed at the stream's rate from START; a buffer completes when its last frame was
+    /// played (or taken, see `ModelConfig::takes_ahead_frames`).
+    #[default]
+    Paced,
+    /// vhost-device-sound's null backend: `process_io` (`src/device.rs`) calls the backend's
+    /// `write` for every tx chain as it arrives, whatever the stream's state, and the null
+    /// `write` drops all the stream's requests at once. Dropping a `Request`
+    /// (`src/stream.rs`) adds its payload length to `latency_bytes`, and dropping its
+    /// `IOMessage` (`src/lib.rs`) writes the status (OK, `latency_bytes` = the buffer's
+    /// bytes) into the last 8 writable bytes and uses the chain with `used_len` 8. So every
+    /// buffer completes the moment it is queued, even before START, with no pacing and no
+    /// underrun ever.
+    Instant,
+}
+
+impl PlaybackCompletion {
+    /// The names a device config uses, in order.
+    pub const NAMES: [&'static str; 2] = ["paced", "instant"];
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "paced" => Some(Self::Paced),
+            "instant" => Some(Self::Instant),
+            _ => None,
+        }
+    }
+}
+
 /// The whole device.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ModelConfig {
@@ -264,6 +333,10 @@ pub struct ModelConfig {
     /// frames before it is played, and STOP throws away what was taken but not played.
     /// 0: a buffer completes when its last frame has been played.
     pub takes_ahead_frames: u64,
+    /// When capture buffers come back (every input stream).
+    pub capture: CaptureCompletion,
+    /// When playback buffers come back (every output stream).
+    pub playback: PlaybackCompletion,
 }
 
 impl Default for ModelConfig {
@@ -281,6 +354,8 @@ impl Default for ModelConfig {
             advertised_counts: None,
             notify_on_ctl_write: false,
             takes_ahead_frames: 0,
+            capture: CaptureCompletion::Paced,
+            playback: PlaybackCompletion::Paced,
         }
     }
 }
@@ -310,6 +385,76 @@ impl ModelConfig {
                     .with_rates(&rates)
                     .with_formats(&formats),
             ],
+            ..ModelConfig::default()
+        }
+    }
+
+    /// The devices a device config can name with `device = "..."`, in order.
+    pub const PRESETS: [&'static str; 3] = ["qemu", "qemu-wav", "vhost-null"];
+
+    /// The device a device config names: `qemu` (the default), `qemu-wav` or `vhost-null`.
+    pub fn preset(name: &str) -> Option<ModelConfig> {
+        match name {
+            "qemu" => Some(ModelConfig::default()),
+            "qemu-wav" => Some(ModelConfig::qemu_wav()),
+            "vhost-null" => Some(ModelConfig::vhost_null()),
+            _ => None,
+        }
+    }
+
+    /// QEMU's `virtio-sound-pci` on `-audiodev wav`: its two streams, playback taken about
+    /// 1024 frames ahead by QEMU's mixer, capture never completed while it runs and handed
+    /// back empty at RELEASE ([`CaptureCompletion::AtRelease`]).
+    pub fn qemu_wav() -> ModelConfig {
+        ModelConfig {
+            takes_ahead_frames: 1024,
+            capture: CaptureCompletion::AtRelease,
+            ..ModelConfig::default()
+        }
+    }
+
+    /// vhost-device-sound with `--backend null`: what `VhostUserSoundBackend::new`
+    /// (`src/device.rs`) describes, an output stream 0 and an input stream 1 with
+    /// `Stream::default()`'s 1 to 6 channels (`src/stream.rs`), `SUPPORTED_FORMATS` U8, S16,
+    /// S24, S32 and `SUPPORTED_RATES` 8 to 48 kHz (`src/lib.rs`), no jacks or controls, one
+    /// channel map (config space says 1: the stereo output's); playback completed as soon as
+    /// queued, capture never ([`PlaybackCompletion::Instant`], [`CaptureCompletion::Never`]).
+    pub fn vhost_null() -> ModelConfig {
+        let rates = [
+            PcmRate::Rate8000,
+            PcmRate::Rate11025,
+            PcmRate::Rate16000,
+            PcmRate::Rate22050,
+            PcmRate::Rate32000,
+            PcmRate::Rate44100,
+            PcmRate::Rate48000,
+        ];
+        let formats = [
+            PcmFormat::U8,
+            PcmFormat::S16,
+            PcmFormat::S24,
+            PcmFormat::S32,
+        ];
+        let stream = |s: StreamConfig| {
+            s.with_channels(1, 6)
+                .with_rates(&rates)
+                .with_formats(&formats)
+        };
+        ModelConfig {
+            streams: vec![
+                stream(StreamConfig::output()),
+                stream(StreamConfig::input()),
+            ],
+            chmaps: vec![ChmapConfig {
+                hda_fn_nid: 0,
+                direction: Direction::Output,
+                positions: vec![
+                    ChmapPosition::FrontLeft.into(),
+                    ChmapPosition::FrontRight.into(),
+                ],
+            }],
+            capture: CaptureCompletion::Never,
+            playback: PlaybackCompletion::Instant,
             ..ModelConfig::default()
         }
     }

@@ -35,15 +35,15 @@ use sim_kernel::report::lock;
 use sim_kernel::SimKernel;
 
 pub use config::{
-    frame_bits, rw_access, sample_bytes, ChmapConfig, ControlConfig, CtlRange, JackConfig,
-    ModelConfig, StreamConfig, QEMU_FORMATS, QEMU_RATES,
+    frame_bits, rw_access, sample_bytes, CaptureCompletion, ChmapConfig, ControlConfig, CtlRange,
+    JackConfig, ModelConfig, PlaybackCompletion, StreamConfig, QEMU_FORMATS, QEMU_RATES,
 };
 pub use fault::{Fault, FaultTarget};
 pub use pcm::{capture_pattern, PcmState, PeriodRecord, StreamParams};
 
 use control::{code_name, queue_direction, Reply, OK};
 use fault::{garbage, FaultSpec};
-use pcm::{IoBuf, Stream};
+use pcm::{IoBuf, IoMode, Stream};
 
 /// The four virtqueues of a virtio-snd device.
 const QUEUES: usize = 4;
@@ -470,15 +470,26 @@ impl State {
             capacity,
             fault,
         };
+        if self.streams[stream_id as usize].mode == IoMode::Instant {
+            // Taken and handed back at once, whatever the state (vhost-device-sound's null
+            // backend; see `PlaybackCompletion::Instant`).
+            return self.finish_io(stream_id as usize, buf, now);
+        }
         self.streams[stream_id as usize].push(buf, now);
     }
 
     /// Completes the head buffer of stream `idx`, which finished at `at`.
     fn complete_io(&mut self, idx: usize, at: i64) {
+        if let Some(buf) = self.streams[idx].complete_head(at) {
+            self.finish_io(idx, buf, at);
+        }
+    }
+
+    /// Hands `buf` of stream `idx` back, done at `at`: what was played or captured is
+    /// recorded, the status written, the chain used (after its fault, if any).
+    fn finish_io(&mut self, idx: usize, buf: IoBuf, at: i64) {
         let s = &mut self.streams[idx];
-        let Some(buf) = s.complete_head(at) else {
-            return;
-        };
+        let instant = s.mode == IoMode::Instant;
         let output = s.cfg.direction == Direction::Output;
         let queue = if output {
             vs::VIRTIO_SND_VQ_TX
@@ -500,6 +511,9 @@ impl State {
             });
             if buf.fault == Some(Fault::Garbage) {
                 status[4..].copy_from_slice(&garbage(seq, 4));
+            } else if instant {
+                // vhost-device-sound: `latency_bytes` is the payload length.
+                status[4..].copy_from_slice(&(buf.data.len() as u32).to_le_bytes());
             }
             8
         } else {
@@ -550,8 +564,13 @@ impl State {
         } else {
             vs::VIRTIO_SND_VQ_RX
         };
-        let bufs: Vec<IoBuf> = s.io.drain(..).collect();
         s.dry_check = None;
+        if s.mode == IoMode::Never {
+            // Kept: RELEASE is answered with the buffers still held.
+            return;
+        }
+        let empty_at_release = s.mode == IoMode::AtRelease;
+        let bufs: Vec<IoBuf> = s.io.drain(..).collect();
         for buf in bufs {
             if buf.fault == Some(Fault::Lost) {
                 self.queues[queue as usize].lost += 1;
@@ -559,7 +578,13 @@ impl State {
             }
             let mut status = [0u8; 8];
             status[..4].copy_from_slice(&OK.to_le_bytes());
-            let at = if output { 0 } else { buf.capacity };
+            // QEMU writes the status after the bytes it captured: none, for a buffer that
+            // only comes back at RELEASE (see `CaptureCompletion::AtRelease`).
+            let at = if output || empty_at_release {
+                0
+            } else {
+                buf.capacity
+            };
             // Written now, not deferred: the spec orders these before the RELEASE answer.
             let _ = scatter(&self.mem, &buf.writable, at, &status);
             self.push_used(queue, buf.cookie, 8, buf.ticket);
@@ -840,6 +865,12 @@ impl SndModel {
             .map(|(i, c)| {
                 let mut s = Stream::new(i as u32, c.clone());
                 s.ahead = config.takes_ahead_frames;
+                s.mode = match (c.direction, config.playback, config.capture) {
+                    (Direction::Output, PlaybackCompletion::Instant, _) => IoMode::Instant,
+                    (Direction::Input, _, CaptureCompletion::AtRelease) => IoMode::AtRelease,
+                    (Direction::Input, _, CaptureCompletion::Never) => IoMode::Never,
+                    _ => IoMode::Paced,
+                };
                 s
             })
             .collect();

@@ -138,8 +138,23 @@ pub(crate) struct Timeline {
     pub frames: u64,
 }
 
+/// When a stream's device hands its buffers back (from `ModelConfig::capture` and
+/// `ModelConfig::playback`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum IoMode {
+    /// At the stream's rate, from START.
+    Paced,
+    /// As soon as queued, in any state (`PlaybackCompletion::Instant`).
+    Instant,
+    /// Only at RELEASE, empty (`CaptureCompletion::AtRelease`).
+    AtRelease,
+    /// Never (`CaptureCompletion::Never`).
+    Never,
+}
+
 pub(crate) struct Stream {
     pub id: u32,
+    pub mode: IoMode,
     pub cfg: StreamConfig,
     pub state: PcmState,
     pub set_params: Option<StreamParams>,
@@ -166,6 +181,7 @@ impl Stream {
     pub fn new(id: u32, cfg: StreamConfig) -> Self {
         Stream {
             id,
+            mode: IoMode::Paced,
             cfg,
             state: PcmState::Initial,
             set_params: None,
@@ -207,7 +223,7 @@ impl Stream {
 
     /// When the head buffer's last frame is consumed, if the stream is running.
     pub fn head_due(&self) -> Option<i64> {
-        if !self.running {
+        if !self.running || self.mode != IoMode::Paced {
             return None;
         }
         let head = self.io.front()?;
@@ -237,7 +253,8 @@ impl Stream {
             base: now,
             frames: 0,
         };
-        self.dry_check = self.io.is_empty().then_some(now + 1);
+        // Only a paced stream can run dry: the others never consume at a rate.
+        self.dry_check = (self.io.is_empty() && self.mode == IoMode::Paced).then_some(now + 1);
     }
 
     /// Stops consuming. A partly consumed head buffer starts over at the next START (its

@@ -9,7 +9,9 @@ use sim_kernel::SimKernel;
 use snd_model::{
     capture_pattern, ControlConfig, CtlRange, JackConfig, PcmState, QEMU_FORMATS, QEMU_RATES,
 };
-use snd_model::{Fault, FaultTarget, ModelConfig, SndModel, StreamConfig};
+use snd_model::{
+    CaptureCompletion, Fault, FaultTarget, ModelConfig, PlaybackCompletion, SndModel, StreamConfig,
+};
 use spec::haiku_driver::VIRTIO_FEATURE_VERSION_1;
 use spec::virtio_snd::{
     self as vs, ControlRequest, ControlResponse, CtlHdr, CtlValue, DeviceEvent, Direction, Hdr,
@@ -1157,4 +1159,140 @@ fn a_handler_that_allocates_is_caught() {
         "{failures:?}"
     );
     f.finish();
+}
+
+/// QEMU on `-audiodev wav` (`ModelConfig::qemu_wav`): capture buffers wait through START and
+/// STOP, and RELEASE hands them back with `used_len` 8 and the status (OK, latency 0) over
+/// the first 8 bytes of the frame space, the status descriptor untouched
+/// (`return_rx_buffer` in QEMU's `hw/audio/virtio-snd.c`, with `buffer->size` 0).
+#[test]
+fn qemu_wav_capture_comes_back_empty_only_at_release() {
+    let f = Fake::init(ModelConfig::qemu_wav());
+    assert_eq!(f.set_params(1, STEREO_48K), vs::VIRTIO_SND_S_OK);
+    assert_eq!(f.pcm(RequestCode::PcmPrepare, 1), vs::VIRTIO_SND_S_OK);
+    let period = 4096;
+    let area = f.k.create_area("rx buffers", 3 * period, true).unwrap();
+    f.k.area_user_write(area.addr, &vec![0x55; 3 * period])
+        .unwrap();
+    for i in 0..3 {
+        f.queue_rx(i, 1, &area, i * period, period);
+    }
+    assert_eq!(f.pcm(RequestCode::PcmStart, 1), vs::VIRTIO_SND_S_OK);
+    assert_eq!(f.wait_used(RX, SECOND), None, "nothing while started");
+    assert_eq!(f.pcm(RequestCode::PcmStop, 1), vs::VIRTIO_SND_S_OK);
+    assert_eq!(f.wait_used(RX, SECOND), None, "nothing at STOP");
+    assert_eq!(f.m.held(RX), 3);
+    assert_eq!(f.pcm(RequestCode::PcmRelease, 1), vs::VIRTIO_SND_S_OK);
+    for i in 0..3u64 {
+        assert_eq!(f.m.queue_dequeue(RX), Some((i, 8)));
+        assert_eq!(f.io_status(i as usize), (0xEEEE_EEEE, 0xEEEE_EEEE));
+    }
+    let mut got = vec![0u8; 3 * period];
+    f.k.area_user_read(area.addr, &mut got).unwrap();
+    for i in 0..3 {
+        let b = &got[i * period..(i + 1) * period];
+        // VIRTIO_SND_S_OK (0x8000) and latency 0, little-endian.
+        assert_eq!(&b[..8], &[0x00, 0x80, 0, 0, 0, 0, 0, 0], "buffer {i}");
+        assert!(b[8..].iter().all(|&x| x == 0x55), "buffer {i}: no frames");
+    }
+    assert!(f.m.recorded(1).is_empty() && f.m.periods(1).is_empty());
+    assert!(f.m.xruns(1).is_empty());
+    assert_eq!(f.m.held(RX), 0);
+    f.finish();
+}
+
+/// vhost-device-sound's null backend (`ModelConfig::vhost_null`): capture buffers are kept
+/// through STOP and RELEASE (which still answers OK); only the reset lets them go.
+#[test]
+fn vhost_null_capture_is_never_handed_back() {
+    let f = Fake::init(ModelConfig::vhost_null());
+    assert_eq!(f.set_params(1, STEREO_48K), vs::VIRTIO_SND_S_OK);
+    assert_eq!(f.pcm(RequestCode::PcmPrepare, 1), vs::VIRTIO_SND_S_OK);
+    let area = f.k.create_area("rx buffers", 2 * 4096, true).unwrap();
+    for i in 0..2 {
+        f.queue_rx(i, 1, &area, i * 4096, 4096);
+    }
+    assert_eq!(f.pcm(RequestCode::PcmStart, 1), vs::VIRTIO_SND_S_OK);
+    assert_eq!(f.wait_used(RX, SECOND), None);
+    assert_eq!(f.pcm(RequestCode::PcmStop, 1), vs::VIRTIO_SND_S_OK);
+    assert_eq!(f.pcm(RequestCode::PcmRelease, 1), vs::VIRTIO_SND_S_OK);
+    assert_eq!(f.wait_used(RX, SECOND), None, "not even after RELEASE");
+    assert_eq!((f.m.held(RX), f.m.in_flight(RX)), (2, 2));
+    assert_eq!(f.io_status(0), (0xEEEE_EEEE, 0xEEEE_EEEE));
+    assert!(f.m.xruns(1).is_empty());
+    // `finish` resets the device, which forgets them.
+    f.finish();
+}
+
+/// vhost-device-sound's null backend: a playback buffer completes the instant it is queued,
+/// before START as after, with the status (OK, `latency_bytes` = the buffer's 4096 bytes);
+/// no pacing, no underrun.
+#[test]
+fn vhost_null_playback_completes_as_queued() {
+    let f = Fake::init(ModelConfig::vhost_null());
+    assert_eq!(f.set_params(0, STEREO_48K), vs::VIRTIO_SND_S_OK);
+    assert_eq!(f.pcm(RequestCode::PcmPrepare, 0), vs::VIRTIO_SND_S_OK);
+    let period = 4096usize;
+    let area = f.k.create_area("tx buffers", 8 * period, true).unwrap();
+    let data = input(8, period);
+    f.k.area_user_write(area.addr, &data).unwrap();
+    let mut times = Vec::new();
+    for i in 0..8 {
+        if i == 4 {
+            assert_eq!(f.pcm(RequestCode::PcmStart, 0), vs::VIRTIO_SND_S_OK);
+        }
+        let queued = f.k.system_time();
+        f.queue_tx(i % 4, 0, &area, i * period, period).unwrap();
+        let (slot, used) = f.wait_used(TX, SECOND).expect("completed");
+        assert_eq!((slot, used), ((i % 4) as u64, 8));
+        assert_eq!(f.k.system_time(), queued, "at once");
+        assert_eq!(f.io_status(i % 4), (vs::VIRTIO_SND_S_OK, 4096));
+        times.push(queued);
+    }
+    assert_eq!(f.m.played(0), data);
+    let truth: Vec<i64> = f.m.periods(0).iter().map(|p| p.time).collect();
+    assert_eq!(truth, times);
+    f.k.snooze(SECOND);
+    assert!(f.m.xruns(0).is_empty(), "an instant device never runs dry");
+    assert_eq!(f.pcm(RequestCode::PcmStop, 0), vs::VIRTIO_SND_S_OK);
+    assert_eq!(f.pcm(RequestCode::PcmRelease, 0), vs::VIRTIO_SND_S_OK);
+    f.finish();
+}
+
+/// The presets a device config names, and what each sets.
+#[test]
+fn presets_are_the_devices_they_name() {
+    assert_eq!(ModelConfig::preset("qemu"), Some(ModelConfig::default()));
+    assert_eq!(ModelConfig::preset("vhost"), None);
+    let wav = ModelConfig::preset("qemu-wav").unwrap();
+    assert_eq!(wav.capture, CaptureCompletion::AtRelease);
+    assert_eq!(wav.playback, PlaybackCompletion::Paced);
+    assert_eq!(wav.takes_ahead_frames, 1024);
+    assert_eq!(wav.streams, ModelConfig::default().streams);
+    let null = ModelConfig::preset("vhost-null").unwrap();
+    assert_eq!(null.capture, CaptureCompletion::Never);
+    assert_eq!(null.playback, PlaybackCompletion::Instant);
+    assert_eq!(null.counts(), [0, 2, 1, 0]);
+    for s in &null.streams {
+        assert_eq!((s.channels_min, s.channels_max), (1, 6));
+        // U8, S16, S24, S32 (virtio format numbers 4, 5, 15, 17).
+        assert_eq!(s.formats, (1 << 4) | (1 << 5) | (1 << 15) | (1 << 17));
+        // 8000 .. 48000 Hz (virtio rate numbers 1 to 7).
+        assert_eq!(s.rates, 0b1111_1110);
+    }
+    for (names, parse) in [
+        (
+            &CaptureCompletion::NAMES[..],
+            (|n| CaptureCompletion::from_name(n).is_some()) as fn(&str) -> bool,
+        ),
+        (&PlaybackCompletion::NAMES[..], |n| {
+            PlaybackCompletion::from_name(n).is_some()
+        }),
+        (&ModelConfig::PRESETS[..], |n| {
+            ModelConfig::preset(n).is_some()
+        }),
+    ] {
+        assert!(names.iter().all(|n| parse(n)), "{names:?}");
+        assert!(!parse("Paced"));
+    }
 }
