@@ -504,8 +504,10 @@ impl State {
         let used_normal = if output {
             let s = &mut self.streams[idx];
             s.played.extend_from_slice(&buf.data);
+            // Taken ahead, it plays when the frames before it and its own have played.
+            let played_at = if instant { at } else { s.line_end().max(at) };
             s.periods.push(PeriodRecord {
-                time: at,
+                time: played_at,
                 frames: buf.frames,
                 bytes: buf.data.len(),
             });

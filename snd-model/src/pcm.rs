@@ -110,7 +110,9 @@ impl StreamParams {
 /// One completed period as the device saw it: the ground truth for timing tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PeriodRecord {
-    /// Simulated µs at which its last frame was consumed (tx) or captured (rx).
+    /// Simulated µs at which its last frame was played (tx: for a device that takes frames
+    /// ahead, `takes_ahead_frames` after it completed; for one that completes as it is
+    /// queued, the instant it was queued) or captured (rx).
     pub time: i64,
     pub frames: u64,
     pub bytes: usize,
@@ -240,8 +242,8 @@ impl Stream {
         )
     }
 
-    /// The instant the frames consumed so far were done.
-    fn line_end(&self) -> i64 {
+    /// The instant the frames consumed so far were done (for playback taken ahead, played).
+    pub fn line_end(&self) -> i64 {
         self.line
             .base
             .saturating_add(self.params().micros_for(self.line.frames))

@@ -1296,3 +1296,33 @@ fn presets_are_the_devices_they_name() {
         assert!(!parse("Paced"));
     }
 }
+
+/// A device that takes playback 1024 frames ahead (QEMU's mixer) completes each period when
+/// it takes it; the ground truth is when the period plays, 1024 frames (21334 µs at 48 kHz)
+/// later.
+#[test]
+fn taken_ahead_periods_are_recorded_when_they_play() {
+    let f = Fake::init(ModelConfig {
+        takes_ahead_frames: 1024,
+        ..ModelConfig::default()
+    });
+    assert_eq!(f.set_params(0, STEREO_48K), vs::VIRTIO_SND_S_OK);
+    assert_eq!(f.pcm(RequestCode::PcmPrepare, 0), vs::VIRTIO_SND_S_OK);
+    let area = f.k.create_area("tx", 3 * 4096, true).unwrap();
+    for i in 0..3 {
+        f.queue_tx(i, 0, &area, i * 4096, 4096).unwrap();
+    }
+    assert_eq!(f.pcm(RequestCode::PcmStart, 0), vs::VIRTIO_SND_S_OK);
+    let start = f.k.system_time();
+    let mut completed = Vec::new();
+    for _ in 0..3 {
+        f.wait_used(TX, SECOND).unwrap();
+        completed.push(f.k.system_time() - start);
+    }
+    assert_eq!(completed, vec![0, 21334, 42667]);
+    let played: Vec<i64> = f.m.periods(0).iter().map(|p| p.time - start).collect();
+    assert_eq!(played, vec![21334, 42667, 64000]);
+    assert_eq!(f.pcm(RequestCode::PcmStop, 0), vs::VIRTIO_SND_S_OK);
+    assert_eq!(f.pcm(RequestCode::PcmRelease, 0), vs::VIRTIO_SND_S_OK);
+    f.finish();
+}
