@@ -263,8 +263,9 @@ fn a_late_client_is_counted_and_reported_at_stop() {
 
 /// A device that completes playback buffers when it *takes* them, ~1024 frames before it
 /// plays them, and throws away what it holds at STOP (QEMU): the stop padding grows to what
-/// the device holds, so the whole input is played at 8 kHz (1024 frames = 128 ms) as at
-/// 48 kHz; without padding the tail is lost.
+/// the device holds, and STOP waits until the input and the padding can have played, so the
+/// whole input is played at 8 kHz (1024 frames = 128 ms) as at 48 kHz and nothing is thrown
+/// away; without padding the tail is lost.
 #[test]
 fn a_device_that_takes_ahead_loses_nothing_at_stop() {
     for (rate, hz) in [(hm::B_SR_8000, 8000u32), (hm::B_SR_48000, 48000)] {
@@ -299,7 +300,11 @@ fn a_device_that_takes_ahead_loses_nothing_at_stop() {
                         "{hz} Hz: the whole input is heard"
                     );
                     assert!(played[n * pb + used..].iter().all(|&b| b == 0));
-                    assert!(rig.model.dropped_frames(0) > 0, "STOP dropped silence");
+                    // STOP comes once the input and the silence can have played, counted
+                    // from when the driver sent START, which the device acts on 50 µs later
+                    // (the model's control latency): at most 3 frames at 48 kHz, of silence.
+                    let dropped = rig.model.dropped_frames(0);
+                    assert!(dropped <= 3, "{hz} Hz: STOP threw away {dropped} frames");
                 }
                 Some(_) => assert!(
                     heard < used,

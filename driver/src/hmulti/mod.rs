@@ -112,6 +112,9 @@ struct SideState {
     base: i64,
     /// What the last exchange reported: frames played (output) or recorded (input).
     report: Report,
+    /// Whether the direction's stream runs in the current run (a secondary direction whose
+    /// device kept its buffers past RELEASE sits the runs out; see [`Card::exchange_start`]).
+    live: bool,
 }
 
 impl SideState {
@@ -127,6 +130,7 @@ impl SideState {
                 cycle: -1,
                 ..Default::default()
             },
+            live: false,
         }
     }
 
@@ -343,16 +347,23 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
     fn halt(&self, st: &mut State, drain: bool) -> KResult {
         let mut result = Ok(());
         if st.running {
+            let primary = self.primary_stream();
             for s in self.sides() {
                 let padding = self
                     .settings
                     .stop_padding_us
                     .unwrap_or(DEFAULT_STOP_PADDING_US);
                 if let Err(e) = self.engine.halt_stream(s.stream, drain.then_some(padding)) {
-                    result = Err(e);
+                    // A secondary direction whose device keeps its buffers (logged by the
+                    // stream) sits the next runs out; the card's result is the primary's.
+                    if Some(s.stream) == primary || !self.kept(s.stream) {
+                        result = Err(e);
+                    }
                 }
             }
             st.running = false;
+            st.output.live = false;
+            st.input.live = false;
             let dry = st.starved - st.starved_at_start;
             st.starved_at_start = st.starved;
             if dry > 0 {
@@ -446,7 +457,13 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
         ] {
             if let (Some(s), Some(f), Some(r)) = (side, fmt, region) {
                 let p = Self::params_for(s, f, frames, count)?;
-                self.engine.set_params(s.stream, p, area, r.offset)?;
+                if let Err(e) = self.engine.set_params(s.stream, p, area, r.offset) {
+                    // The client still gets this direction's buffers; its reports say no
+                    // buffer is ready (cycle -1) while the stream sits the runs out.
+                    if Some(s.stream) == self.primary_stream() || !self.kept(s.stream) {
+                        return Err(e);
+                    }
+                }
             }
         }
         Ok(())
@@ -527,6 +544,13 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
             }
         }
         Ok(())
+    }
+
+    /// Whether the device kept `stream`'s buffers past RELEASE (and its grace).
+    fn kept(&self, stream: u32) -> bool {
+        self.engine
+            .stream(stream)
+            .is_some_and(|s| s.kept_after_release(&*self.kernel))
     }
 
     fn primary_stream(&self) -> Option<u32> {
@@ -794,8 +818,8 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
             k.snooze(period.clamp(1_000, 100_000));
             return Err(e);
         }
-        let c = self.exchange_wait(period)?;
-        self.exchange_report(&mut st, c, count, frames, info);
+        let (c, due) = self.exchange_wait(period)?;
+        self.exchange_report(&mut st, c, due, count, frames, info);
         Ok(())
     }
 
@@ -810,12 +834,32 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
             // (relayout refuses when the new layout does not fit the old area.)
             self.relayout(st)?;
         }
+        let primary = self.primary_stream();
         let result = if !st.running {
             let mut r = Ok(());
             for s in self.sides() {
-                if let Err(e) = self.engine.start_stream(s.stream) {
+                let live = if Some(s.stream) != primary && self.kept(s.stream) {
+                    // The device still holds this direction's buffers from an earlier run
+                    // (vhost-device-sound's null backend never hands capture back): the
+                    // run goes without it rather than fail or wait for them.
+                    self.kernel.log(
+                        LogLevel::Warn,
+                        format_args!(
+                            "stream {}: the device still holds its buffers; this run goes without it",
+                            s.stream
+                        ),
+                    );
+                    false
+                } else if let Err(e) = self.engine.start_stream(s.stream) {
                     r = Err(e);
                     break;
+                } else {
+                    true
+                };
+                if self.output.as_ref().is_some_and(|o| o.stream == s.stream) {
+                    st.output.live = live;
+                } else {
+                    st.input.live = live;
                 }
             }
             if r.is_ok() {
@@ -824,7 +868,11 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
             r
         } else {
             let mut r = Ok(());
-            for s in self.sides() {
+            let live = [(&self.output, st.output.live), (&self.input, st.input.live)];
+            for (side, live) in live {
+                let Some(s) = side.as_ref().filter(|_| live) else {
+                    continue;
+                };
                 if self
                     .engine
                     .stream(s.stream)
@@ -845,21 +893,45 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
     }
 
     /// An exchange's second step: waits for the next period of the primary stream (the
-    /// output's, else the input's) to complete, for four periods and at least 50 ms.
-    fn exchange_wait(&self, period: i64) -> KResult<Completion> {
+    /// output's, else the input's) to complete, for four periods and at least 50 ms, and
+    /// then, if it came early, until the earliest instant it can have been played
+    /// ([`PcmStream::earliest_end`], which it also returns). A device that completes
+    /// buffers as soon as it has them (vhost-device-sound's null backend completes
+    /// playback as it is queued) would otherwise hand the client buffers as fast as it can
+    /// fill them, and `played_frames_count` would run ahead of real time without bound.
+    /// This is how Haiku's own `null` audio driver keeps time without hardware
+    /// (`null_fake_interrupt` in `src/add-ons/kernel/drivers/audio/null/null_hardware.c`
+    /// exchanges one buffer per buffer length of `snooze`). A device that keeps time
+    /// completes each period at that instant or later, and is never held back.
+    ///
+    /// [`PcmStream::earliest_end`]: crate::virtio::pcm::PcmStream::earliest_end
+    fn exchange_wait(&self, period: i64) -> KResult<(Completion, i64)> {
+        let k = &*self.kernel;
         let primary = self.primary_stream().ok_or(Status::NO_INIT)?;
         let stream = self.engine.stream(primary).ok_or(Status::NO_INIT)?;
-        stream.next_completion(&*self.kernel, (4 * period).max(50_000))
+        let timeout = (4 * period).max(50_000);
+        let c = stream.next_completion(k, timeout)?;
+        let due = stream.earliest_end(k, c.seq).unwrap_or(c.time);
+        // Never more than the completion timeout (the wait is one period in practice).
+        let wait = (due - k.system_time()).min(timeout);
+        if wait > 0 {
+            k.snooze(wait);
+        }
+        Ok((c, due))
     }
 
     /// An exchange's last step: counts the completed period `c` of the primary stream (and,
-    /// on a duplex card, the input's next one, if it has come) in each direction's report,
-    /// and fills `info` from the reports. Playback reports the buffer after the completed
-    /// one (the one the client fills next) and its time plus the device's latency.
+    /// on a duplex card, the input's next one, if it has come and can have been captured
+    /// by now) in each direction's report, and fills `info` from the reports. Playback
+    /// reports the buffer after the completed one (the one the client fills next) and its
+    /// time plus the device's latency, but never before `due`, the earliest instant the
+    /// period can have been played. A direction that is not live reports what it last did
+    /// (cycle -1 after a stop: no buffer for the client to read).
     fn exchange_report(
         &self,
         st: &mut State,
         c: Completion,
+        due: i64,
         count: u32,
         frames: i64,
         info: &mut hm::MultiBufferInfo,
@@ -877,18 +949,25 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
                 _ => 0,
             };
             let cycle = (c.buffer + 1) % count;
-            st.output.complete(cycle, c.time + latency, c.seq, frames);
+            st.output
+                .complete(cycle, (c.time + latency).max(due), c.seq, frames);
         }
-        if let Some(inp) = &self.input {
+        if let Some(inp) = self.input.as_ref().filter(|_| st.input.live) {
             let rc = if self.output.is_none() {
-                Some(c)
+                Some((c, due))
             } else {
-                self.engine
-                    .stream(inp.stream)
-                    .and_then(|s| s.take_completion(&*self.kernel))
+                let k = &*self.kernel;
+                self.engine.stream(inp.stream).and_then(|s| {
+                    let due = s.next_earliest_end(k)?;
+                    if due > k.system_time() {
+                        return None;
+                    }
+                    s.take_completion(k).map(|rc| (rc, due))
+                })
             };
-            if let Some(rc) = rc {
-                st.input.complete(rc.buffer, rc.time, rc.seq, frames);
+            if let Some((rc, due)) = rc {
+                st.input
+                    .complete(rc.buffer, rc.time.max(due), rc.seq, frames);
             }
         }
         if self.output.is_some() {

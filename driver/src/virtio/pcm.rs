@@ -162,6 +162,10 @@ struct Ring {
     started_at: i64,
     /// The most frames the device was seen to hold ahead of real time in this run.
     max_lead: u64,
+    /// The device did not hand back every chain within the grace after RELEASE: it keeps
+    /// them (vhost-device-sound's null backend keeps capture buffers for ever). Later halts
+    /// do not wait for them again.
+    kept: bool,
     times: [i64; MAX_PERIODS],
     used: [u32; MAX_PERIODS],
 }
@@ -179,6 +183,7 @@ impl Ring {
             padding: 0,
             started_at: 0,
             max_lead: 0,
+            kept: false,
             times: [0; MAX_PERIODS],
             used: [0; MAX_PERIODS],
         }
@@ -467,6 +472,7 @@ impl PcmStream {
                 return Err(Status::BUSY);
             }
             r.generation = r.generation.wrapping_add(1);
+            r.kept = false;
             r.queued = 0;
             r.completed = 0;
             r.reported = 0;
@@ -642,6 +648,39 @@ impl PcmStream {
         })
     }
 
+    /// The earliest instant period `seq` of this run can have been played or captured: its
+    /// last frame, counted at the stream's rate from the moment START was sent, rounded
+    /// down to the µs. A device that completes a period before then (one that completes
+    /// buffers as they are queued, or takes them ahead into a buffer of its own) has not
+    /// played it yet; one that keeps time completes it at this instant or later.
+    pub fn earliest_end<K: Kernel>(&self, kernel: &K, seq: u64) -> Option<i64> {
+        let r = self.ring.lock(kernel);
+        let p = r.params?;
+        let frames = u128::from(seq + 1) * u128::from(p.period_frames());
+        let us = frames * 1_000_000 / u128::from(p.rate.hz().max(1));
+        Some(
+            r.started_at
+                .saturating_add(i64::try_from(us).unwrap_or(i64::MAX)),
+        )
+    }
+
+    /// The earliest end ([`Self::earliest_end`]) of the next completion not yet reported,
+    /// if one has come.
+    pub fn next_earliest_end<K: Kernel>(&self, kernel: &K) -> Option<i64> {
+        let seq = {
+            let r = self.ring.lock(kernel);
+            (r.reported < r.completed).then_some(r.reported)?
+        };
+        self.earliest_end(kernel, seq)
+    }
+
+    /// Whether the device kept chains of this stream past RELEASE and its grace (it may
+    /// never give them back): the stream cannot be configured or started until they come.
+    pub fn kept_after_release<K: Kernel>(&self, kernel: &K) -> bool {
+        let r = self.ring.lock(kernel);
+        r.kept && r.outstanding() > 0
+    }
+
     /// Plays silence after the last period and waits until the device has taken it (a
     /// bounded wait: a device that keeps it only delays the STOP): `micros` worth, or as much
     /// as the device held if that is more: the most it was ever ahead of real time in this
@@ -715,6 +754,27 @@ impl PcmStream {
             }
             let outstanding = self.ring.lock(io.kernel).padding;
             if outstanding == 0 && left == 0 {
+                // Taken is not played: a device with room to spare in a buffer of its own
+                // (QEMU's mixer, when less than its 1024 frames are queued ahead; a device
+                // that completes buffers as it gets them) takes the silence at once and
+                // would drop it, with the end of the audio before it, at STOP. So STOP
+                // waits until the periods and the silence can have played at the stream's
+                // rate from START (a device that keeps time is there already).
+                let end = {
+                    let r = self.ring.lock(io.kernel);
+                    let all =
+                        u128::from(r.queued) * u128::from(p.period_frames()) + u128::from(frames);
+                    let us = all * 1_000_000 / u128::from(hz.max(1));
+                    r.started_at
+                        .saturating_add(i64::try_from(us).unwrap_or(i64::MAX))
+                };
+                // Bounded: the silence's own deadline plus the ring's length.
+                let ring = i64::from(p.periods) * p.period_micros();
+                let now = io.kernel.system_time();
+                let wait = (end - now).min(deadline - now + ring);
+                if wait > 0 {
+                    io.kernel.snooze(wait);
+                }
                 return;
             }
             let now = io.kernel.system_time();
@@ -777,7 +837,14 @@ impl PcmStream {
             self.command(io, Command::Release)?;
         }
         // RELEASE returns every pending buffer before it completes; a device that does not
-        // gets a grace period, after which the buffers are reported as still held.
+        // gets a grace period (once: a device that kept them past it is not waited for
+        // again), after which the buffers are reported as still held.
+        if self.ring.lock(io.kernel).kept {
+            return match self.outstanding(io.kernel) {
+                0 => Ok(()),
+                _ => Err(Status::DEV_TIMEOUT),
+            };
+        }
         let deadline = io.kernel.system_time() + 200_000;
         while self.outstanding(io.kernel) > 0 && io.kernel.system_time() < deadline {
             let _ = self
@@ -785,6 +852,7 @@ impl PcmStream {
                 .acquire(io.kernel, deadline - io.kernel.system_time());
         }
         if self.outstanding(io.kernel) > 0 {
+            self.ring.lock(io.kernel).kept = true;
             io.kernel.log(
                 LogLevel::Error,
                 format_args!(
