@@ -322,28 +322,35 @@ impl SimKernel {
         const MAX_IDLE_STEP_US: i64 = 100_000;
         let clock = &self.inner.clock;
         let now = clock.now();
-        let next_event = clock.next_event_time();
-        let step = self.with_cpu(|c| {
+        let spinning = self.with_cpu(|c| {
             if c.interrupts_disabled {
-                return None;
+                return false;
             }
-            let continuing = c.spin.advanced_to == Some(now);
-            if !continuing {
-                if c.spin.at == now {
-                    c.spin.count = c.spin.count.saturating_add(1);
-                } else {
-                    c.spin = Spin {
-                        at: now,
-                        count: 1,
-                        ..Spin::default()
-                    };
-                }
-                if c.spin.count < SPIN_POLLS {
-                    return None;
-                }
-                c.spin.since = now;
-                c.spin.idle_steps = 0;
+            if c.spin.advanced_to == Some(now) {
+                return true;
             }
+            if c.spin.at == now {
+                c.spin.count = c.spin.count.saturating_add(1);
+            } else {
+                c.spin = Spin {
+                    at: now,
+                    count: 1,
+                    ..Spin::default()
+                };
+            }
+            if c.spin.count < SPIN_POLLS {
+                return false;
+            }
+            c.spin.since = now;
+            c.spin.idle_steps = 0;
+            true
+        });
+        if !spinning {
+            return Ok(());
+        }
+        // Only a spinning caller pays for looking at the device's next event.
+        let next_event = clock.next_event_time();
+        let (to, since) = self.with_cpu(|c| {
             let to = match (poll, next_event) {
                 (Poll::Queue, Some(t)) if t > now => {
                     c.spin.idle_steps = 0;
@@ -358,11 +365,8 @@ impl SimKernel {
                 (Poll::Clock, _) => now + SPIN_QUANTUM_US,
             };
             c.spin.advanced_to = Some(to);
-            Some((to, c.spin.since))
+            (to, c.spin.since)
         });
-        let Some((to, since)) = step else {
-            return Ok(());
-        };
         if poll == Poll::Queue && now - since >= SPIN_FOREVER_US {
             self.with_cpu(|c| c.spin = Spin::default());
             let msg = format!(
