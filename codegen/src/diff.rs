@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
-use crate::model::{Field, Spec, TypeDef, Val};
-use crate::schema::{Direction, OnlyIn, StructKind};
+use crate::model::{Field, Spec, TypeDef, Val, Value};
+use crate::schema::{Direction, Encoding, OnlyIn, StructKind};
 use crate::types::Ty;
 
 /// What a change does to code built against the old ABI.
@@ -214,6 +214,53 @@ fn diff_gates(out: &mut Out, sec: &str, what: &str, old: Gates, new: Gates) {
 }
 
 /// Every structure a control request, its response or an event is made of, nested by value.
+/// Changes of a value's facts (`hz`, `width`, `phys_width`, `encoding`). The wire is the
+/// same, but code derives behaviour from them (the driver's rate and format maps): a fact
+/// gained is additive, a fact lost or changed is breaking.
+fn diff_facts(out: &mut Out, sec: &str, name: &str, old: &Value, new: &Value) {
+    let enc = |e: Option<Encoding>| {
+        e.map(|e| match e {
+            Encoding::Signed => "signed".to_owned(),
+            Encoding::Unsigned => "unsigned".to_owned(),
+            Encoding::Float => "float".to_owned(),
+        })
+    };
+    let facts = [
+        (
+            "hz",
+            old.hz.map(|v| v.to_string()),
+            new.hz.map(|v| v.to_string()),
+        ),
+        (
+            "width",
+            old.width.map(|v| v.to_string()),
+            new.width.map(|v| v.to_string()),
+        ),
+        (
+            "phys_width",
+            old.phys_width.map(|v| v.to_string()),
+            new.phys_width.map(|v| v.to_string()),
+        ),
+        ("encoding", enc(old.encoding), enc(new.encoding)),
+    ];
+    for (fact, a, b) in facts {
+        match (a, b) {
+            (None, Some(b)) => {
+                out.push(sec, Class::Additive, format!("{name}: {fact} = {b} added"))
+            }
+            (Some(a), None) => out.push(
+                sec,
+                Class::Breaking,
+                format!("{name}: {fact} removed (was {a})"),
+            ),
+            (Some(a), Some(b)) if a != b => {
+                out.push(sec, Class::Breaking, format!("{name}: {fact} {a} -> {b}"))
+            }
+            _ => {}
+        }
+    }
+}
+
 fn message_types(spec: &Spec) -> HashSet<String> {
     let mut todo: Vec<String> = Vec::new();
     for r in &spec.requests {
@@ -667,6 +714,7 @@ pub fn diff(old: &Spec, new: &Spec) -> Vec<Change> {
                         format!("{name} moved from group {}", og.name),
                     );
                 }
+                diff_facts(&mut out, &sec, &new_name, ov, nv);
                 if ov.rust != nv.rust && new_name == *name {
                     out.push(
                         &sec,

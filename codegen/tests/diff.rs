@@ -212,6 +212,27 @@ fn renames_are_their_own_class() {
     assert!(render("r", &changes).contains("struct virtio_snd_hdr\n  rename    Rust name"));
 }
 
+/// Facts code derives behaviour from (the driver's rate and format maps): gained is
+/// additive, lost or changed is breaking, though the wire is the same.
+#[test]
+fn facts_gained_lost_and_changed() {
+    use Class::{Additive, Breaking};
+    assert_review(
+        "facts_old.toml",
+        "facts_new.toml",
+        &[
+            ("consts format", Breaking, "FMT_S24: phys_width 32 -> 24"),
+            (
+                "consts format",
+                Breaking,
+                "FMT_U8: encoding removed (was unsigned)",
+            ),
+            ("consts rate", Breaking, "RATE_44100: hz 44100 -> 44000"),
+            ("consts rate", Additive, "RATE_VAR: hz = 96000 added"),
+        ],
+    );
+}
+
 #[test]
 fn availability_since_feature_only_in() {
     use Class::{Additive, Breaking};
