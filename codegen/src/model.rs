@@ -417,6 +417,13 @@ fn build(b: &mut Builder<'_>, file: &schema::File, path: &Path) -> Spec {
                 "not a valid C name",
             );
         }
+        if !d.in_header && abi.header.is_none() {
+            b.err(
+                d.name.span(),
+                format!("{what} {name}, key in_header"),
+                "in_header = false has no effect: this spec records no [abi] header",
+            );
+        }
         if type_names.insert(name.clone(), d.name.span()).is_some() {
             b.err(
                 d.name.span(),
@@ -433,6 +440,17 @@ fn build(b: &mut Builder<'_>, file: &schema::File, path: &Path) -> Spec {
     let mut seen_const: HashSet<String> = HashSet::new();
     let mut group_names: HashSet<String> = HashSet::new();
     for g in &file.consts {
+        if abi.header.is_none() {
+            let gname = g.get_ref().name.get_ref();
+            for v in g.get_ref().values.iter().filter(|v| !v.get_ref().in_header) {
+                let vname = v.get_ref().name.get_ref();
+                b.err(
+                    v.get_ref().name.span(),
+                    format!("consts {gname}, {vname}, key in_header"),
+                    "in_header = false has no effect: this spec records no [abi] header",
+                );
+            }
+        }
         groups.push(build_group(
             b,
             g,

@@ -178,3 +178,24 @@ fn unreadable_file_names_it() {
     let err = model::load(Path::new("/nonexistent/x.toml"), Path::new("spec/x.toml")).unwrap_err();
     assert!(err.to_string().starts_with("spec/x.toml:"), "{err}");
 }
+
+#[test]
+fn in_header_false_without_a_header() {
+    // HEAD records no [abi] header, so `in_header = false` would be silently ignored.
+    let (line, msg) = error(
+        "\n[[consts]]\nname = \"g\"\nkind = \"bit\"\ntype = \"u8\"\nvalues = [\n  { name = \"A\", value = 0, in_header = false },\n]\n",
+        "consts g, A, key in_header",
+    );
+    assert_eq!(line, 13, "{msg}");
+    assert!(msg.contains("this spec records no [abi] header"), "{msg}");
+    let (line, msg) = error(
+        "\n[[struct]]\nname = \"a\"\nin_header = false\nfields = [ { name = \"x\", type = \"u8\" } ]\n",
+        "struct a, key in_header",
+    );
+    assert_eq!(line, 9, "{msg}");
+    // With a header it is accepted.
+    let text = format!(
+        "{HEAD}header = \"x.h\"\n\n[[consts]]\nname = \"g\"\nkind = \"bit\"\ntype = \"u8\"\nvalues = [\n  {{ name = \"A\", value = 0, in_header = false }},\n]\n"
+    );
+    model::parse(&text, Path::new("spec/t.toml")).unwrap_or_else(|e| panic!("{e}"));
+}
