@@ -103,16 +103,23 @@ pub enum Interrupts {
     },
 }
 
+impl Interrupts {
+    /// The option's name for it (`--interrupts NAME`), which [`str::parse`] reads back.
+    pub fn name(self) -> &'static str {
+        match self {
+            Interrupts::PerQueue => "per-queue",
+            Interrupts::Shared { .. } => "shared",
+        }
+    }
+}
+
 impl std::str::FromStr for Interrupts {
     type Err = String;
     fn from_str(s: &str) -> Result<Interrupts, String> {
-        match s {
-            "per-queue" => Ok(Interrupts::PerQueue),
-            "shared" => Ok(Interrupts::Shared { seed: 1 }),
-            _ => Err(format!(
-                "unknown interrupt delivery {s:?}: per-queue or shared"
-            )),
-        }
+        [Interrupts::PerQueue, Interrupts::Shared { seed: 1 }]
+            .into_iter()
+            .find(|i| i.name() == s)
+            .ok_or_else(|| format!("unknown interrupt delivery {s:?}: per-queue or shared"))
     }
 }
 

@@ -521,10 +521,7 @@ fn play_through(
     let irq = host.env().interrupt_stats();
     println!(
         "interrupts ({}): {} from the device, {} spurious, {} queue callbacks",
-        match args.interrupts {
-            haiku_sim::Interrupts::PerQueue => "per-queue",
-            haiku_sim::Interrupts::Shared { .. } => "shared",
-        },
+        args.interrupts.name(),
         irq.device,
         irq.spurious,
         irq.callbacks
