@@ -16,6 +16,12 @@
 //! Every mode also takes `--addon PATH` (default `/virtio_sound`) and `--device-channels N`
 //! (prepare QEMU's streams with N channels first: QEMU reports the channel count of the
 //! last PREPARE as the streams' maximum, so a 1 here makes it a mono device).
+//!
+//! `play` and `capture` also take `--record` (after the run, write what the add-on recorded
+//! as a WAV file to QEMU's `isa-debugcon` port [`RECORD_PORT`], which the host sends to a
+//! file) and `--min-seconds S` (`play`: continue with silence after the input until S
+//! seconds have passed, so a recording can outlast it). Just before the first exchange of
+//! a stream they print [`STREAMING_MARK`], the host's cue to start feeding the microphone.
 
 use std::fmt::Write as _;
 
@@ -26,6 +32,13 @@ use hmulti_client::{self as client, format_bit, play, rate_bit, Choice, Session}
 
 /// Prefix of every result line on the console.
 pub const RESULT_PREFIX: &str = "@@virtio_sound result ";
+
+/// The line printed just before a stream's first exchange.
+pub const STREAMING_MARK: &str = "@@virtio_sound streaming";
+
+/// The I/O port of QEMU's `isa-debugcon` device (its default `iobase`), where `--record`
+/// writes the recording: each byte written there goes to the device's character backend.
+pub const RECORD_PORT: u16 = 0xe9;
 
 /// Options of one run.
 #[derive(Clone, Debug, PartialEq)]
@@ -38,6 +51,10 @@ pub struct Args {
     pub format: SampleFormat,
     pub seconds: f64,
     pub device_channels: Option<u8>,
+    /// Write the recording to [`RECORD_PORT`] as a WAV file.
+    pub record: bool,
+    /// `play`: the least the stream lasts, in seconds (silence after the input).
+    pub min_seconds: f64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,7 +66,7 @@ pub enum Mode {
 
 const USAGE: &str = "usage: sim-guest play|capture|cycle [--addon PATH] [--input WAV] \
                      [--rate HZ] [--rate2 HZ] [--format s16|s32|float|u8] [--seconds S] \
-                     [--device-channels N]";
+                     [--device-channels N] [--record] [--min-seconds S]";
 
 impl Args {
     pub fn parse(argv: &[String]) -> Result<Args, String> {
@@ -70,8 +87,13 @@ impl Args {
             format: SampleFormat::S16,
             seconds: 2.0,
             device_channels: None,
+            record: false,
+            min_seconds: 0.0,
         };
         while let Some(flag) = it.next() {
+            if flag == "--record" && a.mode == Mode::Cycle {
+                return Err(format!("--record: cycle mode records nothing\n{USAGE}"));
+            }
             let mut value = || {
                 it.next()
                     .cloned()
@@ -84,6 +106,8 @@ impl Args {
                     .ok_or_else(|| format!("{flag}: {v:?} is not a positive number"))
             };
             match flag.as_str() {
+                "--record" => a.record = true,
+                "--min-seconds" => a.min_seconds = number(value()?)?,
                 "--addon" => a.addon = value()?,
                 "--input" => a.input = Some(value()?),
                 "--rate" => a.rate = number(value()?)? as u32,
@@ -250,6 +274,40 @@ pub fn exit_device(code: u8) -> Result<(), String> {
 #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
 pub fn exit_device(_code: u8) -> Result<(), String> {
     Err("the exit device is an x86 I/O port".into())
+}
+
+/// Writes `bytes` to QEMU's `isa-debugcon` device at [`RECORD_PORT`] with string I/O
+/// (`rep outsb`: KVM hands a whole page of it to QEMU per exit). Without such a device the
+/// writes are ignored, and the host finds no recording.
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub fn debugcon_write(bytes: &[u8]) -> Result<(), String> {
+    // SAFETY: ioperm only changes this process's I/O permission bitmap.
+    if unsafe { libc::ioperm(RECORD_PORT.into(), 1, 1) } != 0 {
+        return Err(format!(
+            "ioperm({RECORD_PORT:#x}): {} (root is needed)",
+            std::io::Error::last_os_error()
+        ));
+    }
+    for chunk in bytes.chunks(1 << 16) {
+        // SAFETY: the process may use the port (above); `rep outsb` reads exactly
+        // `chunk.len()` bytes from `chunk` (rsi, rcx; the direction flag is clear, as the
+        // ABI guarantees at a call) and writes nothing to memory.
+        unsafe {
+            std::arch::asm!(
+                "rep outsb",
+                in("dx") RECORD_PORT,
+                inout("rsi") chunk.as_ptr() => _,
+                inout("rcx") chunk.len() => _,
+                options(nostack, readonly, preserves_flags)
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+pub fn debugcon_write(_bytes: &[u8]) -> Result<(), String> {
+    Err("the debug console is an x86 I/O port".into())
 }
 
 /// The whole run: every result line, or why it could not run.
@@ -475,7 +533,8 @@ mod real {
             s: &mut Session,
             data: &[u8],
             since: i64,
-        ) {
+        ) -> Vec<u8> {
+            println!("{STREAMING_MARK}");
             let c0 = cpu_time_us();
             let p = play(d, s, data);
             let cpu = cpu_time_us() - c0;
@@ -514,7 +573,40 @@ mod real {
                     .num("cpu_us_per_audio_s", cpu as f64 / audio_s.max(1e-9))
                     .str("interrupts", &self.interrupts),
             );
+            p.recorded
         }
+    }
+
+    /// Writes what a session recorded to the debug console as a WAV file in the session's
+    /// input format, and notes its size in the last result line.
+    fn send_recording(r: &mut Runner, s: &Session, recorded: Vec<u8>) -> Result<(), String> {
+        let format = [
+            SampleFormat::S16,
+            SampleFormat::S32,
+            SampleFormat::F32,
+            SampleFormat::U8,
+        ]
+        .into_iter()
+        .find(|&f| format_bit(f) == Some(s.format.input.format))
+        .ok_or(format!(
+            "the input format {:#x} has no WAV form",
+            s.format.input.format
+        ))?;
+        let wav = Wav {
+            rate: client::rate_hz(s.format.input.rate)
+                .ok_or(format!("input rate bit {:#x}", s.format.input.rate))?,
+            channels: u16::try_from(s.desc.input_channel_count)
+                .map_err(|_| "input channel count".to_owned())?,
+            format,
+            data: recorded,
+        };
+        let bytes = wav.to_bytes().map_err(|e| format!("recording: {e}"))?;
+        debugcon_write(&bytes)?;
+        if let Some(last) = r.out.pop() {
+            r.out
+                .push(last.num("recording_wav_bytes", bytes.len() as f64));
+        }
+        Ok(())
     }
 
     fn silence(s: &Session, seconds: f64) -> Vec<u8> {
@@ -550,7 +642,16 @@ mod real {
                         s.desc.output_channel_count, wav.channels
                     ));
                 }
-                r.stream("play", &d, &mut s, &wav.data, opened);
+                let mut data = wav.data;
+                let least =
+                    (args.min_seconds * f64::from(wav.rate)) as usize * s.play.frame_bytes();
+                if data.len() < least {
+                    data.resize(least, s.silence_byte());
+                }
+                let recorded = r.stream("play", &d, &mut s, &data, opened);
+                if args.record {
+                    send_recording(&mut r, &s, recorded)?;
+                }
                 s.release(&d);
                 d.close();
             }
@@ -562,7 +663,10 @@ mod real {
                     return Err("the device published no record buffers".into());
                 }
                 let quiet = silence(&s, args.seconds);
-                r.stream("capture", &d, &mut s, &quiet, opened);
+                let recorded = r.stream("capture", &d, &mut s, &quiet, opened);
+                if args.record {
+                    send_recording(&mut r, &s, recorded)?;
+                }
                 s.release(&d);
                 d.close();
             }
@@ -571,10 +675,10 @@ mod real {
                 let d = addon.open_first()?;
                 let mut s = session(&d, args.rate, args.format)?;
                 let quiet = silence(&s, args.seconds);
-                r.stream("first", &d, &mut s, &quiet, opened);
+                let _ = r.stream("first", &d, &mut s, &quiet, opened);
                 let t0 = kernel.clock().now();
                 let quiet = silence(&s, args.seconds);
-                r.stream("after stop", &d, &mut s, &quiet, t0);
+                let _ = r.stream("after stop", &d, &mut s, &quiet, t0);
                 // Reconfigure between exchanges, as the media add-on's rate parameter does.
                 let mut f = s.format;
                 f.output.rate = rate_bit(args.rate2).ok_or("--rate2 has no hmulti rate bit")?;
@@ -590,7 +694,7 @@ mod real {
                 s.format = f;
                 let t0 = kernel.clock().now();
                 let quiet = silence(&s, args.seconds);
-                r.stream("reconfigured", &d, &mut s, &quiet, t0);
+                let _ = r.stream("reconfigured", &d, &mut s, &quiet, t0);
                 s.release(&d);
                 d.close();
                 // Close and reopen in the same boot.
@@ -598,7 +702,7 @@ mod real {
                 let d = addon.open_first()?;
                 let mut s = session(&d, args.rate, args.format)?;
                 let quiet = silence(&s, args.seconds);
-                r.stream("reopened", &d, &mut s, &quiet, t0);
+                let _ = r.stream("reopened", &d, &mut s, &quiet, t0);
                 s.release(&d);
                 d.close();
             }
@@ -628,6 +732,10 @@ mod tests {
         assert_eq!(a.input.as_deref(), Some("/in.wav"));
         let a = Args::parse(&argv("cycle --rate2 192000 --device-channels 1")).unwrap();
         assert_eq!((a.rate2, a.device_channels), (192000, Some(1)));
+        assert!(!a.record);
+        let a = Args::parse(&argv("play --input /in.wav --record --min-seconds 4.5")).unwrap();
+        assert!(a.record);
+        assert_eq!(a.min_seconds, 4.5);
         for (bad, says) in [
             ("", "usage"),
             ("dance", "unknown mode"),
@@ -636,6 +744,8 @@ mod tests {
             ("play --format s24", "unknown --format"),
             ("play --device-channels 40", "not 1..16"),
             ("play --volume 3", "unknown option"),
+            ("cycle --record", "records nothing"),
+            ("play --min-seconds 0", "not a positive number"),
         ] {
             let e = Args::parse(&argv(bad)).unwrap_err();
             assert!(e.contains(says), "{bad:?}: {e}");
