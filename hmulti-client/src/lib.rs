@@ -588,6 +588,17 @@ pub struct Played {
 /// Plays `input` (interleaved, in the session's output format) and reads what the inputs
 /// record, one buffer per exchange, then FORCE_STOP.
 pub fn play<D: Hmulti + ?Sized>(d: &D, s: &mut Session, input: &[u8]) -> Played {
+    play_observed(d, s, input, |_| {})
+}
+
+/// [`play`], calling `after` with the exchange's index after each exchange (the first one
+/// returns when the device is running both ways).
+pub fn play_observed<D: Hmulti + ?Sized>(
+    d: &D,
+    s: &mut Session,
+    input: &[u8],
+    mut after: impl FnMut(usize),
+) -> Played {
     let n = s.play.len().max(s.rec.len()).max(1);
     let pb = s.play.bytes();
     let mut out = Played {
@@ -605,6 +616,7 @@ pub fn play<D: Hmulti + ?Sized>(d: &D, s: &mut Session, input: &[u8]) -> Played 
             .push((s.info.played_real_time, s.info.played_frames_count));
         out.rec_reports
             .push((s.info.recorded_real_time, s.info.recorded_frames_count));
+        after(k);
         let cycle = s.info.playback_buffer_cycle;
         if (0..n as i32).contains(&cycle) {
             let mut chunk = input[k * pb..((k + 1) * pb).min(input.len())].to_vec();

@@ -18,7 +18,7 @@ pub mod process;
 pub mod pulse;
 
 /// Errors are messages for a person: what failed, and what to do about it.
-pub type Error = Box<dyn std::error::Error + Send + Sync>;
+pub type Error = Box<dyn std::error::Error>;
 pub type Result<T = ()> = std::result::Result<T, Error>;
 
 /// Where a server binary comes from, for the message when it is missing.

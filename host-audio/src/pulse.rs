@@ -46,13 +46,22 @@ pub struct PulseServer {
 }
 
 impl PulseServer {
+    /// An error naming the Debian package of a missing binary.
+    pub fn check_installed() -> Result {
+        need("pulseaudio", "pulseaudio")?;
+        need("parec", "pulseaudio-utils")?;
+        need("paplay", "pulseaudio-utils")?;
+        need("pactl", "pulseaudio-utils")?;
+        Ok(())
+    }
+
     /// Starts a server whose two sinks run at `rate` Hz with `channels` channels, 16-bit.
     pub fn start(rate: u32, channels: u16) -> Result<PulseServer> {
         if !(1..=32).contains(&channels) {
             return Err(format!("{channels} channels: PulseAudio takes 1 to 32").into());
         }
+        Self::check_installed()?;
         let bin = need("pulseaudio", "pulseaudio")?;
-        need("parec", "pulseaudio-utils")?;
         let dir = server_dir("vsnd-pa-")?;
         let d = dir.path();
         let map = match channels {

@@ -20,20 +20,22 @@
 //! `play` and `capture` also take `--record` (after the run, write what the add-on recorded
 //! as a WAV file to QEMU's `isa-debugcon` port [`RECORD_PORT`], which the host sends to a
 //! file) and `--min-seconds S` (`play`: continue with silence after the input until S
-//! seconds have passed, so a recording can outlast it). Just before the first exchange of
-//! a stream they print [`STREAMING_MARK`], the host's cue to start feeding the microphone.
+//! seconds have passed, so a recording can outlast it). When the first exchange of a stream
+//! has returned (the device then runs both ways, and QEMU's audio backend has its input
+//! open) they print [`STREAMING_MARK`], the host's cue to start feeding the microphone: what
+//! a server plays into an input nobody has opened yet is lost.
 
 use std::fmt::Write as _;
 
 use spec::hmulti_audio as hm;
 
 use hmulti_client::wav::{SampleFormat, Wav};
-use hmulti_client::{self as client, format_bit, play, rate_bit, Choice, Session};
+use hmulti_client::{self as client, format_bit, play_observed, rate_bit, Choice, Session};
 
 /// Prefix of every result line on the console.
 pub const RESULT_PREFIX: &str = "@@virtio_sound result ";
 
-/// The line printed just before a stream's first exchange.
+/// The line printed when a stream's first exchange has returned.
 pub const STREAMING_MARK: &str = "@@virtio_sound streaming";
 
 /// The I/O port of QEMU's `isa-debugcon` device (its default `iobase`), where `--record`
@@ -534,9 +536,12 @@ mod real {
             data: &[u8],
             since: i64,
         ) -> Vec<u8> {
-            println!("{STREAMING_MARK}");
             let c0 = cpu_time_us();
-            let p = play(d, s, data);
+            let p = play_observed(d, s, data, |k| {
+                if k == 0 {
+                    println!("{STREAMING_MARK}");
+                }
+            });
             let cpu = cpu_time_us() - c0;
             let rate = s.output_hz();
             let frame = s.play.frame_bytes().max(1);
@@ -565,6 +570,8 @@ mod real {
                     .num("recorded_frames", rec_last.1 as f64)
                     .num("recorded_bytes", p.recorded.len() as f64)
                     .num("record_drift_ppm", rec.drift_ppm)
+                    .num("record_startup_us", rec.startup_us as f64)
+                    .num("record_xruns", rec.xruns as f64)
                     .num("record_points", rec.points as f64)
                     .num(
                         "record_time_monotonic",

@@ -8,6 +8,7 @@ use std::time::Duration;
 use hmulti_client::wav::{SampleFormat, Wav};
 use serde_json::{json, Value};
 
+use crate::qemu::backend::{self, Backend, ServerBoot, ServerRun};
 use crate::qemu::{read_qemu_wav, run_dir, Audiodev, Guest, GuestRun, GUEST_ADDON, GUEST_INPUT};
 use crate::simcmd::{check_rate, StreamArgs};
 use crate::Result;
@@ -20,14 +21,29 @@ pub struct QemuArgs {
     /// count is set up by preparing its streams with it first.
     #[command(flatten)]
     pub stream: StreamArgs,
-    /// Where to write what QEMU's wav backend received (16-bit, at least two channels:
+    /// QEMU's audio backend: `wav` (a file; no capture), `none` (silence in, nothing out),
+    /// or a private sound server started for the run and stopped after it: `pa` (headless
+    /// PulseAudio) or `jack` (jackd with its dummy driver), which record what the device
+    /// plays and feed its microphone.
+    #[arg(long, value_enum, default_value_t = Backend::Wav)]
+    pub backend: Backend,
+    /// Where to write what the backend received (16-bit; with `wav` at least two channels:
     /// QEMU's mixer would sum a mono stream's two copies into a mono file).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Not available here: QEMU's wav backend cannot capture, and `-audiodev none` captures
-    /// silence. `--capture` measures capture instead.
+    /// With `--backend pa|jack`: record through the add-on while the server plays
+    /// `--capture-input` into QEMU's input, and write what the add-on recorded here. Without
+    /// `--duplex` the add-on plays silence meanwhile.
     #[arg(long)]
     pub record: Option<PathBuf>,
+    /// With `--backend pa|jack`: what the server plays into QEMU's input (16-bit, the
+    /// stream's rate and channels; default: `--seconds` of noise).
+    #[arg(long, value_name = "CAP.wav")]
+    pub capture_input: Option<PathBuf>,
+    /// With `--backend pa|jack`: play the input and record at the same time, in one session,
+    /// as a media application with a microphone and speakers does.
+    #[arg(long)]
+    pub duplex: bool,
     /// Not available here: the device is QEMU's (see --channels).
     #[arg(long)]
     pub device_config: Option<PathBuf>,
@@ -233,6 +249,8 @@ pub fn play(guest: &Guest, wav: &Wav, timeout: Duration) -> Result<Played> {
         },
         timeout,
         echo: false,
+        debugcon: None,
+        env: Vec::new(),
     };
     let out = guest.run(&run)?;
     let output = read_qemu_wav(&file)?;
@@ -259,6 +277,8 @@ pub fn boot_silent(
         audiodev: Audiodev::None { frequency: rate },
         timeout,
         echo: false,
+        debugcon: None,
+        env: Vec::new(),
     };
     Ok(guest.run(&run)?.results)
 }
@@ -306,13 +326,22 @@ fn describe(c: &Option<Comparison>) -> String {
 
 pub fn run(args: &QemuArgs) -> Result {
     args.check()?;
-    if args.record.is_some() {
-        return Err(
-            "--record: QEMU's wav backend cannot capture and `-audiodev none` captures \
-                    only silence, so there is nothing to write; `--capture` measures capture \
-                    through the add-on"
-                .into(),
-        );
+    if args.backend.is_server() {
+        return run_server(args);
+    }
+    for (given, option) in [
+        (args.record.is_some(), "--record"),
+        (args.capture_input.is_some(), "--capture-input"),
+        (args.duplex, "--duplex"),
+    ] {
+        if given {
+            return Err(format!(
+                "{option}: QEMU's wav backend cannot capture and `-audiodev none` captures \
+                 only silence; use --backend pa or jack (`--capture` measures capture's \
+                 timing through `none`)"
+            )
+            .into());
+        }
     }
     if args.device_config.is_some() {
         return Err(
@@ -324,6 +353,9 @@ pub fn run(args: &QemuArgs) -> Result {
     let timeout = Duration::from_secs(args.timeout);
     let guest = Guest::prepare(args.stream.addon.as_deref())?;
     let mut report = Vec::new();
+    if args.backend == Backend::None && !(args.capture || args.cycle.is_some()) {
+        return Err("--backend none: use --capture or --cycle (it records nothing played)".into());
+    }
     if args.capture || args.cycle.is_some() {
         let (wav, _) = args.stream.wav()?;
         // `wav()` accepts only formats hmulti plays, which all have a name.
@@ -418,11 +450,191 @@ pub fn run(args: &QemuArgs) -> Result {
             }));
         }
     }
+    write_report(args, &report)
+}
+
+fn write_report(args: &QemuArgs, report: &[Value]) -> Result {
     if let Some(path) = &args.report {
-        let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        let text = serde_json::to_string_pretty(report).map_err(|e| e.to_string())?;
         std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(())
+}
+
+/// The microphone's input: `--capture-input`, checked against the stream, or noise.
+fn capture_input(args: &QemuArgs, rate: u32, channels: u16) -> Result<Wav> {
+    let Some(path) = &args.capture_input else {
+        return Ok(noise(rate, channels, args.stream.seconds, 0xcab));
+    };
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let w = Wav::parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    if w.format != SampleFormat::S16 || w.rate != rate || w.channels != channels {
+        return Err(format!(
+            "{}: {} Hz, {} channels, {:?}; the server records {rate} Hz, {channels} channels, \
+             16-bit: convert it, or pass matching --rate/--channels",
+            path.display(),
+            w.rate,
+            w.channels,
+            w.format
+        )
+        .into());
+    }
+    if w.data.iter().all(|&b| b == 0) {
+        return Err(format!(
+            "{}: all silence; it could not be found in a recording",
+            path.display()
+        )
+        .into());
+    }
+    Ok(w)
+}
+
+/// `--backend pa|jack`: one boot with a private server.
+fn run_server(args: &QemuArgs) -> Result {
+    let backend = args.backend;
+    for (given, option) in [
+        (args.sweep, "--sweep"),
+        (args.capture, "--capture"),
+        (args.cycle.is_some(), "--cycle"),
+        (args.device_config.is_some(), "--device-config"),
+    ] {
+        if given {
+            return Err(format!(
+                "{option} runs with --backend wav or none; with a sound server use --record \
+                 or --duplex"
+            )
+            .into());
+        }
+    }
+    let (wav, _) = args.stream.wav()?;
+    if wav.format != SampleFormat::S16 {
+        return Err(format!(
+            "--format {:?}: through a sound server only 16-bit can be compared sample for \
+             sample (QEMU converts other formats, JACK carries float); use s16",
+            wav.format
+        )
+        .into());
+    }
+    let records = args.record.is_some() || args.duplex || args.capture_input.is_some();
+    let cap = if records {
+        Some(capture_input(args, wav.rate, wav.channels)?)
+    } else {
+        None
+    };
+    let plays = args.duplex || !records;
+    // The server's binaries before the (long) build.
+    match backend {
+        Backend::Pa => host_audio::pulse::PulseServer::check_installed()?,
+        _ => host_audio::jack::JackServer::check_installed()?,
+    }
+    let guest = Guest::prepare(args.stream.addon.as_deref())?;
+    let boot = ServerBoot {
+        backend,
+        play: plays.then_some(&wav),
+        cap: cap.as_ref(),
+        rate: wav.rate,
+        channels: wav.channels,
+        timeout: Duration::from_secs(args.timeout),
+    };
+    let run = backend::boot(&guest, &boot)?;
+    let out_cmp = run.out.as_ref().and_then(|o| compare(&wav, o));
+    let rec_cmp = match (&cap, &run.rec) {
+        (Some(c), Some(r)) => compare(c, r),
+        _ => None,
+    };
+    let g = run.guest.first().cloned().unwrap_or(Value::Null);
+    let mode = match (plays, records) {
+        (true, true) => "duplex",
+        (true, false) => "play",
+        _ => "record",
+    };
+    println!(
+        "{mode} through {backend:?} at {} Hz, {} channels, 16-bit",
+        wav.rate, wav.channels
+    );
+    if plays {
+        println!("  played (the server's recording): {}", describe(&out_cmp));
+        println!("    {}", numbers(&g));
+    }
+    if let Some(c) = &cap {
+        println!(
+            "  recorded ({} frames of the microphone's input): {}",
+            c.frames(),
+            describe(&rec_cmp)
+        );
+        println!("    {}", record_numbers(&g));
+    }
+    let s = &run.server;
+    println!(
+        "  server: xruns {}, clock {} against the host's, microphone started {} after the cue",
+        match (s.xruns, s.xruns_while_streaming) {
+            (Some(x), Some(w)) => format!("{w} while streaming ({x} in all)"),
+            _ => "not reported".into(),
+        },
+        s.drift_ppm
+            .map_or("not measured".into(), |d| format!("{d:+.0} ppm")),
+        s.cue_to_cap_us
+            .map_or("-".into(), |us| format!("{:.1} ms", us as f64 / 1000.0)),
+    );
+    save(
+        args.out.as_deref(),
+        run.out.as_ref(),
+        "the server's recording",
+    )?;
+    save(
+        args.record.as_deref(),
+        run.rec.as_ref(),
+        "the add-on's recording",
+    )?;
+    let report = server_report(mode, &wav, &run, out_cmp, rec_cmp);
+    write_report(args, &[report])
+}
+
+fn save(path: Option<&std::path::Path>, wav: Option<&Wav>, what: &str) -> Result {
+    if let (Some(path), Some(w)) = (path, wav) {
+        std::fs::write(path, w.to_bytes()?).map_err(|e| format!("{}: {e}", path.display()))?;
+        println!(
+            "  {what} ({} frames at {} Hz, {} channels) -> {}",
+            w.frames(),
+            w.rate,
+            w.channels,
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// The capture side of a guest result.
+fn record_numbers(v: &Value) -> String {
+    format!(
+        "start-up {:.1} ms, xruns {}, drift {:+.0} ppm over {} exchanges, {} frames recorded",
+        num(v, "record_startup_us") / 1000.0,
+        num(v, "record_xruns"),
+        num(v, "record_drift_ppm"),
+        num(v, "record_points"),
+        num(v, "recorded_frames"),
+    )
+}
+
+fn server_report(
+    mode: &str,
+    wav: &Wav,
+    run: &ServerRun,
+    out: Option<Comparison>,
+    rec: Option<Comparison>,
+) -> Value {
+    json!({
+        "mode": mode,
+        "rate": wav.rate,
+        "channels": wav.channels,
+        "played": out,
+        "played_exact": out.as_ref().is_some_and(Comparison::exact),
+        "recorded": rec,
+        "recorded_exact": rec.as_ref().is_some_and(Comparison::exact),
+        "server": run.server,
+        "guest": run.guest,
+        "boot_seconds": run.wall.as_secs_f64(),
+    })
 }
 
 #[cfg(test)]

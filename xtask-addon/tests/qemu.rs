@@ -9,52 +9,9 @@
 mod common;
 
 use std::path::Path;
-use std::sync::Mutex;
 
-use common::{text, xtask};
+use common::{num, qemu, text};
 use serde_json::Value;
-
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-/// QEMU must be there: `VIRTIO_SOUND_REQUIRE_QEMU` is set, or `CI=true` (as in
-/// xtask's `setup.rs`).
-fn qemu_required() -> bool {
-    std::env::var_os("VIRTIO_SOUND_REQUIRE_QEMU").is_some()
-        || std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
-}
-
-/// Runs `cargo xtask qemu ARGS --report R` and returns the report, or `None` when QEMU is
-/// not there (and not required).
-fn qemu(args: &[&str]) -> Option<Vec<Value>> {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let report = dir.path().join("report.json");
-    let mut all: Vec<&str> = vec!["qemu"];
-    all.extend_from_slice(args);
-    all.extend(["--report", report.to_str().unwrap()]);
-    let o = xtask(&all);
-    let out = text(&o);
-    if !o.status.success() {
-        if out.contains("or newer with virtio-sound-pci is needed") {
-            assert!(
-                !qemu_required(),
-                "QEMU is required here (VIRTIO_SOUND_REQUIRE_QEMU or CI=true) but:\n{out}"
-            );
-            eprintln!("skipping: {out}");
-            return None;
-        }
-        panic!("cargo xtask qemu {args:?} failed:\n{out}");
-    }
-    eprintln!("{out}");
-    let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
-    Some(r.as_array().expect("a list of runs").clone())
-}
-
-fn num(v: &Value, k: &str) -> f64 {
-    v.get(k)
-        .and_then(Value::as_f64)
-        .unwrap_or_else(|| panic!("no number {k} in {v}"))
-}
 
 /// The stream ran at its rate: a device that consumes at half speed (QEMU's default audio
 /// timer above ~100 kHz) shows up here as -500000 ppm. The bound is loose on purpose: the

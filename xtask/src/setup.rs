@@ -69,7 +69,7 @@ pub struct Prereq {
 }
 
 /// Everything `cargo xtask test` needs beyond Rust, in the order it is reported.
-pub static PREREQS: [Prereq; 7] = [
+pub static PREREQS: [Prereq; 9] = [
     Prereq {
         name: "C compiler",
         purpose: "compiles the generated C headers to confirm every size and offset",
@@ -117,6 +117,26 @@ pub static PREREQS: [Prereq; 7] = [
         backports: true,
         applies: always,
         detect: detect_qemu,
+    },
+    Prereq {
+        name: "PulseAudio",
+        purpose: "the QEMU tests record and play through a private headless PulseAudio \
+                  (`cargo xtask qemu --backend pa`): pulseaudio, parec, paplay, pactl",
+        packages: &["pulseaudio", "pulseaudio-utils"],
+        scope: Scope::Qemu,
+        backports: false,
+        applies: always,
+        detect: detect_pulseaudio,
+    },
+    Prereq {
+        name: "JACK",
+        purpose: "the QEMU tests run full duplex through a private jackd \
+                  (`cargo xtask qemu --backend jack`)",
+        packages: &["jackd2"],
+        scope: Scope::Qemu,
+        backports: false,
+        applies: always,
+        detect: detect_jackd,
     },
     Prereq {
         name: "bookworm-backports in apt's sources",
@@ -261,6 +281,37 @@ pub fn uapi_header(path: &Path) -> std::result::Result<String, String> {
         .find(|s| s.name == "virtio_snd")
         .ok_or("no virtio_snd spec")?;
     crate::bindgen_check::header_is_current(spec, path)
+}
+
+/// `name` in one of `$PATH`'s directories.
+fn on_path(name: &str) -> std::result::Result<std::path::PathBuf, String> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| format!("no {name} on PATH"))
+}
+
+fn detect_pulseaudio() -> std::result::Result<String, String> {
+    for b in ["parec", "paplay", "pactl"] {
+        on_path(b)?;
+    }
+    first_line("pulseaudio", &["--version"])
+}
+
+fn detect_jackd() -> std::result::Result<String, String> {
+    let jackd = on_path("jackd")?;
+    // The tap loads libjack at run time; jackd2 depends on it.
+    if ![
+        "/usr/lib/x86_64-linux-gnu/libjack.so.0",
+        "/usr/lib64/libjack.so.0",
+    ]
+    .iter()
+    .any(|p| Path::new(p).exists())
+    {
+        return Err("no libjack.so.0 (libjack-jackd2-0)".into());
+    }
+    Ok(jackd.display().to_string())
 }
 
 fn detect_qemu() -> std::result::Result<String, String> {
@@ -589,7 +640,13 @@ pub fn plan(
     }
     if !release.is_empty() {
         steps.push(Step::Run(argv(
-            &[&["apt-get", "install", "-y"], &release[..]].concat(),
+            // Without the recommended desktop pieces (pulseaudio recommends rtkit and a
+            // D-Bus user session, which a headless test server needs not).
+            &[
+                &["apt-get", "install", "-y", "--no-install-recommends"],
+                &release[..],
+            ]
+            .concat(),
         )));
     }
     if !backports.is_empty() {
@@ -1173,7 +1230,10 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
                         .into(),
                 },
                 words("apt-get update"),
-                words("apt-get install -y gcc binutils libclang-dev"),
+                words(
+                    "apt-get install -y --no-install-recommends gcc binutils libclang-dev \
+                     pulseaudio pulseaudio-utils jackd2"
+                ),
                 words("apt-get install -y -t bookworm-backports linux-libc-dev qemu-system-x86"),
             ]
         );
@@ -1207,7 +1267,7 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
             plan(&[prereq("Linux UAPI headers")], &noble, &Sources::default()).unwrap(),
             [
                 words("apt-get update"),
-                words("apt-get install -y linux-libc-dev")
+                words("apt-get install -y --no-install-recommends linux-libc-dev")
             ]
         );
     }
@@ -1303,7 +1363,7 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
             plan(&[prereq("libclang")], &bookworm, &no_entry).unwrap(),
             vec![
                 words("apt-get update"),
-                words("apt-get install -y libclang-dev")
+                words("apt-get install -y --no-install-recommends libclang-dev")
             ]
         );
         // The entry is there but apt never fetched it: only `apt-get update`.
@@ -1342,7 +1402,7 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
                 plan(&[prereq("QEMU"), prereq("C compiler")], &os, &nothing).unwrap(),
                 vec![
                     words("apt-get update"),
-                    words("apt-get install -y qemu-system-x86 gcc")
+                    words("apt-get install -y --no-install-recommends qemu-system-x86 gcc")
                 ]
             );
         }

@@ -3,7 +3,7 @@
 //! Why not the `jack` crate: its `jack-sys` build script demands `jack.pc` from
 //! pkg-config on Linux (Debian's libjack-jackd2-dev) for every build of the workspace,
 //! although it loads the library at run time too, and its client options cannot name a
-//! server yet. The twelve functions below are declared from JACK's public headers
+//! server yet. The fourteen functions below are declared from JACK's public headers
 //! (`jack/jack.h`, `jack/types.h`, JACK 1.9), with their C types.
 
 use std::ffi::{c_char, c_int, c_ulong, c_void};
@@ -12,6 +12,7 @@ pub type Nframes = u32;
 pub type ProcessCallback = unsafe extern "C" fn(nframes: Nframes, arg: *mut c_void) -> c_int;
 pub type XrunCallback = unsafe extern "C" fn(arg: *mut c_void) -> c_int;
 pub type ShutdownCallback = unsafe extern "C" fn(arg: *mut c_void);
+pub type MessageFunction = unsafe extern "C" fn(message: *const c_char);
 
 /// `jack_options_t` (`jack/types.h`): do not start a server; fail rather than rename the
 /// client; the server's name follows as the variadic argument.
@@ -55,6 +56,8 @@ pub struct Jack {
         unsafe extern "C" fn(client: *mut c_void, cb: XrunCallback, arg: *mut c_void) -> c_int,
     pub on_shutdown:
         unsafe extern "C" fn(client: *mut c_void, cb: ShutdownCallback, arg: *mut c_void),
+    pub set_error_function: unsafe extern "C" fn(f: MessageFunction),
+    pub set_info_function: unsafe extern "C" fn(f: MessageFunction),
     /// Kept loaded while the function pointers above are used.
     _lib: libloading::Library,
 }
@@ -77,7 +80,7 @@ impl Jack {
                     .map_err(|e| format!("{NAME}: {}: {e}", $name))?
             };
         }
-        Ok(Jack {
+        let jack = Jack {
             client_open: sym!("jack_client_open"),
             client_close: sym!("jack_client_close"),
             activate: sym!("jack_activate"),
@@ -89,7 +92,19 @@ impl Jack {
             set_process_callback: sym!("jack_set_process_callback"),
             set_xrun_callback: sym!("jack_set_xrun_callback"),
             on_shutdown: sym!("jack_on_shutdown"),
+            set_error_function: sym!("jack_set_error_function"),
+            set_info_function: sym!("jack_set_info_function"),
             _lib: lib,
-        })
+        };
+        // libjack prints every failed connection attempt (while the server starts) and its
+        // chatter to standard error; the tap reports what matters through status codes.
+        // SAFETY: `quiet` has the C signature libjack expects and ignores its argument.
+        unsafe {
+            (jack.set_error_function)(quiet);
+            (jack.set_info_function)(quiet);
+        }
+        Ok(jack)
     }
 }
+
+unsafe extern "C" fn quiet(_message: *const c_char) {}

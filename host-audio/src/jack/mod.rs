@@ -1,10 +1,9 @@
 //! A private JACK server (`jackd` with its dummy driver) and [`Tap`], the client that
 //! records what QEMU plays and plays what QEMU records.
 //!
-//! `jackd -n NAME -r -d dummy -r RATE -p PERIOD`: `-n` names the server (clients find it
-//! by name; its files are in `/dev/shm/jack-UID/NAME`, `JackTools::ServerDir`), the first
-//! `-r` asks for no realtime scheduling, the dummy driver's `-r` is the rate and `-p` the
-//! period. The dummy driver wakes on the monotonic clock every period
+//! `jackd -n NAME -R -d dummy -r RATE -p PERIOD`: `-n` names the server (clients find it
+//! by name; its socket and semaphores are `/dev/shm/jack_NAME_*`), `-R` asks for realtime
+//! scheduling, the dummy driver's `-r` is the rate and `-p` the period. The dummy driver wakes on the monotonic clock every period
 //! (`JackTimedDriver::ProcessWait`); a late wake-up is an xrun, and the time is not made up
 //! — so the server's frames against real time are the server's clock.
 //!
@@ -42,6 +41,12 @@ pub struct JackServer {
 }
 
 impl JackServer {
+    /// An error naming the Debian package of a missing binary or library.
+    pub fn check_installed() -> Result {
+        need("jackd", "jackd2")?;
+        ffi::Jack::load().map(drop)
+    }
+
     /// Starts `jackd` with the dummy driver at `rate` Hz, `period` frames per cycle.
     pub fn start(rate: u32, period: u32) -> Result<JackServer> {
         let bin = need("jackd", "jackd2")?;
@@ -54,7 +59,10 @@ impl JackServer {
             RUNS.fetch_add(1, Ordering::Relaxed)
         );
         let mut cmd = Command::new(bin);
-        cmd.args(["-n", &name, "-r", "-d", "dummy"])
+        // Realtime scheduling where the machine allows it (as root, or with the rtprio
+        // limit): the dummy driver's thread must wake on time while QEMU emulates beside it;
+        // where it is refused jackd only logs it and runs without.
+        cmd.args(["-n", &name, "-R", "-d", "dummy"])
             .args(["-r", &rate.to_string(), "-p", &period.to_string()])
             .current_dir(dir.path());
         let daemon = Daemon::spawn(
@@ -137,11 +145,11 @@ impl JackServer {
     /// its `cap_N` outputs.
     pub fn qemu_audiodev(&self, id: &str, channels: u16, timer_period_us: u32) -> String {
         format!(
-            "jack,id={id},server-name={},out.client-name=qemu,in.client-name=qemu,\
-             out.exact-name=on,in.exact-name=on,out.connect-ports=^{TAP}:rec_,\
-             in.connect-ports=^{TAP}:cap_,out.channels={channels},in.channels={channels},\
-             timer-period={timer_period_us}",
-            self.name
+            "jack,id={id},out.server-name={name},in.server-name={name},out.client-name=qemu,\
+             in.client-name=qemu,out.exact-name=on,in.exact-name=on,\
+             out.connect-ports=^{TAP}:rec_,in.connect-ports=^{TAP}:cap_,\
+             out.channels={channels},in.channels={channels},timer-period={timer_period_us}",
+            name = self.name
         )
     }
 
@@ -229,7 +237,8 @@ struct Shared {
     /// The tap's ports (registered before activation, never changed after).
     rec_ports: Vec<usize>,
     cap_ports: Vec<usize>,
-    /// Interleaved 16-bit frames recorded so far; at most `capacity` samples.
+    /// Interleaved 16-bit frames recorded so far while the first `rec_N` port was
+    /// connected; at most `capacity` samples.
     recorded: Mutex<Vec<i16>>,
     capacity: usize,
     /// Samples that did not fit.
@@ -240,6 +249,8 @@ struct Shared {
     playing: AtomicBool,
     cap_pos: AtomicUsize,
     xruns: AtomicU32,
+    /// `xruns` when [`Tap::play`] was called.
+    xruns_before_play: AtomicU32,
     shutdown: AtomicBool,
     /// (frames before the cycle, when the cycle ran) of the first and the latest cycle.
     first: Mutex<Option<(u64, Instant)>>,
@@ -278,7 +289,14 @@ unsafe extern "C" fn process(nframes: ffi::Nframes, arg: *mut c_void) -> c_int {
         }
     };
     let ch = s.rec_ports.len();
-    {
+    // Record only while something plays into the tap (QEMU's output client exists from the
+    // guest's PREPARE on): what comes before is silence the capacity need not hold.
+    // SAFETY: a registered port of the client whose callback this is.
+    let connected = s
+        .rec_ports
+        .first()
+        .is_some_and(|&p| unsafe { (s.jack.port_connected)(p as *const c_void) } > 0);
+    if connected {
         let rec: Vec<&mut [f32]> = s.rec_ports.iter().map(|&p| buffer(p)).collect();
         let mut out = crate::lock(&s.recorded);
         for i in 0..n {
@@ -334,6 +352,8 @@ pub struct Tap {
 pub struct TapStats {
     /// Xruns the server reported to the tap.
     pub xruns: u32,
+    /// Those since [`Tap::play`] (all of them if it was not called).
+    pub xruns_while_playing: u32,
     /// Frames the server ran while the tap was active.
     pub frames: u64,
     /// The server's frames against the monotonic clock over the run, in ppm from its rate
@@ -389,6 +409,7 @@ impl Tap {
             playing: AtomicBool::new(false),
             cap_pos: AtomicUsize::new(0),
             xruns: AtomicU32::new(0),
+            xruns_before_play: AtomicU32::new(0),
             shutdown: AtomicBool::new(false),
             first: Mutex::new(None),
             last: Mutex::new(None),
@@ -424,7 +445,10 @@ impl Tap {
 
     /// Starts playing the microphone's input from its first frame.
     pub fn play(&self) {
-        self.shared.playing.store(true, Ordering::Release);
+        let s = &self.shared;
+        s.xruns_before_play
+            .store(s.xruns.load(Ordering::Relaxed), Ordering::Relaxed);
+        s.playing.store(true, Ordering::Release);
     }
 
     /// Connects its own `cap_N` outputs to its `rec_N` inputs (a loop with no QEMU, to
@@ -462,6 +486,8 @@ impl Tap {
         };
         TapStats {
             xruns: s.xruns.load(Ordering::Relaxed),
+            xruns_while_playing: s.xruns.load(Ordering::Relaxed)
+                - s.xruns_before_play.load(Ordering::Relaxed),
             frames: s.frames.load(Ordering::Relaxed),
             server_drift_ppm: drift,
             recorded_samples: crate::lock(&s.recorded).len(),

@@ -15,8 +15,11 @@
 //!   `@@virtio_sound exit N`;
 //! - [`run`]: QEMU, with the serial console captured line by line and a timeout;
 //! - [`results`]: the guest's `@@virtio_sound result {json}` lines and the run's verdict, and
-//!   QEMU's wav audio backend as the recording of what the device played.
+//!   QEMU's wav audio backend as the recording of what the device played;
+//! - [`backend`]: a boot with a private PulseAudio or JACK server as QEMU's backend, which
+//!   records what the device played and plays what the add-on records.
 
+pub mod backend;
 pub mod debian;
 mod initramfs;
 pub mod prereq;
@@ -34,5 +37,7 @@ pub const RESULT_MARK: &str = "@@virtio_sound result ";
 pub const EXIT_MARK: &str = "@@virtio_sound exit ";
 /// The add-on's path in the guest.
 pub const GUEST_ADDON: &str = "/virtio_sound";
+/// What the guest prints just before a stream's first exchange (`sim_guest::STREAMING_MARK`).
+pub const STREAMING_MARK: &str = "@@virtio_sound streaming";
 /// The input WAV's path in the guest.
 pub const GUEST_INPUT: &str = "/in.wav";

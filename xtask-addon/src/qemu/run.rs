@@ -28,6 +28,9 @@ pub enum Audiodev {
     /// Discards the output; input is silence. `frequency`: the stream's rate (sets the
     /// audio timer, see [`timer_period_us`]).
     None { frequency: u32 },
+    /// A sound server's backend (`pa`, `jack`): the whole option, made by `host_audio`
+    /// for its private server, with id `snd0`.
+    Server(String),
 }
 
 /// QEMU's audio timer period for a stream at `hz`. Each tick of QEMU's mixing engine moves
@@ -61,6 +64,7 @@ impl Audiodev {
             Audiodev::None { frequency } => {
                 format!("none,id=snd0,timer-period={}", timer_period_us(*frequency))
             }
+            Audiodev::Server(option) => option.clone(),
         }
     }
 }
@@ -77,6 +81,34 @@ pub struct GuestRun {
     pub timeout: Duration,
     /// Copy every console line to standard error as it arrives.
     pub echo: bool,
+    /// Where QEMU's `isa-debugcon` device (port 0xe9, `sim-guest --record`) writes what
+    /// the guest sends it; no such device without it.
+    pub debugcon: Option<PathBuf>,
+    /// Environment variables for QEMU (a sound server's client settings).
+    pub env: Vec<(&'static str, PathBuf)>,
+}
+
+/// What runs beside QEMU during a boot: it sees every console line as it arrives and is
+/// asked every [`WATCH_PERIOD`] whether all is well (a sound server that died). An error
+/// from either ends the run: QEMU is killed and the error returned.
+pub trait Watcher {
+    fn line(&mut self, line: &str) -> Result;
+    fn tick(&mut self) -> Result;
+}
+
+/// How often a [`Watcher`] is asked.
+pub const WATCH_PERIOD: Duration = Duration::from_millis(200);
+
+/// Watches nothing.
+pub struct NoWatcher;
+
+impl Watcher for NoWatcher {
+    fn line(&mut self, _: &str) -> Result {
+        Ok(())
+    }
+    fn tick(&mut self) -> Result {
+        Ok(())
+    }
 }
 
 impl Default for GuestRun {
@@ -87,6 +119,8 @@ impl Default for GuestRun {
             audiodev: Audiodev::None { frequency: 48000 },
             timeout: Duration::from_secs(120),
             echo: false,
+            debugcon: None,
+            env: Vec::new(),
         }
     }
 }
@@ -189,6 +223,11 @@ impl Guest {
     /// hypervisors cannot emulate what the kernel's decompressor does), the run is repeated
     /// with TCG, and later runs of this process use TCG.
     pub fn run(&self, run: &GuestRun) -> Result<GuestOutput> {
+        self.run_watched(run, &mut NoWatcher)
+    }
+
+    /// [`Guest::run`] with `watcher` beside it.
+    pub fn run_watched(&self, run: &GuestRun, watcher: &mut dyn Watcher) -> Result<GuestOutput> {
         let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
         let image = initramfs(
             &read(&self.busybox)?,
@@ -210,7 +249,7 @@ impl Guest {
             ..self.clone()
         };
         let cmd = guest.command(accel, &initrd, run, dir.path());
-        match run_qemu(cmd, run.timeout, run.echo)? {
+        match run_qemu(cmd, run.timeout, run.echo, watcher)? {
             Qemu::Done(out) => out,
             Qemu::KvmFailed(why) if std::env::var(ACCEL_ENV).unwrap_or_default().is_empty() => {
                 KVM_BROKEN.store(true, Ordering::Relaxed);
@@ -219,6 +258,7 @@ impl Guest {
                     guest.command(Accel::Tcg, &initrd, run, dir.path()),
                     run.timeout,
                     run.echo,
+                    watcher,
                 )? {
                     Qemu::Done(out) => out,
                     Qemu::KvmFailed(why) => Err(why.into()),
@@ -249,7 +289,17 @@ impl Guest {
                 "-device",
                 "isa-debug-exit,iobase=0xf4,iosize=0x04",
             ])
-            .current_dir(dir)
+            .current_dir(dir);
+        if let Some(path) = &run.debugcon {
+            let path = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+            cmd.arg("-chardev")
+                .arg(format!(
+                    "file,id=rec,path={}",
+                    path.display().to_string().replace(',', ",,")
+                ))
+                .args(["-device", "isa-debugcon,iobase=0xe9,chardev=rec"]);
+        }
+        cmd.envs(run.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -278,7 +328,12 @@ enum Line {
 
 /// Runs QEMU, collecting the console until it exits or `timeout` passes. The error is QEMU
 /// not starting.
-fn run_qemu(mut cmd: Command, timeout: Duration, echo: bool) -> Result<Qemu> {
+fn run_qemu(
+    mut cmd: Command,
+    timeout: Duration,
+    echo: bool,
+    watcher: &mut dyn Watcher,
+) -> Result<Qemu> {
     let kvm = cmd.get_args().any(|a| a == "kvm");
     let started = Instant::now();
     let mut child = cmd.spawn().map_err(|e| format!("cannot run {QEMU}: {e}"))?;
@@ -322,20 +377,41 @@ fn run_qemu(mut cmd: Command, timeout: Duration, echo: bool) -> Result<Qemu> {
         }
     };
     let mut timed_out = false;
+    let mut watch_failed = None;
+    let mut next_tick = Instant::now() + WATCH_PERIOD;
     loop {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        let wait = deadline.min(next_tick);
+        match rx.recv_timeout(wait.saturating_duration_since(Instant::now())) {
             Ok(line) => {
+                if let Line::Console(text) = &line {
+                    if let Err(e) = watcher.line(text) {
+                        watch_failed = Some(e);
+                    }
+                }
                 take(line, &mut out, &mut kvm_failed);
-                if kvm_failed.is_some() {
+                if kvm_failed.is_some() || watch_failed.is_some() {
                     break;
                 }
             }
+            Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 timed_out = true;
                 break;
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
+        if Instant::now() >= next_tick {
+            next_tick = Instant::now() + WATCH_PERIOD;
+            if let Err(e) = watcher.tick() {
+                watch_failed = Some(e);
+                break;
+            }
+        }
+    }
+    if let Some(e) = watch_failed {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(e);
     }
     let status = loop {
         match child.try_wait() {
@@ -446,6 +522,8 @@ mod tests {
             },
             timeout: Duration::from_secs(60),
             echo: false,
+            debugcon: None,
+            env: Vec::new(),
         };
         let out = guest.run(&run).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(out.exit, Some(0));
