@@ -65,9 +65,10 @@ pub struct QemuArgs {
     /// Write everything measured as JSON.
     #[arg(long)]
     pub report: Option<PathBuf>,
-    /// Seconds before QEMU is killed.
-    #[arg(long, default_value_t = 120)]
-    pub timeout: u64,
+    /// Seconds before QEMU is killed (default: 120 plus twice the audio's length: an
+    /// emulated guest boots in tens of seconds and plays in real time).
+    #[arg(long)]
+    pub timeout: Option<u64>,
 }
 
 /// Rates of `--sweep`.
@@ -88,6 +89,14 @@ pub fn qemu_rates() -> Vec<u32> {
 }
 
 impl QemuArgs {
+    /// `--timeout`, or 120 s plus twice `seconds` of audio.
+    pub fn timeout_for(&self, seconds: f64) -> Duration {
+        Duration::from_secs(
+            self.timeout
+                .unwrap_or(120 + (2.0 * seconds.max(0.0)).ceil() as u64),
+        )
+    }
+
     /// Refuses every option out of range, with the valid range, before anything runs.
     pub fn check(&self) -> Result {
         let rates = qemu_rates();
@@ -99,10 +108,9 @@ impl QemuArgs {
         if let Some(hz) = self.cycle {
             check_rate("--cycle", hz, &rates, what)?;
         }
-        if !TIMEOUT.contains(&self.timeout) {
+        if let Some(t) = self.timeout.filter(|t| !TIMEOUT.contains(t)) {
             return Err(format!(
-                "--timeout {}: out of range; use {} to {} (seconds)",
-                self.timeout,
+                "--timeout {t}: out of range; use {} to {} (seconds)",
                 TIMEOUT.start(),
                 TIMEOUT.end()
             )
@@ -350,7 +358,7 @@ pub fn run(args: &QemuArgs) -> Result {
                 .into(),
         );
     }
-    let timeout = Duration::from_secs(args.timeout);
+    let timeout = args.timeout_for(args.stream.seconds);
     let guest = Guest::prepare(args.stream.addon.as_deref())?;
     let mut report = Vec::new();
     if args.backend == Backend::None && !(args.capture || args.cycle.is_some()) {
@@ -534,7 +542,11 @@ fn run_server(args: &QemuArgs) -> Result {
         cap: cap.as_ref(),
         rate: wav.rate,
         channels: wav.channels,
-        timeout: Duration::from_secs(args.timeout),
+        timeout: args.timeout_for(
+            (wav.frames() as f64 / f64::from(wav.rate))
+                .max(cap.as_ref().map_or(0.0, |c| c.frames() as f64 / f64::from(c.rate)))
+                + backend::CAPTURE_MARGIN_S,
+        ),
     };
     let run = backend::boot(&guest, &boot)?;
     let out_cmp = run.out.as_ref().and_then(|o| compare(&wav, o));
