@@ -415,6 +415,7 @@ fn simulator_and_client_are_independent_of_the_driver() {
         "virtio-pci-uio",
         "hmulti-client",
         "sim-guest",
+        "hpkg-writer",
     ] {
         let r = reaches(&m, c);
         for d in ["driver", "virtio-sound-addon"] {
@@ -458,6 +459,7 @@ fn unsafe_only_where_allowed() {
         "xtask/src/lib.rs",
         "xtask/src/main.rs",
         "xtask-addon/src/main.rs",
+        "hpkg-writer/src/lib.rs",
     ] {
         assert!(
             read(lib).contains("#![forbid(unsafe_code)]"),
