@@ -1,4 +1,5 @@
-//! `cargo xtask build-haiku`: the add-on a Haiku user installs.
+//! `cargo xtask build-haiku`: the add-on a Haiku user installs, its install tree and its
+//! package ([`crate::package`]).
 //!
 //! Stable Rust has no Haiku kernel target, so the driver is built for the host target as a
 //! `no_std` cdylib with the code-generation and link flags that make a file Haiku's kernel
@@ -258,6 +259,11 @@ pub fn build_variant(variant: Variant) -> Result<PathBuf> {
     println!(
         "install tree: {} (copy its contents into /boot of the Haiku guest)",
         install.display()
+    );
+    let package = crate::package::write(&addon, None, &out)?;
+    println!(
+        "package: {} (or drop it into /boot/system/packages)",
+        package.display()
     );
     Ok(addon)
 }

@@ -7,10 +7,13 @@
 //!   debugger walk the add-on's stack?
 //! - `sim`: play through the built add-on in the Haiku kernel simulator
 //! - `qemu`: the same against QEMU's virtio-sound-pci device, in a Linux guest
+//! - `package`: the Haiku package of the add-on (`build-haiku` writes it too), or
+//!   `--list FILE.hpkg`
 #![forbid(unsafe_code)]
 
 mod audit;
 mod haiku;
+mod package;
 mod qemu;
 mod qemucmd;
 mod simcmd;
@@ -48,6 +51,8 @@ enum Cmd {
     Sim(simcmd::SimArgs),
     #[command(about = forward::QEMU)]
     Qemu(qemucmd::QemuArgs),
+    #[command(about = forward::PACKAGE_CMD)]
+    Package(package::PackageArgs),
     #[command(about = forward::AUDIT)]
     Audit {
         /// The add-on (an ELF shared object).
@@ -61,6 +66,7 @@ fn main() -> ExitCode {
         Cmd::Sim(args) => simcmd::run(&args),
         Cmd::Qemu(args) => qemucmd::run(&args),
         Cmd::Audit { file } => audit::run(&file),
+        Cmd::Package(args) => package::run(&args),
         Cmd::BuildHaiku { overflow_checks } => {
             haiku::build_variant(haiku::Variant { overflow_checks }).map(|_| ())
         }

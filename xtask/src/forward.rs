@@ -12,8 +12,8 @@ use std::process::ExitCode;
 /// The package whose binary runs these commands.
 pub const PACKAGE: &str = "xtask-addon";
 
-pub const BUILD_HAIKU: &str =
-    "Build the Haiku add-on: target/haiku/virtio_sound (audited) and target/haiku/install/";
+pub const BUILD_HAIKU: &str = "Build the Haiku add-on: target/haiku/virtio_sound (audited), \
+    target/haiku/install/ and the package target/haiku/virtio_sound-VERSION-1-x86_64.hpkg";
 pub const SIM: &str =
     "Play a WAV file (or a sine) through the built add-on in the Haiku kernel simulator";
 pub const QEMU: &str = "Play a WAV file (or a sine) through the built add-on against QEMU's \
@@ -21,12 +21,16 @@ pub const QEMU: &str = "Play a WAV file (or a sine) through the built add-on aga
 pub const AUDIT: &str = "Check a built add-on against every rule of Haiku's kernel ELF loader, \
     and that Haiku's kernel debugger can walk its stack (frame pointers)";
 
+pub const PACKAGE_CMD: &str = "Write the Haiku package of the built add-on, \
+    target/haiku/virtio_sound-VERSION-1-x86_64.hpkg; --list FILE.hpkg prints one";
+
 /// The forwarded commands, as typed after `cargo xtask`, with their descriptions.
-pub const COMMANDS: [(&str, &str); 4] = [
+pub const COMMANDS: [(&str, &str); 5] = [
     ("build-haiku", BUILD_HAIKU),
     ("sim", SIM),
     ("qemu", QEMU),
     ("audit", AUDIT),
+    ("package", PACKAGE_CMD),
 ];
 
 /// Whether `name` is one of [`COMMANDS`].

@@ -100,6 +100,8 @@ enum Cmd {
     Qemu(Forwarded),
     #[command(about = forward::AUDIT, disable_help_flag = true)]
     Audit(Forwarded),
+    #[command(about = forward::PACKAGE_CMD, disable_help_flag = true)]
+    Package(Forwarded),
 }
 
 /// The arguments of a command `xtask-addon` runs, passed on as they are (its own parser
@@ -139,7 +141,7 @@ fn main() -> ExitCode {
         Cmd::Test => run_tests(),
         Cmd::Setup { check } => setup::run(check),
         Cmd::Bench => bench::run(),
-        Cmd::BuildHaiku(_) | Cmd::Sim(_) | Cmd::Qemu(_) | Cmd::Audit(_) => {
+        Cmd::BuildHaiku(_) | Cmd::Sim(_) | Cmd::Qemu(_) | Cmd::Audit(_) | Cmd::Package(_) => {
             // The command's name and its arguments, exactly as given.
             return forward::run(&argv);
         }

@@ -208,6 +208,7 @@ fn help_lists_every_command() {
             "sim",
             "qemu",
             "audit",
+            "package",
             "help"
         ],
         "{out}"
