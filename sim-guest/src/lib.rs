@@ -13,7 +13,9 @@
 //! - `cycle --rate R --rate2 R2 --seconds S`: play, stop, reconfigure to R2 and play, close,
 //!   reopen and play again, in one boot.
 //!
-//! Every mode also takes `--addon PATH` (default `/virtio_sound`) and `--device-channels N`
+//! Every mode also takes `--addon PATH` (default `/virtio_sound`), `--settings FILE` (the
+//! driver's settings file, as Haiku's `load_driver_settings` would give it) and
+//! `--device-channels N`
 //! (prepare QEMU's streams with N channels first: QEMU reports the channel count of the
 //! last PREPARE as the streams' maximum, so a 1 here makes it a mono device).
 //!
@@ -57,6 +59,8 @@ pub struct Args {
     pub record: bool,
     /// `play`: the least the stream lasts, in seconds (silence after the input).
     pub min_seconds: f64,
+    /// The driver's settings file (`~/config/settings/kernel/drivers/virtio_sound`).
+    pub settings: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,7 +72,8 @@ pub enum Mode {
 
 const USAGE: &str = "usage: sim-guest play|capture|cycle [--addon PATH] [--input WAV] \
                      [--rate HZ] [--rate2 HZ] [--format s16|s32|float|u8] [--seconds S] \
-                     [--device-channels N] [--record] [--min-seconds S]";
+                     [--device-channels N] [--record] [--min-seconds S] \
+                     [--settings FILE]";
 
 impl Args {
     pub fn parse(argv: &[String]) -> Result<Args, String> {
@@ -91,6 +96,7 @@ impl Args {
             device_channels: None,
             record: false,
             min_seconds: 0.0,
+            settings: None,
         };
         while let Some(flag) = it.next() {
             if flag == "--record" && a.mode == Mode::Cycle {
@@ -109,6 +115,7 @@ impl Args {
             };
             match flag.as_str() {
                 "--record" => a.record = true,
+                "--settings" => a.settings = Some(value()?),
                 "--min-seconds" => a.min_seconds = number(value()?)?,
                 "--addon" => a.addon = value()?,
                 "--input" => a.input = Some(value()?),
@@ -470,7 +477,11 @@ mod real {
         }
         let device = Arc::new(device);
         let bus: Arc<dyn BusDevice> = device.clone();
-        let addon = Addon::load_on(Path::new(&args.addon), kernel, bus, None)
+        let settings = match &args.settings {
+            Some(p) => Some(std::fs::read_to_string(p).map_err(|e| format!("{p}: {e}"))?),
+            None => None,
+        };
+        let addon = Addon::load_on(Path::new(&args.addon), kernel, bus, settings.as_deref())
             .map_err(|e| format!("loading {}: {e}", args.addon))?;
         Ok((addon, device))
     }
@@ -743,6 +754,8 @@ mod tests {
         let a = Args::parse(&argv("play --input /in.wav --record --min-seconds 4.5")).unwrap();
         assert!(a.record);
         assert_eq!(a.min_seconds, 4.5);
+        let a = Args::parse(&argv("capture --settings /s")).unwrap();
+        assert_eq!(a.settings.as_deref(), Some("/s"));
         for (bad, says) in [
             ("", "usage"),
             ("dance", "unknown mode"),

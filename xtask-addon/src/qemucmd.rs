@@ -47,6 +47,10 @@ pub struct QemuArgs {
     /// Not available here: the device is QEMU's (see --channels).
     #[arg(long)]
     pub device_config: Option<PathBuf>,
+    /// The driver's settings file for the run (as in
+    /// `~/config/settings/kernel/drivers/virtio_sound`: frames_per_buffer, buffer_count...).
+    #[arg(long, value_name = "FILE")]
+    pub driver_settings: Option<PathBuf>,
     /// Play random noise at 44.1, 48, 96, 192 and 384 kHz (or `--rates`), one boot each,
     /// and print a table; `--seconds` long each.
     #[arg(long)]
@@ -359,7 +363,10 @@ pub fn run(args: &QemuArgs) -> Result {
         );
     }
     let timeout = args.timeout_for(args.stream.seconds);
-    let guest = Guest::prepare(args.stream.addon.as_deref())?;
+    let guest = Guest {
+        settings: args.driver_settings.clone(),
+        ..Guest::prepare(args.stream.addon.as_deref())?
+    };
     let mut report = Vec::new();
     if args.backend == Backend::None && !(args.capture || args.cycle.is_some()) {
         return Err("--backend none: use --capture or --cycle (it records nothing played)".into());
@@ -535,7 +542,10 @@ fn run_server(args: &QemuArgs) -> Result {
         Backend::Pa => host_audio::pulse::PulseServer::check_installed()?,
         _ => host_audio::jack::JackServer::check_installed()?,
     }
-    let guest = Guest::prepare(args.stream.addon.as_deref())?;
+    let guest = Guest {
+        settings: args.driver_settings.clone(),
+        ..Guest::prepare(args.stream.addon.as_deref())?
+    };
     let boot = ServerBoot {
         backend,
         play: plays.then_some(&wav),
@@ -543,9 +553,10 @@ fn run_server(args: &QemuArgs) -> Result {
         rate: wav.rate,
         channels: wav.channels,
         timeout: args.timeout_for(
-            (wav.frames() as f64 / f64::from(wav.rate))
-                .max(cap.as_ref().map_or(0.0, |c| c.frames() as f64 / f64::from(c.rate)))
-                + backend::CAPTURE_MARGIN_S,
+            (wav.frames() as f64 / f64::from(wav.rate)).max(
+                cap.as_ref()
+                    .map_or(0.0, |c| c.frames() as f64 / f64::from(c.rate)),
+            ) + backend::CAPTURE_MARGIN_S,
         ),
     };
     let run = backend::boot(&guest, &boot)?;
@@ -588,6 +599,15 @@ fn run_server(args: &QemuArgs) -> Result {
         s.cue_to_cap_us
             .map_or("-".into(), |us| format!("{:.1} ms", us as f64 / 1000.0)),
     );
+    if let Some(server) = s.drift_ppm {
+        // The guest's clock follows the host's (kvmclock, or TCG's host-based clock), so
+        // the device's rate against the server's clock is the difference.
+        println!(
+            "  against the server's clock: playback {:+.0} ppm, capture {:+.0} ppm",
+            num(&g, "drift_ppm") - server,
+            num(&g, "record_drift_ppm") - server
+        );
+    }
     save(
         args.out.as_deref(),
         run.out.as_ref(),

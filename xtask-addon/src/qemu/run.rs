@@ -187,7 +187,12 @@ pub struct Guest {
     pub runner: PathBuf,
     /// The add-on, as `/virtio_sound`.
     pub addon: PathBuf,
+    /// The driver's settings file, as `/virtio_sound.settings` (`sim-guest --settings`).
+    pub settings: Option<PathBuf>,
 }
+
+/// The driver's settings file's path in the guest.
+pub const GUEST_SETTINGS: &str = "/virtio_sound.settings";
 
 impl Guest {
     /// Checks QEMU, builds the add-on (unless given) and `sim-guest`, and fetches the kernel
@@ -205,6 +210,7 @@ impl Guest {
             busybox,
             runner,
             addon,
+            settings: None,
         })
     }
 
@@ -229,13 +235,18 @@ impl Guest {
     /// [`Guest::run`] with `watcher` beside it.
     pub fn run_watched(&self, run: &GuestRun, watcher: &mut dyn Watcher) -> Result<GuestOutput> {
         let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+        let (mut args, mut files) = (run.args.clone(), run.files.clone());
+        if let Some(s) = &self.settings {
+            args.extend(["--settings".into(), GUEST_SETTINGS.into()]);
+            files.push((GUEST_SETTINGS.into(), read(s)?));
+        }
         let image = initramfs(
             &read(&self.busybox)?,
             &read(&self.runner)?,
             &read(&self.addon)?,
             &guest_modules(&self.kernel),
-            &run.args,
-            &run.files,
+            &args,
+            &files,
         )?;
         let dir = run_dir()?;
         let initrd = dir.path().join("initramfs.cpio");
@@ -510,6 +521,7 @@ mod tests {
             busybox,
             runner,
             addon: PathBuf::from("/bin/sh"),
+            settings: None,
         };
         let wav = dir.path().join("out.wav");
         let run = GuestRun {
