@@ -215,7 +215,10 @@ fn a_server_that_dies_fails_the_run_and_leaves_nothing() {
     let deadline = Instant::now() + Duration::from_secs(600);
     let killed = loop {
         let found = processes_with("/tmp/vsnd-pa-");
-        if let Some((pid, _)) = found.iter().find(|(_, c)| c.starts_with("pulseaudio")) {
+        if let Some((pid, _)) = found
+            .iter()
+            .find(|(_, c)| c.contains("pulseaudio --daemonize"))
+        {
             std::thread::sleep(Duration::from_secs(3));
             let _ = std::process::Command::new("kill")
                 .args(["-KILL", &pid.to_string()])
