@@ -15,12 +15,17 @@
 //! `qemu-system-x86`, its version checked afterwards) only when `VIRTIO_SOUND_QEMU_KERNEL`
 //! gives one; otherwise the QEMU tests cannot run there, and setup says so.
 //!
+//! vhost-device-sound (the QEMU tests' second device) is a Rust program published as a crate: it is
+//! installed as a user installs it, with `cargo install` of a pinned version into the user's
+//! cargo bin directory (as this user, not root, after the Debian packages it builds with), and
+//! found on `PATH` or in that directory.
+//!
 //! The QEMU tests skip without QEMU unless `CI=true` or `VIRTIO_SOUND_REQUIRE_QEMU` is set, so
 //! QEMU is optional otherwise: when it cannot be installed, `cargo xtask test` warns and goes
 //! on. Everything else is required.
 
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::Result;
@@ -62,6 +67,9 @@ pub struct Prereq {
     pub scope: Scope,
     /// On Debian bookworm, it comes from bookworm-backports (and needs its source entry).
     pub backports: bool,
+    /// Installed with `cargo install` into the user's cargo bin directory, after `packages`
+    /// (what building it needs).
+    pub cargo: Option<&'static CargoCrate>,
     /// Whether it is needed on this machine at all.
     applies: fn(&OsRelease) -> bool,
     /// `Ok(what was found)` or `Err(why it is missing)`.
@@ -69,13 +77,14 @@ pub struct Prereq {
 }
 
 /// Everything `cargo xtask test` needs beyond Rust, in the order it is reported.
-pub static PREREQS: [Prereq; 9] = [
+pub static PREREQS: &[Prereq] = &[
     Prereq {
         name: "C compiler",
         purpose: "compiles the generated C headers to confirm every size and offset",
         packages: &["gcc"],
         scope: Scope::All,
         backports: false,
+        cargo: None,
         applies: always,
         detect: detect_cc,
     },
@@ -85,6 +94,7 @@ pub static PREREQS: [Prereq; 9] = [
         packages: &["binutils"],
         scope: Scope::All,
         backports: false,
+        cargo: None,
         applies: always,
         detect: detect_strip,
     },
@@ -94,6 +104,7 @@ pub static PREREQS: [Prereq; 9] = [
         packages: &["libclang-dev"],
         scope: Scope::All,
         backports: false,
+        cargo: None,
         applies: always,
         detect: detect_libclang,
     },
@@ -106,6 +117,7 @@ pub static PREREQS: [Prereq; 9] = [
         scope: Scope::All,
         // Bookworm's own is Linux 6.1's.
         backports: true,
+        cargo: None,
         applies: always,
         detect: detect_uapi_header,
     },
@@ -115,6 +127,7 @@ pub static PREREQS: [Prereq; 9] = [
         packages: &["qemu-system-x86"],
         scope: Scope::Qemu,
         backports: true,
+        cargo: None,
         applies: always,
         detect: detect_qemu,
     },
@@ -125,6 +138,7 @@ pub static PREREQS: [Prereq; 9] = [
         packages: &["pulseaudio", "pulseaudio-utils"],
         scope: Scope::Qemu,
         backports: false,
+        cargo: None,
         applies: always,
         detect: detect_pulseaudio,
     },
@@ -135,6 +149,7 @@ pub static PREREQS: [Prereq; 9] = [
         packages: &["jackd2"],
         scope: Scope::Qemu,
         backports: false,
+        cargo: None,
         applies: always,
         detect: detect_jackd,
     },
@@ -144,6 +159,7 @@ pub static PREREQS: [Prereq; 9] = [
         packages: &[],
         scope: Scope::Qemu,
         backports: true,
+        cargo: None,
         applies: kernel_from_backports,
         detect: detect_backports_source,
     },
@@ -153,8 +169,21 @@ pub static PREREQS: [Prereq; 9] = [
         packages: &[],
         scope: Scope::Qemu,
         backports: false,
+        cargo: None,
         applies: kernel_from_elsewhere,
         detect: detect_kernel_elsewhere,
+    },
+    Prereq {
+        name: "vhost-device-sound",
+        purpose: "the QEMU tests' second device (cargo xtask qemu --device vhost): rust-vmm's \
+                  virtio-sound device behind QEMU's vhost-user-snd-pci",
+        // What `cargo install` needs to build its ALSA backend.
+        packages: &["libasound2-dev", "pkg-config"],
+        scope: Scope::Qemu,
+        backports: false,
+        cargo: Some(&VHOST_SOUND),
+        applies: always,
+        detect: detect_vhost_sound,
     },
 ];
 
@@ -174,7 +203,7 @@ fn kernel_from_elsewhere(os: &OsRelease) -> bool {
 impl Prereq {
     /// Whether apt-get (and the bookworm-backports entry) can provide it here.
     pub fn installable(&self, os: &OsRelease) -> bool {
-        !self.packages.is_empty() || (self.backports && os.is_bookworm())
+        !self.packages.is_empty() || self.cargo.is_some() || (self.backports && os.is_bookworm())
     }
 }
 
@@ -227,6 +256,123 @@ fn parse_qemu_version(text: &str) -> Option<(u32, u32, u32)> {
 
 /// A guest kernel for `cargo xtask qemu` to use instead of the downloaded one (a `vmlinuz`).
 pub const KERNEL_ENV: &str = "VIRTIO_SOUND_QEMU_KERNEL";
+
+// ---------------------------------------------------------------------------------------
+// vhost-device-sound, the second device (`xtask-addon`'s `qemu --device vhost` uses these too)
+
+/// A program a user installs with `cargo install` into their cargo bin directory.
+#[derive(Debug)]
+pub struct CargoCrate {
+    /// The crate, which is also the program's name.
+    pub name: &'static str,
+    /// The one version the tests are written against (`cargo install --version`).
+    pub version: &'static str,
+    /// The rest of `cargo install`'s arguments.
+    pub args: &'static [&'static str],
+}
+
+impl CargoCrate {
+    /// `cargo install NAME --version V ARGS`, as a user types it.
+    pub fn install_command(&self) -> Vec<String> {
+        ["cargo", "install", self.name, "--version", self.version]
+            .iter()
+            .chain(self.args)
+            .map(|w| w.to_string())
+            .collect()
+    }
+
+    /// What its `--version` prints (clap's `NAME VERSION`).
+    pub fn version_line(&self) -> String {
+        format!("{} {}", self.name, self.version)
+    }
+}
+
+/// rust-vmm's vhost-device-sound, pinned: the tests were written against 0.3.0's behaviour
+/// (its null backend completes playback as soon as it is queued and never completes capture).
+/// Its default features build the GStreamer backend, which needs GStreamer 1.24 (newer than
+/// Debian bookworm's), so only the ALSA backend is built; `--locked` takes the versions of
+/// the Cargo.lock the crate is published with.
+pub static VHOST_SOUND: CargoCrate = CargoCrate {
+    name: "vhost-device-sound",
+    version: "0.3.0",
+    args: &[
+        "--locked",
+        "--no-default-features",
+        "--features",
+        "alsa-backend",
+    ],
+};
+
+/// The directory `cargo install` puts programs in: `$CARGO_HOME/bin`, else `~/.cargo/bin`.
+pub fn cargo_bin_dir() -> Option<PathBuf> {
+    if let Some(home) = std::env::var_os("CARGO_HOME").filter(|h| !h.is_empty()) {
+        return Some(PathBuf::from(home).join("bin"));
+    }
+    let home = std::env::var_os("HOME").filter(|h| !h.is_empty())?;
+    Some(PathBuf::from(home).join(".cargo").join("bin"))
+}
+
+/// `name` on `PATH`, else in [`cargo_bin_dir`] (which a user's `PATH` may not name).
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(cargo_bin_dir())
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// vhost-device-sound as the tests need it: found, [`VHOST_SOUND`]'s version, with the ALSA
+/// backend. `Err` says what is wrong and the command that installs it.
+pub fn vhost_sound() -> std::result::Result<PathBuf, String> {
+    let c = &VHOST_SOUND;
+    let install = format!("Install it with `{}`", c.install_command().join(" "));
+    let Some(path) = find_program(c.name) else {
+        let bin = cargo_bin_dir().map_or_else(
+            || "cargo's bin directory".to_string(),
+            |d| d.display().to_string(),
+        );
+        return Err(format!(
+            "{} is neither on PATH nor in {bin}. {install}.",
+            c.name
+        ));
+    };
+    let shown = path.display().to_string();
+    let version = first_line(&shown, &["--version"])?;
+    if version != c.version_line() {
+        return Err(format!(
+            "{shown} says {version:?}, not {:?}. {install}.",
+            c.version_line()
+        ));
+    }
+    let help = Command::new(&path)
+        .arg("--help")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("`{shown} --help` cannot run: {e}"))?;
+    let help = String::from_utf8_lossy(&help.stdout);
+    if !backend_names(&help).contains(&"alsa") {
+        return Err(format!(
+            "{shown} was built without its ALSA backend (--backend offers {:?}). {install}.",
+            backend_names(&help)
+        ));
+    }
+    Ok(path)
+}
+
+/// The backends in vhost-device-sound's `--help`: the line
+/// `--backend <BACKEND>  audio backend to be used [possible values: null, alsa]`.
+pub fn backend_names(help: &str) -> Vec<&str> {
+    help.lines()
+        .find(|l| l.trim_start().starts_with("--backend"))
+        .and_then(|l| l.split("[possible values: ").nth(1))
+        .and_then(|rest| rest.split(']').next())
+        .map(|list| list.split(',').map(str::trim).collect())
+        .unwrap_or_default()
+}
+
+fn detect_vhost_sound() -> std::result::Result<String, String> {
+    vhost_sound().map(|p| format!("{} ({})", p.display(), VHOST_SOUND.version_line()))
+}
 
 // ---------------------------------------------------------------------------------------
 // Detection
@@ -604,11 +750,15 @@ pub enum Step {
     },
     /// Run a command (as root).
     Run(Vec<String>),
+    /// Run a command as this user (`cargo install`, into the user's own cargo bin
+    /// directory); `cargo` is the cargo running xtask (`$CARGO`) when there is one.
+    User(Vec<String>),
 }
 
 /// The steps that install `missing` on a machine with apt: the bookworm-backports entry (on
 /// Debian bookworm, when something comes from there and no entry exists), `apt-get update`,
-/// then one `apt-get install` from the release and one from bookworm-backports.
+/// then one `apt-get install` from the release and one from bookworm-backports, then each
+/// `cargo install` (after the packages it builds with).
 pub fn plan(
     missing: &[&Prereq],
     os: &OsRelease,
@@ -657,6 +807,9 @@ pub fn plan(
             ]
             .concat(),
         )));
+    }
+    for c in missing.iter().filter_map(|p| p.cargo) {
+        steps.push(Step::User(c.install_command()));
     }
     Ok(steps)
 }
@@ -766,6 +919,23 @@ fn run_step(step: &Step, root: Root) -> Result {
                 return Err(format!("`{shown}` failed ({status})").into());
             }
         }
+        Step::User(argv) => {
+            let shown = argv.join(" ");
+            eprintln!("==> {shown}");
+            let mut program = argv[0].clone();
+            if program == "cargo" {
+                if let Ok(cargo) = std::env::var("CARGO") {
+                    program = cargo;
+                }
+            }
+            let status = Command::new(&program)
+                .args(&argv[1..])
+                .status()
+                .map_err(|e| format!("`{shown}` cannot run ({program}): {e}"))?;
+            if !status.success() {
+                return Err(format!("`{shown}` failed ({status})").into());
+            }
+        }
     }
     Ok(())
 }
@@ -810,6 +980,8 @@ fn describe(missing: &[(&Prereq, &str)], os: &OsRelease, qemu_required: bool) ->
         .map(|(p, why)| {
             let from = if p.packages.is_empty() {
                 String::new()
+            } else if p.cargo.is_some() {
+                format!("; built with Debian's {}", p.packages.join(" "))
             } else if os.is_bookworm() && p.backports {
                 format!("; Debian: {} from {BACKPORTS}", p.packages.join(" "))
             } else {
@@ -1232,11 +1404,60 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
                 words("apt-get update"),
                 words(
                     "apt-get install -y --no-install-recommends gcc binutils libclang-dev \
-                     pulseaudio pulseaudio-utils jackd2"
+                     pulseaudio pulseaudio-utils jackd2 libasound2-dev pkg-config"
                 ),
                 words("apt-get install -y -t bookworm-backports linux-libc-dev qemu-system-x86"),
+                // As this user, after the packages it is built with.
+                Step::User(
+                    "cargo install vhost-device-sound --version 0.3.0 --locked \
+                     --no-default-features --features alsa-backend"
+                        .split_whitespace()
+                        .map(str::to_string)
+                        .collect()
+                ),
             ]
         );
+    }
+
+    /// vhost-device-sound alone: its build packages as root, then `cargo install` as the user;
+    /// it is a QEMU-tests prerequisite, left alone where QEMU cannot run the tests.
+    #[test]
+    fn plan_for_vhost_device_sound() {
+        let vhost = prereq("vhost-device-sound");
+        let noble = parse_os_release("ID=ubuntu\nID_LIKE=debian\nVERSION_CODENAME=noble\n");
+        let steps = plan(&[vhost], &noble, &Sources::default()).unwrap();
+        assert_eq!(
+            steps[..2],
+            [
+                words("apt-get update"),
+                words("apt-get install -y --no-install-recommends libasound2-dev pkg-config"),
+            ]
+        );
+        let Step::User(argv) = &steps[2] else {
+            panic!("{steps:?}")
+        };
+        assert_eq!(argv.join(" "), "cargo install vhost-device-sound --version 0.3.0 --locked --no-default-features --features alsa-backend");
+        assert_eq!(steps.len(), 3);
+        assert!(vhost.installable(&noble));
+        let kernel = prereq("a guest kernel for QEMU");
+        assert!(to_install(&[vhost, kernel], &noble).is_empty());
+    }
+
+    #[test]
+    fn backends_of_vhost_device_sound() {
+        // `vhost-device-sound --help` (0.3.0, built with --features alsa-backend).
+        let help = "A virtio-sound device using the vhost-user protocol.\n\n\
+            Usage: vhost-device-sound --socket <SOCKET> --backend <BACKEND>\n\n\
+            Options:\n      --socket <SOCKET>    vhost-user Unix domain socket path\n      \
+            --backend <BACKEND>  audio backend to be used [possible values: null, alsa]\n  \
+            -h, --help               Print help\n";
+        assert_eq!(backend_names(help), ["null", "alsa"]);
+        assert_eq!(
+            backend_names("  --backend <BACKEND>  [possible values: null]\n"),
+            ["null"]
+        );
+        assert!(backend_names("something else").is_empty());
+        assert_eq!(VHOST_SOUND.version_line(), "vhost-device-sound 0.3.0");
     }
 
     /// Linux 6.1's header (bookworm's own) is replaced by bookworm-backports' newer one, the

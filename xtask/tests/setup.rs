@@ -67,7 +67,91 @@ fn check_passes_where_the_tests_run() {
     if qemu_required_here() {
         assert!(out.contains("ok  QEMU: qemu-system-x86_64 "), "{out}");
         assert!(out.contains(" with virtio-sound-pci"), "{out}");
+        assert!(
+            out.contains("ok  vhost-device-sound: ")
+                && out.contains(" (vhost-device-sound 0.3.0)\n"),
+            "{out}"
+        );
     }
+}
+
+/// The exact `cargo install` command of vhost-device-sound, pinned.
+const VHOST_INSTALL: &str = "cargo install vhost-device-sound --version 0.3.0 --locked \
+                             --no-default-features --features alsa-backend";
+
+/// An executable shell script.
+fn script(path: &Path, text: &str) {
+    std::fs::write(path, format!("#!/bin/sh\n{text}")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// vhost-device-sound is looked for on PATH and in cargo's bin directory (`$CARGO_HOME/bin`),
+/// and must be 0.3.0 with its ALSA backend; anything else is named with the command that
+/// installs it, as optional unless QEMU is required.
+#[test]
+fn vhost_device_sound_is_found_and_checked() {
+    let bin = bin_with(&["cc", "strip"]);
+    let cargo_home = tempfile::tempdir().unwrap();
+    let home = cargo_home.path().to_str().unwrap();
+    let check = || text(&setup(&["--check"], bin.path(), &[("CARGO_HOME", home)]));
+    let out = check();
+    assert!(
+        out.contains(&format!(
+            "  - vhost-device-sound (the QEMU tests' second device (cargo xtask qemu --device \
+             vhost): rust-vmm's virtio-sound device behind QEMU's vhost-user-snd-pci): \
+             vhost-device-sound is neither on PATH nor in {home}/bin. Install it with \
+             `{VHOST_INSTALL}`.; built with Debian's libasound2-dev pkg-config (optional: the \
+             QEMU tests skip without it)\n"
+        )),
+        "{out}"
+    );
+    std::fs::create_dir(cargo_home.path().join("bin")).unwrap();
+    let fake = cargo_home.path().join("bin/vhost-device-sound");
+    let help =
+        "echo '      --backend <BACKEND>  audio backend to be used [possible values: null, alsa]'";
+    script(
+        &fake,
+        &format!("[ \"$1\" = --version ] && echo 'vhost-device-sound 0.2.0'\n{help}\n"),
+    );
+    let out = check();
+    assert!(
+        out.contains(&format!(
+            "{} says \"vhost-device-sound 0.2.0\", not \"vhost-device-sound 0.3.0\". Install it \
+             with `{VHOST_INSTALL}`.",
+            fake.display()
+        )),
+        "{out}"
+    );
+    script(
+        &fake,
+        "[ \"$1\" = --version ] && echo 'vhost-device-sound 0.3.0'\n\
+         echo '      --backend <BACKEND>  audio backend to be used [possible values: null]'\n",
+    );
+    let out = check();
+    assert!(
+        out.contains("was built without its ALSA backend (--backend offers [\"null\"])"),
+        "{out}"
+    );
+    script(
+        &fake,
+        &format!("[ \"$1\" = --version ] && echo 'vhost-device-sound 0.3.0'\n{help}\n"),
+    );
+    let out = check();
+    assert!(
+        out.contains(&format!(
+            "ok  vhost-device-sound: {} (vhost-device-sound 0.3.0)\n",
+            fake.display()
+        )),
+        "{out}"
+    );
+    // On PATH first.
+    let on_path = bin.path().join("vhost-device-sound");
+    std::fs::copy(&fake, &on_path).unwrap();
+    let out = check();
+    assert!(
+        out.contains(&format!("ok  vhost-device-sound: {} (", on_path.display())),
+        "{out}"
+    );
 }
 
 /// Without a C compiler and strip, the check fails naming them, their packages and the one
@@ -182,13 +266,31 @@ fn installing_prints_runs_and_checks_again() {
         std::fs::write(&apt, script).unwrap();
         std::fs::set_permissions(&apt, std::fs::Permissions::from_mode(0o755)).unwrap();
     };
-    let kernel = [("VIRTIO_SOUND_QEMU_KERNEL", "/nonexistent/vmlinuz")];
+    // No vhost-device-sound (an empty cargo home), and a cargo that only records its arguments.
+    let cargo_home = tempfile::tempdir().unwrap();
+    let cargo_log = bin.path().join("cargo.log");
+    let cargo = bin.path().join("fake-cargo");
+    script(
+        &cargo,
+        &format!(
+            "echo \"fake cargo $*\" >&2\necho \"$*\" >> '{}'\n",
+            cargo_log.display()
+        ),
+    );
+    let kernel = [
+        ("VIRTIO_SOUND_QEMU_KERNEL", "/nonexistent/vmlinuz"),
+        ("CARGO_HOME", cargo_home.path().to_str().unwrap()),
+        ("CARGO", cargo.to_str().unwrap()),
+    ];
 
     fake(100);
     let o = setup(&[], bin.path(), &kernel);
     let out = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
-    assert!(out.contains("==> setup: installing QEMU\n"), "{out}");
+    assert!(
+        out.contains("==> setup: installing QEMU, vhost-device-sound\n"),
+        "{out}"
+    );
     assert!(
         out.contains("==> apt-get update\nfake apt-get update\n"),
         "{out}"
@@ -198,7 +300,7 @@ fn installing_prints_runs_and_checks_again() {
         "{out}"
     );
     assert!(
-        !out.contains("apt-get install"),
+        !out.contains("apt-get install") && !cargo_log.exists(),
         "stopped at the failure:\n{out}"
     );
 
@@ -211,26 +313,54 @@ fn installing_prints_runs_and_checks_again() {
     let o = setup(&[], bin.path(), &kernel);
     let out = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
-    let install = if out.contains("-t bookworm-backports") {
-        "apt-get install -y -t bookworm-backports qemu-system-x86"
+    // vhost-device-sound's build packages come from the release, QEMU from backports on
+    // bookworm; `cargo install` runs last, as this user (no sudo or env prefix).
+    let apt: Vec<&str> = if out.contains("-t bookworm-backports") {
+        vec![
+            "apt-get update",
+            "apt-get install -y --no-install-recommends libasound2-dev pkg-config",
+            "apt-get install -y -t bookworm-backports qemu-system-x86",
+        ]
     } else {
-        "apt-get install -y qemu-system-x86"
+        vec![
+            "apt-get update",
+            "apt-get install -y --no-install-recommends qemu-system-x86 libasound2-dev pkg-config",
+        ]
     };
-    assert!(
-        out.contains(&format!(
-            "==> apt-get update\nfake apt-get update\n==> {install}\nfake {install}\n"
-        )),
-        "{out}"
-    );
+    let shown: String = apt
+        .iter()
+        .chain([&VHOST_INSTALL
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .as_str()])
+        .map(|c| format!("==> {c}\nfake {c}\n"))
+        .collect();
+    assert!(out.contains(&shown), "{out}");
+    let logged: String = apt
+        .iter()
+        .map(|c| {
+            format!(
+                "DEBIAN_FRONTEND=noninteractive {}\n",
+                c.trim_start_matches("apt-get ")
+            )
+        })
+        .collect();
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), logged);
     assert_eq!(
-        std::fs::read_to_string(&log).unwrap(),
+        std::fs::read_to_string(&cargo_log).unwrap(),
         format!(
-            "DEBIAN_FRONTEND=noninteractive update\nDEBIAN_FRONTEND=noninteractive {}\n",
-            install.trim_start_matches("apt-get ")
+            "{}\n",
+            VHOST_INSTALL
+                .split_whitespace()
+                .skip(1)
+                .collect::<Vec<_>>()
+                .join(" ")
         )
     );
     assert!(
         out.contains("error: still missing after installing:\n  - QEMU ("),
         "{out}"
     );
+    assert!(out.contains("\n  - vhost-device-sound ("), "{out}");
 }
