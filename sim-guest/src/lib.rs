@@ -280,6 +280,23 @@ pub fn exit_device(code: u8) -> Result<(), String> {
     Err("no exit device at I/O port 0xf4".into())
 }
 
+/// Whether `problem` is an area (`area N "name" (...) is still alive`) that a line of the
+/// kernel log says the driver leaks (`leaking ... (area N): why` for DMA memory,
+/// `leaking the ...-byte buffer area N: why` for the buffer area).
+pub fn announced_leak(problem: &str, log: &[String]) -> bool {
+    let Some(id) = problem
+        .strip_prefix("area ")
+        .and_then(|rest| rest.split(' ').next())
+        .filter(|_| problem.ends_with("is still alive"))
+    else {
+        return false;
+    };
+    let dma = format!("(area {id}):");
+    let buffers = format!("buffer area {id}:");
+    log.iter()
+        .any(|l| l.contains("leaking") && (l.contains(&dma) || l.contains(&buffers)))
+}
+
 #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
 pub fn exit_device(_code: u8) -> Result<(), String> {
     Err("the exit device is an x86 I/O port".into())
@@ -725,10 +742,26 @@ mod real {
                 d.close();
             }
         }
-        let out = r.out;
-        addon
-            .unload()
-            .map_err(|v| format!("unload: {}", v.join("; ")))?;
+        let mut out = r.out;
+        if let Err(problems) = addon.unload() {
+            // The driver's uninit (in unload) says what it leaks.
+            let log = kernel.log_lines();
+            // An area the driver said it leaks because the device never gave its chains back
+            // (vhost-device-sound's null backend keeps capture buffers for ever) is kept on
+            // purpose: the device may still write into it. Reported, not a failure.
+            let (kept, other): (Vec<String>, Vec<String>) = problems
+                .into_iter()
+                .partition(|p| super::announced_leak(p, &log));
+            if !other.is_empty() {
+                return Err(format!("unload: {}", other.join("; ")));
+            }
+            if let Some(last) = out.pop() {
+                out.push(
+                    last.num("areas_kept_by_device", kept.len() as f64)
+                        .str("kept_by_device", &kept.join("; ")),
+                );
+            }
+        }
         Ok(out)
     }
 }
@@ -739,6 +772,36 @@ mod tests {
 
     fn argv(s: &str) -> Vec<String> {
         s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    /// The lines `sim_kernel::SimKernel::check_clean` and the driver's `leak` calls write.
+    #[test]
+    fn only_areas_the_driver_said_it_leaks_are_kept_on_purpose() {
+        let log = [
+            "Error: leaking 20480 bytes of DMA memory (area 4): stream 1: the device holds 4 chains (reset: true)".to_owned(),
+            "Error: leaking the 16384-byte buffer area 5: stream 1: the device holds 4 chains (reset: true)".to_owned(),
+        ];
+        assert!(announced_leak(
+            "area 4 \"virtio_sound pcm headers\" (20480 bytes) is still alive",
+            &log
+        ));
+        assert!(announced_leak(
+            "area 5 \"virtio_sound buffers\" (16384 bytes, user) is still alive",
+            &log
+        ));
+        assert!(!announced_leak(
+            "area 6 \"x\" (8 bytes) is still alive",
+            &log
+        ));
+        assert!(!announced_leak(
+            "area 45 \"x\" (8 bytes) is still alive",
+            &log
+        ));
+        assert!(!announced_leak("semaphore 4 \"s\" is still alive", &log));
+        assert!(!announced_leak(
+            "area 4 \"x\" (8 bytes) is still alive",
+            &[]
+        ));
     }
 
     #[test]
