@@ -17,6 +17,7 @@ mod package;
 mod qemu;
 mod qemucmd;
 mod simcmd;
+mod vhostcmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

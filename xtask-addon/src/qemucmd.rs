@@ -9,8 +9,10 @@ use hmulti_client::wav::{SampleFormat, Wav};
 use serde_json::{json, Value};
 
 use crate::qemu::backend::{self, Backend, ServerBoot, ServerRun};
+use crate::qemu::vhost::Backend as VhostBackend;
 use crate::qemu::{read_qemu_wav, run_dir, Audiodev, Guest, GuestRun, GUEST_ADDON, GUEST_INPUT};
 use crate::simcmd::{check_rate, StreamArgs};
+use crate::vhostcmd::{vhost_rates, DeviceKind, Vhost};
 use crate::Result;
 
 /// Options of `cargo xtask qemu`: those of `cargo xtask sim`, and what only a real device
@@ -73,6 +75,10 @@ pub struct QemuArgs {
     /// emulated guest boots in tens of seconds and plays in real time).
     #[arg(long)]
     pub timeout: Option<u64>,
+    /// The sound device: QEMU's own virtio-sound-pci, or rust-vmm's vhost-device-sound
+    /// behind vhost-user-snd-pci (8 to 48 kHz).
+    #[arg(long, value_enum, default_value_t = DeviceKind::Qemu)]
+    pub device: DeviceKind,
 }
 
 /// Rates of `--sweep`.
@@ -103,8 +109,10 @@ impl QemuArgs {
 
     /// Refuses every option out of range, with the valid range, before anything runs.
     pub fn check(&self) -> Result {
-        let rates = qemu_rates();
-        let what = "a rate QEMU's device offers";
+        let (rates, what) = match self.device {
+            DeviceKind::Qemu => (qemu_rates(), "a rate QEMU's device offers"),
+            DeviceKind::Vhost => (vhost_rates(), "a rate vhost-device-sound offers"),
+        };
         self.stream.check(&rates, what)?;
         for &hz in &self.rates {
             check_rate("--rates", hz, &rates, what)?;
@@ -317,8 +325,11 @@ fn numbers(v: &Value) -> String {
     )
 }
 
-fn describe(c: &Option<Comparison>) -> String {
+fn describe(c: &Option<Comparison>, vhost: Option<&Vhost>) -> String {
     match c {
+        None if vhost.is_some_and(|v| v.backend == VhostBackend::Null) => {
+            "nothing to compare: vhost-device-sound's null backend keeps nothing".to_string()
+        }
         None => "not comparable sample for sample (another format, rate or channel count than \
                   QEMU's 16-bit file, or a silent input)"
             .to_string(),
@@ -333,6 +344,14 @@ fn describe(c: &Option<Comparison>) -> String {
              tail silent {}",
             c.matched_frames, c.input_frames, c.lead_frames, c.lead_silent, c.trailing_silent
         ),
+    }
+}
+
+/// The device of a run, as the report names it: `qemu`, `vhost-null` or `vhost-alsa`.
+fn device_name(args: &QemuArgs) -> String {
+    match args.device {
+        DeviceKind::Qemu => "qemu".into(),
+        DeviceKind::Vhost => format!("vhost-{}", VhostBackend::Null.name()),
     }
 }
 
@@ -363,14 +382,25 @@ pub fn run(args: &QemuArgs) -> Result {
         );
     }
     let timeout = args.timeout_for(args.stream.seconds);
+    if args.backend == Backend::None
+        && args.device == DeviceKind::Qemu
+        && !(args.capture || args.cycle.is_some())
+    {
+        return Err("--backend none: use --capture or --cycle (it records nothing played)".into());
+    }
+    if args.device == DeviceKind::Vhost && args.out.is_some() {
+        return Err("--out: vhost-device-sound's null backend keeps nothing to write".into());
+    }
+    // Before anything is built: a missing daemon is said at once.
+    let vhost = match args.device {
+        DeviceKind::Qemu => None,
+        DeviceKind::Vhost => Some(Vhost::find(VhostBackend::Null)?),
+    };
     let guest = Guest {
         settings: args.driver_settings.clone(),
         ..Guest::prepare(args.stream.addon.as_deref())?
     };
     let mut report = Vec::new();
-    if args.backend == Backend::None && !(args.capture || args.cycle.is_some()) {
-        return Err("--backend none: use --capture or --cycle (it records nothing played)".into());
-    }
     if args.capture || args.cycle.is_some() {
         let (wav, _) = args.stream.wav()?;
         // `wav()` accepts only formats hmulti plays, which all have a name.
@@ -388,7 +418,10 @@ pub fn run(args: &QemuArgs) -> Result {
             a.extend(["--rate2".into(), r2.to_string()]);
         }
         let fastest = args.cycle.map_or(rate, |r2| r2.max(rate));
-        let results = boot_silent(&guest, &a, fastest, timeout)?;
+        let results = match &vhost {
+            None => boot_silent(&guest, &a, fastest, timeout)?,
+            Some(v) => v.boot_silent(&guest, &a, timeout)?,
+        };
         for v in &results {
             let what = v.get("what").and_then(Value::as_str).unwrap_or("?");
             println!("{what}: {} Hz: {}", num(v, "rate"), numbers(v));
@@ -404,11 +437,18 @@ pub fn run(args: &QemuArgs) -> Result {
                 );
             }
         }
-        report.push(json!({ "mode": a[0], "guest": results }));
+        report.push(json!({ "mode": a[0], "guest": results, "device": device_name(args) }));
     } else {
         let runs: Vec<Wav> = if args.sweep {
             let rates = if args.rates.is_empty() {
-                SWEEP_RATES.to_vec()
+                let offered = match args.device {
+                    DeviceKind::Qemu => qemu_rates(),
+                    DeviceKind::Vhost => vhost_rates(),
+                };
+                SWEEP_RATES
+                    .into_iter()
+                    .filter(|hz| offered.contains(hz))
+                    .collect()
             } else {
                 args.rates.clone()
             };
@@ -429,14 +469,17 @@ pub fn run(args: &QemuArgs) -> Result {
             println!("rate      result");
         }
         for wav in runs {
-            let p = play(&guest, &wav, timeout)?;
+            let p = match &vhost {
+                None => play(&guest, &wav, timeout)?,
+                Some(v) => v.play(&guest, &wav, timeout)?,
+            };
             let g = p.guest.first().cloned().unwrap_or(Value::Null);
             println!(
                 "{} Hz, {:?}, {} channels: {}",
                 wav.rate,
                 wav.format,
                 wav.channels,
-                describe(&p.comparison)
+                describe(&p.comparison, vhost.as_ref())
             );
             println!("  {}", numbers(&g));
             if let Some(mode) = g.get("interrupts").and_then(Value::as_str) {
@@ -462,6 +505,7 @@ pub fn run(args: &QemuArgs) -> Result {
                 "exact": p.comparison.as_ref().is_some_and(Comparison::exact),
                 "guest": p.guest,
                 "boot_seconds": p.wall.as_secs_f64(),
+                "device": device_name(args),
             }));
         }
     }
@@ -507,6 +551,14 @@ fn capture_input(args: &QemuArgs, rate: u32, channels: u16) -> Result<Wav> {
 /// `--backend pa|jack`: one boot with a private server.
 fn run_server(args: &QemuArgs) -> Result {
     let backend = args.backend;
+    if args.device == DeviceKind::Vhost {
+        return Err(format!(
+            "--backend {}: the sound server is QEMU's audio backend; vhost-device-sound has \
+             its own (--device vhost runs with its null backend)",
+            format!("{backend:?}").to_lowercase()
+        )
+        .into());
+    }
     for (given, option) in [
         (args.sweep, "--sweep"),
         (args.capture, "--capture"),
@@ -576,14 +628,17 @@ fn run_server(args: &QemuArgs) -> Result {
         wav.rate, wav.channels
     );
     if plays {
-        println!("  played (the server's recording): {}", describe(&out_cmp));
+        println!(
+            "  played (the server's recording): {}",
+            describe(&out_cmp, None)
+        );
         println!("    {}", numbers(&g));
     }
     if let Some(c) = &cap {
         println!(
             "  recorded ({} frames of the microphone's input): {}",
             c.frames(),
-            describe(&rec_cmp)
+            describe(&rec_cmp, None)
         );
         println!("    {}", record_numbers(&g));
     }

@@ -10,7 +10,9 @@ mod common;
 
 use std::path::Path;
 
-use common::{num, qemu, text};
+use common::{
+    num, one_at_a_time, path_with, qemu, qemu_required, qemu_with_path, text, xtask_command,
+};
 use serde_json::Value;
 
 /// The stream ran at its rate: a device that consumes at half speed (QEMU's default audio
@@ -178,4 +180,251 @@ fn a_missing_or_old_qemu_is_explained() {
     std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
     let t = text(&run(dir.path()));
     assert!(t.contains("is 7.2.11") && t.contains("8.2 or newer"), "{t}");
+}
+
+// ---------------------------------------------------------------------------------------
+// The second device: vhost-device-sound (`--device vhost`), its null backend, which
+// completes playback the moment it is queued and never completes capture.
+
+/// A directory holding `vhost-device-sound`, a shell script that appends its process id to
+/// `pids` (the id the daemon keeps: the script `exec`s it), runs `extra`, then becomes the
+/// installed vhost-device-sound. `None` when that is not installed (and not required).
+fn wrapped_vhost(extra: &str) -> Option<(tempfile::TempDir, std::path::PathBuf)> {
+    let real = match xtask::setup::vhost_sound() {
+        Ok(p) => p,
+        Err(e) => {
+            assert!(
+                !qemu_required(),
+                "vhost-device-sound is required here but: {e}"
+            );
+            eprintln!("skipping: {e}");
+            return None;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let pids = dir.path().join("pids");
+    let script = dir.path().join("vhost-device-sound");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n\
+             case \"$1\" in --version|--help) exec '{real}' \"$@\";; esac\n\
+             echo $$ >> '{pids}'\n\
+             {extra}\n\
+             exec '{real}' \"$@\"\n",
+            real = real.display(),
+            pids = pids.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    Some((dir, pids))
+}
+
+/// Every daemon the wrapper started has exited (its process is gone, or a zombie of
+/// another parent: `/proc/PID/stat` state Z or X).
+fn assert_all_gone(pids: &Path) {
+    let text = std::fs::read_to_string(pids).expect("the wrapper ran");
+    assert!(!text.trim().is_empty());
+    for pid in text.split_whitespace() {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .next();
+        assert!(
+            matches!(state, None | Some("Z") | Some("X")),
+            "vhost-device-sound {pid} still runs: {stat}"
+        );
+    }
+}
+
+/// Played on a device that completes every buffer as soon as it is queued, the add-on still
+/// keeps real time: `played_frames_count` follows the guest's clock (drift and the largest
+/// deviation are reported), no exchange fails, the client is never late, and the run ends.
+/// "Device ran dry" is not checked: every buffer is back before the next exchange, so the
+/// driver's count of exchanges that found nothing queued is every exchange here.
+#[test]
+fn vhost_null_keeps_real_time() {
+    let Some((bin, pids)) = wrapped_vhost("") else {
+        return;
+    };
+    let Some(runs) = qemu_with_path(
+        &[
+            "--device",
+            "vhost",
+            "--rate",
+            "44100",
+            "--seconds",
+            "5",
+            "--timeout",
+            "240",
+        ],
+        Some(bin.path()),
+    ) else {
+        return;
+    };
+    assert_all_gone(&pids);
+    let r = &runs[0];
+    assert_eq!(r["device"], "vhost-null");
+    assert_eq!(
+        r["comparison"],
+        Value::Null,
+        "the null backend keeps nothing"
+    );
+    let g = &r["guest"][0];
+    eprintln!(
+        "vhost-null 44.1 kHz: drift {} ppm, max deviation {} us",
+        g["drift_ppm"], g["jitter_max_us"]
+    );
+    assert_eq!(num(g, "errors"), 0.0, "{g}");
+    assert_eq!(num(g, "xruns"), 0.0, "the client kept up: {g}");
+    assert!(num(g, "played_frames") >= 5.0 * 44100.0, "{g}");
+    // Paced by the driver alone: a device with no clock must not make it run fast (an
+    // unpaced driver would play 5 s in a few ms: about -1,000,000 ppm) or slow.
+    assert!(num(g, "drift_ppm").abs() < 20_000.0, "{g}");
+    assert!(num(g, "jitter_max_us") < 250_000.0, "{g}");
+}
+
+/// Play, stop, play again, reconfigure, close and reopen in one boot on vhost-null: every
+/// phase plays at its rate with no failed exchange, although the device still holds the
+/// first run's capture buffers (the driver goes on without them and reports the memory it
+/// must leave to the device).
+#[test]
+fn vhost_null_plays_again_in_the_same_boot() {
+    let Some((bin, pids)) = wrapped_vhost("") else {
+        return;
+    };
+    let Some(runs) = qemu_with_path(
+        &[
+            "--device",
+            "vhost",
+            "--cycle",
+            "22050",
+            "--seconds",
+            "1",
+            "--timeout",
+            "240",
+        ],
+        Some(bin.path()),
+    ) else {
+        return;
+    };
+    assert_all_gone(&pids);
+    let phases = runs[0]["guest"].as_array().unwrap();
+    let names: Vec<&str> = phases.iter().map(|g| g["what"].as_str().unwrap()).collect();
+    assert_eq!(names, ["first", "after stop", "reconfigured", "reopened"]);
+    let rates: Vec<f64> = phases.iter().map(|g| num(g, "rate")).collect();
+    assert_eq!(rates, [48000.0, 48000.0, 22050.0, 48000.0]);
+    for g in phases {
+        assert_eq!(num(g, "errors"), 0.0, "{g}");
+        assert_eq!(num(g, "xruns"), 0.0, "{g}");
+        assert!(num(g, "played_frames") >= 0.9 * num(g, "rate"), "{g}");
+        assert!(at_its_rate(g), "{g}");
+    }
+    // The capture buffers vhost-null never gave back: the input's headers and the buffer
+    // area stay with the device, said by the driver, reported by the guest.
+    let last = phases.last().unwrap();
+    assert_eq!(num(last, "areas_kept_by_device"), 2.0, "{last}");
+}
+
+/// Recording on a device that never completes capture: the run ends, no exchange fails,
+/// playback keeps time, nothing is recorded (and the record side reports nothing).
+#[test]
+fn vhost_null_capture_never_hangs() {
+    let Some((bin, pids)) = wrapped_vhost("") else {
+        return;
+    };
+    let Some(runs) = qemu_with_path(
+        &[
+            "--device",
+            "vhost",
+            "--capture",
+            "--seconds",
+            "2",
+            "--timeout",
+            "240",
+        ],
+        Some(bin.path()),
+    ) else {
+        return;
+    };
+    assert_all_gone(&pids);
+    let g = &runs[0]["guest"][0];
+    assert_eq!(num(g, "errors"), 0.0, "{g}");
+    assert_eq!(num(g, "xruns"), 0.0, "{g}");
+    assert!(num(g, "played_frames") >= 2.0 * 48000.0, "{g}");
+    assert!(at_its_rate(g), "{g}");
+    assert_eq!(num(g, "recorded_frames"), 0.0, "{g}");
+    assert_eq!(num(g, "recorded_bytes"), 0.0, "{g}");
+    assert_eq!(num(g, "areas_kept_by_device"), 2.0, "{g}");
+}
+
+/// A daemon that dies during the run fails it with its log, and nothing is left running.
+#[test]
+fn a_vhost_daemon_that_dies_fails_the_run_with_its_log() {
+    let Some((bin, pids)) =
+        wrapped_vhost("echo 'wrapper: killing the daemon in 25 s' >&2\n(sleep 25; kill -9 $$) &")
+    else {
+        return;
+    };
+    let _one = one_at_a_time();
+    let o = xtask_command(&[
+        "qemu",
+        "--device",
+        "vhost",
+        "--seconds",
+        "120",
+        "--timeout",
+        "240",
+    ])
+    .env("PATH", path_with(bin.path()))
+    .output()
+    .unwrap();
+    let out = text(&o);
+    if out.contains("or newer with virtio-sound-pci is needed") {
+        assert!(!qemu_required(), "{out}");
+        return;
+    }
+    assert!(!o.status.success(), "{out}");
+    assert!(
+        out.contains("vhost-device-sound (null backend) exited during the run (signal: 9"),
+        "{out}"
+    );
+    assert!(out.contains("wrapper: killing the daemon in 25 s"), "{out}");
+    assert_all_gone(&pids);
+}
+
+/// Without vhost-device-sound the command stops before building anything, with the exact
+/// command that installs it. (Runs without QEMU.)
+#[test]
+fn a_missing_vhost_device_sound_names_the_install_command() {
+    let empty = tempfile::tempdir().unwrap();
+    let o = xtask_command(&["qemu", "--device", "vhost"])
+        .env("PATH", empty.path())
+        .env("CARGO_HOME", empty.path())
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert!(!o.status.success(), "{out}");
+    assert!(
+        out.contains(&format!(
+            "--device vhost: vhost-device-sound is neither on PATH nor in {}/bin. Install it \
+             with `cargo install vhost-device-sound --version 0.3.0 --locked \
+             --no-default-features --features alsa-backend`.",
+            empty.path().display()
+        )),
+        "{out}"
+    );
+    // Rates it does not offer are refused first.
+    let o = xtask_command(&["qemu", "--device", "vhost", "--rate", "96000"])
+        .env("PATH", empty.path())
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert!(out.contains("a rate vhost-device-sound offers"), "{out}");
+    assert!(out.contains("48000"), "{out}");
 }

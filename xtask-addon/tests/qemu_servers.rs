@@ -270,6 +270,10 @@ fn bad_combinations_are_refused() {
             "--sweep runs with --backend wav",
         ),
         (&["--backend", "none"][..], "use --capture or --cycle"),
+        (
+            &["--backend", "pa", "--device", "vhost"][..],
+            "vhost-device-sound has its own",
+        ),
     ] {
         let mut all = vec!["qemu"];
         all.extend_from_slice(args);

@@ -14,6 +14,8 @@
 //!   modules (when the kernel came with its module tree), runs `sim-guest` and prints
 //!   `@@virtio_sound exit N`;
 //! - [`run`]: QEMU, with the serial console captured line by line and a timeout;
+//! - [`vhost`]: the second device, rust-vmm's vhost-device-sound behind `vhost-user-snd-pci`
+//!   (`--device vhost`), its daemon and what its ALSA backend played;
 //! - [`results`]: the guest's `@@virtio_sound result {json}` lines and the run's verdict, and
 //!   QEMU's wav audio backend as the recording of what the device played;
 //! - [`backend`]: a boot with a private PulseAudio or JACK server as QEMU's backend, which
@@ -25,6 +27,7 @@ mod initramfs;
 pub mod prereq;
 mod results;
 mod run;
+pub mod vhost;
 
 pub use results::read_qemu_wav;
 pub use run::{run_dir, Audiodev, Guest, GuestRun};

@@ -31,7 +31,13 @@ pub enum Audiodev {
     /// A sound server's backend (`pa`, `jack`): the whole option, made by `host_audio`
     /// for its private server, with id `snd0`.
     Server(String),
+    /// No audiodev: the sound device is `vhost-user-snd-pci`, served by a
+    /// vhost-device-sound daemon on `socket` ([`super::vhost`]).
+    Vhost { socket: PathBuf },
 }
+
+/// The guest's memory in MiB (`-m`; a vhost-user device shares all of it).
+pub const GUEST_MEMORY_MIB: u32 = 512;
 
 /// QEMU's audio timer period for a stream at `hz`. Each tick of QEMU's mixing engine moves
 /// at most one backend buffer (1024 frames for the wav and none backends), so the default
@@ -65,6 +71,22 @@ impl Audiodev {
                 format!("none,id=snd0,timer-period={}", timer_period_us(*frequency))
             }
             Audiodev::Server(option) => option.clone(),
+            // The device has its own backend (see `sound_device`).
+            Audiodev::Vhost { .. } => String::new(),
+        }
+    }
+
+    /// The options of the sound device: virtio-sound-pci on this audiodev, or the vhost-user
+    /// device.
+    pub fn sound_device(&self) -> Vec<String> {
+        match self {
+            Audiodev::Vhost { socket } => super::vhost::qemu_args(socket, GUEST_MEMORY_MIB),
+            _ => vec![
+                "-audiodev".into(),
+                self.option(),
+                "-device".into(),
+                "virtio-sound-pci,audiodev=snd0".into(),
+            ],
         }
     }
 }
@@ -283,23 +305,16 @@ impl Guest {
     pub fn command(&self, accel: Accel, initrd: &Path, run: &GuestRun, dir: &Path) -> Command {
         let mut cmd = Command::new(QEMU);
         cmd.args(["-M", "q35", "-accel", accel.name()]);
-        cmd.args(["-m", "512", "-smp", "1"])
+        cmd.args(["-m", &GUEST_MEMORY_MIB.to_string(), "-smp", "1"])
             // No network card: the sound device is the only PCI function the guest drives,
             // and no boot ROM probes a network for half a second.
             .args(["-nographic", "-no-reboot", "-nic", "none", "-kernel"])
             .arg(&self.kernel)
             .arg("-initrd")
             .arg(initrd)
-            .args([
-                "-append",
-                "console=ttyS0 panic=-1 quiet hugepages=32",
-                "-audiodev",
-                &run.audiodev.option(),
-                "-device",
-                "virtio-sound-pci,audiodev=snd0",
-                "-device",
-                "isa-debug-exit,iobase=0xf4,iosize=0x04",
-            ])
+            .args(["-append", "console=ttyS0 panic=-1 quiet hugepages=32"])
+            .args(run.audiodev.sound_device())
+            .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
             .current_dir(dir);
         if let Some(path) = &run.debugcon {
             let path = std::path::absolute(path).unwrap_or_else(|_| path.clone());

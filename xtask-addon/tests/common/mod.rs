@@ -42,19 +42,47 @@ pub fn qemu_required() -> bool {
         || std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
 }
 
+/// The command [`xtask`] runs, to be given more environment.
+pub fn xtask_command(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_xtask-addon"));
+    c.args(args)
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."));
+    c
+}
+
+/// This process's `PATH` with `bin` first.
+pub fn path_with(bin: &Path) -> std::ffi::OsString {
+    let rest = std::env::var_os("PATH").unwrap_or_default();
+    std::env::join_paths(std::iter::once(bin.to_path_buf()).chain(std::env::split_paths(&rest)))
+        .unwrap()
+}
+
 /// Runs `cargo xtask qemu ARGS --report R` and returns the report, or `None` when QEMU is
 /// not there (and not required).
 pub fn qemu(args: &[&str]) -> Option<Vec<Value>> {
+    qemu_with_path(args, None)
+}
+
+/// [`qemu`] with `bin` put first on `PATH`.
+pub fn qemu_with_path(args: &[&str], bin: Option<&Path>) -> Option<Vec<Value>> {
     let _one = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("report.json");
     let mut all: Vec<&str> = vec!["qemu"];
     all.extend_from_slice(args);
     all.extend(["--report", report.to_str().unwrap()]);
-    let o = xtask(&all);
+    let o = match bin {
+        None => xtask(&all),
+        Some(bin) => xtask_command(&all)
+            .env("PATH", path_with(bin))
+            .output()
+            .unwrap(),
+    };
     let out = text(&o);
     if !o.status.success() {
-        if out.contains("or newer with virtio-sound-pci is needed") {
+        if out.contains("or newer with virtio-sound-pci is needed")
+            || out.contains("Install it with `cargo install vhost-device-sound")
+        {
             assert!(
                 !qemu_required(),
                 "QEMU is required here (VIRTIO_SOUND_REQUIRE_QEMU or CI=true) but:\n{out}"
