@@ -17,6 +17,7 @@
 mod config;
 mod control;
 mod fault;
+mod hostile;
 mod pcm;
 
 use std::collections::{HashMap, VecDeque};
@@ -39,6 +40,7 @@ pub use config::{
     JackConfig, ModelConfig, PlaybackCompletion, StreamConfig, QEMU_FORMATS, QEMU_RATES,
 };
 pub use fault::{Fault, FaultTarget};
+pub use hostile::Hostile;
 pub use pcm::{capture_pattern, PcmState, PeriodRecord, StreamParams};
 
 use control::{code_name, queue_direction, Reply, OK};
@@ -102,7 +104,12 @@ fn total_len(entries: &[PhysEntry]) -> u64 {
 struct Queue {
     /// Ring slots in use: chains queued and not yet dequeued.
     in_flight: usize,
-    used: VecDeque<(u64, u32, usize)>,
+    /// `(cookie, used_len, ring slots, invented by a Hostile)`.
+    used: VecDeque<(u64, u32, usize, bool)>,
+    /// Cookies of the chains the device holds (queued, not yet on the used ring), counted.
+    posted: HashMap<u64, u32>,
+    /// The cookies most recently put on the used ring, oldest first.
+    returned: VecDeque<u64>,
     /// Chains the device dropped on purpose (`Fault::Lost`, headers too short to answer).
     lost: usize,
     interrupts: u64,
@@ -163,6 +170,8 @@ pub(crate) struct State {
     empty_polls: (i64, u64),
     /// XRUN events not sent for want of an event buffer.
     events_dropped: u64,
+    /// Rewrites every answer when set (`SndModel::set_hostile`).
+    hostile: Option<Box<dyn Hostile>>,
 }
 
 impl State {
@@ -196,7 +205,24 @@ impl State {
     fn push_used(&mut self, queue: u16, cookie: u64, used_len: u32, ticket: Ticket) {
         self.mem.release(ticket.hold);
         let q = &mut self.queues[queue as usize];
-        q.used.push_back((cookie, used_len, ticket.weight));
+        if let Some(n) = q.posted.get_mut(&cookie) {
+            *n -= 1;
+            if *n == 0 {
+                q.posted.remove(&cookie);
+            }
+        }
+        if q.returned.len() == hostile::RETURNED_KEPT {
+            q.returned.pop_front();
+        }
+        q.returned.push_back(cookie);
+        q.used.push_back((cookie, used_len, ticket.weight, false));
+        if let Some(h) = self.hostile.as_mut() {
+            let q = &mut self.queues[queue as usize];
+            let returned: Vec<u64> = q.returned.iter().copied().collect();
+            for (cookie, used_len) in h.extra_used(queue, &returned) {
+                q.used.push_back((cookie, used_len, 0, true));
+            }
+        }
         if !self.irq_pending.contains(&queue) {
             self.irq_pending.push(queue);
         }
@@ -286,7 +312,11 @@ impl State {
             status: reply.status_code(),
         });
 
-        let (bytes, used_len) = self.apply_control_fault(reply, fault, wlen);
+        let (mut bytes, mut used_len) = self.apply_control_fault(reply, fault, wlen);
+        if let Some(h) = self.hostile.as_mut() {
+            h.control(&readable, &mut bytes, &mut used_len);
+            bytes.truncate(wlen);
+        }
         let _ = scatter(&self.mem, &writable, 0, &bytes);
         self.push_used(
             vs::VIRTIO_SND_VQ_CONTROL,
@@ -539,7 +569,6 @@ impl State {
             status[..4].copy_from_slice(&code.to_le_bytes());
         }
         let status_at = if output { 0 } else { buf.capacity };
-        writes.push((buf.writable, status_at, status.to_vec()));
         let oversized =
             |extra: u32| (wlen as u64 + u64::from(extra)).min(u64::from(u32::MAX)) as u32;
         let (due, used_len) = match buf.fault {
@@ -554,6 +583,11 @@ impl State {
             }
             _ => (at, used_normal),
         };
+        let mut used_len = used_len;
+        if let Some(h) = self.hostile.as_mut() {
+            h.io(queue, &mut status, &mut used_len);
+        }
+        writes.push((buf.writable, status_at, status.to_vec()));
         self.complete_at(due, queue, buf.cookie, buf.ticket, used_len, writes);
     }
 
@@ -587,9 +621,13 @@ impl State {
             } else {
                 buf.capacity
             };
+            let mut used_len = 8;
+            if let Some(h) = self.hostile.as_mut() {
+                h.io(queue, &mut status, &mut used_len);
+            }
             // Written now, not deferred: the spec orders these before the RELEASE answer.
             let _ = scatter(&self.mem, &buf.writable, at, &status);
-            self.push_used(queue, buf.cookie, 8, buf.ticket);
+            self.push_used(queue, buf.cookie, used_len, buf.ticket);
         }
     }
 
@@ -645,6 +683,9 @@ impl State {
                 }
                 Some(Fault::Delay(us)) => due = now.saturating_add(us.max(0)),
                 Some(Fault::Status(_)) | None => {}
+            }
+            if let Some(h) = self.hostile.as_mut() {
+                h.event(&mut bytes, &mut used);
             }
             self.complete_at(
                 due,
@@ -908,6 +949,7 @@ impl SndModel {
             irq_pending: Vec::new(),
             empty_polls: (0, 0),
             events_dropped: 0,
+            hostile: None,
         };
         let shared = Arc::new(Shared {
             kernel: kernel.clone(),
@@ -997,6 +1039,11 @@ impl SndModel {
 
     pub fn clear_faults(&self) {
         self.state().faults.clear();
+    }
+
+    /// Puts every answer of the device through `hostile` from now on (`None`: honest again).
+    pub fn set_hostile(&self, hostile: Option<Box<dyn Hostile>>) {
+        self.state().hostile = hostile;
     }
 
     /// Queues an event for the next free event buffer.
@@ -1245,6 +1292,9 @@ impl VirtioDevice for SndModel {
         for (i, c) in st.config.counts().iter().enumerate() {
             space[4 * i..4 * i + 4].copy_from_slice(&c.to_le_bytes());
         }
+        if let Some(h) = st.hostile.as_mut() {
+            h.config(&mut space);
+        }
         buf.copy_from_slice(&space[start..end]);
         Ok(())
     }
@@ -1323,6 +1373,7 @@ impl VirtioDevice for SndModel {
             ));
         }
         st.queues[queue as usize].in_flight += weight;
+        *st.queues[queue as usize].posted.entry(cookie).or_insert(0) += 1;
         // The device holds the chain's memory until it puts the chain on the used ring (or
         // is reset): deleting an area under it is flagged at once.
         let ticket = Ticket {
@@ -1394,7 +1445,15 @@ impl VirtioDevice for SndModel {
         let now = self.now();
         let mut st = self.state();
         let q = st.queues.get_mut(queue as usize)?;
-        let Some((cookie, len, weight)) = q.used.pop_front() else {
+        // An invented entry naming a chain the device holds (again) is not handed out.
+        while q
+            .used
+            .front()
+            .is_some_and(|&(c, _, _, invented)| invented && q.posted.contains_key(&c))
+        {
+            q.used.pop_front();
+        }
+        let Some((cookie, len, weight, _)) = q.used.pop_front() else {
             let (at, n) = st.empty_polls;
             st.empty_polls = if at == now { (now, n + 1) } else { (now, 1) };
             if st.empty_polls.1 == BUSY_POLL_LIMIT {

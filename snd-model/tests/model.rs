@@ -1326,3 +1326,62 @@ fn taken_ahead_periods_are_recorded_when_they_play() {
     assert_eq!(f.pcm(RequestCode::PcmRelease, 0), vs::VIRTIO_SND_S_OK);
     f.finish();
 }
+
+/// A `Hostile` that rewrites every kind of answer in a way a test can see, and invents used
+/// entries: a never-queued cookie, and a replay of every cookie just returned.
+struct Liar;
+
+impl snd_model::Hostile for Liar {
+    fn control(&mut self, _request: &[u8], reply: &mut Vec<u8>, used_len: &mut u32) {
+        reply[..4].copy_from_slice(&vs::VIRTIO_SND_S_IO_ERR.to_le_bytes());
+        *used_len = 3;
+    }
+    fn event(&mut self, bytes: &mut [u8; 8], used_len: &mut u32) {
+        *bytes = [0xAB; 8];
+        *used_len = 1000;
+    }
+    fn config(&mut self, space: &mut [u8; 16]) {
+        space[4..8].copy_from_slice(&77u32.to_le_bytes());
+    }
+    fn extra_used(&mut self, queue: u16, returned: &[u64]) -> Vec<(u64, u32)> {
+        let mut v = vec![(0xDEAD_0000 + u64::from(queue), 5)];
+        v.extend(returned.last().map(|&c| (c, 6)));
+        v
+    }
+}
+
+#[test]
+fn a_hostile_rewrites_answers_and_invents_used_entries() {
+    let f = Fake::init(ModelConfig {
+        jacks: vec![JackConfig::default()],
+        ..ModelConfig::default()
+    });
+    f.m.set_hostile(Some(Box::new(Liar)));
+    let mut cfg = [0u8; 8];
+    f.m.read_device_config(0, &mut cfg).unwrap();
+    assert_eq!(cfg[4..8], 77u32.to_le_bytes(), "the streams count it chose");
+
+    let (used, reply) = f.control(&pcm_info_request());
+    assert_eq!(used, 3);
+    assert_eq!(reply[..4], vs::VIRTIO_SND_S_IO_ERR.to_le_bytes());
+    // After the real entry: the invented cookie, then the replay of 0xC0 (not held now).
+    assert_eq!(f.m.queue_dequeue(CTL), Some((0xDEAD_0000, 5)));
+    assert_eq!(f.m.queue_dequeue(CTL), Some((0xC0, 6)));
+    assert_eq!(f.m.queue_dequeue(CTL), None);
+
+    // An event buffer queued again before the replay of its cookie is dequeued: the device
+    // holds it, so the replay is dropped.
+    f.queue_event_buffer(0);
+    f.m.set_jack_connected(0, true);
+    let (slot, used) = f.wait_used(EVT, SECOND).unwrap();
+    assert_eq!((slot, used), (0, 1000));
+    assert_eq!(
+        f.event(0, 8),
+        Err(spec::DecodeError::UnknownCode(0xABAB_ABAB))
+    );
+    f.queue_event_buffer(0);
+    assert_eq!(f.m.queue_dequeue(EVT), Some((0xDEAD_0001, 5)));
+    assert_eq!(f.m.queue_dequeue(EVT), None, "cookie 0 is held again");
+    f.m.set_hostile(None);
+    f.finish();
+}
