@@ -9,6 +9,7 @@
 
 pub mod bindgen_check;
 pub mod forward;
+pub mod fuzz;
 pub mod gen;
 pub mod import;
 pub mod setup;

@@ -11,6 +11,8 @@
 //! - `test`: everything CI runs, after installing what it needs (`setup`)
 //! - `setup [--check]`: install (or only look for) what the tests need from the machine
 //! - `bench`: the exchange benchmark (callgrind)
+//! - `fuzz [TARGET] [--time SECONDS]`: the coverage-guided fuzz targets in `fuzz/`
+//!   ([`xtask::fuzz`]; built and run through cargo, like the add-on's commands)
 //! - `build-haiku`, `sim`, `qemu`, `audit`: the add-on's commands, run by `xtask-addon`
 //!   ([`xtask::forward`]): the add-on, audited, and its install tree; playing through the
 //!   built add-on in the Haiku kernel simulator or against QEMU's device; Haiku's kernel
@@ -28,7 +30,9 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 // `cargo`, `root` and `Result` are also what `bench` reaches through `crate::`.
-use xtask::{bindgen_check, cargo, forward, gen, import, root, setup, spec_diff, step, Result};
+use xtask::{
+    bindgen_check, cargo, forward, fuzz, gen, import, root, setup, spec_diff, step, Result,
+};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "virtio_sound developer tasks")]
@@ -94,6 +98,18 @@ enum Cmd {
     BuildHaiku(Forwarded),
     /// The exchange benchmark: timing error and instructions per BUFFER_EXCHANGE.
     Bench,
+    /// Run the coverage-guided fuzz targets (libFuzzer; fuzz/): executions, executions per
+    /// second and coverage per target. Crashes go to fuzz/artifacts/TARGET/.
+    Fuzz {
+        /// One target (spec_decoders, codegen_toml, ioctl, hostile_device); default: all.
+        target: Option<String>,
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+        time: u64,
+        /// Minimise this crashing input of TARGET (written next to it as FILE.min).
+        #[arg(long, value_name = "FILE", requires = "target")]
+        minimize: Option<PathBuf>,
+    },
     #[command(about = forward::SIM, disable_help_flag = true)]
     Sim(Forwarded),
     #[command(about = forward::QEMU, disable_help_flag = true)]
@@ -141,6 +157,12 @@ fn main() -> ExitCode {
         Cmd::Test => run_tests(),
         Cmd::Setup { check } => setup::run(check),
         Cmd::Bench => bench::run(),
+        Cmd::Fuzz {
+            target: Some(target),
+            time,
+            minimize: Some(file),
+        } => fuzz::minimize(&target, &file, time),
+        Cmd::Fuzz { target, time, .. } => fuzz::run(target.as_deref(), time),
         Cmd::BuildHaiku(_) | Cmd::Sim(_) | Cmd::Qemu(_) | Cmd::Audit(_) | Cmd::Package(_) => {
             // The command's name and its arguments, exactly as given.
             return forward::run(&argv);
@@ -154,6 +176,9 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// How long `cargo xtask test` runs each fuzz target (its seeds, then new inputs).
+const FUZZ_SMOKE_SECONDS: u64 = 5;
 
 fn run_tests() -> Result {
     setup::before_tests()?;
@@ -187,6 +212,8 @@ fn run_tests() -> Result {
         "cargo test",
         cargo().args(["test", "--workspace", "--quiet"]),
     )?;
+    eprintln!("==> cargo xtask fuzz, {FUZZ_SMOKE_SECONDS} s per target from its seeds");
+    fuzz::smoke(FUZZ_SMOKE_SECONDS)?;
     eprintln!("==> all checks passed");
     Ok(())
 }

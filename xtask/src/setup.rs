@@ -99,6 +99,28 @@ pub static PREREQS: &[Prereq] = &[
         detect: detect_strip,
     },
     Prereq {
+        name: "C++ compiler",
+        purpose: "builds libFuzzer (the libfuzzer-sys crate) for cargo xtask fuzz, which \
+                  cargo xtask test runs briefly",
+        packages: &["g++"],
+        scope: Scope::All,
+        backports: false,
+        cargo: None,
+        applies: always,
+        detect: detect_cxx,
+    },
+    Prereq {
+        name: "valgrind",
+        purpose: "the memcheck test runs the built add-on in the simulator under it; \
+                  cargo xtask bench counts instructions with its callgrind",
+        packages: &["valgrind"],
+        scope: Scope::All,
+        backports: false,
+        cargo: None,
+        applies: always,
+        detect: detect_valgrind,
+    },
+    Prereq {
         name: "libclang",
         purpose: "bindgen reads the real headers in cargo xtask crosscheck",
         packages: &["libclang-dev"],
@@ -404,6 +426,16 @@ fn detect_cc() -> std::result::Result<String, String> {
 
 fn detect_strip() -> std::result::Result<String, String> {
     first_line("strip", &["--version"])
+}
+
+fn detect_cxx() -> std::result::Result<String, String> {
+    // The compiler the cc crate runs for libfuzzer-sys's C++.
+    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
+    first_line(&cxx, &["--version"]).map(|v| format!("{cxx}: {v}"))
+}
+
+fn detect_valgrind() -> std::result::Result<String, String> {
+    first_line("valgrind", &["--version"])
 }
 
 /// libclang as bindgen finds it (`bindgen_check::libclang`).
@@ -1403,8 +1435,8 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
                 },
                 words("apt-get update"),
                 words(
-                    "apt-get install -y --no-install-recommends gcc binutils libclang-dev \
-                     pulseaudio pulseaudio-utils jackd2 libasound2-dev pkg-config"
+                    "apt-get install -y --no-install-recommends gcc binutils g++ valgrind \
+                     libclang-dev pulseaudio pulseaudio-utils jackd2 libasound2-dev pkg-config"
                 ),
                 words("apt-get install -y -t bookworm-backports linux-libc-dev qemu-system-x86"),
                 // As this user, after the packages it is built with.

@@ -38,7 +38,13 @@ fn which(name: &str) -> PathBuf {
 fn bin_with(programs: &[&str]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for p in programs {
-        symlink(which(p), dir.path().join(p)).unwrap();
+        let real = which(p);
+        // Debian's valgrind is a script that runs `$0.bin`: the binary goes along.
+        let bin = real.with_file_name(format!("{p}.bin"));
+        if bin.is_file() {
+            symlink(&bin, dir.path().join(format!("{p}.bin"))).unwrap();
+        }
+        symlink(real, dir.path().join(p)).unwrap();
     }
     dir
 }
@@ -204,7 +210,7 @@ fn missing_tools_are_named_with_the_command_to_run() {
 /// fails.
 #[test]
 fn missing_qemu_stops_only_when_required() {
-    let bin = bin_with(&["cc", "strip"]);
+    let bin = bin_with(&["cc", "c++", "strip", "valgrind"]);
     let o = setup(&["--check"], bin.path(), &[]);
     let out = text(&o);
     assert!(o.status.success(), "{out}");
@@ -240,7 +246,9 @@ fn installing_prints_runs_and_checks_again() {
     // The sound servers are there: only QEMU is missing.
     let bin = bin_with(&[
         "cc",
+        "c++",
         "strip",
+        "valgrind",
         "id",
         "pulseaudio",
         "parec",

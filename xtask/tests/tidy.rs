@@ -32,7 +32,8 @@ fn no_machine_paths_or_registry_hosts() {
     ];
     let mut hits = Vec::new();
     for (f, text) in repository_files() {
-        if f == "Cargo.lock" {
+        // Lock files name the registry of every package (the fuzz workspace has its own).
+        if f == "Cargo.lock" || f.ends_with("/Cargo.lock") {
             continue;
         }
         for (i, line) in text.lines().enumerate() {
