@@ -13,6 +13,7 @@
 
 mod audit;
 mod haiku;
+mod memcheck;
 mod package;
 mod qemu;
 mod qemucmd;
@@ -59,6 +60,10 @@ enum Cmd {
         /// The add-on (an ELF shared object).
         file: PathBuf,
     },
+    /// For the memcheck test (run under valgrind): runs with format changes, FORCE_STOP and
+    /// restart through the built add-on in the simulator.
+    #[command(hide = true)]
+    MemcheckSession(memcheck::MemcheckArgs),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +73,7 @@ fn main() -> ExitCode {
         Cmd::Qemu(args) => qemucmd::run(&args),
         Cmd::Audit { file } => audit::run(&file),
         Cmd::Package(args) => package::run(&args),
+        Cmd::MemcheckSession(args) => memcheck::run(&args),
         Cmd::BuildHaiku { overflow_checks } => {
             haiku::build_variant(haiku::Variant { overflow_checks }).map(|_| ())
         }
