@@ -205,6 +205,7 @@ fn help_lists_every_command() {
             "setup",
             "build-haiku",
             "bench",
+            "fuzz",
             "sim",
             "qemu",
             "audit",
