@@ -391,7 +391,8 @@ fn a_vhost_daemon_that_dies_fails_the_run_with_its_log() {
     }
     assert!(!o.status.success(), "{out}");
     assert!(
-        out.contains("vhost-device-sound (null backend) exited during the run (signal: 9"),
+        out.contains("vhost-device-sound (null backend) during the run")
+            && out.contains("exited (signal: 9"),
         "{out}"
     );
     assert!(out.contains("wrapper: killing the daemon in 25 s"), "{out}");

@@ -166,6 +166,9 @@ pub fn kvm_available() -> bool {
         .is_ok()
 }
 
+/// Set (to anything): every guest console line is copied to standard error as it arrives.
+pub const ECHO_ENV: &str = "VIRTIO_SOUND_QEMU_ECHO";
+
 /// Forces the accelerator: `kvm` or `tcg`.
 pub const ACCEL_ENV: &str = "VIRTIO_SOUND_QEMU_ACCEL";
 
@@ -282,7 +285,8 @@ impl Guest {
             ..self.clone()
         };
         let cmd = guest.command(accel, &initrd, run, dir.path());
-        match run_qemu(cmd, run.timeout, run.echo, watcher)? {
+        let echo = run.echo || std::env::var_os(ECHO_ENV).is_some();
+        match run_qemu(cmd, run.timeout, echo, watcher)? {
             Qemu::Done(out) => out,
             Qemu::KvmFailed(why) if std::env::var(ACCEL_ENV).unwrap_or_default().is_empty() => {
                 KVM_BROKEN.store(true, Ordering::Relaxed);
@@ -290,7 +294,7 @@ impl Guest {
                 match run_qemu(
                     guest.command(Accel::Tcg, &initrd, run, dir.path()),
                     run.timeout,
-                    run.echo,
+                    echo,
                     watcher,
                 )? {
                     Qemu::Done(out) => out,

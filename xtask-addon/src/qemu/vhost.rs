@@ -4,11 +4,9 @@
 //!
 //! A run starts the daemon in the run's directory, waits for its socket, and only then starts
 //! QEMU (the vhost-user client). The daemon serves one connection after another for ever: the
-//! [`Daemon`] guard kills it and waits for it when dropped, on success or failure, and the
-//! daemon is started under util-linux's `setpriv --pdeathsig KILL`, so that the kernel kills
-//! it should this process die without dropping the guard (`prctl(PR_SET_PDEATHSIG)` in the
-//! child before it runs the daemon; xtask-addon itself forbids `unsafe`, which a `pre_exec`
-//! hook would need).
+//! [`Daemon`] guard ends it and waits for it when dropped, on success or failure, and the
+//! kernel ends it should this process die without dropping the guard (it is a
+//! [`host_audio::process::Daemon`], the same guard the sound servers have).
 //!
 //! Its `null` backend (`src/audio_backends/null.rs` of vhost-device-sound 0.3.0) completes
 //! playback buffers the moment they are queued (no pacing at all) and never completes capture
@@ -18,9 +16,8 @@
 //! mmap-capable, `file` and `null` among them), its GStreamer backend needs GStreamer 1.24,
 //! and its PipeWire backend a PipeWire server.
 
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::Result;
@@ -51,9 +48,9 @@ const LOG_TAIL: usize = 30;
 /// How long the daemon may take to create its socket.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A running vhost-device-sound, killed and waited for when dropped.
+/// A running vhost-device-sound, ended and waited for when dropped.
 pub struct Daemon {
-    child: Child,
+    process: host_audio::process::Daemon,
     dir: PathBuf,
     backend: Backend,
 }
@@ -63,36 +60,23 @@ impl Daemon {
     /// socket.
     pub fn start(program: &Path, backend: Backend, dir: &Path) -> Result<Daemon> {
         let socket = dir.join(SOCKET);
-        let log_path = dir.join(LOG);
-        let log =
-            std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
-        let err = log
-            .try_clone()
-            .map_err(|e| format!("{}: {e}", log_path.display()))?;
-        let mut cmd = Command::new("setpriv");
-        cmd.args(["--pdeathsig", "KILL", "--"])
-            .arg(program)
-            .arg("--socket")
+        let mut cmd = Command::new(program);
+        cmd.arg("--socket")
             .arg(&socket)
             .args(["--backend", backend.name()])
-            .current_dir(dir)
-            // Its log (env_logger): errors and warnings, e.g. a failed ALSA call, unless
-            // RUST_LOG asks for more.
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(err);
-        let child = cmd.spawn().map_err(|e| {
-            format!(
-                "cannot run `setpriv` (util-linux) to start {}: {e}",
-                program.display()
-            )
-        })?;
+            .current_dir(dir);
+        // Its log (env_logger): errors and warnings, e.g. a failed ALSA call, unless
+        // RUST_LOG asks for more.
+        let level = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
+        let process = host_audio::process::Daemon::spawn(
+            VHOST_SOUND.name,
+            cmd,
+            &[("RUST_LOG", level.into())],
+            &dir.join(LOG),
+        )
+        .map_err(|e| e.to_string())?;
         let mut d = Daemon {
-            child,
+            process,
             dir: dir.to_path_buf(),
             backend,
         };
@@ -121,11 +105,7 @@ impl Daemon {
 
     /// The last lines of the daemon's log.
     pub fn log_tail(&self) -> String {
-        let mut text = String::new();
-        let _ =
-            std::fs::File::open(self.dir.join(LOG)).and_then(|mut f| f.read_to_string(&mut text));
-        let lines: Vec<&str> = text.lines().collect();
-        let tail = lines[lines.len().saturating_sub(LOG_TAIL)..].join("\n");
+        let tail = self.process.log_tail(LOG_TAIL);
         if tail.trim().is_empty() {
             "(empty)".into()
         } else {
@@ -135,24 +115,14 @@ impl Daemon {
 
     /// `Ok` while the daemon runs; once it has exited, an error with its status and log tail.
     pub fn alive(&mut self) -> Result {
-        match self.child.try_wait() {
-            Ok(None) => Ok(()),
-            Ok(Some(status)) => Err(format!(
-                "{} ({} backend) exited during the run ({status}); the last lines of its log:\n{}",
+        self.process.check_alive().map_err(|e| {
+            format!(
+                "{} ({} backend) during the run: {e}",
                 VHOST_SOUND.name,
-                self.backend.name(),
-                self.log_tail()
+                self.backend.name()
             )
-            .into()),
-            Err(e) => Err(format!("waiting for {}: {e}", VHOST_SOUND.name).into()),
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+            .into()
+        })
     }
 }
 
