@@ -282,3 +282,32 @@ fn vhost_null_plays_again_after_close() {
     expect_leaked_areas(&k, &[HEADERS, BUFFERS]);
     k.assert_clean();
 }
+
+/// A virtual machine its host did not run for 300 ms while an exchange waited for a device
+/// that completes each period at its end (30 periods at 48 kHz): the exchange's timeout (4
+/// periods) passes while the machine is stopped, and the timer fires before the device's
+/// interrupt is delivered. The exchange must not fail: the completion is there as soon as the
+/// interrupt runs. (Seen on QEMU under TCG on a loaded host: a guest stopped for 640 ms.)
+#[test]
+fn a_stopped_virtual_machine_fails_no_exchange() {
+    let mut rig = Rig::new(ModelConfig::hmulti_full(2));
+    let card = rig.card(Settings::default());
+    let mut c = Client::init(&card, Some(hm::B_SR_48000), Some(hm::B_FMT_16BIT));
+    let k = card.kernel().clone();
+    for i in 0..20 {
+        if i == 10 {
+            k.stall_next_wait(300_000);
+        }
+        let before = k.system_time();
+        if let Err(e) = c.exchange(&card) {
+            panic!("exchange {i} failed after a stop of the machine: {e:?}");
+        }
+        if i == 10 {
+            assert!(
+                k.system_time() - before >= 300_000,
+                "the machine was stopped for 300 ms"
+            );
+        }
+    }
+    let _ = card.dispatch(hm::B_MULTI_BUFFER_FORCE_STOP, 0, 1);
+}

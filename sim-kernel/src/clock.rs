@@ -199,6 +199,23 @@ impl Clock {
         self.advance_to(self.now().saturating_add(micros.max(0)));
     }
 
+    /// The whole machine stops for `micros` µs: time jumps ahead and nothing runs on the way
+    /// (a virtual machine whose virtual CPUs the host did not schedule). Device events that
+    /// fell due meanwhile run at the next wait, in their order, as the interrupts a stopped
+    /// machine finds pending when it resumes. A real-time clock ignores it.
+    pub fn freeze_for(&self, micros: i64) {
+        if self.is_real_time() || micros <= 0 {
+            return;
+        }
+        let mut s = lock(&self.inner.sched);
+        let now = self.inner.now.load(Ordering::SeqCst);
+        self.inner
+            .now
+            .store(now.saturating_add(micros), Ordering::SeqCst);
+        s.gen += 1;
+        self.inner.cv.notify_all();
+    }
+
     /// Tells waiters that something they wait for may have changed (a semaphore release).
     pub fn notify(&self) {
         let mut s = lock(&self.inner.sched);

@@ -158,6 +158,8 @@ struct Inner {
     failures: FailureLog,
     echo: bool,
     faults: Mutex<Faults>,
+    /// µs the machine stops for as the next timed wait begins ([`SimKernel::stall_next_wait`]).
+    stall: std::sync::atomic::AtomicI64,
 }
 
 /// The simulated kernel. Cheap to clone: clones are handles to one kernel, so a test keeps
@@ -218,8 +220,20 @@ impl SimKernel {
                 failures,
                 echo: config.echo,
                 faults: Mutex::new(Faults::default()),
+                stall: std::sync::atomic::AtomicI64::new(0),
             }),
         }
+    }
+
+    /// As the next `acquire_sem` with a timeout starts to block, the whole machine stops for
+    /// `micros` µs ([`Clock::freeze_for`]): the host did not run the virtual machine. A wait
+    /// whose deadline passed meanwhile then times out at once (the timer's interrupt is taken
+    /// first), and the device completions that fell due are delivered at the next wait, as
+    /// the interrupts a resumed machine finds pending.
+    pub fn stall_next_wait(&self, micros: i64) {
+        self.inner
+            .stall
+            .store(micros.max(0), std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The clock shared with device models.
@@ -732,6 +746,26 @@ impl SimKernel {
         } else {
             clock.now().checked_add(timeout_micros)
         };
+        // Only a wait that blocks (the semaphore is not free) stalls.
+        if let Some(d) =
+            deadline.filter(|_| self.inner.stall.load(std::sync::atomic::Ordering::SeqCst) > 0)
+        {
+            if let Some(r) = self.try_take(sem) {
+                return r;
+            }
+            let stall = self
+                .inner
+                .stall
+                .swap(0, std::sync::atomic::Ordering::SeqCst);
+            if stall > 0 {
+                clock.freeze_for(stall);
+                // The timer's interrupt comes first: the wait ends before the device's
+                // interrupts that fell due are delivered.
+                if clock.now() >= d {
+                    return self.try_take(sem).unwrap_or(Err(Status::TIMED_OUT));
+                }
+            }
+        }
         let r = match clock.wait(deadline, || self.try_take(sem)) {
             WaitOutcome::Ready(r) => r,
             WaitOutcome::TimedOut => Err(Status::TIMED_OUT),

@@ -590,22 +590,38 @@ impl PcmStream {
         self.wake.release(kernel, true);
     }
 
-    /// Takes the next completion not yet reported, waiting at most `timeout_micros`.
+    /// Takes the next completion not yet reported, waiting at most `timeout_micros` of the
+    /// time this thread could run: a wait that returns later than it asked (the scheduler, or
+    /// the host of a virtual machine, did not run us) moves the deadline by as much, because
+    /// the interrupt that brings the completion may not have run either; after such a return
+    /// it waits at least a quarter of the timeout more. A device that never answers still
+    /// times out after `timeout_micros` of waiting.
     pub fn next_completion<K: Kernel>(
         &self,
         kernel: &K,
         timeout_micros: i64,
     ) -> KResult<Completion> {
-        let deadline = kernel.system_time().saturating_add(timeout_micros);
+        let mut deadline = kernel.system_time().saturating_add(timeout_micros);
         loop {
             if let Some(c) = self.take_completion(kernel) {
                 return Ok(c);
             }
-            let left = deadline - kernel.system_time();
+            let now = kernel.system_time();
+            let left = deadline - now;
             if left <= 0 {
                 return Err(Status::TIMED_OUT);
             }
             let _ = self.wake.acquire(kernel, left);
+            let after = kernel.system_time();
+            let late = after - now - left;
+            if late > 0 {
+                // At least a quarter of the timeout more after a late return: the
+                // interrupts that were pending while we did not run come first.
+                let grace = (timeout_micros / 4).max(1_000);
+                deadline = deadline
+                    .saturating_add(late)
+                    .max(after.saturating_add(grace));
+            }
         }
     }
 
