@@ -132,6 +132,12 @@ impl Addon {
             .expect("this add-on runs on a real device, not the model")
     }
 
+    /// The loaded image's code: the addresses of its executable segment (what a profile
+    /// counts as the add-on's own instructions).
+    pub fn code(&self) -> std::ops::Range<u64> {
+        self.image.as_ref().map_or(0..0, |i| i.text())
+    }
+
     pub fn kernel(&self) -> &SimKernel {
         &self.kernel
     }

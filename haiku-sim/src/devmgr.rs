@@ -924,14 +924,14 @@ impl DeviceManager {
         let m = unsafe { *(module as *const DeviceModuleInfo) };
         match m.control {
             // SAFETY: the hook with the handle's cookie and the caller's raw (user) pointer.
-            Some(control) => unsafe {
+            Some(control) => crate::meter::driver_code(|| unsafe {
                 control(
                     cookie as *mut c_void,
                     op,
                     buffer as usize as *mut c_void,
                     length as u64,
                 )
-            },
+            }),
             None => hd::B_UNSUPPORTED,
         }
     }

@@ -29,6 +29,7 @@ use spec::kernel_import::{HaikuRelease, SymbolType};
 
 use super::abi::{FnSig, Signed};
 use super::heap::FreeError;
+use super::meter::{self, Site};
 use super::user::{kernel_read, kernel_read_cstr, kernel_write};
 use super::{current, Core};
 use sim_kernel::kernel::Poll;
@@ -294,12 +295,15 @@ pub fn implementation(name: &str) -> Option<Implementation> {
 
 // ---- helpers ----
 
-/// Runs `f` on the current environment; without one, says so and returns `dead`.
-fn with_core<R>(what: &str, dead: R, f: impl FnOnce(&Arc<Core>) -> R) -> R {
+/// Runs `f` on the current environment for the export `site` (counted, see [`meter`]);
+/// without one, says so and returns `dead`.
+fn with_core<R>(site: Site, dead: R, f: impl FnOnce(&Arc<Core>) -> R) -> R {
     let _sim = SimCode::enter();
+    site.count();
     match current() {
         Some(core) => f(&core),
         None => {
+            let what = site.name();
             eprintln!("sim: the add-on called {what} while no Haiku environment is alive");
             dead
         }
@@ -334,28 +338,36 @@ pub(crate) unsafe fn c_string(p: *const c_char) -> Option<String> {
 ///
 /// `name` is NULL or a NUL-terminated string.
 pub unsafe extern "C" fn sim_create_sem(count: i32, name: *const c_char) -> sem_id {
-    with_core("create_sem", hd::B_NO_MORE_SEMS, |core| {
-        // SAFETY: the caller's string argument.
-        let name = unsafe { c_string(name) }.unwrap_or_else(|| "unnamed semaphore".into());
-        match core.kernel.create_sem(count, &name) {
-            Ok(s) => s,
-            Err(e) => e.0,
-        }
-    })
+    with_core(
+        const { Site::kernel("create_sem") },
+        hd::B_NO_MORE_SEMS,
+        |core| {
+            // SAFETY: the caller's string argument.
+            let name = unsafe { c_string(name) }.unwrap_or_else(|| "unnamed semaphore".into());
+            match core.kernel.create_sem(count, &name) {
+                Ok(s) => s,
+                Err(e) => e.0,
+            }
+        },
+    )
 }
 
 /// Deletes a semaphore; `B_BAD_SEM_ID` if it does not exist (recorded too).
 pub extern "C" fn sim_delete_sem(id: sem_id) -> status_t {
-    with_core("delete_sem", hd::B_BAD_SEM_ID, |core| {
-        let exists = core.kernel.sem_count(id).is_some();
-        // Deleting a dead one still goes to the kernel, which records the misuse.
-        core.kernel.delete_sem(id);
-        if exists {
-            hd::B_OK
-        } else {
-            hd::B_BAD_SEM_ID
-        }
-    })
+    with_core(
+        const { Site::kernel("delete_sem") },
+        hd::B_BAD_SEM_ID,
+        |core| {
+            let exists = core.kernel.sem_count(id).is_some();
+            // Deleting a dead one still goes to the kernel, which records the misuse.
+            core.kernel.delete_sem(id);
+            if exists {
+                hd::B_OK
+            } else {
+                hd::B_BAD_SEM_ID
+            }
+        },
+    )
 }
 
 pub extern "C" fn sim_acquire_sem(id: sem_id) -> status_t {
@@ -371,55 +383,59 @@ pub extern "C" fn sim_acquire_sem_etc(
     flags: u32,
     timeout: bigtime_t,
 ) -> status_t {
-    with_core("acquire_sem_etc", hd::B_BAD_SEM_ID, |core| {
-        let k = &core.kernel;
-        if count <= 0 {
-            return hd::B_BAD_VALUE;
-        }
-        let relative = flags & hd::B_RELATIVE_TIMEOUT != 0;
-        let absolute = flags & hd::B_ABSOLUTE_TIMEOUT != 0;
-        if relative && absolute {
-            return hd::B_BAD_VALUE;
-        }
-        if k.sem_count(id).is_none() {
-            return hd::B_BAD_SEM_ID;
-        }
-        // The deadline in simulated time; None waits forever.
-        let now = k.system_time();
-        let deadline = if relative {
-            if timeout == hd::B_INFINITE_TIMEOUT {
-                None
-            } else {
-                Some(now.saturating_add(timeout.max(0)))
+    with_core(
+        const { Site::kernel("acquire_sem_etc") },
+        hd::B_BAD_SEM_ID,
+        |core| {
+            let k = &core.kernel;
+            if count <= 0 {
+                return hd::B_BAD_VALUE;
             }
-        } else if absolute {
-            (timeout != hd::B_INFINITE_TIMEOUT).then_some(timeout)
-        } else {
-            None
-        };
-        let mut taken = 0;
-        while taken < count {
-            let wait = match deadline {
-                None => -1,
-                Some(d) => (d - k.system_time()).max(0),
+            let relative = flags & hd::B_RELATIVE_TIMEOUT != 0;
+            let absolute = flags & hd::B_ABSOLUTE_TIMEOUT != 0;
+            if relative && absolute {
+                return hd::B_BAD_VALUE;
+            }
+            if k.sem_count(id).is_none() {
+                return hd::B_BAD_SEM_ID;
+            }
+            // The deadline in simulated time; None waits forever.
+            let now = k.system_time();
+            let deadline = if relative {
+                if timeout == hd::B_INFINITE_TIMEOUT {
+                    None
+                } else {
+                    Some(now.saturating_add(timeout.max(0)))
+                }
+            } else if absolute {
+                (timeout != hd::B_INFINITE_TIMEOUT).then_some(timeout)
+            } else {
+                None
             };
-            match k.acquire_sem(id, wait) {
-                Ok(()) => taken += 1,
-                Err(e) => {
-                    for _ in 0..taken {
-                        k.release_sem(id, true);
+            let mut taken = 0;
+            while taken < count {
+                let wait = match deadline {
+                    None => -1,
+                    Some(d) => (d - k.system_time()).max(0),
+                };
+                match meter::waiting(|| k.acquire_sem(id, wait)) {
+                    Ok(()) => taken += 1,
+                    Err(e) => {
+                        for _ in 0..taken {
+                            k.release_sem(id, true);
+                        }
+                        // Only a relative timeout of zero is a poll; a deadline that passed
+                        // (before the call or while some units were taken) is a timeout.
+                        if e.0 == hd::B_WOULD_BLOCK && (absolute || (relative && timeout > 0)) {
+                            return hd::B_TIMED_OUT;
+                        }
+                        return e.0;
                     }
-                    // Only a relative timeout of zero is a poll; a deadline that passed
-                    // (before the call or while some units were taken) is a timeout.
-                    if e.0 == hd::B_WOULD_BLOCK && (absolute || (relative && timeout > 0)) {
-                        return hd::B_TIMED_OUT;
-                    }
-                    return e.0;
                 }
             }
-        }
-        hd::B_OK
-    })
+            hd::B_OK
+        },
+    )
 }
 
 pub extern "C" fn sim_release_sem(id: sem_id) -> status_t {
@@ -430,26 +446,30 @@ pub extern "C" fn sim_release_sem(id: sem_id) -> status_t {
 /// disabled. `B_RELEASE_ALL` and `B_RELEASE_IF_WAITING_ONLY` depend on the waiter count,
 /// which the simulated semaphores do not keep: they are recorded as unsupported.
 pub extern "C" fn sim_release_sem_etc(id: sem_id, count: i32, flags: u32) -> status_t {
-    with_core("release_sem_etc", hd::B_BAD_SEM_ID, |core| {
-        let k = &core.kernel;
-        if flags & (hd::B_RELEASE_ALL | hd::B_RELEASE_IF_WAITING_ONLY) != 0 {
-            core.record(format!(
-                "release_sem_etc({id}, {count}, {flags:#x}): B_RELEASE_ALL and \
+    with_core(
+        const { Site::kernel("release_sem_etc") },
+        hd::B_BAD_SEM_ID,
+        |core| {
+            let k = &core.kernel;
+            if flags & (hd::B_RELEASE_ALL | hd::B_RELEASE_IF_WAITING_ONLY) != 0 {
+                core.record(format!(
+                    "release_sem_etc({id}, {count}, {flags:#x}): B_RELEASE_ALL and \
                  B_RELEASE_IF_WAITING_ONLY are not simulated"
-            ));
-        }
-        if count <= 0 && flags & hd::B_RELEASE_ALL == 0 {
-            return hd::B_BAD_VALUE;
-        }
-        if k.sem_count(id).is_none() {
-            return hd::B_BAD_SEM_ID;
-        }
-        let no_resched = flags & hd::B_DO_NOT_RESCHEDULE != 0;
-        for _ in 0..count.max(1) {
-            k.release_sem(id, no_resched);
-        }
-        hd::B_OK
-    })
+                ));
+            }
+            if count <= 0 && flags & hd::B_RELEASE_ALL == 0 {
+                return hd::B_BAD_VALUE;
+            }
+            if k.sem_count(id).is_none() {
+                return hd::B_BAD_SEM_ID;
+            }
+            let no_resched = flags & hd::B_DO_NOT_RESCHEDULE != 0;
+            for _ in 0..count.max(1) {
+                k.release_sem(id, no_resched);
+            }
+            hd::B_OK
+        },
+    )
 }
 
 /// The current count (never negative here: waiters are not counted).
@@ -458,19 +478,23 @@ pub extern "C" fn sim_release_sem_etc(id: sem_id, count: i32, flags: u32) -> sta
 ///
 /// `thread_count` is NULL or writable.
 pub unsafe extern "C" fn sim_get_sem_count(id: sem_id, thread_count: *mut i32) -> status_t {
-    with_core("get_sem_count", hd::B_BAD_SEM_ID, |core| {
-        if thread_count.is_null() {
-            return hd::B_BAD_VALUE;
-        }
-        match core.kernel.sem_count(id) {
-            Some(c) => {
-                // SAFETY: checked non-NULL; the caller's out parameter.
-                unsafe { *thread_count = c };
-                hd::B_OK
+    with_core(
+        const { Site::kernel("get_sem_count") },
+        hd::B_BAD_SEM_ID,
+        |core| {
+            if thread_count.is_null() {
+                return hd::B_BAD_VALUE;
             }
-            None => hd::B_BAD_SEM_ID,
-        }
-    })
+            match core.kernel.sem_count(id) {
+                Some(c) => {
+                    // SAFETY: checked non-NULL; the caller's out parameter.
+                    unsafe { *thread_count = c };
+                    hd::B_OK
+                }
+                None => hd::B_BAD_SEM_ID,
+            }
+        },
+    )
 }
 
 // ---- areas ----
@@ -493,87 +517,93 @@ pub unsafe extern "C" fn sim_create_area(
     lock_type: u32,
     protection: u32,
 ) -> area_id {
-    with_core("create_area", hd::B_NO_MEMORY, |core| {
-        // SAFETY: the caller's string argument.
-        let name = unsafe { c_string(name) }.unwrap_or_else(|| "unnamed area".into());
-        if start_address.is_null() {
-            return hd::B_BAD_VALUE;
-        }
-        match address_spec {
-            hd::B_ANY_ADDRESS
-            | hd::B_ANY_KERNEL_ADDRESS
-            | hd::B_ANY_KERNEL_BLOCK_ADDRESS
-            | hd::B_RANDOMIZED_ANY_ADDRESS => {}
-            hd::B_EXACT_ADDRESS
-            | hd::B_BASE_ADDRESS
-            | hd::B_CLONE_ADDRESS
-            | hd::B_RANDOMIZED_BASE_ADDRESS => {
-                core.record(format!(
-                    "create_area({name:?}) with address spec {address_spec}: the simulator \
+    with_core(
+        const { Site::kernel("create_area") },
+        hd::B_NO_MEMORY,
+        |core| {
+            // SAFETY: the caller's string argument.
+            let name = unsafe { c_string(name) }.unwrap_or_else(|| "unnamed area".into());
+            if start_address.is_null() {
+                return hd::B_BAD_VALUE;
+            }
+            match address_spec {
+                hd::B_ANY_ADDRESS
+                | hd::B_ANY_KERNEL_ADDRESS
+                | hd::B_ANY_KERNEL_BLOCK_ADDRESS
+                | hd::B_RANDOMIZED_ANY_ADDRESS => {}
+                hd::B_EXACT_ADDRESS
+                | hd::B_BASE_ADDRESS
+                | hd::B_CLONE_ADDRESS
+                | hd::B_RANDOMIZED_BASE_ADDRESS => {
+                    core.record(format!(
+                        "create_area({name:?}) with address spec {address_spec}: the simulator \
                      cannot place an area at a given address"
-                ));
-                return hd::B_NO_MEMORY;
+                    ));
+                    return hd::B_NO_MEMORY;
+                }
+                _ => return hd::B_BAD_VALUE,
             }
-            _ => return hd::B_BAD_VALUE,
-        }
-        match lock_type {
-            hd::B_NO_LOCK
-            | hd::B_LAZY_LOCK
-            | hd::B_FULL_LOCK
-            | hd::B_CONTIGUOUS
-            | hd::B_32_BIT_FULL_LOCK
-            | hd::B_32_BIT_CONTIGUOUS => {}
-            hd::B_LOMEM => {
-                core.record(format!(
-                    "create_area({name:?}, B_LOMEM): the simulated physical memory has no \
+            match lock_type {
+                hd::B_NO_LOCK
+                | hd::B_LAZY_LOCK
+                | hd::B_FULL_LOCK
+                | hd::B_CONTIGUOUS
+                | hd::B_32_BIT_FULL_LOCK
+                | hd::B_32_BIT_CONTIGUOUS => {}
+                hd::B_LOMEM => {
+                    core.record(format!(
+                        "create_area({name:?}, B_LOMEM): the simulated physical memory has no \
                      pages below 16 MiB"
-                ));
-                return hd::B_NO_MEMORY;
+                    ));
+                    return hd::B_NO_MEMORY;
+                }
+                _ => return hd::B_BAD_VALUE,
             }
-            _ => return hd::B_BAD_VALUE,
-        }
-        let kernel_bits =
-            hd::B_KERNEL_READ_AREA | hd::B_KERNEL_WRITE_AREA | hd::B_KERNEL_EXECUTE_AREA;
-        // fix_protection: user bits imply the kernel ones when no kernel bit is given.
-        let effective = if protection & kernel_bits == 0 {
-            protection
-                | if protection & hd::B_READ_AREA != 0 {
-                    hd::B_KERNEL_READ_AREA
-                } else {
-                    0
-                }
-                | if protection & hd::B_WRITE_AREA != 0 {
-                    hd::B_KERNEL_WRITE_AREA
-                } else {
-                    0
-                }
-        } else {
-            protection
-        };
-        if effective & hd::B_KERNEL_WRITE_AREA != 0
-            && effective & (hd::B_KERNEL_EXECUTE_AREA | hd::B_EXECUTE_AREA) != 0
-        {
-            core.record(format!(
+            let kernel_bits =
+                hd::B_KERNEL_READ_AREA | hd::B_KERNEL_WRITE_AREA | hd::B_KERNEL_EXECUTE_AREA;
+            // fix_protection: user bits imply the kernel ones when no kernel bit is given.
+            let effective = if protection & kernel_bits == 0 {
+                protection
+                    | if protection & hd::B_READ_AREA != 0 {
+                        hd::B_KERNEL_READ_AREA
+                    } else {
+                        0
+                    }
+                    | if protection & hd::B_WRITE_AREA != 0 {
+                        hd::B_KERNEL_WRITE_AREA
+                    } else {
+                        0
+                    }
+            } else {
+                protection
+            };
+            if effective & hd::B_KERNEL_WRITE_AREA != 0
+                && effective & (hd::B_KERNEL_EXECUTE_AREA | hd::B_EXECUTE_AREA) != 0
+            {
+                core.record(format!(
                 "create_area({name:?}) writable and executable: Haiku panics on W+X kernel areas"
             ));
-            return hd::B_NOT_ALLOWED;
-        }
-        let user = protection & (hd::B_READ_AREA | hd::B_WRITE_AREA) != 0;
-        match core.kernel.create_area(&name, size, user) {
-            Ok(area) => {
-                // SAFETY: checked non-NULL; the caller's in/out parameter.
-                unsafe { *start_address = area.addr as usize as *mut c_void };
-                area.id
+                return hd::B_NOT_ALLOWED;
             }
-            Err(e) => e.0,
-        }
-    })
+            let user = protection & (hd::B_READ_AREA | hd::B_WRITE_AREA) != 0;
+            match core.kernel.create_area(&name, size, user) {
+                Ok(area) => {
+                    // SAFETY: checked non-NULL; the caller's in/out parameter.
+                    unsafe { *start_address = area.addr as usize as *mut c_void };
+                    area.id
+                }
+                Err(e) => e.0,
+            }
+        },
+    )
 }
 
 /// Deletes an area by id; `B_BAD_VALUE` (and a recorded misuse) if there is none.
 pub extern "C" fn sim_delete_area(id: area_id) -> status_t {
-    with_core("delete_area", hd::B_BAD_VALUE, |core| {
-        match core.kernel.areas().into_iter().find(|a| a.id == id) {
+    with_core(
+        const { Site::kernel("delete_area") },
+        hd::B_BAD_VALUE,
+        |core| match core.kernel.areas().into_iter().find(|a| a.id == id) {
             Some(a) => {
                 core.kernel.delete_area(&a.to_area());
                 hd::B_OK
@@ -584,13 +614,13 @@ pub extern "C" fn sim_delete_area(id: area_id) -> status_t {
                 ));
                 hd::B_BAD_VALUE
             }
-        }
-    })
+        },
+    )
 }
 
 /// The area containing `address`, or `B_ERROR`.
 pub extern "C" fn sim_area_for(address: *mut c_void) -> area_id {
-    with_core("area_for", hd::B_ERROR, |core| {
+    with_core(const { Site::kernel("area_for") }, hd::B_ERROR, |core| {
         let a = address as u64;
         core.kernel
             .areas()
@@ -613,14 +643,18 @@ pub unsafe extern "C" fn sim_clone_area(
     _protection: u32,
     source: area_id,
 ) -> area_id {
-    with_core("clone_area", hd::B_BAD_VALUE, |core| {
-        if core.kernel.areas().iter().any(|a| a.id == source) {
-            core.log("[sim] clone_area is not simulated: B_NOT_SUPPORTED");
-            hd::B_NOT_SUPPORTED
-        } else {
-            hd::B_BAD_VALUE
-        }
-    })
+    with_core(
+        const { Site::kernel("clone_area") },
+        hd::B_BAD_VALUE,
+        |core| {
+            if core.kernel.areas().iter().any(|a| a.id == source) {
+                core.log("[sim] clone_area is not simulated: B_NOT_SUPPORTED");
+                hd::B_NOT_SUPPORTED
+            } else {
+                hd::B_BAD_VALUE
+            }
+        },
+    )
 }
 
 /// Haiku's `get_memory_map` for a range inside one area (areas are contiguous, so it is
@@ -636,38 +670,44 @@ pub unsafe extern "C" fn sim_get_memory_map(
     table: *mut PhysicalEntry,
     num_entries: i32,
 ) -> i32 {
-    with_core("get_memory_map", hd::B_BAD_VALUE, |core| {
-        if table.is_null() || num_entries <= 0 || size == 0 {
-            return hd::B_BAD_VALUE;
-        }
-        let a = address as u64;
-        let area = core.kernel.areas().into_iter().find(|i| {
-            a >= i.addr && a - i.addr < i.size as u64 && (a - i.addr) + size as u64 <= i.size as u64
-        });
-        let Some(area) = area else {
-            core.record(format!(
-                "get_memory_map({a:#x}, {size}) of memory outside every area: the simulator \
-                 has physical addresses only for areas"
-            ));
-            return hd::B_BAD_ADDRESS;
-        };
-        let entry = PhysicalEntry {
-            address: area.phys + (a - area.addr),
-            size: size as u64,
-        };
-        // SAFETY: `table` has at least one entry (checked), and a second when
-        // num_entries > 1: Haiku terminates a multi-entry table with an empty entry.
-        unsafe {
-            *table = entry;
-            if num_entries > 1 {
-                *table.add(1) = PhysicalEntry {
-                    address: 0,
-                    size: 0,
-                };
+    with_core(
+        const { Site::kernel("get_memory_map") },
+        hd::B_BAD_VALUE,
+        |core| {
+            if table.is_null() || num_entries <= 0 || size == 0 {
+                return hd::B_BAD_VALUE;
             }
-        }
-        hd::B_OK
-    })
+            let a = address as u64;
+            let area = core.kernel.areas().into_iter().find(|i| {
+                a >= i.addr
+                    && a - i.addr < i.size as u64
+                    && (a - i.addr) + size as u64 <= i.size as u64
+            });
+            let Some(area) = area else {
+                core.record(format!(
+                    "get_memory_map({a:#x}, {size}) of memory outside every area: the simulator \
+                 has physical addresses only for areas"
+                ));
+                return hd::B_BAD_ADDRESS;
+            };
+            let entry = PhysicalEntry {
+                address: area.phys + (a - area.addr),
+                size: size as u64,
+            };
+            // SAFETY: `table` has at least one entry (checked), and a second when
+            // num_entries > 1: Haiku terminates a multi-entry table with an empty entry.
+            unsafe {
+                *table = entry;
+                if num_entries > 1 {
+                    *table.add(1) = PhysicalEntry {
+                        address: 0,
+                        size: 0,
+                    };
+                }
+            }
+            hd::B_OK
+        },
+    )
 }
 
 /// `get_memory_map` for the kernel or current team (both are the simulated kernel).
@@ -709,10 +749,14 @@ pub unsafe extern "C" fn sim_map_physical_memory(
     _protection: u32,
     _mapped_address: *mut *mut c_void,
 ) -> area_id {
-    with_core("map_physical_memory", hd::B_NOT_SUPPORTED, |core| {
-        core.log("[sim] map_physical_memory: no physical device memory is simulated");
-        hd::B_NOT_SUPPORTED
-    })
+    with_core(
+        const { Site::kernel("map_physical_memory") },
+        hd::B_NOT_SUPPORTED,
+        |core| {
+            core.log("[sim] map_physical_memory: no physical device memory is simulated");
+            hd::B_NOT_SUPPORTED
+        },
+    )
 }
 
 /// All simulated memory is resident: locking always succeeds (but may block, so not in
@@ -722,7 +766,7 @@ pub extern "C" fn sim_lock_memory(
     _num_bytes: usize,
     _flags: u32,
 ) -> status_t {
-    with_core("lock_memory", hd::B_OK, |core| {
+    with_core(const { Site::kernel("lock_memory") }, hd::B_OK, |core| {
         core.kernel.forbid_in_interrupt("lock_memory");
         hd::B_OK
     })
@@ -759,71 +803,84 @@ fn write_any(core: &Core, addr: u64, data: &[u8]) -> Result<(), Status> {
 /// Haiku's `user_memcpy`: `B_BAD_ADDRESS` for any range that is not wholly mapped (user or
 /// kernel), never a fault. User ranges must lie inside one client mapping.
 pub extern "C" fn sim_user_memcpy(to: *mut c_void, from: *const c_void, size: usize) -> status_t {
-    with_core("user_memcpy", hd::B_BAD_ADDRESS, |core| {
-        let (to, from) = (to as u64, from as u64);
-        if to.checked_add(size as u64).is_none() || from.checked_add(size as u64).is_none() {
-            return hd::B_BAD_ADDRESS;
-        }
-        if size == 0 {
-            return hd::B_OK;
-        }
-        core.kernel.forbid_in_interrupt("user_memcpy");
-        let mut buf = vec![0u8; size];
-        status(read_any(core, from, &mut buf).and_then(|()| write_any(core, to, &buf)))
-    })
+    with_core(
+        const { Site::kernel("user_memcpy") },
+        hd::B_BAD_ADDRESS,
+        |core| {
+            let (to, from) = (to as u64, from as u64);
+            if to.checked_add(size as u64).is_none() || from.checked_add(size as u64).is_none() {
+                return hd::B_BAD_ADDRESS;
+            }
+            if size == 0 {
+                return hd::B_OK;
+            }
+            core.kernel.forbid_in_interrupt("user_memcpy");
+            meter::user_copied(size);
+            let mut buf = vec![0u8; size];
+            status(read_any(core, from, &mut buf).and_then(|()| write_any(core, to, &buf)))
+        },
+    )
 }
 
 /// Haiku's `user_memset`, with `user_memcpy`'s checks.
 pub extern "C" fn sim_user_memset(start: *mut c_void, c: c_char, count: usize) -> status_t {
-    with_core("user_memset", hd::B_BAD_ADDRESS, |core| {
-        let to = start as u64;
-        if to.checked_add(count as u64).is_none() {
-            return hd::B_BAD_ADDRESS;
-        }
-        if count == 0 {
-            return hd::B_OK;
-        }
-        core.kernel.forbid_in_interrupt("user_memset");
-        status(write_any(core, to, &vec![c as u8; count]))
-    })
+    with_core(
+        const { Site::kernel("user_memset") },
+        hd::B_BAD_ADDRESS,
+        |core| {
+            let to = start as u64;
+            if to.checked_add(count as u64).is_none() {
+                return hd::B_BAD_ADDRESS;
+            }
+            if count == 0 {
+                return hd::B_OK;
+            }
+            core.kernel.forbid_in_interrupt("user_memset");
+            status(write_any(core, to, &vec![c as u8; count]))
+        },
+    )
 }
 
 /// Haiku's `user_strlcpy`: copies at most `size - 1` bytes and a NUL, returns the length of
 /// the source string (which must be readable to its NUL) or `B_BAD_ADDRESS`.
 pub extern "C" fn sim_user_strlcpy(to: *mut c_char, from: *const c_char, size: usize) -> ssize_t {
-    with_core("user_strlcpy", hd::B_BAD_ADDRESS as ssize_t, |core| {
-        core.kernel.forbid_in_interrupt("user_strlcpy");
-        let from = from as u64;
-        // Read the source a byte at a time up to its NUL: a string that ends right before
-        // the end of a mapping must work, one that runs past it must fail.
-        let mut src = Vec::new();
-        loop {
-            let mut b = [0u8];
-            let at = match from.checked_add(src.len() as u64) {
-                Some(a) => a,
-                None => return hd::B_BAD_ADDRESS as ssize_t,
-            };
-            if read_any(core, at, &mut b).is_err() {
-                return hd::B_BAD_ADDRESS as ssize_t;
+    with_core(
+        const { Site::kernel("user_strlcpy") },
+        hd::B_BAD_ADDRESS as ssize_t,
+        |core| {
+            core.kernel.forbid_in_interrupt("user_strlcpy");
+            let from = from as u64;
+            // Read the source a byte at a time up to its NUL: a string that ends right before
+            // the end of a mapping must work, one that runs past it must fail.
+            let mut src = Vec::new();
+            loop {
+                let mut b = [0u8];
+                let at = match from.checked_add(src.len() as u64) {
+                    Some(a) => a,
+                    None => return hd::B_BAD_ADDRESS as ssize_t,
+                };
+                if read_any(core, at, &mut b).is_err() {
+                    return hd::B_BAD_ADDRESS as ssize_t;
+                }
+                if b[0] == 0 {
+                    break;
+                }
+                src.push(b[0]);
+                if src.len() > MAX_KERNEL_STRING {
+                    return hd::B_BAD_ADDRESS as ssize_t;
+                }
             }
-            if b[0] == 0 {
-                break;
+            if size > 0 {
+                let n = src.len().min(size - 1);
+                let mut out = src[..n].to_vec();
+                out.push(0);
+                if write_any(core, to as u64, &out).is_err() {
+                    return hd::B_BAD_ADDRESS as ssize_t;
+                }
             }
-            src.push(b[0]);
-            if src.len() > MAX_KERNEL_STRING {
-                return hd::B_BAD_ADDRESS as ssize_t;
-            }
-        }
-        if size > 0 {
-            let n = src.len().min(size - 1);
-            let mut out = src[..n].to_vec();
-            out.push(0);
-            if write_any(core, to as u64, &out).is_err() {
-                return hd::B_BAD_ADDRESS as ssize_t;
-            }
-        }
-        src.len() as ssize_t
-    })
+            src.len() as ssize_t
+        },
+    )
 }
 
 // ---- the heap ----
@@ -838,57 +895,71 @@ fn heap_misuse(core: &Core, what: &str, p: *mut c_void, e: FreeError) {
 
 /// Kernel `malloc`: NULL on failure; allocating in interrupt context is recorded.
 pub extern "C" fn sim_malloc(size: usize) -> *mut c_void {
-    with_core("malloc", std::ptr::null_mut(), |core| {
-        core.kernel.forbid_in_interrupt("malloc");
-        core.heap.alloc(size, 16, false).cast()
-    })
+    with_core(
+        const { Site::kernel("malloc") },
+        std::ptr::null_mut(),
+        |core| {
+            core.kernel.forbid_in_interrupt("malloc");
+            core.heap.alloc(size, 16, false).cast()
+        },
+    )
 }
 
 /// Kernel `calloc`: zeroed, NULL when `count * size` overflows.
 pub extern "C" fn sim_calloc(count: usize, size: usize) -> *mut c_void {
-    with_core("calloc", std::ptr::null_mut(), |core| {
-        core.kernel.forbid_in_interrupt("calloc");
-        match count.checked_mul(size) {
-            Some(n) => core.heap.alloc(n, 16, true).cast(),
-            None => std::ptr::null_mut(),
-        }
-    })
+    with_core(
+        const { Site::kernel("calloc") },
+        std::ptr::null_mut(),
+        |core| {
+            core.kernel.forbid_in_interrupt("calloc");
+            match count.checked_mul(size) {
+                Some(n) => core.heap.alloc(n, 16, true).cast(),
+                None => std::ptr::null_mut(),
+            }
+        },
+    )
 }
 
 /// Kernel `realloc`: `realloc(NULL, n)` is `malloc(n)`, `realloc(p, 0)` frees and returns
 /// NULL (Haiku's heap does), otherwise a new block with the old contents.
 pub extern "C" fn sim_realloc(address: *mut c_void, new_size: usize) -> *mut c_void {
-    with_core("realloc", std::ptr::null_mut(), |core| {
-        core.kernel.forbid_in_interrupt("realloc");
-        if address.is_null() {
-            return core.heap.alloc(new_size, 16, false).cast();
-        }
-        let old_size = match core.heap.size_of(address.cast()) {
-            Ok(s) => s,
-            Err(e) => {
-                heap_misuse(core, "realloc", address, e);
+    with_core(
+        const { Site::kernel("realloc") },
+        std::ptr::null_mut(),
+        |core| {
+            core.kernel.forbid_in_interrupt("realloc");
+            if address.is_null() {
+                return core.heap.alloc(new_size, 16, false).cast();
+            }
+            let old_size = match core.heap.size_of(address.cast()) {
+                Ok(s) => s,
+                Err(e) => {
+                    heap_misuse(core, "realloc", address, e);
+                    return std::ptr::null_mut();
+                }
+            };
+            if new_size == 0 {
+                let _ = core.heap.free(address.cast());
                 return std::ptr::null_mut();
             }
-        };
-        if new_size == 0 {
+            let new = core.heap.alloc(new_size, 16, false);
+            if new.is_null() {
+                return std::ptr::null_mut();
+            }
+            // SAFETY: both are live heap blocks of at least the copied size, and distinct.
+            unsafe {
+                std::ptr::copy_nonoverlapping(address.cast::<u8>(), new, old_size.min(new_size))
+            };
             let _ = core.heap.free(address.cast());
-            return std::ptr::null_mut();
-        }
-        let new = core.heap.alloc(new_size, 16, false);
-        if new.is_null() {
-            return std::ptr::null_mut();
-        }
-        // SAFETY: both are live heap blocks of at least the copied size, and distinct.
-        unsafe { std::ptr::copy_nonoverlapping(address.cast::<u8>(), new, old_size.min(new_size)) };
-        let _ = core.heap.free(address.cast());
-        new.cast()
-    })
+            new.cast()
+        },
+    )
 }
 
 /// Kernel `free`: NULL is ignored; a pointer the heap does not own is a recorded misuse
 /// and is left alone.
 pub extern "C" fn sim_free(address: *mut c_void) {
-    with_core("free", (), |core| {
+    with_core(const { Site::kernel("free") }, (), |core| {
         if address.is_null() {
             return;
         }
@@ -901,13 +972,17 @@ pub extern "C" fn sim_free(address: *mut c_void) {
 
 /// Kernel `memalign`: NULL unless `alignment` is a power of two.
 pub extern "C" fn sim_memalign(alignment: usize, size: usize) -> *mut c_void {
-    with_core("memalign", std::ptr::null_mut(), |core| {
-        core.kernel.forbid_in_interrupt("memalign");
-        if !alignment.is_power_of_two() {
-            return std::ptr::null_mut();
-        }
-        core.heap.alloc(size, alignment, false).cast()
-    })
+    with_core(
+        const { Site::kernel("memalign") },
+        std::ptr::null_mut(),
+        |core| {
+            core.kernel.forbid_in_interrupt("memalign");
+            if !alignment.is_power_of_two() {
+                return std::ptr::null_mut();
+            }
+            core.heap.alloc(size, alignment, false).cast()
+        },
+    )
 }
 
 // ---- libroot string functions (the host's own, which fault on user memory as Haiku's do
@@ -1084,7 +1159,7 @@ pub extern "C" fn sim_stack_chk_fail() {
 /// `system_time`: the simulated clock. A caller that calls it over and over at one instant
 /// is spinning on it, and time passes for it (`SimKernel::busy_poll`).
 pub extern "C" fn sim_system_time() -> bigtime_t {
-    with_core("system_time", 0, |core| {
+    with_core(const { Site::kernel("system_time") }, 0, |core| {
         // A driver that spins on the clock lets time pass, as a real CPU would.
         let _ = core.kernel.busy_poll(Poll::Clock);
         core.kernel.system_time()
@@ -1124,7 +1199,7 @@ pub extern "C" fn sim_snooze_etc(amount: bigtime_t, time_base: i32, flags: u32) 
         hd::CLOCK_THREAD_CPUTIME_ID => return hd::B_BAD_VALUE,
         _ => return hd::ENOTSUP,
     };
-    with_core("snooze_etc", hd::B_OK, |core| {
+    with_core(const { Site::kernel("snooze_etc") }, hd::B_OK, |core| {
         let timed = flags & (hd::B_RELATIVE_TIMEOUT | hd::B_ABSOLUTE_TIMEOUT) != 0;
         if !timed || amount == hd::B_INFINITE_TIMEOUT {
             core.record(format!(
@@ -1140,7 +1215,7 @@ pub extern "C" fn sim_snooze_etc(amount: bigtime_t, time_base: i32, flags: u32) 
         } else {
             amount.saturating_sub(core.kernel.system_time())
         };
-        core.kernel.snooze(d);
+        meter::waiting(|| core.kernel.snooze(d));
         hd::B_OK
     })
 }
@@ -1153,9 +1228,9 @@ pub extern "C" fn sim_snooze_until(time: bigtime_t, time_base: i32) -> status_t 
 /// with interrupts disabled it cannot (no interrupt could be delivered), so it returns at
 /// once.
 pub extern "C" fn sim_spin(microseconds: bigtime_t) {
-    with_core("spin", (), |core| {
+    with_core(const { Site::kernel("spin") }, (), |core| {
         if microseconds > 0 && !core.kernel.interrupts_disabled() {
-            core.kernel.clock().advance_by(microseconds);
+            meter::waiting(|| core.kernel.clock().advance_by(microseconds));
         }
     })
 }
@@ -1172,26 +1247,30 @@ pub unsafe extern "C" fn sim_add_timer(
     flags: i32,
 ) -> status_t {
     // SAFETY: forwarded with the caller's contract.
-    with_core("add_timer", hd::B_NO_INIT, |core| unsafe {
-        core.timers.add(core, event, hook, period, flags)
-    })
+    with_core(
+        const { Site::kernel("add_timer") },
+        hd::B_NO_INIT,
+        |core| unsafe { core.timers.add(core, event, hook, period, flags) },
+    )
 }
 
 /// Disarms a timer; true if it had already fired.
 pub extern "C" fn sim_cancel_timer(event: *mut Timer) -> bool {
-    with_core("cancel_timer", false, |core| core.timers.cancel(event))
+    with_core(const { Site::kernel("cancel_timer") }, false, |core| {
+        core.timers.cancel(event)
+    })
 }
 
 // ---- interrupts and spinlocks ----
 
 pub extern "C" fn sim_disable_interrupts() -> cpu_status {
-    with_core("disable_interrupts", 0, |core| {
+    with_core(const { Site::kernel("disable_interrupts") }, 0, |core| {
         core.kernel.disable_interrupts()
     })
 }
 
 pub extern "C" fn sim_restore_interrupts(state: cpu_status) {
-    with_core("restore_interrupts", (), |core| {
+    with_core(const { Site::kernel("restore_interrupts") }, (), |core| {
         core.kernel.restore_interrupts(state)
     })
 }
@@ -1207,7 +1286,7 @@ fn spinlock_word<'a>(core: &Core, what: &str, lock: *mut Spinlock) -> Option<&'a
 }
 
 pub extern "C" fn sim_acquire_spinlock(lock: *mut Spinlock) {
-    with_core("acquire_spinlock", (), |core| {
+    with_core(const { Site::kernel("acquire_spinlock") }, (), |core| {
         if let Some(w) = spinlock_word(core, "acquire_spinlock", lock) {
             core.kernel.acquire_spinlock(w);
         }
@@ -1215,14 +1294,18 @@ pub extern "C" fn sim_acquire_spinlock(lock: *mut Spinlock) {
 }
 
 pub extern "C" fn sim_try_acquire_spinlock(lock: *mut Spinlock) -> bool {
-    with_core("try_acquire_spinlock", false, |core| {
-        spinlock_word(core, "try_acquire_spinlock", lock)
-            .is_some_and(|w| core.kernel.try_acquire_spinlock(w))
-    })
+    with_core(
+        const { Site::kernel("try_acquire_spinlock") },
+        false,
+        |core| {
+            spinlock_word(core, "try_acquire_spinlock", lock)
+                .is_some_and(|w| core.kernel.try_acquire_spinlock(w))
+        },
+    )
 }
 
 pub extern "C" fn sim_release_spinlock(lock: *mut Spinlock) {
-    with_core("release_spinlock", (), |core| {
+    with_core(const { Site::kernel("release_spinlock") }, (), |core| {
         if let Some(w) = spinlock_word(core, "release_spinlock", lock) {
             core.kernel.release_spinlock(w);
         }
@@ -1245,13 +1328,17 @@ pub extern "C" fn sim_install_io_interrupt_handler(
     _data: *mut c_void,
     _flags: u32,
 ) -> status_t {
-    with_core("install_io_interrupt_handler", hd::B_BAD_VALUE, |core| {
-        core.log(&format!(
-            "[sim] install_io_interrupt_handler({interrupt_number}): no I/O interrupt lines \
+    with_core(
+        const { Site::kernel("install_io_interrupt_handler") },
+        hd::B_BAD_VALUE,
+        |core| {
+            core.log(&format!(
+                "[sim] install_io_interrupt_handler({interrupt_number}): no I/O interrupt lines \
              are simulated"
-        ));
-        hd::B_BAD_VALUE
-    })
+            ));
+            hd::B_BAD_VALUE
+        },
+    )
 }
 
 pub extern "C" fn sim_remove_io_interrupt_handler(
@@ -1275,17 +1362,23 @@ pub unsafe extern "C" fn sim_spawn_kernel_thread(
     _priority: i32,
     arg: *mut c_void,
 ) -> thread_id {
-    with_core("spawn_kernel_thread", hd::B_NO_MORE_THREADS, |core| {
-        // SAFETY: the caller's string argument.
-        let name = unsafe { c_string(name) }.unwrap_or_else(|| "unnamed thread".into());
-        core.threads.spawn(function, name, arg)
-    })
+    with_core(
+        const { Site::kernel("spawn_kernel_thread") },
+        hd::B_NO_MORE_THREADS,
+        |core| {
+            // SAFETY: the caller's string argument.
+            let name = unsafe { c_string(name) }.unwrap_or_else(|| "unnamed thread".into());
+            core.threads.spawn(function, name, arg)
+        },
+    )
 }
 
 pub extern "C" fn sim_resume_thread(thread: thread_id) -> status_t {
-    with_core("resume_thread", hd::B_BAD_THREAD_ID, |core| {
-        core.threads.resume(core, thread)
-    })
+    with_core(
+        const { Site::kernel("resume_thread") },
+        hd::B_BAD_THREAD_ID,
+        |core| core.threads.resume(core, thread),
+    )
 }
 
 /// # Safety
@@ -1295,32 +1388,40 @@ pub unsafe extern "C" fn sim_wait_for_thread(
     thread: thread_id,
     return_value: *mut status_t,
 ) -> status_t {
-    with_core("wait_for_thread", hd::B_BAD_THREAD_ID, |core| {
-        core.kernel.forbid_in_interrupt("wait_for_thread");
-        match core.threads.wait(core, thread) {
-            Ok(v) => {
-                if !return_value.is_null() {
-                    // SAFETY: checked non-NULL; the caller's out parameter.
-                    unsafe { *return_value = v };
+    with_core(
+        const { Site::kernel("wait_for_thread") },
+        hd::B_BAD_THREAD_ID,
+        |core| {
+            core.kernel.forbid_in_interrupt("wait_for_thread");
+            match core.threads.wait(core, thread) {
+                Ok(v) => {
+                    if !return_value.is_null() {
+                        // SAFETY: checked non-NULL; the caller's out parameter.
+                        unsafe { *return_value = v };
+                    }
+                    hd::B_OK
                 }
-                hd::B_OK
+                Err(e) => e,
             }
-            Err(e) => e,
-        }
-    })
+        },
+    )
 }
 
 /// # Safety
 ///
 /// `name` is NULL or a string.
 pub unsafe extern "C" fn sim_find_thread(name: *const c_char) -> thread_id {
-    with_core("find_thread", hd::B_NAME_NOT_FOUND, |core| {
-        // SAFETY: the caller's string argument.
-        match unsafe { c_string(name) } {
-            None => core.threads.current_id(),
-            Some(n) => core.threads.find(&n),
-        }
-    })
+    with_core(
+        const { Site::kernel("find_thread") },
+        hd::B_NAME_NOT_FOUND,
+        |core| {
+            // SAFETY: the caller's string argument.
+            match unsafe { c_string(name) } {
+                None => core.threads.current_id(),
+                Some(n) => core.threads.find(&n),
+            }
+        },
+    )
 }
 
 // ---- driver settings ----
@@ -1333,20 +1434,26 @@ pub unsafe extern "C" fn sim_find_thread(name: *const c_char) -> thread_id {
 ///
 /// `driver_name` is NULL or a string.
 pub unsafe extern "C" fn sim_load_driver_settings(driver_name: *const c_char) -> *mut c_void {
-    with_core("load_driver_settings", std::ptr::null_mut(), |core| {
-        core.kernel.forbid_in_interrupt("load_driver_settings");
-        // SAFETY: the caller's string argument.
-        let Some(name) = (unsafe { c_string(driver_name) }) else {
-            return std::ptr::null_mut();
-        };
-        core.load_settings(&name)
-    })
+    with_core(
+        const { Site::kernel("load_driver_settings") },
+        std::ptr::null_mut(),
+        |core| {
+            core.kernel.forbid_in_interrupt("load_driver_settings");
+            // SAFETY: the caller's string argument.
+            let Some(name) = (unsafe { c_string(driver_name) }) else {
+                return std::ptr::null_mut();
+            };
+            core.load_settings(&name)
+        },
+    )
 }
 
 pub extern "C" fn sim_unload_driver_settings(handle: *mut c_void) -> status_t {
-    with_core("unload_driver_settings", hd::B_BAD_VALUE, |core| {
-        core.unload_settings(handle)
-    })
+    with_core(
+        const { Site::kernel("unload_driver_settings") },
+        hd::B_BAD_VALUE,
+        |core| core.unload_settings(handle),
+    )
 }
 
 /// The first value of the last parameter called `key`, `unknown_value` if there is none,
@@ -1361,18 +1468,22 @@ pub unsafe extern "C" fn sim_get_driver_parameter(
     unknown_value: *const c_char,
     noarg_value: *const c_char,
 ) -> *const c_char {
-    with_core("get_driver_parameter", unknown_value, |core| {
-        // SAFETY: the caller's string argument.
-        let Some(key) = (unsafe { c_string(key) }) else {
-            return unknown_value;
-        };
-        core.with_settings(handle, "get_driver_parameter", |h| {
-            match h.and_then(|h| h.get(key.as_bytes())) {
-                None => unknown_value,
-                Some(p) => p.values.first().map_or(noarg_value, |v| v.as_ptr()),
-            }
-        })
-    })
+    with_core(
+        const { Site::kernel("get_driver_parameter") },
+        unknown_value,
+        |core| {
+            // SAFETY: the caller's string argument.
+            let Some(key) = (unsafe { c_string(key) }) else {
+                return unknown_value;
+            };
+            core.with_settings(handle, "get_driver_parameter", |h| {
+                match h.and_then(|h| h.get(key.as_bytes())) {
+                    None => unknown_value,
+                    Some(p) => p.values.first().map_or(noarg_value, |v| v.as_ptr()),
+                }
+            })
+        },
+    )
 }
 
 /// A parameter read as a boolean (Haiku's words), with its defaults.
@@ -1386,21 +1497,25 @@ pub unsafe extern "C" fn sim_get_driver_boolean_parameter(
     unknown_value: bool,
     noarg_value: bool,
 ) -> bool {
-    with_core("get_driver_boolean_parameter", unknown_value, |core| {
-        // SAFETY: the caller's string argument.
-        let Some(key) = (unsafe { c_string(key) }) else {
-            return unknown_value;
-        };
-        core.with_settings(handle, "get_driver_boolean_parameter", |h| {
-            match h.and_then(|h| h.get(key.as_bytes())) {
-                None => unknown_value,
-                Some(p) => match p.values.first() {
-                    None => noarg_value,
-                    Some(v) => super::settings::boolean(v.as_bytes()).unwrap_or(unknown_value),
-                },
-            }
-        })
-    })
+    with_core(
+        const { Site::kernel("get_driver_boolean_parameter") },
+        unknown_value,
+        |core| {
+            // SAFETY: the caller's string argument.
+            let Some(key) = (unsafe { c_string(key) }) else {
+                return unknown_value;
+            };
+            core.with_settings(handle, "get_driver_boolean_parameter", |h| {
+                match h.and_then(|h| h.get(key.as_bytes())) {
+                    None => unknown_value,
+                    Some(p) => match p.values.first() {
+                        None => noarg_value,
+                        Some(v) => super::settings::boolean(v.as_bytes()).unwrap_or(unknown_value),
+                    },
+                }
+            })
+        },
+    )
 }
 
 // ---- modules ----
@@ -1416,37 +1531,45 @@ pub unsafe extern "C" fn sim_get_module(
     path: *const c_char,
     info: *mut *mut ModuleInfo,
 ) -> status_t {
-    with_core("get_module", hd::B_ENTRY_NOT_FOUND, |core| {
-        // SAFETY: the caller's string argument.
-        let Some(path) = (unsafe { c_string(path) }) else {
-            return hd::B_BAD_VALUE;
-        };
-        if info.is_null() {
-            return hd::B_BAD_VALUE;
-        }
-        core.kernel.forbid_in_interrupt("get_module");
-        match core.get_module(&path) {
-            Ok(p) => {
-                // SAFETY: checked non-NULL; the caller's out parameter.
-                unsafe { *info = p.cast_mut() };
-                hd::B_OK
+    with_core(
+        const { Site::kernel("get_module") },
+        hd::B_ENTRY_NOT_FOUND,
+        |core| {
+            // SAFETY: the caller's string argument.
+            let Some(path) = (unsafe { c_string(path) }) else {
+                return hd::B_BAD_VALUE;
+            };
+            if info.is_null() {
+                return hd::B_BAD_VALUE;
             }
-            Err(e) => e,
-        }
-    })
+            core.kernel.forbid_in_interrupt("get_module");
+            match core.get_module(&path) {
+                Ok(p) => {
+                    // SAFETY: checked non-NULL; the caller's out parameter.
+                    unsafe { *info = p.cast_mut() };
+                    hd::B_OK
+                }
+                Err(e) => e,
+            }
+        },
+    )
 }
 
 /// # Safety
 ///
 /// `path` is NULL or a string.
 pub unsafe extern "C" fn sim_put_module(path: *const c_char) -> status_t {
-    with_core("put_module", hd::B_BAD_VALUE, |core| {
-        // SAFETY: the caller's string argument.
-        let Some(path) = (unsafe { c_string(path) }) else {
-            return hd::B_BAD_VALUE;
-        };
-        core.put_module(&path)
-    })
+    with_core(
+        const { Site::kernel("put_module") },
+        hd::B_BAD_VALUE,
+        |core| {
+            // SAFETY: the caller's string argument.
+            let Some(path) = (unsafe { c_string(path) }) else {
+                return hd::B_BAD_VALUE;
+            };
+            core.put_module(&path)
+        },
+    )
 }
 
 const _: () = assert!(PAGE_SIZE == hd::B_PAGE_SIZE as usize);

@@ -20,6 +20,7 @@
 //! - `devmgr`: `device_manager_info`, the node tree and devfs.
 //! - `virtio_bus`: `virtio_device_interface` over the model.
 //! - `heap`, `settings`, `threads`: the kernel heap, driver settings, threads and timers.
+//! - [`meter`]: the add-on's calls counted, and the markers `cargo xtask bench` profiles by.
 //! - [`loader`]: Haiku's kernel add-on loader rules; [`addon`]: load, probe, open and unload
 //!   of a built add-on, which is then an hmulti device for `hmulti-client`.
 
@@ -29,6 +30,7 @@ mod devmgr;
 pub mod exports;
 mod heap;
 pub mod loader;
+pub mod meter;
 mod settings;
 mod threads;
 pub mod user;

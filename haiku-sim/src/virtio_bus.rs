@@ -20,6 +20,7 @@ use spec::haiku_driver::{
     DriverModuleInfo, ModuleInfo, PhysicalEntry, VirtioDeviceInterface,
 };
 
+use super::meter::{self, Site};
 use super::user::kernel_read;
 use super::{current, Core, HaikuRelease, Interrupts};
 use rand::rngs::SmallRng;
@@ -163,8 +164,10 @@ pub(crate) static INTERFACE: super::devmgr::Table<VirtioDeviceInterface> =
     });
 
 /// The environment whose bus `dev` is; a stranger is a recorded misuse.
-fn device(what: &str, dev: virtio_device) -> Option<Arc<Core>> {
+fn device(site: Site, dev: virtio_device) -> Option<Arc<Core>> {
     let _sim = SimCode::enter();
+    site.count();
+    let what = site.name();
     let core = current()?;
     if dev as usize != core.bus.cookie() {
         core.record(format!(
@@ -177,8 +180,10 @@ fn device(what: &str, dev: virtio_device) -> Option<Arc<Core>> {
 }
 
 /// The environment and queue index of a queue cookie from `alloc_queues`.
-fn queue(what: &str, q: virtio_queue) -> Option<(Arc<Core>, u16)> {
+fn queue(site: Site, q: virtio_queue) -> Option<(Arc<Core>, u16)> {
     let _sim = SimCode::enter();
+    site.count();
+    let what = site.name();
     let core = current()?;
     let base = core.bus.queues.as_ptr() as usize;
     let size = std::mem::size_of::<QueueSlot>();
@@ -201,7 +206,7 @@ unsafe extern "C" fn negotiate_features(
     negotiated: *mut u64,
     get_feature_name: Option<unsafe extern "C" fn(u64) -> *const c_char>,
 ) -> status_t {
-    let Some(core) = device("negotiate_features", dev) else {
+    let Some(core) = device(const { Site::bus("negotiate_features") }, dev) else {
         return hd::B_BAD_VALUE;
     };
     if negotiated.is_null() {
@@ -256,7 +261,7 @@ unsafe extern "C" fn negotiate_features(
 }
 
 unsafe extern "C" fn clear_feature(dev: virtio_device, feature: u64) -> status_t {
-    let Some(core) = device("clear_feature", dev) else {
+    let Some(core) = device(const { Site::bus("clear_feature") }, dev) else {
         return hd::B_BAD_VALUE;
     };
     let mut st = lock(&core.bus.state);
@@ -272,7 +277,7 @@ unsafe extern "C" fn read_device_config(
     buffer: *mut c_void,
     size: u64,
 ) -> status_t {
-    let Some(core) = device("read_device_config", dev) else {
+    let Some(core) = device(const { Site::bus("read_device_config") }, dev) else {
         return hd::B_BAD_VALUE;
     };
     if buffer.is_null() && size > 0 {
@@ -304,7 +309,7 @@ unsafe extern "C" fn write_device_config(
     _buffer: *const c_void,
     size: u64,
 ) -> status_t {
-    let Some(core) = device("write_device_config", dev) else {
+    let Some(core) = device(const { Site::bus("write_device_config") }, dev) else {
         return hd::B_BAD_VALUE;
     };
     core.record(format!(
@@ -329,7 +334,7 @@ unsafe extern "C" fn alloc_queues(
     queues: *mut virtio_queue,
     requested_sizes: *mut u16,
 ) -> status_t {
-    let Some(core) = device("alloc_queues", dev) else {
+    let Some(core) = device(const { Site::bus("alloc_queues") }, dev) else {
         return hd::B_BAD_VALUE;
     };
     if count as usize > MAX_QUEUES || count == 0 {
@@ -383,7 +388,7 @@ unsafe extern "C" fn alloc_queues(
 /// Destroys the queues and resets the device. Freeing them while interrupts are still set
 /// up is recorded: a queue interrupt would then reach freed queues on Haiku.
 unsafe extern "C" fn free_queues(dev: virtio_device) {
-    let Some(core) = device("free_queues", dev) else {
+    let Some(core) = device(const { Site::bus("free_queues") }, dev) else {
         return;
     };
     let interrupts = {
@@ -440,7 +445,9 @@ fn run_callbacks(core: &Core, queue: Option<u16>) {
             let f: unsafe extern "C" fn(*mut c_void, *mut c_void) =
                 unsafe { std::mem::transmute(cb) };
             // SAFETY: as above.
-            unsafe { f(driver_cookie as *mut c_void, cookie as *mut c_void) };
+            meter::driver_code(|| unsafe {
+                f(driver_cookie as *mut c_void, cookie as *mut c_void)
+            });
         }
     });
 }
@@ -538,7 +545,7 @@ unsafe extern "C" fn setup_interrupt(
     config_handler: virtio_intr_func,
     driver_cookie: *mut c_void,
 ) -> status_t {
-    let Some(core) = device("setup_interrupt", dev) else {
+    let Some(core) = device(const { Site::bus("setup_interrupt") }, dev) else {
         return hd::B_BAD_VALUE;
     };
     if lock(&core.bus.state).queues == 0 {
@@ -575,7 +582,7 @@ unsafe extern "C" fn setup_interrupt(
 }
 
 unsafe extern "C" fn free_interrupts(dev: virtio_device) -> status_t {
-    let Some(core) = device("free_interrupts", dev) else {
+    let Some(core) = device(const { Site::bus("free_interrupts") }, dev) else {
         return hd::B_BAD_VALUE;
     };
     {
@@ -592,7 +599,7 @@ unsafe extern "C" fn queue_setup_interrupt(
     handler: virtio_callback_func,
     cookie: *mut c_void,
 ) -> status_t {
-    let Some((core, index)) = queue("queue_setup_interrupt", q) else {
+    let Some((core, index)) = queue(const { Site::bus("queue_setup_interrupt") }, q) else {
         return hd::B_BAD_VALUE;
     };
     *lock(&core.bus.queues[index as usize].callback) =
@@ -612,10 +619,10 @@ fn post(
     // test: the simulated kernel hands out memory only from its arena, which stays mapped
     // while any area is live or the device may still use it (a deleted area is poisoned,
     // not unmapped), and the model flags a deleted area under a chain it holds.
-    let queued = unsafe {
+    let queued = meter::device_code(|| unsafe {
         core.device
             .queue_request(index, entries, readable, cookie as usize as u64)
-    };
+    });
     match queued {
         Ok(()) => hd::B_OK,
         Err(e) => e.0,
@@ -635,7 +642,7 @@ unsafe extern "C" fn queue_request(
     written_entry: *const PhysicalEntry,
     cookie: *mut c_void,
 ) -> status_t {
-    let Some((core, index)) = queue("queue_request", q) else {
+    let Some((core, index)) = queue(const { Site::bus("queue_request") }, q) else {
         return hd::B_BAD_VALUE;
     };
     let mut entries = Vec::with_capacity(2);
@@ -662,7 +669,7 @@ unsafe extern "C" fn queue_request_v(
     written_count: u64,
     cookie: *mut c_void,
 ) -> status_t {
-    let Some((core, index)) = queue("queue_request_v", q) else {
+    let Some((core, index)) = queue(const { Site::bus("queue_request_v") }, q) else {
         return hd::B_BAD_VALUE;
     };
     let Some(total) = read_count.checked_add(written_count) else {
@@ -687,21 +694,21 @@ unsafe extern "C" fn queue_request_v(
 }
 
 unsafe extern "C" fn queue_is_full(q: virtio_queue) -> bool {
-    let Some((core, index)) = queue("queue_is_full", q) else {
+    let Some((core, index)) = queue(const { Site::bus("queue_is_full") }, q) else {
         return true;
     };
     core.device.in_flight(index) >= usize::from(core.device.queue_size(index))
 }
 
 unsafe extern "C" fn queue_is_empty(q: virtio_queue) -> bool {
-    let Some((core, index)) = queue("queue_is_empty", q) else {
+    let Some((core, index)) = queue(const { Site::bus("queue_is_empty") }, q) else {
         return true;
     };
     core.device.in_flight(index) == 0
 }
 
 unsafe extern "C" fn queue_size(q: virtio_queue) -> u16 {
-    let Some((core, index)) = queue("queue_size", q) else {
+    let Some((core, index)) = queue(const { Site::bus("queue_size") }, q) else {
         return 0;
     };
     core.device.queue_size(index)
@@ -712,12 +719,12 @@ unsafe extern "C" fn queue_dequeue(
     cookie: *mut *mut c_void,
     used_length: *mut u32,
 ) -> bool {
-    let Some((core, index)) = queue("queue_dequeue", q) else {
+    let Some((core, index)) = queue(const { Site::bus("queue_dequeue") }, q) else {
         return false;
     };
     let got = {
         let _sim = SimCode::enter();
-        core.device.queue_dequeue(index)
+        meter::device_code(|| core.device.queue_dequeue(index))
     };
     let Some((c, len)) = got else {
         // A driver that spins on the queue lets time pass, as a real CPU would.

@@ -5,6 +5,7 @@
 //! - `build-haiku`: the add-on, audited, and its install tree
 //! - `audit FILE`: would Haiku's kernel ELF loader accept this add-on, and can its kernel
 //!   debugger walk the add-on's stack?
+//! - `bench`: what a BUFFER_EXCHANGE costs the built add-on (or any), under callgrind
 //! - `sim`: play through the built add-on in the Haiku kernel simulator
 //! - `qemu`: the same against QEMU's virtio-sound-pci device, in a Linux guest
 //! - `package`: the Haiku package of the add-on (`build-haiku` writes it too), or
@@ -12,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod bench;
 mod haiku;
 mod memcheck;
 mod package;
@@ -49,6 +51,8 @@ enum Cmd {
         #[arg(long, hide = true)]
         overflow_checks: bool,
     },
+    #[command(about = forward::BENCH)]
+    Bench(bench::BenchArgs),
     #[command(about = forward::SIM)]
     Sim(simcmd::SimArgs),
     #[command(about = forward::QEMU)]
@@ -69,6 +73,7 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
+        Cmd::Bench(args) => bench::run(&args),
         Cmd::Sim(args) => simcmd::run(&args),
         Cmd::Qemu(args) => qemucmd::run(&args),
         Cmd::Audit { file } => audit::run(&file),

@@ -14,6 +14,8 @@ pub const PACKAGE: &str = "xtask-addon";
 
 pub const BUILD_HAIKU: &str = "Build the Haiku add-on: target/haiku/virtio_sound (audited), \
     target/haiku/install/ and the package target/haiku/virtio_sound-VERSION-1-x86_64.hpkg";
+pub const BENCH: &str = "What one BUFFER_EXCHANGE costs the built add-on (or each --addon): \
+    its own instructions, its kernel and queue calls, and the simulator's cost (needs valgrind)";
 pub const SIM: &str =
     "Play a WAV file (or a sine) through the built add-on in the Haiku kernel simulator";
 pub const QEMU: &str = "Play a WAV file (or a sine) through the built add-on against QEMU's \
@@ -25,8 +27,9 @@ pub const PACKAGE_CMD: &str = "Write the Haiku package of the built add-on, \
     target/haiku/virtio_sound-VERSION-1-x86_64.hpkg; --list FILE.hpkg prints one";
 
 /// The forwarded commands, as typed after `cargo xtask`, with their descriptions.
-pub const COMMANDS: [(&str, &str); 5] = [
+pub const COMMANDS: [(&str, &str); 6] = [
     ("build-haiku", BUILD_HAIKU),
+    ("bench", BENCH),
     ("sim", SIM),
     ("qemu", QEMU),
     ("audit", AUDIT),

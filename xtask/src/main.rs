@@ -10,11 +10,11 @@
 //!   review; `--update-baseline` makes the working tree the released ABI
 //! - `test`: everything CI runs, after installing what it needs (`setup`)
 //! - `setup [--check]`: install (or only look for) what the tests need from the machine
-//! - `bench`: the exchange benchmark (callgrind)
 //! - `fuzz [TARGET] [--time SECONDS]`: the coverage-guided fuzz targets in `fuzz/`
 //!   ([`xtask::fuzz`]; built and run through cargo, like the add-on's commands)
-//! - `build-haiku`, `sim`, `qemu`, `audit`: the add-on's commands, run by `xtask-addon`
-//!   ([`xtask::forward`]): the add-on, audited, and its install tree; playing through the
+//! - `build-haiku`, `bench`, `sim`, `qemu`, `audit`: the add-on's commands, run by
+//!   `xtask-addon` ([`xtask::forward`]): the add-on, audited, and its install tree; what a
+//!   BUFFER_EXCHANGE costs it (callgrind); playing through the
 //!   built add-on in the Haiku kernel simulator or against QEMU's device; Haiku's kernel
 //!   ELF loader rules and frame pointers on any add-on
 //!
@@ -22,17 +22,12 @@
 //! tidy invariant `front-door-alone`).
 #![forbid(unsafe_code)]
 
-mod bench;
-
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-// `cargo`, `root` and `Result` are also what `bench` reaches through `crate::`.
-use xtask::{
-    bindgen_check, cargo, forward, fuzz, gen, import, root, setup, spec_diff, step, Result,
-};
+use xtask::{bindgen_check, cargo, forward, fuzz, gen, import, setup, spec_diff, step, Result};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "virtio_sound developer tasks")]
@@ -96,8 +91,8 @@ enum Cmd {
     },
     #[command(about = forward::BUILD_HAIKU, disable_help_flag = true)]
     BuildHaiku(Forwarded),
-    /// The exchange benchmark: timing error and instructions per BUFFER_EXCHANGE.
-    Bench,
+    #[command(about = forward::BENCH, disable_help_flag = true)]
+    Bench(Forwarded),
     /// Run the coverage-guided fuzz targets (libFuzzer; fuzz/): executions, executions per
     /// second and coverage per target. Crashes go to fuzz/artifacts/TARGET/.
     Fuzz {
@@ -156,14 +151,18 @@ fn main() -> ExitCode {
         Cmd::SpecDiff(args) => spec_diff::run(&args),
         Cmd::Test => run_tests(),
         Cmd::Setup { check } => setup::run(check),
-        Cmd::Bench => bench::run(),
         Cmd::Fuzz {
             target: Some(target),
             time,
             minimize: Some(file),
         } => fuzz::minimize(&target, &file, time),
         Cmd::Fuzz { target, time, .. } => fuzz::run(target.as_deref(), time),
-        Cmd::BuildHaiku(_) | Cmd::Sim(_) | Cmd::Qemu(_) | Cmd::Audit(_) | Cmd::Package(_) => {
+        Cmd::BuildHaiku(_)
+        | Cmd::Bench(_)
+        | Cmd::Sim(_)
+        | Cmd::Qemu(_)
+        | Cmd::Audit(_)
+        | Cmd::Package(_) => {
             // The command's name and its arguments, exactly as given.
             return forward::run(&argv);
         }
