@@ -915,9 +915,21 @@ impl DeviceManager {
         Some((o.path.clone(), o.cookie, module))
     }
 
+    /// [`Self::open_file`] without the path (no copy: every ioctl asks).
+    fn open_handle(&self, id: u64) -> Option<(usize, usize)> {
+        let t = lock(&self.tree);
+        let o = t.opens.get(&id)?;
+        let module = t
+            .published
+            .iter()
+            .find(|p| p.path == o.path)
+            .map_or(0, |p| p.device_module);
+        Some((o.cookie, module))
+    }
+
     /// The device module's `control` (ioctl).
     pub(crate) fn control(&self, id: u64, op: u32, buffer: u64, length: usize) -> status_t {
-        let Some((_, cookie, module)) = self.open_file(id) else {
+        let Some((cookie, module)) = self.open_handle(id) else {
             return hd::B_FILE_ERROR;
         };
         // SAFETY: the device module of an open handle.

@@ -816,8 +816,16 @@ pub extern "C" fn sim_user_memcpy(to: *mut c_void, from: *const c_void, size: us
             }
             core.kernel.forbid_in_interrupt("user_memcpy");
             meter::user_copied(size);
-            let mut buf = vec![0u8; size];
-            status(read_any(core, from, &mut buf).and_then(|()| write_any(core, to, &buf)))
+            // Most copies are an ioctl's argument: no heap for those.
+            let mut small = [0u8; 512];
+            let mut large = Vec::new();
+            let buf = if size <= small.len() {
+                &mut small[..size]
+            } else {
+                large.resize(size, 0);
+                &mut large[..]
+            };
+            status(read_any(core, from, buf).and_then(|()| write_any(core, to, buf)))
         },
     )
 }

@@ -38,8 +38,10 @@ mod virtio_bus;
 
 pub use sim_kernel::BusDevice;
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{c_void, CStr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::{self, ThreadId};
 use std::time::Duration;
@@ -165,10 +167,38 @@ pub(crate) struct Core {
 }
 
 static CURRENT: Mutex<Option<Arc<Core>>> = Mutex::new(None);
+/// Bumped, with `CURRENT` locked, each time `CURRENT` changes.
+static CURRENT_GEN: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// What [`current`] found last on this thread, and at which `CURRENT_GEN`: every kernel
+    /// export asks, and a lock per call was most of what a spinlock cost. Held weakly, so
+    /// a thread that called once keeps no environment alive.
+    static SEEN: RefCell<(u64, Weak<Core>)> = const { RefCell::new((0, Weak::new())) };
+}
+
+/// Sets `CURRENT` (the caller holds its lock) and tells every thread's [`current`].
+fn set_current(slot: &mut Option<Arc<Core>>, core: Option<Arc<Core>>) {
+    *slot = core;
+    CURRENT_GEN.fetch_add(1, Ordering::Release);
+}
 
 /// The environment alive in this process, if any.
 pub(crate) fn current() -> Option<Arc<Core>> {
-    lock(&CURRENT).clone()
+    let gen = CURRENT_GEN.load(Ordering::Acquire);
+    let seen = SEEN.with(|s| {
+        let s = s.borrow();
+        (s.0 == gen).then(|| s.1.upgrade())
+    });
+    if let Some(core) = seen {
+        return core;
+    }
+    let (gen, core) = {
+        let cur = lock(&CURRENT);
+        (CURRENT_GEN.load(Ordering::Acquire), cur.clone())
+    };
+    SEEN.with(|s| *s.borrow_mut() = (gen, core.as_ref().map_or_else(Weak::new, Arc::downgrade)));
+    core
 }
 
 /// Who holds the process's one environment slot.
@@ -412,7 +442,7 @@ impl Environment {
             haiku: config.haiku,
             lines: Mutex::new(HashMap::new()),
         });
-        *lock(&CURRENT) = Some(core.clone());
+        set_current(&mut lock(&CURRENT), Some(core.clone()));
         Arc::new(Environment { core })
     }
 
@@ -711,7 +741,7 @@ impl Drop for Environment {
         {
             let mut cur = lock(&CURRENT);
             if cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, &self.core)) {
-                *cur = None;
+                set_current(&mut cur, None);
             }
         }
         self.core.kernel.set_user_mapper(None);

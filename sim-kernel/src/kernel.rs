@@ -11,11 +11,13 @@
 //! Time comes from [`crate::clock`]: waiting is what moves it (or, with
 //! [`KernelConfig::real_time`], the host's clock).
 
-use std::collections::HashMap;
+use std::cell::RefCell;
 use std::fmt;
-use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::{self, ThreadId};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::thread;
+
+use rustc_hash::FxHashMap;
 
 use platform::{Area, InterruptState, KResult, Kernel, LogLevel, SemId, Status};
 use spec::haiku_driver as hd;
@@ -93,7 +95,7 @@ struct SemRecord {
 }
 
 struct SemTable {
-    sems: HashMap<i32, SemRecord>,
+    sems: FxHashMap<i32, SemRecord>,
     next_id: i32,
 }
 
@@ -141,6 +143,24 @@ pub const SPIN_QUANTUM_US: i64 = 10;
 /// Simulated time a queue may be polled in vain before the simulator calls it endless.
 pub const SPIN_FOREVER_US: i64 = 10_000_000;
 
+/// What one simulated CPU is doing, per kernel: each host thread keeps its own in a
+/// thread-local list (a kernel's key, whether the kernel is alive, the state), so the
+/// checks behind every spinlock and interrupt call take no lock and hash nothing. A kernel
+/// is usually the only one a thread has used, at the front; a dead kernel's state is
+/// dropped when the thread first meets another kernel.
+struct CpuSlot {
+    key: u64,
+    alive: Weak<()>,
+    state: CpuState,
+}
+
+thread_local! {
+    static CPUS: RefCell<Vec<CpuSlot>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Keys of kernels, never reused (an address could be, by the next kernel).
+static NEXT_CPU_KEY: AtomicU64 = AtomicU64::new(1);
+
 /// Allocation failures a test asked for.
 #[derive(Default)]
 struct Faults {
@@ -153,7 +173,10 @@ struct Inner {
     memory: Arc<Memory>,
     user: Mutex<UserSpace>,
     sems: Mutex<SemTable>,
-    cpus: Mutex<HashMap<ThreadId, CpuState>>,
+    /// This kernel's key in every thread's [`CPUS`].
+    cpu_key: u64,
+    /// Alive while the kernel is: how a thread's [`CPUS`] tells a dead kernel's state.
+    alive: Arc<()>,
     log: Mutex<Vec<LogRecord>>,
     failures: FailureLog,
     echo: bool,
@@ -212,10 +235,11 @@ impl SimKernel {
                 memory,
                 user: Mutex::new(UserSpace::new()),
                 sems: Mutex::new(SemTable {
-                    sems: HashMap::new(),
+                    sems: FxHashMap::default(),
                     next_id: 1,
                 }),
-                cpus: Mutex::new(HashMap::new()),
+                cpu_key: NEXT_CPU_KEY.fetch_add(1, Ordering::Relaxed),
+                alive: Arc::new(()),
                 log: Mutex::new(Vec::new()),
                 failures,
                 echo: config.echo,
@@ -317,9 +341,26 @@ impl SimKernel {
         r
     }
 
+    /// Runs `f` on the calling thread's CPU state in this kernel. `f` must not call
+    /// `with_cpu` again (the state is borrowed meanwhile).
     fn with_cpu<R>(&self, f: impl FnOnce(&mut CpuState) -> R) -> R {
-        let mut cpus = lock(&self.inner.cpus);
-        f(cpus.entry(thread::current().id()).or_default())
+        let key = self.inner.cpu_key;
+        CPUS.with(|cpus| {
+            let mut cpus = cpus.borrow_mut();
+            let at = match cpus.iter().position(|c| c.key == key) {
+                Some(i) => i,
+                None => {
+                    cpus.retain(|c| c.alive.strong_count() > 0);
+                    cpus.push(CpuSlot {
+                        key,
+                        alive: Arc::downgrade(&self.inner.alive),
+                        state: CpuState::default(),
+                    });
+                    cpus.len() - 1
+                }
+            };
+            f(&mut cpus[at].state)
+        })
     }
 
     /// A poll that found nothing new (a `system_time()` call, an empty `queue_dequeue`): the
@@ -839,8 +880,10 @@ impl SimKernel {
             c.interrupts_disabled = !enable;
             p
         });
-        for p in problems {
-            self.record_failure(p);
+        if !problems.is_empty() {
+            for p in problems {
+                self.record_failure(p);
+            }
         }
     }
 }
@@ -916,8 +959,18 @@ unsafe impl Kernel for SimKernel {
     fn acquire_spinlock(&self, lock_word: &AtomicI32) {
         let _sim = SimCode::enter();
         let addr = lock_word as *const AtomicI32 as usize;
-        let (enabled, recursive) =
-            self.with_cpu(|c| (!c.interrupts_disabled, c.spinlocks.contains(&addr)));
+        // The common case in one look at the CPU: interrupts off, not held here, free.
+        let (enabled, recursive, taken) = self.with_cpu(|c| {
+            let (enabled, recursive) = (!c.interrupts_disabled, c.spinlocks.contains(&addr));
+            let taken = !recursive
+                && lock_word
+                    .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok();
+            if taken {
+                c.spinlocks.push(addr);
+            }
+            (enabled, recursive, taken)
+        });
         if enabled {
             self.record_failure(format!(
                 "acquire_spinlock({addr:#x}) with interrupts enabled"
@@ -928,6 +981,9 @@ unsafe impl Kernel for SimKernel {
             self.record_failure(format!(
                 "acquire_spinlock({addr:#x}) of a spinlock this CPU already holds (deadlock)"
             ));
+            return;
+        }
+        if taken {
             return;
         }
         let mut spins = 0u64;
