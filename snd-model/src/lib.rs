@@ -43,6 +43,17 @@ pub use fault::{Fault, FaultTarget};
 pub use hostile::Hostile;
 pub use pcm::{capture_pattern, PcmState, PeriodRecord, StreamParams};
 
+/// A stream's ground truth taken out of the model ([`SndModel::take_records`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StreamRecords {
+    /// The bytes played, in order.
+    pub played: Vec<u8>,
+    /// The bytes captured, in order.
+    pub recorded: Vec<u8>,
+    /// The completed periods, in order.
+    pub periods: Vec<PeriodRecord>,
+}
+
 use control::{code_name, queue_direction, Reply, OK};
 use fault::{garbage, FaultSpec};
 use pcm::{IoBuf, IoMode, Stream};
@@ -163,6 +174,8 @@ pub(crate) struct State {
     faults: HashMap<FaultTarget, FaultSpec>,
     violations: Vec<String>,
     control_log: Vec<ControlRecord>,
+    /// The device left the bus ([`SndModel::unplug`]).
+    unplugged: bool,
     tlv_commands: Vec<(u32, Vec<u8>)>,
     /// Queues with new used entries, in the order they got them.
     irq_pending: Vec<u16>,
@@ -702,7 +715,7 @@ impl State {
     // ---- the clock ----
 
     fn next_event(&self, now: i64) -> Option<i64> {
-        if !self.driver_ok {
+        if !self.driver_ok || self.unplugged {
             return None;
         }
         let mut next: Option<i64> = None;
@@ -726,7 +739,7 @@ impl State {
     /// Runs everything due at or before `now`.
     fn run_due(&mut self, now: i64) {
         loop {
-            if !self.driver_ok {
+            if !self.driver_ok || self.unplugged {
                 return;
             }
             let mut progressed = false;
@@ -945,6 +958,7 @@ impl SndModel {
             faults: HashMap::new(),
             violations: Vec::new(),
             control_log: Vec::new(),
+            unplugged: false,
             tlv_commands: Vec::new(),
             irq_pending: Vec::new(),
             empty_polls: (0, 0),
@@ -1130,6 +1144,37 @@ impl SndModel {
             .unwrap_or_default()
     }
 
+    /// Takes the device off the bus, as a surprise removal does (or QEMU's `device_del`
+    /// once the guest has let the slot go): from now on nothing completes, no interrupt is
+    /// raised, chains queued before or after stay with the device (and keep their memory
+    /// held), and configuration reads answer all ones, as a PCI read of a missing function
+    /// does. A reset (`free_queues`) still forgets what the device held.
+    pub fn unplug(&self) {
+        self.state().unplugged = true;
+    }
+
+    /// Whether [`SndModel::unplug`] took the device off the bus.
+    pub fn is_unplugged(&self) -> bool {
+        self.state().unplugged
+    }
+
+    /// Takes what `stream` played, captured and completed so far ([`SndModel::played`],
+    /// [`SndModel::recorded`], [`SndModel::periods`]), leaving those records empty: a long
+    /// run (the soak) checks its ground truth piece by piece instead of keeping hours of
+    /// audio. The capture pattern goes on where it was. Take them while the stream is
+    /// stopped: a STOP that throws away frames taken ahead removes them from `played`.
+    pub fn take_records(&self, stream: u32) -> StreamRecords {
+        let mut st = self.state();
+        match st.streams.get_mut(stream as usize) {
+            Some(s) => StreamRecords {
+                played: std::mem::take(&mut s.played),
+                recorded: std::mem::take(&mut s.recorded),
+                periods: std::mem::take(&mut s.periods),
+            },
+            None => StreamRecords::default(),
+        }
+    }
+
     /// When `stream` ran dry while started (underruns for playback, overruns for capture).
     pub fn xruns(&self, stream: u32) -> Vec<i64> {
         self.state()
@@ -1270,6 +1315,11 @@ impl VirtioDevice for SndModel {
     fn read_device_config(&self, offset: u8, buf: &mut [u8]) -> KResult {
         let _sim = SimCode::enter();
         let mut st = self.state();
+        if st.unplugged {
+            // A read of a function that is gone: the bus answers all ones.
+            buf.fill(0xff);
+            return Ok(());
+        }
         let size = usize::from(st.config.config_size.min(16));
         let start = usize::from(offset);
         let end = start + buf.len();

@@ -1385,3 +1385,46 @@ fn a_hostile_rewrites_answers_and_invents_used_entries() {
     f.m.set_hostile(None);
     f.finish();
 }
+
+/// `take_records` hands over what was played and completed so far and starts afresh;
+/// `unplug` takes the device off the bus: the chains it holds never complete, no interrupt
+/// comes, configuration reads answer all ones, and a reset still takes everything back.
+#[test]
+fn records_are_taken_and_an_unplugged_device_answers_nothing() {
+    let f = Fake::init(ModelConfig::default());
+    assert_eq!(f.set_params(0, STEREO_48K), vs::VIRTIO_SND_S_OK);
+    assert_eq!(f.pcm(RequestCode::PcmPrepare, 0), vs::VIRTIO_SND_S_OK);
+    let period = 4096usize;
+    let area = f.k.create_area("tx buffers", 3 * period, true).unwrap();
+    let data = input(3, period);
+    f.k.area_user_write(area.addr, &data).unwrap();
+    for i in 0..3 {
+        f.queue_tx(i, 0, &area, i * period, period).unwrap();
+    }
+    assert_eq!(f.pcm(RequestCode::PcmStart, 0), vs::VIRTIO_SND_S_OK);
+    f.wait_used(TX, SECOND).expect("the first period completes");
+    let first = f.m.take_records(0);
+    assert_eq!(first.played, data[..period]);
+    assert_eq!(first.periods.len(), 1);
+    assert!(first.recorded.is_empty());
+    assert!(f.m.played(0).is_empty() && f.m.periods(0).is_empty());
+    f.wait_used(TX, SECOND)
+        .expect("the second period completes");
+    assert_eq!(f.m.take_records(0).played, data[period..2 * period]);
+
+    f.m.unplug();
+    assert!(f.m.is_unplugged());
+    let interrupts = f.irq.calls.lock().unwrap().len();
+    assert_eq!(f.wait_used(TX, SECOND), None, "nothing completes");
+    assert_eq!(
+        f.irq.calls.lock().unwrap().len(),
+        interrupts,
+        "no interrupt"
+    );
+    assert!(f.m.played(0).is_empty());
+    let mut config = [0u8; 12];
+    f.m.read_device_config(0, &mut config).unwrap();
+    assert_eq!(config, [0xff; 12]);
+    assert_eq!(f.m.held(TX), 1, "the third period stays with the device");
+    f.finish();
+}
