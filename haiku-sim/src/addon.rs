@@ -158,6 +158,22 @@ impl Addon {
         })
     }
 
+    /// Opens a published device (O_WRONLY) as one file descriptor that several threads of a
+    /// team use at once: any thread may call [`SharedDevice::close`] while others are in an
+    /// ioctl on it (see [`Device::close`]). It keeps the environment alive: drop every
+    /// clone before [`Addon::unload`]'s report, or it is reported as still open.
+    pub fn open_shared(&self, path: &str) -> Result<Arc<SharedDevice>, String> {
+        let dev = self
+            .env
+            .open(path, 1)
+            .map_err(|s| format!("open {path}: status {s:#x}"))?;
+        Ok(Arc::new(SharedDevice {
+            dev,
+            env: self.env.clone(),
+            kernel: self.kernel.clone(),
+        }))
+    }
+
     pub fn open_first(&self) -> Result<AddonDevice<'_>, String> {
         let p = self
             .paths
@@ -207,6 +223,60 @@ fn caller_in(image: &loader::Image, path: &Path) -> Locator {
             .unwrap_or_default();
         Some(format!("{name}+{:#x}{symbol}", ip - base))
     })
+}
+
+/// A file descriptor of a loaded add-on's device that threads share
+/// ([`Addon::open_shared`]).
+pub struct SharedDevice {
+    dev: Device,
+    env: Arc<Environment>,
+    kernel: SimKernel,
+}
+
+impl std::fmt::Debug for SharedDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedDevice")
+            .field("path", &self.dev.path())
+            .finish()
+    }
+}
+
+impl SharedDevice {
+    /// `close` from any thread; `free` follows when no ioctl on it is in flight, or when
+    /// the last one returns (see [`Device::close`]).
+    pub fn close(&self) -> i32 {
+        self.dev.close()
+    }
+}
+
+impl Hmulti for SharedDevice {
+    fn ioctl(&self, op: u32, buffer: u64, length: usize) -> i32 {
+        self.dev.ioctl(op, buffer, length)
+    }
+    fn user_alloc(&self, len: usize) -> u64 {
+        self.env.user_alloc(len)
+    }
+    fn user_free(&self, addr: u64) {
+        self.env.user_free(addr)
+    }
+    fn user_write(&self, addr: u64, bytes: &[u8]) {
+        self.env.user_write(addr, bytes)
+    }
+    fn user_read(&self, addr: u64, len: usize) -> Vec<u8> {
+        self.env.user_read(addr, len)
+    }
+    fn buffer_write(&self, addr: u64, bytes: &[u8]) -> Result<(), String> {
+        self.kernel
+            .area_user_write(addr, bytes)
+            .map_err(|e| format!("{e}"))
+    }
+    fn buffer_read(&self, addr: u64, len: usize) -> Result<Vec<u8>, String> {
+        let mut v = vec![0u8; len];
+        self.kernel
+            .area_user_read(addr, &mut v)
+            .map_err(|e| format!("{e}"))?;
+        Ok(v)
+    }
 }
 
 /// One open device of a loaded add-on.

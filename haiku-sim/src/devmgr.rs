@@ -278,6 +278,9 @@ struct Node {
     registered: bool,
     /// Registered by the add-on (as opposed to the simulated bus).
     from_addon: bool,
+    /// Its device went away (`NODE_FLAG_DEVICE_REMOVED`): its devices cannot be opened,
+    /// and its driver is uninitialised once none of them is open.
+    removed: bool,
 }
 
 struct Published {
@@ -293,6 +296,12 @@ struct Published {
 struct OpenFile {
     path: String,
     cookie: usize,
+    /// Calls into the device module (`control`) on this handle that have not returned: the
+    /// file descriptor references they hold (`get_fd` in Haiku's `fd.cpp`).
+    in_flight: u32,
+    /// `close` ran (the descriptor left the team's table): new calls fail with
+    /// `B_FILE_ERROR`, and `free` follows when the last call in flight returns.
+    closed: bool,
 }
 
 struct Tree {
@@ -333,6 +342,7 @@ impl Tree {
                 refs: 0,
                 registered: false,
                 from_addon,
+                removed: false,
             },
         );
         if let Some(p) = parent.and_then(|p| self.nodes.get_mut(&p)) {
@@ -710,8 +720,13 @@ impl DeviceManager {
             .map(|(&id, o)| (id, o.path.clone()))
             .collect();
         for (id, path) in open {
+            if self.close(core, id) == hd::B_FILE_ERROR {
+                problems.push(format!(
+                    "/dev/{path} was closed but a call on it never returned: free never ran"
+                ));
+                continue;
+            }
             problems.push(format!("/dev/{path} was still open at detach; closed it"));
-            self.close(core, id);
         }
         let mut keys: Vec<(u64, usize)> = lock(&self.tree)
             .nodes
@@ -765,7 +780,14 @@ impl DeviceManager {
             v.push(format!("id generator {name:?}: ids {ids:?} not freed"));
         }
         for o in t.opens.values() {
-            v.push(format!("/dev/{} is still open", o.path));
+            if o.closed {
+                v.push(format!(
+                    "/dev/{} is closed, but {} call(s) on it have not returned (free has not run)",
+                    o.path, o.in_flight
+                ));
+            } else {
+                v.push(format!("/dev/{} is still open", o.path));
+            }
         }
         v.sort();
         v
@@ -781,6 +803,10 @@ impl DeviceManager {
             let Some(p) = t.published.iter().find(|p| p.path == path) else {
                 return Err(hd::B_ENTRY_NOT_FOUND);
             };
+            if t.nodes.get(&p.node).is_some_and(|n| n.removed) {
+                // Device::InitDevice refuses a removed node's device.
+                return Err(hd::ENODEV);
+            }
             (p.node, p.module.clone())
         };
         self.init_device(core, &path, node, &module)?;
@@ -822,6 +848,8 @@ impl DeviceManager {
             OpenFile {
                 path,
                 cookie: cookie as usize,
+                in_flight: 0,
+                closed: false,
             },
         );
         Ok(id)
@@ -884,15 +912,20 @@ impl DeviceManager {
         Ok(())
     }
 
-    /// devfs's `UninitDevice`: `uninit_device` after the last handle.
-    fn uninit_device(&self, _core: &Core, path: &str) {
-        let last = {
+    /// devfs's `UninitDevice`: `uninit_device` after the last handle; then, if the node's
+    /// device was removed and none of its devices is open any more, its driver's
+    /// `uninit_driver` (the node's last user lets it go).
+    fn uninit_device(&self, core: &Core, path: &str) {
+        let (last, node) = {
             let mut t = lock(&self.tree);
             let Some(p) = t.published.iter_mut().find(|p| p.path == path) else {
                 return;
             };
             p.opens = p.opens.saturating_sub(1);
-            (p.opens == 0).then_some((p.device_module, p.device_cookie))
+            (
+                (p.opens == 0).then_some((p.device_module, p.device_cookie)),
+                p.node,
+            )
         };
         if let Some((info, cookie)) = last {
             // SAFETY: the device module init_device used.
@@ -901,41 +934,134 @@ impl DeviceManager {
                 // SAFETY: the device module's hook with the cookie its init_device returned.
                 unsafe { uninit(cookie as *mut c_void) };
             }
+            let unused = {
+                let t = lock(&self.tree);
+                t.nodes.get(&node).is_some_and(|n| n.removed)
+                    && !t.published.iter().any(|p| p.node == node && p.opens > 0)
+            };
+            if unused {
+                self.uninit(core, node);
+            }
         }
     }
 
-    fn open_file(&self, id: u64) -> Option<(String, usize, usize)> {
-        let t = lock(&self.tree);
-        let o = t.opens.get(&id)?;
+    /// Haiku's `device_node::DeviceRemoved` over the add-on's nodes, deepest and last
+    /// first (what `unregister_node` of the virtio device node does when its bus loses the
+    /// device): each initialised device of the node gets its device module's
+    /// `device_removed` with the device cookie; the node is marked removed (its devices
+    /// cannot be opened again: `ENODEV`); its driver, if initialised, gets `device_removed`
+    /// (with the driver cookie on nightly, the `device_node` on R1/beta5, as the spec's
+    /// note on the hook says); a node none of whose devices is open is uninitialised at
+    /// once, the others when their last device is closed.
+    pub(crate) fn device_removed(&self, core: &Core) {
+        let mut keys: Vec<(u64, usize)> = lock(&self.tree)
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.from_addon && !n.removed)
+            .map(|(&k, n)| (n.id, k))
+            .collect();
+        keys.sort_by_key(|k| std::cmp::Reverse(k.0));
+        for (_, key) in keys {
+            let (devices, driver) = {
+                let mut t = lock(&self.tree);
+                let devices: Vec<(usize, usize)> = t
+                    .published
+                    .iter()
+                    .filter(|p| p.node == key && p.opens > 0)
+                    .map(|p| (p.device_module, p.device_cookie))
+                    .collect();
+                let Some(n) = t.nodes.get_mut(&key) else {
+                    continue;
+                };
+                n.removed = true;
+                (devices, n.driver)
+            };
+            for (info, cookie) in devices {
+                // SAFETY: the device module init_device used, still initialised.
+                let m = unsafe { *(info as *const DeviceModuleInfo) };
+                if let Some(removed) = m.device_removed {
+                    // SAFETY: the hook with the cookie init_device returned.
+                    unsafe { removed(cookie as *mut c_void) };
+                }
+            }
+            if let Driver::Module { info, cookie } = driver {
+                // SAFETY: a module of the image, alive while it is attached.
+                let m = unsafe { driver_module(info) };
+                if let Some(removed) = m.device_removed {
+                    let arg = match core.haiku {
+                        HaikuRelease::Beta5 => key,
+                        HaikuRelease::Nightly => cookie,
+                    };
+                    // SAFETY: the driver's hook, with what its Haiku release passes.
+                    unsafe { removed(arg as *mut c_void) };
+                }
+            }
+            let in_use = lock(&self.tree)
+                .published
+                .iter()
+                .any(|p| p.node == key && p.opens > 0);
+            if !in_use {
+                self.uninit(core, key);
+            }
+        }
+    }
+
+    /// The path, cookie and device module of an open handle that is not closed; when
+    /// `call` is set, one more call is counted in flight on it.
+    fn open_file(&self, id: u64, call: bool) -> Option<(String, usize, usize)> {
+        let mut t = lock(&self.tree);
+        let o = t.opens.get(&id).filter(|o| !o.closed)?;
+        let (path, cookie) = (o.path.clone(), o.cookie);
         let module = t
             .published
             .iter()
-            .find(|p| p.path == o.path)
+            .find(|p| p.path == path)
             .map_or(0, |p| p.device_module);
-        Some((o.path.clone(), o.cookie, module))
+        if call {
+            if let Some(o) = t.opens.get_mut(&id) {
+                o.in_flight += 1;
+            }
+        }
+        Some((path, cookie, module))
     }
 
-    /// [`Self::open_file`] without the path (no copy: every ioctl asks).
+    /// [`Self::open_file`] without the path (no copy: every ioctl asks), counting a call in
+    /// flight.
     fn open_handle(&self, id: u64) -> Option<(usize, usize)> {
-        let t = lock(&self.tree);
-        let o = t.opens.get(&id)?;
+        let mut t = lock(&self.tree);
+        let o = t.opens.get(&id).filter(|o| !o.closed)?;
+        let cookie = o.cookie;
         let module = t
             .published
             .iter()
             .find(|p| p.path == o.path)
             .map_or(0, |p| p.device_module);
-        Some((o.cookie, module))
+        if let Some(o) = t.opens.get_mut(&id) {
+            o.in_flight += 1;
+        }
+        Some((cookie, module))
     }
 
-    /// The device module's `control` (ioctl).
-    pub(crate) fn control(&self, id: u64, op: u32, buffer: u64, length: usize) -> status_t {
+    /// The device module's `control` (ioctl). Like Haiku's `fd_ioctl`, it holds a
+    /// reference to the handle while the hook runs: a `close` meanwhile runs the close hook
+    /// at once, and `free` waits until this call returns (and then runs on this thread, as
+    /// `put_fd` does). A closed handle answers `B_FILE_ERROR`.
+    pub(crate) fn control(
+        &self,
+        core: &Core,
+        id: u64,
+        op: u32,
+        buffer: u64,
+        length: usize,
+    ) -> status_t {
         let Some((cookie, module)) = self.open_handle(id) else {
             return hd::B_FILE_ERROR;
         };
         // SAFETY: the device module of an open handle.
         let m = unsafe { *(module as *const DeviceModuleInfo) };
-        match m.control {
-            // SAFETY: the hook with the handle's cookie and the caller's raw (user) pointer.
+        let r = match m.control {
+            // SAFETY: the hook with the handle's cookie and the caller's raw (user) pointer;
+            // the reference counted above keeps `free` from running meanwhile.
             Some(control) => crate::meter::driver_code(|| unsafe {
                 control(
                     cookie as *mut c_void,
@@ -945,38 +1071,84 @@ impl DeviceManager {
                 )
             }),
             None => hd::B_UNSUPPORTED,
+        };
+        let last = {
+            let mut t = lock(&self.tree);
+            match t.opens.get_mut(&id) {
+                Some(o) => {
+                    o.in_flight -= 1;
+                    o.closed && o.in_flight == 0
+                }
+                None => false,
+            }
+        };
+        if last {
+            self.free(core, id);
         }
+        r
     }
 
-    /// devfs close and free, then `uninit_device` after the last one. Returns close's
-    /// status if it failed, free's otherwise.
+    /// devfs close (Haiku's `close_fd`): the close hook at once, then `free` (and
+    /// `uninit_device` after the last handle) when no call on the handle is in flight,
+    /// otherwise when the last one returns. Returns close's status if it failed, else
+    /// free's when free ran now; `B_FILE_ERROR` for a handle closed already.
     pub(crate) fn close(&self, core: &Core, id: u64) -> status_t {
-        let Some((path, cookie, module)) = self.open_file(id) else {
+        let Some((path, cookie, module)) = self.open_file(id, false) else {
             return hd::B_FILE_ERROR;
+        };
+        let free_now = {
+            let mut t = lock(&self.tree);
+            match t.opens.get_mut(&id) {
+                Some(o) => {
+                    o.closed = true;
+                    o.in_flight == 0
+                }
+                None => false,
+            }
         };
         // SAFETY: the device module of an open handle.
         let m = unsafe { *(module as *const DeviceModuleInfo) };
         let mut r = hd::B_OK;
         match m.close {
-            // SAFETY: the hook with the handle's cookie.
+            // SAFETY: the hook with the handle's cookie, once.
             Some(close) => r = unsafe { close(cookie as *mut c_void) },
             None => core.record(format!("device module of /dev/{path} has no close hook")),
         }
+        if !free_now {
+            return r;
+        }
+        let freed = self.free(core, id);
+        if r == hd::B_OK {
+            freed
+        } else {
+            r
+        }
+    }
+
+    /// devfs free (Haiku's `fd_free`, from the last `put_fd`): the free hook, the handle
+    /// forgotten, then `uninit_device` after the device's last handle.
+    fn free(&self, core: &Core, id: u64) -> status_t {
+        let Some(OpenFile { path, cookie, .. }) = lock(&self.tree).opens.remove(&id) else {
+            return hd::B_FILE_ERROR;
+        };
+        let module = lock(&self.tree)
+            .published
+            .iter()
+            .find(|p| p.path == path)
+            .map_or(0, |p| p.device_module);
+        // SAFETY: the device module of the handle, still initialised (uninit_device comes
+        // after its last handle).
+        let m = unsafe { *(module as *const DeviceModuleInfo) };
         let freed = match m.free {
-            // SAFETY: the hook with the handle's cookie, after close.
+            // SAFETY: the hook with the handle's cookie, after close and the last call.
             Some(free) => unsafe { free(cookie as *mut c_void) },
             None => {
                 core.record(format!("device module of /dev/{path} has no free hook"));
                 hd::B_OK
             }
         };
-        lock(&self.tree).opens.remove(&id);
         self.uninit_device(core, &path);
-        if r == hd::B_OK {
-            freed
-        } else {
-            r
-        }
+        freed
     }
 }
 

@@ -592,7 +592,7 @@ impl Environment {
             env: Arc::downgrade(self),
             id,
             path: path.trim_start_matches("/dev/").to_owned(),
-            closed: false,
+            closed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -648,6 +648,21 @@ impl Environment {
         for p in problems {
             core.record(p);
         }
+    }
+
+    /// The sound device leaves the machine while the add-on drives it: the model stops
+    /// answering ([`SndModel::unplug`]: nothing completes, no interrupt, config reads all
+    /// ones), then the device manager tells the add-on as Haiku's does when a bus loses a
+    /// device (`device_removed` of its devices and its driver; `uninit_driver` once none
+    /// of its devices is open; see the device manager's `device_removed`). Open handles
+    /// stay usable until closed; new opens fail with `ENODEV`.
+    ///
+    /// # Panics
+    ///
+    /// If the environment runs a real device ([`Environment::with_device`]).
+    pub fn remove_device(&self) {
+        self.model().unplug();
+        self.core.dm.device_removed(&self.core);
     }
 
     /// `Ok` if the add-on left nothing behind and misused nothing: the kernel's own check
@@ -756,7 +771,7 @@ pub struct Device {
     env: Weak<Environment>,
     id: u64,
     path: String,
-    closed: bool,
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Device {
@@ -775,15 +790,20 @@ impl Device {
     /// `B_UNSUPPORTED` when the module has none.
     pub fn ioctl(&self, op: u32, buffer: u64, length: usize) -> status_t {
         match self.env.upgrade() {
-            Some(env) => env.core.dm.control(self.id, op, buffer, length),
+            Some(env) => env.core.dm.control(&env.core, self.id, op, buffer, length),
             None => hd::B_FILE_ERROR,
         }
     }
 
     /// close, then free, then `uninit_device` after the last handle. Returns close's status
-    /// if it failed, otherwise free's.
-    pub fn close(mut self) -> status_t {
-        self.closed = true;
+    /// if it failed, otherwise free's. Another thread may be in [`Device::ioctl`] on the
+    /// same handle (one file descriptor of a team): then, as on Haiku, the close hook runs
+    /// now and `free` when that call returns (on its thread), and close's status is
+    /// returned. A second close answers `B_FILE_ERROR`.
+    pub fn close(&self) -> status_t {
+        if self.closed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return hd::B_FILE_ERROR;
+        }
         match self.env.upgrade() {
             Some(env) => env.core.dm.close(&env.core, self.id),
             None => hd::B_FILE_ERROR,
@@ -793,7 +813,7 @@ impl Device {
 
 impl Drop for Device {
     fn drop(&mut self) {
-        if !self.closed {
+        if !self.closed.swap(true, std::sync::atomic::Ordering::SeqCst) {
             // A file handle dropped without close: devfs closes it when the team exits.
             if let Some(env) = self.env.upgrade() {
                 env.core.dm.close(&env.core, self.id);
