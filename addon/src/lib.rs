@@ -145,6 +145,11 @@ struct Driver {
     slots: SemMutex<Vec<Slot>>,
 }
 
+/// The live driver cookies, so that `device_removed` finds its driver whatever it is
+/// given: nightly passes the driver cookie, R1/beta5 the `device_node` (the note on the
+/// hook in `spec/haiku_driver.toml`, from Haiku's device_manager.cpp).
+static DRIVERS: [AtomicPtr<Driver>; 8] = [const { AtomicPtr::new(core::ptr::null_mut()) }; 8];
+
 /// The per-open cookie.
 struct OpenCard {
     card: Arc<HaikuCard>,
@@ -273,14 +278,40 @@ unsafe extern "C" fn init_driver(node: *mut DeviceNode, cookie: *mut *mut c_void
         settings: s,
         slots,
     });
+    let driver = Box::into_raw(driver);
+    if !DRIVERS.iter().any(|d| {
+        d.compare_exchange(
+            core::ptr::null_mut(),
+            driver,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
+        .is_ok()
+    }) {
+        k.log(
+            LogLevel::Warn,
+            format_args!(
+                "more than {} devices: removal of this one is not seen",
+                DRIVERS.len()
+            ),
+        );
+    }
     // SAFETY: `cookie` is the device manager's out pointer.
-    unsafe { *cookie = Box::into_raw(driver).cast() };
+    unsafe { *cookie = driver.cast() };
     hd::B_OK
 }
 
 unsafe extern "C" fn uninit_driver(cookie: *mut c_void) {
     if cookie.is_null() {
         return;
+    }
+    for d in &DRIVERS {
+        let _ = d.compare_exchange(
+            cookie.cast(),
+            core::ptr::null_mut(),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
     }
     // SAFETY: the Box made in init_driver; the device manager calls this once, after every
     // published device is closed and freed.
@@ -355,8 +386,22 @@ unsafe extern "C" fn register_child_devices(cookie: *mut c_void) -> status_t {
     hd::B_OK
 }
 
-unsafe extern "C" fn device_removed(_cookie: *mut c_void) {
+/// The device has gone: the driver cookie on nightly, the `device_node` on R1/beta5. The
+/// engine stops waiting for a device that cannot answer (see `Engine::device_removed`);
+/// `uninit_driver` follows once none of its devices is open.
+unsafe extern "C" fn device_removed(arg: *mut c_void) {
     HaikuKernel.log(LogLevel::Info, format_args!("device removed"));
+    for d in &DRIVERS {
+        let p = d.load(Ordering::Acquire);
+        // SAFETY: a registered driver is alive: the device manager runs this hook and
+        // uninit_driver (which unregisters it before freeing it) under its lock, never at
+        // once.
+        if let Some(driver) = unsafe { p.as_ref() } {
+            if p.cast() == arg || driver.node.cast() == arg {
+                driver.engine.device_removed();
+            }
+        }
+    }
 }
 
 unsafe extern "C" fn init_device(
@@ -370,7 +415,14 @@ unsafe extern "C" fn init_device(
 
 unsafe extern "C" fn uninit_device(_cookie: *mut c_void) {}
 
-unsafe extern "C" fn device_removed_dev(_cookie: *mut c_void) {}
+/// The device module's `device_removed`, with the device cookie (the driver: see
+/// `init_device`) on every release.
+unsafe extern "C" fn device_removed_dev(cookie: *mut c_void) {
+    // SAFETY: the driver cookie init_device handed out; the driver outlives its devices.
+    if let Some(driver) = unsafe { (cookie as *const Driver).as_ref() } {
+        driver.engine.device_removed();
+    }
+}
 
 unsafe extern "C" fn open(
     device_cookie: *mut c_void,

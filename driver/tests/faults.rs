@@ -416,3 +416,48 @@ fn a_half_configured_buffer_change_never_leaves_a_stream_in_freed_memory() {
     );
     rig.finish(Some(card));
 }
+
+/// The device leaves the bus while streaming (`SndModel::unplug`), and the device manager
+/// says so (`Engine::device_removed`) between two exchanges: every later exchange fails
+/// with `B_DEV_NOT_READY` a period apart (never at once: the media add-on ignores errors
+/// and would spin; one blocked at the removal is the add-on test's), and the last close and the teardown send nothing
+/// and wait for nothing. What the device held when it went (the streams' headers, the
+/// buffers) is leaked, never freed; nothing else.
+#[test]
+fn a_removed_device_fails_fast_and_is_let_go() {
+    let mut rig = Rig::new(ModelConfig::hmulti_full(2));
+    let card = rig.card(Settings::default());
+    let mut c = Client::init(&card, Some(hm::B_SR_48000), None);
+    for _ in 0..5 {
+        c.exchange(&card).expect("streaming");
+    }
+    // A steady exchange takes one period.
+    let k = rig.kernel.clone();
+    let before = k.system_time();
+    c.exchange(&card).expect("streaming");
+    let period = k.system_time() - before;
+    rig.model.unplug();
+    rig.engine.as_ref().unwrap().device_removed();
+    for _ in 0..5 {
+        let t = k.system_time();
+        assert_eq!(c.exchange(&card), Err(Status::DEV_NOT_READY));
+        assert_eq!(k.system_time() - t, period, "one period apart");
+    }
+    let t = k.system_time();
+    card.shutdown();
+    Engine::shutdown(rig.engine.take().unwrap());
+    assert_eq!(k.system_time(), t, "the teardown waited for a gone device");
+    assert!(k.log_contains("the device was removed"));
+    k.user_free_all();
+    expect_leaked_areas(
+        &k,
+        &[
+            "virtio_sound pcm headers",
+            "virtio_sound pcm headers",
+            "virtio_sound buffers",
+        ],
+    );
+    if let Err(p) = k.check_clean() {
+        panic!("not clean:\n{}", p.join("\n"));
+    }
+}

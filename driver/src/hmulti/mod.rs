@@ -813,6 +813,12 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
         };
         let (count, frames) = (b.count, b.frames as i64);
         let period = frames * 1_000_000 / i64::from(hz);
+        if self.engine.is_removed() {
+            // Nothing will complete again; the client ignores errors: fail, a period apart.
+            drop(st);
+            k.snooze(period.clamp(1_000, 100_000));
+            return Err(Status::DEV_NOT_READY);
+        }
         if let Err(e) = self.exchange_start(&mut st) {
             drop(st);
             k.snooze(period.clamp(1_000, 100_000));

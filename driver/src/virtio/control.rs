@@ -7,6 +7,7 @@
 
 use alloc::vec;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use spec::virtio_snd::{ControlRequest, QueueIndex, Request, RequestCode, StatusCode};
 use spec::DecodeError;
@@ -40,6 +41,8 @@ pub struct ControlChannel {
     done: Semaphore,
     serial: SemLock,
     timeout_micros: i64,
+    /// The device is gone (`device_removed`): nothing will answer again.
+    gone: AtomicBool,
 }
 
 impl core::fmt::Debug for ControlChannel {
@@ -111,6 +114,7 @@ impl ControlChannel {
             done,
             serial,
             timeout_micros,
+            gone: AtomicBool::new(false),
         })
     }
 
@@ -162,6 +166,20 @@ impl ControlChannel {
         matched
     }
 
+    /// The device has left the machine: no request is sent from now on, and one waiting
+    /// for its answer stops waiting (its slot is abandoned: the region is leaked, never
+    /// freed, as for any request the device did not answer). Each fails with
+    /// `B_DEV_NOT_READY` at once instead of after the timeout.
+    pub fn device_gone<K: Kernel>(&self, kernel: &K) {
+        self.gone.store(true, Ordering::SeqCst);
+        self.done.release(kernel, false);
+    }
+
+    /// Whether [`ControlChannel::device_gone`] was called.
+    pub fn is_gone(&self) -> bool {
+        self.gone.load(Ordering::SeqCst)
+    }
+
     /// Sends `req`, waits for the answer, and hands what it carries (the type the spec pairs
     /// with the request) to `f`.
     pub fn call<K: Kernel, V: VirtioDevice, Q: Request, R>(
@@ -174,6 +192,9 @@ impl ControlChannel {
         // Only the typing is per request: the exchange and the error reports are not, so
         // the add-on carries one copy of them.
         let msg = req.message();
+        if self.is_gone() {
+            return Err(Status::DEV_NOT_READY);
+        }
         let reply = self.serial.with(kernel, self.timeout_micros * 4, || {
             self.exchange(kernel, dev, &msg)
         })??;
@@ -194,6 +215,9 @@ impl ControlChannel {
     ) -> KResult<Vec<u8>> {
         let code = msg.code();
         let reply_len = msg.response_len();
+        if self.is_gone() {
+            return Err(Status::DEV_NOT_READY);
+        }
         if msg.encoded_len() > REQUEST_MAX || reply_len > REPLY_MAX {
             kernel.log(
                 LogLevel::Error,
@@ -284,7 +308,7 @@ impl ControlChannel {
                 }
             }
             let left = deadline - kernel.system_time();
-            if left <= 0 {
+            if left <= 0 || self.is_gone() {
                 let mut g = self.slots.lock(kernel);
                 if let Slot::Done(s, used) = g.0[slot] {
                     if s == seq {
@@ -293,6 +317,11 @@ impl ControlChannel {
                 }
                 g.0[slot] = Slot::Abandoned(seq);
                 drop(g);
+                if self.is_gone() {
+                    // Whoever else waits looks again too.
+                    self.done.release(kernel, false);
+                    return Err(Status::DEV_NOT_READY);
+                }
                 kernel.log(
                     LogLevel::Error,
                     format_args!(

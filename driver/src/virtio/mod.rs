@@ -541,6 +541,24 @@ impl<K: Kernel, V: VirtioDevice> Engine<K, V> {
             .map(|j| j.load(Ordering::Relaxed))
     }
 
+    /// The device has left the machine (the device manager's `device_removed`): from now
+    /// on every control request fails at once with `B_DEV_NOT_READY` instead of waiting
+    /// for its timeout, so stopping and releasing the streams, and the teardown, do not
+    /// wait seconds for a device that cannot answer. What the device held stays leaked,
+    /// never freed, as for any device that keeps its buffers.
+    pub fn device_removed(&self) {
+        if !self.control.is_gone() {
+            self.kernel
+                .log(LogLevel::Warn, format_args!("the device was removed"));
+        }
+        self.control.device_gone(&*self.kernel);
+    }
+
+    /// Whether [`Engine::device_removed`] was called.
+    pub fn is_removed(&self) -> bool {
+        self.control.is_gone()
+    }
+
     /// Underruns (output) or overruns (input) the device reported for a stream.
     pub fn xruns(&self, stream: u32) -> u32 {
         self.topo()
