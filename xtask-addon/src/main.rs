@@ -10,6 +10,7 @@
 //! - `qemu`: the same against QEMU's virtio-sound-pci device, in a Linux guest
 //! - `package`: the Haiku package of the add-on (`build-haiku` writes it too), or
 //!   `--list FILE.hpkg`
+//! - `soak`: hours of simulated duplex audio with format changes and stops, checked
 #![forbid(unsafe_code)]
 
 mod audit;
@@ -20,6 +21,7 @@ mod package;
 mod qemu;
 mod qemucmd;
 mod simcmd;
+mod soak;
 mod vhostcmd;
 
 use std::path::PathBuf;
@@ -59,6 +61,8 @@ enum Cmd {
     Qemu(qemucmd::QemuArgs),
     #[command(about = forward::PACKAGE_CMD)]
     Package(package::PackageArgs),
+    #[command(about = forward::SOAK)]
+    Soak(soak::SoakArgs),
     #[command(about = forward::AUDIT)]
     Audit {
         /// The add-on (an ELF shared object).
@@ -76,6 +80,7 @@ fn main() -> ExitCode {
         Cmd::Bench(args) => bench::run(&args),
         Cmd::Sim(args) => simcmd::run(&args),
         Cmd::Qemu(args) => qemucmd::run(&args),
+        Cmd::Soak(args) => soak::run(&args),
         Cmd::Audit { file } => audit::run(&file),
         Cmd::Package(args) => package::run(&args),
         Cmd::MemcheckSession(args) => memcheck::run(&args),

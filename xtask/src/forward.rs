@@ -23,17 +23,22 @@ pub const QEMU: &str = "Play a WAV file (or a sine) through the built add-on aga
 pub const AUDIT: &str = "Check a built add-on against every rule of Haiku's kernel ELF loader, \
     and that Haiku's kernel debugger can walk its stack (frame pointers)";
 
+pub const SOAK: &str = "Hours of simulated duplex audio through the built add-on with a \
+    format change every minute and FORCE_STOP every ten: heap, areas and semaphores flat, frame \
+    counts exact, timing error unchanged";
+
 pub const PACKAGE_CMD: &str = "Write the Haiku package of the built add-on, \
     target/haiku/virtio_sound-VERSION-1-x86_64.hpkg; --list FILE.hpkg prints one";
 
 /// The forwarded commands, as typed after `cargo xtask`, with their descriptions.
-pub const COMMANDS: [(&str, &str); 6] = [
+pub const COMMANDS: [(&str, &str); 7] = [
     ("build-haiku", BUILD_HAIKU),
     ("bench", BENCH),
     ("sim", SIM),
     ("qemu", QEMU),
     ("audit", AUDIT),
     ("package", PACKAGE_CMD),
+    ("soak", SOAK),
 ];
 
 /// Whether `name` is one of [`COMMANDS`].

@@ -12,7 +12,8 @@
 //! - `setup [--check]`: install (or only look for) what the tests need from the machine
 //! - `fuzz [TARGET] [--time SECONDS]`: the coverage-guided fuzz targets in `fuzz/`
 //!   ([`xtask::fuzz`]; built and run through cargo, like the add-on's commands)
-//! - `build-haiku`, `bench`, `sim`, `qemu`, `audit`: the add-on's commands, run by
+//! - `build-haiku`, `bench`, `sim`, `qemu`, `audit`, `package`, `soak`: the add-on's
+//!   commands, run by
 //!   `xtask-addon` ([`xtask::forward`]): the add-on, audited, and its install tree; what a
 //!   BUFFER_EXCHANGE costs it (callgrind); playing through the
 //!   built add-on in the Haiku kernel simulator or against QEMU's device; Haiku's kernel
@@ -113,6 +114,8 @@ enum Cmd {
     Audit(Forwarded),
     #[command(about = forward::PACKAGE_CMD, disable_help_flag = true)]
     Package(Forwarded),
+    #[command(about = forward::SOAK, disable_help_flag = true)]
+    Soak(Forwarded),
 }
 
 /// The arguments of a command `xtask-addon` runs, passed on as they are (its own parser
@@ -162,7 +165,8 @@ fn main() -> ExitCode {
         | Cmd::Sim(_)
         | Cmd::Qemu(_)
         | Cmd::Audit(_)
-        | Cmd::Package(_) => {
+        | Cmd::Package(_)
+        | Cmd::Soak(_) => {
             // The command's name and its arguments, exactly as given.
             return forward::run(&argv);
         }

@@ -210,6 +210,7 @@ fn help_lists_every_command() {
             "qemu",
             "audit",
             "package",
+            "soak",
             "help"
         ],
         "{out}"
