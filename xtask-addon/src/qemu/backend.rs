@@ -46,11 +46,12 @@ impl Backend {
 }
 
 /// Buffering QEMU asks PulseAudio for each way, µs (QEMU's default, 15 ms, underruns when
-/// the emulator is late; a larger one only delays the first frame).
-pub const PA_LATENCY_US: u32 = 50_000;
+/// the emulator is late; 50 ms still did under TCG on a loaded 2-core machine; a larger one
+/// only delays the first frame).
+pub const PA_LATENCY_US: u32 = 200_000;
 
-/// Frames per JACK cycle.
-pub const JACK_PERIOD: u32 = 1024;
+/// Frames per JACK cycle (43 ms at 48 kHz: the dummy driver's late wake-ups are xruns).
+pub const JACK_PERIOD: u32 = 2048;
 
 /// From the streaming cue to the microphone's input reaching the guest, and after its end:
 /// what the guest records beyond the input's length, seconds.
