@@ -12,10 +12,11 @@
 //! `RACE_SEED=N` runs it again with the same one. Simulated time makes a run with a given
 //! seed reproducible.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use haiku_sim::addon::{Addon, SharedDevice};
 use haiku_sim::{EnvConfig, Interrupts};
@@ -29,23 +30,8 @@ use spec::virtio_snd::VIRTIO_SND_CTL_ROLE_VOLUME;
 use spec::UserPtr;
 use zerocopy::IntoBytes;
 
-/// Builds the add-on once per test binary, with the README's command.
 fn addon() -> &'static Path {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let out = Command::new(env!("CARGO_BIN_EXE_xtask-addon"))
-            .arg("build-haiku")
-            .current_dir(&root)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "build-haiku: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        root.join("target/haiku/virtio_sound")
-    })
+    common::built_addon()
 }
 
 /// The test's seed: `RACE_SEED` if set, else a fresh one; printed either way.

@@ -2,9 +2,9 @@
 //! the simulator with Haiku's loader rules, probed and published by its device manager, and
 //! driven through its device hooks the way the multi_audio media add-on drives it.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
+mod common;
+
+use std::path::Path;
 
 use haiku_sim::addon::Addon;
 use haiku_sim::{EnvConfig, HaikuRelease, Interrupts};
@@ -14,23 +14,8 @@ use snd_model::{Fault, FaultTarget, ModelConfig, StreamConfig};
 use spec::hmulti_audio::{self as hm, Opcode};
 use spec::virtio_snd::{Direction, PcmRate, RequestCode, VIRTIO_SND_CTL_ROLE_VOLUME};
 
-/// Builds the add-on once per test binary, with the README's command.
 fn addon() -> &'static Path {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let out = Command::new(env!("CARGO_BIN_EXE_xtask-addon"))
-            .arg("build-haiku")
-            .current_dir(&root)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "build-haiku: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        root.join("target/haiku/virtio_sound")
-    })
+    common::built_addon()
 }
 
 fn device(channels: u8) -> ModelConfig {

@@ -3,9 +3,9 @@
 
 #![allow(dead_code)] // each test file uses its part
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use serde_json::Value;
 
@@ -101,4 +101,19 @@ pub fn num(v: &Value, k: &str) -> f64 {
     v.get(k)
         .and_then(Value::as_f64)
         .unwrap_or_else(|| panic!("no number {k} in {v}"))
+}
+
+/// The add-on, built once per test binary with the README's command.
+pub fn built_addon() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let out = xtask(&["build-haiku"]);
+        assert!(
+            out.status.success(),
+            "build-haiku: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        root.join("target/haiku/virtio_sound")
+    })
 }
