@@ -266,17 +266,27 @@ impl Hmulti for SharedDevice {
         self.env.user_read(addr, len)
     }
     fn buffer_write(&self, addr: u64, bytes: &[u8]) -> Result<(), String> {
-        self.kernel
-            .area_user_write(addr, bytes)
-            .map_err(|e| format!("{e}"))
+        area_write(&self.kernel, addr, bytes)
     }
     fn buffer_read(&self, addr: u64, len: usize) -> Result<Vec<u8>, String> {
-        let mut v = vec![0u8; len];
-        self.kernel
-            .area_user_read(addr, &mut v)
-            .map_err(|e| format!("{e}"))?;
-        Ok(v)
+        area_read(&self.kernel, addr, len)
     }
+}
+
+/// [`Hmulti::buffer_write`] for a device of this kernel: into a user-visible area.
+fn area_write(kernel: &SimKernel, addr: u64, bytes: &[u8]) -> Result<(), String> {
+    kernel
+        .area_user_write(addr, bytes)
+        .map_err(|e| format!("{e}"))
+}
+
+/// [`Hmulti::buffer_read`] for a device of this kernel: from a user-visible area.
+fn area_read(kernel: &SimKernel, addr: u64, len: usize) -> Result<Vec<u8>, String> {
+    let mut v = vec![0u8; len];
+    kernel
+        .area_user_read(addr, &mut v)
+        .map_err(|e| format!("{e}"))?;
+    Ok(v)
 }
 
 /// One open device of a loaded add-on.
@@ -319,17 +329,9 @@ impl Hmulti for AddonDevice<'_> {
         self.addon.env.user_read(addr, len)
     }
     fn buffer_write(&self, addr: u64, bytes: &[u8]) -> Result<(), String> {
-        self.addon
-            .kernel
-            .area_user_write(addr, bytes)
-            .map_err(|e| format!("{e}"))
+        area_write(&self.addon.kernel, addr, bytes)
     }
     fn buffer_read(&self, addr: u64, len: usize) -> Result<Vec<u8>, String> {
-        let mut v = vec![0u8; len];
-        self.addon
-            .kernel
-            .area_user_read(addr, &mut v)
-            .map_err(|e| format!("{e}"))?;
-        Ok(v)
+        area_read(&self.addon.kernel, addr, len)
     }
 }
