@@ -5,6 +5,9 @@
 //! format change and teardown. The driver never panics (overflow checks are on), never makes
 //! the simulated kernel record a misuse (an access outside an area, a freed area under a
 //! chain), leaks nothing it did not log, and no run takes longer than its timeouts allow.
+//! The client's memory is watched ([`Witnessed`]): nothing is written past the end of an
+//! argument block the client handed over, and nothing into the playback buffers but the
+//! client's own writes, whatever the device answered.
 #![no_main]
 
 use std::sync::{Arc, Mutex};
@@ -14,7 +17,7 @@ use snd_model::{
     CaptureCompletion, ControlConfig, Hostile, JackConfig, ModelConfig, PlaybackCompletion,
 };
 use spec::virtio_snd::DeviceEvent;
-use virtio_sound_fuzz::{assert_clean_but_logged_leaks, signal, Direct, Rig, Tape};
+use virtio_sound_fuzz::{assert_clean_but_logged_leaks, signal, Rig, Tape, Witnessed};
 
 use hmulti_client::{play, Choice, Session};
 
@@ -190,7 +193,7 @@ fuzz_target!(|data: &[u8]| {
         f(&mut t)
     };
     for card in &cards {
-        let d = Direct(card);
+        let d = Witnessed::new(card);
         for round in 0..2 {
             let rate = next(&mut |t| u32::from(t.u8() % 17));
             let format = next(&mut |t| u32::from(t.u8() % 8));
@@ -216,6 +219,7 @@ fuzz_target!(|data: &[u8]| {
             let input = signal(s.play.bytes().min(1 << 16) * periods, rate);
             let _ = play(&d, &mut s, &input);
             s.release(&d);
+            d.check("after the session");
         }
     }
     rig.shutdown(cards);

@@ -8,7 +8,7 @@
 use libfuzzer_sys::fuzz_target;
 use snd_model::ModelConfig;
 use spec::hmulti_audio::{self as hm, Opcode};
-use virtio_sound_fuzz::{assert_clean_but_logged_leaks, signal, Direct, Rig, Tape};
+use virtio_sound_fuzz::{assert_clean_but_logged_leaks, signal, Direct, Rig, Tape, Witnessed};
 
 use hmulti_client::{play, Choice, Hmulti, Session};
 
@@ -107,7 +107,9 @@ fuzz_target!(|data: &[u8]| {
         let _ = old.force_stop(&d);
         old.release(&d);
     }
-    // Whatever came before, the media add-on's normal session plays bit-exact.
+    // Whatever came before, the media add-on's normal session plays bit-exact, and writes
+    // nowhere it should not.
+    let d = Witnessed::new(&card);
     let before = rig.model.played(0).len();
     let mut s = Session::init(&d, Choice::default()).expect("a normal session starts");
     let input = signal(s.play.bytes() * 3, 7);

@@ -225,14 +225,33 @@ pub fn run(target: Option<&str>, seconds: u64) -> Result {
     Ok(())
 }
 
-/// `cargo xtask test`'s step: every target from its seeds for `seconds`, into a scratch
-/// corpus (the tree is not written).
+/// `cargo xtask test`'s step: the fuzz library's tests, then every target from its seeds for
+/// `seconds`, into a scratch corpus (the tree is not written).
 pub fn smoke(seconds: u64) -> Result {
+    unit_tests()?;
     let bins = build()?;
     let scratch = tempfile::tempdir()?;
     for (t, _) in TARGETS {
         let s = run_one(&bins, t, seconds, &scratch.path().join(t))?;
         print(t, &s);
+    }
+    Ok(())
+}
+
+/// The fuzz crate's own tests (what the targets check with, e.g. that the memory witness
+/// catches a stray write), built without the fuzzing flags.
+fn unit_tests() -> Result {
+    eprintln!("==> the fuzz targets' support library's tests");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(fuzz_dir())
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_TARGET_DIR")
+        .args(["test", "--quiet", "--lib", "--locked"])
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !status.success() {
+        return Err(format!("the fuzz library's tests failed ({status})").into());
     }
     Ok(())
 }
