@@ -16,6 +16,15 @@ use platform::dma::{BufferArea, DmaRegion};
 use platform::sync::{Semaphore, SpinLock};
 use platform::{KResult, Kernel, LogLevel, Status, VirtioDevice};
 
+/// How late a timed wait must return to count as a stall of this thread (see
+/// `PcmStream::next_completion`): well above a kernel's timer slack and scheduling latency
+/// (tens of µs), well below the stalls it is for (a virtual machine descheduled for tens to
+/// hundreds of ms).
+pub const STALL_MICROS: i64 = 2_000;
+
+/// The most stalls one wait for a completion makes up for.
+pub const MAX_STALLS: u32 = 4;
+
 /// Most periods (hmulti buffers) per stream: the media add-on never asks for more than 32.
 pub const MAX_PERIODS: usize = 32;
 /// Bytes of per-period headers: the 4-byte xfer header at 0, the 8-byte status at 8.
@@ -594,14 +603,18 @@ impl PcmStream {
     /// time this thread could run: a wait that returns later than it asked (the scheduler, or
     /// the host of a virtual machine, did not run us) moves the deadline by as much, because
     /// the interrupt that brings the completion may not have run either; after such a return
-    /// it waits at least a quarter of the timeout more. A device that never answers still
-    /// times out after `timeout_micros` of waiting.
+    /// it waits at least a quarter of the timeout more. Only a return at least
+    /// [`STALL_MICROS`] late counts (a timed wait on a real kernel always returns a little
+    /// after its deadline: moving the deadline for that would never end), and at most
+    /// [`MAX_STALLS`] of them per call, so a device that never answers (or has left the
+    /// machine) still times out.
     pub fn next_completion<K: Kernel>(
         &self,
         kernel: &K,
         timeout_micros: i64,
     ) -> KResult<Completion> {
         let mut deadline = kernel.system_time().saturating_add(timeout_micros);
+        let mut stalls = 0;
         loop {
             if let Some(c) = self.take_completion(kernel) {
                 return Ok(c);
@@ -614,7 +627,8 @@ impl PcmStream {
             let _ = self.wake.acquire(kernel, left);
             let after = kernel.system_time();
             let late = after - now - left;
-            if late > 0 {
+            if late >= STALL_MICROS && stalls < MAX_STALLS {
+                stalls += 1;
                 // At least a quarter of the timeout more after a late return: the
                 // interrupts that were pending while we did not run come first.
                 let grace = (timeout_micros / 4).max(1_000);
