@@ -665,6 +665,13 @@ impl Environment {
         self.core.dm.device_removed(&self.core);
     }
 
+    /// A real device ([`Environment::with_device`]) has left the machine (its transport
+    /// saw it go, as QEMU's `device_del` on the PCI function): the device manager tells
+    /// the add-on as in [`Environment::remove_device`], without touching the device.
+    pub fn real_device_removed(&self) {
+        self.core.dm.device_removed(&self.core);
+    }
+
     /// `Ok` if the add-on left nothing behind and misused nothing: the kernel's own check
     /// (areas, semaphores, client mappings, every recorded failure), the add-on's heap
     /// blocks, device-manager references, ids and open devices, module references,

@@ -12,6 +12,10 @@
 //! - `capture --rate R --seconds S`: play silence and record; report the capture's pace.
 //! - `cycle --rate R --rate2 R2 --seconds S`: play, stop, reconfigure to R2 and play, close,
 //!   reopen and play again, in one boot.
+//! - `unplug --rate R --unplug-after S`: play silence; after S seconds of exchanges print
+//!   [`UNPLUG_MARK`] (the host's cue to `device_del` the device) and keep exchanging until
+//!   the device leaves the guest; then tell the add-on as Haiku's device manager does
+//!   (`device_removed`), see the blocked exchange return, close, unload, report.
 //!
 //! Every mode also takes `--addon PATH` (default `/virtio_sound`), `--settings FILE` (the
 //! driver's settings file, as Haiku's `load_driver_settings` would give it) and
@@ -40,6 +44,12 @@ pub const RESULT_PREFIX: &str = "@@virtio_sound result ";
 /// The line printed when a stream's first exchange has returned.
 pub const STREAMING_MARK: &str = "@@virtio_sound streaming";
 
+/// The line printed when a `unplug` run wants its device removed.
+pub const UNPLUG_MARK: &str = "@@virtio_sound unplug";
+
+/// How long an `unplug` run waits for the device to go after its cue.
+pub const REMOVAL_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The I/O port of QEMU's `isa-debugcon` device (its default `iobase`), where `--record`
 /// writes the recording: each byte written there goes to the device's character backend.
 pub const RECORD_PORT: u16 = 0xe9;
@@ -61,6 +71,8 @@ pub struct Args {
     pub min_seconds: f64,
     /// The driver's settings file (`~/config/settings/kernel/drivers/virtio_sound`).
     pub settings: Option<String>,
+    /// `unplug`: seconds of exchanges before [`UNPLUG_MARK`].
+    pub unplug_after: f64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,12 +80,13 @@ pub enum Mode {
     Play,
     Capture,
     Cycle,
+    Unplug,
 }
 
-const USAGE: &str = "usage: sim-guest play|capture|cycle [--addon PATH] [--input WAV] \
+const USAGE: &str = "usage: sim-guest play|capture|cycle|unplug [--addon PATH] [--input WAV] \
                      [--rate HZ] [--rate2 HZ] [--format s16|s32|float|u8] [--seconds S] \
                      [--device-channels N] [--record] [--min-seconds S] \
-                     [--settings FILE]";
+                     [--settings FILE] [--unplug-after S]";
 
 impl Args {
     pub fn parse(argv: &[String]) -> Result<Args, String> {
@@ -82,6 +95,7 @@ impl Args {
             Some("play") => Mode::Play,
             Some("capture") => Mode::Capture,
             Some("cycle") => Mode::Cycle,
+            Some("unplug") => Mode::Unplug,
             Some(other) => return Err(format!("unknown mode {other:?}\n{USAGE}")),
             None => return Err(USAGE.to_owned()),
         };
@@ -97,10 +111,14 @@ impl Args {
             record: false,
             min_seconds: 0.0,
             settings: None,
+            unplug_after: 1.0,
         };
         while let Some(flag) = it.next() {
-            if flag == "--record" && a.mode == Mode::Cycle {
-                return Err(format!("--record: cycle mode records nothing\n{USAGE}"));
+            if flag == "--record" && matches!(a.mode, Mode::Cycle | Mode::Unplug) {
+                return Err(format!("--record: this mode records nothing\n{USAGE}"));
+            }
+            if flag == "--unplug-after" && a.mode != Mode::Unplug {
+                return Err(format!("--unplug-after: only in unplug mode\n{USAGE}"));
             }
             let mut value = || {
                 it.next()
@@ -117,6 +135,7 @@ impl Args {
                 "--record" => a.record = true,
                 "--settings" => a.settings = Some(value()?),
                 "--min-seconds" => a.min_seconds = number(value()?)?,
+                "--unplug-after" => a.unplug_after = number(value()?)?,
                 "--addon" => a.addon = value()?,
                 "--input" => a.input = Some(value()?),
                 "--rate" => a.rate = number(value()?)? as u32,
@@ -345,7 +364,9 @@ pub fn run(args: &Args) -> Result<Vec<Json>, String> {
 #[cfg(target_os = "linux")]
 mod real {
     use std::path::Path;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
+    use std::time::{Duration, Instant};
 
     use super::*;
     use haiku_sim::addon::Addon;
@@ -650,6 +671,152 @@ mod real {
         vec![s.silence_byte(); bytes]
     }
 
+    /// One exchange of an `unplug` run: its status, when it started, how long it took.
+    #[derive(Clone, Copy)]
+    struct Exchange {
+        status: i32,
+        start: Instant,
+        took: Duration,
+    }
+
+    /// The `unplug` mode: exchanges silence until the device leaves the guest. A watcher
+    /// thread waits for the transport to see the removal and then calls the device
+    /// manager's `device_removed` (as Haiku's does when its bus loses a device) while the
+    /// main thread is blocked in an exchange; the exchange in flight must return an error,
+    /// and so must the next ones, none at once. Then the device is closed; the caller
+    /// unloads the add-on.
+    fn unplug(
+        r: &mut Runner,
+        addon: &Addon,
+        device: &Arc<PciSnd>,
+        args: &Args,
+    ) -> Result<(), String> {
+        let d = addon.open_first()?;
+        let mut s = session(&d, args.rate, args.format)?;
+        let rate = f64::from(s.output_hz().max(1));
+        let period = Duration::from_secs_f64(s.play.frames as f64 / rate);
+        let cue_after = (args.unplug_after * rate / s.play.frames.max(1) as f64).ceil() as usize;
+        // The watcher: the transport's notice, then the add-on's hook.
+        let stop = Arc::new(AtomicBool::new(false));
+        let watcher = {
+            let (dev, env, stop) = (device.clone(), addon.env().clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    if let Some(gone) = dev.wait_removed(Duration::from_millis(50)) {
+                        let hook = Instant::now();
+                        env.real_device_removed();
+                        return Some((gone, hook, Instant::now()));
+                    }
+                }
+                None
+            })
+        };
+        let mut seen: Vec<Exchange> = Vec::new();
+        let mut cued: Option<Instant> = None;
+        let mut after_hook = 0;
+        let result = loop {
+            if seen.len() == cue_after {
+                println!("{UNPLUG_MARK}");
+                cued = Some(Instant::now());
+            }
+            let start = Instant::now();
+            let status = s.exchange(&d);
+            seen.push(Exchange {
+                status,
+                start,
+                took: start.elapsed(),
+            });
+            if watcher.is_finished() {
+                // The hook has run: the exchange in flight and three more are looked at.
+                after_hook += 1;
+                if after_hook == 4 {
+                    break Ok(());
+                }
+            } else if cued.is_some_and(|t| t.elapsed() > REMOVAL_WAIT) {
+                break Err(format!(
+                    "the device was not removed within {REMOVAL_WAIT:?} of the cue"
+                ));
+            }
+        };
+        stop.store(true, Ordering::SeqCst);
+        let removal = watcher
+            .join()
+            .map_err(|_| "the removal watcher panicked".to_owned())?;
+        result?;
+        let (gone, hook, hook_done) = removal.ok_or("the removal watcher saw nothing")?;
+        let ended = |e: &Exchange| e.start + e.took;
+        // The exchange in flight when the hook ran (or the first to start after it).
+        let blocked = seen
+            .iter()
+            .position(|e| ended(e) >= hook)
+            .ok_or("no exchange returned after the removal")?;
+        let b = seen[blocked];
+        let before = seen[..blocked]
+            .iter()
+            .filter(|e| ended(e) < gone.at)
+            .count();
+        let errors_before = seen[..blocked].iter().filter(|e| e.status != 0).count();
+        let later = &seen[blocked + 1..];
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        // The first error after the hook: the blocked exchange's, unless its period had
+        // completed before the device went (then it reports that period).
+        let first_error = seen[blocked..]
+            .iter()
+            .find(|e| e.status != 0)
+            .ok_or("no exchange failed after the removal")?;
+        let later_min = later.iter().map(|e| e.took).min().unwrap_or_default();
+        let later_max = later.iter().map(|e| e.took).max().unwrap_or_default();
+        s.release(&d);
+        let close = Instant::now();
+        let closed = d.close();
+        let close_took = close.elapsed();
+        r.out.push(
+            Json::default()
+                .str("what", "unplug")
+                .num("rate", rate)
+                .num("period_us", us(period))
+                .num("exchanges_before_removal", before as f64)
+                .num("errors_before_removal", errors_before as f64)
+                .num("cue_after_exchanges", cue_after as f64)
+                .num(
+                    "cue_to_removal_ms",
+                    cued.map_or(f64::NAN, |c| {
+                        gone.at.saturating_duration_since(c).as_secs_f64() * 1e3
+                    }),
+                )
+                .str("removal_seen", &gone.how)
+                .num(
+                    "removal_to_hook_us",
+                    us(hook.saturating_duration_since(gone.at)),
+                )
+                .num("hook_us", us(hook_done.saturating_duration_since(hook)))
+                .num("blocked_status", b.status)
+                .num("blocked_exchange_us", us(b.took))
+                .num(
+                    "blocked_returned_after_hook_us",
+                    us(ended(&b).saturating_duration_since(hook)),
+                )
+                .num("blocked_started_before_hook", u8::from(b.start < hook))
+                .num("first_error_status", first_error.status)
+                .num(
+                    "first_error_after_hook_us",
+                    us(ended(first_error).saturating_duration_since(hook)),
+                )
+                .num("later_exchanges", later.len() as f64)
+                .num(
+                    "later_errors",
+                    later.iter().filter(|e| e.status != 0).count() as f64,
+                )
+                .num("later_min_us", us(later_min))
+                .num("later_max_us", us(later_max))
+                .num("close_status", closed)
+                .num("close_us", us(close_took))
+                .num("reopen_refused", u8::from(addon.open_first().is_err()))
+                .str("interrupts", &r.interrupts),
+        );
+        Ok(())
+    }
+
     pub(super) fn run(args: &Args) -> Result<Vec<Json>, String> {
         let (addon, device) = boot(args)?;
         let interrupts = match device.intx_unavailable() {
@@ -705,6 +872,7 @@ mod real {
                 s.release(&d);
                 d.close();
             }
+            Mode::Unplug => unplug(&mut r, &addon, &device, args)?,
             Mode::Cycle => {
                 let opened = kernel.clock().now();
                 let d = addon.open_first()?;
@@ -743,7 +911,14 @@ mod real {
             }
         }
         let mut out = r.out;
-        if let Err(problems) = addon.unload() {
+        let unload = addon.unload();
+        if args.mode == Mode::Unplug {
+            // Reached only if the unload left nothing but what the device kept (below).
+            if let Some(last) = out.pop() {
+                out.push(last.num("unloaded", 1));
+            }
+        }
+        if let Err(problems) = unload {
             // The driver's uninit (in unload) says what it leaks.
             let log = kernel.log_lines();
             // An area the driver said it leaks because the device never gave its chains back
@@ -817,6 +992,8 @@ mod tests {
         let a = Args::parse(&argv("play --input /in.wav --record --min-seconds 4.5")).unwrap();
         assert!(a.record);
         assert_eq!(a.min_seconds, 4.5);
+        let a = Args::parse(&argv("unplug --unplug-after 1.5 --rate 44100")).unwrap();
+        assert_eq!((a.mode, a.unplug_after, a.rate), (Mode::Unplug, 1.5, 44100));
         let a = Args::parse(&argv("capture --settings /s")).unwrap();
         assert_eq!(a.settings.as_deref(), Some("/s"));
         for (bad, says) in [
@@ -828,6 +1005,9 @@ mod tests {
             ("play --device-channels 40", "not 1..16"),
             ("play --volume 3", "unknown option"),
             ("cycle --record", "records nothing"),
+            ("unplug --record", "records nothing"),
+            ("play --unplug-after 2", "only in unplug mode"),
+            ("unplug --unplug-after 0", "not a positive number"),
             ("play --min-seconds 0", "not a positive number"),
         ] {
             let e = Args::parse(&argv(bad)).unwrap_err();

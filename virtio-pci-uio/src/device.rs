@@ -9,6 +9,15 @@
 //! status to lower the line, signals the queues whose used index moved, and unmasks INTx
 //! again in the command register: the kernel's handler masked it). Otherwise a poller
 //! thread watches the used rings every [`POLL_INTERVAL`].
+//!
+//! Hot removal: when the function leaves the guest (QEMU's `device_del`, which the guest
+//! kernel's PCI hotplug driver carries out), its driver is unbound first, so `/dev/uioN`
+//! wakes with an error (`uio_unregister_device`, Linux `drivers/uio/uio.c`), and then the
+//! function leaves sysfs. The interrupt thread (or the poller, which looks at sysfs about
+//! every 100 ms) sees it, stops delivering, and from then on nothing touches the BAR: a
+//! register read gives all ones, as on a PCI bus with nothing behind the address, a write
+//! goes nowhere, a reset fails (so the rings, which the device may have held, are kept,
+//! never given back). [`PciSnd::wait_removed`] tells the owner.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Read;
@@ -96,6 +105,9 @@ const UIO_DRIVER_DIR: &str = "/sys/bus/pci/drivers/uio_pci_generic";
 const STATUS_EVERY: u32 = 200;
 /// How long a reset may take to read back as 0.
 const RESET_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the function may take to leave sysfs after its uio file failed, before the
+/// failure is taken for something else than a removal.
+const REMOVAL_CONFIRM: Duration = Duration::from_secs(2);
 /// Error messages kept for [`PciSnd::errors`].
 const MAX_ERRORS: usize = 64;
 
@@ -171,14 +183,55 @@ impl Drop for BarMap {
     }
 }
 
+/// The function left the guest (hot removal): when it was noticed and how.
+#[derive(Clone, Debug)]
+pub struct Removed {
+    pub at: Instant,
+    pub how: String,
+}
+
+/// Whether the function is gone, shared by the windows on its BAR and the owner.
+#[derive(Default)]
+struct Removal {
+    gone: AtomicBool,
+    what: Mutex<Option<Removed>>,
+    changed: std::sync::Condvar,
+}
+
+impl Removal {
+    fn is_gone(&self) -> bool {
+        self.gone.load(Ordering::SeqCst)
+    }
+
+    /// Marks the function gone (the first call wins) and wakes [`PciSnd::wait_removed`].
+    fn mark(&self, how: String) {
+        let mut w = lock(&self.what);
+        if w.is_none() {
+            *w = Some(Removed {
+                at: Instant::now(),
+                how,
+            });
+        }
+        self.gone.store(true, Ordering::SeqCst);
+        self.changed.notify_all();
+    }
+}
+
 /// One virtio structure: `len` bytes of registers inside a mapped BAR.
 struct Window {
     regs: SharedMem,
     _bar: Arc<BarMap>,
+    /// Once set, the registers are not touched any more.
+    removal: Arc<Removal>,
 }
 
 impl Window {
-    fn new(bars: &[(u8, Arc<BarMap>)], cap: &VirtioCap, what: &str) -> Result<Window, String> {
+    fn new(
+        bars: &[(u8, Arc<BarMap>)],
+        cap: &VirtioCap,
+        what: &str,
+        removal: &Arc<Removal>,
+    ) -> Result<Window, String> {
         let (_, bar) = bars
             .iter()
             .find(|(b, _)| *b == cap.bar)
@@ -198,6 +251,7 @@ impl Window {
         Ok(Window {
             regs,
             _bar: bar.clone(),
+            removal: removal.clone(),
         })
     }
 
@@ -205,12 +259,19 @@ impl Window {
         self.regs.len()
     }
 
+    /// A register; all ones once the function is gone.
     fn read<T: Word + Default>(&self, off: usize) -> T {
+        if self.removal.is_gone() {
+            return T::ONES;
+        }
         self.regs.read(off)
     }
 
+    /// Writes a register; nothing once the function is gone.
     fn write<T: Word>(&self, off: usize, v: T) {
-        self.regs.write(off, v)
+        if !self.removal.is_gone() {
+            self.regs.write(off, v)
+        }
     }
 
     /// A 64-bit register as two 32-bit halves, low first (as Linux's
@@ -259,6 +320,9 @@ struct Inner {
     uio: Option<Uio>,
     /// Set when `/dev/uioN` failed and the interrupt thread went over to polling.
     intx_failed: AtomicBool,
+    /// The function's sysfs directory, which goes when the function leaves the guest.
+    sysfs: PathBuf,
+    removal: Arc<Removal>,
 }
 
 impl Inner {
@@ -305,6 +369,42 @@ impl Inner {
         self.common.read::<u8>(common::DEVICE_STATUS)
     }
 
+    /// Whether the function left the guest: its sysfs directory is gone. Checks sysfs only
+    /// (never the BAR, which may no longer be backed) and marks the removal with `why`.
+    fn left_sysfs(&self, why: impl FnOnce() -> String) -> bool {
+        if self.removal.is_gone() {
+            return true;
+        }
+        if self.sysfs.exists() {
+            return false;
+        }
+        self.removal.mark(why());
+        true
+    }
+
+    /// After `/dev/uioN` failed with `e`: whether the function is leaving the guest. The
+    /// kernel unbinds the driver (which wakes the uio file with an error) before it takes
+    /// the function out of sysfs, so sysfs is watched for up to [`REMOVAL_CONFIRM`].
+    fn removed_after_uio_error(&self, e: &std::io::Error) -> bool {
+        let start = Instant::now();
+        loop {
+            let waited = start.elapsed();
+            if self.left_sysfs(|| {
+                format!(
+                    "{}: /dev/uio failed ({e}) and the function left sysfs {} ms later",
+                    self.bdf,
+                    waited.as_millis()
+                )
+            }) {
+                return true;
+            }
+            if waited > REMOVAL_CONFIRM {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     fn set_status(&self, s: u8) {
         self.common.write::<u8>(common::DEVICE_STATUS, s)
     }
@@ -318,6 +418,12 @@ impl Inner {
     /// Writes 0 to the status and waits until the device reads back 0 (its reset is done,
     /// and it no longer touches the rings).
     fn reset(&self) -> Result<(), String> {
+        if self.removal.is_gone() {
+            return Err(format!(
+                "{}: the function left the guest; it cannot be reset",
+                self.bdf
+            ));
+        }
         self.set_status(0);
         let start = Instant::now();
         loop {
@@ -678,6 +784,7 @@ impl PciSnd {
         let common_cap = need(caps.common, "common configuration")?;
         let notify_cap = need(caps.notify, "notify")?;
         let device_cap = need(caps.device, "device configuration")?;
+        let removal = Arc::new(Removal::default());
         let mut bars: Vec<(u8, Arc<BarMap>)> = Vec::new();
         for cap in [
             Some(common_cap),
@@ -692,7 +799,7 @@ impl PciSnd {
                 bars.push((cap.bar, Arc::new(BarMap::map(dir, cap.bar)?)));
             }
         }
-        let common = Window::new(&bars, &common_cap, "common configuration")?;
+        let common = Window::new(&bars, &common_cap, "common configuration", &removal)?;
         if common.len() < common::LEN {
             return Err(format!(
                 "{bdf}: common configuration is {} bytes, needs {}",
@@ -701,16 +808,16 @@ impl PciSnd {
             ));
         }
         let isr = match caps.isr {
-            Some(c) => Some(Window::new(&bars, &c, "ISR")?),
+            Some(c) => Some(Window::new(&bars, &c, "ISR", &removal)?),
             None => None,
         };
         let num_queues = common.read::<u16>(common::NUM_QUEUES);
         Ok(Inner {
             bdf: bdf.to_string(),
-            notify: Window::new(&bars, &notify_cap, "notify")?,
+            notify: Window::new(&bars, &notify_cap, "notify", &removal)?,
             notify_off_multiplier: caps.notify_off_multiplier,
             isr,
-            device: Window::new(&bars, &device_cap, "device configuration")?,
+            device: Window::new(&bars, &device_cap, "device configuration", &removal)?,
             common,
             num_queues,
             regs: Mutex::new(()),
@@ -720,7 +827,26 @@ impl PciSnd {
             in_handler: AtomicBool::new(false),
             uio: None,
             intx_failed: AtomicBool::new(false),
+            sysfs: dir.to_path_buf(),
+            removal,
         })
+    }
+
+    /// Waits at most `timeout` for the function to leave the guest; when and how it was
+    /// noticed, or `None`. Only a function whose interrupts are set up is watched.
+    pub fn wait_removed(&self, timeout: Duration) -> Option<Removed> {
+        let r = &self.inner.removal;
+        let w = lock(&r.what);
+        let (w, _) = r
+            .changed
+            .wait_timeout_while(w, timeout, |w| w.is_none())
+            .unwrap_or_else(|e| e.into_inner());
+        w.clone()
+    }
+
+    /// Whether the function has left the guest (see [`PciSnd::wait_removed`]).
+    pub fn removed(&self) -> Option<Removed> {
+        lock(&self.inner.removal.what).clone()
     }
 
     /// The function's PCI address, `0000:00:03.0`.
@@ -1013,6 +1139,10 @@ impl VirtioDevice for PciSnd {
                 "queue_request on queue {queue} with a zero-length entry"
             ));
         }
+        if inner.removal.is_gone() {
+            // Not a misuse: the driver learns of the removal after the fact.
+            return Err(Status::IO_ERROR);
+        }
         let mut q = lock(q);
         match q.ring.add(entries, readable, cookie) {
             Ok(()) => {}
@@ -1106,7 +1236,11 @@ impl VirtioDevice for PciSnd {
                 Ok(())
             }
             Err(e) => {
-                inner.error(format!("{e}; its ring memory is kept"));
+                // A function that left the guest is not a fault of the device; its rings
+                // are kept all the same.
+                if !inner.removal.is_gone() {
+                    inner.error(format!("{e}; its ring memory is kept"));
+                }
                 std::mem::forget(old);
                 Err(Status::DEV_TIMEOUT)
             }
@@ -1131,6 +1265,9 @@ fn poll(inner: &Inner, stop: &AtomicBool, handler: &dyn QueueHandler) {
         // The status register is MMIO (a trap into the device model under emulation):
         // look at it now and then, the rings (plain memory) every time.
         if round % STATUS_EVERY == 0 {
+            if inner.left_sysfs(|| format!("{}: the function left sysfs", inner.bdf)) {
+                return;
+            }
             inner.check_needs_reset();
         }
         inner.signal_moved(stop, handler);
@@ -1205,6 +1342,10 @@ fn intx_thread(inner: &Inner, stop: &AtomicBool, handler: &dyn QueueHandler) {
         return poll(inner, stop, handler);
     };
     let fallback = |what: &str, e: std::io::Error| {
+        // Removed: no more interrupts, and the BAR is not touched again.
+        if inner.removed_after_uio_error(&e) {
+            return;
+        }
         inner.intx_failed.store(true, Ordering::SeqCst);
         inner.error(format!("{}: {what}: {e}; polling from now on", inner.bdf));
         poll(inner, stop, handler);
@@ -1226,6 +1367,9 @@ fn intx_thread(inner: &Inner, stop: &AtomicBool, handler: &dyn QueueHandler) {
                 inner.check_needs_reset();
             }
         } else {
+            if inner.left_sysfs(|| format!("{}: the function left sysfs", inner.bdf)) {
+                return;
+            }
             inner.check_needs_reset();
         }
         inner.signal_moved(stop, handler);

@@ -52,6 +52,8 @@ impl RingLayout {
 /// the conversions below make that explicit).
 pub trait Word: Copy {
     const SIZE: usize;
+    /// Every bit set: what a read of a PCI function that is no longer there returns.
+    const ONES: Self;
     fn le_to_native(self) -> Self;
     fn native_to_le(self) -> Self;
 }
@@ -60,6 +62,7 @@ macro_rules! word {
     ($($t:ty),*) => {$(
         impl Word for $t {
             const SIZE: usize = std::mem::size_of::<$t>();
+            const ONES: Self = <$t>::MAX;
             fn le_to_native(self) -> Self { <$t>::from_le(self) }
             fn native_to_le(self) -> Self { <$t>::to_le(self) }
         }
