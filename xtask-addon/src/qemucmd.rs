@@ -79,6 +79,13 @@ pub struct QemuArgs {
     /// behind vhost-user-snd-pci (8 to 48 kHz).
     #[arg(long, value_enum, default_value_t = DeviceKind::Qemu)]
     pub device: DeviceKind,
+    /// Remove the sound device (QMP `device_del`, ACPI hotplug on a PCIe root port) after
+    /// this many seconds of playing silence, and report how the guest and the add-on came
+    /// through: the blocked exchange's status and time, `device_removed`, the unload.
+    #[arg(long, value_name = "SECONDS", conflicts_with_all = [
+        "sweep", "capture", "cycle", "out", "record", "duplex", "capture_input"
+    ])]
+    pub unplug_after: Option<f64>,
 }
 
 /// Rates of `--sweep`.
@@ -119,6 +126,18 @@ impl QemuArgs {
         }
         if let Some(hz) = self.cycle {
             check_rate("--cycle", hz, &rates, what)?;
+        }
+        if let Some(s) = self
+            .unplug_after
+            .filter(|s| !crate::qemu::hotplug::UNPLUG_AFTER.contains(s))
+        {
+            let r = crate::qemu::hotplug::UNPLUG_AFTER;
+            return Err(format!(
+                "--unplug-after {s}: out of range; use {} to {} (seconds)",
+                r.start(),
+                r.end()
+            )
+            .into());
         }
         if let Some(t) = self.timeout.filter(|t| !TIMEOUT.contains(t)) {
             return Err(format!(
@@ -381,6 +400,9 @@ pub fn run(args: &QemuArgs) -> Result {
                 .into(),
         );
     }
+    if let Some(after) = args.unplug_after {
+        return crate::qemu::hotplug::run_unplug(args, after);
+    }
     let timeout = args.timeout_for(args.stream.seconds);
     if args.backend == Backend::None
         && args.device == DeviceKind::Qemu
@@ -512,7 +534,7 @@ pub fn run(args: &QemuArgs) -> Result {
     write_report(args, &report)
 }
 
-fn write_report(args: &QemuArgs, report: &[Value]) -> Result {
+pub fn write_report(args: &QemuArgs, report: &[Value]) -> Result {
     if let Some(path) = &args.report {
         let text = serde_json::to_string_pretty(report).map_err(|e| e.to_string())?;
         std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;

@@ -429,3 +429,63 @@ fn a_missing_vhost_device_sound_names_the_install_command() {
     assert!(out.contains("a rate vhost-device-sound offers"), "{out}");
     assert!(out.contains("48000"), "{out}");
 }
+
+/// The sound device removed mid-playback with QMP's `device_del` (ACPI hotplug on a PCIe
+/// root port): the guest runner notices (its uio file fails, the function leaves sysfs),
+/// calls the add-on's `device_removed` while an exchange is blocked, and the exchange
+/// returns. Bounds: the driver's exchange timeout is 4 periods (40 ms at 48 kHz with its
+/// default 480-frame buffers); on top of it, 1 s for the guest being stopped, which TCG on
+/// a loaded 2-core host was measured doing for up to 640 ms. An exchange that returns in
+/// under 1 ms would make the media add-on spin. The add-on must unload with nothing left
+/// but what the device held (headers and buffers, leaked on purpose), and QEMU must exit
+/// through isa-debug-exit (`cargo xtask qemu` fails otherwise).
+#[test]
+fn the_device_removed_during_playback_in_qemu() {
+    let Some(runs) = qemu(&["--unplug-after", "1", "--timeout", "85"]) else {
+        return;
+    };
+    let r = &runs[0];
+    assert_eq!(r["mode"], "unplug");
+    let g = &r["guest"][0];
+    let period = num(g, "period_us");
+    let bound = 4.0 * period + 1_000_000.0;
+    // Played for a second (100 periods of 10 ms) before the cue, without an error.
+    assert_eq!(num(g, "cue_after_exchanges"), (1e6 / period).ceil(), "{g}");
+    assert!(
+        num(g, "exchanges_before_removal") >= num(g, "cue_after_exchanges"),
+        "{g}"
+    );
+    assert_eq!(num(g, "errors_before_removal"), 0.0, "{g}");
+    // The guest saw the function go, and told the add-on at once.
+    assert!(
+        g["removal_seen"]
+            .as_str()
+            .is_some_and(|s| s.contains("left sysfs")),
+        "{g}"
+    );
+    assert!(num(g, "removal_to_hook_us") < 1_000_000.0, "{g}");
+    // The exchange blocked at the removal returned; the first error came within the bound.
+    assert_eq!(num(g, "blocked_started_before_hook"), 1.0, "{g}");
+    assert!(num(g, "blocked_returned_after_hook_us") <= bound, "{g}");
+    assert_ne!(num(g, "first_error_status"), 0.0, "{g}");
+    assert!(num(g, "first_error_after_hook_us") <= bound, "{g}");
+    // Every later exchange fails, none at once, none for long.
+    assert!(num(g, "later_exchanges") >= 3.0, "{g}");
+    assert_eq!(num(g, "later_errors"), num(g, "later_exchanges"), "{g}");
+    assert!(num(g, "later_min_us") >= 1_000.0, "{g}");
+    assert!(num(g, "later_max_us") <= bound, "{g}");
+    // Closed, not reopened, unloaded with only the device's memory kept.
+    assert_eq!(num(g, "close_status"), 0.0, "{g}");
+    assert_eq!(num(g, "reopen_refused"), 1.0, "{g}");
+    assert_eq!(num(g, "unloaded"), 1.0, "{g}");
+    let kept = g["kept_by_device"].as_str().unwrap_or("");
+    for area in kept.split("; ").filter(|a| !a.is_empty()) {
+        assert!(
+            area.contains("\"virtio_sound pcm headers\"")
+                || area.contains("\"virtio_sound buffers\""),
+            "{g}"
+        );
+    }
+    // QEMU saw the device deleted.
+    assert!(num(r, "device_deleted_ms") < 30_000.0, "{r}");
+}

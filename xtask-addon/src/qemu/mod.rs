@@ -14,6 +14,8 @@
 //!   modules (when the kernel came with its module tree), runs `sim-guest` and prints
 //!   `@@virtio_sound exit N`;
 //! - [`run`]: QEMU, with the serial console captured line by line and a timeout;
+//! - [`hotplug`]: the sound device behind a hot-pluggable root port, removed with QMP's
+//!   `device_del` on the guest's cue (`--unplug-after`);
 //! - [`vhost`]: the second device, rust-vmm's vhost-device-sound behind `vhost-user-snd-pci`
 //!   (`--device vhost`), its daemon and what its ALSA backend played;
 //! - [`results`]: the guest's `@@virtio_sound result {json}` lines and the run's verdict, and
@@ -23,6 +25,7 @@
 
 pub mod backend;
 pub mod debian;
+pub mod hotplug;
 mod initramfs;
 pub mod prereq;
 mod results;

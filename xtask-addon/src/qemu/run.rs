@@ -79,13 +79,19 @@ impl Audiodev {
     /// The options of the sound device: virtio-sound-pci on this audiodev, or the vhost-user
     /// device.
     pub fn sound_device(&self) -> Vec<String> {
+        self.sound_device_with("")
+    }
+
+    /// [`Audiodev::sound_device`] with `suffix` added to virtio-sound-pci's options (where
+    /// it sits: [`super::hotplug::device_suffix`]).
+    pub fn sound_device_with(&self, suffix: &str) -> Vec<String> {
         match self {
             Audiodev::Vhost { socket } => super::vhost::qemu_args(socket, GUEST_MEMORY_MIB),
             _ => vec![
                 "-audiodev".into(),
                 self.option(),
                 "-device".into(),
-                "virtio-sound-pci,audiodev=snd0".into(),
+                format!("virtio-sound-pci,audiodev=snd0{suffix}"),
             ],
         }
     }
@@ -214,6 +220,9 @@ pub struct Guest {
     pub addon: PathBuf,
     /// The driver's settings file, as `/virtio_sound.settings` (`sim-guest --settings`).
     pub settings: Option<PathBuf>,
+    /// Put the sound device behind a hot-pluggable root port and open QEMU's QMP monitor on
+    /// this Unix socket ([`super::hotplug`]).
+    pub hotplug_qmp: Option<PathBuf>,
 }
 
 /// The driver's settings file's path in the guest.
@@ -236,6 +245,7 @@ impl Guest {
             runner,
             addon,
             settings: None,
+            hotplug_qmp: None,
         })
     }
 
@@ -317,7 +327,17 @@ impl Guest {
             .arg("-initrd")
             .arg(initrd)
             .args(["-append", "console=ttyS0 panic=-1 quiet hugepages=32"])
-            .args(run.audiodev.sound_device())
+            .args(match &self.hotplug_qmp {
+                None => run.audiodev.sound_device(),
+                Some(qmp) => {
+                    let mut v = super::hotplug::qemu_args(qmp);
+                    v.extend(
+                        run.audiodev
+                            .sound_device_with(&super::hotplug::device_suffix()),
+                    );
+                    v
+                }
+            })
             .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
             .current_dir(dir);
         if let Some(path) = &run.debugcon {
@@ -541,6 +561,7 @@ mod tests {
             runner,
             addon: PathBuf::from("/bin/sh"),
             settings: None,
+            hotplug_qmp: None,
         };
         let wav = dir.path().join("out.wav");
         let run = GuestRun {
