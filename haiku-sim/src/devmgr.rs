@@ -1048,7 +1048,7 @@ impl DeviceManager {
     /// `put_fd` does). A closed handle answers `B_FILE_ERROR`.
     pub(crate) fn control(
         &self,
-        core: &Core,
+        core: &Arc<Core>,
         id: u64,
         op: u32,
         buffer: u64,
@@ -1060,15 +1060,19 @@ impl DeviceManager {
         // SAFETY: the device module of an open handle.
         let m = unsafe { *(module as *const DeviceModuleInfo) };
         let r = match m.control {
-            // SAFETY: the hook with the handle's cookie and the caller's raw (user) pointer;
-            // the reference counted above keeps `free` from running meanwhile.
-            Some(control) => crate::meter::driver_code(|| unsafe {
-                control(
-                    cookie as *mut c_void,
-                    op,
-                    buffer as usize as *mut c_void,
-                    length as u64,
-                )
+            // The exports the hook calls find `core` through `entered` (counted in the
+            // exchange's cost).
+            Some(control) => crate::meter::driver_code(|| {
+                // SAFETY: the hook with the handle's cookie and the caller's raw (user)
+                // pointer; the reference counted above keeps `free` from running meanwhile.
+                crate::entered(core, || unsafe {
+                    control(
+                        cookie as *mut c_void,
+                        op,
+                        buffer as usize as *mut c_void,
+                        length as u64,
+                    )
+                })
             }),
             None => hd::B_UNSUPPORTED,
         };

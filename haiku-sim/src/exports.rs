@@ -6,10 +6,11 @@
 //! loader binds the add-on's imports by address through [`kernel_symbols`], so the host's own
 //! `malloc` or `memcpy` are never interposed.
 //!
-//! Each function looks up the environment that is alive in this process (there is at most
-//! one: see [`Environment::new`]) and behaves as Haiku does where the add-on can observe it
-//! (status codes, out parameters, NULL handling), with the checks a KDEBUG kernel makes
-//! recorded as failures instead of panics. A function called when no environment is alive
+//! Each function works on the environment that is alive in this process (there is at most
+//! one: see [`Environment::new`]): inside an ioctl or a queue interrupt's callback the one
+//! the simulator entered the add-on for (`entered`), elsewhere found by lookup. It behaves
+//! as Haiku does where the add-on can observe it (status codes, out parameters, NULL
+//! handling), with the checks a KDEBUG kernel makes recorded as failures instead of panics. A function called when no environment is alive
 //! (an add-on thread that outlived its environment) prints that and fails the call.
 //!
 //! [`Environment`]: super::Environment
@@ -31,7 +32,7 @@ use super::abi::{FnSig, Signed};
 use super::heap::FreeError;
 use super::meter::{self, Site};
 use super::user::{kernel_read, kernel_read_cstr, kernel_write};
-use super::{current, Core};
+use super::{current, with_env, Core};
 use sim_kernel::kernel::Poll;
 use sim_kernel::memory::{SimCode, PAGE_SIZE};
 use sim_kernel::report::lock;
@@ -300,14 +301,16 @@ pub fn implementation(name: &str) -> Option<Implementation> {
 fn with_core<R>(site: Site, dead: R, f: impl FnOnce(&Arc<Core>) -> R) -> R {
     let _sim = SimCode::enter();
     site.count();
-    match current() {
-        Some(core) => f(&core),
+    // Inside an ioctl or an interrupt callback the environment is known already; an
+    // add-on thread, a timer or a hook looks it up.
+    with_env(|core| match core {
+        Some(core) => f(core),
         None => {
             let what = site.name();
             eprintln!("sim: the add-on called {what} while no Haiku environment is alive");
             dead
         }
-    }
+    })
 }
 
 fn status(r: Result<(), Status>) -> status_t {
@@ -785,18 +788,16 @@ pub extern "C" fn sim_unlock_memory(
 /// One side of a `user_memcpy`: client memory (through the user space) or kernel memory
 /// (any other host address, copied without faulting).
 fn read_any(core: &Core, addr: u64, out: &mut [u8]) -> Result<(), Status> {
-    if core.kernel.is_user_address(addr) {
-        core.kernel.try_user_read(addr, out)
-    } else {
-        kernel_read(addr, out).map_err(|()| Status::BAD_ADDRESS)
+    match core.kernel.user_read_if_user(addr, out) {
+        Some(r) => r,
+        None => kernel_read(addr, out).map_err(|()| Status::BAD_ADDRESS),
     }
 }
 
 fn write_any(core: &Core, addr: u64, data: &[u8]) -> Result<(), Status> {
-    if core.kernel.is_user_address(addr) {
-        core.kernel.try_user_write(addr, data)
-    } else {
-        kernel_write(addr, data).map_err(|()| Status::BAD_ADDRESS)
+    match core.kernel.user_write_if_user(addr, data) {
+        Some(r) => r,
+        None => kernel_write(addr, data).map_err(|()| Status::BAD_ADDRESS),
     }
 }
 
@@ -816,10 +817,15 @@ pub extern "C" fn sim_user_memcpy(to: *mut c_void, from: *const c_void, size: us
             }
             core.kernel.forbid_in_interrupt("user_memcpy");
             meter::user_copied(size);
-            // Most copies are an ioctl's argument: no heap for those.
-            let mut small = [0u8; 512];
+            // Most copies are an ioctl's argument or one field of it: no heap for those,
+            // and no more zeroing than the copy needs.
+            let mut tiny = [0u8; 64];
+            let mut small: [u8; 512];
             let mut large = Vec::new();
-            let buf = if size <= small.len() {
+            let buf = if size <= tiny.len() {
+                &mut tiny[..size]
+            } else if size <= 512 {
+                small = [0u8; 512];
                 &mut small[..size]
             } else {
                 large.resize(size, 0);
@@ -1283,14 +1289,21 @@ pub extern "C" fn sim_restore_interrupts(state: cpu_status) {
     })
 }
 
+#[inline]
 fn spinlock_word<'a>(core: &Core, what: &str, lock: *mut Spinlock) -> Option<&'a AtomicI32> {
     if lock.is_null() {
-        core.record(format!("{what}(NULL)"));
+        null_spinlock(core, what);
         return None;
     }
     // SAFETY: a `struct spinlock { int32 lock; }` the caller owns and keeps alive across the
     // call; AtomicI32 has the layout of i32, and the lock word is only used atomically.
     Some(unsafe { AtomicI32::from_ptr(lock.cast::<i32>()) })
+}
+
+#[cold]
+#[inline(never)]
+fn null_spinlock(core: &Core, what: &str) {
+    core.record(format!("{what}(NULL)"));
 }
 
 pub extern "C" fn sim_acquire_spinlock(lock: *mut Spinlock) {

@@ -38,7 +38,7 @@ mod virtio_bus;
 
 pub use sim_kernel::BusDevice;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{c_void, CStr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -175,6 +175,42 @@ thread_local! {
     /// export asks, and a lock per call was most of what a spinlock cost. Held weakly, so
     /// a thread that called once keeps no environment alive.
     static SEEN: RefCell<(u64, Weak<Core>)> = const { RefCell::new((0, Weak::new())) };
+}
+
+thread_local! {
+    /// The environment whose add-on code this thread is running, set by [`entered`]: the
+    /// exports called meanwhile reach it through this pointer, with no lookup and no
+    /// reference count. Null outside such a call.
+    static ENTERED: Cell<*const Arc<Core>> = const { Cell::new(std::ptr::null()) };
+}
+
+/// Runs `f`, a call into the add-on's code on behalf of `core` (an ioctl, a queue
+/// interrupt's callbacks): every export the add-on calls from it on this thread finds
+/// `core` at once ([`with_env`]). The caller holds `core` across the call, which is
+/// what keeps the pointer valid; the previous one is put back after, even on a panic.
+pub(crate) fn entered<R>(core: &Arc<Core>, f: impl FnOnce() -> R) -> R {
+    struct Restore(*const Arc<Core>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            ENTERED.with(|e| e.set(self.0));
+        }
+    }
+    let _restore = Restore(ENTERED.with(|e| e.replace(core)));
+    f()
+}
+
+/// Runs `f` on the environment the exports serve: the one this thread entered
+/// ([`entered`]) if it is inside such a call, else [`current`]'s.
+#[inline]
+pub(crate) fn with_env<R>(f: impl FnOnce(Option<&Arc<Core>>) -> R) -> R {
+    let p = ENTERED.with(Cell::get);
+    // SAFETY: `entered` set it to a reference its caller holds until `f` of `entered`
+    // returns, and restores the previous one before that reference can end; this thread
+    // is inside that call now (the pointer is not null), so the `Arc` is alive.
+    if let Some(core) = unsafe { p.as_ref() } {
+        return f(Some(core));
+    }
+    f(current().as_ref())
 }
 
 /// Sets `CURRENT` (the caller holds its lock) and tells every thread's [`current`].

@@ -427,7 +427,7 @@ impl QueueHandler for Irq {
 
 /// Runs, on the interrupt thread, the callbacks an interrupt for `queue` (`None`: the shared
 /// vector with no queue in particular) reaches, with the cookies each asked for.
-fn run_callbacks(core: &Core, queue: Option<u16>) {
+fn run_callbacks(core: &Arc<Core>, queue: Option<u16>) {
     let (callbacks, driver_cookie) = {
         let _sim = SimCode::enter();
         let callbacks = core.bus.callbacks_for(queue);
@@ -437,6 +437,7 @@ fn run_callbacks(core: &Core, queue: Option<u16>) {
         return;
     }
     lock(&core.bus.stats).callbacks += callbacks.len() as u64;
+    let core = core.clone();
     on_interrupt_thread(move || {
         for (cb, cookie) in callbacks {
             // SAFETY: `cb` is a virtio_callback_func the driver stored with
@@ -444,9 +445,12 @@ fn run_callbacks(core: &Core, queue: Option<u16>) {
             // called with the cookies it asked for, as on Haiku.
             let f: unsafe extern "C" fn(*mut c_void, *mut c_void) =
                 unsafe { std::mem::transmute(cb) };
-            // SAFETY: as above.
-            meter::driver_code(|| unsafe {
-                f(driver_cookie as *mut c_void, cookie as *mut c_void)
+            // The exports it calls find `core` through `entered`.
+            meter::driver_code(|| {
+                // SAFETY: as above.
+                crate::entered(&core, || unsafe {
+                    f(driver_cookie as *mut c_void, cookie as *mut c_void)
+                })
             });
         }
     });

@@ -342,25 +342,53 @@ impl SimKernel {
     }
 
     /// Runs `f` on the calling thread's CPU state in this kernel. `f` must not call
-    /// `with_cpu` again (the state is borrowed meanwhile).
+    /// `with_cpu` again (the state is borrowed meanwhile). The kernel a thread uses is
+    /// kept at the front of its list, so this is one comparison on every call but the
+    /// first.
+    #[inline]
     fn with_cpu<R>(&self, f: impl FnOnce(&mut CpuState) -> R) -> R {
         let key = self.inner.cpu_key;
         CPUS.with(|cpus| {
             let mut cpus = cpus.borrow_mut();
-            let at = match cpus.iter().position(|c| c.key == key) {
-                Some(i) => i,
-                None => {
-                    cpus.retain(|c| c.alive.strong_count() > 0);
-                    cpus.push(CpuSlot {
-                        key,
-                        alive: Arc::downgrade(&self.inner.alive),
-                        state: CpuState::default(),
-                    });
-                    cpus.len() - 1
-                }
-            };
-            f(&mut cpus[at].state)
+            if cpus.first().is_none_or(|c| c.key != key) {
+                self.front_cpu(&mut cpus);
+            }
+            f(&mut cpus[0].state)
         })
+    }
+
+    /// Moves this kernel's CPU state to the front of the thread's list (made if new), after
+    /// dropping dead kernels' states.
+    #[cold]
+    #[inline(never)]
+    fn front_cpu(&self, cpus: &mut Vec<CpuSlot>) {
+        let _sim = SimCode::enter();
+        let key = self.inner.cpu_key;
+        let at = match cpus.iter().position(|c| c.key == key) {
+            Some(i) => i,
+            None => {
+                cpus.retain(|c| c.alive.strong_count() > 0);
+                cpus.push(CpuSlot {
+                    key,
+                    alive: Arc::downgrade(&self.inner.alive),
+                    state: CpuState {
+                        spinlocks: Vec::with_capacity(8),
+                        ..CpuState::default()
+                    },
+                });
+                cpus.len() - 1
+            }
+        };
+        cpus.swap(0, at);
+    }
+
+    /// Records each of `problems` (a misuse found on a fast path).
+    #[cold]
+    #[inline(never)]
+    fn record_all(&self, problems: Vec<String>) {
+        for p in problems {
+            self.record_failure(p);
+        }
     }
 
     /// A poll that found nothing new (a `system_time()` call, an empty `queue_dequeue`): the
@@ -618,6 +646,20 @@ impl SimKernel {
         lock(&self.inner.user).write(addr, data)
     }
 
+    /// [`SimKernel::try_user_read`] if `addr` is client memory ([`SimKernel::is_user_address`]),
+    /// else `None`: both under one look at the user space, for `user_memcpy`'s every call.
+    pub fn user_read_if_user(&self, addr: u64, out: &mut [u8]) -> Option<KResult> {
+        let mut u = lock(&self.inner.user);
+        u.is_user(addr).then(|| u.read(addr, out))
+    }
+
+    /// [`SimKernel::try_user_write`] if `addr` is client memory, else `None` (see
+    /// [`SimKernel::user_read_if_user`]).
+    pub fn user_write_if_user(&self, addr: u64, data: &[u8]) -> Option<KResult> {
+        let mut u = lock(&self.inner.user);
+        u.is_user(addr).then(|| u.write(addr, data))
+    }
+
     /// Writes a plain-bytes value into client memory.
     pub fn user_write_value<T: zerocopy::IntoBytes + zerocopy::Immutable>(&self, addr: u64, v: &T) {
         self.user_write(addr, v.as_bytes());
@@ -684,6 +726,60 @@ impl SimKernel {
             self.with_cpu(|c| c.spinlocks.push(addr));
         }
         taken
+    }
+
+    /// [`Kernel::acquire_spinlock`] off its fast path: interrupts enabled, the lock held by
+    /// this CPU already, or held by another one (spin for it).
+    #[cold]
+    #[inline(never)]
+    fn acquire_spinlock_slow(&self, lock_word: &AtomicI32) {
+        let _sim = SimCode::enter();
+        let addr = lock_word as *const AtomicI32 as usize;
+        let (enabled, recursive) =
+            self.with_cpu(|c| (!c.interrupts_disabled, c.spinlocks.contains(&addr)));
+        if enabled {
+            self.record_failure(format!(
+                "acquire_spinlock({addr:#x}) with interrupts enabled"
+            ));
+        }
+        if recursive {
+            // A real CPU would spin forever here.
+            self.record_failure(format!(
+                "acquire_spinlock({addr:#x}) of a spinlock this CPU already holds (deadlock)"
+            ));
+            return;
+        }
+        let mut spins = 0u64;
+        while lock_word
+            .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            spins += 1;
+            if spins == 50_000_000 {
+                self.record_failure(format!(
+                    "acquire_spinlock({addr:#x}) spun for a very long time: is it held across a wait?"
+                ));
+            }
+            std::hint::spin_loop();
+            if spins % 1024 == 0 {
+                thread::yield_now();
+            }
+        }
+        self.with_cpu(|c| c.spinlocks.push(addr));
+    }
+
+    /// A `release_spinlock` of a lock this CPU does not hold: recorded, the lock untouched.
+    #[cold]
+    #[inline(never)]
+    fn release_spinlock_misused(&self, lock_word: &AtomicI32) {
+        let _sim = SimCode::enter();
+        let addr = lock_word as *const AtomicI32 as usize;
+        let what = if lock_word.load(Ordering::Relaxed) == 0 {
+            "that is not held (released twice?)"
+        } else {
+            "held by another CPU"
+        };
+        self.record_failure(format!("release_spinlock({addr:#x}) of a spinlock {what}"));
     }
 
     fn wait_ended_forever(&self, what: String) -> Status {
@@ -849,7 +945,6 @@ impl SimKernel {
 
     /// `disable_interrupts` as the C ABI has it: the previous state as a plain value.
     pub fn disable_interrupts(&self) -> u64 {
-        let _sim = SimCode::enter();
         self.with_cpu(|c| {
             let was_enabled = !c.interrupts_disabled;
             c.interrupts_disabled = true;
@@ -859,6 +954,25 @@ impl SimKernel {
 
     /// `restore_interrupts` of a plain state value (anything but 0 or 1 is recorded).
     pub fn restore_interrupts(&self, state: u64) {
+        let fine = self.with_cpu(|c| {
+            let enable = state != 0;
+            let fine = state <= 1 && !(enable && (!c.spinlocks.is_empty() || c.in_interrupt > 0));
+            if fine {
+                c.interrupts_disabled = !enable;
+                return true;
+            }
+            false
+        });
+        if !fine {
+            self.restore_interrupts_misused(state);
+        }
+    }
+
+    /// [`SimKernel::restore_interrupts`] when something is wrong: every misuse recorded, and
+    /// the state set as asked anyway.
+    #[cold]
+    #[inline(never)]
+    fn restore_interrupts_misused(&self, state: u64) {
         let _sim = SimCode::enter();
         let problems = self.with_cpu(|c| {
             let mut p = Vec::new();
@@ -880,11 +994,7 @@ impl SimKernel {
             c.interrupts_disabled = !enable;
             p
         });
-        if !problems.is_empty() {
-            for p in problems {
-                self.record_failure(p);
-            }
-        }
+        self.record_all(problems);
     }
 }
 
@@ -957,57 +1067,30 @@ unsafe impl Kernel for SimKernel {
     }
 
     fn acquire_spinlock(&self, lock_word: &AtomicI32) {
-        let _sim = SimCode::enter();
         let addr = lock_word as *const AtomicI32 as usize;
         // The common case in one look at the CPU: interrupts off, not held here, free.
-        let (enabled, recursive, taken) = self.with_cpu(|c| {
-            let (enabled, recursive) = (!c.interrupts_disabled, c.spinlocks.contains(&addr));
-            let taken = !recursive
+        let taken = self.with_cpu(|c| {
+            // A push that would grow the list allocates: the slow path does that as the
+            // simulator's own work, not an interrupt handler's.
+            let taken = c.interrupts_disabled
+                && c.spinlocks.len() < c.spinlocks.capacity()
+                && !c.spinlocks.contains(&addr)
                 && lock_word
                     .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok();
             if taken {
                 c.spinlocks.push(addr);
             }
-            (enabled, recursive, taken)
+            taken
         });
-        if enabled {
-            self.record_failure(format!(
-                "acquire_spinlock({addr:#x}) with interrupts enabled"
-            ));
+        if !taken {
+            self.acquire_spinlock_slow(lock_word);
         }
-        if recursive {
-            // A real CPU would spin forever here.
-            self.record_failure(format!(
-                "acquire_spinlock({addr:#x}) of a spinlock this CPU already holds (deadlock)"
-            ));
-            return;
-        }
-        if taken {
-            return;
-        }
-        let mut spins = 0u64;
-        while lock_word
-            .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            spins += 1;
-            if spins == 50_000_000 {
-                self.record_failure(format!(
-                    "acquire_spinlock({addr:#x}) spun for a very long time: is it held across a wait?"
-                ));
-            }
-            std::hint::spin_loop();
-            if spins % 1024 == 0 {
-                thread::yield_now();
-            }
-        }
-        self.with_cpu(|c| c.spinlocks.push(addr));
     }
 
     fn release_spinlock(&self, lock_word: &AtomicI32) {
-        let _sim = SimCode::enter();
         let addr = lock_word as *const AtomicI32 as usize;
+        // Locks are released in the reverse order of taking, nearly always.
         let held_here = self.with_cpu(|c| match c.spinlocks.iter().rposition(|&a| a == addr) {
             Some(i) => {
                 c.spinlocks.remove(i);
@@ -1016,12 +1099,7 @@ unsafe impl Kernel for SimKernel {
             None => false,
         });
         if !held_here {
-            let what = if lock_word.load(Ordering::Relaxed) == 0 {
-                "that is not held (released twice?)"
-            } else {
-                "held by another CPU"
-            };
-            self.record_failure(format!("release_spinlock({addr:#x}) of a spinlock {what}"));
+            self.release_spinlock_misused(lock_word);
             return;
         }
         lock_word.store(0, Ordering::Release);
