@@ -2,7 +2,7 @@
 
 use alloc::sync::Arc;
 use core::ffi::{c_char, c_void};
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 use spec::haiku_driver::{virtio_device, virtio_queue, PhysicalEntry, VirtioDeviceInterface};
 
@@ -19,10 +19,16 @@ const QUEUES: usize = 4;
 /// may race between an ioctl thread and the interrupt callback): each queue's calls go under
 /// its own spinlock here, so callers need none. Dropping it frees what it still holds
 /// (interrupts, then queues, which resets the device).
+///
+/// The queue handles are written only by `alloc_queues` and `free_queues`, which run when
+/// no other call uses the queues (bring-up and teardown), so each is one atomic word read
+/// without a lock: a lock around the read would not make a handle that `free_queues`
+/// deletes meanwhile any safer to use, and it cost a spinlock round trip (interrupts off
+/// and on again) on every request and dequeue.
 pub struct HaikuVirtio {
     iface: *const VirtioDeviceInterface,
     dev: virtio_device,
-    queues: SpinLock<[virtio_queue; QUEUES]>,
+    queues: [AtomicPtr<c_void>; QUEUES],
     queue_locks: [SpinLock<()>; QUEUES],
     handler: SpinLock<Option<Arc<dyn QueueHandler>>>,
     /// `setup_interrupt` succeeded and `free_interrupts` has not run since.
@@ -78,7 +84,7 @@ impl HaikuVirtio {
         HaikuVirtio {
             iface,
             dev,
-            queues: SpinLock::new([core::ptr::null_mut(); QUEUES]),
+            queues: [const { AtomicPtr::new(core::ptr::null_mut()) }; QUEUES],
             queue_locks: [const { SpinLock::new(()) }; QUEUES],
             handler: SpinLock::new(None),
             interrupts_set: AtomicBool::new(false),
@@ -92,9 +98,12 @@ impl HaikuVirtio {
     }
 
     fn queue(&self, q: u16) -> KResult<virtio_queue> {
-        let qs = self.queues.lock(&HaikuKernel);
-        match qs.get(q as usize) {
-            Some(p) if !p.is_null() => Ok(*p),
+        match self
+            .queues
+            .get(q as usize)
+            .map(|p| p.load(Ordering::Acquire))
+        {
+            Some(p) if !p.is_null() => Ok(p),
             _ => Err(Status::BAD_VALUE),
         }
     }
@@ -139,7 +148,9 @@ impl VirtioDevice for HaikuVirtio {
             )
         })
         .to_result()?;
-        *self.queues.lock(&HaikuKernel) = qs;
+        for (slot, q) in self.queues.iter().zip(qs) {
+            slot.store(q, Ordering::Release);
+        }
         self.queues_allocated.store(true, Ordering::Release);
         Ok(())
     }
@@ -239,7 +250,9 @@ impl VirtioDevice for HaikuVirtio {
         // it deletes the queues (VirtioDevice::FreeQueues), and that is all a reset can be
         // known by: the interface returns nothing.
         unsafe { f(self.dev) };
-        *self.queues.lock(&HaikuKernel) = [core::ptr::null_mut(); QUEUES];
+        for slot in &self.queues {
+            slot.store(core::ptr::null_mut(), Ordering::Release);
+        }
         Ok(())
     }
 }
