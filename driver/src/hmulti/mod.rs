@@ -879,15 +879,11 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
                 let Some(s) = side.as_ref().filter(|_| live) else {
                     continue;
                 };
-                if self
-                    .engine
-                    .stream(s.stream)
-                    .is_some_and(|p| p.in_flight(&*self.kernel) == 0)
-                {
-                    st.starved += 1;
-                }
-                if let Err(e) = self.engine.refill(s.stream) {
-                    r = Err(e);
+                // The refill says how many periods the device still had.
+                match self.engine.refill(s.stream) {
+                    Ok(0) => st.starved += 1,
+                    Ok(_) => {}
+                    Err(e) => r = Err(e),
                 }
             }
             r
@@ -917,7 +913,7 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
         let stream = self.engine.stream(primary).ok_or(Status::NO_INIT)?;
         let timeout = (4 * period).max(50_000);
         let c = stream.next_completion(k, timeout)?;
-        let due = stream.earliest_end(k, c.seq).unwrap_or(c.time);
+        let due = c.earliest_end;
         // Never more than the completion timeout (the wait is one period in practice).
         let wait = (due - k.system_time()).min(timeout);
         if wait > 0 {
@@ -964,11 +960,8 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
             } else {
                 let k = &*self.kernel;
                 self.engine.stream(inp.stream).and_then(|s| {
-                    let due = s.next_earliest_end(k)?;
-                    if due > k.system_time() {
-                        return None;
-                    }
-                    s.take_completion(k).map(|rc| (rc, due))
+                    let rc = s.take_completion_due_by(k, k.system_time())?;
+                    Some((rc, rc.earliest_end))
                 })
             };
             if let Some((rc, due)) = rc {

@@ -602,7 +602,9 @@ impl<K: Kernel, V: VirtioDevice> Engine<K, V> {
             .start(&self.io())
     }
 
-    pub fn refill(&self, stream: u32) -> KResult {
+    /// Queues what the client gave back (see [`pcm::PcmStream::refill`]); returns how many
+    /// periods the device held before.
+    pub fn refill(&self, stream: u32) -> KResult<u64> {
         self.stream(stream)
             .ok_or(Status::BAD_VALUE)?
             .refill(&self.io())

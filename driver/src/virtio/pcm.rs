@@ -14,7 +14,7 @@ use zerocopy::little_endian::U32 as Le32;
 
 use platform::dma::{BufferArea, DmaRegion};
 use platform::sync::{Semaphore, SpinLock};
-use platform::{KResult, Kernel, LogLevel, Status, VirtioDevice};
+use platform::{KResult, Kernel, LogLevel, PhysEntry, Status, VirtioDevice};
 
 /// How late a timed wait must return to count as a stall of this thread (see
 /// `PcmStream::next_completion`): well above a kernel's timer slack and scheduling latency
@@ -150,6 +150,9 @@ pub struct Completion {
     pub ok: bool,
     /// The device's latency when it completed the period (`latency_bytes`), advisory.
     pub latency_bytes: u32,
+    /// The earliest instant it can have been played or captured
+    /// ([`PcmStream::earliest_end`]), read with it under one lock.
+    pub earliest_end: i64,
 }
 
 #[derive(Debug)]
@@ -201,6 +204,17 @@ impl Ring {
     /// Chains of this stream the device may hold: periods and silence requests.
     fn outstanding(&self) -> u64 {
         self.queued - self.completed + u64::from(self.padding)
+    }
+
+    /// [`PcmStream::earliest_end`] of period `seq` of this run.
+    fn earliest_end(&self, seq: u64) -> Option<i64> {
+        let p = self.params?;
+        let frames = u128::from(seq + 1) * u128::from(p.period_frames());
+        let us = frames * 1_000_000 / u128::from(p.rate.hz().max(1));
+        Some(
+            self.started_at
+                .saturating_add(i64::try_from(us).unwrap_or(i64::MAX)),
+        )
     }
 }
 
@@ -497,27 +511,36 @@ impl PcmStream {
         self.command(io, Command::Start)
     }
 
-    /// Queues every period whose buffer the client has had back since its last use.
-    pub fn refill<K: Kernel, V: VirtioDevice>(&self, io: &Io<'_, K, V>) -> KResult {
-        loop {
-            let (data, seq, generation, idx) = {
-                let mut r = self.ring.lock(io.kernel);
-                let (Some(p), Some((memory, offset))) = (r.params, r.data.as_ref()) else {
-                    return Err(Status::NO_INIT);
-                };
-                if r.queued >= r.reported + p.periods as u64 {
-                    return Ok(());
-                }
-                let seq = r.queued;
-                let idx = (seq % p.periods as u64) as usize;
-                let period = u64::from(p.period_bytes);
-                let data = memory.entry(offset + idx as u64 * period, period)?;
-                // Counted as outstanding in the same critical section that read the memory,
-                // so nothing can let the memory go between (and the interrupt checks
-                // `queued` before it accepts a completion).
-                r.queued = seq + 1;
-                (data, seq, r.generation, idx)
+    /// Queues every period whose buffer the client has had back since its last use, and
+    /// returns how many periods the device held before (0: it had run dry).
+    ///
+    /// One critical section reserves them all (`queued` moves past the last), which keeps
+    /// the period memory from being let go until they come back and makes the interrupt
+    /// accept their completions; each is then handed to the device in order. A request
+    /// that fails gives back the reservation from itself on (nothing after it was queued).
+    pub fn refill<K: Kernel, V: VirtioDevice>(&self, io: &Io<'_, K, V>) -> KResult<u64> {
+        let mut data = [PhysEntry {
+            address: 0,
+            size: 0,
+        }; MAX_PERIODS];
+        let (first, end, generation, periods, before) = {
+            let mut r = self.ring.lock(io.kernel);
+            let (Some(p), Some((memory, offset))) = (r.params, r.data.as_ref()) else {
+                return Err(Status::NO_INIT);
             };
+            let before = r.queued - r.completed;
+            let end = r.reported + p.periods as u64;
+            let first = r.queued;
+            let period = u64::from(p.period_bytes);
+            for seq in first..end {
+                let idx = (seq % p.periods as u64) as usize;
+                data[idx] = memory.entry(offset + idx as u64 * period, period)?;
+            }
+            r.queued = end.max(first);
+            (first, end, r.generation, p.periods as u64, before)
+        };
+        for seq in first..end {
+            let idx = (seq % periods) as usize;
             let at = idx * HEADER_STRIDE;
             let parts = self.headers.entry(at, 4).and_then(|hdr| {
                 self.headers.write(at + 8, &[0xff; 8])?;
@@ -530,10 +553,11 @@ impl PcmStream {
                     return Err(e);
                 }
             };
-            let (entries, readable, queue) = if self.is_output() {
-                ([hdr, data, status], 2, QueueIndex::Tx)
+            let entries = [hdr, data[idx], status];
+            let (readable, queue) = if self.is_output() {
+                (2, QueueIndex::Tx)
             } else {
-                ([hdr, data, status], 1, QueueIndex::Rx)
+                (1, QueueIndex::Rx)
             };
             let r = {
                 // SAFETY: the header and status are in `self.headers`, which lives as long as
@@ -559,6 +583,7 @@ impl PcmStream {
                 return Err(e);
             }
         }
+        Ok(before)
     }
 
     /// Interrupt side: one period came back.
@@ -641,12 +666,22 @@ impl PcmStream {
 
     /// The next completion not yet reported, if one is there.
     pub fn take_completion<K: Kernel>(&self, kernel: &K) -> Option<Completion> {
+        self.take_completion_due_by(kernel, i64::MAX)
+    }
+
+    /// The next completion not yet reported, if one is there and its earliest end
+    /// ([`Self::earliest_end`]) is at or before `now`.
+    pub fn take_completion_due_by<K: Kernel>(&self, kernel: &K, now: i64) -> Option<Completion> {
         let mut r = self.ring.lock(kernel);
         let p = r.params?;
         if r.reported >= r.completed {
             return None;
         }
         let seq = r.reported;
+        let earliest_end = r.earliest_end(seq)?;
+        if earliest_end > now {
+            return None;
+        }
         let idx = (seq % p.periods as u64) as usize;
         r.reported += 1;
         let (time, used) = (r.times[idx], r.used[idx]);
@@ -675,6 +710,7 @@ impl PcmStream {
             bytes,
             ok,
             latency_bytes,
+            earliest_end,
         })
     }
 
@@ -684,24 +720,7 @@ impl PcmStream {
     /// buffers as they are queued, or takes them ahead into a buffer of its own) has not
     /// played it yet; one that keeps time completes it at this instant or later.
     pub fn earliest_end<K: Kernel>(&self, kernel: &K, seq: u64) -> Option<i64> {
-        let r = self.ring.lock(kernel);
-        let p = r.params?;
-        let frames = u128::from(seq + 1) * u128::from(p.period_frames());
-        let us = frames * 1_000_000 / u128::from(p.rate.hz().max(1));
-        Some(
-            r.started_at
-                .saturating_add(i64::try_from(us).unwrap_or(i64::MAX)),
-        )
-    }
-
-    /// The earliest end ([`Self::earliest_end`]) of the next completion not yet reported,
-    /// if one has come.
-    pub fn next_earliest_end<K: Kernel>(&self, kernel: &K) -> Option<i64> {
-        let seq = {
-            let r = self.ring.lock(kernel);
-            (r.reported < r.completed).then_some(r.reported)?
-        };
-        self.earliest_end(kernel, seq)
+        self.ring.lock(kernel).earliest_end(seq)
     }
 
     /// Whether the device kept chains of this stream past RELEASE and its grace (it may
