@@ -41,6 +41,11 @@ pub struct BenchArgs {
     /// Directions: `play` (an output stream only) or `duplex` (repeatable; default both).
     #[arg(long, value_name = "play|duplex")]
     pub mode: Vec<String>,
+    /// A built `addon_bench` to run instead of this tree's (another revision's simulator,
+    /// built there with `cargo build --release -p haiku-sim --example addon_bench`), to
+    /// compare simulators with the same add-on.
+    #[arg(long)]
+    pub workload: Option<PathBuf>,
 }
 
 /// Exchange counts of the two callgrind runs whose difference is measured.
@@ -299,13 +304,18 @@ pub fn run(args: &BenchArgs) -> Result {
     for &c in &channels {
         crate::simcmd::check_channels("--channels", u16::from(c))?;
     }
-    let bin = build()?;
+    let bin = match &args.workload {
+        Some(w) if w.is_file() => w.clone(),
+        Some(w) => return Err(format!("--workload {}: no such file", w.display()).into()),
+        None => build()?,
+    };
     let dir = tempfile::tempdir()?;
     println!(
         "per BUFFER_EXCHANGE, 16-bit samples; instructions from callgrind ({} minus {} \
          exchanges)",
         RUNS.1, RUNS.0
     );
+    println!("workload: {}", bin.display());
     for (i, a) in addons.iter().enumerate() {
         println!("[{}] {}", i + 1, a.display());
     }
