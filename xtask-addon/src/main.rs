@@ -16,6 +16,7 @@
 mod audit;
 mod bench;
 mod haiku;
+mod latency;
 mod memcheck;
 mod package;
 mod qemu;

@@ -162,8 +162,8 @@ pub struct SimArgs {
     #[command(flatten)]
     pub stream: StreamArgs,
     /// Where to write what the device received.
-    #[arg(long)]
-    pub out: PathBuf,
+    #[arg(long, required_unless_present = "latency")]
+    pub out: Option<PathBuf>,
     /// Where to write what the client recorded.
     #[arg(long)]
     pub record: Option<PathBuf>,
@@ -184,6 +184,8 @@ pub struct SimArgs {
     /// the report is printed either way), and exit 0 if the playback itself worked.
     #[arg(long)]
     pub allow_misuse: bool,
+    #[command(flatten)]
+    pub latency: crate::latency::LatencyArgs,
 }
 
 fn haiku_release(s: &str) -> std::result::Result<haiku_sim::HaikuRelease, String> {
@@ -319,6 +321,13 @@ pub fn percentiles(mut errors: Vec<i64>) -> (i64, i64, i64) {
 pub fn run(args: &SimArgs) -> Result {
     args.stream
         .check(&hmulti_rates(), "a rate hmulti has a bit for")?;
+    if args.latency.latency {
+        let addon = match &args.stream.addon {
+            Some(p) => p.clone(),
+            None => crate::haiku::build()?,
+        };
+        return crate::latency::run_sim(&args.latency, &addon);
+    }
     let (wav, fmt_bit) = args.stream.wav()?;
     let (rate, channels) = (wav.rate, wav.channels);
     let rate_bit = client::rate_bit(rate).ok_or(format!("{rate} Hz has no hmulti rate bit"))?;
@@ -460,8 +469,8 @@ fn play_through(
         format: sample,
         data: played,
     };
-    std::fs::write(&args.out, out.to_bytes()?)
-        .map_err(|e| format!("{}: {e}", args.out.display()))?;
+    let path = args.out.as_ref().ok_or("--out is needed")?;
+    std::fs::write(path, out.to_bytes()?).map_err(|e| format!("{}: {e}", path.display()))?;
     if let Some(r) = &args.record {
         let rec = Wav {
             rate,

@@ -755,3 +755,48 @@ fn a_device_config_names_real_devices() {
         );
     }
 }
+
+/// `sim --latency`, short: at 48 kHz, 2 x 16 frames (a 333 µs period: the jitter model's
+/// stalls, 3 wake-ups in 1000 up to 3 ms, end it within the first thousand wake-ups) fails
+/// and 4 x 480 (two 10 ms periods of slack, more than any delay the model draws) is the
+/// winner; each row has the buffering the candidate's numbers give.
+#[test]
+fn latency_sweep_finds_the_smallest_buffering_without_xruns() {
+    let addon = common::built_addon();
+    let o = xtask(&[
+        "sim",
+        "--addon",
+        addon.to_str().unwrap(),
+        "--latency",
+        "--latency-rates",
+        "48000",
+        "--latency-seconds",
+        "3",
+        "--candidates",
+        "480x4,16x2",
+    ]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("48000 Hz, 3 s per candidate:"), "{t}");
+    let row = |what: &str| {
+        t.lines()
+            .find(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("no {what:?} row in:\n{t}"))
+            .to_owned()
+    };
+    // 2 x 16 frames at 48 kHz: 32 / 48 = 0.67 ms.
+    let small = row("2 x 16 ");
+    assert!(
+        small.contains("0.67 ms") && small.contains("run stopped"),
+        "{t}"
+    );
+    assert!(!small.starts_with('*'), "{t}");
+    // 4 x 480 frames: 40 ms; the period (10 ms) is reported played 10 ms after the start.
+    let big = row("* 4 x 480");
+    assert!(big.contains("40.00 ms") && big.contains(" 0 "), "{t}");
+    assert!(
+        t.contains("winner: 4 x 480 frames (40.00 ms of buffering), 0 xruns over 3.0 s"),
+        "{t}"
+    );
+    assert!(t.contains("driver default:"), "{t}");
+}

@@ -1,0 +1,741 @@
+//! `--latency`: per rate, the smallest buffering (frames per buffer x buffer count, set through
+//! the driver's settings file) that plays a long run with 0 xruns, for `cargo xtask sim` (the
+//! built add-on in the simulator, the client's wake-ups late by [`Jitter`]) and
+//! `cargo xtask qemu` (the add-on on QEMU's device, real scheduling).
+//!
+//! The search ([`search`]) orders the candidates by total buffering and bisects: a candidate
+//! that passes is kept as the best so far and smaller ones are tried, one that fails sends the
+//! search to larger ones. The winner passed and the next smaller candidate (if any) was tried
+//! and failed. That assumes that more buffering never makes xruns more likely, which holds
+//! for the period ring (a client late by less than `(count - 1)` periods never starves the
+//! device), and keeps the number of long runs to about log2 of the candidates.
+//!
+//! Start-up latency is measured as `sim-guest` does for QEMU: from the open to the
+//! `played_real_time` of the first exchange that reports played frames (the device has taken
+//! the first buffer).
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::str::FromStr;
+
+use hmulti_client::{self as client, Choice, Session};
+use rand::{RngExt, SeedableRng};
+use rand_xorshift::XorShiftRng;
+use spec::hmulti_audio as hm;
+
+use crate::Result;
+
+/// Options of `--latency`, shared by `cargo xtask sim` and `cargo xtask qemu`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct LatencyArgs {
+    /// Find, per rate, the smallest frames-per-buffer x buffer-count that plays a long run
+    /// with 0 xruns (the driver's settings file sets each candidate), and print a table.
+    #[arg(long)]
+    pub latency: bool,
+    /// The rates of `--latency`, comma-separated (default 44100,48000,96000).
+    #[arg(long, value_delimiter = ',', requires = "latency")]
+    pub latency_rates: Vec<u32>,
+    /// The candidates of `--latency`, comma-separated FRAMESxCOUNT (e.g. 240x2,480x4);
+    /// default: periods of 0.5 to 40 ms (whole 8 frames) x 2 to 8 buffers.
+    #[arg(long, value_delimiter = ',', requires = "latency")]
+    pub candidates: Vec<Candidate>,
+    /// Seconds each candidate plays (default: 600 simulated seconds).
+    #[arg(long, requires = "latency")]
+    pub latency_seconds: Option<f64>,
+    /// The seed of the simulator's wake-up jitter (each run draws from its own stream:
+    /// the seed, the rate and the candidate).
+    #[arg(long, default_value_t = 1, requires = "latency")]
+    pub jitter_seed: u64,
+}
+
+/// Rates of `--latency` when none are given.
+pub const DEFAULT_RATES: [u32; 3] = [44100, 48000, 96000];
+
+/// What `--latency-seconds` may be.
+pub const SECONDS: std::ops::RangeInclusive<f64> = 0.05..=3600.0;
+
+impl LatencyArgs {
+    /// The rates to sweep, each checked against `valid`.
+    pub fn rates(&self, valid: &[u32], what: &str) -> Result<Vec<u32>> {
+        let rates = if self.latency_rates.is_empty() {
+            DEFAULT_RATES.to_vec()
+        } else {
+            self.latency_rates.clone()
+        };
+        for &hz in &rates {
+            crate::simcmd::check_rate("--latency-rates", hz, valid, what)?;
+        }
+        Ok(rates)
+    }
+
+    /// `--latency-seconds` or `default`, checked.
+    pub fn seconds(&self, default: f64) -> Result<f64> {
+        let s = self.latency_seconds.unwrap_or(default);
+        if !SECONDS.contains(&s) {
+            return Err(format!(
+                "--latency-seconds {s}: out of range; use {} to {}",
+                SECONDS.start(),
+                SECONDS.end()
+            )
+            .into());
+        }
+        Ok(s)
+    }
+
+    /// `--candidates` (sorted as the search needs), or `default` at `rate`.
+    pub fn candidates(&self, rate: u32, default: fn(u32) -> Vec<Candidate>) -> Vec<Candidate> {
+        if self.candidates.is_empty() {
+            default(rate)
+        } else {
+            sorted(self.candidates.clone())
+        }
+    }
+}
+
+/// One buffering to try: `buffers` buffers of `frames` frames per direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Candidate {
+    pub frames: u32,
+    pub buffers: u32,
+}
+
+/// The driver's documented limits of the settings file's keys (README, "Settings"): frames
+/// per buffer 16 to 65536, 2 to 32 buffers.
+pub const FRAMES: std::ops::RangeInclusive<u32> = 16..=65536;
+pub const BUFFERS: std::ops::RangeInclusive<u32> = 2..=32;
+
+impl FromStr for Candidate {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Candidate, String> {
+        let bad = || format!("candidate {s:?}: write FRAMESxCOUNT, e.g. 240x2");
+        let (f, n) = s.trim().split_once(['x', 'X']).ok_or_else(bad)?;
+        let frames: u32 = f.trim().parse().map_err(|_| bad())?;
+        let buffers: u32 = n.trim().parse().map_err(|_| bad())?;
+        if !FRAMES.contains(&frames) {
+            return Err(format!(
+                "candidate {s:?}: {frames} frames per buffer; the driver takes {} to {}",
+                FRAMES.start(),
+                FRAMES.end()
+            ));
+        }
+        if !BUFFERS.contains(&buffers) {
+            return Err(format!(
+                "candidate {s:?}: {buffers} buffers; the driver takes {} to {}",
+                BUFFERS.start(),
+                BUFFERS.end()
+            ));
+        }
+        Ok(Candidate { frames, buffers })
+    }
+}
+
+impl std::fmt::Display for Candidate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} x {}", self.buffers, self.frames)
+    }
+}
+
+impl Candidate {
+    /// Frames of all the buffers of one direction.
+    pub fn total_frames(&self) -> u64 {
+        u64::from(self.frames) * u64::from(self.buffers)
+    }
+
+    /// The total buffering in ms at `rate`.
+    pub fn ms(&self, rate: u32) -> f64 {
+        self.total_frames() as f64 * 1000.0 / f64::from(rate.max(1))
+    }
+
+    /// The driver's settings file for this candidate (addon/src/settings.rs's keys).
+    pub fn settings(&self) -> String {
+        format!(
+            "frames_per_buffer {}\nbuffer_count {}\n",
+            self.frames, self.buffers
+        )
+    }
+}
+
+/// Sorted as the search needs: total buffering ascending, then fewer buffers first (of two
+/// with the same total, more buffers leave the client more of it, so fewer is the harder).
+/// Duplicates go.
+pub fn sorted(mut c: Vec<Candidate>) -> Vec<Candidate> {
+    c.sort_by_key(|c| (c.total_frames(), c.buffers));
+    c.dedup();
+    c
+}
+
+/// Frames of a period of `us` µs at `rate`, rounded up to whole 8 frames, within [`FRAMES`].
+fn period_frames(rate: u32, us: u32) -> u32 {
+    let f = (u64::from(rate) * u64::from(us)).div_ceil(1_000_000);
+    (f.div_ceil(8) * 8).clamp(u64::from(*FRAMES.start()), u64::from(*FRAMES.end())) as u32
+}
+
+/// The simulator's default candidates at `rate`: periods of 0.5, 0.75, 1, 1.25, 1.5, 2, 2.5,
+/// 3, 4, 5, 7.5, 10, 15, 20 and 40 ms, each as 2 to 8 buffers.
+pub fn sim_candidates(rate: u32) -> Vec<Candidate> {
+    let periods_us = [
+        500, 750, 1000, 1250, 1500, 2000, 2500, 3000, 4000, 5000, 7500, 10_000, 15_000, 20_000,
+        40_000,
+    ];
+    let mut c = Vec::new();
+    for us in periods_us {
+        for buffers in 2..=8 {
+            c.push(Candidate {
+                frames: period_frames(rate, us),
+                buffers,
+            });
+        }
+    }
+    sorted(c)
+}
+
+/// What one candidate's run gave.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trial {
+    pub candidate: Candidate,
+    /// Xruns seen (both directions); a simulator run stops at the first.
+    pub xruns: u64,
+    /// Seconds of audio the run played (less than asked when it stopped at an xrun).
+    pub seconds: f64,
+    /// Open to the first frames reported played, µs.
+    pub startup_us: Option<i64>,
+    /// Anything worth a note (the first xrun's time, the guest's wake-up lateness).
+    pub note: String,
+}
+
+impl Trial {
+    pub fn passed(&self) -> bool {
+        self.xruns == 0
+    }
+}
+
+/// The search's outcome: every trial in the order run, and the winner's index in it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sweep {
+    pub rate: u32,
+    pub trials: Vec<Trial>,
+    pub winner: Option<usize>,
+}
+
+/// Bisects `candidates` (as [`sorted`] orders them) for the smallest that `run` passes. The
+/// largest is tried first: if it fails, nothing smaller is tried.
+pub fn search(
+    rate: u32,
+    candidates: &[Candidate],
+    mut run: impl FnMut(Candidate) -> Result<Trial>,
+) -> Result<Sweep> {
+    let mut trials: Vec<Trial> = Vec::new();
+    let mut winner = None;
+    let Some(last) = candidates.len().checked_sub(1) else {
+        return Ok(Sweep {
+            rate,
+            trials,
+            winner,
+        });
+    };
+    // Invariant: every candidate at or after `hi` that was tried passed (hi = the best so
+    // far), every one before `lo` failed.
+    let t = run(candidates[last])?;
+    let top_passed = t.passed();
+    trials.push(t);
+    if !top_passed {
+        return Ok(Sweep {
+            rate,
+            trials,
+            winner,
+        });
+    }
+    winner = Some(0);
+    let (mut lo, mut hi) = (0, last);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let t = run(candidates[mid])?;
+        let passed = t.passed();
+        trials.push(t);
+        if passed {
+            hi = mid;
+            winner = Some(trials.len() - 1);
+        } else {
+            lo = mid + 1;
+        }
+    }
+    Ok(Sweep {
+        rate,
+        trials,
+        winner,
+    })
+}
+
+/// The table of one rate: each candidate tried (smallest first), its xruns, its total
+/// buffering, its start-up latency, the winner, and `reference` (the driver's defaults'
+/// run) below.
+pub fn table(s: &Sweep, seconds: f64, reference: Option<&Trial>) -> String {
+    let mut order: Vec<usize> = (0..s.trials.len()).collect();
+    order.sort_by_key(|&i| {
+        let c = s.trials[i].candidate;
+        (c.total_frames(), c.buffers)
+    });
+    let mut t = format!("{} Hz, {seconds} s per candidate:\n", s.rate);
+    let _ = writeln!(
+        t,
+        "  {:<14} {:>10} {:>7} {:>10}  note",
+        "buffers", "buffering", "xruns", "start-up"
+    );
+    let row = |t: &mut String, mark: &str, tr: &Trial| {
+        let _ = writeln!(
+            t,
+            "{mark} {:<14} {:>7.2} ms {:>7} {:>10}  {}",
+            tr.candidate.to_string(),
+            tr.candidate.ms(s.rate),
+            tr.xruns,
+            tr.startup_us
+                .map_or("-".into(), |u| format!("{:.2} ms", u as f64 / 1000.0)),
+            tr.note
+        );
+    };
+    for i in order {
+        let mark = if Some(i) == s.winner { "*" } else { " " };
+        row(&mut t, mark, &s.trials[i]);
+    }
+    match s.winner.map(|w| &s.trials[w]) {
+        Some(w) => {
+            let _ = writeln!(
+                t,
+                "  winner: {} frames ({:.2} ms of buffering), 0 xruns over {:.1} s",
+                w.candidate,
+                w.candidate.ms(s.rate),
+                w.seconds
+            );
+        }
+        None => {
+            let _ = writeln!(
+                t,
+                "  winner: none (the largest candidate had xruns; try larger ones)"
+            );
+        }
+    }
+    if let Some(r) = reference {
+        let _ = write!(t, "  driver default: ");
+        row(&mut t, "", r);
+    }
+    t
+}
+
+/// The client's wake-up lateness in the simulator: how long after a BUFFER_EXCHANGE returns
+/// the media add-on's thread is really running again, drawn from a seeded generator
+/// (xorshift, `rand_xorshift`: the same seed gives the same delays on every machine).
+///
+/// A delay is `base + Exp(mean)`, plus with probability `stall_chance` a stall uniform in
+/// `0..stall_max`. Why these numbers ([`Jitter::HAIKU`]):
+///
+/// - Haiku runs the multi_audio node's exchange loop in a thread spawned at
+///   `B_REAL_TIME_PRIORITY` (120) (`MultiAudioNode::_StartOutputThreadIfNeeded` in
+///   `src/add-ons/media/media-add-ons/multi_audio/MultiAudioNode.cpp`). Threads at or above
+///   `B_FIRST_REAL_TIME_PRIORITY` (100, `headers/os/kernel/OS.h`) never get the scheduler's
+///   priority penalty (`ThreadData::_IncreasePenalty`, `src/system/kernel/scheduler/
+///   scheduler_thread.h`), and a thread made ready with a higher priority than the running
+///   one makes its CPU reschedule at once, by an inter-processor interrupt if it is another
+///   CPU (`enqueue` in `src/system/kernel/scheduler/scheduler.cpp`); Haiku's own audio
+///   drivers release the exchange's semaphore with `B_DO_NOT_RESCHEDULE` and return
+///   `B_INVOKE_SCHEDULER` from the interrupt handler, so the switch happens as the interrupt
+///   ends (`src/add-ons/kernel/drivers/audio/hda/hda_controller.cpp`). What still delays it:
+///   interrupt and context-switch cost, and another real-time thread (the media
+///   server's, other nodes') running; in the low-latency scheduler mode a quantum is 1 ms
+///   (`gSchedulerLowLatencyMode`'s base quantum, `src/system/kernel/scheduler/
+///   low_latency.cpp`), so a thread of equal priority can hold the CPU about that long.
+/// - Measured (`clock_nanosleep` to an absolute deadline every 1 ms, the return's lateness)
+///   on the 2-core build host (a virtual machine; 1.2 % of its CPU time is stolen by the
+///   hypervisor) under load 6-8, with builds running niced: a SCHED_FIFO thread (Linux's
+///   analogue of a real-time priority), 120,000 wake-ups: p50 15 µs, p90 23, p99 73,
+///   p99.9 1365, p99.99 2244, max 5778 µs; later than 0.5 ms 0.27 %, than 1 ms 0.16 %, than
+///   2 ms 0.03 %, than 5 ms once. A SCHED_OTHER thread beside it: p50 66 µs, p99 4.0 ms,
+///   p99.9 10 ms, max 32 ms. In the QEMU guest under TCG the exchange's return after its
+///   period's timestamp is worse (`cargo xtask qemu --latency` prints it): the guest's
+///   virtual CPU is itself a host thread.
+///
+/// So, fitted to the real-time thread: a base of 10 µs (timer and switch cost), an
+/// exponential body of mean 8 µs (p50 16, p90 28, p99 47 µs), and 3 wake-ups in 1000
+/// stalled by up to 3 ms (uniform: 0.25 % beyond 0.5 ms, 0.2 % beyond 1 ms, 0.1 % beyond
+/// 2 ms; Haiku's low-latency quantum is 1 ms, so that is up to three quanta of other
+/// real-time threads). The single 5.8 ms wake-up in 120,000 is left out: a thread at the
+/// highest priority on an idle-free host that still waits 5.8 ms was not scheduled by the
+/// hypervisor, which a Haiku on bare metal does not have. The model is pessimistic for
+/// Haiku on bare metal everywhere else.
+#[derive(Debug, Clone)]
+pub struct Jitter {
+    pub params: JitterParams,
+    rng: XorShiftRng,
+}
+
+/// The numbers of a [`Jitter`] model, in µs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct JitterParams {
+    pub base_us: f64,
+    pub mean_us: f64,
+    pub stall_chance: f64,
+    pub stall_max_us: f64,
+}
+
+impl Jitter {
+    /// The model of the media add-on's real-time thread on Haiku (see [`Jitter`]).
+    pub const HAIKU: JitterParams = JitterParams {
+        base_us: 10.0,
+        mean_us: 8.0,
+        stall_chance: 0.003,
+        stall_max_us: 3000.0,
+    };
+
+    /// A model with `params`, its stream picked by `seed`.
+    pub fn new(params: JitterParams, seed: u64) -> Jitter {
+        Jitter {
+            params,
+            rng: XorShiftRng::seed_from_u64(seed),
+        }
+    }
+
+    /// The stream of one run: `seed` mixed with the rate and the candidate, so that each
+    /// run is reproducible alone.
+    pub fn for_run(params: JitterParams, seed: u64, rate: u32, c: Candidate) -> Jitter {
+        let mix = seed
+            ^ u64::from(rate).rotate_left(32)
+            ^ u64::from(c.frames).rotate_left(8)
+            ^ u64::from(c.buffers).rotate_left(56);
+        Jitter::new(params, mix)
+    }
+
+    /// The next wake-up delay in whole µs.
+    pub fn next_us(&mut self) -> i64 {
+        let p = self.params;
+        // Exp(mean) by inversion; 1 - u is in (0, 1].
+        let u: f64 = self.rng.random();
+        let mut d = p.base_us - p.mean_us * (1.0 - u).ln();
+        let s: f64 = self.rng.random();
+        if s < p.stall_chance {
+            let w: f64 = self.rng.random();
+            d += w * p.stall_max_us;
+        }
+        d.round() as i64
+    }
+}
+
+/// One simulator run of `c` at `rate` for `seconds` simulated seconds (stopped at the first
+/// xrun), the client late by `jitter` after every exchange; `None` runs the driver's
+/// defaults (no settings file) for the reference row.
+pub fn sim_trial(
+    addon: &Path,
+    rate: u32,
+    c: Option<Candidate>,
+    seconds: f64,
+    jitter: &mut Jitter,
+) -> Result<Trial> {
+    let settings = c.map(|c| c.settings());
+    let config = snd_model::ModelConfig::hmulti_full(2);
+    let host = haiku_sim::addon::Addon::load_in(
+        addon,
+        config,
+        settings.as_deref(),
+        haiku_sim::EnvConfig::default(),
+        |_| {},
+    )
+    .map_err(|e| format!("loading {}: {e}", addon.display()))?;
+    let r = sim_play(&host, rate, c, seconds, jitter);
+    let unloaded = host.unload();
+    let t = r?;
+    if let Err(left) = unloaded {
+        return Err(format!("{}: unload: {}", t.candidate, left.join("; ")).into());
+    }
+    Ok(t)
+}
+
+fn sim_play(
+    host: &haiku_sim::addon::Addon,
+    rate: u32,
+    c: Option<Candidate>,
+    seconds: f64,
+    jitter: &mut Jitter,
+) -> Result<Trial> {
+    let clock = host.kernel().clock().clone();
+    let rate_bit = client::rate_bit(rate).ok_or(format!("{rate} Hz has no hmulti bit"))?;
+    let opened = clock.now();
+    let dev = host.open_first()?;
+    let mut s = Session::init(
+        &dev,
+        Choice {
+            rate: Some(rate_bit),
+            format: Some(hm::B_FMT_16BIT),
+        },
+    )?;
+    let got = Candidate {
+        frames: s.play.frames as u32,
+        buffers: s.play.len() as u32,
+    };
+    if let Some(want) = c {
+        if got != want {
+            return Err(format!(
+                "asked the driver for {want} frames through its settings file, got {got}"
+            )
+            .into());
+        }
+    }
+    let n = s.play.len().max(1);
+    // A 997 Hz tone, one buffer's worth, written again and again.
+    let tone = hmulti_client::wav::Wav::sine(
+        997.0,
+        rate,
+        2,
+        hmulti_client::wav::SampleFormat::S16,
+        got.frames as f64 / f64::from(rate),
+    );
+    let mut chunk = tone.data;
+    chunk.resize(s.play.bytes(), 0);
+    let model = host.model();
+    let end = opened + (seconds * 1e6) as i64;
+    let mut startup = None;
+    let mut first_xrun = None;
+    let mut exchanges = 0u64;
+    let mut late_max = 0i64;
+    let mut last_late = 0i64;
+    while clock.now() < end {
+        let _ = s.exchange(&dev);
+        exchanges += 1;
+        if startup.is_none() && s.info.played_frames_count > 0 {
+            startup = Some(s.info.played_real_time - opened);
+        }
+        let xr = [(0, "playback"), (1, "capture")]
+            .into_iter()
+            .find_map(|(stream, what)| model.xruns(stream).first().map(|&t| (t, what)));
+        if let Some(x) = xr {
+            first_xrun = Some(x);
+            break;
+        }
+        let late = jitter.next_us();
+        late_max = late_max.max(late);
+        last_late = late;
+        clock.advance_by(late);
+        let cycle = s.info.playback_buffer_cycle;
+        if (0..n as i32).contains(&cycle) {
+            let _ = s.play.write(&dev, (cycle as usize + n - 1) % n, &chunk);
+        }
+        if exchanges.is_multiple_of(1024) {
+            // Long runs keep no records: memory stays flat.
+            let _ = model.take_records(0);
+            let _ = model.take_records(1);
+        }
+    }
+    let played_s = (clock.now() - opened) as f64 / 1e6;
+    let _ = s.force_stop(&dev);
+    s.release(&dev);
+    dev.close();
+    let note = match first_xrun {
+        Some((at, what)) => format!(
+            "first xrun ({what}) at {:.3} s, exchange {exchanges}, the client late {last_late} us \
+             before it: run stopped",
+            (at - opened) as f64 / 1e6
+        ),
+        None => format!("{exchanges} exchanges, latest wake-up {late_max} us"),
+    };
+    Ok(Trial {
+        candidate: got,
+        xruns: u64::from(first_xrun.is_some()),
+        seconds: played_s,
+        startup_us: startup,
+        note,
+    })
+}
+
+/// `cargo xtask sim --latency`: the sweep of every rate, its tables printed as they come.
+pub fn run_sim(args: &LatencyArgs, addon: &Path) -> Result {
+    let rates = args.rates(
+        &crate::simcmd::hmulti_rates(),
+        "a rate hmulti has a bit for",
+    )?;
+    let seconds = args.seconds(600.0)?;
+    let p = Jitter::HAIKU;
+    println!(
+        "client wake-up lateness: {} us + Exp(mean {} us), and 1 in {:.0} wake-ups up to {} \
+         us more (seed {})",
+        p.base_us,
+        p.mean_us,
+        1.0 / p.stall_chance,
+        p.stall_max_us,
+        args.jitter_seed
+    );
+    for rate in rates {
+        let cands = args.candidates(rate, sim_candidates);
+        let sweep = search(rate, &cands, |c| {
+            let mut j = Jitter::for_run(p, args.jitter_seed, rate, c);
+            sim_trial(addon, rate, Some(c), seconds, &mut j)
+        })?;
+        // The defaults' start-up (a short run: it only has to start).
+        let mut j = Jitter::new(p, args.jitter_seed);
+        let reference = sim_trial(addon, rate, None, seconds.min(2.0), &mut j)?;
+        print!("{}", table(&sweep, seconds, Some(&reference)));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(frames: u32, buffers: u32) -> Candidate {
+        Candidate { frames, buffers }
+    }
+
+    fn trial(c: Candidate, xruns: u64) -> Trial {
+        Trial {
+            candidate: c,
+            xruns,
+            seconds: 1.0,
+            startup_us: Some(1000),
+            note: String::new(),
+        }
+    }
+
+    #[test]
+    fn candidates_parse_and_refuse_what_the_driver_does_not_take() {
+        assert_eq!("240x2".parse::<Candidate>(), Ok(c(240, 2)));
+        assert_eq!(" 480X4 ".parse::<Candidate>(), Ok(c(480, 4)));
+        for bad in [
+            "240", "x2", "240x", "8x2", "240x1", "240x33", "70000x2", "ax2",
+        ] {
+            let e = bad.parse::<Candidate>().unwrap_err();
+            assert!(e.contains(bad), "{e}");
+        }
+        assert_eq!(
+            c(240, 2).settings(),
+            "frames_per_buffer 240\nbuffer_count 2\n"
+        );
+        assert_eq!(c(120, 2).ms(48000), 5.0);
+    }
+
+    #[test]
+    fn the_default_grids_are_sorted_by_total_then_count() {
+        let g = sim_candidates(48000);
+        // 0.5 ms at 48 kHz is 24 frames; 40 ms is 1920.
+        assert_eq!(g.first(), Some(&c(24, 2)));
+        assert_eq!(g.last(), Some(&c(1920, 8)));
+        assert!(g
+            .windows(2)
+            .all(|w| (w[0].total_frames(), w[0].buffers) < (w[1].total_frames(), w[1].buffers)));
+        // 2.5 ms x 2 = 5 ms: the target buffering is a candidate.
+        assert!(g.contains(&c(120, 2)));
+        // 384 kHz: 0.5 ms is 192 frames; 8 kHz: 0.5 ms is 4 frames, raised to the driver's
+        // least, 16; 44.1 kHz: 2.5 ms is 110.25 frames, rounded up to 112.
+        assert_eq!(sim_candidates(384_000)[0], c(192, 2));
+        assert_eq!(sim_candidates(8000)[0], c(16, 2));
+        assert!(sim_candidates(44100).contains(&c(112, 2)));
+    }
+
+    /// A device that passes every candidate of at least `need` frames in all.
+    fn threshold(need: u64) -> impl FnMut(Candidate) -> Result<Trial> {
+        move |c| Ok(trial(c, u64::from(c.total_frames() < need)))
+    }
+
+    #[test]
+    fn the_search_finds_the_smallest_passing_candidate() {
+        let g = sim_candidates(48000);
+        for need in [1, 64, 200, 241, 1000, 5760, 7680] {
+            let s = search(48000, &g, threshold(need)).unwrap();
+            let w = &s.trials[s.winner.unwrap()];
+            let expect = g.iter().find(|c| c.total_frames() >= need).unwrap();
+            assert_eq!(w.candidate, *expect, "need {need}");
+            // Bisection: about log2(len) + 1 runs, never a run twice.
+            assert!(s.trials.len() <= 9, "{} runs", s.trials.len());
+            let mut tried: Vec<_> = s.trials.iter().map(|t| t.candidate).collect();
+            tried.sort_by_key(|c| (c.total_frames(), c.buffers));
+            tried.dedup();
+            assert_eq!(tried.len(), s.trials.len());
+        }
+        // Nothing passes: only the largest is tried.
+        let s = search(48000, &g, threshold(u64::MAX)).unwrap();
+        assert_eq!((s.trials.len(), s.winner), (1, None));
+        assert_eq!(s.trials[0].candidate, c(1920, 8));
+        // No candidates, no runs.
+        let s = search(48000, &[], threshold(0)).unwrap();
+        assert!(s.trials.is_empty() && s.winner.is_none());
+        // A run's error ends the search.
+        assert!(search(48000, &g, |_| Err("boom".into())).is_err());
+    }
+
+    #[test]
+    fn the_table_lists_each_trial_smallest_first_and_the_winner() {
+        let s = Sweep {
+            rate: 48000,
+            trials: vec![
+                trial(c(480, 4), 0),
+                trial(c(96, 2), 1),
+                trial(c(240, 2), 0),
+                trial(c(120, 2), 0),
+            ],
+            winner: Some(3),
+        };
+        let reference = trial(c(480, 4), 0);
+        let t = table(&s, 600.0, Some(&reference));
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[0], "48000 Hz, 600 s per candidate:");
+        assert!(
+            lines[2].contains("2 x 96") && lines[2].contains("4.00 ms"),
+            "{t}"
+        );
+        assert!(lines[2].trim_end().contains(" 1 "), "{t}");
+        assert!(
+            lines[3].starts_with('*') && lines[3].contains("2 x 120"),
+            "{t}"
+        );
+        assert!(
+            lines[3].contains("5.00 ms") && lines[3].contains("1.00 ms"),
+            "{t}"
+        );
+        assert!(
+            lines[4].contains("2 x 240") && lines[5].contains("4 x 480"),
+            "{t}"
+        );
+        assert!(lines[5].contains("40.00 ms"), "{t}");
+        assert_eq!(
+            lines[6],
+            "  winner: 2 x 120 frames (5.00 ms of buffering), 0 xruns over 1.0 s"
+        );
+        assert!(lines[7].starts_with("  driver default:") && lines[7].contains("4 x 480"));
+        let none = Sweep {
+            rate: 48000,
+            trials: vec![trial(c(480, 4), 2)],
+            winner: None,
+        };
+        assert!(table(&none, 1.0, None).contains("winner: none"));
+    }
+
+    #[test]
+    fn the_jitter_is_seeded_and_shaped_as_documented() {
+        let p = Jitter::HAIKU;
+        let draw = |seed| {
+            let mut j = Jitter::new(p, seed);
+            (0..200_000).map(|_| j.next_us()).collect::<Vec<i64>>()
+        };
+        let a = draw(7);
+        assert_eq!(a, draw(7), "same seed, same delays");
+        assert_ne!(a, draw(8));
+        let base = p.base_us as i64;
+        assert!(a.iter().all(|&d| d >= base));
+        let max = (p.base_us + p.mean_us * 20.0 + p.stall_max_us) as i64;
+        assert!(a.iter().all(|&d| d <= max), "{:?}", a.iter().max());
+        // Mean: base + mean + chance x stall_max / 2 (= 10 + 8 + 4.5 µs), within 1 µs.
+        let mean = a.iter().sum::<i64>() as f64 / a.len() as f64;
+        let expect = p.base_us + p.mean_us + p.stall_chance * p.stall_max_us / 2.0;
+        assert!(
+            (mean - expect).abs() < 1.0,
+            "mean {mean}, expected {expect}"
+        );
+        // Stalls: delays beyond the exponential body's reach (base + 15 means: e^-15 of
+        // draws) are stalls, about 3 in 1000 of them (of which 96 % add more than 120 µs).
+        let body = (p.base_us + 15.0 * p.mean_us) as i64;
+        let stalls = a.iter().filter(|&&d| d > body).count();
+        assert!((450..=700).contains(&stalls), "{stalls} stalls");
+        // Each run's stream is its own.
+        let mut r1 = Jitter::for_run(p, 1, 48000, c(120, 2));
+        let mut r2 = Jitter::for_run(p, 1, 48000, c(240, 2));
+        let d1: Vec<i64> = (0..10).map(|_| r1.next_us()).collect();
+        let d2: Vec<i64> = (0..10).map(|_| r2.next_us()).collect();
+        assert_ne!(d1, d2);
+    }
+}
