@@ -36,10 +36,12 @@ pub struct LatencyArgs {
     #[arg(long, value_delimiter = ',', requires = "latency")]
     pub latency_rates: Vec<u32>,
     /// The candidates of `--latency`, comma-separated FRAMESxCOUNT (e.g. 240x2,480x4);
-    /// default: periods of 0.5 to 40 ms (whole 8 frames) x 2 to 8 buffers.
+    /// default: periods of 0.5 to 40 ms (whole 8 frames) x 2 to 8 buffers in the
+    /// simulator, 256 to 2048 frames x 2 or 4 buffers on QEMU.
     #[arg(long, value_delimiter = ',', requires = "latency")]
     pub candidates: Vec<Candidate>,
-    /// Seconds each candidate plays (default: 600 simulated seconds).
+    /// Seconds each candidate plays (default: 600 simulated seconds in the simulator, 60 s
+    /// on QEMU).
     #[arg(long, requires = "latency")]
     pub latency_seconds: Option<f64>,
     /// The seed of the simulator's wake-up jitter (each run draws from its own stream:
@@ -184,6 +186,18 @@ pub fn sim_candidates(rate: u32) -> Vec<Candidate> {
                 frames: period_frames(rate, us),
                 buffers,
             });
+        }
+    }
+    sorted(c)
+}
+
+/// QEMU's default candidates: 256, 512, 1024 and 2048 frames, 2 or 4 buffers (QEMU's wav
+/// backend moves 1024 frames per tick, and the server tests need 4 x 2048 under TCG).
+pub fn qemu_candidates(_rate: u32) -> Vec<Candidate> {
+    let mut c = Vec::new();
+    for frames in [256, 512, 1024, 2048] {
+        for buffers in [2, 4] {
+            c.push(Candidate { frames, buffers });
         }
     }
     sorted(c)
@@ -574,6 +588,138 @@ pub fn run_sim(args: &LatencyArgs, addon: &Path) -> Result {
     Ok(())
 }
 
+/// One QEMU boot playing `seconds` at `rate` with candidate `c` (`None`: the driver's
+/// defaults), through QEMU's `wav` backend; xruns are the guest's: exchanges after which
+/// more than one buffer had completed (the client late) and exchanges that found the device
+/// with nothing queued (it ran dry).
+pub fn qemu_trial(
+    guest: &crate::qemu::Guest,
+    rate: u32,
+    c: Option<Candidate>,
+    seconds: f64,
+    timeout: std::time::Duration,
+) -> Result<Trial> {
+    use crate::qemu::{run_dir, Audiodev, GuestRun, GUEST_ADDON, GUEST_INPUT};
+    let dir = run_dir()?;
+    let mut guest = guest.clone();
+    if let Some(c) = c {
+        let path = dir.path().join("virtio_sound.settings");
+        std::fs::write(&path, c.settings()).map_err(|e| format!("{}: {e}", path.display()))?;
+        guest.settings = Some(path);
+    } else {
+        guest.settings = None;
+    }
+    // A second of noise, then silence until `seconds` have passed (sim-guest's
+    // --min-seconds): the initramfs stays small however long the run.
+    let wav = crate::qemucmd::noise(rate, 2, seconds.min(1.0), u64::from(rate));
+    let run = GuestRun {
+        args: vec![
+            "play".into(),
+            "--addon".into(),
+            GUEST_ADDON.into(),
+            "--input".into(),
+            GUEST_INPUT.into(),
+            "--min-seconds".into(),
+            seconds.to_string(),
+        ],
+        files: vec![(GUEST_INPUT.to_string(), wav.to_bytes()?)],
+        audiodev: Audiodev::Wav {
+            path: dir.path().join("played.wav"),
+            frequency: rate,
+            channels: 2,
+        },
+        timeout,
+        echo: false,
+        debugcon: None,
+        env: Vec::new(),
+    };
+    let out = guest.run(&run)?;
+    let g = out.results.first().ok_or("the guest printed no result")?;
+    let num = |k: &str| g.get(k).and_then(serde_json::Value::as_f64);
+    let got = Candidate {
+        frames: num("buffer_frames").unwrap_or(0.0) as u32,
+        buffers: num("buffers").unwrap_or(0.0) as u32,
+    };
+    if let Some(want) = c {
+        if got != want {
+            return Err(format!(
+                "asked the driver for {want} frames through its settings file, got {got}"
+            )
+            .into());
+        }
+    }
+    let late = num("xruns").unwrap_or(0.0) as u64;
+    let dry = num("device_ran_dry").unwrap_or(0.0) as u64;
+    let ms = |k: &str| num(k).map_or(f64::NAN, |u| u / 1000.0);
+    Ok(Trial {
+        candidate: got,
+        xruns: late + dry,
+        seconds: num("played_time_us").unwrap_or(0.0) / 1e6,
+        startup_us: num("startup_us").map(|u| u as i64),
+        note: format!(
+            "client late {late}, device ran dry {dry}, errors {}; the client ran after the \
+             period's timestamp: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            num("errors").unwrap_or(f64::NAN),
+            ms("wake_p50_us"),
+            ms("wake_p99_us"),
+            ms("wake_max_us"),
+        ),
+    })
+}
+
+/// A trial as JSON (`--report`).
+fn trial_json(t: &Trial, rate: u32) -> serde_json::Value {
+    serde_json::json!({
+        "frames": t.candidate.frames,
+        "buffers": t.candidate.buffers,
+        "buffering_ms": t.candidate.ms(rate),
+        "xruns": t.xruns,
+        "seconds": t.seconds,
+        "startup_us": t.startup_us,
+        "note": t.note,
+    })
+}
+
+/// A sweep as JSON (`--report`): its trials in the order run, the winner's index in them,
+/// and the driver's defaults' run.
+pub fn sweep_json(s: &Sweep, reference: &Trial) -> serde_json::Value {
+    serde_json::json!({
+        "rate": s.rate,
+        "trials": s.trials.iter().map(|t| trial_json(t, s.rate)).collect::<Vec<_>>(),
+        "winner": s.winner,
+        "default": trial_json(reference, s.rate),
+    })
+}
+
+/// `cargo xtask qemu --latency`: the sweep of every rate on QEMU's device under real
+/// scheduling, its tables printed as they come, and with `report` written as JSON.
+pub fn run_qemu(
+    args: &LatencyArgs,
+    guest: &crate::qemu::Guest,
+    timeout: Option<u64>,
+    report: Option<&Path>,
+) -> Result {
+    let rates = args.rates(&crate::qemucmd::qemu_rates(), "a rate QEMU's device offers")?;
+    let seconds = args.seconds(60.0)?;
+    let timeout =
+        std::time::Duration::from_secs(timeout.unwrap_or(120 + 2 * seconds.ceil() as u64));
+    let mut all = Vec::new();
+    for rate in rates {
+        let cands = args.candidates(rate, qemu_candidates);
+        let sweep = search(rate, &cands, |c| {
+            qemu_trial(guest, rate, Some(c), seconds, timeout)
+        })?;
+        let reference = qemu_trial(guest, rate, None, seconds.min(5.0), timeout)?;
+        print!("{}", table(&sweep, seconds, Some(&reference)));
+        all.push(sweep_json(&sweep, &reference));
+    }
+    if let Some(path) = report {
+        let text = serde_json::to_string_pretty(&all).map_err(|e| e.to_string())?;
+        std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -620,6 +766,21 @@ mod tests {
             .all(|w| (w[0].total_frames(), w[0].buffers) < (w[1].total_frames(), w[1].buffers)));
         // 2.5 ms x 2 = 5 ms: the target buffering is a candidate.
         assert!(g.contains(&c(120, 2)));
+        let q = qemu_candidates(48000);
+        assert_eq!(
+            q,
+            // 512, 1024 (two), 2048 (two), 4096 (two) and 8192 frames in all.
+            [
+                c(256, 2),
+                c(512, 2),
+                c(256, 4),
+                c(1024, 2),
+                c(512, 4),
+                c(2048, 2),
+                c(1024, 4),
+                c(2048, 4)
+            ]
+        );
         // 384 kHz: 0.5 ms is 192 frames; 8 kHz: 0.5 ms is 4 frames, raised to the driver's
         // least, 16; 44.1 kHz: 2.5 ms is 110.25 frames, rounded up to 112.
         assert_eq!(sim_candidates(384_000)[0], c(192, 2));

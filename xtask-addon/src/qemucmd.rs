@@ -86,6 +86,8 @@ pub struct QemuArgs {
         "sweep", "capture", "cycle", "out", "record", "duplex", "capture_input"
     ])]
     pub unplug_after: Option<f64>,
+    #[command(flatten)]
+    pub latency: crate::latency::LatencyArgs,
 }
 
 /// Rates of `--sweep`.
@@ -376,6 +378,21 @@ fn device_name(args: &QemuArgs) -> String {
 
 pub fn run(args: &QemuArgs) -> Result {
     args.check()?;
+    if args.latency.latency {
+        if args.backend != Backend::Wav || args.device != DeviceKind::Qemu {
+            return Err("--latency: runs on QEMU's device with the wav backend only".into());
+        }
+        if args.driver_settings.is_some() {
+            return Err("--latency: each candidate is its own driver settings file".into());
+        }
+        let guest = Guest::prepare(args.stream.addon.as_deref())?;
+        return crate::latency::run_qemu(
+            &args.latency,
+            &guest,
+            args.timeout,
+            args.report.as_deref(),
+        );
+    }
     if args.backend.is_server() {
         return run_server(args);
     }
