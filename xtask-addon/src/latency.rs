@@ -3,12 +3,14 @@
 //! built add-on in the simulator, the client's wake-ups late by [`Jitter`]) and
 //! `cargo xtask qemu` (the add-on on QEMU's device, real scheduling).
 //!
-//! The search ([`search`]) orders the candidates by total buffering and bisects: a candidate
-//! that passes is kept as the best so far and smaller ones are tried, one that fails sends the
-//! search to larger ones. The winner passed and the next smaller candidate (if any) was tried
-//! and failed. That assumes that more buffering never makes xruns more likely, which holds
-//! for the period ring (a client late by less than `(count - 1)` periods never starves the
-//! device), and keeps the number of long runs to about log2 of the candidates.
+//! The search ([`search`]) takes the buffer counts one at a time. For a fixed count, more
+//! frames per buffer never make an xrun more likely (a longer period is more slack for a late
+//! client), so it bisects the frames: the largest candidate below the best total so far is
+//! tried first, and if it passes, smaller ones. The total alone is not such an order: 3 x 96
+//! frames fails where 5 x 48, less in all, passes (capture's slack is about
+//! `(count - 2)` periods, see docs/latency.md). The winner is the smallest total that passed;
+//! within its count, the next smaller candidate was tried and failed, and every count was
+//! searched below it.
 //!
 //! Start-up latency is measured as `sim-guest` does for QEMU: from the open to the
 //! `played_real_time` of the first exchange that reports played frames (the device has taken
@@ -231,46 +233,52 @@ pub struct Sweep {
     pub winner: Option<usize>,
 }
 
-/// Bisects `candidates` (as [`sorted`] orders them) for the smallest that `run` passes. The
-/// largest is tried first: if it fails, nothing smaller is tried.
+/// Finds the candidate with the smallest total buffering that `run` passes, bisecting the
+/// frames per buffer of each buffer count (counts in ascending order) below the best total
+/// found so far.
 pub fn search(
     rate: u32,
     candidates: &[Candidate],
     mut run: impl FnMut(Candidate) -> Result<Trial>,
 ) -> Result<Sweep> {
     let mut trials: Vec<Trial> = Vec::new();
-    let mut winner = None;
-    let Some(last) = candidates.len().checked_sub(1) else {
-        return Ok(Sweep {
-            rate,
-            trials,
-            winner,
-        });
-    };
-    // Invariant: every candidate at or after `hi` that was tried passed (hi = the best so
-    // far), every one before `lo` failed.
-    let t = run(candidates[last])?;
-    let top_passed = t.passed();
-    trials.push(t);
-    if !top_passed {
-        return Ok(Sweep {
-            rate,
-            trials,
-            winner,
-        });
-    }
-    winner = Some(0);
-    let (mut lo, mut hi) = (0, last);
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        let t = run(candidates[mid])?;
+    let mut winner: Option<usize> = None;
+    let mut counts: Vec<u32> = candidates.iter().map(|c| c.buffers).collect();
+    counts.sort_unstable();
+    counts.dedup();
+    for n in counts {
+        let best = winner.map(|w| trials[w].candidate.total_frames());
+        // This count's candidates that would beat the best, by frames ascending.
+        let mut group: Vec<Candidate> = candidates
+            .iter()
+            .copied()
+            .filter(|c| c.buffers == n && best.is_none_or(|b| c.total_frames() < b))
+            .collect();
+        group.sort_by_key(|c| c.frames);
+        group.dedup();
+        let Some(last) = group.len().checked_sub(1) else {
+            continue;
+        };
+        let t = run(group[last])?;
         let passed = t.passed();
         trials.push(t);
-        if passed {
-            hi = mid;
-            winner = Some(trials.len() - 1);
-        } else {
-            lo = mid + 1;
+        if !passed {
+            continue;
+        }
+        winner = Some(trials.len() - 1);
+        // Invariant: group[hi] passed; everything before lo that was tried failed.
+        let (mut lo, mut hi) = (0, last);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let t = run(group[mid])?;
+            let passed = t.passed();
+            trials.push(t);
+            if passed {
+                hi = mid;
+                winner = Some(trials.len() - 1);
+            } else {
+                lo = mid + 1;
+            }
         }
     }
     Ok(Sweep {
@@ -788,32 +796,54 @@ mod tests {
         assert!(sim_candidates(44100).contains(&c(112, 2)));
     }
 
-    /// A device that passes every candidate of at least `need` frames in all.
-    fn threshold(need: u64) -> impl FnMut(Candidate) -> Result<Trial> {
-        move |c| Ok(trial(c, u64::from(c.total_frames() < need)))
+    /// A device that passes a candidate whose slack, `(buffers - 2)` periods plus a tenth
+    /// of one (capture's, see docs/latency.md), is at least `need` frames.
+    fn slack(need: u64) -> impl FnMut(Candidate) -> Result<Trial> {
+        move |c| {
+            let slack = u64::from(c.buffers - 2) * u64::from(c.frames) + u64::from(c.frames) / 10;
+            Ok(trial(c, u64::from(slack < need)))
+        }
+    }
+
+    /// The smallest total whose slack reaches `need`, by trying every candidate.
+    fn smallest(g: &[Candidate], need: u64) -> Option<Candidate> {
+        g.iter()
+            .copied()
+            .filter(|c| {
+                u64::from(c.buffers - 2) * u64::from(c.frames) + u64::from(c.frames) / 10 >= need
+            })
+            .min_by_key(|c| (c.total_frames(), c.buffers))
     }
 
     #[test]
     fn the_search_finds_the_smallest_passing_candidate() {
         let g = sim_candidates(48000);
-        for need in [1, 64, 200, 241, 1000, 5760, 7680] {
-            let s = search(48000, &g, threshold(need)).unwrap();
-            let w = &s.trials[s.winner.unwrap()];
-            let expect = g.iter().find(|c| c.total_frames() >= need).unwrap();
-            assert_eq!(w.candidate, *expect, "need {need}");
-            // Bisection: about log2(len) + 1 runs, never a run twice.
-            assert!(s.trials.len() <= 9, "{} runs", s.trials.len());
+        for need in [1, 10, 64, 100, 144, 145, 200, 241, 1000, 5760, 11520] {
+            let s = search(48000, &g, slack(need)).unwrap();
+            let expect = smallest(&g, need);
+            let got = s.winner.map(|w| s.trials[w].candidate);
+            assert_eq!(
+                got.map(|c| c.total_frames()),
+                expect.map(|c| c.total_frames()),
+                "need {need}: {got:?} vs {expect:?}"
+            );
+            assert_eq!(s.winner.map(|w| s.trials[w].xruns), expect.map(|_| 0));
+            // Far fewer runs than candidates, never a run twice.
+            assert!(s.trials.len() <= 40, "{} runs", s.trials.len());
             let mut tried: Vec<_> = s.trials.iter().map(|t| t.candidate).collect();
             tried.sort_by_key(|c| (c.total_frames(), c.buffers));
             tried.dedup();
             assert_eq!(tried.len(), s.trials.len());
         }
-        // Nothing passes: only the largest is tried.
-        let s = search(48000, &g, threshold(u64::MAX)).unwrap();
-        assert_eq!((s.trials.len(), s.winner), (1, None));
-        assert_eq!(s.trials[0].candidate, c(1920, 8));
+        // 3 x 96 fails where 5 x 48 (less in all) passes: found all the same.
+        let s = search(48000, &[c(96, 3), c(48, 5), c(480, 4)], slack(144)).unwrap();
+        assert_eq!(s.trials[s.winner.unwrap()].candidate, c(48, 5));
+        // Nothing passes: only each count's largest is tried.
+        let s = search(48000, &g, slack(u64::MAX)).unwrap();
+        assert_eq!((s.trials.len(), s.winner), (7, None));
+        assert_eq!(s.trials[6].candidate, c(1920, 8));
         // No candidates, no runs.
-        let s = search(48000, &[], threshold(0)).unwrap();
+        let s = search(48000, &[], slack(0)).unwrap();
         assert!(s.trials.is_empty() && s.winner.is_none());
         // A run's error ends the search.
         assert!(search(48000, &g, |_| Err("boom".into())).is_err());

@@ -22,12 +22,13 @@ fn latency_sweep_on_qemu_sets_each_candidate_and_reports_it() {
     let s = &r[0];
     assert_eq!(num(s, "rate"), 48000.0);
     let trials = s["trials"].as_array().unwrap();
-    // The largest goes first; the smaller is tried only if the largest passed.
+    // Buffer counts in ascending order: 2 x 1024 first; 4 x 2048 (more in all) only if it
+    // failed.
     let first = &trials[0];
-    assert_eq!((num(first, "frames"), num(first, "buffers")), (2048.0, 4.0));
-    // 4 x 2048 frames at 48 kHz: 8192 / 48 = 170.67 ms.
+    assert_eq!((num(first, "frames"), num(first, "buffers")), (1024.0, 2.0));
+    // 2 x 1024 frames at 48 kHz: 2048 / 48 = 42.67 ms.
     assert!(
-        (num(first, "buffering_ms") - 170.667).abs() < 0.01,
+        (num(first, "buffering_ms") - 42.667).abs() < 0.01,
         "{first}"
     );
     for t in trials {
@@ -38,13 +39,18 @@ fn latency_sweep_on_qemu_sets_each_candidate_and_reports_it() {
         assert!(t["note"].as_str().unwrap().contains("p99"), "{t}");
     }
     if num(first, "xruns") == 0.0 {
+        assert_eq!(trials.len(), 1, "{s}");
+    } else {
         assert_eq!(trials.len(), 2, "{s}");
         assert_eq!(
             (num(&trials[1], "frames"), num(&trials[1], "buffers")),
-            (1024.0, 2.0)
+            (2048.0, 4.0)
         );
-    } else {
-        assert_eq!(trials.len(), 1, "{s}");
+        // 4 x 2048 frames: 8192 / 48 = 170.67 ms.
+        assert!(
+            (num(&trials[1], "buffering_ms") - 170.667).abs() < 0.01,
+            "{s}"
+        );
     }
     // The winner, if any, had no xruns.
     if let Some(w) = s["winner"].as_u64() {
