@@ -12,7 +12,7 @@ static ALLOC: sim_kernel::memory::CheckingAllocator = sim_kernel::memory::Checki
 
 use common::*;
 use driver::hmulti::Settings;
-use platform::Kernel;
+use platform::{Kernel, Status};
 use snd_model::{CaptureCompletion, ModelConfig};
 use spec::hmulti_audio as hm;
 
@@ -310,4 +310,45 @@ fn a_stopped_virtual_machine_fails_no_exchange() {
         }
     }
     let _ = card.dispatch(hm::B_MULTI_BUFFER_FORCE_STOP, 0, 1);
+}
+
+/// A device that stops answering (it left the machine, unannounced) while every timed
+/// wait returns a little late, as on a real kernel: the exchange still fails with
+/// `B_TIMED_OUT` after its timeout (4 periods, at least 50 ms), whether the lateness is timer slack
+/// (100 µs: not a stall) or looks like a stall of the machine (3 ms: made up for at most
+/// `MAX_STALLS` times). Making up for every late return kept it waiting for ever.
+#[test]
+fn an_exchange_times_out_when_every_wait_returns_late() {
+    use driver::virtio::pcm::{MAX_STALLS, STALL_MICROS};
+    for slack in [100, 3_000] {
+        let mut rig = Rig::new(ModelConfig::hmulti_full(2));
+        let card = rig.card(Settings::default());
+        let mut c = Client::init(&card, Some(hm::B_SR_48000), Some(hm::B_FMT_16BIT));
+        let k = card.kernel().clone();
+        let before = k.system_time();
+        c.exchange(&card).expect("streaming");
+        c.exchange(&card).expect("streaming");
+        let period = (k.system_time() - before) / 2;
+        rig.model.unplug();
+        // Far more late returns than one exchange may make up for.
+        k.set_timer_slack(slack, 10_000);
+        let t = k.system_time();
+        let r = c.exchange(&card);
+        let took = k.system_time() - t;
+        let timeout = (4 * period).max(50_000);
+        // Each stall made up for moves the deadline by the lateness and waits at least a
+        // quarter of the timeout more.
+        let made_up = if slack >= STALL_MICROS {
+            i64::from(MAX_STALLS) * (slack + timeout / 4)
+        } else {
+            0
+        };
+        assert_eq!(r, Err(Status::TIMED_OUT), "slack {slack} µs");
+        assert!(
+            took <= timeout + made_up + 2 * slack,
+            "slack {slack} µs: the exchange took {took} µs (period {period} µs)"
+        );
+        k.set_timer_slack(0, 0);
+        let _ = card.dispatch(hm::B_MULTI_BUFFER_FORCE_STOP, 0, 1);
+    }
 }

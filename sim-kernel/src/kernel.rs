@@ -183,6 +183,10 @@ struct Inner {
     faults: Mutex<Faults>,
     /// µs the machine stops for as the next timed wait begins ([`SimKernel::stall_next_wait`]).
     stall: std::sync::atomic::AtomicI64,
+    /// How late each of the next timed waits that time out returns, and for how many
+    /// ([`SimKernel::set_timer_slack`]).
+    slack: std::sync::atomic::AtomicI64,
+    slack_waits: std::sync::atomic::AtomicU32,
 }
 
 /// The simulated kernel. Cheap to clone: clones are handles to one kernel, so a test keeps
@@ -245,8 +249,21 @@ impl SimKernel {
                 echo: config.echo,
                 faults: Mutex::new(Faults::default()),
                 stall: std::sync::atomic::AtomicI64::new(0),
+                slack: std::sync::atomic::AtomicI64::new(0),
+                slack_waits: std::sync::atomic::AtomicU32::new(0),
             }),
         }
+    }
+
+    /// The next `waits` timed `acquire_sem`s that time out return `micros` µs after their
+    /// deadline, as on a real kernel, where a timed wait always ends a little late (timer
+    /// slack, the scheduler): the machine stops for that long ([`Clock::freeze_for`]) as
+    /// the wait ends. Bounded by `waits` so that a test of code that would wait for ever
+    /// under it fails on its own simulated clock instead of hanging.
+    pub fn set_timer_slack(&self, micros: i64, waits: u32) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.inner.slack.store(micros.max(0), SeqCst);
+        self.inner.slack_waits.store(waits, SeqCst);
     }
 
     /// As the next `acquire_sem` with a timeout starts to block, the whole machine stops for
@@ -905,7 +922,18 @@ impl SimKernel {
         }
         let r = match clock.wait(deadline, || self.try_take(sem)) {
             WaitOutcome::Ready(r) => r,
-            WaitOutcome::TimedOut => Err(Status::TIMED_OUT),
+            WaitOutcome::TimedOut => {
+                use std::sync::atomic::Ordering::SeqCst;
+                let late = self
+                    .inner
+                    .slack_waits
+                    .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+                if late {
+                    clock.freeze_for(self.inner.slack.load(SeqCst));
+                }
+                Err(Status::TIMED_OUT)
+            }
             WaitOutcome::Forever => {
                 return Err(self.wait_ended_forever(format!("acquire_sem({})", self.sem_name(sem))))
             }
@@ -1165,6 +1193,29 @@ unsafe impl Kernel for SimKernel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timer_slack_makes_the_next_timeouts_late() {
+        let k = SimKernel::new();
+        let s = k.create_sem(0, "s").unwrap();
+        k.set_timer_slack(250, 2);
+        for _ in 0..2 {
+            let t = k.system_time();
+            assert_eq!(k.acquire_sem(s, 1000), Err(Status::TIMED_OUT));
+            assert_eq!(k.system_time(), t + 1250, "1000 µs asked, 250 late");
+        }
+        let t = k.system_time();
+        assert_eq!(k.acquire_sem(s, 1000), Err(Status::TIMED_OUT));
+        assert_eq!(k.system_time(), t + 1000, "only two waits were late");
+        // A wait that is satisfied is not made late.
+        k.set_timer_slack(250, 5);
+        k.release_sem(s, false);
+        let t = k.system_time();
+        assert_eq!(k.acquire_sem(s, 1000), Ok(()));
+        assert_eq!(k.system_time(), t);
+        k.delete_sem(s);
+        k.assert_clean();
+    }
 
     #[test]
     fn semaphores_count_and_time_out_in_simulated_time() {
