@@ -345,6 +345,21 @@ mod tests {
     }
 
     #[test]
+    fn get_buffers_again_frees_the_tables_it_replaces() {
+        let (mut rig, card) = rig();
+        let d = Witnessed::new(&card);
+        let mut s = Session::init(&d, Choice::default()).expect("a session");
+        let live = d.blocks.borrow().len();
+        for _ in 0..5 {
+            s.get_buffers(&d).expect("GET_BUFFERS");
+            assert_eq!(d.blocks.borrow().len(), live, "client blocks piled up");
+        }
+        s.release(&d);
+        assert!(d.blocks.borrow().is_empty(), "release frees every block");
+        rig.shutdown(vec![card]);
+    }
+
+    #[test]
     #[should_panic(expected = "past the end of the 16-byte argument block")]
     fn a_write_one_byte_past_a_block_is_caught() {
         let (_rig, card) = rig();

@@ -194,6 +194,10 @@ pub struct Session {
     pub info: hm::MultiBufferInfo,
     info_addr: u64,
     allocations: Vec<u64>,
+    /// The blocks of the buffer tables the last GET_BUFFERS filled: freed when the next one
+    /// replaces them (a session that changes format for hours would otherwise pile up 66
+    /// mappings per change) or at release.
+    tables: Vec<u64>,
 }
 
 /// hmulti's fixed sample rates (`B_SR_*` in Haiku's `headers/private/audio/hmulti_audio.h`):
@@ -368,11 +372,13 @@ impl Session {
             info: garbage(),
             info_addr,
             allocations: std::mem::take(allocations),
+            tables: Vec::new(),
         };
         match s.finish_init(d) {
             Ok(()) => Ok(s),
             Err(e) => {
                 allocations.append(&mut s.allocations);
+                allocations.append(&mut s.tables);
                 Err(e)
             }
         }
@@ -447,13 +453,18 @@ impl Session {
         for (i, b) in blocks.iter().enumerate() {
             d.user_write(t + i as u64 * 8, &b.to_le_bytes());
         }
-        self.allocations.extend(blocks.iter().copied());
-        self.allocations.push(t);
+        self.tables.extend(blocks.iter().copied());
+        self.tables.push(t);
         (t, blocks)
     }
 
     /// GET_BUFFERS with 32 buffers of 32 descriptors per direction and the default size.
     pub fn get_buffers<D: Hmulti + ?Sized>(&mut self, d: &D) -> Result<(), String> {
+        // The tables of the previous GET_BUFFERS: what was read from them is kept in
+        // `play`/`rec`, and the driver never keeps a client's pointer.
+        for a in std::mem::take(&mut self.tables) {
+            d.user_free(a);
+        }
         let (pt, pblocks) = self.buffer_table(d);
         let (rt, rblocks) = self.buffer_table(d);
         let mut l: hm::MultiBufferList = garbage();
@@ -571,7 +582,7 @@ impl Session {
 
     /// Frees the client memory this session allocated.
     pub fn release<D: Hmulti + ?Sized>(self, d: &D) {
-        for a in self.allocations {
+        for a in self.allocations.into_iter().chain(self.tables) {
             d.user_free(a);
         }
     }
