@@ -897,7 +897,7 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
     /// An exchange's second step: waits for the next period of the primary stream (the
     /// output's, else the input's) to complete, for four periods and at least 50 ms, and
     /// then, if it came early, until the earliest instant it can have been played
-    /// ([`PcmStream::earliest_end`], which it also returns). A device that completes
+    /// ([`Completion::earliest_end`], which it also returns). A device that completes
     /// buffers as soon as it has them (vhost-device-sound's null backend completes
     /// playback as it is queued) would otherwise hand the client buffers as fast as it can
     /// fill them, and `played_frames_count` would run ahead of real time without bound.
@@ -906,7 +906,7 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
     /// exchanges one buffer per buffer length of `snooze`). A device that keeps time
     /// completes each period at that instant or later, and is never held back.
     ///
-    /// [`PcmStream::earliest_end`]: crate::virtio::pcm::PcmStream::earliest_end
+    /// [`Completion::earliest_end`]: crate::virtio::pcm::Completion::earliest_end
     fn exchange_wait(&self, period: i64) -> KResult<(Completion, i64)> {
         let k = &*self.kernel;
         let primary = self.primary_stream().ok_or(Status::NO_INIT)?;

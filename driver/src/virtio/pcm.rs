@@ -150,8 +150,9 @@ pub struct Completion {
     pub ok: bool,
     /// The device's latency when it completed the period (`latency_bytes`), advisory.
     pub latency_bytes: u32,
-    /// The earliest instant it can have been played or captured
-    /// ([`PcmStream::earliest_end`]), read with it under one lock.
+    /// The earliest instant it can have been played or captured: its last frame, counted at
+    /// the stream's rate from the moment START was sent (a device that completes it sooner
+    /// has not played it yet), read with it under one lock.
     pub earliest_end: i64,
 }
 
@@ -206,7 +207,16 @@ impl Ring {
         self.queued - self.completed + u64::from(self.padding)
     }
 
-    /// [`PcmStream::earliest_end`] of period `seq` of this run.
+    /// Periods queued and not yet back.
+    fn in_flight(&self) -> u64 {
+        self.queued - self.completed
+    }
+
+    /// The earliest instant period `seq` of this run can have been played or captured: its
+    /// last frame, counted at the stream's rate from the moment START was sent, rounded
+    /// down to the µs. A device that completes a period before then (one that completes
+    /// buffers as they are queued, or takes them ahead into a buffer of its own) has not
+    /// played it yet; one that keeps time completes it at this instant or later.
     fn earliest_end(&self, seq: u64) -> Option<i64> {
         let p = self.params?;
         let frames = u128::from(seq + 1) * u128::from(p.period_frames());
@@ -528,7 +538,7 @@ impl PcmStream {
             let (Some(p), Some((memory, offset))) = (r.params, r.data.as_ref()) else {
                 return Err(Status::NO_INIT);
             };
-            let before = r.queued - r.completed;
+            let before = r.in_flight();
             let end = r.reported + p.periods as u64;
             let first = r.queued;
             let period = u64::from(p.period_bytes);
@@ -670,7 +680,7 @@ impl PcmStream {
     }
 
     /// The next completion not yet reported, if one is there and its earliest end
-    /// ([`Self::earliest_end`]) is at or before `now`.
+    /// ([`Completion::earliest_end`]) is at or before `now`.
     pub fn take_completion_due_by<K: Kernel>(&self, kernel: &K, now: i64) -> Option<Completion> {
         let mut r = self.ring.lock(kernel);
         let p = r.params?;
@@ -712,15 +722,6 @@ impl PcmStream {
             latency_bytes,
             earliest_end,
         })
-    }
-
-    /// The earliest instant period `seq` of this run can have been played or captured: its
-    /// last frame, counted at the stream's rate from the moment START was sent, rounded
-    /// down to the µs. A device that completes a period before then (one that completes
-    /// buffers as they are queued, or takes them ahead into a buffer of its own) has not
-    /// played it yet; one that keeps time completes it at this instant or later.
-    pub fn earliest_end<K: Kernel>(&self, kernel: &K, seq: u64) -> Option<i64> {
-        self.ring.lock(kernel).earliest_end(seq)
     }
 
     /// Whether the device kept chains of this stream past RELEASE and its grace (it may
@@ -843,8 +844,7 @@ impl PcmStream {
 
     /// Periods queued and not yet back.
     pub fn in_flight<K: Kernel>(&self, kernel: &K) -> u64 {
-        let r = self.ring.lock(kernel);
-        r.queued - r.completed
+        self.ring.lock(kernel).in_flight()
     }
 
     /// Chains of this stream the device may hold (periods and silence requests).
