@@ -78,16 +78,24 @@ pub fn fuzz_dir() -> PathBuf {
     root().join("fuzz")
 }
 
+/// Cargo in the fuzz workspace, with none of the caller's flags or target directory: the
+/// fuzz workspace builds into its own `fuzz/target/`, with the flags each use sets.
+fn fuzz_cargo() -> Command {
+    let mut c = crate::cargo();
+    c.current_dir(fuzz_dir())
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_TARGET_DIR");
+    c
+}
+
 /// Builds every target; returns the directory holding the binaries.
 pub fn build() -> Result<PathBuf> {
     let triple = host_triple()?;
     let dir = fuzz_dir();
     eprintln!("==> building the fuzz targets (libFuzzer, SanitizerCoverage)");
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(&dir)
+    let status = fuzz_cargo()
         .env("RUSTFLAGS", RUSTFLAGS)
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("CARGO_TARGET_DIR")
         .args(["build", "--release", "--quiet", "--bins", "--locked"])
         .args(["--target", &triple])
         .status()
@@ -242,11 +250,7 @@ pub fn smoke(seconds: u64) -> Result {
 /// catches a stray write), built without the fuzzing flags.
 fn unit_tests() -> Result {
     eprintln!("==> the fuzz targets' support library's tests");
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(fuzz_dir())
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("CARGO_TARGET_DIR")
+    let status = fuzz_cargo()
         .args(["test", "--quiet", "--lib", "--locked"])
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
