@@ -9,7 +9,7 @@ static ALLOC: sim_kernel::memory::CheckingAllocator = sim_kernel::memory::Checki
 
 use common::*;
 use driver::hmulti::Settings;
-use snd_model::{ModelConfig, StreamConfig};
+use snd_model::{Fault, FaultTarget, ModelConfig, StreamConfig};
 use spec::hmulti_audio as hm;
 use spec::virtio_snd::PcmRate;
 
@@ -200,5 +200,89 @@ fn formats_and_channel_counts() {
 fn high_rates_with_many_channels() {
     for rate in [hm::B_SR_176400, hm::B_SR_192000, hm::B_SR_384000] {
         play(8, rate, hm::B_FMT_32BIT, 6);
+    }
+}
+
+/// A duplex client that comes back a fixed part of a period after each exchange returned (the
+/// media add-on's thread is never woken at the instant the period ends), with `count` buffers
+/// of 240 frames (5 ms at 48 kHz), on a device whose capture buffers come back
+/// `capture_lag_us` after their last frame: returns the xruns of the output and the input
+/// stream while it ran, and checks that what was recorded is what the device captured, in
+/// order.
+fn duplex_late(count: u32, late_us: i64, capture_lag_us: i64) -> (usize, usize) {
+    let mut rig = Rig::new(config(2));
+    if capture_lag_us > 0 {
+        // Each capture buffer comes back that long after its last frame (QEMU hands capture
+        // back on its audio timer); the device captures on into the next one meanwhile.
+        rig.model
+            .set_fault(FaultTarget::Rx, Fault::Delay(capture_lag_us));
+    }
+    let card = rig.card(Settings {
+        frames_per_buffer: 240,
+        buffer_count: count,
+        ..Settings::default()
+    });
+    let mut c = Client::init(&card, Some(hm::B_SR_48000), Some(hm::B_FMT_16BIT));
+    let n = c.list.return_playback_buffers as usize;
+    assert_eq!(n, count as usize, "the settings' buffer count");
+    let pb = c.play.bytes();
+    assert_eq!(pb, 240 * 4, "the settings' buffer size");
+    let input = signal(pb * 200, count);
+    let mut recorded = Vec::new();
+    let mut last_rec_cycle = -1;
+    for chunk in input.chunks(pb) {
+        c.exchange(&card).expect("exchange");
+        rig.kernel.clock().advance_by(late_us);
+        let cycle = c.info.playback_buffer_cycle as usize;
+        c.fill(&card, (cycle + n - 1) % n, chunk);
+        let rc = c.info.record_buffer_cycle;
+        if rc != last_rec_cycle && (0..n as i32).contains(&rc) {
+            recorded.extend(c.read_record(&card, rc as usize));
+        }
+        last_rec_cycle = rc;
+    }
+    // Both streams run dry after the stop (the client reads no more, and playback ends
+    // with padding before STOP): only the run itself counts.
+    let xruns = (rig.model.xruns(0).len(), rig.model.xruns(1).len());
+    card.dispatch(hm::B_MULTI_BUFFER_FORCE_STOP, 0, 1)
+        .expect("FORCE_STOP");
+    let produced = rig.model.recorded(1);
+    assert!(
+        recorded.len() >= pb * 190,
+        "{count} buffers, {late_us} µs late, capture {capture_lag_us} µs late: recorded only {} bytes",
+        recorded.len()
+    );
+    assert!(
+        produced.len() >= recorded.len() && produced[..recorded.len()] == recorded[..],
+        "{count} buffers, {late_us} µs late, capture {capture_lag_us} µs late: the recording is not what the device captured"
+    );
+    rig.finish(Some(card));
+    xruns
+}
+
+/// With N buffers the device holds N - 1 periods while the client works, in both directions:
+/// a client late by less than a period never lets either stream run dry, with 2 buffers as
+/// with more. A capture period must reach the client in the exchange of the playback period
+/// it is in step with: handed over one exchange later, it is queued again only at the
+/// exchange after next, and with 2 buffers the device runs out of capture buffers whenever
+/// the client is later than the phase between the streams (as it did when playback was
+/// started first, 0.2 ms late was enough). On a device that hands capture back late the
+/// exchange waits for it (half a period at most), so the client may then be late by the
+/// period less that lag.
+#[test]
+fn a_duplex_client_late_by_less_than_a_period_loses_nothing() {
+    // 5 ms periods; the client late by 0.2, 1.5 and 3.5 ms; capture handed back at once or
+    // 1 ms after its last frame.
+    for count in [2, 3, 4] {
+        for late_us in [200, 1_500, 3_500] {
+            for capture_lag_us in [0, 1_000] {
+                assert_eq!(
+                    duplex_late(count, late_us, capture_lag_us),
+                    (0, 0),
+                    "{count} buffers, client {late_us} µs late, capture {capture_lag_us} µs \
+                     late: xruns (output, input)"
+                );
+            }
+        }
     }
 }

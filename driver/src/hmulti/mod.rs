@@ -825,7 +825,7 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
             return Err(e);
         }
         let (c, due) = self.exchange_wait(period)?;
-        self.exchange_report(&mut st, c, due, count, frames, info);
+        self.exchange_report(&mut st, c, due, (count, frames, period), info);
         Ok(())
     }
 
@@ -843,7 +843,10 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
         let primary = self.primary_stream();
         let result = if !st.running {
             let mut r = Ok(());
-            for s in self.sides() {
+            // Capture starts first: on a device that keeps time its periods then end just
+            // before the playback periods of the same number, and each exchange finds the
+            // capture period in step with the playback period that woke it already there.
+            for s in self.input.iter().chain(&self.output) {
                 let live = if Some(s.stream) != primary && self.kept(s.stream) {
                     // The device still holds this direction's buffers from an earlier run
                     // (vhost-device-sound's null backend never hands capture back): the
@@ -924,18 +927,21 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
 
     /// An exchange's last step: counts the completed period `c` of the primary stream (and,
     /// on a duplex card, the input's next one, if it has come and can have been captured
-    /// by now) in each direction's report, and fills `info` from the reports. Playback
+    /// by now; the one in step with `c` is waited for, half a `period` at most:
+    /// [`completion_in_step`]) in each direction's report, and fills `info` from
+    /// the reports. `count` buffers of `frames` frames last `period` µs each. Playback
     /// reports the buffer after the completed one (the one the client fills next) and its
     /// time plus the device's latency, but never before `due`, the earliest instant the
     /// period can have been played. A direction that is not live reports what it last did
     /// (cycle -1 after a stop: no buffer for the client to read).
+    ///
+    /// [`completion_in_step`]: crate::virtio::pcm::PcmStream::completion_in_step
     fn exchange_report(
         &self,
         st: &mut State,
         c: Completion,
         due: i64,
-        count: u32,
-        frames: i64,
+        (count, frames, period): (u32, i64, i64),
         info: &mut hm::MultiBufferInfo,
     ) {
         if self.output.is_some() {
@@ -958,9 +964,13 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
             let rc = if self.output.is_none() {
                 Some((c, due))
             } else {
+                // A device that completes capture a little after playback (QEMU completes it
+                // on its audio timer): wait for the capture period in step with this
+                // playback period, half a period at most.
                 let k = &*self.kernel;
+                let limit = k.system_time().saturating_add(period / 2);
                 self.engine.stream(inp.stream).and_then(|s| {
-                    let rc = s.take_completion_due_by(k, k.system_time())?;
+                    let rc = s.completion_in_step(k, c.seq, limit)?;
                     Some((rc, rc.earliest_end))
                 })
             };

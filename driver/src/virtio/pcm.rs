@@ -724,6 +724,46 @@ impl PcmStream {
         })
     }
 
+    /// The input side of a duplex exchange: the next completion not yet reported, if it is
+    /// there and can have been captured by now; and if it is period `seq` (the one in step
+    /// with the output period the exchange reports) and has not come yet, waits for it until
+    /// `limit` at most. A capture period handed to the client one exchange late is queued
+    /// again only at the exchange after next, and with 2 buffers the device then runs out
+    /// of capture buffers whenever the client comes back later than the phase between the
+    /// streams. A stream that is not in step (it fell behind after an overrun, or the first
+    /// wait ran out) is taken as it comes, with no wait; so a device that holds capture
+    /// buffers while it runs (QEMU's `wav` backend, vhost-device-sound's null one) delays
+    /// only a run's first exchange.
+    pub fn completion_in_step<K: Kernel>(
+        &self,
+        kernel: &K,
+        seq: u64,
+        limit: i64,
+    ) -> Option<Completion> {
+        loop {
+            let now = kernel.system_time();
+            if let Some(c) = self.take_completion_due_by(kernel, now) {
+                return Some(c);
+            }
+            let (next, arrived, end) = {
+                let r = self.ring.lock(kernel);
+                let end = r.earliest_end(r.reported)?;
+                (r.reported, r.completed > r.reported, end)
+            };
+            if next != seq || now >= limit {
+                return None;
+            }
+            if arrived {
+                // Back before it can have been captured: not before then.
+                kernel.snooze(end.min(limit) - now);
+            } else {
+                // A count left from completions nobody waited for only makes the loop
+                // look again; each was one release, so the loop ends.
+                let _ = self.wake.acquire(kernel, limit - now);
+            }
+        }
+    }
+
     /// Whether the device kept chains of this stream past RELEASE and its grace (it may
     /// never give them back): the stream cannot be configured or started until they come.
     pub fn kept_after_release<K: Kernel>(&self, kernel: &K) -> bool {
