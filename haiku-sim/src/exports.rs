@@ -31,9 +31,8 @@ use spec::kernel_import::{HaikuRelease, SymbolType};
 use super::abi::{FnSig, Signed};
 use super::heap::FreeError;
 use super::meter::{self, Site};
-use super::user::{kernel_read, kernel_read_cstr, kernel_write};
+use super::user::{fault_copy, kernel_read_cstr};
 use super::{current, with_env, Core};
-use sim_kernel::kernel::Poll;
 use sim_kernel::memory::{SimCode, PAGE_SIZE};
 use sim_kernel::report::lock;
 
@@ -463,14 +462,8 @@ pub extern "C" fn sim_release_sem_etc(id: sem_id, count: i32, flags: u32) -> sta
             if count <= 0 && flags & hd::B_RELEASE_ALL == 0 {
                 return hd::B_BAD_VALUE;
             }
-            if k.sem_count(id).is_none() {
-                return hd::B_BAD_SEM_ID;
-            }
             let no_resched = flags & hd::B_DO_NOT_RESCHEDULE != 0;
-            for _ in 0..count.max(1) {
-                k.release_sem(id, no_resched);
-            }
-            hd::B_OK
+            status(k.release_sem_units(id, count.max(1), no_resched))
         },
     )
 }
@@ -785,20 +778,58 @@ pub extern "C" fn sim_unlock_memory(
 
 // ---- user memory ----
 
-/// One side of a `user_memcpy`: client memory (through the user space) or kernel memory
-/// (any other host address, copied without faulting).
-fn read_any(core: &Core, addr: u64, out: &mut [u8]) -> Result<(), Status> {
-    match core.kernel.user_read_if_user(addr, out) {
-        Some(r) => r,
-        None => kernel_read(addr, out).map_err(|()| Status::BAD_ADDRESS),
-    }
+/// Haiku's `user_memcpy` on the simulator: copies `size` bytes from `from` to `to`, each side
+/// client memory (which must lie inside one mapping, reached through its host view) or kernel
+/// memory (any other host address, copied without faulting: [`fault_copy`]). Both sides are
+/// found under one look at the client's address space, held while the bytes move.
+fn copy_any(core: &Core, to: u64, from: u64, size: usize) -> Result<(), Status> {
+    core.kernel.with_user_memory(|u| {
+        let src = u.host(from, size)?;
+        let dst = u.host(to, size)?;
+        match (dst, src) {
+            (Some(d), Some(s)) => {
+                // SAFETY: `host` found `size` bytes of client memory at each, valid while
+                // the user space is held (it is, until this closure returns); they may
+                // overlap (one mapping), which `copy` allows.
+                unsafe { std::ptr::copy(s.as_ptr(), d.as_ptr(), size) };
+                Ok(())
+            }
+            (d, s) => {
+                let d = d.map_or(to as *mut u8, |p| p.as_ptr());
+                let s = s.map_or(from as *const u8, |p| p.as_ptr().cast_const());
+                fault_copy(d, s, size).map_err(|()| Status::BAD_ADDRESS)
+            }
+        }
+    })
 }
 
+/// Writes `data` to client or kernel memory at `addr`, as [`copy_any`].
 fn write_any(core: &Core, addr: u64, data: &[u8]) -> Result<(), Status> {
-    match core.kernel.user_write_if_user(addr, data) {
-        Some(r) => r,
-        None => kernel_write(addr, data).map_err(|()| Status::BAD_ADDRESS),
-    }
+    core.kernel
+        .with_user_memory(|u| match u.host(addr, data.len())? {
+            Some(p) => {
+                // SAFETY: `data.len()` bytes of client memory at `p`, held while this runs; not
+                // `data` (the caller's own buffer is not client memory).
+                unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), p.as_ptr(), data.len()) };
+                Ok(())
+            }
+            None => fault_copy(addr as *mut u8, data.as_ptr(), data.len())
+                .map_err(|()| Status::BAD_ADDRESS),
+        })
+}
+
+/// Reads client or kernel memory at `addr` into `out`, as [`copy_any`].
+fn read_any(core: &Core, addr: u64, out: &mut [u8]) -> Result<(), Status> {
+    core.kernel
+        .with_user_memory(|u| match u.host(addr, out.len())? {
+            Some(p) => {
+                // SAFETY: as in `write_any`, the other way.
+                unsafe { std::ptr::copy_nonoverlapping(p.as_ptr(), out.as_mut_ptr(), out.len()) };
+                Ok(())
+            }
+            None => fault_copy(out.as_mut_ptr(), addr as *const u8, out.len())
+                .map_err(|()| Status::BAD_ADDRESS),
+        })
 }
 
 /// Haiku's `user_memcpy`: `B_BAD_ADDRESS` for any range that is not wholly mapped (user or
@@ -817,21 +848,7 @@ pub extern "C" fn sim_user_memcpy(to: *mut c_void, from: *const c_void, size: us
             }
             core.kernel.forbid_in_interrupt("user_memcpy");
             meter::user_copied(size);
-            // Most copies are an ioctl's argument or one field of it: no heap for those,
-            // and no more zeroing than the copy needs.
-            let mut tiny = [0u8; 64];
-            let mut small: [u8; 512];
-            let mut large = Vec::new();
-            let buf = if size <= tiny.len() {
-                &mut tiny[..size]
-            } else if size <= 512 {
-                small = [0u8; 512];
-                &mut small[..size]
-            } else {
-                large.resize(size, 0);
-                &mut large[..]
-            };
-            status(read_any(core, from, buf).and_then(|()| write_any(core, to, buf)))
+            status(copy_any(core, to, from, size))
         },
     )
 }
@@ -1175,8 +1192,7 @@ pub extern "C" fn sim_stack_chk_fail() {
 pub extern "C" fn sim_system_time() -> bigtime_t {
     with_core(const { Site::kernel("system_time") }, 0, |core| {
         // A driver that spins on the clock lets time pass, as a real CPU would.
-        let _ = core.kernel.busy_poll(Poll::Clock);
-        core.kernel.system_time()
+        core.kernel.poll_clock()
     })
 }
 

@@ -245,6 +245,7 @@ const SLOT_PATIENCE: Duration = Duration::from_secs(300);
 
 impl Core {
     pub(crate) fn record(&self, message: impl Into<String>) {
+        let _sim = SimCode::enter();
         self.kernel.record_failure(message);
     }
 

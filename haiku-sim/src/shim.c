@@ -93,3 +93,37 @@ int sim_haiku_snprintf(char *buffer, size_t size, const char *format, ...)
 	va_end(args);
 	return length;
 }
+
+/*
+ * sim_haiku_fault_copy(dst, src, len): copies len bytes forwards, 8 at a time and then the
+ * rest, and returns 0. A fault on either side returns 1 instead: the simulator's fault
+ * handler (haiku-sim's user.rs), seeing the faulting instruction inside this routine,
+ * resumes the thread at sim_haiku_fault_copy_failed. Haiku's user_memcpy works the same way
+ * (arch_cpu_user_memcpy with the thread's fault handler, src/system/kernel/arch/x86/64/arch.S).
+ * Written in assembly so that the faulting instructions are known and nothing is on the
+ * stack when the copy is abandoned.
+ */
+#if defined(__x86_64__)
+__asm__(
+	".pushsection .text.sim_haiku_fault_copy,\"ax\",@progbits\n"
+	".p2align 4\n"
+	".globl sim_haiku_fault_copy\n"
+	".hidden sim_haiku_fault_copy\n"
+	".type sim_haiku_fault_copy,@function\n"
+	"sim_haiku_fault_copy:\n"
+	"	movq %rdx, %rcx\n"
+	"	shrq $3, %rcx\n"
+	"	rep movsq\n"
+	"	movq %rdx, %rcx\n"
+	"	andq $7, %rcx\n"
+	"	rep movsb\n"
+	"	xorl %eax, %eax\n"
+	"	ret\n"
+	".globl sim_haiku_fault_copy_failed\n"
+	".hidden sim_haiku_fault_copy_failed\n"
+	"sim_haiku_fault_copy_failed:\n"
+	"	movl $1, %eax\n"
+	"	ret\n"
+	".size sim_haiku_fault_copy, . - sim_haiku_fault_copy\n"
+	".popsection\n");
+#endif

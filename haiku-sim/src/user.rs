@@ -15,8 +15,8 @@
 //!
 //! Kernel memory, on the other hand, is any host address outside the user space. Haiku's
 //! `user_memcpy` survives a bad kernel address too (it returns `B_BAD_ADDRESS`); the
-//! simulator gets the same by copying with `process_vm_readv`/`process_vm_writev` on its own
-//! process, which report `EFAULT` instead of faulting.
+//! simulator gets the same as Haiku does, with a copy routine whose faults the handler
+//! turns into a failure return ([`fault_copy`]).
 
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -114,8 +114,8 @@ impl UserMapper for SmapMapper {
         self.start
     }
 
-    fn contains(&self, addr: u64) -> bool {
-        (self.start..self.end).contains(&addr)
+    fn range(&self) -> std::ops::Range<u64> {
+        self.start..self.end
     }
 
     fn map(&self, addr: u64, len: usize) -> Option<Box<dyn UserBacking>> {
@@ -243,7 +243,7 @@ struct OldActions {
 
 static OLD_ACTIONS: OnceLock<OldActions> = OnceLock::new();
 
-fn install_fault_handler() {
+pub(crate) fn install_fault_handler() {
     OLD_ACTIONS.get_or_init(|| {
         let mut segv = empty_sigaction();
         let mut bus = empty_sigaction();
@@ -271,6 +271,9 @@ fn empty_sigaction() -> libc::sigaction {
 static REPORTING: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
+    if recover_fault_copy(ctx) {
+        return;
+    }
     // SAFETY: the kernel passes a valid siginfo for an SA_SIGINFO handler.
     let addr = unsafe { (*info).si_addr() } as u64;
     let start = RANGE_START.load(Ordering::Relaxed);
@@ -382,76 +385,106 @@ impl Line {
 
 // ---- kernel memory, copied without faulting ----
 
-static PROCESS_VM_WORKS: AtomicBool = AtomicBool::new(true);
+// The copy routine is in `shim.c` (`sim_haiku_fault_copy`): it copies forwards and returns 0,
+// or 1 when the fault handler ([`on_fault`]) finds a fault inside it and resumes it at
+// `sim_haiku_fault_copy_failed`, as Haiku's `user_memcpy` does with the thread's fault
+// handler. No system call and no scratch buffer per copy.
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+extern "C" {
+    fn sim_haiku_fault_copy(dst: *mut u8, src: *const u8, len: usize) -> u32;
+    fn sim_haiku_fault_copy_failed();
+}
+
+/// If the fault interrupted [`fault_copy`]'s copy, makes it resume where it returns its
+/// failure; true if so.
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+fn recover_fault_copy(ctx: *mut c_void) -> bool {
+    let rip = instruction_pointer(ctx);
+    let (start, failed) = (
+        sim_haiku_fault_copy as *const () as u64,
+        sim_haiku_fault_copy_failed as *const () as u64,
+    );
+    if !(start..failed).contains(&rip) {
+        return false;
+    }
+    // SAFETY: `instruction_pointer` found a context (non-NULL) for an SA_SIGINFO handler;
+    // its saved instruction pointer is what the thread resumes at, and the copy loop keeps
+    // nothing on the stack, so resuming at its failure exit is a clean return.
+    unsafe {
+        (*(ctx as *mut libc::ucontext_t)).uc_mcontext.gregs[libc::REG_RIP as usize] = failed as i64;
+    }
+    true
+}
+
+#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+fn recover_fault_copy(_ctx: *mut c_void) -> bool {
+    false
+}
+
+/// Copies `len` bytes from `src` to `dst` like a kernel `user_memcpy` would: `Err` instead
+/// of a fault when either side is not mapped (readable at `src`, writable at `dst`). The
+/// bytes before the fault may have been copied. The ranges must not overlap.
+pub(crate) fn fault_copy(dst: *mut u8, src: *const u8, len: usize) -> Result<(), ()> {
+    if len == 0 {
+        return Ok(());
+    }
+    if (src as u64).checked_add(len as u64).is_none()
+        || (dst as u64).checked_add(len as u64).is_none()
+    {
+        return Err(());
+    }
+    install_fault_handler();
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    {
+        // SAFETY: the routine only copies; a fault in it is caught by `on_fault` (installed
+        // above) and turned into its failure return, so any addresses are safe to pass.
+        match unsafe { sim_haiku_fault_copy(dst, src, len) } {
+            0 => Ok(()),
+            _ => Err(()),
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+    {
+        vm_copy(dst, src, len)
+    }
+}
+
+/// Elsewhere: `process_vm_readv` on our own process, which reports `EFAULT` instead of
+/// faulting (the remote side is the kernel address).
+#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+fn vm_copy(dst: *mut u8, src: *const u8, len: usize) -> Result<(), ()> {
+    let mut bounce = vec![0u8; len];
+    let mut io = |local: *mut u8, remote: u64, write: bool| {
+        let l = libc::iovec {
+            iov_base: local.cast(),
+            iov_len: len,
+        };
+        let r = libc::iovec {
+            iov_base: remote as *mut c_void,
+            iov_len: len,
+        };
+        // SAFETY: the local iovec is our own buffer; the kernel checks the remote one.
+        let n = unsafe {
+            if write {
+                libc::process_vm_writev(libc::getpid(), &l, 1, &r, 1, 0)
+            } else {
+                libc::process_vm_readv(libc::getpid(), &l, 1, &r, 1, 0)
+            }
+        };
+        if n == len as isize {
+            Ok(())
+        } else {
+            Err(())
+        }
+    };
+    io(bounce.as_mut_ptr(), src as u64, false)?;
+    io(bounce.as_mut_ptr(), dst as u64, true)
+}
 
 /// Reads host memory at `addr` like a kernel `user_memcpy` would: `Err` instead of a fault
 /// when it is not mapped readable.
 pub(crate) fn kernel_read(addr: u64, out: &mut [u8]) -> Result<(), ()> {
-    vm_copy(addr, out.as_mut_ptr(), out.len(), false)
-}
-
-/// Writes host memory at `addr`; `Err` instead of a fault when it is not mapped writable.
-pub(crate) fn kernel_write(addr: u64, data: &[u8]) -> Result<(), ()> {
-    vm_copy(addr, data.as_ptr().cast_mut(), data.len(), true)
-}
-
-fn vm_copy(addr: u64, local: *mut u8, len: usize, write: bool) -> Result<(), ()> {
-    if len == 0 {
-        return Ok(());
-    }
-    if addr == 0 || addr.checked_add(len as u64).is_none() {
-        return Err(());
-    }
-    if PROCESS_VM_WORKS.load(Ordering::Relaxed) {
-        let mut done = 0usize;
-        while done < len {
-            let l = libc::iovec {
-                // SAFETY: inside the caller's buffer of `len` bytes.
-                iov_base: unsafe { local.add(done) }.cast(),
-                iov_len: len - done,
-            };
-            let r = libc::iovec {
-                iov_base: (addr + done as u64) as *mut c_void,
-                iov_len: len - done,
-            };
-            // SAFETY: the local iovec is the caller's buffer; the remote one is checked by
-            // the kernel, which fails with EFAULT instead of faulting.
-            let n = unsafe {
-                if write {
-                    libc::process_vm_writev(libc::getpid(), &l, 1, &r, 1, 0)
-                } else {
-                    libc::process_vm_readv(libc::getpid(), &l, 1, &r, 1, 0)
-                }
-            };
-            if n > 0 {
-                done += n as usize;
-                continue;
-            }
-            let err = std::io::Error::last_os_error().raw_os_error();
-            if n < 0 && matches!(err, Some(libc::ENOSYS) | Some(libc::EPERM)) && done == 0 {
-                PROCESS_VM_WORKS.store(false, Ordering::Relaxed);
-                eprintln!(
-                    "sim: process_vm_readv/writev are not allowed here; user_memcpy now \
-                     copies kernel memory directly (a bad kernel pointer will crash)"
-                );
-                break;
-            }
-            return Err(());
-        }
-        if done == len {
-            return Ok(());
-        }
-    }
-    // SAFETY: the fallback has no fault protection: the add-on's kernel pointer is trusted,
-    // as on a kernel without fault handlers. Only reached where the syscalls are forbidden.
-    unsafe {
-        if write {
-            std::ptr::copy(local, addr as *mut u8, len);
-        } else {
-            std::ptr::copy(addr as *const u8, local, len);
-        }
-    }
-    Ok(())
+    fault_copy(out.as_mut_ptr(), addr as *const u8, out.len())
 }
 
 /// The NUL-terminated string at kernel address `addr`, read a piece at a time so a short
@@ -473,4 +506,74 @@ pub(crate) fn kernel_read_cstr(addr: u64, limit: usize) -> Result<Vec<u8>, ()> {
         at += chunk.len() as u64;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two fresh pages, the second made inaccessible as `prot` says, and their address.
+    fn two_pages(second: libc::c_int) -> *mut u8 {
+        // SAFETY: a fresh anonymous mapping of two pages, and a protection change of its
+        // own second page.
+        unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                2 * PAGE_SIZE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(p, libc::MAP_FAILED);
+            assert_eq!(
+                libc::mprotect(p.cast::<u8>().add(PAGE_SIZE).cast(), PAGE_SIZE, second),
+                0
+            );
+            p.cast()
+        }
+    }
+
+    #[test]
+    fn fault_copy_copies_every_length_and_fails_instead_of_faulting() {
+        let src: Vec<u8> = (0..40u8).collect();
+        for len in 0..src.len() {
+            let mut dst = [0xeeu8; 41];
+            assert_eq!(fault_copy(dst.as_mut_ptr(), src.as_ptr(), len), Ok(()));
+            assert_eq!(&dst[..len], &src[..len], "{len} bytes");
+            assert!(
+                dst[len..].iter().all(|&b| b == 0xee),
+                "{len}: nothing past the end"
+            );
+        }
+        let mut out = [0u8; 8];
+        assert_eq!(
+            fault_copy(out.as_mut_ptr(), 8 as *const u8, 8),
+            Err(()),
+            "page 0"
+        );
+        assert_eq!(fault_copy(8 as *mut u8, src.as_ptr(), 8), Err(()));
+        // Running off a readable page into one that is not.
+        let p = two_pages(libc::PROT_NONE);
+        // SAFETY: inside the first page, which is readable and writable.
+        let near_end = unsafe { p.add(PAGE_SIZE - 4) };
+        assert_eq!(fault_copy(out.as_mut_ptr(), near_end, 4), Ok(()));
+        assert_eq!(fault_copy(out.as_mut_ptr(), near_end, 5), Err(()));
+        assert_eq!(fault_copy(near_end, src.as_ptr(), 12), Err(()));
+        // A read-only page reads but does not write.
+        let r = two_pages(libc::PROT_READ);
+        // SAFETY: the second page of `r`, mapped read-only.
+        let ro = unsafe { r.add(PAGE_SIZE) };
+        assert_eq!(fault_copy(out.as_mut_ptr(), ro, 8), Ok(()));
+        assert_eq!(out, [0; 8]);
+        assert_eq!(fault_copy(ro, src.as_ptr(), 1), Err(()));
+        // And the handler still lets a copy that works after a fault work.
+        assert_eq!(fault_copy(out.as_mut_ptr(), src.as_ptr(), 8), Ok(()));
+        assert_eq!(out[..], src[..8]);
+        // SAFETY: the two mappings made above, no longer used.
+        unsafe {
+            libc::munmap(p.cast(), 2 * PAGE_SIZE);
+            libc::munmap(r.cast(), 2 * PAGE_SIZE);
+        }
+    }
 }

@@ -12,6 +12,7 @@
 //! inside `SimKernel::run_in_interrupt`, so the kernel's misuse checks apply to the callback.
 
 use std::ffi::{c_char, c_void, CStr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use platform::{PhysEntry, QueueHandler};
@@ -64,7 +65,12 @@ pub(crate) struct Bus {
     delivery: Interrupts,
     /// In shared delivery, the source of spurious interrupts while interrupts are set up.
     spurious: Mutex<Option<Arc<Spurious>>>,
-    stats: Mutex<InterruptStats>,
+    /// `state.queues`, for the queue calls to check a cookie against without a lock.
+    allocated: AtomicUsize,
+    /// What [`Bus::stats`] reports: [`InterruptStats`]' fields, counted as they happen.
+    device_interrupts: AtomicU64,
+    spurious_interrupts: AtomicU64,
+    callbacks_run: AtomicU64,
 }
 
 /// What the bus delivered: the figures `cargo xtask sim` prints.
@@ -87,12 +93,19 @@ impl Bus {
             state: Mutex::new(BusState::default()),
             delivery,
             spurious: Mutex::new(None),
-            stats: Mutex::new(InterruptStats::default()),
+            allocated: AtomicUsize::new(0),
+            device_interrupts: AtomicU64::new(0),
+            spurious_interrupts: AtomicU64::new(0),
+            callbacks_run: AtomicU64::new(0),
         }
     }
 
     pub(crate) fn stats(&self) -> InterruptStats {
-        *lock(&self.stats)
+        InterruptStats {
+            device: self.device_interrupts.load(Ordering::Relaxed),
+            spurious: self.spurious_interrupts.load(Ordering::Relaxed),
+            callbacks: self.callbacks_run.load(Ordering::Relaxed),
+        }
     }
 
     /// The callbacks one interrupt for `queue` runs, in the order the bus manager runs them:
@@ -179,25 +192,37 @@ fn device(site: Site, dev: virtio_device) -> Option<Arc<Core>> {
     Some(core)
 }
 
-/// The environment and queue index of a queue cookie from `alloc_queues`.
-fn queue(site: Site, q: virtio_queue) -> Option<(Arc<Core>, u16)> {
-    let _sim = SimCode::enter();
+/// Runs `f` on the environment and queue index of a queue cookie from `alloc_queues`; a
+/// stranger is a recorded misuse, and then (as without an environment) the answer is
+/// `dead`. Inside a call into the add-on the environment is the one entered, as for the
+/// kernel exports ([`crate::with_env`]).
+fn queue<R>(site: Site, q: virtio_queue, dead: R, f: impl FnOnce(&Core, u16) -> R) -> R {
     site.count();
-    let what = site.name();
-    let core = current()?;
-    let base = core.bus.queues.as_ptr() as usize;
-    let size = std::mem::size_of::<QueueSlot>();
-    let off = (q as usize).wrapping_sub(base);
-    let index = off / size;
-    let allocated = lock(&core.bus.state).queues;
-    if off % size != 0 || index >= allocated {
-        core.record(format!(
-            "virtio {what} with queue cookie {:#x}, which alloc_queues never handed out",
-            q as usize
-        ));
-        return None;
-    }
-    Some((core, index as u16))
+    crate::with_env(|core| {
+        let Some(core) = core else {
+            return dead;
+        };
+        let base = core.bus.queues.as_ptr() as usize;
+        let size = std::mem::size_of::<QueueSlot>();
+        let off = (q as usize).wrapping_sub(base);
+        let index = off / size;
+        if off % size != 0 || index >= core.bus.allocated.load(Ordering::Acquire) {
+            bad_queue(core, site, q);
+            return dead;
+        }
+        f(core, index as u16)
+    })
+}
+
+#[cold]
+#[inline(never)]
+fn bad_queue(core: &Core, site: Site, q: virtio_queue) {
+    let _sim = SimCode::enter();
+    core.record(format!(
+        "virtio {} with queue cookie {:#x}, which alloc_queues never handed out",
+        site.name(),
+        q as usize
+    ));
 }
 
 unsafe extern "C" fn negotiate_features(
@@ -377,6 +402,7 @@ unsafe extern "C" fn alloc_queues(
         return e.0;
     }
     lock(&core.bus.state).queues = count as usize;
+    core.bus.allocated.store(count as usize, Ordering::Release);
     for i in 0..count as usize {
         *lock(&core.bus.queues[i].callback) = None;
         // SAFETY: the driver's array of `count` queue cookies.
@@ -394,6 +420,7 @@ unsafe extern "C" fn free_queues(dev: virtio_device) {
     let interrupts = {
         let mut st = lock(&core.bus.state);
         st.queues = 0;
+        core.bus.allocated.store(0, Ordering::Release);
         st.interrupts
     };
     if interrupts {
@@ -420,7 +447,7 @@ impl QueueHandler for Irq {
         if let Some(spurious) = lock(&core.bus.spurious).clone() {
             spurious.after_interrupt(core.kernel.clock().now());
         }
-        lock(&core.bus.stats).device += 1;
+        core.bus.device_interrupts.fetch_add(1, Ordering::Relaxed);
         run_callbacks(&core, Some(queue));
     }
 }
@@ -436,7 +463,9 @@ fn run_callbacks(core: &Arc<Core>, queue: Option<u16>) {
     if callbacks.is_empty() {
         return;
     }
-    lock(&core.bus.stats).callbacks += callbacks.len() as u64;
+    core.bus
+        .callbacks_run
+        .fetch_add(callbacks.len() as u64, Ordering::Relaxed);
     let core = core.clone();
     on_interrupt_thread(move || {
         for (cb, cookie) in callbacks {
@@ -491,7 +520,7 @@ impl EventSource for Spurious {
         };
         if due.is_some() {
             if let Some(core) = self.core.upgrade() {
-                lock(&core.bus.stats).spurious += 1;
+                core.bus.spurious_interrupts.fetch_add(1, Ordering::Relaxed);
                 run_callbacks(&core, None);
             }
         }
@@ -603,12 +632,16 @@ unsafe extern "C" fn queue_setup_interrupt(
     handler: virtio_callback_func,
     cookie: *mut c_void,
 ) -> status_t {
-    let Some((core, index)) = queue(const { Site::bus("queue_setup_interrupt") }, q) else {
-        return hd::B_BAD_VALUE;
-    };
-    *lock(&core.bus.queues[index as usize].callback) =
-        handler.map(|f| (f as usize, cookie as usize));
-    hd::B_OK
+    queue(
+        const { Site::bus("queue_setup_interrupt") },
+        q,
+        hd::B_BAD_VALUE,
+        |core, index| {
+            *lock(&core.bus.queues[index as usize].callback) =
+                handler.map(|f| (f as usize, cookie as usize));
+            hd::B_OK
+        },
+    )
 }
 
 fn post(
@@ -640,30 +673,43 @@ fn entry(p: &PhysicalEntry) -> PhysEntry {
     }
 }
 
+/// Entries a request may have without the simulator allocating for them.
+const INLINE_ENTRIES: usize = 4;
+
 unsafe extern "C" fn queue_request(
     q: virtio_queue,
     read_entry: *const PhysicalEntry,
     written_entry: *const PhysicalEntry,
     cookie: *mut c_void,
 ) -> status_t {
-    let Some((core, index)) = queue(const { Site::bus("queue_request") }, q) else {
-        return hd::B_BAD_VALUE;
-    };
-    let mut entries = Vec::with_capacity(2);
-    // SAFETY: each is NULL or one entry the driver owns for the call.
-    unsafe {
-        if let Some(r) = read_entry.as_ref() {
-            entries.push(entry(r));
-        }
-        let readable = entries.len();
-        if let Some(w) = written_entry.as_ref() {
-            entries.push(entry(w));
-        }
-        if entries.is_empty() {
-            return hd::B_BAD_VALUE;
-        }
-        post(&core, index, &entries, readable, cookie)
-    }
+    queue(
+        const { Site::bus("queue_request") },
+        q,
+        hd::B_BAD_VALUE,
+        |core, index| {
+            let mut entries = [PhysEntry {
+                address: 0,
+                size: 0,
+            }; 2];
+            let mut n = 0;
+            // SAFETY: each is NULL or one entry the driver owns for the call.
+            unsafe {
+                if let Some(r) = read_entry.as_ref() {
+                    entries[n] = entry(r);
+                    n += 1;
+                }
+                let readable = n;
+                if let Some(w) = written_entry.as_ref() {
+                    entries[n] = entry(w);
+                    n += 1;
+                }
+                if n == 0 {
+                    return hd::B_BAD_VALUE;
+                }
+                post(core, index, &entries[..n], readable, cookie)
+            }
+        },
+    )
 }
 
 unsafe extern "C" fn queue_request_v(
@@ -673,49 +719,70 @@ unsafe extern "C" fn queue_request_v(
     written_count: u64,
     cookie: *mut c_void,
 ) -> status_t {
-    let Some((core, index)) = queue(const { Site::bus("queue_request_v") }, q) else {
-        return hd::B_BAD_VALUE;
-    };
-    let Some(total) = read_count.checked_add(written_count) else {
-        return hd::B_BAD_VALUE;
-    };
-    if total == 0 {
-        return hd::B_BAD_VALUE;
-    }
-    if total > u64::from(core.device.queue_size(index)) {
-        // More descriptors than the ring has (no indirect descriptors are negotiated):
-        // Haiku refuses before it reads the vector.
-        return hd::B_BUSY;
-    }
-    if vector.is_null() {
-        core.record("virtio queue_request_v with a NULL vector");
-        return hd::B_BAD_VALUE;
-    }
-    // SAFETY: the driver's vector of `total` entries (bounded above).
-    let v = unsafe { std::slice::from_raw_parts(vector, total as usize) };
-    let entries: Vec<PhysEntry> = v.iter().map(entry).collect();
-    post(&core, index, &entries, read_count as usize, cookie)
+    queue(
+        const { Site::bus("queue_request_v") },
+        q,
+        hd::B_BAD_VALUE,
+        |core, index| {
+            let Some(total) = read_count.checked_add(written_count) else {
+                return hd::B_BAD_VALUE;
+            };
+            if total == 0 {
+                return hd::B_BAD_VALUE;
+            }
+            if total > u64::from(core.device.queue_size(index)) {
+                // More descriptors than the ring has (no indirect descriptors are
+                // negotiated): Haiku refuses before it reads the vector.
+                return hd::B_BUSY;
+            }
+            if vector.is_null() {
+                core.record("virtio queue_request_v with a NULL vector");
+                return hd::B_BAD_VALUE;
+            }
+            // SAFETY: the driver's vector of `total` entries (bounded above).
+            let v = unsafe { std::slice::from_raw_parts(vector, total as usize) };
+            let mut inline = [PhysEntry {
+                address: 0,
+                size: 0,
+            }; INLINE_ENTRIES];
+            let heap: Vec<PhysEntry>;
+            let entries = if v.len() <= INLINE_ENTRIES {
+                for (to, from) in inline.iter_mut().zip(v) {
+                    *to = entry(from);
+                }
+                &inline[..v.len()]
+            } else {
+                let _sim = SimCode::enter();
+                heap = v.iter().map(entry).collect();
+                &heap[..]
+            };
+            post(core, index, entries, read_count as usize, cookie)
+        },
+    )
 }
 
 unsafe extern "C" fn queue_is_full(q: virtio_queue) -> bool {
-    let Some((core, index)) = queue(const { Site::bus("queue_is_full") }, q) else {
-        return true;
-    };
-    core.device.in_flight(index) >= usize::from(core.device.queue_size(index))
+    queue(
+        const { Site::bus("queue_is_full") },
+        q,
+        true,
+        |core, index| core.device.in_flight(index) >= usize::from(core.device.queue_size(index)),
+    )
 }
 
 unsafe extern "C" fn queue_is_empty(q: virtio_queue) -> bool {
-    let Some((core, index)) = queue(const { Site::bus("queue_is_empty") }, q) else {
-        return true;
-    };
-    core.device.in_flight(index) == 0
+    queue(
+        const { Site::bus("queue_is_empty") },
+        q,
+        true,
+        |core, index| core.device.in_flight(index) == 0,
+    )
 }
 
 unsafe extern "C" fn queue_size(q: virtio_queue) -> u16 {
-    let Some((core, index)) = queue(const { Site::bus("queue_size") }, q) else {
-        return 0;
-    };
-    core.device.queue_size(index)
+    queue(const { Site::bus("queue_size") }, q, 0, |core, index| {
+        core.device.queue_size(index)
+    })
 }
 
 unsafe extern "C" fn queue_dequeue(
@@ -723,31 +790,36 @@ unsafe extern "C" fn queue_dequeue(
     cookie: *mut *mut c_void,
     used_length: *mut u32,
 ) -> bool {
-    let Some((core, index)) = queue(const { Site::bus("queue_dequeue") }, q) else {
-        return false;
-    };
-    let got = {
-        let _sim = SimCode::enter();
-        meter::device_code(|| core.device.queue_dequeue(index))
-    };
-    let Some((c, len)) = got else {
-        // A driver that spins on the queue lets time pass, as a real CPU would.
-        if let Err(why) = core.kernel.busy_poll(Poll::Queue) {
-            panic!("{why}");
-        }
-        return false;
-    };
-    core.kernel.poll_succeeded();
-    // SAFETY: each is NULL or the driver's out parameter.
-    unsafe {
-        if !cookie.is_null() {
-            *cookie = c as usize as *mut c_void;
-        }
-        if !used_length.is_null() {
-            *used_length = len;
-        }
-    }
-    true
+    queue(
+        const { Site::bus("queue_dequeue") },
+        q,
+        false,
+        |core, index| {
+            let got = {
+                let _sim = SimCode::enter();
+                meter::device_code(|| core.device.queue_dequeue(index))
+            };
+            let Some((c, len)) = got else {
+                let _sim = SimCode::enter();
+                // A driver that spins on the queue lets time pass, as a real CPU would.
+                if let Err(why) = core.kernel.busy_poll(Poll::Queue) {
+                    panic!("{why}");
+                }
+                return false;
+            };
+            core.kernel.poll_succeeded();
+            // SAFETY: each is NULL or the driver's out parameter.
+            unsafe {
+                if !cookie.is_null() {
+                    *cookie = c as usize as *mut c_void;
+                }
+                if !used_length.is_null() {
+                    *used_length = len;
+                }
+            }
+            true
+        },
+    )
 }
 
 #[cfg(test)]

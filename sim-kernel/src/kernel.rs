@@ -11,8 +11,9 @@
 //! Time comes from [`crate::clock`]: waiting is what moves it (or, with
 //! [`KernelConfig::real_time`], the host's clock).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell, UnsafeCell};
 use std::fmt;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread;
@@ -106,11 +107,81 @@ struct CpuState {
     /// Nesting depth of interrupt handlers running on this thread.
     in_interrupt: u32,
     /// Addresses of the spinlocks this thread holds.
-    spinlocks: Vec<usize>,
+    spinlocks: Held,
     /// Consecutive endless waits; a driver that retries one in a loop would hang the test.
     endless_waits: u32,
     /// The current run of polls that found nothing (see [`SimKernel::busy_poll`]).
     spin: Spin,
+}
+
+/// Spinlocks held inline: more than a driver holds at once (the fast path needs no heap).
+const HELD_INLINE: usize = 4;
+
+/// The spinlocks one CPU holds, in the order it took them: the first [`HELD_INLINE`]
+/// inline, any more after them in `more`.
+#[derive(Default)]
+struct Held {
+    n: usize,
+    inline: [usize; HELD_INLINE],
+    more: Vec<usize>,
+}
+
+impl Held {
+    fn len(&self) -> usize {
+        self.n + self.more.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    fn contains(&self, addr: usize) -> bool {
+        self.inline[..self.n].contains(&addr) || self.more.contains(&addr)
+    }
+
+    /// Takes note of one more, without the heap while there is room inline.
+    #[inline]
+    fn push_inline(&mut self, addr: usize) -> bool {
+        if self.n == HELD_INLINE {
+            return false;
+        }
+        self.inline[self.n] = addr;
+        self.n += 1;
+        true
+    }
+
+    fn push(&mut self, addr: usize) {
+        if !self.push_inline(addr) {
+            self.more.push(addr);
+        }
+    }
+
+    /// Forgets the last-taken note of `addr`; false if there is none.
+    #[inline]
+    fn remove(&mut self, addr: usize) -> bool {
+        if self.more.is_empty() && self.n > 0 && self.inline[self.n - 1] == addr {
+            self.n -= 1;
+            return true;
+        }
+        self.remove_slow(addr)
+    }
+
+    fn remove_slow(&mut self, addr: usize) -> bool {
+        if let Some(i) = self.more.iter().rposition(|&a| a == addr) {
+            self.more.remove(i);
+            return true;
+        }
+        let Some(i) = self.inline[..self.n].iter().rposition(|&a| a == addr) else {
+            return false;
+        };
+        self.inline.copy_within(i + 1..self.n, i);
+        if self.more.is_empty() {
+            self.n -= 1;
+        } else {
+            self.inline[self.n - 1] = self.more.remove(0);
+        }
+        true
+    }
 }
 
 /// A run of polls that found nothing: `count` of them at simulated time `at`. Once the
@@ -145,17 +216,40 @@ pub const SPIN_FOREVER_US: i64 = 10_000_000;
 
 /// What one simulated CPU is doing, per kernel: each host thread keeps its own in a
 /// thread-local list (a kernel's key, whether the kernel is alive, the state), so the
-/// checks behind every spinlock and interrupt call take no lock and hash nothing. A kernel
-/// is usually the only one a thread has used, at the front; a dead kernel's state is
+/// checks behind every spinlock and interrupt call take no lock and hash nothing. The
+/// state a thread used last is also in `FRONT`, a plain thread-local pair (key, pointer)
+/// that needs no lazy initialisation and no borrow flag: every call but a thread's first
+/// with another kernel finds its state there with one comparison. A dead kernel's state is
 /// dropped when the thread first meets another kernel.
 struct CpuSlot {
     key: u64,
     alive: Weak<()>,
-    state: CpuState,
+    /// Boxed: `FRONT` points at it while the list moves its slots around.
+    state: Box<CpuCell>,
+}
+
+/// One CPU state, lent out by [`SimKernel::with_cpu`] through `FRONT`.
+struct CpuCell {
+    state: UnsafeCell<CpuState>,
+    /// Set while lent out: a nested `with_cpu` is a bug in this file (checked in debug
+    /// builds, which the tests use).
+    #[cfg(debug_assertions)]
+    busy: Cell<bool>,
+}
+
+/// A thread's CPU states; as it goes (thread exit) `FRONT` forgets its pointer.
+struct CpuList(Vec<CpuSlot>);
+
+impl Drop for CpuList {
+    fn drop(&mut self) {
+        let _ = FRONT.try_with(|f| f.set((0, std::ptr::null())));
+    }
 }
 
 thread_local! {
-    static CPUS: RefCell<Vec<CpuSlot>> = const { RefCell::new(Vec::new()) };
+    static CPUS: RefCell<CpuList> = const { RefCell::new(CpuList(Vec::new())) };
+    /// (key, state) of the kernel this thread used last; key 0 (no kernel has it) when none.
+    static FRONT: Cell<(u64, *const CpuCell)> = const { Cell::new((0, std::ptr::null())) };
 }
 
 /// Keys of kernels, never reused (an address could be, by the next kernel).
@@ -187,6 +281,21 @@ struct Inner {
     /// ([`SimKernel::set_timer_slack`]).
     slack: std::sync::atomic::AtomicI64,
     slack_waits: std::sync::atomic::AtomicU32,
+}
+
+/// The client's address space while [`SimKernel::with_user_memory`] holds it.
+pub struct UserMemory<'a>(&'a UserSpace);
+
+impl UserMemory<'_> {
+    /// Where `[addr, addr + len)` is in the host: `Ok(Some(p))` for client memory wholly
+    /// inside one mapping (`p` its first byte, readable and writable for `len` bytes until
+    /// [`SimKernel::with_user_memory`] returns), `Ok(None)` for an address that is not client
+    /// memory ([`SimKernel::is_user_address`] false: kernel memory, for the caller to reach
+    /// without faulting), `Err(BAD_ADDRESS)` for client memory the range does not fit in.
+    #[inline]
+    pub fn host(&self, addr: u64, len: usize) -> KResult<Option<NonNull<u8>>> {
+        self.0.host(addr, len)
+    }
 }
 
 /// The simulated kernel. Cheap to clone: clones are handles to one kernel, so a test keeps
@@ -359,44 +468,63 @@ impl SimKernel {
     }
 
     /// Runs `f` on the calling thread's CPU state in this kernel. `f` must not call
-    /// `with_cpu` again (the state is borrowed meanwhile). The kernel a thread uses is
-    /// kept at the front of its list, so this is one comparison on every call but the
-    /// first.
+    /// `with_cpu` again (the state is lent to it meanwhile): every closure passed here is in
+    /// this file and only reads and writes the state. The state found last is in `FRONT`,
+    /// so this is one comparison on every call but a thread's first with this kernel.
     #[inline]
     fn with_cpu<R>(&self, f: impl FnOnce(&mut CpuState) -> R) -> R {
-        let key = self.inner.cpu_key;
-        CPUS.with(|cpus| {
-            let mut cpus = cpus.borrow_mut();
-            if cpus.first().is_none_or(|c| c.key != key) {
-                self.front_cpu(&mut cpus);
-            }
-            f(&mut cpus[0].state)
-        })
+        let (key, cell) = FRONT.with(Cell::get);
+        let cell = if key == self.inner.cpu_key {
+            cell
+        } else {
+            self.front_cpu()
+        };
+        // SAFETY: `FRONT` holds a pointer only next to the key of the kernel whose state it
+        // is, set by `front_cpu` to a boxed `CpuCell` of this thread's `CPUS` list. That box
+        // lives until the list drops it: `retain` drops only dead kernels' states, and no
+        // live kernel (`self` is one) has a dead one's key (keys are never reused); the
+        // list's own drop at thread exit resets `FRONT` to key 0, which no kernel has. So a
+        // key equal to ours comes with a live state of ours, and it is this thread's alone.
+        let cell = unsafe { &*cell };
+        #[cfg(debug_assertions)]
+        assert!(!cell.busy.replace(true), "SimKernel::with_cpu re-entered");
+        // SAFETY: the only reference to the state while `f` runs: `with_cpu` is its only
+        // way in, on this thread only, and `f` does not call it again (see above).
+        let r = f(unsafe { &mut *cell.state.get() });
+        #[cfg(debug_assertions)]
+        cell.busy.set(false);
+        r
     }
 
-    /// Moves this kernel's CPU state to the front of the thread's list (made if new), after
-    /// dropping dead kernels' states.
+    /// Finds (or makes) this kernel's CPU state in the thread's list, after dropping dead
+    /// kernels' states, and puts it in `FRONT`.
     #[cold]
     #[inline(never)]
-    fn front_cpu(&self, cpus: &mut Vec<CpuSlot>) {
+    fn front_cpu(&self) -> *const CpuCell {
         let _sim = SimCode::enter();
         let key = self.inner.cpu_key;
-        let at = match cpus.iter().position(|c| c.key == key) {
-            Some(i) => i,
-            None => {
-                cpus.retain(|c| c.alive.strong_count() > 0);
-                cpus.push(CpuSlot {
-                    key,
-                    alive: Arc::downgrade(&self.inner.alive),
-                    state: CpuState {
-                        spinlocks: Vec::with_capacity(8),
-                        ..CpuState::default()
-                    },
-                });
-                cpus.len() - 1
-            }
-        };
-        cpus.swap(0, at);
+        CPUS.with(|cpus| {
+            let cpus = &mut cpus.borrow_mut().0;
+            let at = match cpus.iter().position(|c| c.key == key) {
+                Some(i) => i,
+                None => {
+                    cpus.retain(|c| c.alive.strong_count() > 0);
+                    cpus.push(CpuSlot {
+                        key,
+                        alive: Arc::downgrade(&self.inner.alive),
+                        state: Box::new(CpuCell {
+                            state: UnsafeCell::new(CpuState::default()),
+                            #[cfg(debug_assertions)]
+                            busy: Cell::new(false),
+                        }),
+                    });
+                    cpus.len() - 1
+                }
+            };
+            let cell: *const CpuCell = &*cpus[at].state;
+            FRONT.with(|f| f.set((key, cell)));
+            cell
+        })
     }
 
     /// Records each of `problems` (a misuse found on a fast path).
@@ -478,6 +606,45 @@ impl SimKernel {
         }
         clock.advance_to(to);
         Ok(())
+    }
+
+    /// `system_time()` as a poll ([`SimKernel::busy_poll`] with [`Poll::Clock`]): the time
+    /// after it, read once when the caller is not spinning.
+    #[inline]
+    pub fn poll_clock(&self) -> i64 {
+        let now = self.inner.clock.now();
+        if self.with_cpu(|c| {
+            // What `busy_poll` does when the caller is not spinning; the rest is left to it.
+            if c.interrupts_disabled {
+                return true;
+            }
+            if c.spin.advanced_to == Some(now) {
+                return false;
+            }
+            if c.spin.at == now {
+                if c.spin.count >= SPIN_POLLS - 1 {
+                    return false;
+                }
+                c.spin.count += 1;
+                return true;
+            }
+            c.spin = Spin {
+                at: now,
+                count: 1,
+                ..Spin::default()
+            };
+            true
+        }) {
+            return now;
+        }
+        self.poll_clock_slow()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn poll_clock_slow(&self) -> i64 {
+        let _ = self.busy_poll(Poll::Clock);
+        self.inner.clock.now()
     }
 
     /// A queue poll found something: the caller's spin, if any, is over.
@@ -663,18 +830,11 @@ impl SimKernel {
         lock(&self.inner.user).write(addr, data)
     }
 
-    /// [`SimKernel::try_user_read`] if `addr` is client memory ([`SimKernel::is_user_address`]),
-    /// else `None`: both under one look at the user space, for `user_memcpy`'s every call.
-    pub fn user_read_if_user(&self, addr: u64, out: &mut [u8]) -> Option<KResult> {
-        let mut u = lock(&self.inner.user);
-        u.is_user(addr).then(|| u.read(addr, out))
-    }
-
-    /// [`SimKernel::try_user_write`] if `addr` is client memory, else `None` (see
-    /// [`SimKernel::user_read_if_user`]).
-    pub fn user_write_if_user(&self, addr: u64, data: &[u8]) -> Option<KResult> {
-        let mut u = lock(&self.inner.user);
-        u.is_user(addr).then(|| u.write(addr, data))
+    /// Runs `f` with the client's address space held still: `user_memcpy`'s every call
+    /// finds both of its sides in it under one lock, and copies while the mappings it found
+    /// cannot go away.
+    pub fn with_user_memory<R>(&self, f: impl FnOnce(&UserMemory<'_>) -> R) -> R {
+        f(&UserMemory(&lock(&self.inner.user)))
     }
 
     /// Writes a plain-bytes value into client memory.
@@ -753,7 +913,7 @@ impl SimKernel {
         let _sim = SimCode::enter();
         let addr = lock_word as *const AtomicI32 as usize;
         let (enabled, recursive) =
-            self.with_cpu(|c| (!c.interrupts_disabled, c.spinlocks.contains(&addr)));
+            self.with_cpu(|c| (!c.interrupts_disabled, c.spinlocks.contains(addr)));
         if enabled {
             self.record_failure(format!(
                 "acquire_spinlock({addr:#x}) with interrupts enabled"
@@ -971,6 +1131,41 @@ impl SimKernel {
         }
     }
 
+    /// `release_sem_etc` of `count` (at least 1) units of a plain `sem_id`, found once:
+    /// `Err(BAD_SEM_ID)` if it does not exist (not recorded: the caller's status says it),
+    /// else the checks of [`SimKernel::release_sem`] and one wake-up for all the units.
+    pub fn release_sem_units(&self, sem: i32, count: i32, from_interrupt: bool) -> KResult {
+        let released = {
+            let mut t = lock(&self.inner.sems);
+            match t.sems.get_mut(&sem) {
+                Some(s) => {
+                    s.count = s.count.saturating_add(count.max(1));
+                    true
+                }
+                None => false,
+            }
+        };
+        if !released {
+            return Err(Status(hd::B_BAD_SEM_ID));
+        }
+        if !from_interrupt && self.interrupts_disabled() {
+            self.release_sem_rescheduling(sem);
+        }
+        self.inner.clock.notify();
+        Ok(())
+    }
+
+    /// A release that may reschedule with interrupts disabled: recorded.
+    #[cold]
+    #[inline(never)]
+    fn release_sem_rescheduling(&self, sem: i32) {
+        let _sim = SimCode::enter();
+        self.forbid_in_interrupt(&format!(
+            "release_sem({}) without B_DO_NOT_RESCHEDULE",
+            self.sem_name(sem)
+        ));
+    }
+
     /// `disable_interrupts` as the C ABI has it: the previous state as a plain value.
     pub fn disable_interrupts(&self) -> u64 {
         self.with_cpu(|c| {
@@ -1098,18 +1293,15 @@ unsafe impl Kernel for SimKernel {
         let addr = lock_word as *const AtomicI32 as usize;
         // The common case in one look at the CPU: interrupts off, not held here, free.
         let taken = self.with_cpu(|c| {
-            // A push that would grow the list allocates: the slow path does that as the
+            // A note that does not fit inline allocates: the slow path does that as the
             // simulator's own work, not an interrupt handler's.
             let taken = c.interrupts_disabled
-                && c.spinlocks.len() < c.spinlocks.capacity()
-                && !c.spinlocks.contains(&addr)
+                && c.spinlocks.n < HELD_INLINE
+                && !c.spinlocks.inline[..c.spinlocks.n].contains(&addr)
                 && lock_word
                     .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok();
-            if taken {
-                c.spinlocks.push(addr);
-            }
-            taken
+            taken && c.spinlocks.push_inline(addr)
         });
         if !taken {
             self.acquire_spinlock_slow(lock_word);
@@ -1119,13 +1311,7 @@ unsafe impl Kernel for SimKernel {
     fn release_spinlock(&self, lock_word: &AtomicI32) {
         let addr = lock_word as *const AtomicI32 as usize;
         // Locks are released in the reverse order of taking, nearly always.
-        let held_here = self.with_cpu(|c| match c.spinlocks.iter().rposition(|&a| a == addr) {
-            Some(i) => {
-                c.spinlocks.remove(i);
-                true
-            }
-            None => false,
-        });
+        let held_here = self.with_cpu(|c| c.spinlocks.remove(addr));
         if !held_here {
             self.release_spinlock_misused(lock_word);
             return;
@@ -1305,6 +1491,25 @@ mod tests {
         k.fail_create_area_after(0);
         assert_eq!(k.create_area("x", 4096, false), Err(Status::NO_MEMORY));
         k.assert_clean();
+    }
+
+    #[test]
+    fn held_spinlocks_keep_their_order_past_the_inline_ones() {
+        let mut h = Held::default();
+        for a in 1..=7 {
+            h.push(a);
+        }
+        assert_eq!(h.len(), 7);
+        assert!(h.contains(6) && h.contains(2) && !h.contains(8));
+        assert!(h.remove(2), "from the middle of the inline ones");
+        assert!(h.remove(6), "from the overflow");
+        assert!(!h.remove(6), "only once");
+        assert!(h.remove(7) && h.remove(5), "last taken first");
+        assert_eq!(h.len(), 3);
+        for a in [4, 3, 1] {
+            assert!(h.remove(a), "{a}");
+        }
+        assert!(h.is_empty() && !h.contains(1) && !h.remove(1));
     }
 
     #[test]

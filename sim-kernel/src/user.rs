@@ -11,6 +11,9 @@
 //! mappings at their user addresses in the host process, inaccessible there, so that a
 //! direct access is caught and reported as an SMAP violation rather than as a plain crash.
 
+use std::cell::Cell;
+use std::ops::Range;
+use std::ptr::NonNull;
 use std::sync::Arc;
 
 use platform::Status;
@@ -34,8 +37,8 @@ pub trait UserBacking: Send {
 pub trait UserMapper: Send + Sync {
     /// Where `user_alloc` should start handing out addresses.
     fn alloc_base(&self) -> u64;
-    /// Whether `addr` lies in the range this mapper owns (mapped or not).
-    fn contains(&self, addr: u64) -> bool;
+    /// The range this mapper owns, mapped or not (fixed for the mapper's life).
+    fn range(&self) -> Range<u64>;
     /// Backs `[addr, addr + len)`, or `None` if the range is not the mapper's.
     fn map(&self, addr: u64, len: usize) -> Option<Box<dyn UserBacking>>;
 }
@@ -48,14 +51,29 @@ enum Backing {
 /// One mapping: a page-rounded range backed by host bytes.
 struct Mapping {
     len: usize,
-    backing: Backing,
+    /// The first of the `len` host bytes behind it (read once from `backing`, which never
+    /// moves or resizes them).
+    ptr: NonNull<u8>,
+    /// Owns the bytes `ptr` points at.
+    _backing: Backing,
 }
 
+// SAFETY: `ptr` points into `_backing`, which the mapping owns and which is `Send` (a
+// `Vec`, or a `UserBacking`, whose trait requires it); nothing else holds the pointer
+// beyond a borrow of the mapping.
+unsafe impl Send for Mapping {}
+
 impl Mapping {
-    fn bytes(&mut self) -> &mut [u8] {
-        match &mut self.backing {
-            Backing::Heap(v) => v,
+    fn new(len: usize, mut backing: Backing) -> Mapping {
+        let bytes = match &mut backing {
+            Backing::Heap(v) => &mut v[..],
             Backing::Mapped(m) => m.bytes(),
+        };
+        assert_eq!(bytes.len(), len, "a user backing of another size");
+        Mapping {
+            len,
+            ptr: NonNull::new(bytes.as_mut_ptr()).unwrap_or(NonNull::dangling()),
+            _backing: backing,
         }
     }
 }
@@ -67,6 +85,11 @@ pub(crate) struct UserSpace {
     maps: Vec<(u64, Mapping)>,
     next: u64,
     mapper: Option<Arc<dyn UserMapper>>,
+    /// `mapper`'s range (empty without one), asked once.
+    mapper_range: Range<u64>,
+    /// The index of the mapping [`UserSpace::host`] found last: a client's copies mostly go
+    /// to the one it found before, checked with one comparison before any search.
+    last: Cell<usize>,
 }
 
 impl UserSpace {
@@ -75,6 +98,8 @@ impl UserSpace {
             maps: Vec::new(),
             next: USER_ALLOC_BASE,
             mapper: None,
+            mapper_range: 0..0,
+            last: Cell::new(0),
         }
     }
 
@@ -84,6 +109,7 @@ impl UserSpace {
         if let Some(m) = &mapper {
             self.next = self.next.max(m.alloc_base());
         }
+        self.mapper_range = mapper.as_ref().map_or(0..0, |m| m.range());
         self.mapper = mapper;
     }
 
@@ -104,7 +130,7 @@ impl UserSpace {
 
     /// Whether `addr` is client memory: inside a mapping, or in the mapper's range.
     pub(crate) fn is_user(&self, addr: u64) -> bool {
-        self.mapper.as_ref().is_some_and(|m| m.contains(addr))
+        self.mapper_range.contains(&addr)
             || self
                 .below(addr)
                 .is_some_and(|i| addr - self.maps[i].0 < self.maps[i].1.len as u64)
@@ -121,7 +147,7 @@ impl UserSpace {
             Some(b) => Backing::Mapped(b),
             None => Backing::Heap(vec![0; len]),
         };
-        Mapping { len, backing }
+        Mapping::new(len, backing)
     }
 
     /// Maps `len` zeroed bytes (rounded up to pages) and returns the address. Consecutive
@@ -178,33 +204,56 @@ impl UserSpace {
         self.maps.iter().map(|(a, m)| (*a, m.len)).collect()
     }
 
-    /// The mapping and offset holding `[addr, addr + len)` entirely.
-    fn locate(&mut self, addr: u64, len: usize) -> Result<(&mut Mapping, usize), Status> {
-        if addr == 0 || addr < USER_BASE {
+    /// Where `[addr, addr + len)` is in the host, in one look: `Ok(Some(p))` for client
+    /// memory wholly inside one mapping (`p` its first byte, valid while the mapping lives),
+    /// `Ok(None)` for an address that is not client memory (neither mapped nor in the
+    /// mapper's range: kernel memory), `Err(BAD_ADDRESS)` for client memory the range does
+    /// not fit in (unmapped, or running off its mapping's end).
+    pub(crate) fn host(&self, addr: u64, len: usize) -> Result<Option<NonNull<u8>>, Status> {
+        // The mapping at `i`, if it holds `addr`. Mappings never overlap, so the one that
+        // holds it is the one `below` finds, whichever way it was found.
+        let holding = |i: usize| {
+            self.maps
+                .get(i)
+                .filter(|(start, map)| addr.wrapping_sub(*start) < map.len as u64)
+        };
+        let found = holding(self.last.get()).or_else(|| {
+            let i = self.below(addr)?;
+            let m = holding(i)?;
+            self.last.set(i);
+            Some(m)
+        });
+        if let Some((start, map)) = found {
+            let off = (addr - start) as usize;
+            if len > map.len - off {
+                return Err(Status::BAD_ADDRESS);
+            }
+            // SAFETY: `off < map.len` (`holding`): inside the mapping's bytes.
+            return Ok(Some(unsafe { map.ptr.add(off) }));
+        }
+        if self.mapper_range.contains(&addr) {
             return Err(Status::BAD_ADDRESS);
         }
-        let end = addr.checked_add(len as u64).ok_or(Status::BAD_ADDRESS)?;
-        if len > 0 && end - 1 > USER_TOP {
-            return Err(Status::BAD_ADDRESS);
+        Ok(None)
+    }
+
+    /// The client memory `[addr, addr + len)`, wholly inside one mapping.
+    fn locate(&mut self, addr: u64, len: usize) -> Result<&mut [u8], Status> {
+        match self.host(addr, len)? {
+            // SAFETY: `host` found `len` bytes of one mapping at `p`, which `&mut self`
+            // keeps alive and unshared for the slice's life.
+            Some(p) => Ok(unsafe { std::slice::from_raw_parts_mut(p.as_ptr(), len) }),
+            None => Err(Status::BAD_ADDRESS),
         }
-        let i = self.below(addr).ok_or(Status::BAD_ADDRESS)?;
-        let (start, map) = &mut self.maps[i];
-        let off = (addr - *start) as usize;
-        if off.checked_add(len).is_none_or(|e| e > map.len) {
-            return Err(Status::BAD_ADDRESS);
-        }
-        Ok((map, off))
     }
 
     pub(crate) fn read(&mut self, addr: u64, out: &mut [u8]) -> Result<(), Status> {
-        let (map, off) = self.locate(addr, out.len())?;
-        out.copy_from_slice(&map.bytes()[off..off + out.len()]);
+        out.copy_from_slice(self.locate(addr, out.len())?);
         Ok(())
     }
 
     pub(crate) fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), Status> {
-        let (map, off) = self.locate(addr, data.len())?;
-        map.bytes()[off..off + data.len()].copy_from_slice(data);
+        self.locate(addr, data.len())?.copy_from_slice(data);
         Ok(())
     }
 }
