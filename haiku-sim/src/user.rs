@@ -487,23 +487,19 @@ pub(crate) fn kernel_read(addr: u64, out: &mut [u8]) -> Result<(), ()> {
     fault_copy(out.as_mut_ptr(), addr as *const u8, out.len())
 }
 
-/// The NUL-terminated string at kernel address `addr`, read a piece at a time so a short
-/// string at the end of a mapping reads fine; `Err` if it runs into unmapped memory first.
-/// Stops after `limit` bytes without a NUL (returns what it read).
+/// The NUL-terminated string at kernel address `addr`, read a byte at a time as Haiku's
+/// `user_strlcpy` does, so nothing past the NUL is touched (a string at the end of a mapping
+/// or of a heap block reads fine, and memcheck sees no read past the block); `Err` if it runs
+/// into unmapped memory first. Stops after `limit` bytes without a NUL (returns what it read).
 pub(crate) fn kernel_read_cstr(addr: u64, limit: usize) -> Result<Vec<u8>, ()> {
     let mut out = Vec::new();
-    let mut at = addr;
     while out.len() < limit {
-        // Read up to the end of the page so an unmapped next page is never touched early.
-        let room = PAGE_SIZE - (at as usize % PAGE_SIZE);
-        let mut chunk = vec![0u8; room.min(limit - out.len())];
-        kernel_read(at, &mut chunk)?;
-        if let Some(nul) = chunk.iter().position(|&b| b == 0) {
-            out.extend_from_slice(&chunk[..nul]);
-            return Ok(out);
+        let mut b = [0u8];
+        kernel_read(addr.checked_add(out.len() as u64).ok_or(())?, &mut b)?;
+        if b[0] == 0 {
+            break;
         }
-        out.extend_from_slice(&chunk);
-        at += chunk.len() as u64;
+        out.push(b[0]);
     }
     Ok(out)
 }
@@ -575,5 +571,28 @@ mod tests {
             libc::munmap(p.cast(), 2 * PAGE_SIZE);
             libc::munmap(r.cast(), 2 * PAGE_SIZE);
         }
+    }
+
+    /// A kernel string ending at the last byte of a mapping reads whole; one that runs into
+    /// the unmapped page fails; `limit` cuts a string without a NUL.
+    #[test]
+    fn kernel_strings_stop_at_their_nul() {
+        let p = two_pages(libc::PROT_NONE);
+        // SAFETY: the last 4 bytes of the first page, which is readable and writable.
+        let at = unsafe { p.add(PAGE_SIZE - 4) };
+        // SAFETY: as above.
+        unsafe { std::ptr::copy_nonoverlapping(c"abc".as_ptr().cast(), at, 4) };
+        assert_eq!(kernel_read_cstr(at as u64, 64), Ok(b"abc".to_vec()));
+        assert_eq!(kernel_read_cstr(at as u64, 2), Ok(b"ab".to_vec()));
+        // SAFETY: as above.
+        unsafe { *at.add(3) = b'd' };
+        assert_eq!(
+            kernel_read_cstr(at as u64, 64),
+            Err(()),
+            "no NUL before the hole"
+        );
+        assert_eq!(kernel_read_cstr(0, 64), Err(()), "page 0");
+        // SAFETY: the mapping made above, no longer used.
+        unsafe { libc::munmap(p.cast(), 2 * PAGE_SIZE) };
     }
 }
