@@ -968,9 +968,8 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
                 // on its audio timer): wait for the capture period in step with this
                 // playback period, half a period at most.
                 let k = &*self.kernel;
-                let limit = k.system_time().saturating_add(period / 2);
                 self.engine.stream(inp.stream).and_then(|s| {
-                    let rc = s.completion_in_step(k, c.seq, limit)?;
+                    let rc = s.completion_in_step(k, c.seq, period / 2)?;
                     Some((rc, rc.earliest_end))
                 })
             };

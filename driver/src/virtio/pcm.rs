@@ -726,8 +726,8 @@ impl PcmStream {
 
     /// The input side of a duplex exchange: the next completion not yet reported, if it is
     /// there and can have been captured by now; and if it is period `seq` (the one in step
-    /// with the output period the exchange reports) and has not come yet, waits for it until
-    /// `limit` at most. A capture period handed to the client one exchange late is queued
+    /// with the output period the exchange reports) and has not come yet, waits for it
+    /// `max_wait` µs at most. A capture period handed to the client one exchange late is queued
     /// again only at the exchange after next, and with 2 buffers the device then runs out
     /// of capture buffers whenever the client comes back later than the phase between the
     /// streams. A stream that is not in step (it fell behind after an overrun, or the first
@@ -738,10 +738,11 @@ impl PcmStream {
         &self,
         kernel: &K,
         seq: u64,
-        limit: i64,
+        max_wait: i64,
     ) -> Option<Completion> {
+        let mut now = kernel.system_time();
+        let limit = now.saturating_add(max_wait);
         loop {
-            let now = kernel.system_time();
             if let Some(c) = self.take_completion_due_by(kernel, now) {
                 return Some(c);
             }
@@ -761,6 +762,7 @@ impl PcmStream {
                 // look again; each was one release, so the loop ends.
                 let _ = self.wake.acquire(kernel, limit - now);
             }
+            now = kernel.system_time();
         }
     }
 
