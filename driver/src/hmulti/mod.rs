@@ -964,9 +964,11 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
             let rc = if self.output.is_none() {
                 Some((c, due))
             } else {
-                // A device that completes capture a little after playback (QEMU completes it
-                // on its audio timer): wait for the capture period in step with this
-                // playback period, half a period at most.
+                // A device may complete capture a little after playback: QEMU fills capture
+                // buffers in `virtio_snd_pcm_in_cb` (hw/audio/virtio-snd.c), the capture
+                // voice's callback, which `audio_run_in` (audio/audio.c) calls from the
+                // audio timer (every `timer-period` µs, 10 ms by default). Wait for the
+                // capture period in step with this playback period, half a period at most.
                 let k = &*self.kernel;
                 self.engine.stream(inp.stream).and_then(|s| {
                     let rc = s.completion_in_step(k, c.seq, period / 2)?;
