@@ -26,7 +26,8 @@
 //! `play` and `capture` also take `--record` (after the run, write what the add-on recorded
 //! as a WAV file to QEMU's `isa-debugcon` port [`RECORD_PORT`], which the host sends to a
 //! file) and `--min-seconds S` (`play`: continue with silence after the input until S
-//! seconds have passed, so a recording can outlast it). When the first exchange of a stream
+//! seconds have passed, so a recording can outlast it; with `--repeat`, continue with the
+//! input again from its first frame instead, so a long run plays a known signal throughout). When the first exchange of a stream
 //! has returned (the device then runs both ways, and QEMU's audio backend has its input
 //! open) they print [`STREAMING_MARK`], the host's cue to start feeding the microphone: what
 //! a server plays into an input nobody has opened yet is lost.
@@ -69,6 +70,8 @@ pub struct Args {
     pub record: bool,
     /// `play`: the least the stream lasts, in seconds (silence after the input).
     pub min_seconds: f64,
+    /// `play`: reach `min_seconds` by repeating the input instead of with silence.
+    pub repeat: bool,
     /// The driver's settings file (`~/config/settings/kernel/drivers/virtio_sound`).
     pub settings: Option<String>,
     /// `unplug`: seconds of exchanges before [`UNPLUG_MARK`].
@@ -85,7 +88,7 @@ pub enum Mode {
 
 const USAGE: &str = "usage: sim-guest play|capture|cycle|unplug [--addon PATH] [--input WAV] \
                      [--rate HZ] [--rate2 HZ] [--format s16|s32|float|u8] [--seconds S] \
-                     [--device-channels N] [--record] [--min-seconds S] \
+                     [--device-channels N] [--record] [--min-seconds S] [--repeat] \
                      [--settings FILE] [--unplug-after S]";
 
 impl Args {
@@ -110,12 +113,16 @@ impl Args {
             device_channels: None,
             record: false,
             min_seconds: 0.0,
+            repeat: false,
             settings: None,
             unplug_after: 1.0,
         };
         while let Some(flag) = it.next() {
             if flag == "--record" && matches!(a.mode, Mode::Cycle | Mode::Unplug) {
                 return Err(format!("--record: this mode records nothing\n{USAGE}"));
+            }
+            if flag == "--repeat" && a.mode != Mode::Play {
+                return Err(format!("--repeat: only in play mode\n{USAGE}"));
             }
             if flag == "--unplug-after" && a.mode != Mode::Unplug {
                 return Err(format!("--unplug-after: only in unplug mode\n{USAGE}"));
@@ -133,6 +140,7 @@ impl Args {
             };
             match flag.as_str() {
                 "--record" => a.record = true,
+                "--repeat" => a.repeat = true,
                 "--settings" => a.settings = Some(value()?),
                 "--min-seconds" => a.min_seconds = number(value()?)?,
                 "--unplug-after" => a.unplug_after = number(value()?)?,
@@ -217,6 +225,24 @@ pub struct Timing {
     pub jitter_max_us: f64,
     /// Reports used (those with frames > 0).
     pub points: usize,
+}
+
+/// `data` made at least `least` bytes long: with `fill` as a byte of silence, by that
+/// silence; with `None`, by `data` again from its start, as often as it takes (an empty
+/// `data` is left as it is).
+pub fn extend_to(mut data: Vec<u8>, least: usize, fill: Option<u8>) -> Vec<u8> {
+    match fill {
+        Some(b) if data.len() < least => data.resize(least, b),
+        None if !data.is_empty() => {
+            let one = data.len();
+            while data.len() < least {
+                let take = one.min(least - data.len());
+                data.extend_from_within(..take);
+            }
+        }
+        _ => {}
+    }
+    data
 }
 
 /// Timing of a stream at `rate` Hz from its (real_time, frames) reports, one buffer of
@@ -872,12 +898,10 @@ mod real {
                         s.desc.output_channel_count, wav.channels
                     ));
                 }
-                let mut data = wav.data;
                 let least =
                     (args.min_seconds * f64::from(wav.rate)) as usize * s.play.frame_bytes();
-                if data.len() < least {
-                    data.resize(least, s.silence_byte());
-                }
+                let fill = (!args.repeat).then(|| s.silence_byte());
+                let data = super::extend_to(wav.data, least, fill);
                 let recorded = r.stream("play", &d, &mut s, &data, opened);
                 if args.record {
                     send_recording(&mut r, &s, recorded)?;
@@ -1020,6 +1044,9 @@ mod tests {
         let a = Args::parse(&argv("play --input /in.wav --record --min-seconds 4.5")).unwrap();
         assert!(a.record);
         assert_eq!(a.min_seconds, 4.5);
+        assert!(!a.repeat);
+        let a = Args::parse(&argv("play --input /in.wav --min-seconds 60 --repeat")).unwrap();
+        assert!(a.repeat);
         let a = Args::parse(&argv("unplug --unplug-after 1.5 --rate 44100")).unwrap();
         assert_eq!((a.mode, a.unplug_after, a.rate), (Mode::Unplug, 1.5, 44100));
         let a = Args::parse(&argv("capture --settings /s")).unwrap();
@@ -1037,10 +1064,25 @@ mod tests {
             ("play --unplug-after 2", "only in unplug mode"),
             ("unplug --unplug-after 0", "not a positive number"),
             ("play --min-seconds 0", "not a positive number"),
+            ("capture --repeat", "only in play mode"),
         ] {
             let e = Args::parse(&argv(bad)).unwrap_err();
             assert!(e.contains(says), "{bad:?}: {e}");
         }
+    }
+
+    #[test]
+    fn an_input_is_extended_by_silence_or_by_itself() {
+        assert_eq!(extend_to(vec![1, 2, 3], 7, Some(0)), [1, 2, 3, 0, 0, 0, 0]);
+        assert_eq!(extend_to(vec![1, 2, 3], 7, None), [1, 2, 3, 1, 2, 3, 1]);
+        assert_eq!(
+            extend_to(vec![1, 2, 3], 9, None),
+            [1, 2, 3, 1, 2, 3, 1, 2, 3]
+        );
+        // Long enough already, or nothing to repeat: left alone.
+        assert_eq!(extend_to(vec![1, 2, 3], 2, None), [1, 2, 3]);
+        assert_eq!(extend_to(vec![1, 2, 3], 2, Some(0)), [1, 2, 3]);
+        assert_eq!(extend_to(Vec::new(), 4, None), Vec::<u8>::new());
     }
 
     #[test]
