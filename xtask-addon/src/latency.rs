@@ -211,6 +211,10 @@ pub struct Trial {
     pub candidate: Candidate,
     /// Xruns seen (both directions); a simulator run stops at the first.
     pub xruns: u64,
+    /// Where what the device played stopped being what the client played (QEMU's wav
+    /// recording, [`crate::qemu::gaps`]); `None` where the sound is not judged (the
+    /// simulator).
+    pub gaps: Option<Vec<crate::qemu::gaps::Gap>>,
     /// Seconds of audio the run played (less than asked when it stopped at an xrun).
     pub seconds: f64,
     /// Open to the first frames reported played, µs.
@@ -220,8 +224,16 @@ pub struct Trial {
 }
 
 impl Trial {
+    /// No xrun, and no gap in the sound where it was judged.
     pub fn passed(&self) -> bool {
-        self.xruns == 0
+        self.xruns == 0 && self.gaps.as_ref().is_none_or(Vec::is_empty)
+    }
+
+    /// The gaps' count, `-` where the sound was not judged.
+    fn gap_count(&self) -> String {
+        self.gaps
+            .as_ref()
+            .map_or("-".into(), |g| g.len().to_string())
     }
 }
 
@@ -288,9 +300,9 @@ pub fn search(
     })
 }
 
-/// The table of one rate: each candidate tried (smallest first), its xruns, its total
-/// buffering, its start-up latency, the winner, and `reference` (the driver's defaults'
-/// run) below.
+/// The table of one rate: each candidate tried (smallest first), its xruns and gaps, its
+/// total buffering, its start-up latency, the winner, and `reference` (the driver's
+/// defaults' run) below.
 pub fn table(s: &Sweep, seconds: f64, reference: Option<&Trial>) -> String {
     let mut order: Vec<usize> = (0..s.trials.len()).collect();
     order.sort_by_key(|&i| {
@@ -300,16 +312,17 @@ pub fn table(s: &Sweep, seconds: f64, reference: Option<&Trial>) -> String {
     let mut t = format!("{} Hz, {seconds} s per candidate:\n", s.rate);
     let _ = writeln!(
         t,
-        "  {:<14} {:>10} {:>7} {:>10}  note",
-        "buffers", "buffering", "xruns", "start-up"
+        "  {:<14} {:>10} {:>7} {:>5} {:>10}  note",
+        "buffers", "buffering", "xruns", "gaps", "start-up"
     );
     let row = |t: &mut String, mark: &str, tr: &Trial| {
         let _ = writeln!(
             t,
-            "{mark} {:<14} {:>7.2} ms {:>7} {:>10}  {}",
+            "{mark} {:<14} {:>7.2} ms {:>7} {:>5} {:>10}  {}",
             tr.candidate.to_string(),
             tr.candidate.ms(s.rate),
             tr.xruns,
+            tr.gap_count(),
             tr.startup_us
                 .map_or("-".into(), |u| format!("{:.2} ms", u as f64 / 1000.0)),
             tr.note
@@ -323,16 +336,17 @@ pub fn table(s: &Sweep, seconds: f64, reference: Option<&Trial>) -> String {
         Some(w) => {
             let _ = writeln!(
                 t,
-                "  winner: {} frames ({:.2} ms of buffering), 0 xruns over {:.1} s",
+                "  winner: {} frames ({:.2} ms of buffering), 0 xruns{} over {:.1} s",
                 w.candidate,
                 w.candidate.ms(s.rate),
+                if w.gaps.is_some() { ", 0 gaps" } else { "" },
                 w.seconds
             );
         }
         None => {
             let _ = writeln!(
                 t,
-                "  winner: none (the largest candidate had xruns; try larger ones)"
+                "  winner: none (the largest candidate had xruns or gaps; try larger ones)"
             );
         }
     }
@@ -559,6 +573,7 @@ fn sim_play(
     Ok(Trial {
         candidate: got,
         xruns: u64::from(first_xrun.is_some()),
+        gaps: None,
         seconds: played_s,
         startup_us: startup,
         note,
@@ -599,7 +614,8 @@ pub fn run_sim(args: &LatencyArgs, addon: &Path) -> Result {
 /// One QEMU boot playing `seconds` at `rate` with candidate `c` (`None`: the driver's
 /// defaults), through QEMU's `wav` backend; xruns are the guest's: exchanges after which
 /// more than one buffer had completed (the client late) and exchanges that found the device
-/// with nothing queued (it ran dry).
+/// with nothing queued (it ran dry). The guest plays the [`probe`](crate::qemu::gaps::probe)
+/// throughout, and the gaps are where QEMU's recording of it stops being it.
 pub fn qemu_trial(
     guest: &crate::qemu::Guest,
     rate: u32,
@@ -617,9 +633,13 @@ pub fn qemu_trial(
     } else {
         guest.settings = None;
     }
-    // A second of noise, then silence until `seconds` have passed (sim-guest's
-    // --min-seconds): the initramfs stays small however long the run.
-    let wav = crate::qemucmd::noise(rate, 2, seconds.min(1.0), u64::from(rate));
+    // One cycle of the probe, repeated by the guest until `seconds` have passed
+    // (sim-guest's --min-seconds with --repeat, which counts the frames as here): the
+    // initramfs stays small however long the run, and the signal is known throughout.
+    let frames = (seconds * f64::from(rate)) as usize;
+    let wav = crate::qemu::gaps::probe(rate, frames.min(crate::qemu::gaps::PROBE_CYCLE));
+    let frames = frames.max(wav.frames());
+    let played = dir.path().join("played.wav");
     let run = GuestRun {
         args: vec![
             "play".into(),
@@ -629,10 +649,11 @@ pub fn qemu_trial(
             GUEST_INPUT.into(),
             "--min-seconds".into(),
             seconds.to_string(),
+            "--repeat".into(),
         ],
         files: vec![(GUEST_INPUT.to_string(), wav.to_bytes()?)],
         audiodev: Audiodev::Wav {
-            path: dir.path().join("played.wav"),
+            path: played.clone(),
             frequency: rate,
             channels: 2,
         },
@@ -642,6 +663,17 @@ pub fn qemu_trial(
         env: Vec::new(),
     };
     let out = guest.run(&run)?;
+    let recording = crate::qemu::read_qemu_wav(&played)?;
+    if recording.rate != rate {
+        return Err(format!(
+            "{}: QEMU recorded at {} Hz, the guest played {rate} Hz",
+            played.display(),
+            recording.rate
+        )
+        .into());
+    }
+    let audit = crate::qemu::gaps::find_gaps(&recording, frames as u64)
+        .map_err(|e| format!("{}: {e}", played.display()))?;
     let g = out.results.first().ok_or("the guest printed no result")?;
     let num = |k: &str| g.get(k).and_then(serde_json::Value::as_f64);
     let got = Candidate {
@@ -659,19 +691,30 @@ pub fn qemu_trial(
     let late = num("xruns").unwrap_or(0.0) as u64;
     let dry = num("device_ran_dry").unwrap_or(0.0) as u64;
     let ms = |k: &str| num(k).map_or(f64::NAN, |u| u / 1000.0);
+    let mut note = format!(
+        "client late {late}, device ran dry {dry}, errors {}; the client ran after the \
+         period's timestamp: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; recorded: {} frames \
+         of lead-in, {frames} of the signal, {} after",
+        num("errors").unwrap_or(f64::NAN),
+        ms("wake_p50_us"),
+        ms("wake_p99_us"),
+        ms("wake_max_us"),
+        audit.lead,
+        audit.trailing,
+    );
+    for g in audit.gaps.iter().take(5) {
+        let _ = write!(note, "; gap {g}");
+    }
+    if audit.gaps.len() > 5 {
+        let _ = write!(note, "; {} more gaps", audit.gaps.len() - 5);
+    }
     Ok(Trial {
         candidate: got,
         xruns: late + dry,
+        gaps: Some(audit.gaps),
         seconds: num("played_time_us").unwrap_or(0.0) / 1e6,
         startup_us: num("startup_us").map(|u| u as i64),
-        note: format!(
-            "client late {late}, device ran dry {dry}, errors {}; the client ran after the \
-             period's timestamp: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-            num("errors").unwrap_or(f64::NAN),
-            ms("wake_p50_us"),
-            ms("wake_p99_us"),
-            ms("wake_max_us"),
-        ),
+        note,
     })
 }
 
@@ -682,9 +725,22 @@ fn trial_json(t: &Trial, rate: u32) -> serde_json::Value {
         "buffers": t.candidate.buffers,
         "buffering_ms": t.candidate.ms(rate),
         "xruns": t.xruns,
+        "gaps": t.gaps.as_ref().map(|g| g.iter().map(gap_json).collect::<Vec<_>>()),
         "seconds": t.seconds,
         "startup_us": t.startup_us,
         "note": t.note,
+    })
+}
+
+/// A gap as JSON (`--report`).
+fn gap_json(g: &crate::qemu::gaps::Gap) -> serde_json::Value {
+    serde_json::json!({
+        "at_frame": g.at,
+        "expected_frame": g.expected,
+        "frames": g.frames,
+        "silent_frames": g.silent,
+        "resumed_frame": g.resumed,
+        "text": g.to_string(),
     })
 }
 
@@ -740,6 +796,7 @@ mod tests {
         Trial {
             candidate: c,
             xruns,
+            gaps: None,
             seconds: 1.0,
             startup_us: Some(1000),
             note: String::new(),
@@ -894,6 +951,72 @@ mod tests {
             winner: None,
         };
         assert!(table(&none, 1.0, None).contains("winner: none"));
+    }
+
+    #[test]
+    fn a_gap_in_the_sound_fails_a_trial_without_xruns() {
+        use crate::qemu::gaps::Gap;
+        let gap = Gap {
+            at: 5000,
+            expected: 4800,
+            frames: 480,
+            silent: 480,
+            resumed: Some(4800),
+        };
+        let judged = |c: Candidate, gaps: Vec<Gap>| Trial {
+            gaps: Some(gaps),
+            ..trial(c, 0)
+        };
+        assert!(!judged(c(1024, 2), vec![gap.clone()]).passed());
+        assert!(judged(c(1024, 2), vec![]).passed());
+        assert!(trial(c(1024, 2), 0).passed(), "not judged: xruns decide");
+        // 2 x 1024 has a gap and no xrun, 2 x 2048 is clean: the search goes on to it.
+        let s = search(48000, &[c(1024, 2), c(2048, 2)], |x| {
+            Ok(judged(
+                x,
+                if x.frames == 1024 {
+                    vec![gap.clone()]
+                } else {
+                    vec![]
+                },
+            ))
+        })
+        .unwrap();
+        assert_eq!(s.trials[s.winner.unwrap()].candidate, c(2048, 2));
+        assert_eq!(s.trials.len(), 2);
+        let t = table(&s, 60.0, None);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[1].contains("xruns  gaps"), "{t}");
+        // "2 x 1024", 42.67 ms, 0 xruns, 1 gap; the winner 0 and 0.
+        let cells = |l: &str| l.split_whitespace().map(String::from).collect::<Vec<_>>();
+        assert_eq!(
+            cells(lines[2])[..7],
+            ["2", "x", "1024", "42.67", "ms", "0", "1"]
+        );
+        assert_eq!(
+            cells(lines[3])[..8],
+            ["*", "2", "x", "2048", "85.33", "ms", "0", "0"]
+        );
+        assert!(t.contains("0 xruns, 0 gaps over"), "{t}");
+        // Not judged: a dash.
+        let s = Sweep {
+            rate: 48000,
+            trials: vec![trial(c(480, 4), 0)],
+            winner: Some(0),
+        };
+        let t = table(&s, 1.0, None);
+        let row = cells(t.lines().nth(2).unwrap());
+        assert_eq!(
+            row[..8],
+            ["*", "4", "x", "480", "40.00", "ms", "0", "-"],
+            "{t}"
+        );
+        // JSON: the gaps with where they are.
+        let j = trial_json(&judged(c(1024, 2), vec![gap]), 48000);
+        assert_eq!(j["gaps"][0]["at_frame"], 5000);
+        assert_eq!(j["gaps"][0]["silent_frames"], 480);
+        assert_eq!(j["gaps"][0]["resumed_frame"], 4800);
+        assert!(trial_json(&trial(c(480, 4), 0), 48000)["gaps"].is_null());
     }
 
     #[test]

@@ -37,8 +37,11 @@ fn latency_sweep_on_qemu_sets_each_candidate_and_reports_it() {
         let startup = num(t, "startup_us");
         assert!(startup > 0.0 && startup < 1e6, "{t}");
         assert!(t["note"].as_str().unwrap().contains("p99"), "{t}");
+        // The sound was judged: QEMU's recording of the probe, checked for gaps.
+        assert!(t["gaps"].is_array(), "{t}");
+        assert!(t["note"].as_str().unwrap().contains("of the signal"), "{t}");
     }
-    if num(first, "xruns") == 0.0 {
+    if num(first, "xruns") == 0.0 && first["gaps"].as_array().unwrap().is_empty() {
         assert_eq!(trials.len(), 1, "{s}");
     } else {
         assert_eq!(trials.len(), 2, "{s}");
@@ -52,9 +55,19 @@ fn latency_sweep_on_qemu_sets_each_candidate_and_reports_it() {
             "{s}"
         );
     }
-    // The winner, if any, had no xruns.
+    // The winner, if any, had no xruns and no gaps; a trial with either did not win.
     if let Some(w) = s["winner"].as_u64() {
         assert_eq!(num(&trials[w as usize], "xruns"), 0.0, "{s}");
+        assert_eq!(
+            trials[w as usize]["gaps"].as_array().unwrap().len(),
+            0,
+            "{s}"
+        );
+    }
+    if num(first, "xruns") == 0.0 && first["gaps"].as_array().unwrap().is_empty() {
+        assert_eq!(s["winner"].as_u64(), Some(0), "{s}");
+    } else {
+        assert_ne!(s["winner"].as_u64(), Some(0), "{s}");
     }
     // The driver's defaults ran without a settings file: 4 buffers of 10 ms (480 frames at
     // 48 kHz; the settings file's documented defaults: 4 buffers, about 10 ms).

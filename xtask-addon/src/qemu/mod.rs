@@ -20,11 +20,14 @@
 //!   (`--device vhost`), its daemon and what its ALSA backend played;
 //! - [`results`]: the guest's `@@virtio_sound result {json}` lines and the run's verdict, and
 //!   QEMU's wav audio backend as the recording of what the device played;
+//! - [`gaps`]: a known signal for the guest to play, and the places where QEMU's wav
+//!   recording stops being it (what that file holds when the device ran dry: nothing);
 //! - [`backend`]: a boot with a private PulseAudio or JACK server as QEMU's backend, which
 //!   records what the device played and plays what the add-on records.
 
 pub mod backend;
 pub mod debian;
+pub mod gaps;
 pub mod hotplug;
 mod initramfs;
 pub mod prereq;
