@@ -611,6 +611,15 @@ pub fn play<D: Hmulti + ?Sized>(d: &D, s: &mut Session, input: &[u8]) -> Played 
 
 /// [`play`], calling `after` with the exchange's index after each exchange (the first one
 /// returns when the device is running both ways).
+///
+/// A buffer is filled only when the playback cycle is one the client has not filled yet, as
+/// `MultiAudioNode::_OutputThread` (src/add-ons/media/media-add-ons/multi_audio/
+/// MultiAudioNode.cpp) fills one only when `playback_buffer_cycle` differs from the input's
+/// `fOldBufferCycle` (or there is a single buffer): an exchange that fails leaves the cycle
+/// as it was, and writing the next piece of the input into the buffer just filled, before
+/// the driver queued it, would lose a buffer of sound. The media add-on exchanges until it
+/// is stopped; this client gives up once as many exchanges as the input has buffers brought
+/// it no new one.
 pub fn play_observed<D: Hmulti + ?Sized>(
     d: &D,
     s: &mut Session,
@@ -625,8 +634,10 @@ pub fn play_observed<D: Hmulti + ?Sized>(
         ..Default::default()
     };
     let mut last_rec = -1;
+    let mut last_play = -1;
     let chunks = if pb == 0 { 0 } else { input.len().div_ceil(pb) };
-    for k in 0..chunks {
+    let (mut filled, mut exchanges) = (0, 0);
+    while filled < chunks && exchanges - filled < chunks {
         if s.exchange(d) != 0 {
             out.errors += 1;
         }
@@ -634,12 +645,16 @@ pub fn play_observed<D: Hmulti + ?Sized>(
             .push((s.info.played_real_time, s.info.played_frames_count));
         out.rec_reports
             .push((s.info.recorded_real_time, s.info.recorded_frames_count));
-        after(k);
+        after(exchanges);
+        exchanges += 1;
         let cycle = s.info.playback_buffer_cycle;
-        if (0..n as i32).contains(&cycle) {
+        if (0..n as i32).contains(&cycle) && (cycle != last_play || n == 1) {
+            let k = filled;
             let mut chunk = input[k * pb..((k + 1) * pb).min(input.len())].to_vec();
             chunk.resize(pb, 0);
             let _ = s.play.write(d, (cycle as usize + n - 1) % n, &chunk);
+            filled += 1;
+            last_play = cycle;
         }
         let rc = s.info.record_buffer_cycle;
         if rc != last_rec && (0..s.rec.len() as i32).contains(&rc) {
