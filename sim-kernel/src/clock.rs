@@ -24,8 +24,9 @@
 //! `SimKernel::spawn`), so the clock knows they might still release a semaphore and does not
 //! move time while they run.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread::{self, JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
@@ -88,8 +89,31 @@ struct Sched {
     doomed: HashSet<u64>,
 }
 
+thread_local! {
+    /// The clock whose [`Clock::step`] this thread is running events of, if any.
+    static STEPPING: Cell<*const Inner> = const { Cell::new(std::ptr::null()) };
+}
+
+/// Counts a thread in [`Inner::waiting`] for as long as it is inside [`Clock::wait`].
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn enter(count: &'a AtomicUsize) -> Waiting<'a> {
+        count.fetch_add(1, Ordering::SeqCst);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 struct Inner {
     now: AtomicI64,
+    /// Threads inside [`Clock::wait`] (see [`Clock::notify`]).
+    waiting: AtomicUsize,
     sched: Mutex<Sched>,
     cv: Condvar,
     sources: Mutex<Vec<Weak<dyn EventSource>>>,
@@ -134,6 +158,7 @@ impl Clock {
         Clock {
             inner: Arc::new(Inner {
                 now: AtomicI64::new(start),
+                waiting: AtomicUsize::new(0),
                 sched: Mutex::new(Sched {
                     participants,
                     active: 1,
@@ -217,7 +242,22 @@ impl Clock {
     }
 
     /// Tells waiters that something they wait for may have changed (a semaphore release).
+    ///
+    /// The change must be made before this call (an atomic with `SeqCst`, or under a lock
+    /// that a waiter's condition takes). Two cases need no wake-up, and are the common ones
+    /// for a driver's releases: the calling thread is stepping time (an interrupt handler
+    /// run by [`Clock::step`], which wakes every waiter when the step ends, after this
+    /// change), or no thread is inside [`Clock::wait`]: a thread entering it counts itself
+    /// in `waiting` before it first looks at its condition, so either this call sees it
+    /// counted or its look sees the change (both sides are sequentially consistent).
     pub fn notify(&self) {
+        if STEPPING.with(Cell::get) == Arc::as_ptr(&self.inner) {
+            return;
+        }
+        fence(Ordering::SeqCst);
+        if self.inner.waiting.load(Ordering::SeqCst) == 0 {
+            return;
+        }
         let mut s = lock(&self.inner.sched);
         s.gen += 1;
         self.inner.cv.notify_all();
@@ -233,6 +273,7 @@ impl Clock {
         deadline: Option<i64>,
         mut ready: impl FnMut() -> Option<T>,
     ) -> WaitOutcome<T> {
+        let _counted = Waiting::enter(&self.inner.waiting);
         if self.is_real_time() {
             return self.wait_real(deadline, ready);
         }
@@ -388,6 +429,15 @@ impl Clock {
             Some(t) if t <= target => {
                 let t = t.max(now);
                 self.inner.now.store(t, Ordering::SeqCst);
+                let outer = STEPPING.with(|c| c.replace(Arc::as_ptr(&self.inner)));
+                // Restores `outer` however `run_instant` ends.
+                struct Restore(*const Inner);
+                impl Drop for Restore {
+                    fn drop(&mut self) {
+                        STEPPING.with(|c| c.set(self.0));
+                    }
+                }
+                let _restore = Restore(outer);
                 self.run_instant(t);
             }
             _ => self.inner.now.store(target.max(now), Ordering::SeqCst),

@@ -14,6 +14,7 @@
 use std::cell::{Cell, RefCell, UnsafeCell};
 use std::fmt;
 use std::ptr::NonNull;
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread;
@@ -90,14 +91,153 @@ pub struct SemInfo {
     pub count: i32,
 }
 
-struct SemRecord {
-    name: String,
-    count: i32,
+/// Live semaphores at most (more is `B_NO_MORE_SEMS`, as when Haiku's table is full).
+const SEM_SLOTS: usize = 4096;
+
+/// The semaphores. An id lives in slot `id % SEM_SLOTS`, as in Haiku
+/// (`src/system/kernel/sem.cpp`: `slot = id % sMaxSems`, and an id whose slot holds another
+/// id is `B_BAD_SEM_ID`), so finding one is an index, not a search under a lock.
+struct SemTable {
+    /// Per slot: the id of its live semaphore (high 32 bits; 0, which no semaphore has,
+    /// when free) and its count (low 32 bits). One word, changed only by compare-exchange
+    /// against the id the caller named, so an operation on a deleted id never touches the
+    /// semaphore that takes the slot next.
+    slots: Box<[AtomicU64]>,
+    /// Names and the next id: only creation, deletion and reports take this lock.
+    names: Mutex<SemNames>,
 }
 
-struct SemTable {
-    sems: FxHashMap<i32, SemRecord>,
+struct SemNames {
+    names: FxHashMap<i32, String>,
     next_id: i32,
+}
+
+/// What [`SemTable::update`] found.
+enum SemUpdate {
+    /// No such semaphore.
+    Gone,
+    /// The change was declined (`f` returned `None`).
+    Declined,
+    /// The change was made.
+    Done,
+}
+
+impl SemTable {
+    fn new() -> SemTable {
+        SemTable {
+            slots: (0..SEM_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            names: Mutex::new(SemNames {
+                names: FxHashMap::default(),
+                next_id: 1,
+            }),
+        }
+    }
+
+    fn pack(id: i32, count: i32) -> u64 {
+        (u64::from(id as u32) << 32) | u64::from(count as u32)
+    }
+
+    fn id_of(word: u64) -> i32 {
+        (word >> 32) as u32 as i32
+    }
+
+    fn count_of(word: u64) -> i32 {
+        word as u32 as i32
+    }
+
+    /// The slot `id` would live in (`None` for ids no semaphore ever has).
+    fn slot(&self, id: i32) -> Option<&AtomicU64> {
+        if id <= 0 {
+            return None;
+        }
+        self.slots.get(id as usize % SEM_SLOTS)
+    }
+
+    /// A new semaphore with `count` units: its id, the next one whose slot is free.
+    fn create(&self, count: i32, name: &str) -> Option<i32> {
+        let mut n = lock(&self.names);
+        for _ in 0..SEM_SLOTS {
+            let id = n.next_id;
+            n.next_id = n.next_id.checked_add(1).unwrap_or(1);
+            let slot = self.slot(id)?;
+            // Only creation (under `names`) fills a free slot; nothing else touches one.
+            if slot
+                .compare_exchange(0, Self::pack(id, count), SeqCst, SeqCst)
+                .is_ok()
+            {
+                n.names.insert(id, name.to_owned());
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    /// Deletes `id`; false if it does not exist.
+    fn delete(&self, id: i32) -> bool {
+        let mut n = lock(&self.names);
+        let Some(slot) = self.slot(id) else {
+            return false;
+        };
+        let mut word = slot.load(SeqCst);
+        while Self::id_of(word) == id {
+            match slot.compare_exchange_weak(word, 0, SeqCst, SeqCst) {
+                Ok(_) => {
+                    n.names.remove(&id);
+                    return true;
+                }
+                Err(w) => word = w,
+            }
+        }
+        false
+    }
+
+    /// The count of live semaphore `id`.
+    fn count(&self, id: i32) -> Option<i32> {
+        let word = self.slot(id)?.load(SeqCst);
+        (Self::id_of(word) == id).then(|| Self::count_of(word))
+    }
+
+    /// Sets the count of live semaphore `id` to `f(count)`, unless `f` declines (`None`).
+    fn update(&self, id: i32, f: impl Fn(i32) -> Option<i32>) -> SemUpdate {
+        let Some(slot) = self.slot(id) else {
+            return SemUpdate::Gone;
+        };
+        let mut word = slot.load(SeqCst);
+        loop {
+            if Self::id_of(word) != id {
+                return SemUpdate::Gone;
+            }
+            let Some(count) = f(Self::count_of(word)) else {
+                return SemUpdate::Declined;
+            };
+            match slot.compare_exchange_weak(word, Self::pack(id, count), SeqCst, SeqCst) {
+                Ok(_) => return SemUpdate::Done,
+                Err(w) => word = w,
+            }
+        }
+    }
+
+    /// Every live semaphore, by id.
+    fn list(&self) -> Vec<SemInfo> {
+        let n = lock(&self.names);
+        let mut v: Vec<SemInfo> = n
+            .names
+            .iter()
+            .filter_map(|(&id, name)| {
+                Some(SemInfo {
+                    id,
+                    name: name.clone(),
+                    count: self.count(id)?,
+                })
+            })
+            .collect();
+        v.sort_by_key(|s| s.id);
+        v
+    }
+
+    fn name(&self, id: i32) -> Option<String> {
+        lock(&self.names).names.get(&id).cloned()
+    }
 }
 
 /// What one simulated CPU (host thread) is doing.
@@ -266,7 +406,7 @@ struct Inner {
     clock: Clock,
     memory: Arc<Memory>,
     user: Mutex<UserSpace>,
-    sems: Mutex<SemTable>,
+    sems: SemTable,
     /// This kernel's key in every thread's [`CPUS`].
     cpu_key: u64,
     /// Alive while the kernel is: how a thread's [`CPUS`] tells a dead kernel's state.
@@ -347,10 +487,7 @@ impl SimKernel {
                 clock,
                 memory,
                 user: Mutex::new(UserSpace::new()),
-                sems: Mutex::new(SemTable {
-                    sems: FxHashMap::default(),
-                    next_id: 1,
-                }),
+                sems: SemTable::new(),
                 cpu_key: NEXT_CPU_KEY.fetch_add(1, Ordering::Relaxed),
                 alive: Arc::new(()),
                 log: Mutex::new(Vec::new()),
@@ -729,41 +866,29 @@ impl SimKernel {
     // ---- semaphores ----
 
     pub fn sems(&self) -> Vec<SemInfo> {
-        let mut v: Vec<SemInfo> = lock(&self.inner.sems)
-            .sems
-            .iter()
-            .map(|(&id, s)| SemInfo {
-                id,
-                name: s.name.clone(),
-                count: s.count,
-            })
-            .collect();
-        v.sort_by_key(|s| s.id);
-        v
+        self.inner.sems.list()
     }
 
     /// The count of a live semaphore.
+    #[inline]
     pub fn sem_count(&self, sem: i32) -> Option<i32> {
-        lock(&self.inner.sems).sems.get(&sem).map(|s| s.count)
+        self.inner.sems.count(sem)
     }
 
+    #[inline]
     fn try_take(&self, sem: i32) -> Option<KResult> {
-        let mut t = lock(&self.inner.sems);
-        match t.sems.get_mut(&sem) {
-            None => Some(Err(Status(hd::B_BAD_SEM_ID))),
-            Some(s) if s.count > 0 => {
-                s.count -= 1;
-                Some(Ok(()))
-            }
-            Some(_) => None,
+        match self.inner.sems.update(sem, |c| (c > 0).then(|| c - 1)) {
+            SemUpdate::Gone => Some(Err(Status(hd::B_BAD_SEM_ID))),
+            SemUpdate::Done => Some(Ok(())),
+            SemUpdate::Declined => None,
         }
     }
 
     fn sem_name(&self, sem: i32) -> String {
-        lock(&self.inner.sems)
+        self.inner
             .sems
-            .get(&sem)
-            .map_or_else(|| format!("#{sem}"), |s| format!("{:?}", s.name))
+            .name(sem)
+            .map_or_else(|| format!("#{sem}"), |n| format!("{n:?}"))
     }
 
     // ---- user memory (the client's side) ----
@@ -1007,24 +1132,17 @@ impl SimKernel {
                 None => {}
             }
         }
-        let mut t = lock(&self.inner.sems);
-        let id = t.next_id;
-        t.next_id += 1;
-        t.sems.insert(
-            id,
-            SemRecord {
-                name: name.to_owned(),
-                count,
-            },
-        );
-        Ok(id)
+        self.inner
+            .sems
+            .create(count, name)
+            .ok_or(Status(hd::B_NO_MORE_SEMS))
     }
 
     /// `delete_sem` of a plain `sem_id`.
     pub fn delete_sem(&self, sem: i32) {
         let _sim = SimCode::enter();
         self.forbid_in_interrupt("delete_sem");
-        let existed = lock(&self.inner.sems).sems.remove(&sem).is_some();
+        let existed = self.inner.sems.delete(sem);
         if !existed {
             self.record_failure(format!(
                 "delete_sem({}) of a semaphore that does not exist (deleted twice?)",
@@ -1111,17 +1229,8 @@ impl SimKernel {
                 self.sem_name(sem)
             ));
         }
-        let released = {
-            let mut t = lock(&self.inner.sems);
-            match t.sems.get_mut(&sem) {
-                Some(s) => {
-                    s.count = s.count.saturating_add(1);
-                    true
-                }
-                None => false,
-            }
-        };
-        if released {
+        let released = self.inner.sems.update(sem, |c| Some(c.saturating_add(1)));
+        if matches!(released, SemUpdate::Done) {
             self.inner.clock.notify();
         } else {
             self.record_failure(format!(
@@ -1135,17 +1244,12 @@ impl SimKernel {
     /// `Err(BAD_SEM_ID)` if it does not exist (not recorded: the caller's status says it),
     /// else the checks of [`SimKernel::release_sem`] and one wake-up for all the units.
     pub fn release_sem_units(&self, sem: i32, count: i32, from_interrupt: bool) -> KResult {
-        let released = {
-            let mut t = lock(&self.inner.sems);
-            match t.sems.get_mut(&sem) {
-                Some(s) => {
-                    s.count = s.count.saturating_add(count.max(1));
-                    true
-                }
-                None => false,
-            }
-        };
-        if !released {
+        let units = count.max(1);
+        let released = self
+            .inner
+            .sems
+            .update(sem, |c| Some(c.saturating_add(units)));
+        if !matches!(released, SemUpdate::Done) {
             return Err(Status(hd::B_BAD_SEM_ID));
         }
         if !from_interrupt && self.interrupts_disabled() {
@@ -1428,6 +1532,56 @@ mod tests {
         assert!(f[0].contains("would block forever"), "{f:?}");
         k.delete_sem(s);
         k.assert_clean();
+    }
+
+    #[test]
+    fn semaphore_ids_share_slots_without_touching_each_other() {
+        let k = SimKernel::new();
+        let a = k.create_sem(2, "a").unwrap();
+        assert_eq!(a, 1, "ids start at 1");
+        k.delete_sem(a);
+        // Fill every slot but one with semaphores, then wrap around to `a`'s slot: the id
+        // after them lands there, and the dead id `a` does not reach it.
+        let held: Vec<i32> = (0..SEM_SLOTS as i32 - 1)
+            .map(|i| k.create_sem(i, "h").unwrap())
+            .collect();
+        assert_eq!(held[0], 2);
+        let b = k.create_sem(5, "b").unwrap();
+        assert_eq!(b, 1 + SEM_SLOTS as i32, "the next id, in the one free slot");
+        assert_eq!(k.sem_count(a), None);
+        assert_eq!(k.acquire_sem(a, 0), Err(Status(hd::B_BAD_SEM_ID)));
+        k.release_sem(a, false);
+        assert_eq!(
+            k.take_failures().len(),
+            1,
+            "releasing the dead id is recorded"
+        );
+        assert_eq!(k.sem_count(b), Some(5), "untouched by the dead id");
+        assert_eq!(k.create_sem(0, "full"), Err(Status(hd::B_NO_MORE_SEMS)));
+        assert_eq!(k.sem_count(held[7]), Some(7));
+        assert_eq!(k.sems().len(), SEM_SLOTS);
+        assert_eq!(k.sems()[0].name, "h");
+        for id in held.into_iter().chain([b]) {
+            k.delete_sem(id);
+        }
+        assert!(k.sem_count(-3).is_none() && k.sem_count(0).is_none());
+        k.assert_clean();
+    }
+
+    #[test]
+    fn a_release_with_no_waiter_is_seen_by_the_next_wait() {
+        // Nobody waits, so the release wakes nobody; a thread that waits afterwards, or
+        // is entering its wait meanwhile, still finds the unit.
+        for _ in 0..40 {
+            let k = SimKernel::new();
+            let s = k.create_sem(0, "s").unwrap();
+            let k2 = k.clone();
+            let t = k.spawn("taker", move || k2.acquire_sem(s, -1));
+            k.release_sem(s, false);
+            assert_eq!(t.join(), Ok(()));
+            k.delete_sem(s);
+            k.assert_clean();
+        }
     }
 
     #[test]
