@@ -90,6 +90,9 @@ pub(crate) struct UserSpace {
     /// The index of the mapping [`UserSpace::host`] found last: a client's copies mostly go
     /// to the one it found before, checked with one comparison before any search.
     last: Cell<usize>,
+    /// From the first mapping's start to the last one's end (empty without mappings): an
+    /// address outside it and outside `mapper_range` is kernel memory, told without a search.
+    span: Range<u64>,
 }
 
 impl UserSpace {
@@ -100,6 +103,7 @@ impl UserSpace {
             mapper: None,
             mapper_range: 0..0,
             last: Cell::new(0),
+            span: 0..0,
         }
     }
 
@@ -140,6 +144,16 @@ impl UserSpace {
     fn insert(&mut self, addr: u64, mapping: Mapping) {
         let at = self.maps.partition_point(|(a, _)| *a < addr);
         self.maps.insert(at, (addr, mapping));
+        self.respan();
+    }
+
+    /// Sets `span` after the mappings changed. They are sorted and never overlap, so the
+    /// last one ends last.
+    fn respan(&mut self) {
+        self.span = match (self.maps.first(), self.maps.last()) {
+            (Some(first), Some(last)) => first.0..last.0 + last.1.len as u64,
+            _ => 0..0,
+        };
     }
 
     fn new_mapping(&self, addr: u64, len: usize) -> Mapping {
@@ -189,6 +203,7 @@ impl UserSpace {
         match self.maps.binary_search_by_key(&addr, |(a, _)| *a) {
             Ok(i) => {
                 self.maps.remove(i);
+                self.respan();
                 true
             }
             Err(_) => false,
@@ -197,6 +212,7 @@ impl UserSpace {
 
     pub(crate) fn clear(&mut self) {
         self.maps.clear();
+        self.respan();
     }
 
     /// `(start, len)` of every live mapping.
@@ -209,32 +225,50 @@ impl UserSpace {
     /// `Ok(None)` for an address that is not client memory (neither mapped nor in the
     /// mapper's range: kernel memory), `Err(BAD_ADDRESS)` for client memory the range does
     /// not fit in (unmapped, or running off its mapping's end).
+    #[inline]
     pub(crate) fn host(&self, addr: u64, len: usize) -> Result<Option<NonNull<u8>>, Status> {
-        // The mapping at `i`, if it holds `addr`. Mappings never overlap, so the one that
-        // holds it is the one `below` finds, whichever way it was found.
-        let holding = |i: usize| {
-            self.maps
-                .get(i)
-                .filter(|(start, map)| addr.wrapping_sub(*start) < map.len as u64)
-        };
-        let found = holding(self.last.get()).or_else(|| {
-            let i = self.below(addr)?;
-            let m = holding(i)?;
-            self.last.set(i);
-            Some(m)
-        });
-        if let Some((start, map)) = found {
-            let off = (addr - start) as usize;
-            if len > map.len - off {
-                return Err(Status::BAD_ADDRESS);
+        // Mappings never overlap, so the one that holds `addr` is the one `below` finds,
+        // whichever way it was found: first the one found last, then kernel memory told by
+        // the span, then a search.
+        if let Some((start, map)) = self.maps.get(self.last.get()) {
+            let off = addr.wrapping_sub(*start);
+            if off < map.len as u64 {
+                return Self::within(map, off as usize, len);
             }
-            // SAFETY: `off < map.len` (`holding`): inside the mapping's bytes.
-            return Ok(Some(unsafe { map.ptr.add(off) }));
         }
-        if self.mapper_range.contains(&addr) {
+        if !self.span.contains(&addr) && !self.mapper_range.contains(&addr) {
+            return Ok(None);
+        }
+        self.host_searched(addr, len)
+    }
+
+    /// [`UserSpace::host`] past its first looks: a search (which `last` then remembers).
+    #[inline(never)]
+    fn host_searched(&self, addr: u64, len: usize) -> Result<Option<NonNull<u8>>, Status> {
+        let found = self.below(addr).and_then(|i| {
+            let (start, map) = self.maps.get(i)?;
+            let off = addr.wrapping_sub(*start);
+            (off < map.len as u64).then(|| {
+                self.last.set(i);
+                (map, off as usize)
+            })
+        });
+        match found {
+            Some((map, off)) => Self::within(map, off, len),
+            // Client memory (the mapper's range) that is not mapped.
+            None if self.mapper_range.contains(&addr) => Err(Status::BAD_ADDRESS),
+            None => Ok(None),
+        }
+    }
+
+    /// `len` bytes at `off` (inside it) of `map`, if they fit.
+    #[inline]
+    fn within(map: &Mapping, off: usize, len: usize) -> Result<Option<NonNull<u8>>, Status> {
+        if len > map.len - off {
             return Err(Status::BAD_ADDRESS);
         }
-        Ok(None)
+        // SAFETY: `off < map.len` (the caller found it so): inside the mapping's bytes.
+        Ok(Some(unsafe { map.ptr.add(off) }))
     }
 
     /// The client memory `[addr, addr + len)`, wholly inside one mapping.
@@ -320,6 +354,35 @@ mod tests {
         assert_eq!(out, a.to_le_bytes()[..4]);
         u.read(b + 4, &mut out).unwrap();
         assert_eq!(out, b.to_le_bytes()[..4]);
+    }
+
+    #[test]
+    fn host_tells_client_memory_from_kernel_memory() {
+        let mut u = UserSpace::new();
+        let page = PAGE_SIZE as u64;
+        assert_eq!(u.host(USER_ALLOC_BASE, 1), Ok(None), "nothing mapped yet");
+        let a = u.alloc(PAGE_SIZE);
+        let b = u.alloc(PAGE_SIZE);
+        let pa = u.host(a + 8, 8).unwrap().expect("a is client memory");
+        let pb = u.host(b, 8).unwrap().expect("b is client memory");
+        // Back to `a` after `b` was found last, and its bytes are the same ones.
+        assert_eq!(u.host(a + 8, 8).unwrap(), Some(pa));
+        assert_ne!(pa, pb);
+        assert_eq!(
+            u.host(b + page - 4, 8),
+            Err(Status::BAD_ADDRESS),
+            "off b's end"
+        );
+        // Below, between (the guard page: no mapper claims it) and past the mappings.
+        for kernel in [a - 1, a + page, b + page, u64::MAX - 8] {
+            assert_eq!(u.host(kernel, 8), Ok(None), "{kernel:#x}");
+        }
+        assert!(u.free(b));
+        assert_eq!(u.host(b, 8), Ok(None), "b's span is gone with it");
+        let pa0 = u.host(a, 8).unwrap().map(|p| p.as_ptr() as usize);
+        assert_eq!(pa0, Some(pa.as_ptr() as usize - 8));
+        u.clear();
+        assert_eq!(u.host(a, 8), Ok(None));
     }
 
     #[test]
