@@ -306,6 +306,10 @@ impl Held {
         self.remove_slow(addr)
     }
 
+    /// [`Held::remove`] of a lock that is not the last one taken (or with more held than
+    /// fit inline): out of line, so the common release stays small.
+    #[cold]
+    #[inline(never)]
     fn remove_slow(&mut self, addr: usize) -> bool {
         if let Some(i) = self.more.iter().rposition(|&a| a == addr) {
             self.more.remove(i);
@@ -1393,6 +1397,7 @@ unsafe impl Kernel for SimKernel {
         SimKernel::restore_interrupts(self, state.into_raw())
     }
 
+    #[inline]
     fn acquire_spinlock(&self, lock_word: &AtomicI32) {
         let addr = lock_word as *const AtomicI32 as usize;
         // The common case in one look at the CPU: interrupts off, not held here, free.
@@ -1412,6 +1417,7 @@ unsafe impl Kernel for SimKernel {
         }
     }
 
+    #[inline]
     fn release_spinlock(&self, lock_word: &AtomicI32) {
         let addr = lock_word as *const AtomicI32 as usize;
         // Locks are released in the reverse order of taking, nearly always.
