@@ -250,3 +250,81 @@ fn only_driver_written_fields_change() {
     }
     rig.finish(Some(card));
 }
+
+/// BUFFER_EXCHANGE writes back its six fields in the runs they form (`write_fields` joins
+/// fields with no byte between them into one copy): the reserved words between the runs,
+/// and everything else the driver does not own, keep the caller's bytes; every field the
+/// driver owns holds what the exchange reported.
+#[test]
+fn an_exchange_writes_back_only_its_fields() {
+    let mut rig = Rig::new(ModelConfig::default());
+    let card = rig.card(Settings::default());
+    let mut c = Client::init(&card, Some(hm::B_SR_48000), Some(hm::B_FMT_16BIT));
+    c.exchange(&card).expect("the run's first exchange");
+    let mut info: hm::MultiBufferInfo = garbage();
+    info.info_size = core::mem::size_of::<hm::MultiBufferInfo>() as u64;
+    let before = info;
+    ioctl(&card, hm::B_MULTI_BUFFER_EXCHANGE, &mut info).expect("BUFFER_EXCHANGE");
+    let (b, a) = (
+        zerocopy::IntoBytes::as_bytes(&before),
+        zerocopy::IntoBytes::as_bytes(&info),
+    );
+    // The runs: 16..32 (played time and frames), 36..56 (cycle, recorded time and frames),
+    // 60..64 (record cycle); 32..36 and 56..60 are reserved words between them.
+    let owned = [16..32, 36..56, 60..64];
+    for (i, (x, y)) in b.iter().zip(a).enumerate() {
+        if !owned.iter().any(|r| r.contains(&i)) {
+            assert_eq!(
+                x, y,
+                "byte {i} of multi_buffer_info is not the driver's to write"
+            );
+        }
+    }
+    assert!(info.played_real_time > 0 && info.played_frames_count > 0);
+    assert!((0..4).contains(&info.playback_buffer_cycle));
+    assert!((0..4).contains(&info.record_buffer_cycle));
+    assert!(info.recorded_real_time > 0 && info.recorded_frames_count > 0);
+    card.dispatch(hm::B_MULTI_BUFFER_FORCE_STOP, 0, 1)
+        .expect("FORCE_STOP");
+    rig.finish(Some(card));
+}
+
+/// `write_fields` itself: the fields go back, bytes between runs of fields stay the caller's
+/// even when the kernel's copy of the structure holds something else there (a caller thread
+/// may write them while the ioctl runs), and adjacent fields in any run are all written.
+#[test]
+fn write_fields_leaves_the_bytes_between_fields_alone() {
+    let k = sim_kernel::SimKernel::new();
+    let size = core::mem::size_of::<hm::MultiBufferInfo>();
+    let addr = k.user_alloc(size);
+    k.user_write(addr, &vec![GARBAGE; size]);
+    // The kernel's copy: byte i holds i, so any byte written back can be told by its place.
+    let mut value: hm::MultiBufferInfo = garbage();
+    for (i, b) in zerocopy::IntoBytes::as_mut_bytes(&mut value)
+        .iter_mut()
+        .enumerate()
+    {
+        *b = i as u8;
+    }
+    platform::user::write_fields(
+        &k,
+        UserPtr::<hm::MultiBufferInfo>::from_addr(addr),
+        &value,
+        hm::MultiBufferInfo::DRIVER_WRITES,
+    )
+    .expect("write_fields");
+    let got = k.user_read(addr, size);
+    // multi_buffer_info (hmulti_audio.h): played_real_time 16, played_frames_count 24,
+    // playback_buffer_cycle 36, recorded_real_time 40, recorded_frames_count 48,
+    // record_buffer_cycle 60; reserved words at 32 and 56.
+    let owned = [16..32, 36..56, 60..64];
+    for (i, &b) in got.iter().enumerate() {
+        let want = if owned.iter().any(|r| r.contains(&i)) {
+            i as u8
+        } else {
+            GARBAGE
+        };
+        assert_eq!(b, want, "byte {i}");
+    }
+    k.user_free(addr);
+}

@@ -32,7 +32,9 @@ pub fn write<T: IntoBytes + Immutable, K: Kernel>(
 }
 
 /// Writes back only the byte ranges `(name, offset, size)` of `value`: the fields a handler
-/// owns. Every other byte of the caller's structure stays as the caller wrote it.
+/// owns. Every other byte of the caller's structure stays as the caller wrote it. Fields
+/// that follow each other with no byte between them go in one `user_memcpy` (a
+/// BUFFER_EXCHANGE's six fields are three runs), each run in the order given.
 pub fn write_fields<T: IntoBytes + Immutable, K: Kernel>(
     kernel: &K,
     ptr: UserPtr<T>,
@@ -43,9 +45,17 @@ pub fn write_fields<T: IntoBytes + Immutable, K: Kernel>(
         return Err(Status::BAD_ADDRESS);
     }
     let bytes = value.as_bytes();
-    for &(_, offset, size) in fields {
-        let src = bytes.get(offset..offset + size).ok_or(Status::BAD_VALUE)?;
-        kernel.copy_to_user(ptr.addr() + offset as u64, src)?;
+    let mut i = 0;
+    while i < fields.len() {
+        let (_, start, size) = fields[i];
+        let mut end = start.checked_add(size).ok_or(Status::BAD_VALUE)?;
+        i += 1;
+        while let Some(&(_, next, size)) = fields.get(i).filter(|f| f.1 == end) {
+            end = next.checked_add(size).ok_or(Status::BAD_VALUE)?;
+            i += 1;
+        }
+        let src = bytes.get(start..end).ok_or(Status::BAD_VALUE)?;
+        kernel.copy_to_user(ptr.addr() + start as u64, src)?;
     }
     Ok(())
 }
