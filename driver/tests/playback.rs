@@ -244,6 +244,20 @@ fn duplex_late(count: u32, late_us: i64, capture_lag_us: i64) -> (usize, usize) 
     // Both streams run dry after the stop (the client reads no more, and playback ends
     // with padding before STOP): only the run itself counts.
     let xruns = (rig.model.xruns(0).len(), rig.model.xruns(1).len());
+    // Each stream's semaphore counts only completions not taken yet (at most the one that
+    // came while the client was away): counts left behind by completions taken without a
+    // wait would make a later wait spin through them.
+    for sem in rig.kernel.sems() {
+        if sem.name == "virtio_sound period" {
+            assert!(
+                sem.count <= 1,
+                "{count} buffers, {late_us} µs late, capture {capture_lag_us} µs late: \
+                 semaphore {} holds {} counts after 200 exchanges",
+                sem.id,
+                sem.count
+            );
+        }
+    }
     card.dispatch(hm::B_MULTI_BUFFER_FORCE_STOP, 0, 1)
         .expect("FORCE_STOP");
     let produced = rig.model.recorded(1);

@@ -650,8 +650,12 @@ impl PcmStream {
     ) -> KResult<Completion> {
         let mut deadline = kernel.system_time().saturating_add(timeout_micros);
         let mut stalls = 0;
+        let mut woke = false;
         loop {
             if let Some(c) = self.take_completion(kernel) {
+                if !woke {
+                    self.take_count(kernel);
+                }
                 return Ok(c);
             }
             let now = kernel.system_time();
@@ -659,7 +663,7 @@ impl PcmStream {
             if left <= 0 {
                 return Err(Status::TIMED_OUT);
             }
-            let _ = self.wake.acquire(kernel, left);
+            woke |= self.wake.acquire(kernel, left).is_ok();
             let after = kernel.system_time();
             let late = after - now - left;
             if late >= STALL_MICROS && stalls < MAX_STALLS {
@@ -672,6 +676,16 @@ impl PcmStream {
                     .max(after.saturating_add(grace));
             }
         }
+    }
+
+    /// Takes back the semaphore count of a completion taken without a wait that consumed
+    /// one (a wait of 0 µs; none if its release has not come yet). `complete` releases the
+    /// semaphore once per completion; left behind, the counts grow without bound where
+    /// completions are taken without waiting (the input of a duplex card, a client that is
+    /// always late), and the next real wait would return at once once for each of them,
+    /// spinning through all of them without time passing.
+    fn take_count<K: Kernel>(&self, kernel: &K) {
+        let _ = self.wake.acquire(kernel, 0);
     }
 
     /// The next completion not yet reported, if one is there.
@@ -742,8 +756,12 @@ impl PcmStream {
     ) -> Option<Completion> {
         let mut now = kernel.system_time();
         let limit = now.saturating_add(max_wait);
+        let mut woke = false;
         loop {
             if let Some(c) = self.take_completion_due_by(kernel, now) {
+                if !woke {
+                    self.take_count(kernel);
+                }
                 return Some(c);
             }
             let (next, arrived, end) = {
@@ -758,9 +776,7 @@ impl PcmStream {
                 // Back before it can have been captured: not before then.
                 kernel.snooze(end.min(limit) - now);
             } else {
-                // A count left from completions nobody waited for only makes the loop
-                // look again; each was one release, so the loop ends.
-                let _ = self.wake.acquire(kernel, limit - now);
+                woke |= self.wake.acquire(kernel, limit - now).is_ok();
             }
             now = kernel.system_time();
         }
