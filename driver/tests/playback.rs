@@ -206,17 +206,12 @@ fn high_rates_with_many_channels() {
 /// A duplex client that comes back a fixed part of a period after each exchange returned (the
 /// media add-on's thread is never woken at the instant the period ends), with `count` buffers
 /// of 240 frames (5 ms at 48 kHz), on a device whose capture buffers come back
-/// `capture_lag_us` after their last frame: returns the xruns of the output and the input
+/// `capture_lag_us` after their last frame once the run is going: returns the xruns of the output and the input
 /// stream while it ran, and checks that what was recorded is what the device captured, in
 /// order.
 fn duplex_late(count: u32, late_us: i64, capture_lag_us: i64) -> (usize, usize) {
     let mut rig = Rig::new(config(2));
-    if capture_lag_us > 0 {
-        // Each capture buffer comes back that long after its last frame (QEMU hands capture
-        // back on its audio timer); the device captures on into the next one meanwhile.
-        rig.model
-            .set_fault(FaultTarget::Rx, Fault::Delay(capture_lag_us));
-    }
+
     let card = rig.card(Settings {
         frames_per_buffer: 240,
         buffer_count: count,
@@ -230,8 +225,15 @@ fn duplex_late(count: u32, late_us: i64, capture_lag_us: i64) -> (usize, usize) 
     let input = signal(pb * 200, count);
     let mut recorded = Vec::new();
     let mut last_rec_cycle = -1;
-    for chunk in input.chunks(pb) {
+    for (k, chunk) in input.chunks(pb).enumerate() {
         c.exchange(&card).expect("exchange");
+        if k == 0 && capture_lag_us > 0 {
+            // From the second period on, each capture buffer comes back that long after its
+            // last frame (QEMU hands capture back on its audio timer); the device captures
+            // on into the next one meanwhile.
+            rig.model
+                .set_fault(FaultTarget::Rx, Fault::Delay(capture_lag_us));
+        }
         rig.kernel.clock().advance_by(late_us);
         let cycle = c.info.playback_buffer_cycle as usize;
         c.fill(&card, (cycle + n - 1) % n, chunk);
@@ -281,8 +283,8 @@ fn duplex_late(count: u32, late_us: i64, capture_lag_us: i64) -> (usize, usize) 
 /// exchange after next, and with 2 buffers the device runs out of capture buffers whenever
 /// the client is later than the phase between the streams (as it did when playback was
 /// started first, 0.2 ms late was enough). On a device that hands capture back late the
-/// exchange waits for it (half a period at most), so the client may then be late by the
-/// period less that lag.
+/// exchange waits for it (half a period at most, once the stream has completed a period),
+/// so the client may then be late by the period less that lag.
 #[test]
 fn a_duplex_client_late_by_less_than_a_period_loses_nothing() {
     // 5 ms periods; the client late by 0.2, 1.5 and 3.5 ms; capture handed back at once or

@@ -744,10 +744,12 @@ impl PcmStream {
     /// `max_wait` µs at most. A capture period handed to the client one exchange late is queued
     /// again only at the exchange after next, and with 2 buffers the device then runs out
     /// of capture buffers whenever the client comes back later than the phase between the
-    /// streams. A stream that is not in step (it fell behind after an overrun, or the first
-    /// wait ran out) is taken as it comes, with no wait; so a device that holds capture
-    /// buffers while it runs (QEMU's `wav` backend, vhost-device-sound's null one) delays
-    /// only a run's first exchange.
+    /// streams. There is no wait before the stream has completed a period in this run (a
+    /// device that holds capture buffers while it runs, QEMU's `wav` backend or
+    /// vhost-device-sound's null one, must not delay the run's first exchanges: on QEMU
+    /// under TCG half a period less slack at start-up made playback run dry), nor for a
+    /// stream that is not in step (it fell behind after an overrun, or its first period
+    /// came after the first exchange): those are taken as they come.
     pub fn completion_in_step<K: Kernel>(
         &self,
         kernel: &K,
@@ -764,12 +766,12 @@ impl PcmStream {
                 }
                 return Some(c);
             }
-            let (next, arrived, end) = {
+            let (next, any, arrived, end) = {
                 let r = self.ring.lock(kernel);
                 let end = r.earliest_end(r.reported)?;
-                (r.reported, r.completed > r.reported, end)
+                (r.reported, r.completed > 0, r.completed > r.reported, end)
             };
-            if next != seq || now >= limit {
+            if next != seq || !any || now >= limit {
                 return None;
             }
             if arrived {
