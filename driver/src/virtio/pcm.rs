@@ -12,7 +12,9 @@ use spec::virtio_snd::{
 };
 use zerocopy::little_endian::U32 as Le32;
 
+use core::sync::atomic::{AtomicU64, Ordering};
 use platform::dma::{BufferArea, DmaRegion};
+
 use platform::sync::{Semaphore, SpinLock};
 use platform::{KResult, Kernel, LogLevel, PhysEntry, Status, VirtioDevice};
 
@@ -234,6 +236,10 @@ pub struct PcmStream {
     pub info: PcmInfo,
     headers: DmaRegion,
     ring: SpinLock<Ring>,
+    /// `completed - reported` of the ring, stored under its lock whenever either changes:
+    /// a waiter reads it without the lock to learn whether a completion is there to take
+    /// (a stale 0 costs nothing: the completion's semaphore release comes after the store).
+    unreported: AtomicU64,
     state: SpinLock<PcmState>,
     wake: Semaphore,
 }
@@ -299,6 +305,7 @@ impl PcmStream {
             info,
             headers,
             ring: SpinLock::new(Ring::new()),
+            unreported: AtomicU64::new(0),
             state: SpinLock::new(PcmState::Initial),
             wake,
         })
@@ -510,6 +517,7 @@ impl PcmStream {
             r.completed = 0;
             r.reported = 0;
             r.early = 0;
+            self.publish(&r);
         }
         self.refill(io)?;
         {
@@ -622,6 +630,7 @@ impl PcmStream {
             r.early >>= 1;
             r.completed += 1;
         }
+        self.publish(&r);
         if self.is_output() {
             // How far the device is ahead of real time; the most it ever was is what the stop
             // padding must cover (a stall since START makes the current figure too small).
@@ -648,34 +657,53 @@ impl PcmStream {
         kernel: &K,
         timeout_micros: i64,
     ) -> KResult<Completion> {
-        let mut deadline = kernel.system_time().saturating_add(timeout_micros);
+        let mut deadline = None;
         let mut stalls = 0;
         let mut woke = false;
+        // The last wait: when it began and how long it asked for. The clock is read after a
+        // wait only if there is no completion to take then: as the next turn's `now`.
+        let mut waited: Option<(i64, i64)> = None;
         loop {
-            if let Some(c) = self.take_completion(kernel) {
+            if let Some(c) = self.take_unreported(kernel) {
                 if !woke {
                     self.take_count(kernel);
                 }
                 return Ok(c);
             }
             let now = kernel.system_time();
-            let left = deadline - now;
+            let deadline = deadline.get_or_insert(now.saturating_add(timeout_micros));
+            if let Some((began, asked)) = waited.take() {
+                let late = now - began - asked;
+                if late >= STALL_MICROS && stalls < MAX_STALLS {
+                    stalls += 1;
+                    // At least a quarter of the timeout more after a late return: the
+                    // interrupts that were pending while we did not run come first.
+                    let grace = (timeout_micros / 4).max(1_000);
+                    *deadline = deadline.saturating_add(late).max(now.saturating_add(grace));
+                }
+            }
+            let left = *deadline - now;
             if left <= 0 {
                 return Err(Status::TIMED_OUT);
             }
             woke |= self.wake.acquire(kernel, left).is_ok();
-            let after = kernel.system_time();
-            let late = after - now - left;
-            if late >= STALL_MICROS && stalls < MAX_STALLS {
-                stalls += 1;
-                // At least a quarter of the timeout more after a late return: the
-                // interrupts that were pending while we did not run come first.
-                let grace = (timeout_micros / 4).max(1_000);
-                deadline = deadline
-                    .saturating_add(late)
-                    .max(after.saturating_add(grace));
-            }
+            waited = Some((now, left));
         }
+    }
+
+    /// The next completion not yet reported, if one is there; the ring is not locked to
+    /// learn that none is.
+    fn take_unreported<K: Kernel>(&self, kernel: &K) -> Option<Completion> {
+        if self.unreported.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        self.take_completion(kernel)
+    }
+
+    /// Stores `unreported` from the ring (held locked by the caller).
+    fn publish(&self, r: &Ring) {
+        self.unreported
+            .store(r.completed - r.reported, Ordering::Release);
     }
 
     /// Takes back the semaphore count of a completion taken without a wait that consumed
@@ -708,6 +736,7 @@ impl PcmStream {
         }
         let idx = (seq % p.periods as u64) as usize;
         r.reported += 1;
+        self.publish(&r);
         let (time, used) = (r.times[idx], r.used[idx]);
         drop(r);
         let mut status = [0u8; 8];
