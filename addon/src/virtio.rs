@@ -203,17 +203,27 @@ impl VirtioDevice for HaikuVirtio {
     }
 
     fn queue_dequeue(&self, queue: u16) -> Option<(u64, u32)> {
-        let q = self.queue(queue).ok()?;
-        let f = self.iface().queue_dequeue?;
-        let mut cookie: *mut c_void = core::ptr::null_mut();
-        let mut len = 0u32;
+        let mut one = [(0, 0)];
+        (self.queue_dequeue_into(queue, &mut one) == 1).then_some(one[0])
+    }
+
+    fn queue_dequeue_into(&self, queue: u16, out: &mut [(u64, u32)]) -> usize {
+        let (Ok(q), Some(f)) = (self.queue(queue), self.iface().queue_dequeue) else {
+            return 0;
+        };
         let _serial = self.queue_locks[usize::from(queue)].lock(&HaikuKernel);
-        // SAFETY: out pointers to locals.
-        if unsafe { f(q, &mut cookie, &mut len) } {
-            Some((cookie as usize as u64, len))
-        } else {
-            None
+        let mut n = 0;
+        while let Some(slot) = out.get_mut(n) {
+            let mut cookie: *mut c_void = core::ptr::null_mut();
+            let mut len = 0u32;
+            // SAFETY: out pointers to locals.
+            if !unsafe { f(q, &mut cookie, &mut len) } {
+                break;
+            }
+            *slot = (cookie as usize as u64, len);
+            n += 1;
         }
+        n
     }
 
     fn queue_size(&self, queue: u16) -> u16 {

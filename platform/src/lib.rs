@@ -289,6 +289,20 @@ pub trait VirtioDevice: Send + Sync + 'static {
     ) -> KResult;
     /// One used chain: its cookie and the number of bytes the device wrote.
     fn queue_dequeue(&self, queue: u16) -> Option<(u64, u32)>;
+    /// Used chains, in order, into `out` until it is full or the queue has none left: how
+    /// many (fewer than `out.len()` means none was left). One call serialises once for all
+    /// of them, where `queue_dequeue` would for each and once more for the empty answer.
+    fn queue_dequeue_into(&self, queue: u16, out: &mut [(u64, u32)]) -> usize {
+        let mut n = 0;
+        while let Some(slot) = out.get_mut(n) {
+            let Some(used) = self.queue_dequeue(queue) else {
+                break;
+            };
+            *slot = used;
+            n += 1;
+        }
+        n
+    }
     fn queue_size(&self, queue: u16) -> u16;
     /// Disables interrupts; no handler call runs after this returns.
     fn free_interrupts(&self);

@@ -529,3 +529,30 @@ fn devices_as_they_really_are() {
         }
     }
 }
+
+/// One interrupt can find more used chains than the add-on takes under one hold of the
+/// queue (eight): it takes them all in that interrupt and posts every event buffer again.
+#[test]
+fn one_interrupt_takes_every_used_event_buffer() {
+    let a = Addon::load(addon(), device(2), None).unwrap();
+    let d = a.open_first().unwrap();
+    let event = spec::virtio_snd::VIRTIO_SND_VQ_EVENT;
+    let k = a.kernel().clone();
+    k.clock().advance_by(1_000);
+    let stocked = a.model().held(event);
+    assert_eq!(stocked, 16, "the add-on stocks 16 event buffers");
+    for round in 1..=2 {
+        let before = a.model().interrupts(event);
+        for _ in 0..16 {
+            a.model()
+                .inject_event(spec::virtio_snd::DeviceEvent::PcmXrun { stream_id: 0 });
+        }
+        k.clock().advance_by(1_000);
+        assert_eq!(a.model().interrupts(event) - before, 1, "round {round}");
+        assert_eq!(a.model().used_pending(event), 0, "round {round}");
+        assert_eq!(a.model().held(event), 16, "round {round}");
+    }
+    assert_eq!(a.model().events_dropped(), 0);
+    drop(d);
+    a.unload().unwrap_or_else(|v| panic!("{}", v.join("\n")));
+}
