@@ -1,5 +1,6 @@
 //! `VirtioDevice` over Haiku's `virtio_device_interface`.
 
+use alloc::boxed::Box;
 use alloc::sync::Arc;
 use core::ffi::{c_char, c_void};
 use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
@@ -24,13 +25,18 @@ const QUEUES: usize = 4;
 /// no other call uses the queues (bring-up and teardown), so each is one atomic word read
 /// without a lock: a lock around the read would not make a handle that `free_queues`
 /// deletes meanwhile any safer to use, and it cost a spinlock round trip (interrupts off
-/// and on again) on every request and dequeue.
+/// and on again) on every request and dequeue. The interrupt handler is read the same way:
+/// it is stored before the bus can call back and taken after the bus promised it no longer
+/// will (see `handler`).
 pub struct HaikuVirtio {
     iface: *const VirtioDeviceInterface,
     dev: virtio_device,
     queues: [AtomicPtr<c_void>; QUEUES],
     queue_locks: [SpinLock<()>; QUEUES],
-    handler: SpinLock<Option<Arc<dyn QueueHandler>>>,
+    /// The handler the queue callback calls: null, or a box made by `setup_interrupts` and
+    /// freed by `free_interrupts` only after the bus's `free_interrupts` returned, after
+    /// which no callback runs (or never: leaked, without that promise).
+    handler: AtomicPtr<Arc<dyn QueueHandler>>,
     /// `setup_interrupt` succeeded and `free_interrupts` has not run since.
     interrupts_set: AtomicBool,
     /// `alloc_queues` succeeded and `free_queues` has not run since.
@@ -69,8 +75,10 @@ unsafe extern "C" fn queue_callback(driver: *mut c_void, queue: *mut c_void) {
     // SAFETY: `driver` is the `HaikuVirtio` passed to `setup_interrupt`, which outlives its
     // interrupts (`free_interrupts` runs before it is dropped).
     let this = unsafe { &*(driver as *const HaikuVirtio) };
-    let guard = this.handler.lock(&HaikuKernel);
-    if let Some(h) = guard.as_ref() {
+    let h = this.handler.load(Ordering::Acquire);
+    // SAFETY: null, or the box `setup_interrupts` stored before the bus could call back,
+    // which `free_interrupts` frees only once the bus promised no callback runs any more.
+    if let Some(h) = unsafe { h.as_ref() } {
         h.queue_interrupt(queue as usize as u16);
     }
 }
@@ -86,7 +94,7 @@ impl HaikuVirtio {
             dev,
             queues: [const { AtomicPtr::new(core::ptr::null_mut()) }; QUEUES],
             queue_locks: [const { SpinLock::new(()) }; QUEUES],
-            handler: SpinLock::new(None),
+            handler: AtomicPtr::new(core::ptr::null_mut()),
             interrupts_set: AtomicBool::new(false),
             queues_allocated: AtomicBool::new(false),
         }
@@ -156,7 +164,18 @@ impl VirtioDevice for HaikuVirtio {
     }
 
     fn setup_interrupts(&self, handler: Arc<dyn QueueHandler>) -> KResult {
-        *self.handler.lock(&HaikuKernel) = Some(handler);
+        let boxed = Box::into_raw(Box::new(handler));
+        if let Err(_set) = self.handler.compare_exchange(
+            core::ptr::null_mut(),
+            boxed,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            // Set up already and not freed since: callbacks may be using the one there.
+            // SAFETY: `boxed` was made above and never shared.
+            drop(unsafe { Box::from_raw(boxed) });
+            return Err(Status::BUSY);
+        }
         let this = self as *const HaikuVirtio as *mut c_void;
         let setup = call(self.iface().setup_interrupt)?;
         // SAFETY: no config-change handler; `this` outlives the interrupts (see callback).
@@ -235,16 +254,23 @@ impl VirtioDevice for HaikuVirtio {
     }
 
     fn free_interrupts(&self) {
+        let mut quiet = true;
         if self.interrupts_set.swap(false, Ordering::AcqRel) {
             if let Some(f) = self.iface().free_interrupts {
                 // SAFETY: the device cookie; after this returns no callback runs.
                 unsafe { f(self.dev) };
+            } else {
+                // Nothing stopped the callbacks: one may be running or come later.
+                quiet = false;
             }
         }
-        // Dropped after the spinlock is released: freeing memory with interrupts disabled
-        // is not allowed.
-        let old = self.handler.lock(&HaikuKernel).take();
-        drop(old);
+        let old = self.handler.swap(core::ptr::null_mut(), Ordering::AcqRel);
+        if quiet && !old.is_null() {
+            // SAFETY: the box `setup_interrupts` made, taken out above so nothing else frees
+            // it; no callback runs any more (the bus's free_interrupts returned, or
+            // interrupts were never set up), so none still reads it.
+            drop(unsafe { Box::from_raw(old) });
+        }
     }
 
     fn free_queues(&self) -> KResult {
