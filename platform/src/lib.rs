@@ -199,9 +199,8 @@ pub struct PhysEntry {
 /// - `acquire_spinlock` / `release_spinlock` give mutual exclusion between CPUs on the lock
 ///   word and are only called with interrupts disabled.
 /// - Semaphores count: `acquire_sem` returns `Ok` only after taking a unit, and only
-///   `release_sem` adds one. So a semaphore created with count 1, whose unit is released
-///   only by whoever took it, admits one holder at a time (the exclusion `SemMutex` is built
-///   on). `create_sem` returns a new id each time ([`SemId::from_raw`]).
+///   `release_sem` adds one (the exclusion `SemMutex` is built on: a unit it posts lets exactly
+///   one waiter in). `create_sem` returns a new id each time ([`SemId::from_raw`]).
 /// - `disable_interrupts` returns the state it saved on this CPU, and `restore_interrupts`
 ///   puts exactly that back.
 /// - `user_memcpy_*` never fault: a bad user address is `Err(BAD_ADDRESS)`.

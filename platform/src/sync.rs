@@ -5,7 +5,7 @@ use core::cell::UnsafeCell;
 use core::marker::PhantomData;
 use core::mem::ManuallyDrop;
 use core::ops::{Deref, DerefMut};
-use core::sync::atomic::AtomicI32;
+use core::sync::atomic::{AtomicI32, AtomicI64, Ordering};
 
 use crate::{InterruptState, KResult, Kernel, SemId};
 
@@ -247,15 +247,31 @@ impl<T> Drop for Late<T> {
     }
 }
 
-/// Data guarded by a semaphore of count 1: a sleeping lock for ioctl-side state (never
-/// taken in an interrupt callback).
+/// Data guarded by a sleeping lock for ioctl-side state (never taken in an interrupt
+/// callback): a benaphore, an atomic count of claims with a semaphore that only a
+/// contended claim waits on, so a lock nobody else wants costs no kernel call.
+///
+/// A wait for the lock that times out leaves its claim behind: taking it back could not
+/// be told apart from the unit a release may already have handed it, and that unit would
+/// later let a second holder in. An abandoned claim keeps the count above 0 for good, so
+/// from then on every `lock` waits on the semaphore and every release posts to it: the
+/// lock is then a plain semaphore of count 1, slower, never wrong. Haiku's `BLocker` does
+/// the same for the same reason (`BLocker::AcquireLock` in `src/kits/support/Locker.cpp`
+/// keeps the count of a timed-out wait, and the lock goes the semaphore's way from then
+/// on).
 ///
 /// # Invariants
 ///
-/// `sem` was created with count 1 and is reachable only through this value (its `SemId`
-/// cannot be copied or forged), and a unit is released only by the [`SemGuard`] that took
-/// it: with the `Kernel` contract's counting semaphores, at most one guard exists.
+/// `sem` was created with count 0 and is reachable only through this value (its `SemId`
+/// cannot be copied or forged). `claims` = holders + threads waiting for the lock + claims
+/// abandoned by a timed-out wait; only `lock` adds to it, only a guard's drop takes one
+/// back, and a drop posts a unit to `sem` exactly when claims remained after its own
+/// (someone waits, or one was abandoned). A `lock` holds the lock when it found no claim
+/// (no holder, no waiter, nothing abandoned: every unit ever posted was taken) or when it
+/// took a unit (posted by a holder that has just let go). So holders plus units are at
+/// most one, and at most one guard exists.
 pub struct SemMutex<T> {
+    claims: AtomicI64,
     sem: Semaphore,
     data: UnsafeCell<T>,
 }
@@ -273,20 +289,25 @@ impl<T> core::fmt::Debug for SemMutex<T> {
 
 impl<T> SemMutex<T> {
     pub fn new<K: Kernel>(kernel: &K, name: &str, data: T) -> KResult<Self> {
-        // INVARIANT: a new semaphore of count 1, owned by this value alone.
+        // INVARIANT: no claim, and a new semaphore of count 0 owned by this value alone.
         Ok(SemMutex {
-            sem: Semaphore::new(kernel, 1, name)?,
+            claims: AtomicI64::new(0),
+            sem: Semaphore::new(kernel, 0, name)?,
             data: UnsafeCell::new(data),
         })
     }
 
-    /// Waits at most `timeout_micros` for the lock.
+    /// Waits at most `timeout_micros` for the lock (no kernel call when nobody else has it
+    /// or waits for it).
     pub fn lock<'a, K: Kernel>(
         &'a self,
         kernel: &'a K,
         timeout_micros: i64,
     ) -> KResult<SemGuard<'a, T, K>> {
-        self.sem.acquire(kernel, timeout_micros)?;
+        if self.claims.fetch_add(1, Ordering::AcqRel) != 0 {
+            // INVARIANT: on a timeout the claim stays, abandoned (see the type's doc).
+            self.sem.acquire(kernel, timeout_micros)?;
+        }
         Ok(SemGuard {
             lock: self,
             kernel,
@@ -329,7 +350,7 @@ unsafe impl<T: Sync, K: Kernel> Sync for SemGuard<'_, T, K> {}
 impl<T, K: Kernel> Deref for SemGuard<'_, T, K> {
     type Target = T;
     fn deref(&self) -> &T {
-        // SAFETY: the guard holds the semaphore's only unit.
+        // SAFETY: the guard holds the lock, and at most one guard exists (the invariant).
         unsafe { &*self.lock.data.get() }
     }
 }
@@ -343,7 +364,10 @@ impl<T, K: Kernel> DerefMut for SemGuard<'_, T, K> {
 
 impl<T, K: Kernel> Drop for SemGuard<'_, T, K> {
     fn drop(&mut self) {
-        self.lock.sem.release(self.kernel, false);
+        // INVARIANT: this guard's claim goes; a unit for the next claim if one remains.
+        if self.lock.claims.fetch_sub(1, Ordering::AcqRel) > 1 {
+            self.lock.sem.release(self.kernel, false);
+        }
     }
 }
 
