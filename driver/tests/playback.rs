@@ -246,9 +246,10 @@ fn duplex_late(count: u32, late_us: i64, capture_lag_us: i64) -> (usize, usize) 
     // Both streams run dry after the stop (the client reads no more, and playback ends
     // with padding before STOP): only the run itself counts.
     let xruns = (rig.model.xruns(0).len(), rig.model.xruns(1).len());
-    // Each stream's semaphore counts only completions not taken yet (at most the one that
-    // came while the client was away): counts left behind by completions taken without a
-    // wait would make a later wait spin through them.
+    // Each stream's semaphore is posted only while a thread sleeps on it, so at most a unit
+    // for a second completion during one sleep is left over: a unit per completion, also for
+    // those taken without a wait (the input's, a late client's), would pile up, and a later
+    // wait would spin through them.
     for sem in rig.kernel.sems() {
         if sem.name == "virtio_sound period" {
             assert!(

@@ -5,7 +5,7 @@ use core::cell::UnsafeCell;
 use core::marker::PhantomData;
 use core::mem::ManuallyDrop;
 use core::ops::{Deref, DerefMut};
-use core::sync::atomic::{AtomicI32, AtomicI64, Ordering};
+use core::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, Ordering};
 
 use crate::{InterruptState, KResult, Kernel, SemId};
 
@@ -128,6 +128,66 @@ impl Semaphore {
 
     pub fn destroy<K: Kernel>(self, kernel: &K) {
         kernel.delete_sem(self.id)
+    }
+}
+
+/// A wake-up for one kind of event (a period came back), rung by the interrupt callback and
+/// posted only while a thread sleeps on it or is about to: a release for every event nobody
+/// waits for would cost the callback a kernel call, and leave counts that later sleeps
+/// would return at once for.
+///
+/// A sleeper counts itself before it looks at what it waits for
+/// ([`Doorbell::sleep_unless`]), and the ringer changes that before it looks for sleepers
+/// ([`Doorbell::ring`]). Both sides are sequentially consistent, so either the ringer sees
+/// the sleeper and posts, or the sleeper sees the change and does not sleep: no wake-up is
+/// lost. A unit posted for a sleeper that no longer needed it (it saw the change, or another
+/// unit woke it) is left over, and the next sleep returns at once for it; callers look at
+/// their condition again after every sleep anyway. Left-over units never outnumber the
+/// rings that came during one sleep.
+#[derive(Debug)]
+pub struct Doorbell {
+    sem: Semaphore,
+    sleepers: AtomicU32,
+}
+
+impl Doorbell {
+    pub fn new<K: Kernel>(kernel: &K, name: &str) -> KResult<Self> {
+        Ok(Doorbell {
+            sem: Semaphore::new(kernel, 0, name)?,
+            sleepers: AtomicU32::new(0),
+        })
+    }
+
+    /// Sleeps at most `timeout_micros` for a ring, unless `ready`, asked once this thread
+    /// counts as a sleeper, says what it waits for is there already. `Ok(true)`: a ring (or
+    /// a left-over unit) woke it; `Ok(false)`: `ready` said so; `Err(TIMED_OUT)`: neither.
+    pub fn sleep_unless<K: Kernel>(
+        &self,
+        kernel: &K,
+        timeout_micros: i64,
+        ready: impl FnOnce() -> bool,
+    ) -> KResult<bool> {
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
+        let r = if ready() {
+            Ok(false)
+        } else {
+            self.sem.acquire(kernel, timeout_micros).map(|()| true)
+        };
+        self.sleepers.fetch_sub(1, Ordering::SeqCst);
+        r
+    }
+
+    /// Wakes a sleeper, if there is one. What sleepers wait for must have changed before:
+    /// stored `SeqCst`, or under a lock their `ready` takes. From an interrupt callback
+    /// `from_interrupt` is true (the release does not reschedule).
+    pub fn ring<K: Kernel>(&self, kernel: &K, from_interrupt: bool) {
+        if self.sleepers.load(Ordering::SeqCst) > 0 {
+            self.sem.release(kernel, from_interrupt);
+        }
+    }
+
+    pub fn destroy<K: Kernel>(self, kernel: &K) {
+        self.sem.destroy(kernel)
     }
 }
 

@@ -15,7 +15,7 @@ use zerocopy::little_endian::U32 as Le32;
 use core::sync::atomic::{AtomicU64, Ordering};
 use platform::dma::{BufferArea, DmaRegion};
 
-use platform::sync::{Semaphore, SpinLock};
+use platform::sync::{Doorbell, SpinLock};
 use platform::{KResult, Kernel, LogLevel, PhysEntry, Status, VirtioDevice};
 
 /// How late a timed wait must return to count as a stall of this thread (see
@@ -237,11 +237,12 @@ pub struct PcmStream {
     headers: DmaRegion,
     ring: SpinLock<Ring>,
     /// `completed - reported` of the ring, stored under its lock whenever either changes:
-    /// a waiter reads it without the lock to learn whether a completion is there to take
-    /// (a stale 0 costs nothing: the completion's semaphore release comes after the store).
+    /// a waiter reads it without the lock to learn whether a completion is there to take,
+    /// and `wake` rings after each store.
     unreported: AtomicU64,
     state: SpinLock<PcmState>,
-    wake: Semaphore,
+    /// Rung by every completion, for a thread waiting for one.
+    wake: Doorbell,
 }
 
 impl core::fmt::Debug for PcmStream {
@@ -284,7 +285,7 @@ impl PcmStream {
     pub fn new<K: Kernel>(kernel: &K, id: u32, info: PcmInfo) -> KResult<Self> {
         // Period headers, then padding headers, then a page-aligned run of zeros.
         let headers = DmaRegion::new(kernel, "virtio_sound pcm headers", ZEROS_AT + ZEROS)?;
-        let wake = match Semaphore::new(kernel, 0, "virtio_sound period") {
+        let wake = match Doorbell::new(kernel, "virtio_sound period") {
             Ok(s) => s,
             Err(e) => {
                 // SAFETY: nothing was ever queued from the region.
@@ -615,7 +616,7 @@ impl PcmStream {
         if low >= PAD_COOKIE {
             r.padding = r.padding.saturating_sub(1);
             drop(r);
-            self.wake.release(kernel, true);
+            self.wake.ring(kernel, true);
             return;
         }
         let seq = r.completed + (low.wrapping_sub(r.completed as u32)) as u64;
@@ -640,7 +641,7 @@ impl PcmStream {
             r.max_lead = r.max_lead.max(lead);
         }
         drop(r);
-        self.wake.release(kernel, true);
+        self.wake.ring(kernel, true);
     }
 
     /// Takes the next completion not yet reported, waiting at most `timeout_micros` of the
@@ -659,15 +660,11 @@ impl PcmStream {
     ) -> KResult<Completion> {
         let mut deadline = None;
         let mut stalls = 0;
-        let mut woke = false;
         // The last wait: when it began and how long it asked for. The clock is read after a
         // wait only if there is no completion to take then: as the next turn's `now`.
         let mut waited: Option<(i64, i64)> = None;
         loop {
             if let Some(c) = self.take_unreported(kernel) {
-                if !woke {
-                    self.take_count(kernel);
-                }
                 return Ok(c);
             }
             let now = kernel.system_time();
@@ -686,7 +683,9 @@ impl PcmStream {
             if left <= 0 {
                 return Err(Status::TIMED_OUT);
             }
-            woke |= self.wake.acquire(kernel, left).is_ok();
+            let _ = self
+                .wake
+                .sleep_unless(kernel, left, || self.has_unreported());
             waited = Some((now, left));
         }
     }
@@ -694,26 +693,21 @@ impl PcmStream {
     /// The next completion not yet reported, if one is there; the ring is not locked to
     /// learn that none is.
     fn take_unreported<K: Kernel>(&self, kernel: &K) -> Option<Completion> {
-        if self.unreported.load(Ordering::Acquire) == 0 {
+        if !self.has_unreported() {
             return None;
         }
         self.take_completion(kernel)
     }
 
-    /// Stores `unreported` from the ring (held locked by the caller).
-    fn publish(&self, r: &Ring) {
-        self.unreported
-            .store(r.completed - r.reported, Ordering::Release);
+    /// Whether a completion is there to take (read without the ring lock).
+    fn has_unreported(&self) -> bool {
+        self.unreported.load(Ordering::SeqCst) > 0
     }
 
-    /// Takes back the semaphore count of a completion taken without a wait that consumed
-    /// one (a wait of 0 µs; none if its release has not come yet). `complete` releases the
-    /// semaphore once per completion; left behind, the counts grow without bound where
-    /// completions are taken without waiting (the input of a duplex card, a client that is
-    /// always late), and the next real wait would return at once once for each of them,
-    /// spinning through all of them without time passing.
-    fn take_count<K: Kernel>(&self, kernel: &K) {
-        let _ = self.wake.acquire(kernel, 0);
+    /// Stores `unreported` from the ring (held locked by the caller), before `wake` rings.
+    fn publish(&self, r: &Ring) {
+        self.unreported
+            .store(r.completed - r.reported, Ordering::SeqCst);
     }
 
     /// The next completion not yet reported, if one is there.
@@ -787,12 +781,8 @@ impl PcmStream {
     ) -> Option<Completion> {
         let mut now = kernel.system_time();
         let limit = now.saturating_add(max_wait);
-        let mut woke = false;
         loop {
             if let Some(c) = self.take_completion_due_by(kernel, now) {
-                if !woke {
-                    self.take_count(kernel);
-                }
                 return Some(c);
             }
             let (next, any, arrived, end) = {
@@ -807,7 +797,9 @@ impl PcmStream {
                 // Back before it can have been captured: not before then.
                 kernel.snooze(end.min(limit) - now);
             } else {
-                woke |= self.wake.acquire(kernel, limit - now).is_ok();
+                let _ = self
+                    .wake
+                    .sleep_unless(kernel, limit - now, || self.has_unreported());
             }
             now = kernel.system_time();
         }
@@ -927,7 +919,10 @@ impl PcmStream {
                 );
                 return;
             }
-            let _ = self.wake.acquire(io.kernel, deadline - now);
+            // Until a silence request comes back (only completions lower `padding`).
+            let _ = self.wake.sleep_unless(io.kernel, deadline - now, || {
+                self.ring.lock(io.kernel).padding != outstanding
+            });
         }
     }
 
@@ -957,9 +952,11 @@ impl PcmStream {
                     let wait = (self.in_flight(io.kernel) as i64 + 2) * p.period_micros() + 100_000;
                     let deadline = io.kernel.system_time() + wait;
                     while self.in_flight(io.kernel) > 0 && io.kernel.system_time() < deadline {
-                        let _ = self
-                            .wake
-                            .acquire(io.kernel, deadline - io.kernel.system_time());
+                        let _ = self.wake.sleep_unless(
+                            io.kernel,
+                            deadline - io.kernel.system_time(),
+                            || self.in_flight(io.kernel) == 0,
+                        );
                     }
                     if self.in_flight(io.kernel) == 0 && padding_us > 0 {
                         self.pad(io, &p, padding_us);
@@ -987,7 +984,9 @@ impl PcmStream {
         while self.outstanding(io.kernel) > 0 && io.kernel.system_time() < deadline {
             let _ = self
                 .wake
-                .acquire(io.kernel, deadline - io.kernel.system_time());
+                .sleep_unless(io.kernel, deadline - io.kernel.system_time(), || {
+                    self.outstanding(io.kernel) == 0
+                });
         }
         if self.outstanding(io.kernel) > 0 {
             self.ring.lock(io.kernel).kept = true;
