@@ -824,8 +824,8 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
             k.snooze(period.clamp(1_000, 100_000));
             return Err(e);
         }
-        let (c, due) = self.exchange_wait(period)?;
-        self.exchange_report(&mut st, c, due, (count, frames, period), info);
+        let (c, due, now) = self.exchange_wait(period)?;
+        self.exchange_report(&mut st, (c, due, now), (count, frames, period), info);
         Ok(())
     }
 
@@ -907,10 +907,11 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
     /// This is how Haiku's own `null` audio driver keeps time without hardware
     /// (`null_fake_interrupt` in `src/add-ons/kernel/drivers/audio/null/null_hardware.c`
     /// exchanges one buffer per buffer length of `snooze`). A device that keeps time
-    /// completes each period at that instant or later, and is never held back.
+    /// completes each period at that instant or later, and is never held back. Also returns
+    /// the time it is then.
     ///
     /// [`Completion::earliest_end`]: crate::virtio::pcm::Completion::earliest_end
-    fn exchange_wait(&self, period: i64) -> KResult<(Completion, i64)> {
+    fn exchange_wait(&self, period: i64) -> KResult<(Completion, i64, i64)> {
         let k = &*self.kernel;
         let primary = self.primary_stream().ok_or(Status::NO_INIT)?;
         let stream = self.engine.stream(primary).ok_or(Status::NO_INIT)?;
@@ -918,14 +919,17 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
         let c = stream.next_completion(k, timeout)?;
         let due = c.earliest_end;
         // Never more than the completion timeout (the wait is one period in practice).
-        let wait = (due - k.system_time()).min(timeout);
-        if wait > 0 {
-            k.snooze(wait);
+        let now = k.system_time();
+        let wait = (due - now).min(timeout);
+        if wait <= 0 {
+            return Ok((c, due, now));
         }
-        Ok((c, due))
+        k.snooze(wait);
+        Ok((c, due, k.system_time()))
     }
 
-    /// An exchange's last step: counts the completed period `c` of the primary stream (and,
+    /// An exchange's last step, at `now`: counts the completed period `c` of the primary
+    /// stream (and,
     /// on a duplex card, the input's next one, if it has come and can have been captured
     /// by now; the one in step with `c` is waited for, half a `period` at most:
     /// [`completion_in_step`]) in each direction's report, and fills `info` from
@@ -939,8 +943,7 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
     fn exchange_report(
         &self,
         st: &mut State,
-        c: Completion,
-        due: i64,
+        (c, due, now): (Completion, i64, i64),
         (count, frames, period): (u32, i64, i64),
         info: &mut hm::MultiBufferInfo,
     ) {
@@ -971,7 +974,7 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
                 // capture period in step with this playback period, half a period at most.
                 let k = &*self.kernel;
                 self.engine.stream(inp.stream).and_then(|s| {
-                    let rc = s.completion_in_step(k, c.seq, period / 2)?;
+                    let rc = s.completion_in_step(k, now, c.seq, period / 2)?;
                     Some((rc, rc.earliest_end))
                 })
             };

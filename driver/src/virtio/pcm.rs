@@ -762,7 +762,7 @@ impl PcmStream {
     }
 
     /// The input side of a duplex exchange: the next completion not yet reported, if it is
-    /// there and can have been captured by now; and if it is period `seq` (the one in step
+    /// there and can have been captured by `now` (the time the caller read last); and if it is period `seq` (the one in step
     /// with the output period the exchange reports) and has not come yet, waits for it
     /// `max_wait` µs at most. A capture period handed to the client one exchange late is queued
     /// again only at the exchange after next, and with 2 buffers the device then runs out
@@ -776,10 +776,10 @@ impl PcmStream {
     pub fn completion_in_step<K: Kernel>(
         &self,
         kernel: &K,
+        mut now: i64,
         seq: u64,
         max_wait: i64,
     ) -> Option<Completion> {
-        let mut now = kernel.system_time();
         let limit = now.saturating_add(max_wait);
         loop {
             if let Some(c) = self.take_completion_due_by(kernel, now) {
