@@ -13,8 +13,8 @@ use spec::virtio_snd::{
 use zerocopy::little_endian::U32 as Le32;
 
 use core::sync::atomic::{AtomicU64, Ordering};
-use platform::dma::{BufferArea, DmaRegion};
 
+use platform::dma::{BufferArea, DmaRegion};
 use platform::sync::{Doorbell, SpinLock};
 use platform::{KResult, Kernel, LogLevel, PhysEntry, Status, VirtioDevice};
 
@@ -762,12 +762,12 @@ impl PcmStream {
     }
 
     /// The input side of a duplex exchange: the next completion not yet reported, if it is
-    /// there and can have been captured by `now` (the time the caller read last); and if it is period `seq` (the one in step
-    /// with the output period the exchange reports) and has not come yet, waits for it
-    /// `max_wait` µs at most. A capture period handed to the client one exchange late is queued
-    /// again only at the exchange after next, and with 2 buffers the device then runs out
-    /// of capture buffers whenever the client comes back later than the phase between the
-    /// streams. There is no wait before the stream has completed a period in this run (a
+    /// there and can have been captured by `now` (the caller's last clock read); and if it
+    /// is period `seq` (the one in step with the output period the exchange reports) and has
+    /// not come yet, waits for it `max_wait` µs at most. A capture period handed to the
+    /// client one exchange late is queued again only at the exchange after next, and with 2
+    /// buffers the device then runs out of capture buffers whenever the client comes back
+    /// later than the phase between the streams. There is no wait before the stream has completed a period in this run (a
     /// device that holds capture buffers while it runs, QEMU's `wav` backend or
     /// vhost-device-sound's null one, must not delay the run's first exchanges: on QEMU
     /// under TCG half a period less slack at start-up made playback run dry), nor for a
