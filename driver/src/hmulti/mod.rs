@@ -908,28 +908,33 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
     /// (`null_fake_interrupt` in `src/add-ons/kernel/drivers/audio/null/null_hardware.c`
     /// exchanges one buffer per buffer length of `snooze`). A device that keeps time
     /// completes each period at that instant or later, and is never held back. Also returns
-    /// the time it is then.
+    /// the time it is then, if it read the clock: it does not when the interrupt's timestamp
+    /// of the completion is already past the earliest end (the common case), since the time
+    /// now is later still.
     ///
     /// [`Completion::earliest_end`]: crate::virtio::pcm::Completion::earliest_end
-    fn exchange_wait(&self, period: i64) -> KResult<(Completion, i64, i64)> {
+    fn exchange_wait(&self, period: i64) -> KResult<(Completion, i64, Option<i64>)> {
         let k = &*self.kernel;
         let primary = self.primary_stream().ok_or(Status::NO_INIT)?;
         let stream = self.engine.stream(primary).ok_or(Status::NO_INIT)?;
         let timeout = (4 * period).max(50_000);
         let c = stream.next_completion(k, timeout)?;
         let due = c.earliest_end;
+        if due <= c.time {
+            return Ok((c, due, None));
+        }
         // Never more than the completion timeout (the wait is one period in practice).
         let now = k.system_time();
         let wait = (due - now).min(timeout);
         if wait <= 0 {
-            return Ok((c, due, now));
+            return Ok((c, due, Some(now)));
         }
         k.snooze(wait);
-        Ok((c, due, k.system_time()))
+        Ok((c, due, Some(k.system_time())))
     }
 
-    /// An exchange's last step, at `now`: counts the completed period `c` of the primary
-    /// stream (and,
+    /// An exchange's last step, at `now` if the caller read the clock: counts the completed
+    /// period `c` of the primary stream (and,
     /// on a duplex card, the input's next one, if it has come and can have been captured
     /// by now; the one in step with `c` is waited for, half a `period` at most:
     /// [`completion_in_step`]) in each direction's report, and fills `info` from
@@ -943,7 +948,7 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
     fn exchange_report(
         &self,
         st: &mut State,
-        (c, due, now): (Completion, i64, i64),
+        (c, due, now): (Completion, i64, Option<i64>),
         (count, frames, period): (u32, i64, i64),
         info: &mut hm::MultiBufferInfo,
     ) {
@@ -973,6 +978,7 @@ impl<K: Kernel, V: VirtioDevice> Card<K, V> {
                 // audio timer (every `timer-period` µs, 10 ms by default). Wait for the
                 // capture period in step with this playback period, half a period at most.
                 let k = &*self.kernel;
+                let now = now.unwrap_or_else(|| k.system_time());
                 self.engine.stream(inp.stream).and_then(|s| {
                     let rc = s.completion_in_step(k, now, c.seq, period / 2)?;
                     Some((rc, rc.earliest_end))
