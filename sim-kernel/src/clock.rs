@@ -178,13 +178,20 @@ impl Clock {
     }
 
     /// The current simulated time in µs.
+    #[inline]
     pub fn now(&self) -> i64 {
         match self.inner.real {
-            Some((epoch, start)) => {
-                start.saturating_add(i64::try_from(epoch.elapsed().as_micros()).unwrap_or(i64::MAX))
-            }
+            Some((epoch, start)) => Self::real_now(epoch, start),
             None => self.inner.now.load(Ordering::SeqCst),
         }
+    }
+
+    /// [`Clock::now`] following the host's clock: out of line, so the simulated clock's
+    /// read (every `system_time()`) stays a load.
+    #[cold]
+    #[inline(never)]
+    fn real_now(epoch: Instant, start: i64) -> i64 {
+        start.saturating_add(i64::try_from(epoch.elapsed().as_micros()).unwrap_or(i64::MAX))
     }
 
     pub fn failures(&self) -> &FailureLog {
@@ -250,6 +257,7 @@ impl Clock {
     /// change), or no thread is inside [`Clock::wait`]: a thread entering it counts itself
     /// in `waiting` before it first looks at its condition, so either this call sees it
     /// counted or its look sees the change (both sides are sequentially consistent).
+    #[inline]
     pub fn notify(&self) {
         if STEPPING.with(Cell::get) == Arc::as_ptr(&self.inner) {
             return;
@@ -258,6 +266,12 @@ impl Clock {
         if self.inner.waiting.load(Ordering::SeqCst) == 0 {
             return;
         }
+        self.wake_waiters();
+    }
+
+    /// [`Clock::notify`] when a thread waits: out of line, so the common case stays inline.
+    #[inline(never)]
+    fn wake_waiters(&self) {
         let mut s = lock(&self.inner.sched);
         s.gen += 1;
         self.inner.cv.notify_all();

@@ -102,7 +102,7 @@ struct SemTable {
     /// when free) and its count (low 32 bits). One word, changed only by compare-exchange
     /// against the id the caller named, so an operation on a deleted id never touches the
     /// semaphore that takes the slot next.
-    slots: Box<[AtomicU64]>,
+    slots: Box<[AtomicU64; SEM_SLOTS]>,
     /// Names and the next id: only creation, deletion and reports take this lock.
     names: Mutex<SemNames>,
 }
@@ -125,7 +125,7 @@ enum SemUpdate {
 impl SemTable {
     fn new() -> SemTable {
         SemTable {
-            slots: (0..SEM_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            slots: Box::new([const { AtomicU64::new(0) }; SEM_SLOTS]),
             names: Mutex::new(SemNames {
                 names: FxHashMap::default(),
                 next_id: 1,
@@ -150,7 +150,7 @@ impl SemTable {
         if id <= 0 {
             return None;
         }
-        self.slots.get(id as usize % SEM_SLOTS)
+        Some(&self.slots[id as usize % SEM_SLOTS])
     }
 
     /// A new semaphore with `count` units: its id, the next one whose slot is free.
@@ -372,13 +372,33 @@ struct CpuSlot {
     state: Box<CpuCell>,
 }
 
-/// One CPU state, lent out by [`SimKernel::with_cpu`] through `FRONT`.
+/// One CPU state, lent out by [`Cpu::with`].
 struct CpuCell {
     state: UnsafeCell<CpuState>,
-    /// Set while lent out: a nested `with_cpu` is a bug in this file (checked in debug
+    /// Set while lent out: a nested `with` is a bug in this file (checked in debug
     /// builds, which the tests use).
     #[cfg(debug_assertions)]
     busy: Cell<bool>,
+}
+
+/// The calling thread's CPU in one kernel ([`SimKernel::cpu`]): the checks behind every
+/// interrupt, spinlock, clock and semaphore call read and write its state here, with no
+/// lock and no search. A caller that makes many calls on one thread (the Haiku
+/// environment, for each call into an add-on) finds it once and keeps it as a [`RawCpu`].
+/// Not `Send`: a CPU state is its thread's alone.
+#[derive(Clone, Copy)]
+pub struct Cpu<'k> {
+    kernel: &'k SimKernel,
+    cell: &'k CpuCell,
+}
+
+/// A [`Cpu`] kept between calls on its thread ([`Cpu::raw`], [`SimKernel::cpu_from_raw`]).
+/// Not `Send`, like the state it points to.
+#[derive(Clone, Copy, Debug)]
+pub struct RawCpu {
+    cell: NonNull<CpuCell>,
+    /// Its kernel's key, for the check debug builds make.
+    key: u64,
 }
 
 /// A thread's CPU states; as it goes (thread exit) `FRONT` forgets its pointer.
@@ -608,12 +628,16 @@ impl SimKernel {
         r
     }
 
-    /// Runs `f` on the calling thread's CPU state in this kernel. `f` must not call
-    /// `with_cpu` again (the state is lent to it meanwhile): every closure passed here is in
-    /// this file and only reads and writes the state. The state found last is in `FRONT`,
-    /// so this is one comparison on every call but a thread's first with this kernel.
+    /// Runs `f` on the calling thread's CPU state in this kernel ([`Cpu::with`]).
     #[inline]
     fn with_cpu<R>(&self, f: impl FnOnce(&mut CpuState) -> R) -> R {
+        self.cpu().with(f)
+    }
+
+    /// The calling thread's CPU in this kernel. The state found last is in `FRONT`, so this
+    /// is one comparison on every call but a thread's first with this kernel.
+    #[inline]
+    pub fn cpu(&self) -> Cpu<'_> {
         let (key, cell) = FRONT.with(Cell::get);
         let cell = if key == self.inner.cpu_key {
             cell
@@ -623,18 +647,29 @@ impl SimKernel {
         // SAFETY: `FRONT` holds a pointer only next to the key of the kernel whose state it
         // is, set by `front_cpu` to a boxed `CpuCell` of this thread's `CPUS` list. That box
         // lives until the list drops it: `retain` drops only dead kernels' states, and no
-        // live kernel (`self` is one) has a dead one's key (keys are never reused); the
-        // list's own drop at thread exit resets `FRONT` to key 0, which no kernel has. So a
-        // key equal to ours comes with a live state of ours, and it is this thread's alone.
+        // live kernel (`self` is one, borrowed for the `Cpu`'s life) has a dead one's key
+        // (keys are never reused); the list's own drop at thread exit resets `FRONT` to key
+        // 0, which no kernel has. So a key equal to ours comes with a live state of ours,
+        // and it is this thread's alone (`Cpu` is not `Send`).
         let cell = unsafe { &*cell };
-        #[cfg(debug_assertions)]
-        assert!(!cell.busy.replace(true), "SimKernel::with_cpu re-entered");
-        // SAFETY: the only reference to the state while `f` runs: `with_cpu` is its only
-        // way in, on this thread only, and `f` does not call it again (see above).
-        let r = f(unsafe { &mut *cell.state.get() });
-        #[cfg(debug_assertions)]
-        cell.busy.set(false);
-        r
+        Cpu { kernel: self, cell }
+    }
+
+    /// The [`Cpu`] that `raw` keeps, without looking for it.
+    ///
+    /// # Safety
+    ///
+    /// `raw` is `self.cpu().raw()`, taken on this thread (a `RawCpu` cannot leave it) from
+    /// this kernel: its state then lives as long as the kernel (see [`SimKernel::cpu`]).
+    /// Debug builds check that it is this kernel's.
+    #[inline]
+    pub unsafe fn cpu_from_raw(&self, raw: RawCpu) -> Cpu<'_> {
+        debug_assert_eq!(raw.key, self.inner.cpu_key, "a RawCpu of another kernel");
+        Cpu {
+            kernel: self,
+            // SAFETY: the caller's promise: a state of this live kernel on this thread.
+            cell: unsafe { raw.cell.as_ref() },
+        }
     }
 
     /// Finds (or makes) this kernel's CPU state in the thread's list, after dropping dead
@@ -688,35 +723,16 @@ impl SimKernel {
     /// polled in vain for [`SPIN_FOREVER_US`] of simulated time is recorded, and `Err` says
     /// why: the spin would never end.
     pub fn busy_poll(&self, poll: Poll) -> Result<(), String> {
+        self.cpu().poll_missed(poll)
+    }
+
+    /// [`SimKernel::busy_poll`] once the caller spins (at simulated time `now`): time moves.
+    #[cold]
+    #[inline(never)]
+    fn busy_poll_spinning(&self, poll: Poll, now: i64) -> Result<(), String> {
         const MAX_IDLE_STEP_US: i64 = 100_000;
+        let _sim = SimCode::enter();
         let clock = &self.inner.clock;
-        let now = clock.now();
-        let spinning = self.with_cpu(|c| {
-            if c.interrupts_disabled {
-                return false;
-            }
-            if c.spin.advanced_to == Some(now) {
-                return true;
-            }
-            if c.spin.at == now {
-                c.spin.count = c.spin.count.saturating_add(1);
-            } else {
-                c.spin = Spin {
-                    at: now,
-                    count: 1,
-                    ..Spin::default()
-                };
-            }
-            if c.spin.count < SPIN_POLLS {
-                return false;
-            }
-            c.spin.since = now;
-            c.spin.idle_steps = 0;
-            true
-        });
-        if !spinning {
-            return Ok(());
-        }
         // Only a spinning caller pays for looking at the device's next event.
         let next_event = clock.next_event_time();
         let (to, since) = self.with_cpu(|c| {
@@ -749,68 +765,47 @@ impl SimKernel {
         Ok(())
     }
 
-    /// `system_time()` as a poll ([`SimKernel::busy_poll`] with [`Poll::Clock`]): the time
-    /// after it, read once when the caller is not spinning.
+    /// `system_time()` as a poll ([`Cpu::poll_clock`]).
     #[inline]
     pub fn poll_clock(&self) -> i64 {
-        let now = self.inner.clock.now();
-        if self.with_cpu(|c| {
-            // What `busy_poll` does when the caller is not spinning; the rest is left to it.
-            if c.interrupts_disabled {
-                return true;
-            }
-            if c.spin.advanced_to == Some(now) {
-                return false;
-            }
-            if c.spin.at == now {
-                if c.spin.count >= SPIN_POLLS - 1 {
-                    return false;
-                }
-                c.spin.count += 1;
-                return true;
-            }
-            c.spin = Spin {
-                at: now,
-                count: 1,
-                ..Spin::default()
-            };
-            true
-        }) {
-            return now;
-        }
-        self.poll_clock_slow()
+        self.cpu().poll_clock()
     }
 
     #[cold]
     #[inline(never)]
     fn poll_clock_slow(&self) -> i64 {
+        let _sim = SimCode::enter();
         let _ = self.busy_poll(Poll::Clock);
         self.inner.clock.now()
     }
 
-    /// A queue poll found something: the caller's spin, if any, is over.
+    /// A queue poll found something ([`Cpu::poll_succeeded`]).
     pub fn poll_succeeded(&self) {
-        self.with_cpu(|c| c.spin = Spin::default());
+        self.cpu().poll_succeeded();
     }
 
     /// Whether interrupts are disabled on the calling thread (simulated CPU).
     pub fn interrupts_disabled(&self) -> bool {
-        self.with_cpu(|c| c.interrupts_disabled)
+        self.cpu().interrupts_disabled()
     }
 
     /// Records `what` as a misuse if interrupts are disabled on this thread; true if so.
     /// For kernel services that may block or allocate (the Haiku exports use it too).
     pub fn forbid_in_interrupt(&self, what: &str) -> bool {
-        let (disabled, in_irq) = self.with_cpu(|c| (c.interrupts_disabled, c.in_interrupt > 0));
-        if disabled {
-            let ctx = if in_irq {
-                "in an interrupt handler"
-            } else {
-                "with interrupts disabled"
-            };
-            self.record_failure(format!("{what} {ctx}"));
-        }
-        disabled
+        self.cpu().forbid_in_interrupt(what)
+    }
+
+    /// Records `what`, made with interrupts disabled (in a handler if `in_irq`).
+    #[cold]
+    #[inline(never)]
+    fn forbidden(&self, what: &str, in_irq: bool) {
+        let _sim = SimCode::enter();
+        let ctx = if in_irq {
+            "in an interrupt handler"
+        } else {
+            "with interrupts disabled"
+        };
+        self.record_failure(format!("{what} {ctx}"));
     }
 
     // ---- logging ----
@@ -1074,6 +1069,19 @@ impl SimKernel {
         self.with_cpu(|c| c.spinlocks.push(addr));
     }
 
+    /// [`Kernel::release_spinlock`] of a lock that is not the last one this CPU took (or
+    /// with more held than fit inline): forgotten and released if held here, else misused.
+    #[cold]
+    #[inline(never)]
+    fn release_spinlock_slow(&self, lock_word: &AtomicI32) {
+        let addr = lock_word as *const AtomicI32 as usize;
+        if self.with_cpu(|c| c.spinlocks.remove(addr)) {
+            lock_word.store(0, Ordering::Release);
+        } else {
+            self.release_spinlock_misused(lock_word);
+        }
+    }
+
     /// A `release_spinlock` of a lock this CPU does not hold: recorded, the lock untouched.
     #[cold]
     #[inline(never)]
@@ -1160,6 +1168,13 @@ impl SimKernel {
     /// `acquire_sem_etc` of one unit of a plain `sem_id`, waiting at most `timeout_micros`
     /// (negative: for ever).
     pub fn acquire_sem(&self, sem: i32, timeout_micros: i64) -> KResult {
+        self.cpu().acquire_sem(sem, timeout_micros)
+    }
+
+    /// [`Cpu::acquire_sem`] when no unit could be taken at once, or interrupts are disabled.
+    #[cold]
+    #[inline(never)]
+    fn acquire_sem_slow(&self, sem: i32, timeout_micros: i64) -> KResult {
         let _sim = SimCode::enter();
         if self.interrupts_disabled() {
             let what = format!("acquire_sem({})", self.sem_name(sem));
@@ -1244,23 +1259,9 @@ impl SimKernel {
         }
     }
 
-    /// `release_sem_etc` of `count` (at least 1) units of a plain `sem_id`, found once:
-    /// `Err(BAD_SEM_ID)` if it does not exist (not recorded: the caller's status says it),
-    /// else the checks of [`SimKernel::release_sem`] and one wake-up for all the units.
+    /// `release_sem_etc` of `count` units ([`Cpu::release_sem_units`]).
     pub fn release_sem_units(&self, sem: i32, count: i32, from_interrupt: bool) -> KResult {
-        let units = count.max(1);
-        let released = self
-            .inner
-            .sems
-            .update(sem, |c| Some(c.saturating_add(units)));
-        if !matches!(released, SemUpdate::Done) {
-            return Err(Status(hd::B_BAD_SEM_ID));
-        }
-        if !from_interrupt && self.interrupts_disabled() {
-            self.release_sem_rescheduling(sem);
-        }
-        self.inner.clock.notify();
-        Ok(())
+        self.cpu().release_sem_units(sem, count, from_interrupt)
     }
 
     /// A release that may reschedule with interrupts disabled: recorded.
@@ -1274,29 +1275,14 @@ impl SimKernel {
         ));
     }
 
-    /// `disable_interrupts` as the C ABI has it: the previous state as a plain value.
+    /// `disable_interrupts` as the C ABI has it ([`Cpu::disable_interrupts`]).
     pub fn disable_interrupts(&self) -> u64 {
-        self.with_cpu(|c| {
-            let was_enabled = !c.interrupts_disabled;
-            c.interrupts_disabled = true;
-            u64::from(was_enabled)
-        })
+        self.cpu().disable_interrupts()
     }
 
-    /// `restore_interrupts` of a plain state value (anything but 0 or 1 is recorded).
+    /// `restore_interrupts` of a plain state value ([`Cpu::restore_interrupts`]).
     pub fn restore_interrupts(&self, state: u64) {
-        let fine = self.with_cpu(|c| {
-            let enable = state != 0;
-            let fine = state <= 1 && !(enable && (!c.spinlocks.is_empty() || c.in_interrupt > 0));
-            if fine {
-                c.interrupts_disabled = !enable;
-                return true;
-            }
-            false
-        });
-        if !fine {
-            self.restore_interrupts_misused(state);
-        }
+        self.cpu().restore_interrupts(state)
     }
 
     /// [`SimKernel::restore_interrupts`] when something is wrong: every misuse recorded, and
@@ -1326,6 +1312,256 @@ impl SimKernel {
             p
         });
         self.record_all(problems);
+    }
+}
+
+/// The checks and bookkeeping of the calls every exchange makes, on one thread's CPU: each
+/// touches the state once, and anything that records a misuse, waits or allocates is out
+/// of line on the kernel (as the simulator's own work, [`SimCode`]).
+impl<'k> Cpu<'k> {
+    /// Runs `f` on the state. `f` must not lend it again: every closure passed here is in
+    /// this file and only reads and writes the state (and the semaphore table).
+    #[inline]
+    fn with<R>(self, f: impl FnOnce(&mut CpuState) -> R) -> R {
+        #[cfg(debug_assertions)]
+        assert!(!self.cell.busy.replace(true), "Cpu::with re-entered");
+        // SAFETY: the only reference to the state while `f` runs: the state is this
+        // thread's alone (`Cpu` and `RawCpu` are not `Send`), `with` is its only way in, and
+        // `f` does not call it again (see above).
+        let r = f(unsafe { &mut *self.cell.state.get() });
+        #[cfg(debug_assertions)]
+        self.cell.busy.set(false);
+        r
+    }
+
+    /// Kept for later calls on this thread ([`SimKernel::cpu_from_raw`]).
+    pub fn raw(self) -> RawCpu {
+        RawCpu {
+            cell: NonNull::from(self.cell),
+            key: self.kernel.inner.cpu_key,
+        }
+    }
+
+    /// Whether interrupts are disabled on this CPU.
+    #[inline]
+    pub fn interrupts_disabled(self) -> bool {
+        self.with(|c| c.interrupts_disabled)
+    }
+
+    /// Records `what` as a misuse if interrupts are disabled on this CPU; true if so. For
+    /// kernel services that may block or allocate.
+    #[inline]
+    pub fn forbid_in_interrupt(self, what: &str) -> bool {
+        let (disabled, in_irq) = self.with(|c| (c.interrupts_disabled, c.in_interrupt > 0));
+        if disabled {
+            self.kernel.forbidden(what, in_irq);
+        }
+        disabled
+    }
+
+    /// `disable_interrupts`: the previous state as a plain value (1 enabled, 0 disabled).
+    #[inline]
+    pub fn disable_interrupts(self) -> u64 {
+        self.with(|c| {
+            let was_enabled = !c.interrupts_disabled;
+            c.interrupts_disabled = true;
+            u64::from(was_enabled)
+        })
+    }
+
+    /// `restore_interrupts` of a plain state value: anything but 0 or 1, and enabling while
+    /// holding a spinlock or inside an interrupt handler, is recorded.
+    #[inline]
+    pub fn restore_interrupts(self, state: u64) {
+        let fine = self.with(|c| {
+            let enable = state != 0;
+            let fine = state <= 1 && !(enable && (!c.spinlocks.is_empty() || c.in_interrupt > 0));
+            if fine {
+                c.interrupts_disabled = !enable;
+            }
+            fine
+        });
+        if !fine {
+            self.kernel.restore_interrupts_misused(state);
+        }
+    }
+
+    /// [`Kernel::acquire_spinlock`]: the common case (interrupts off, not held here, free)
+    /// in one look at the state; anything else out of line.
+    #[inline]
+    pub fn acquire_spinlock(self, lock_word: &AtomicI32) {
+        let addr = lock_word as *const AtomicI32 as usize;
+        let taken = self.with(|c| {
+            // A note that does not fit inline allocates: the slow path does that as the
+            // simulator's own work, not an interrupt handler's.
+            let held = &mut c.spinlocks;
+            let n = held.n;
+            let taken = c.interrupts_disabled
+                && n < HELD_INLINE
+                && !held.inline[..n].contains(&addr)
+                && lock_word
+                    .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok();
+            if taken {
+                held.inline[n] = addr;
+                held.n = n + 1;
+            }
+            taken
+        });
+        if !taken {
+            self.kernel.acquire_spinlock_slow(lock_word);
+        }
+    }
+
+    /// [`Kernel::release_spinlock`]: a lock this CPU does not hold is recorded and left alone.
+    #[inline]
+    pub fn release_spinlock(self, lock_word: &AtomicI32) {
+        let addr = lock_word as *const AtomicI32 as usize;
+        // Locks are released in the reverse order of taking, nearly always: the last one
+        // taken, with no more held than fit inline, is forgotten here, anything else out of
+        // line.
+        let last = self.with(|c| {
+            let held = &mut c.spinlocks;
+            let n = held.n;
+            let last =
+                held.more.is_empty() && n > 0 && n <= HELD_INLINE && held.inline[n - 1] == addr;
+            if last {
+                held.n = n - 1;
+            }
+            last
+        });
+        if !last {
+            self.kernel.release_spinlock_slow(lock_word);
+            return;
+        }
+        lock_word.store(0, Ordering::Release);
+    }
+
+    /// `system_time()` as a poll ([`SimKernel::busy_poll`] with [`Poll::Clock`]): the time
+    /// after it, read once when the caller is not spinning.
+    #[inline]
+    pub fn poll_clock(self) -> i64 {
+        let now = self.kernel.inner.clock.now();
+        if self.with(|c| {
+            // What `busy_poll` does when the caller is not spinning; the rest is left to it.
+            if c.interrupts_disabled {
+                return true;
+            }
+            if c.spin.advanced_to == Some(now) {
+                return false;
+            }
+            if c.spin.at == now {
+                if c.spin.count >= SPIN_POLLS - 1 {
+                    return false;
+                }
+                c.spin.count += 1;
+                return true;
+            }
+            c.spin = Spin {
+                at: now,
+                count: 1,
+                ..Spin::default()
+            };
+            true
+        }) {
+            return now;
+        }
+        self.kernel.poll_clock_slow()
+    }
+
+    /// A poll that found nothing new ([`SimKernel::busy_poll`]): counted here while the
+    /// caller is not spinning, out of line once it is.
+    #[inline]
+    pub fn poll_missed(self, poll: Poll) -> Result<(), String> {
+        let now = self.kernel.inner.clock.now();
+        let spinning = self.with(|c| {
+            if c.interrupts_disabled {
+                return false;
+            }
+            if c.spin.advanced_to == Some(now) {
+                return true;
+            }
+            if c.spin.at == now {
+                c.spin.count = c.spin.count.saturating_add(1);
+            } else {
+                c.spin = Spin {
+                    at: now,
+                    count: 1,
+                    ..Spin::default()
+                };
+            }
+            if c.spin.count < SPIN_POLLS {
+                return false;
+            }
+            c.spin.since = now;
+            c.spin.idle_steps = 0;
+            true
+        });
+        if !spinning {
+            return Ok(());
+        }
+        self.kernel.busy_poll_spinning(poll, now)
+    }
+
+    /// A queue poll found something: the caller's spin, if any, is over.
+    #[inline]
+    pub fn poll_succeeded(self) {
+        self.with(|c| c.spin = Spin::default());
+    }
+
+    /// `acquire_sem_etc` of one unit of a plain `sem_id`, waiting at most `timeout_micros`
+    /// (negative: for ever; 0: a poll): [`Cpu::take_sem_at_once`], else the waiting way.
+    #[inline]
+    pub fn acquire_sem(self, sem: i32, timeout_micros: i64) -> KResult {
+        match self.take_sem_at_once(sem, timeout_micros != 0) {
+            Some(r) => r,
+            None => self.kernel.acquire_sem_slow(sem, timeout_micros),
+        }
+    }
+
+    /// The start of every `acquire_sem`: with interrupts enabled, a unit that is there is
+    /// taken at once and a semaphore that does not exist is `Err(BAD_SEM_ID)`, without the
+    /// clock (and, if the caller would have waited, `waits`, the run of endless waits on
+    /// this CPU ends, as after any wait). `None` otherwise: the caller takes the waiting
+    /// way, which also makes the checks for interrupts disabled.
+    #[inline]
+    pub fn take_sem_at_once(self, sem: i32, waits: bool) -> Option<KResult> {
+        let sems = &self.kernel.inner.sems;
+        self.with(|c| {
+            if c.interrupts_disabled {
+                return None;
+            }
+            let r = match sems.update(sem, |n| (n > 0).then(|| n - 1)) {
+                SemUpdate::Done => Ok(()),
+                SemUpdate::Gone => Err(Status(hd::B_BAD_SEM_ID)),
+                SemUpdate::Declined => return None,
+            };
+            if waits {
+                c.endless_waits = 0;
+            }
+            Some(r)
+        })
+    }
+
+    /// `release_sem_etc` of `count` (at least 1) units of a plain `sem_id`, found once:
+    /// `Err(BAD_SEM_ID)` if it does not exist (not recorded: the caller's status says it),
+    /// else the checks of [`SimKernel::release_sem`] and one wake-up for all the units.
+    #[inline]
+    pub fn release_sem_units(self, sem: i32, count: i32, from_interrupt: bool) -> KResult {
+        let units = count.max(1);
+        let released = self
+            .kernel
+            .inner
+            .sems
+            .update(sem, |c| Some(c.saturating_add(units)));
+        if !matches!(released, SemUpdate::Done) {
+            return Err(Status(hd::B_BAD_SEM_ID));
+        }
+        if !from_interrupt && self.interrupts_disabled() {
+            self.kernel.release_sem_rescheduling(sem);
+        }
+        self.kernel.inner.clock.notify();
+        Ok(())
     }
 }
 
@@ -1399,34 +1635,12 @@ unsafe impl Kernel for SimKernel {
 
     #[inline]
     fn acquire_spinlock(&self, lock_word: &AtomicI32) {
-        let addr = lock_word as *const AtomicI32 as usize;
-        // The common case in one look at the CPU: interrupts off, not held here, free.
-        let taken = self.with_cpu(|c| {
-            // A note that does not fit inline allocates: the slow path does that as the
-            // simulator's own work, not an interrupt handler's.
-            let taken = c.interrupts_disabled
-                && c.spinlocks.n < HELD_INLINE
-                && !c.spinlocks.inline[..c.spinlocks.n].contains(&addr)
-                && lock_word
-                    .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok();
-            taken && c.spinlocks.push_inline(addr)
-        });
-        if !taken {
-            self.acquire_spinlock_slow(lock_word);
-        }
+        self.cpu().acquire_spinlock(lock_word)
     }
 
     #[inline]
     fn release_spinlock(&self, lock_word: &AtomicI32) {
-        let addr = lock_word as *const AtomicI32 as usize;
-        // Locks are released in the reverse order of taking, nearly always.
-        let held_here = self.with_cpu(|c| c.spinlocks.remove(addr));
-        if !held_here {
-            self.release_spinlock_misused(lock_word);
-            return;
-        }
-        lock_word.store(0, Ordering::Release);
+        self.cpu().release_spinlock(lock_word)
     }
 
     fn create_area(&self, name: &str, size: usize, user: bool) -> KResult<Area> {
@@ -1650,6 +1864,84 @@ mod tests {
         k.user_free(u);
         k.fail_create_area_after(0);
         assert_eq!(k.create_area("x", 4096, false), Err(Status::NO_MEMORY));
+        k.assert_clean();
+    }
+
+    #[test]
+    fn a_kept_cpu_is_the_threads_state_with_every_check() {
+        let k = SimKernel::new();
+        let other = SimKernel::new();
+        let raw = k.cpu().raw();
+        // Another kernel on the same thread has a state of its own.
+        let _ = other.disable_interrupts();
+        // SAFETY: taken just now from `k` on this thread.
+        let cpu = unsafe { k.cpu_from_raw(raw) };
+        assert!(!cpu.interrupts_disabled(), "not the other kernel's state");
+        let st = cpu.disable_interrupts();
+        assert_eq!(st, 1);
+        assert!(
+            k.interrupts_disabled(),
+            "the kernel sees what the kept CPU did"
+        );
+        // Five locks (one past the inline ones), released out of order and in order.
+        let words: Vec<AtomicI32> = (0..5).map(|_| AtomicI32::new(0)).collect();
+        for w in &words {
+            cpu.acquire_spinlock(w);
+            assert_eq!(w.load(Ordering::Relaxed), 1);
+        }
+        cpu.release_spinlock(&words[1]);
+        for i in [4, 3, 2, 0] {
+            cpu.release_spinlock(&words[i]);
+        }
+        assert!(words.iter().all(|w| w.load(Ordering::Relaxed) == 0));
+        assert!(k.take_failures().is_empty());
+        // The misuses the fast paths hand on: a lock taken twice, one released unheld,
+        // interrupts enabled while holding one.
+        cpu.acquire_spinlock(&words[0]);
+        cpu.acquire_spinlock(&words[0]);
+        cpu.release_spinlock(&words[1]);
+        cpu.restore_interrupts(st);
+        let f = k.take_failures();
+        assert_eq!(f.len(), 3, "{f:#?}");
+        assert!(f[0].contains("already holds"), "{f:#?}");
+        assert!(f[1].contains("not held"), "{f:#?}");
+        assert!(f[2].contains("while holding 1 spinlock"), "{f:#?}");
+        let st = cpu.disable_interrupts();
+        cpu.release_spinlock(&words[0]);
+        cpu.restore_interrupts(st);
+        assert!(!k.interrupts_disabled());
+        other.restore_interrupts(1);
+        k.assert_clean();
+        other.assert_clean();
+    }
+
+    #[test]
+    fn a_unit_that_is_there_is_taken_without_time_passing() {
+        let k = SimKernel::new();
+        let s = k.create_sem(2, "two").unwrap();
+        let t0 = k.clock().now();
+        assert_eq!(k.cpu().take_sem_at_once(s, true), Some(Ok(())));
+        assert_eq!(k.acquire_sem(s, 0), Ok(()), "a poll takes the second");
+        assert_eq!(
+            k.cpu().take_sem_at_once(s, true),
+            None,
+            "none left: the caller waits"
+        );
+        assert_eq!(k.clock().now(), t0);
+        assert_eq!(
+            k.cpu().take_sem_at_once(s + 1, true),
+            Some(Err(Status(hd::B_BAD_SEM_ID)))
+        );
+        // With interrupts disabled nothing is taken at once: the waiting way records it.
+        k.release_sem(s, false);
+        let st = k.disable_interrupts();
+        assert_eq!(k.cpu().take_sem_at_once(s, true), None);
+        assert_eq!(k.acquire_sem(s, 100), Ok(()));
+        k.restore_interrupts(st);
+        let f = k.take_failures();
+        assert_eq!(f.len(), 1, "{f:#?}");
+        assert!(f[0].contains("with interrupts disabled"), "{f:#?}");
+        k.delete_sem(s);
         k.assert_clean();
     }
 

@@ -24,6 +24,6 @@ pub mod user;
 
 pub use clock::{Clock, EventSource, SimThread, WaitOutcome};
 pub use device::BusDevice;
-pub use kernel::{DmaMemory, KernelConfig, LogRecord, SemInfo, SimKernel};
+pub use kernel::{Cpu, DmaMemory, KernelConfig, LogRecord, RawCpu, SemInfo, SimKernel};
 pub use memory::{AreaInfo, DmaBacking, DmaError, PhysMemory, PAGE_SIZE, PHYS_BASE};
 pub use report::{Failure, FailureLog, Locator};

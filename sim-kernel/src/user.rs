@@ -227,17 +227,18 @@ impl UserSpace {
     /// not fit in (unmapped, or running off its mapping's end).
     #[inline]
     pub(crate) fn host(&self, addr: u64, len: usize) -> Result<Option<NonNull<u8>>, Status> {
-        // Mappings never overlap, so the one that holds `addr` is the one `below` finds,
-        // whichever way it was found: first the one found last, then kernel memory told by
-        // the span, then a search.
+        // Kernel memory is told by the ranges, without looking at a mapping (a copy has a
+        // kernel side as a rule). Mappings never overlap, so the one that holds `addr` is
+        // the one `below` finds, whichever way it was found: first the one found last, then
+        // a search.
+        if !self.mapper_range.contains(&addr) && !self.span.contains(&addr) {
+            return Ok(None);
+        }
         if let Some((start, map)) = self.maps.get(self.last.get()) {
             let off = addr.wrapping_sub(*start);
             if off < map.len as u64 {
                 return Self::within(map, off as usize, len);
             }
-        }
-        if !self.span.contains(&addr) && !self.mapper_range.contains(&addr) {
-            return Ok(None);
         }
         self.host_searched(addr, len)
     }
