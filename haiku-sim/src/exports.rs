@@ -35,6 +35,7 @@ use super::user::{fault_copy, kernel_read_cstr};
 use super::{current, with_env, Core};
 use sim_kernel::memory::{SimCode, PAGE_SIZE};
 use sim_kernel::report::lock;
+use sim_kernel::Cpu;
 
 /// The ELF type a kernel symbol has (the loader requires the add-on's reference to match).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -312,6 +313,24 @@ fn with_core<R>(site: Site, dead: R, f: impl FnOnce(&Arc<Core>) -> R) -> R {
     })
 }
 
+/// [`with_core`] for the exports every exchange calls: inside a call into the add-on, `f`
+/// runs on the entered environment and this thread's CPU with no guard around it, so it
+/// must not allocate on its own path (what records a misuse, waits or allocates is out of
+/// line, as the simulator's own code). Elsewhere the environment is entered and `again`
+/// makes the same call again ([`crate::with_env_cpu`]), counted then.
+#[inline(always)]
+fn on_cpu<R>(
+    site: Site,
+    dead: R,
+    again: impl FnOnce() -> R,
+    f: impl FnOnce(&Core, Cpu<'_>) -> R,
+) -> R {
+    crate::with_env_cpu(site, dead, again, |core, cpu| {
+        site.count();
+        f(core, cpu)
+    })
+}
+
 fn status(r: Result<(), Status>) -> status_t {
     match r {
         Ok(()) => hd::B_OK,
@@ -377,19 +396,20 @@ pub extern "C" fn sim_acquire_sem(id: sem_id) -> status_t {
 }
 
 /// Haiku's `acquire_sem_etc`: `count` units, with a relative or absolute timeout or none;
-/// `B_CAN_INTERRUPT` is accepted (nothing interrupts a simulated wait). Several units are
-/// taken one at a time within the one deadline, and given back if the deadline passes.
+/// `B_CAN_INTERRUPT` is accepted (nothing interrupts a simulated wait). One unit that is
+/// there is taken at once ([`Cpu::take_sem_at_once`]); anything else waits
+/// ([`acquire_sem_waiting`]).
 pub extern "C" fn sim_acquire_sem_etc(
     id: sem_id,
     count: i32,
     flags: u32,
     timeout: bigtime_t,
 ) -> status_t {
-    with_core(
+    on_cpu(
         const { Site::kernel("acquire_sem_etc") },
         hd::B_BAD_SEM_ID,
-        |core| {
-            let k = &core.kernel;
+        move || sim_acquire_sem_etc(id, count, flags, timeout),
+        move |core, cpu| {
             if count <= 0 {
                 return hd::B_BAD_VALUE;
             }
@@ -398,46 +418,70 @@ pub extern "C" fn sim_acquire_sem_etc(
             if relative && absolute {
                 return hd::B_BAD_VALUE;
             }
-            if k.sem_count(id).is_none() {
-                return hd::B_BAD_SEM_ID;
-            }
-            // The deadline in simulated time; None waits forever.
-            let now = k.system_time();
-            let deadline = if relative {
-                if timeout == hd::B_INFINITE_TIMEOUT {
-                    None
-                } else {
-                    Some(now.saturating_add(timeout.max(0)))
-                }
-            } else if absolute {
-                (timeout != hd::B_INFINITE_TIMEOUT).then_some(timeout)
-            } else {
-                None
-            };
-            let mut taken = 0;
-            while taken < count {
-                let wait = match deadline {
-                    None => -1,
-                    Some(d) => (d - k.system_time()).max(0),
-                };
-                match meter::waiting(|| k.acquire_sem(id, wait)) {
-                    Ok(()) => taken += 1,
-                    Err(e) => {
-                        for _ in 0..taken {
-                            k.release_sem(id, true);
-                        }
-                        // Only a relative timeout of zero is a poll; a deadline that passed
-                        // (before the call or while some units were taken) is a timeout.
-                        if e.0 == hd::B_WOULD_BLOCK && (absolute || (relative && timeout > 0)) {
-                            return hd::B_TIMED_OUT;
-                        }
-                        return e.0;
-                    }
+            // A relative timeout of zero (or less) is a poll, not a wait.
+            let waits = !(relative && timeout <= 0);
+            if count == 1 {
+                if let Some(r) = cpu.take_sem_at_once(id, waits) {
+                    return status(r);
                 }
             }
-            hd::B_OK
+            acquire_sem_waiting(core, id, count, relative, absolute, timeout)
         },
     )
+}
+
+/// [`sim_acquire_sem_etc`] past its first look: several units are taken one at a time
+/// within the one deadline, and given back if the deadline passes.
+#[cold]
+#[inline(never)]
+fn acquire_sem_waiting(
+    core: &Core,
+    id: sem_id,
+    count: i32,
+    relative: bool,
+    absolute: bool,
+    timeout: bigtime_t,
+) -> status_t {
+    let _sim = SimCode::enter();
+    let k = &core.kernel;
+    if k.sem_count(id).is_none() {
+        return hd::B_BAD_SEM_ID;
+    }
+    // The deadline in simulated time; None waits forever.
+    let now = k.system_time();
+    let deadline = if relative {
+        if timeout == hd::B_INFINITE_TIMEOUT {
+            None
+        } else {
+            Some(now.saturating_add(timeout.max(0)))
+        }
+    } else if absolute {
+        (timeout != hd::B_INFINITE_TIMEOUT).then_some(timeout)
+    } else {
+        None
+    };
+    let mut taken = 0;
+    while taken < count {
+        let wait = match deadline {
+            None => -1,
+            Some(d) => (d - k.system_time()).max(0),
+        };
+        match meter::waiting(|| k.acquire_sem(id, wait)) {
+            Ok(()) => taken += 1,
+            Err(e) => {
+                for _ in 0..taken {
+                    k.release_sem(id, true);
+                }
+                // Only a relative timeout of zero is a poll; a deadline that passed
+                // (before the call or while some units were taken) is a timeout.
+                if e.0 == hd::B_WOULD_BLOCK && (absolute || (relative && timeout > 0)) {
+                    return hd::B_TIMED_OUT;
+                }
+                return e.0;
+            }
+        }
+    }
+    hd::B_OK
 }
 
 pub extern "C" fn sim_release_sem(id: sem_id) -> status_t {
@@ -448,24 +492,31 @@ pub extern "C" fn sim_release_sem(id: sem_id) -> status_t {
 /// disabled. `B_RELEASE_ALL` and `B_RELEASE_IF_WAITING_ONLY` depend on the waiter count,
 /// which the simulated semaphores do not keep: they are recorded as unsupported.
 pub extern "C" fn sim_release_sem_etc(id: sem_id, count: i32, flags: u32) -> status_t {
-    with_core(
+    on_cpu(
         const { Site::kernel("release_sem_etc") },
         hd::B_BAD_SEM_ID,
-        |core| {
-            let k = &core.kernel;
+        move || sim_release_sem_etc(id, count, flags),
+        move |core, cpu| {
             if flags & (hd::B_RELEASE_ALL | hd::B_RELEASE_IF_WAITING_ONLY) != 0 {
-                core.record(format!(
-                    "release_sem_etc({id}, {count}, {flags:#x}): B_RELEASE_ALL and \
-                 B_RELEASE_IF_WAITING_ONLY are not simulated"
-                ));
+                release_not_simulated(core, id, count, flags);
             }
             if count <= 0 && flags & hd::B_RELEASE_ALL == 0 {
                 return hd::B_BAD_VALUE;
             }
             let no_resched = flags & hd::B_DO_NOT_RESCHEDULE != 0;
-            status(k.release_sem_units(id, count.max(1), no_resched))
+            status(cpu.release_sem_units(id, count.max(1), no_resched))
         },
     )
+}
+
+#[cold]
+#[inline(never)]
+fn release_not_simulated(core: &Core, id: sem_id, count: i32, flags: u32) {
+    let _sim = SimCode::enter();
+    core.record(format!(
+        "release_sem_etc({id}, {count}, {flags:#x}): B_RELEASE_ALL and \
+         B_RELEASE_IF_WAITING_ONLY are not simulated"
+    ));
 }
 
 /// The current count (never negative here: waiters are not counted).
@@ -782,6 +833,7 @@ pub extern "C" fn sim_unlock_memory(
 /// client memory (which must lie inside one mapping, reached through its host view) or kernel
 /// memory (any other host address, copied without faulting: [`fault_copy`]). Both sides are
 /// found under one look at the client's address space, held while the bytes move.
+#[inline]
 fn copy_any(core: &Core, to: u64, from: u64, size: usize) -> Result<(), Status> {
     core.kernel.with_user_memory(|u| {
         let src = u.host(from, size)?;
@@ -835,10 +887,11 @@ fn read_any(core: &Core, addr: u64, out: &mut [u8]) -> Result<(), Status> {
 /// Haiku's `user_memcpy`: `B_BAD_ADDRESS` for any range that is not wholly mapped (user or
 /// kernel), never a fault. User ranges must lie inside one client mapping.
 pub extern "C" fn sim_user_memcpy(to: *mut c_void, from: *const c_void, size: usize) -> status_t {
-    with_core(
+    on_cpu(
         const { Site::kernel("user_memcpy") },
         hd::B_BAD_ADDRESS,
-        |core| {
+        move || sim_user_memcpy(to, from, size),
+        move |core, cpu| {
             let (to, from) = (to as u64, from as u64);
             if to.checked_add(size as u64).is_none() || from.checked_add(size as u64).is_none() {
                 return hd::B_BAD_ADDRESS;
@@ -846,7 +899,7 @@ pub extern "C" fn sim_user_memcpy(to: *mut c_void, from: *const c_void, size: us
             if size == 0 {
                 return hd::B_OK;
             }
-            core.kernel.forbid_in_interrupt("user_memcpy");
+            cpu.forbid_in_interrupt("user_memcpy");
             meter::user_copied(size);
             status(copy_any(core, to, from, size))
         },
@@ -1190,10 +1243,13 @@ pub extern "C" fn sim_stack_chk_fail() {
 /// `system_time`: the simulated clock. A caller that calls it over and over at one instant
 /// is spinning on it, and time passes for it (`SimKernel::busy_poll`).
 pub extern "C" fn sim_system_time() -> bigtime_t {
-    with_core(const { Site::kernel("system_time") }, 0, |core| {
-        // A driver that spins on the clock lets time pass, as a real CPU would.
-        core.kernel.poll_clock()
-    })
+    // A driver that spins on the clock lets time pass, as a real CPU would.
+    on_cpu(
+        const { Site::kernel("system_time") },
+        0,
+        || sim_system_time(),
+        |_, cpu| cpu.poll_clock(),
+    )
 }
 
 pub extern "C" fn sim_system_time_nsecs() -> bigtime_t {
@@ -1294,15 +1350,21 @@ pub extern "C" fn sim_cancel_timer(event: *mut Timer) -> bool {
 // ---- interrupts and spinlocks ----
 
 pub extern "C" fn sim_disable_interrupts() -> cpu_status {
-    with_core(const { Site::kernel("disable_interrupts") }, 0, |core| {
-        core.kernel.disable_interrupts()
-    })
+    on_cpu(
+        const { Site::kernel("disable_interrupts") },
+        0,
+        || sim_disable_interrupts(),
+        |_, cpu| cpu.disable_interrupts(),
+    )
 }
 
 pub extern "C" fn sim_restore_interrupts(state: cpu_status) {
-    with_core(const { Site::kernel("restore_interrupts") }, (), |core| {
-        core.kernel.restore_interrupts(state)
-    })
+    on_cpu(
+        const { Site::kernel("restore_interrupts") },
+        (),
+        move || sim_restore_interrupts(state),
+        move |_, cpu| cpu.restore_interrupts(state),
+    )
 }
 
 #[inline]
@@ -1319,15 +1381,21 @@ fn spinlock_word<'a>(core: &Core, what: &str, lock: *mut Spinlock) -> Option<&'a
 #[cold]
 #[inline(never)]
 fn null_spinlock(core: &Core, what: &str) {
+    let _sim = SimCode::enter();
     core.record(format!("{what}(NULL)"));
 }
 
 pub extern "C" fn sim_acquire_spinlock(lock: *mut Spinlock) {
-    with_core(const { Site::kernel("acquire_spinlock") }, (), |core| {
-        if let Some(w) = spinlock_word(core, "acquire_spinlock", lock) {
-            core.kernel.acquire_spinlock(w);
-        }
-    })
+    on_cpu(
+        const { Site::kernel("acquire_spinlock") },
+        (),
+        move || sim_acquire_spinlock(lock),
+        move |core, cpu| {
+            if let Some(w) = spinlock_word(core, "acquire_spinlock", lock) {
+                cpu.acquire_spinlock(w);
+            }
+        },
+    )
 }
 
 pub extern "C" fn sim_try_acquire_spinlock(lock: *mut Spinlock) -> bool {
@@ -1342,11 +1410,16 @@ pub extern "C" fn sim_try_acquire_spinlock(lock: *mut Spinlock) -> bool {
 }
 
 pub extern "C" fn sim_release_spinlock(lock: *mut Spinlock) {
-    with_core(const { Site::kernel("release_spinlock") }, (), |core| {
-        if let Some(w) = spinlock_word(core, "release_spinlock", lock) {
-            core.kernel.release_spinlock(w);
-        }
-    })
+    on_cpu(
+        const { Site::kernel("release_spinlock") },
+        (),
+        move || sim_release_spinlock(lock),
+        move |core, cpu| {
+            if let Some(w) = spinlock_word(core, "release_spinlock", lock) {
+                cpu.release_spinlock(w);
+            }
+        },
+    )
 }
 
 pub extern "C" fn sim_memory_read_barrier() {

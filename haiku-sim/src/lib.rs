@@ -41,6 +41,7 @@ pub use sim_kernel::BusDevice;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{c_void, CStr};
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::{self, ThreadId};
@@ -57,6 +58,7 @@ pub use virtio_bus::InterruptStats;
 use sim_kernel::memory::SimCode;
 use sim_kernel::report::lock;
 use sim_kernel::SimKernel;
+use sim_kernel::{Cpu, RawCpu};
 use snd_model::SndModel;
 
 /// How an environment is set up.
@@ -177,25 +179,43 @@ thread_local! {
     static SEEN: RefCell<(u64, Weak<Core>)> = const { RefCell::new((0, Weak::new())) };
 }
 
+/// The environment whose add-on code a thread is running ([`entered`]), and that thread's
+/// CPU in its kernel: the exports called meanwhile reach both through one thread-local,
+/// with no lookup and no reference count.
+#[derive(Clone, Copy)]
+struct Entered {
+    env: *const Arc<Core>,
+    /// `env`'s `Core`, and this thread's CPU in its kernel: set with `env`, or `None`.
+    on: Option<(NonNull<Core>, RawCpu)>,
+}
+
 thread_local! {
-    /// The environment whose add-on code this thread is running, set by [`entered`]: the
-    /// exports called meanwhile reach it through this pointer, with no lookup and no
-    /// reference count. Null outside such a call.
-    static ENTERED: Cell<*const Arc<Core>> = const { Cell::new(std::ptr::null()) };
+    /// Set by [`entered`]; a null `env` outside such a call.
+    static ENTERED: Cell<Entered> = const {
+        Cell::new(Entered {
+            env: std::ptr::null(),
+            on: None,
+        })
+    };
 }
 
 /// Runs `f`, a call into the add-on's code on behalf of `core` (an ioctl, a queue
 /// interrupt's callbacks): every export the add-on calls from it on this thread finds
-/// `core` at once ([`with_env`]). The caller holds `core` across the call, which is
-/// what keeps the pointer valid; the previous one is put back after, even on a panic.
+/// `core` and this thread's CPU at once ([`with_env`], [`with_env_cpu`]). The caller holds
+/// `core` across the call, which is what keeps the pointer valid; the previous one is put
+/// back after, even on a panic.
 pub(crate) fn entered<R>(core: &Arc<Core>, f: impl FnOnce() -> R) -> R {
-    struct Restore(*const Arc<Core>);
+    struct Restore(Entered);
     impl Drop for Restore {
         fn drop(&mut self) {
             ENTERED.with(|e| e.set(self.0));
         }
     }
-    let _restore = Restore(ENTERED.with(|e| e.replace(core)));
+    let now = Entered {
+        env: core,
+        on: Some((NonNull::from(&**core), core.kernel.cpu().raw())),
+    };
+    let _restore = Restore(ENTERED.with(|e| e.replace(now)));
     f()
 }
 
@@ -203,7 +223,7 @@ pub(crate) fn entered<R>(core: &Arc<Core>, f: impl FnOnce() -> R) -> R {
 /// ([`entered`]) if it is inside such a call, else [`current`]'s.
 #[inline]
 pub(crate) fn with_env<R>(f: impl FnOnce(Option<&Arc<Core>>) -> R) -> R {
-    let p = ENTERED.with(Cell::get);
+    let p = ENTERED.with(Cell::get).env;
     // SAFETY: `entered` set it to a reference its caller holds until `f` of `entered`
     // returns, and restores the previous one before that reference can end; this thread
     // is inside that call now (the pointer is not null), so the `Arc` is alive.
@@ -211,6 +231,51 @@ pub(crate) fn with_env<R>(f: impl FnOnce(Option<&Arc<Core>>) -> R) -> R {
         return f(Some(core));
     }
     f(current().as_ref())
+}
+
+/// [`with_env`] for the exports every exchange calls, with this thread's CPU in the
+/// environment's kernel. Inside a call into the add-on ([`entered`]) both come from one
+/// thread-local and `f` runs with nothing around it. Elsewhere (an add-on thread, a timer)
+/// the environment is looked up ([`current`]) and entered, as the simulator's own code
+/// ([`SimCode`]), for `again`, which makes the same call again (and then finds it); without
+/// one, says so (naming the export `what`) and returns `dead`. `f` is used once, so it is
+/// inlined into its export whole.
+#[inline(always)]
+pub(crate) fn with_env_cpu<R>(
+    what: meter::Site,
+    dead: R,
+    again: impl FnOnce() -> R,
+    f: impl FnOnce(&Core, Cpu<'_>) -> R,
+) -> R {
+    match ENTERED.with(|e| e.get().on) {
+        Some((core, raw)) => {
+            // SAFETY: as in `with_env`: inside `entered`'s call, whose caller holds the
+            // `Arc` of this `Core`.
+            let core = unsafe { core.as_ref() };
+            // SAFETY: `entered` took `raw` from this kernel's `cpu()` on this thread (a
+            // `RawCpu` cannot leave it), and the kernel is alive (its environment is held).
+            let cpu = unsafe { core.kernel.cpu_from_raw(raw) };
+            f(core, cpu)
+        }
+        None => with_env_cpu_looked_up(what, dead, again),
+    }
+}
+
+/// [`with_env_cpu`] outside a call into the add-on.
+#[cold]
+#[inline(never)]
+fn with_env_cpu_looked_up<R>(what: meter::Site, dead: R, again: impl FnOnce() -> R) -> R {
+    let _sim = SimCode::enter();
+    match current() {
+        Some(core) => entered(&core, again),
+        None => {
+            eprintln!(
+                "sim: the add-on called {} while no Haiku environment is alive",
+                what.name()
+            );
+            dead
+        }
+    }
 }
 
 /// Sets `CURRENT` (the caller holds its lock) and tells every thread's [`current`].

@@ -12,7 +12,7 @@
 //! inside `SimKernel::run_in_interrupt`, so the kernel's misuse checks apply to the callback.
 
 use std::ffi::{c_char, c_void, CStr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use platform::{PhysEntry, QueueHandler};
@@ -30,6 +30,7 @@ use sim_kernel::clock::EventSource;
 use sim_kernel::kernel::Poll;
 use sim_kernel::memory::SimCode;
 use sim_kernel::report::lock;
+use sim_kernel::Cpu;
 
 /// Queues a virtio device can have (`VIRTIO_VIRTQUEUES_MAX_COUNT`).
 const MAX_QUEUES: usize = hd::VIRTIO_VIRTQUEUES_MAX_COUNT as usize;
@@ -47,6 +48,9 @@ const KNOWN_TO_BUS: u64 = hd::VIRTIO_FEATURE_NOTIFY_ON_EMPTY
 pub(crate) struct QueueSlot {
     /// (callback, its cookie) from `queue_setup_interrupt`.
     callback: Mutex<Option<(usize, usize)>>,
+    /// The ring's size, read from the device when `alloc_queues` made the queue: Haiku's
+    /// `VirtioQueue` keeps it (`fRingSize`) and checks each request against it.
+    size: AtomicU16,
 }
 
 #[derive(Default)]
@@ -89,6 +93,7 @@ impl Bus {
         Bus {
             queues: std::array::from_fn(|_| QueueSlot {
                 callback: Mutex::new(None),
+                size: AtomicU16::new(0),
             }),
             state: Mutex::new(BusState::default()),
             delivery,
@@ -192,16 +197,21 @@ fn device(site: Site, dev: virtio_device) -> Option<Arc<Core>> {
     Some(core)
 }
 
-/// Runs `f` on the environment and queue index of a queue cookie from `alloc_queues`; a
-/// stranger is a recorded misuse, and then (as without an environment) the answer is
-/// `dead`. Inside a call into the add-on the environment is the one entered, as for the
-/// kernel exports ([`crate::with_env`]).
-fn queue<R>(site: Site, q: virtio_queue, dead: R, f: impl FnOnce(&Core, u16) -> R) -> R {
-    site.count();
-    crate::with_env(|core| {
-        let Some(core) = core else {
-            return dead;
-        };
+/// Runs `f` on the environment, this thread's CPU and the queue index of a queue cookie
+/// from `alloc_queues`; a stranger is a recorded misuse, and then (as without an
+/// environment) the answer is `dead`. The environment is found as for the hot kernel
+/// exports ([`crate::with_env_cpu`]: outside a call into the add-on, `again` makes the call
+/// again inside one).
+#[inline(always)]
+fn queue<R: Copy>(
+    site: Site,
+    q: virtio_queue,
+    dead: R,
+    again: impl FnOnce() -> R,
+    f: impl FnOnce(&Core, Cpu<'_>, u16) -> R,
+) -> R {
+    crate::with_env_cpu(site, dead, again, move |core, cpu| {
+        site.count();
         let base = core.bus.queues.as_ptr() as usize;
         let size = std::mem::size_of::<QueueSlot>();
         let off = (q as usize).wrapping_sub(base);
@@ -210,7 +220,7 @@ fn queue<R>(site: Site, q: virtio_queue, dead: R, f: impl FnOnce(&Core, u16) -> 
             bad_queue(core, site, q);
             return dead;
         }
-        f(core, index as u16)
+        f(core, cpu, index as u16)
     })
 }
 
@@ -402,6 +412,10 @@ unsafe extern "C" fn alloc_queues(
         return e.0;
     }
     lock(&core.bus.state).queues = count as usize;
+    for i in 0..count as usize {
+        let size = core.device.queue_size(i as u16);
+        core.bus.queues[i].size.store(size, Ordering::Relaxed);
+    }
     core.bus.allocated.store(count as usize, Ordering::Release);
     for i in 0..count as usize {
         *lock(&core.bus.queues[i].callback) = None;
@@ -636,7 +650,9 @@ unsafe extern "C" fn queue_setup_interrupt(
         const { Site::bus("queue_setup_interrupt") },
         q,
         hd::B_BAD_VALUE,
-        |core, index| {
+        // SAFETY: the caller's arguments, passed on.
+        move || unsafe { queue_setup_interrupt(q, handler, cookie) },
+        move |core, _, index| {
             *lock(&core.bus.queues[index as usize].callback) =
                 handler.map(|f| (f as usize, cookie as usize));
             hd::B_OK
@@ -651,12 +667,12 @@ fn post(
     readable: usize,
     cookie: *mut c_void,
 ) -> status_t {
-    let _sim = SimCode::enter();
     // SAFETY: the entries are the add-on's, and whether they stay valid is what is under
     // test: the simulated kernel hands out memory only from its arena, which stays mapped
     // while any area is live or the device may still use it (a deleted area is poisoned,
     // not unmapped), and the model flags a deleted area under a chain it holds.
     let queued = meter::device_code(|| unsafe {
+        let _sim = SimCode::enter();
         core.device
             .queue_request(index, entries, readable, cookie as usize as u64)
     });
@@ -686,7 +702,9 @@ unsafe extern "C" fn queue_request(
         const { Site::bus("queue_request") },
         q,
         hd::B_BAD_VALUE,
-        |core, index| {
+        // SAFETY: the caller's arguments, passed on.
+        move || unsafe { queue_request(q, read_entry, written_entry, cookie) },
+        move |core, _, index| {
             let mut entries = [PhysEntry {
                 address: 0,
                 size: 0,
@@ -723,20 +741,25 @@ unsafe extern "C" fn queue_request_v(
         const { Site::bus("queue_request_v") },
         q,
         hd::B_BAD_VALUE,
-        |core, index| {
+        // SAFETY: the caller's arguments, passed on.
+        move || unsafe { queue_request_v(q, vector, read_count, written_count, cookie) },
+        move |core, _, index| {
             let Some(total) = read_count.checked_add(written_count) else {
                 return hd::B_BAD_VALUE;
             };
             if total == 0 {
                 return hd::B_BAD_VALUE;
             }
-            if total > u64::from(core.device.queue_size(index)) {
+            let ring = core.bus.queues[usize::from(index)]
+                .size
+                .load(Ordering::Relaxed);
+            if total > u64::from(ring) {
                 // More descriptors than the ring has (no indirect descriptors are
                 // negotiated): Haiku refuses before it reads the vector.
                 return hd::B_BUSY;
             }
             if vector.is_null() {
-                core.record("virtio queue_request_v with a NULL vector");
+                null_vector(core);
                 return hd::B_BAD_VALUE;
             }
             // SAFETY: the driver's vector of `total` entries (bounded above).
@@ -761,12 +784,21 @@ unsafe extern "C" fn queue_request_v(
     )
 }
 
+#[cold]
+#[inline(never)]
+fn null_vector(core: &Core) {
+    let _sim = SimCode::enter();
+    core.record("virtio queue_request_v with a NULL vector");
+}
+
 unsafe extern "C" fn queue_is_full(q: virtio_queue) -> bool {
     queue(
         const { Site::bus("queue_is_full") },
         q,
         true,
-        |core, index| core.device.in_flight(index) >= usize::from(core.device.queue_size(index)),
+        // SAFETY: the caller's argument, passed on.
+        move || unsafe { queue_is_full(q) },
+        |core, _, index| core.device.in_flight(index) >= usize::from(core.device.queue_size(index)),
     )
 }
 
@@ -775,14 +807,21 @@ unsafe extern "C" fn queue_is_empty(q: virtio_queue) -> bool {
         const { Site::bus("queue_is_empty") },
         q,
         true,
-        |core, index| core.device.in_flight(index) == 0,
+        // SAFETY: the caller's argument, passed on.
+        move || unsafe { queue_is_empty(q) },
+        |core, _, index| core.device.in_flight(index) == 0,
     )
 }
 
 unsafe extern "C" fn queue_size(q: virtio_queue) -> u16 {
-    queue(const { Site::bus("queue_size") }, q, 0, |core, index| {
-        core.device.queue_size(index)
-    })
+    queue(
+        const { Site::bus("queue_size") },
+        q,
+        0,
+        // SAFETY: the caller's argument, passed on.
+        move || unsafe { queue_size(q) },
+        |core, _, index| core.device.queue_size(index),
+    )
 }
 
 unsafe extern "C" fn queue_dequeue(
@@ -794,20 +833,21 @@ unsafe extern "C" fn queue_dequeue(
         const { Site::bus("queue_dequeue") },
         q,
         false,
-        |core, index| {
-            let got = {
+        // SAFETY: the caller's arguments, passed on.
+        move || unsafe { queue_dequeue(q, cookie, used_length) },
+        move |core, cpu, index| {
+            let got = meter::device_code(|| {
                 let _sim = SimCode::enter();
-                meter::device_code(|| core.device.queue_dequeue(index))
-            };
+                core.device.queue_dequeue(index)
+            });
             let Some((c, len)) = got else {
-                let _sim = SimCode::enter();
                 // A driver that spins on the queue lets time pass, as a real CPU would.
-                if let Err(why) = core.kernel.busy_poll(Poll::Queue) {
-                    panic!("{why}");
+                if let Err(why) = cpu.poll_missed(Poll::Queue) {
+                    queue_polled_forever(&why);
                 }
                 return false;
             };
-            core.kernel.poll_succeeded();
+            cpu.poll_succeeded();
             // SAFETY: each is NULL or the driver's out parameter.
             unsafe {
                 if !cookie.is_null() {
@@ -820,6 +860,14 @@ unsafe extern "C" fn queue_dequeue(
             true
         },
     )
+}
+
+/// A queue polled in vain for ever: the simulation cannot go on.
+#[cold]
+#[inline(never)]
+fn queue_polled_forever(why: &str) -> ! {
+    let _sim = SimCode::enter();
+    panic!("{why}");
 }
 
 #[cfg(test)]
