@@ -429,7 +429,9 @@ struct Faults {
 struct Inner {
     clock: Clock,
     memory: Arc<Memory>,
-    user: Mutex<UserSpace>,
+    /// The client's address space: every `user_memcpy` takes this lock, so it is
+    /// `parking_lot`'s (one compare-exchange each way, no poisoning to check).
+    user: parking_lot::Mutex<UserSpace>,
     sems: SemTable,
     /// This kernel's key in every thread's [`CPUS`].
     cpu_key: u64,
@@ -510,7 +512,7 @@ impl SimKernel {
             inner: Arc::new(Inner {
                 clock,
                 memory,
-                user: Mutex::new(UserSpace::new()),
+                user: parking_lot::Mutex::new(UserSpace::new()),
                 sems: SemTable::new(),
                 cpu_key: NEXT_CPU_KEY.fetch_add(1, Ordering::Relaxed),
                 alive: Arc::new(()),
@@ -775,6 +777,8 @@ impl SimKernel {
     #[inline(never)]
     fn poll_clock_slow(&self) -> i64 {
         let _sim = SimCode::enter();
+        // `busy_poll` counts the poll as `Cpu::poll_clock` does, and waits once the caller
+        // spins.
         let _ = self.busy_poll(Poll::Clock);
         self.inner.clock.now()
     }
@@ -894,17 +898,17 @@ impl SimKernel {
 
     /// Maps `len` zeroed bytes of client memory and returns its user address.
     pub fn user_alloc(&self, len: usize) -> u64 {
-        lock(&self.inner.user).alloc(len)
+        self.inner.user.lock().alloc(len)
     }
 
     /// Maps `len` bytes at exactly `addr` (boundary tests); `Err` if not possible.
     pub fn user_map_at(&self, addr: u64, len: usize) -> Result<(), String> {
-        lock(&self.inner.user).map_at(addr, len)
+        self.inner.user.lock().map_at(addr, len)
     }
 
     /// Unmaps the mapping that starts at `addr`.
     pub fn user_free(&self, addr: u64) {
-        if !lock(&self.inner.user).free(addr) {
+        if !self.inner.user.lock().free(addr) {
             panic!("user_free({addr:#x}): no mapping starts there");
         }
     }
@@ -912,24 +916,24 @@ impl SimKernel {
     /// Backs later user mappings with `mapper` (`None`: plain host bytes again). The Haiku
     /// environment uses it to put client memory where a direct access by the add-on faults.
     pub fn set_user_mapper(&self, mapper: Option<Arc<dyn UserMapper>>) {
-        lock(&self.inner.user).set_mapper(mapper);
+        self.inner.user.lock().set_mapper(mapper);
     }
 
     /// Whether `addr` is client memory (mapped, or in the user mapper's range): what
     /// `user_memcpy` must reach through the user space rather than as kernel memory.
     pub fn is_user_address(&self, addr: u64) -> bool {
-        lock(&self.inner.user).is_user(addr)
+        self.inner.user.lock().is_user(addr)
     }
 
     /// Unmaps all client memory.
     pub fn user_free_all(&self) {
-        lock(&self.inner.user).clear();
+        self.inner.user.lock().clear();
     }
 
     /// The client writes its own memory. Panics on an address the test did not map: that is
     /// a bug in the test, not in the driver.
     pub fn user_write(&self, addr: u64, bytes: &[u8]) {
-        if let Err(e) = lock(&self.inner.user).write(addr, bytes) {
+        if let Err(e) = self.inner.user.lock().write(addr, bytes) {
             panic!("user_write({addr:#x}, {} bytes): {e:?}", bytes.len());
         }
     }
@@ -937,7 +941,7 @@ impl SimKernel {
     /// The client reads its own memory (panics like [`SimKernel::user_write`]).
     pub fn user_read(&self, addr: u64, len: usize) -> Vec<u8> {
         let mut v = vec![0; len];
-        if let Err(e) = lock(&self.inner.user).read(addr, &mut v) {
+        if let Err(e) = self.inner.user.lock().read(addr, &mut v) {
             panic!("user_read({addr:#x}, {len} bytes): {e:?}");
         }
         v
@@ -946,19 +950,19 @@ impl SimKernel {
     /// Reads client memory like `copy_from_user` but without the context checks (the
     /// caller made them): `Err(BAD_ADDRESS)` unless it lies inside one mapping.
     pub fn try_user_read(&self, addr: u64, out: &mut [u8]) -> KResult {
-        lock(&self.inner.user).read(addr, out)
+        self.inner.user.lock().read(addr, out)
     }
 
     /// Writes client memory like `copy_to_user` but without the context checks.
     pub fn try_user_write(&self, addr: u64, data: &[u8]) -> KResult {
-        lock(&self.inner.user).write(addr, data)
+        self.inner.user.lock().write(addr, data)
     }
 
     /// Runs `f` with the client's address space held still: `user_memcpy`'s every call
     /// finds both of its sides in it under one lock, and copies while the mappings it found
     /// cannot go away.
     pub fn with_user_memory<R>(&self, f: impl FnOnce(&UserMemory<'_>) -> R) -> R {
-        f(&UserMemory(&lock(&self.inner.user)))
+        f(&UserMemory(&self.inner.user.lock()))
     }
 
     /// Writes a plain-bytes value into client memory.
@@ -990,7 +994,7 @@ impl SimKernel {
         for s in self.sems() {
             problems.push(format!("semaphore {} {:?} is still alive", s.id, s.name));
         }
-        for (addr, len) in lock(&self.inner.user).live() {
+        for (addr, len) in self.inner.user.lock().live() {
             problems.push(format!(
                 "user mapping {addr:#x} ({len} bytes) is still mapped (the test's own; user_free it)"
             ));
@@ -1441,7 +1445,10 @@ impl<'k> Cpu<'k> {
     /// after it, read once when the caller is not spinning.
     #[inline]
     pub fn poll_clock(self) -> i64 {
-        let now = self.kernel.inner.clock.now();
+        // A clock that follows the host's moves by itself: out of line.
+        let Some(now) = self.kernel.inner.clock.simulated_now() else {
+            return self.kernel.poll_clock_slow();
+        };
         if self.with(|c| {
             // What `busy_poll` does when the caller is not spinning; the rest is left to it.
             if c.interrupts_disabled {

@@ -90,9 +90,11 @@ pub(crate) struct UserSpace {
     /// The index of the mapping [`UserSpace::host`] found last: a client's copies mostly go
     /// to the one it found before, checked with one comparison before any search.
     last: Cell<usize>,
-    /// From the first mapping's start to the last one's end (empty without mappings): an
-    /// address outside it and outside `mapper_range` is kernel memory, told without a search.
-    span: Range<u64>,
+    /// The smallest range holding `mapper_range` and every mapping (from the first one's
+    /// start to the last one's end): an address outside it is kernel memory, told with one
+    /// range check. One inside it may still be kernel memory (between the mappings and the
+    /// mapper's range), which the search tells.
+    hull: Range<u64>,
 }
 
 impl UserSpace {
@@ -103,7 +105,7 @@ impl UserSpace {
             mapper: None,
             mapper_range: 0..0,
             last: Cell::new(0),
-            span: 0..0,
+            hull: 0..0,
         }
     }
 
@@ -115,6 +117,7 @@ impl UserSpace {
         }
         self.mapper_range = mapper.as_ref().map_or(0..0, |m| m.range());
         self.mapper = mapper;
+        self.respan();
     }
 
     /// The index of the last mapping starting at or below `addr`, if any. An address
@@ -147,12 +150,18 @@ impl UserSpace {
         self.respan();
     }
 
-    /// Sets `span` after the mappings changed. They are sorted and never overlap, so the
-    /// last one ends last.
+    /// Sets `hull` after the mappings or the mapper changed. The mappings are sorted and
+    /// never overlap, so the last one ends last.
     fn respan(&mut self) {
-        self.span = match (self.maps.first(), self.maps.last()) {
+        let span = match (self.maps.first(), self.maps.last()) {
             (Some(first), Some(last)) => first.0..last.0 + last.1.len as u64,
             _ => 0..0,
+        };
+        let m = &self.mapper_range;
+        self.hull = match (span.is_empty(), m.is_empty()) {
+            (true, _) => m.clone(),
+            (false, true) => span,
+            (false, false) => span.start.min(m.start)..span.end.max(m.end),
         };
     }
 
@@ -227,11 +236,11 @@ impl UserSpace {
     /// not fit in (unmapped, or running off its mapping's end).
     #[inline]
     pub(crate) fn host(&self, addr: u64, len: usize) -> Result<Option<NonNull<u8>>, Status> {
-        // Kernel memory is told by the ranges, without looking at a mapping (a copy has a
+        // Kernel memory is told by the hull, without looking at a mapping (a copy has a
         // kernel side as a rule). Mappings never overlap, so the one that holds `addr` is
         // the one `below` finds, whichever way it was found: first the one found last, then
         // a search.
-        if !self.mapper_range.contains(&addr) && !self.span.contains(&addr) {
+        if !self.hull.contains(&addr) {
             return Ok(None);
         }
         if let Some((start, map)) = self.maps.get(self.last.get()) {
@@ -384,6 +393,46 @@ mod tests {
         assert_eq!(pa0, Some(pa.as_ptr() as usize - 8));
         u.clear();
         assert_eq!(u.host(a, 8), Ok(None));
+    }
+
+    #[test]
+    fn kernel_memory_between_the_mappings_and_the_mappers_range_is_kernel_memory() {
+        /// Claims a range and backs nothing itself (mappings get plain host bytes).
+        struct Claims(Range<u64>);
+        impl UserMapper for Claims {
+            fn alloc_base(&self) -> u64 {
+                self.0.start
+            }
+            fn range(&self) -> Range<u64> {
+                self.0.clone()
+            }
+            fn map(&self, _: u64, _: usize) -> Option<Box<dyn UserBacking>> {
+                None
+            }
+        }
+        let page = PAGE_SIZE as u64;
+        let mut u = UserSpace::new();
+        let low = USER_BASE + 2 * page;
+        u.map_at(low, PAGE_SIZE).unwrap();
+        let claimed = USER_ALLOC_BASE..USER_ALLOC_BASE + 64 * page;
+        u.set_mapper(Some(Arc::new(Claims(claimed.clone()))));
+        let high = u.alloc(PAGE_SIZE);
+        assert!(claimed.contains(&high));
+        assert!(u.host(low, 8).unwrap().is_some());
+        assert!(u.host(high, 8).unwrap().is_some());
+        // Between the low mapping and the claimed range: neither, so kernel memory.
+        assert_eq!(u.host(low + page, 8), Ok(None));
+        assert_eq!(u.host(claimed.start - 8, 8), Ok(None));
+        // Claimed but not mapped: client memory that is not there.
+        assert_eq!(u.host(high + page, 8), Err(Status::BAD_ADDRESS));
+        assert_eq!(u.host(claimed.end - 8, 8), Err(Status::BAD_ADDRESS));
+        // Past everything, and below everything.
+        assert_eq!(u.host(claimed.end, 8), Ok(None));
+        assert_eq!(u.host(low - 1, 1), Ok(None));
+        // Without the mapper the claimed range is kernel memory again, mapped pages aside.
+        u.set_mapper(None);
+        assert_eq!(u.host(claimed.end - 8, 8), Ok(None));
+        assert!(u.host(high, 8).unwrap().is_some());
     }
 
     #[test]
