@@ -442,7 +442,7 @@ fn acquire_sem_waiting(
     absolute: bool,
     timeout: bigtime_t,
 ) -> status_t {
-    let _sim = SimCode::enter();
+    // The kernel's waiting and releasing paths enter `SimCode` themselves.
     let k = &core.kernel;
     if k.sem_count(id).is_none() {
         return hd::B_BAD_SEM_ID;

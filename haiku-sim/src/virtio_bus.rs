@@ -44,7 +44,9 @@ const KNOWN_TO_BUS: u64 = hd::VIRTIO_FEATURE_NOTIFY_ON_EMPTY
     | hd::VIRTIO_FEATURE_RING_EVENT_IDX
     | hd::VIRTIO_FEATURE_BAD_FEATURE;
 
-/// One queue's slot; a `virtio_queue` cookie is the address of one.
+/// One queue's slot; a `virtio_queue` cookie is the address of one. A power of two in
+/// size, so a cookie becomes its index with a shift.
+#[repr(align(64))]
 pub(crate) struct QueueSlot {
     /// (callback, its cookie) from `queue_setup_interrupt`.
     callback: Mutex<Option<(usize, usize)>>,
@@ -689,8 +691,14 @@ fn entry(p: &PhysicalEntry) -> PhysEntry {
     }
 }
 
-/// Entries a request may have without the simulator allocating for them.
-const INLINE_ENTRIES: usize = 4;
+// Haiku's `physical_entry` and the device's `PhysEntry` have one layout, so
+// `queue_request_v` hands the driver's vector on as it is.
+const _: () = assert!(
+    std::mem::size_of::<PhysicalEntry>() == std::mem::size_of::<PhysEntry>()
+        && std::mem::align_of::<PhysicalEntry>() == std::mem::align_of::<PhysEntry>()
+        && std::mem::offset_of!(PhysicalEntry, address) == std::mem::offset_of!(PhysEntry, address)
+        && std::mem::offset_of!(PhysicalEntry, size) == std::mem::offset_of!(PhysEntry, size)
+);
 
 unsafe extern "C" fn queue_request(
     q: virtio_queue,
@@ -762,23 +770,11 @@ unsafe extern "C" fn queue_request_v(
                 null_vector(core);
                 return hd::B_BAD_VALUE;
             }
-            // SAFETY: the driver's vector of `total` entries (bounded above).
-            let v = unsafe { std::slice::from_raw_parts(vector, total as usize) };
-            let mut inline = [PhysEntry {
-                address: 0,
-                size: 0,
-            }; INLINE_ENTRIES];
-            let heap: Vec<PhysEntry>;
-            let entries = if v.len() <= INLINE_ENTRIES {
-                for (to, from) in inline.iter_mut().zip(v) {
-                    *to = entry(from);
-                }
-                &inline[..v.len()]
-            } else {
-                let _sim = SimCode::enter();
-                heap = v.iter().map(entry).collect();
-                &heap[..]
-            };
+            // SAFETY: the driver's vector of `total` entries (bounded above), read as the
+            // device's entries: both types are the same two `u64` fields in the same order
+            // (`repr(C)`, checked at compile time above), so each `physical_entry` is a `PhysEntry`.
+            let entries =
+                unsafe { std::slice::from_raw_parts(vector.cast::<PhysEntry>(), total as usize) };
             post(core, index, entries, read_count as usize, cookie)
         },
     )
