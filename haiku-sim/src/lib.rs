@@ -257,17 +257,23 @@ pub(crate) fn with_env_cpu<R>(
             let cpu = unsafe { core.kernel.cpu_from_raw(raw) };
             f(core, cpu)
         }
-        None => with_env_cpu_looked_up(what, dead, again),
+        // By reference, made here: the fast path stores none of `again`'s captures.
+        None => with_env_cpu_looked_up(what, dead, &mut Some(again)),
     }
 }
 
 /// [`with_env_cpu`] outside a call into the add-on.
 #[cold]
 #[inline(never)]
-fn with_env_cpu_looked_up<R>(what: meter::Site, dead: R, again: impl FnOnce() -> R) -> R {
+fn with_env_cpu_looked_up<R>(
+    what: meter::Site,
+    dead: R,
+    again: &mut Option<impl FnOnce() -> R>,
+) -> R {
     let _sim = SimCode::enter();
     match current() {
-        Some(core) => entered(&core, again),
+        // `again` is always there: the caller made it for this call.
+        Some(core) => again.take().map_or(dead, |again| entered(&core, again)),
         None => {
             eprintln!(
                 "sim: the add-on called {} while no Haiku environment is alive",
