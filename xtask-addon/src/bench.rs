@@ -43,9 +43,11 @@ pub struct BenchArgs {
     pub mode: Vec<String>,
     /// A built `addon_bench` to run instead of this tree's (another revision's simulator,
     /// built there with `cargo build --release -p haiku-sim --example addon_bench`), to
-    /// compare simulators with the same add-on.
+    /// compare simulators with the same add-on. Repeat it once per `--addon` to pair them:
+    /// the first add-on runs in the first workload, and so on (a revision against another,
+    /// simulator and add-on both, in one run).
     #[arg(long)]
-    pub workload: Option<PathBuf>,
+    pub workload: Vec<PathBuf>,
 }
 
 /// Exchange counts of the two callgrind runs whose difference is measured.
@@ -304,10 +306,22 @@ pub fn run(args: &BenchArgs) -> Result {
     for &c in &channels {
         crate::simcmd::check_channels("--channels", u16::from(c))?;
     }
-    let bin = match &args.workload {
-        Some(w) if w.is_file() => w.clone(),
-        Some(w) => return Err(format!("--workload {}: no such file", w.display()).into()),
-        None => build()?,
+    for w in &args.workload {
+        if !w.is_file() {
+            return Err(format!("--workload {}: no such file", w.display()).into());
+        }
+    }
+    let bins = match args.workload.len() {
+        0 => vec![build()?; addons.len()],
+        1 => vec![args.workload[0].clone(); addons.len()],
+        n if n == addons.len() => args.workload.clone(),
+        n => {
+            return Err(format!(
+                "{n} --workload for {} --addon: give one, or one per --addon",
+                addons.len()
+            )
+            .into())
+        }
     };
     let dir = tempfile::tempdir()?;
     println!(
@@ -315,9 +329,8 @@ pub fn run(args: &BenchArgs) -> Result {
          exchanges)",
         RUNS.1, RUNS.0
     );
-    println!("workload: {}", bin.display());
-    for (i, a) in addons.iter().enumerate() {
-        println!("[{}] {}", i + 1, a.display());
+    for (i, (a, bin)) in addons.iter().zip(&bins).enumerate() {
+        println!("[{}] {} in {}", i + 1, a.display(), bin.display());
     }
     println!(
         "{:<22} {:>3} {:>10} {:>9} {:>9} {:>6} {:>6} {:>6} {:>11} {:>6} {:>7} {:>10} {:>6} {:>6}",
@@ -344,8 +357,8 @@ pub fn run(args: &BenchArgs) -> Result {
                     channels: ch,
                     mode: mode.clone(),
                 };
-                for (i, addon) in addons.iter().enumerate() {
-                    let r = measure(&bin, addon, &c, dir.path())?;
+                for (i, (addon, bin)) in addons.iter().zip(&bins).enumerate() {
+                    let r = measure(bin, addon, &c, dir.path())?;
                     let sem = r.call("acquire_sem")
                         + r.call("acquire_sem_etc")
                         + r.call("release_sem")
