@@ -710,6 +710,41 @@ fn user_memory_copies_check_every_address() {
         sim_user_memset((end - page) as *mut c_void, 0, 1),
         hd::B_BAD_ADDRESS
     );
+    // Kernel memory, over more than a page: every byte, none past the end.
+    let mut big = vec![0u8; 3 * page as usize + 6];
+    let bp = big.as_mut_ptr() as *mut c_void;
+    assert_eq!(sim_user_memset(bp, 0x5a, 3 * page as usize + 5), hd::B_OK);
+    assert!(big[..3 * page as usize + 5].iter().all(|&b| b == 0x5a));
+    assert_eq!(big[3 * page as usize + 5], 0);
+    // Kernel memory that runs into a page nobody may touch: B_BAD_ADDRESS, no fault.
+    // SAFETY: a fresh anonymous mapping of two pages, the second made inaccessible; only
+    // this test knows it, and it is unmapped below.
+    let two = unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            2 * page as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED);
+        assert_eq!(
+            libc::mprotect(
+                (p as usize + page as usize) as *mut c_void,
+                page as usize,
+                libc::PROT_NONE
+            ),
+            0
+        );
+        p
+    };
+    assert_eq!(
+        sim_user_memset((two as usize + 100) as *mut c_void, 1, page as usize),
+        hd::B_BAD_ADDRESS
+    );
+    // SAFETY: the mapping made above, used by nothing else.
+    assert_eq!(unsafe { libc::munmap(two, 2 * page as usize) }, 0);
     let mut s = [0xffu8; 4];
     let sp = s.as_mut_ptr() as *mut c_char;
     assert_eq!(
